@@ -1,0 +1,667 @@
+//! Finding the final answer in a completion.
+//!
+//! In priority order: the last brace-balanced `\boxed{…}`/`\fbox{…}` (all distinct boxed
+//! answers are returned, so that hedging can be detected), GSM8K's `#### n`, an explicit
+//! "the answer is …" / "Final Answer: …" / "答案是…", the whole text when it is short and
+//! answer-like, the last inline or display math, and, if configured, the last number.
+//! When the completion has `</think>`, only the text after it is searched (DeepSeek-R1 format:
+//! the reasoning is not the answer); an unclosed `<think>` has no answer.
+//!
+//! All scans are linear in the completion (boxed scans are capped at [`MAX_BOXED`] occurrences).
+
+use serde::{Deserialize, Serialize};
+
+/// Most `\boxed` occurrences examined (the last ones).
+pub const MAX_BOXED: usize = 64;
+
+/// What to do when no explicit answer is found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// No explicit answer means no answer.
+    None,
+    /// Take the last number in the answer region (GSM8K-style completions).
+    #[default]
+    LastNumber,
+}
+
+/// Where to look when the completion has a `<think>` block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThinkPolicy {
+    /// Only after the last `</think>`; an unclosed `<think>` yields no answer.
+    #[default]
+    AfterThink,
+    /// Search the whole completion.
+    Anywhere,
+}
+
+/// Several different boxed answers in one completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultipleBoxed {
+    /// They form one answer list: right only when the gold is that list, so hedging
+    /// (`\boxed{3}` or maybe `\boxed{4}`) against a single gold fails.
+    #[default]
+    AsList,
+    /// Only the last one counts (lm-eval / Qwen2.5-Math behaviour).
+    Last,
+}
+
+/// Extraction settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractConfig {
+    pub fallback: Fallback,
+    pub think: ThinkPolicy,
+    pub multiple_boxed: MultipleBoxed,
+}
+
+/// How an answer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Boxed,
+    Gsm8k,
+    AnswerIs,
+    Whole,
+    LastMath,
+    LastNumber,
+    Choice,
+}
+
+/// The answer text(s) found in a completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extraction {
+    /// Raw answer strings, in order; more than one only for several different boxed answers.
+    pub answers: Vec<String>,
+    pub method: Method,
+}
+
+/// The part of `text` that may hold the answer, per the think policy.
+pub fn answer_region(text: &str, think: ThinkPolicy) -> Option<&str> {
+    if think == ThinkPolicy::Anywhere {
+        return Some(text);
+    }
+    if let Some(p) = text.rfind("</think>") {
+        return Some(&text[p + "</think>".len()..]);
+    }
+    if text.contains("<think>") {
+        return None;
+    }
+    Some(text)
+}
+
+/// Contents of every `\boxed{…}` / `\fbox{…}` (and `\boxed 5`) in `text`, in order.
+/// Unbalanced boxes are skipped.
+pub fn boxed_contents(text: &str) -> Vec<&str> {
+    let mut starts: Vec<(usize, usize)> = Vec::new();
+    for pat in ["\\boxed", "\\fbox"] {
+        starts.extend(text.match_indices(pat).map(|(i, m)| (i, i + m.len())));
+    }
+    starts.sort_unstable();
+    let skip = starts.len().saturating_sub(MAX_BOXED);
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    for &(_, after) in &starts[skip..] {
+        let mut i = after;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'{' {
+            if let Some(end) = matching_brace(bytes, i) {
+                out.push(&text[i + 1..end]);
+            }
+        } else if i > after && i < bytes.len() {
+            // `\boxed 5`: up to the next space or `$`.
+            let end = text[i..]
+                .find(|c: char| c.is_whitespace() || c == '$')
+                .map_or(text.len(), |e| i + e);
+            out.push(&text[i..end]);
+        }
+    }
+    out
+}
+
+/// Index of the `}` matching the `{` at `open`, skipping escaped braces.
+fn matching_brace(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Letters of the multiple-choice options listed in a problem (`(A)`, `A.`/`A)` at a line start).
+pub fn choices_in(problem: &str) -> Vec<char> {
+    let has = |l: char| {
+        problem.contains(&format!("({l})"))
+            || problem.contains(&format!("\n{l}."))
+            || problem.contains(&format!("\n{l})"))
+            || problem.contains(&format!("\n{l}:"))
+    };
+    let letters: Vec<char> = ('A'..='J').take_while(|&l| has(l)).collect();
+    if letters.len() >= 2 {
+        letters
+    } else {
+        Vec::new()
+    }
+}
+
+/// A choice letter written as `C`, `(C)`, `\text{(C)}`, `C)`, `C.`, "option C".
+pub fn choice_letter(s: &str) -> Option<char> {
+    let cleaned = crate::normalize::clean(s).text;
+    let mut t = cleaned.trim();
+    for prefix in ["option", "Option", "choice", "Choice"] {
+        t = t.strip_prefix(prefix).unwrap_or(t).trim();
+    }
+    let t = t.trim_matches(|c: char| matches!(c, '(' | ')' | '.' | ':' | ' ' | '{' | '}'));
+    let mut chars = t.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_alphabetic() => Some(c.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// Finds the answer in a completion.
+pub fn extract(text: &str, cfg: &ExtractConfig) -> Option<Extraction> {
+    let region = answer_region(text, cfg.think)?;
+    let boxed = boxed_contents(region);
+    // An explicit "Final Answer: …" after the last box restates the answer and wins
+    // (completions often box intermediate results first).
+    let marker_after_box = after_answer_marker(region).filter(|snippet| {
+        let marker_at = region.len() - snippet.len();
+        let last_box = ["\\boxed", "\\fbox"]
+            .iter()
+            .filter_map(|p| region.rfind(p))
+            .max()
+            .unwrap_or(0);
+        !boxed.is_empty() && marker_at > last_box && !snippet.contains("\\boxed")
+    });
+    if let Some(snippet) = marker_after_box {
+        let ans = answer_in_snippet(snippet);
+        if !ans.trim().is_empty() {
+            return Some(Extraction {
+                answers: vec![ans.trim().to_string()],
+                method: Method::AnswerIs,
+            });
+        }
+    }
+    if !boxed.is_empty() {
+        let answers = match cfg.multiple_boxed {
+            MultipleBoxed::Last => boxed
+                .last()
+                .map(|s| vec![s.to_string()])
+                .unwrap_or_default(),
+            MultipleBoxed::AsList => distinct(&boxed),
+        };
+        return Some(Extraction {
+            answers,
+            method: Method::Boxed,
+        });
+    }
+    let one = |s: &str, method| {
+        let s = s.trim();
+        (!s.is_empty()).then(|| Extraction {
+            answers: vec![s.to_string()],
+            method,
+        })
+    };
+    if let Some(p) = region.rfind("####") {
+        let line = region[p + 4..].lines().next().unwrap_or("");
+        if let Some(e) = one(line, Method::Gsm8k) {
+            return Some(e);
+        }
+    }
+    if let Some(snippet) = after_answer_marker(region) {
+        let ans = answer_in_snippet(snippet);
+        if let Some(e) = one(&ans, Method::AnswerIs) {
+            return Some(e);
+        }
+    }
+    // Short answer-like text that parses as math is the answer itself.
+    if looks_like_bare_answer(region)
+        && crate::parse::parse(&crate::normalize::clean(region).text).is_ok()
+        && let Some(e) = one(region, Method::Whole)
+    {
+        return Some(e);
+    }
+    // The later of the last math segment and (if enabled) the last number.
+    let math = last_math_at(region);
+    let number = match cfg.fallback {
+        Fallback::LastNumber => last_number_at(region),
+        Fallback::None => None,
+    };
+    match (math, number) {
+        (Some((mp, m)), Some((np, n))) => {
+            if np > mp {
+                one(&n, Method::LastNumber)
+            } else {
+                one(m, Method::LastMath)
+            }
+        }
+        (Some((_, m)), None) => one(m, Method::LastMath),
+        (None, Some((_, n))) => one(&n, Method::LastNumber),
+        // Short answer-like text that is not math (`\text{4:30 p.m.}`) is compared as text.
+        (None, None) if looks_like_bare_answer(region) => one(region, Method::Whole),
+        (None, None) => None,
+    }
+}
+
+/// Distinct boxed contents (compared after cleaning), in order of appearance.
+fn distinct(boxed: &[&str]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for b in boxed {
+        let key: String = crate::normalize::clean(b)
+            .text
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if !seen.contains(&key) {
+            seen.push(key);
+            out.push(b.to_string());
+        }
+    }
+    out
+}
+
+/// Text following the last "answer is" / "answer:" / "答案是" marker.
+fn after_answer_marker(region: &str) -> Option<&str> {
+    let lower = region.to_ascii_lowercase();
+    let mut best: Option<usize> = None;
+    let mut search_end = lower.len();
+    while let Some(p) = lower[..search_end].rfind("answer") {
+        let rest = &lower[p + 6..];
+        let trimmed = rest.trim_start();
+        let mut consumed = rest.len() - trimmed.len();
+        let mut marker = false;
+        let mut t = trimmed;
+        for _ in 0..4 {
+            let before = t.len();
+            for conn in [
+                ":",
+                "is",
+                "=",
+                "would be",
+                "will be",
+                "should be",
+                "be",
+                "：",
+                "of",
+            ] {
+                if let Some(r) = t.strip_prefix(conn) {
+                    if conn != "of" {
+                        marker = true;
+                    }
+                    t = r.trim_start();
+                    break;
+                }
+            }
+            if t.len() == before {
+                break;
+            }
+        }
+        consumed += trimmed.len() - t.len();
+        if marker || t.starts_with('$') || t.starts_with("\\(") || t.starts_with("\\[") {
+            best = Some(p + 6 + consumed);
+            break;
+        }
+        search_end = p;
+    }
+    for zh in ["答案是", "答案为", "答案：", "答案:", "答："] {
+        if let Some(p) = region.rfind(zh) {
+            let at = p + zh.len();
+            if best.is_none_or(|b| at > b) {
+                best = Some(at);
+            }
+        }
+    }
+    best.map(|b| &region[b..])
+}
+
+/// The answer inside the sentence after a marker: cut at the end of the sentence (outside
+/// math), then take what follows the last " is ", then the last math segment or the text.
+fn answer_in_snippet(snippet: &str) -> String {
+    let sentence = first_sentence(snippet);
+    let after_is = last_outside_math(sentence, " is ").unwrap_or(sentence);
+    if let Some(m) = last_math(after_is) {
+        // `$12$ and $13$`: several math pieces joined by connectives form one answer.
+        let prose_words = outside_math_words(after_is);
+        if prose_words == 0 && math_spans(after_is).len() > 1 {
+            let joined = crate::normalize::clean(after_is).text;
+            if crate::parse::parse(&joined).is_ok() {
+                return after_is.to_string();
+            }
+        }
+        return m.to_string();
+    }
+    let words = after_is
+        .split_whitespace()
+        .filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 3)
+        .count();
+    if words > 3
+        && let Some(n) = last_number(after_is)
+    {
+        return n;
+    }
+    after_is.to_string()
+}
+
+/// Math state tracker: yields, for each byte index, whether it is inside math.
+fn math_spans(s: &str) -> Vec<(usize, usize)> {
+    // (start of content, end of content) for `$…$`, `$$…$$`, `\(…\)`, `\[…\]`.
+    let b = s.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let (open_len, close): (usize, &[u8]) = if b[i] == b'$' {
+            if i > 0 && b[i - 1] == b'\\' {
+                i += 1;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'$') {
+                (2, b"$$")
+            } else {
+                (1, b"$")
+            }
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'(') {
+            (2, b"\\)")
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'[') {
+            (2, b"\\]")
+        } else {
+            i += 1;
+            continue;
+        };
+        let start = i + open_len;
+        let mut j = start;
+        let mut found = None;
+        while j + close.len() <= b.len() {
+            if &b[j..j + close.len()] == close && !(close == b"$" && j > 0 && b[j - 1] == b'\\') {
+                found = Some(j);
+                break;
+            }
+            j += 1;
+        }
+        match found {
+            Some(end) => {
+                spans.push((start, end));
+                i = end + close.len();
+            }
+            None => break,
+        }
+    }
+    spans
+}
+
+fn first_sentence(s: &str) -> &str {
+    let spans = math_spans(s);
+    let inside = |i: usize| spans.iter().any(|&(a, b)| i >= a && i < b);
+    let bytes = s.as_bytes();
+    for (i, &c) in bytes.iter().enumerate() {
+        if inside(i) {
+            continue;
+        }
+        let next = bytes.get(i + 1).copied();
+        let ends = match c {
+            b'\n' => !s[..i].trim().is_empty(),
+            b'.' => {
+                let prev_digit = i > 0 && bytes[i - 1].is_ascii_digit();
+                let next_digit = next.is_some_and(|n| n.is_ascii_digit());
+                !(prev_digit && next_digit) && next.is_none_or(|n| n == b' ' || n == b'\n')
+            }
+            _ => false,
+        };
+        if ends {
+            return &s[..i];
+        }
+    }
+    s
+}
+
+fn last_outside_math<'a>(s: &'a str, pat: &str) -> Option<&'a str> {
+    let spans = math_spans(s);
+    s.match_indices(pat)
+        .filter(|(i, _)| !spans.iter().any(|&(a, b)| *i >= a && *i < b))
+        .last()
+        .map(|(i, m)| &s[i + m.len()..])
+}
+
+/// The content of the last math segment in `s`.
+pub fn last_math(s: &str) -> Option<&str> {
+    last_math_at(s).map(|(_, m)| m)
+}
+
+/// The last non-empty math segment and the byte offset where it ends.
+fn last_math_at(s: &str) -> Option<(usize, &str)> {
+    math_spans(s)
+        .into_iter()
+        .rev()
+        .map(|(a, b)| (b, &s[a..b]))
+        .find(|(_, m)| !m.trim().is_empty())
+}
+
+/// The last number (optionally a fraction `a/b`) that does not sit inside a word or braces.
+pub fn last_number(s: &str) -> Option<String> {
+    last_number_at(s).map(|(_, n)| n)
+}
+
+fn last_number_at(s: &str) -> Option<(usize, String)> {
+    let b = s.as_bytes();
+    // Brace depth before each byte: numbers inside `{…}` (or after unbalanced `{`) are parts of
+    // LaTeX constructs, not answers.
+    let mut depth = Vec::with_capacity(b.len());
+    let mut d: i64 = 0;
+    for &c in b {
+        depth.push(d);
+        match c {
+            b'{' => d += 1,
+            // Stray closing braces do not open a level below zero.
+            b'}' => d = (d - 1).max(0),
+            _ => {}
+        }
+    }
+    let mut i = b.len();
+    while i > 0 {
+        i -= 1;
+        if !b[i].is_ascii_digit() {
+            continue;
+        }
+        // Walk back over the number (digits, separators, decimal point, fraction bar).
+        let end = i + 1;
+        let mut start = i;
+        while start > 0 {
+            let c = b[start - 1];
+            let ok = c.is_ascii_digit()
+                || ((c == b',' || c == b'.' || c == b'/')
+                    && start >= 2
+                    && b[start - 2].is_ascii_digit());
+            if !ok {
+                break;
+            }
+            start -= 1;
+        }
+        if start > 0 && b[start - 1] == b'.' {
+            start -= 1;
+        }
+        let preceded_by_letter = start > 0 && b[start - 1].is_ascii_alphabetic();
+        if preceded_by_letter || depth[start] != 0 {
+            i = start;
+            continue;
+        }
+        let neg = start > 0 && b[start - 1] == b'-';
+        let num = &s[start..end];
+        return Some((
+            start,
+            if neg {
+                format!("-{num}")
+            } else {
+                num.to_string()
+            },
+        ));
+    }
+    None
+}
+
+/// Words of three or more letters outside math, other than "and"/"or".
+fn outside_math_words(s: &str) -> usize {
+    let spans = math_spans(s);
+    let mut words = 0;
+    let mut word = String::new();
+    let mut flush = |w: &mut String| {
+        if w.chars().count() >= 3 && w != "and" {
+            words += 1;
+        }
+        w.clear();
+    };
+    for (i, c) in s.char_indices() {
+        let inside = spans.iter().any(|&(a, b)| i + 1 >= a && i < b + 1);
+        if c.is_alphabetic() && !inside {
+            word.push(c);
+        } else {
+            flush(&mut word);
+        }
+    }
+    flush(&mut word);
+    words
+}
+
+/// Short text that is an answer rather than prose: outside math and command names, at most
+/// two words of three or more letters, and none at all when the text has math in it
+/// (`Therefore $x \ge 5$ is the solution` is prose around an answer).
+fn looks_like_bare_answer(region: &str) -> bool {
+    let t = region.trim();
+    if t.is_empty() || t.chars().count() > 300 {
+        return false;
+    }
+    let spans = math_spans(t);
+    let limit = if spans.is_empty() { 1 } else { 0 };
+    let mut words = 0;
+    // The current run of letters: start byte, length in characters, after a backslash?
+    let mut run: Option<(usize, usize, bool)> = None;
+    let mut prev_backslash = false;
+    let mut count = |start: usize, end: usize, len: usize, command: bool| {
+        if len >= 3 && !command && !t[start..end].eq_ignore_ascii_case("and") {
+            words += 1;
+        }
+    };
+    // Letters inside braces are arguments (`\begin{pmatrix}`, `\text{cm}`), not prose.
+    let mut depth = 0usize;
+    for (i, c) in t.char_indices() {
+        let inside = spans.iter().any(|&(a, b)| i >= a && i < b);
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c.is_alphabetic() && !inside && depth == 0 {
+            run = Some(match run {
+                Some((start, len, cmd)) => (start, len + 1, cmd),
+                None => (i, 1, prev_backslash),
+            });
+        } else if let Some((start, len, cmd)) = run.take() {
+            count(start, i, len, cmd);
+        }
+        prev_backslash = c == '\\';
+    }
+    if let Some((start, len, cmd)) = run {
+        count(start, t.len(), len, cmd);
+    }
+    words <= limit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(s: &str) -> Option<(Vec<String>, Method)> {
+        extract(s, &ExtractConfig::default()).map(|e| (e.answers, e.method))
+    }
+
+    #[test]
+    fn boxed_is_brace_balanced_and_last_wins_when_identical() {
+        let r = ex("so \\boxed{\\frac{1}{2}} hence \\boxed{\\frac{1}{2}}");
+        assert_eq!(r, Some((vec!["\\frac{1}{2}".into()], Method::Boxed)));
+        assert_eq!(
+            boxed_contents("\\boxed{a{b}c} \\fbox{d}"),
+            vec!["a{b}c", "d"]
+        );
+        assert!(boxed_contents("\\boxed{unbalanced").is_empty());
+    }
+
+    #[test]
+    fn different_boxes_are_all_returned() {
+        let r = ex("\\boxed{3} or maybe \\boxed{4}").map(|r| r.0.len());
+        assert_eq!(r, Some(2));
+    }
+
+    #[test]
+    fn think_block_is_not_the_answer() {
+        assert_eq!(
+            ex("<think>\\boxed{1}</think> The answer is \\boxed{2}."),
+            Some((vec!["2".into()], Method::Boxed))
+        );
+        assert_eq!(ex("<think> still thinking \\boxed{1}"), None);
+    }
+
+    #[test]
+    fn markers_and_fallbacks() {
+        assert_eq!(
+            ex("blah\n#### 1,234").map(|r| r.0),
+            Some(vec!["1,234".into()])
+        );
+        assert_eq!(
+            ex("Final Answer: The final answer is $(0, 1)$. I hope it is correct.").map(|r| r.0),
+            Some(vec!["(0, 1)".into()])
+        );
+        assert_eq!(
+            ex("Final Answer: The volume of $ABCD$ is 120. I hope it is correct.").map(|r| r.0),
+            Some(vec!["120".into()])
+        );
+        assert_eq!(
+            ex("We computed many things and the probability is 2/3 overall, I think so.")
+                .map(|r| r.0),
+            Some(vec!["2/3".into()])
+        );
+        assert_eq!(ex("AZYUK2A"), Some((vec!["AZYUK2A".into()], Method::Whole)));
+        let none = extract(
+            "no numbers in this long sentence at all whatsoever",
+            &ExtractConfig {
+                fallback: Fallback::None,
+                ..ExtractConfig::default()
+            },
+        );
+        assert_eq!(none, None);
+    }
+
+    #[test]
+    fn choices() {
+        assert_eq!(
+            choices_in("Pick one: (A) 1 (B) 2 (C) 3"),
+            vec!['A', 'B', 'C']
+        );
+        assert!(choices_in("What is (A)?").is_empty());
+        assert_eq!(choice_letter("\\text{(C)}"), Some('C'));
+        assert_eq!(choice_letter("Option d"), Some('D'));
+        assert_eq!(choice_letter("12"), None);
+    }
+
+    #[test]
+    fn last_number_skips_numbers_inside_words() {
+        assert_eq!(last_number("x2 and 3.5 then y7"), Some("3.5".into()));
+        assert_eq!(last_number("is 1,000.99m"), Some("1,000.99".into()));
+        assert_eq!(last_number("minus -4"), Some("-4".into()));
+    }
+}

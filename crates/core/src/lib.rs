@@ -1,0 +1,4 @@
+//! Shared foundations: records, JSONL I/O with line-numbered errors, atomic writes.
+
+pub mod fs;
+pub mod jsonl;

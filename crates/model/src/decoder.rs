@@ -1,0 +1,398 @@
+//! The decoder shared by Qwen2, Qwen3 and Llama, with field names equal to the HF weight names
+//! (`model.layers.{i}.self_attn.q_proj.weight`, ...), so the code reads like the checkpoint.
+//!
+//! Shapes use `b` batch, `t` new tokens, `s` keys (cached + new), `h` query heads, `kv` key/value
+//! heads, `d` head dim, `n_rep = h / kv`. Attention follows transformers' eager implementation
+//! (`Qwen2Attention`, `LlamaAttention`): RoPE on q and k (rotate-half form), grouped-query
+//! attention, softmax in f32, additive mask.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::ModelConfig;
+
+/// A dense layer holding its weight as `(in, out)`, the transpose of the HF `(out, in)` layout;
+/// the transpose happens once at load and save time, not at every forward.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// (in, out)
+    pub weight: Param<Tensor<2>>,
+    /// (out)
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// `x`: (b, t, in) → (b, t, out)
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, d_in] = x.dims();
+        let d_out = self.weight.dims()[1];
+        let y = x.reshape([b * t, d_in]).matmul(self.weight.val()); // (b*t, out)
+        let y = match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, t, d_out])
+    }
+}
+
+/// Root-mean-square layer norm (Zhang & Sennrich 2019), computed in f32 like HF's `Qwen2RMSNorm`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// (dim)
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalise over the last dimension of a tensor of any rank.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let var = x.clone().square().mean_dim(D - 1); // (..., 1)
+        let x = x * (var + self.eps).sqrt().recip();
+        x * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// Per-position rotary tables, computed on the host for arbitrary (ragged) position ids.
+pub struct Rope {
+    /// (b, 1, t, d): cos of `cat(freqs, freqs)`
+    pub cos: Tensor<4>,
+    /// (b, 1, t, d)
+    pub sin: Tensor<4>,
+}
+
+impl Rope {
+    /// `positions`: (b * t) row-major absolute positions; `inv_freq`: d / 2 frequencies.
+    pub fn new(positions: &[u32], b: usize, t: usize, inv_freq: &[f32], device: &Device) -> Self {
+        let half = inv_freq.len();
+        let d = 2 * half;
+        let mut cos = vec![0f32; b * t * d];
+        let mut sin = vec![0f32; b * t * d];
+        for (row, &pos) in positions.iter().enumerate() {
+            for (i, &f) in inv_freq.iter().enumerate() {
+                // f32 product then f32 cos/sin, as transformers computes `freqs` and `emb`.
+                let angle = pos as f32 * f;
+                let (s, c) = angle.sin_cos();
+                cos[row * d + i] = c;
+                cos[row * d + half + i] = c;
+                sin[row * d + i] = s;
+                sin[row * d + half + i] = s;
+            }
+        }
+        let shape = [b, 1, t, d];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// `x`: (b, heads, t, d) → same shape, `x·cos + rotate_half(x)·sin`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let d = x.dims()[3];
+        let x1 = x.clone().narrow(3, 0, d / 2);
+        let x2 = x.clone().narrow(3, d / 2, d / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+/// Cached keys and values of one layer: (b, kv, s, d) each.
+#[derive(Clone, Debug)]
+pub struct LayerCache {
+    pub k: Tensor<4>,
+    pub v: Tensor<4>,
+}
+
+/// Multi-head attention with grouped key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3 only: RMSNorm over each head's `d` values of q and k.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+impl Attention {
+    /// `x`: (b, t, hidden); `mask`: (b, 1, 1, t, s) additive; returns (b, t, hidden).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: &Tensor<5>,
+        cache: Option<&mut Option<LayerCache>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let n_rep = h / kv;
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2); // (b, n, t, d)
+        let mut q = heads(self.q_proj.forward(x.clone()), h);
+        let mut k = heads(self.k_proj.forward(x.clone()), kv);
+        let mut v = heads(self.v_proj.forward(x), kv);
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        q = rope.apply(q);
+        k = rope.apply(k);
+        if let Some(slot) = cache {
+            if let Some(past) = slot.take() {
+                k = Tensor::cat(vec![past.k, k], 2);
+                v = Tensor::cat(vec![past.v, v], 2);
+            }
+            *slot = Some(LayerCache {
+                k: k.clone(),
+                v: v.clone(),
+            });
+        }
+        let s = k.dims()[2];
+        // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
+        // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
+        let q = q.reshape([b, kv, n_rep * t, d]);
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // (b, kv, n_rep*t, s)
+        let scores = scores.reshape([b, kv, n_rep, t, s]) + mask.clone();
+        let probs = softmax(scores, 4).reshape([b, kv, n_rep * t, s]);
+        let out = probs.matmul(v); // (b, kv, n_rep*t, d)
+        let out = out
+            .reshape([b, h, t, d])
+            .swap_dims(1, 2)
+            .reshape([b, t, h * d]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// Pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: &Tensor<5>,
+        cache: Option<&mut Option<LayerCache>>,
+    ) -> Tensor<3> {
+        let residual = x.clone();
+        let x = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x), rope, mask, cache)
+            + residual;
+        let residual = x.clone();
+        self.mlp.forward(self.post_attention_layernorm.forward(x)) + residual
+    }
+}
+
+/// `model.*` of the checkpoint.
+#[derive(Module, Debug)]
+pub struct Backbone {
+    /// (vocab, hidden)
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// The causal LM: backbone plus `lm_head` (absent when tied to `embed_tokens`).
+#[derive(Module, Debug)]
+pub struct CausalLm {
+    pub model: Backbone,
+    pub lm_head: Option<Linear>,
+}
+
+impl CausalLm {
+    /// Token ids (b * t, row-major) → embeddings (b, t, hidden).
+    pub fn embed(&self, ids: Tensor<1, Int>, b: usize, t: usize) -> Tensor<3> {
+        let hidden = self.model.embed_tokens.dims()[1];
+        self.model
+            .embed_tokens
+            .val()
+            .select(0, ids)
+            .reshape([b, t, hidden])
+    }
+
+    /// Run every block and the final norm: (b, t, hidden) → (b, t, hidden).
+    pub fn backbone(
+        &self,
+        mut x: Tensor<3>,
+        rope: &Rope,
+        mask: &Tensor<5>,
+        mut cache: Option<&mut Vec<Option<LayerCache>>>,
+    ) -> Tensor<3> {
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, rope, mask, slot);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Final hidden states → logits: (b, t, hidden) → (b, t, vocab).
+    pub fn head(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => {
+                let [b, t, hidden] = x.dims();
+                let emb = self.model.embed_tokens.val(); // (vocab, hidden)
+                let vocab = emb.dims()[0];
+                x.reshape([b * t, hidden])
+                    .matmul(emb.transpose())
+                    .reshape([b, t, vocab])
+            }
+        }
+    }
+
+    /// The config-derived sizes, read back from the weights.
+    pub fn vocab_size(&self) -> usize {
+        self.model.embed_tokens.dims()[0]
+    }
+}
+
+/// Initialise like transformers' `_init_weights`: normal(0, initializer_range) for matrices,
+/// zeros for biases, ones for norms — from our own seeded generator so a seed fixes the model
+/// whatever the backend.
+pub(crate) struct Init<'a> {
+    pub rng: &'a mut SplitMix,
+    pub std: f64,
+    pub device: &'a Device,
+}
+
+impl Init<'_> {
+    pub fn matrix(&mut self, rows: usize, cols: usize) -> Param<Tensor<2>> {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| (self.rng.normal() * self.std) as f32)
+            .collect();
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [rows, cols]),
+            self.device,
+        ))
+    }
+
+    pub fn constant(&self, n: usize, value: f32) -> Param<Tensor<1>> {
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![value; n], [n]),
+            self.device,
+        ))
+    }
+
+    pub fn linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear {
+        Linear {
+            weight: self.matrix(d_in, d_out),
+            bias: bias.then(|| self.constant(d_out, 0.0)),
+        }
+    }
+
+    pub fn norm(&self, n: usize, eps: f64) -> RmsNorm {
+        RmsNorm {
+            weight: self.constant(n, 1.0),
+            eps,
+        }
+    }
+}
+
+/// Small, fast, seedable generator (SplitMix64, Steele et al. 2014) for initialisation.
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Build a randomly initialised model from a config.
+pub(crate) fn random_init(config: &ModelConfig, seed: u64, device: &Device) -> CausalLm {
+    let mut rng = SplitMix::new(seed);
+    let mut init = Init {
+        rng: &mut rng,
+        std: config.initializer_range,
+        device,
+    };
+    let (hd, h, kv) = (
+        config.head_dim,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+    );
+    let hidden = config.hidden_size;
+    let eps = config.rms_norm_eps;
+    let embed_tokens = init.matrix(config.vocab_size, hidden);
+    let layers = (0..config.num_hidden_layers)
+        .map(|_| DecoderLayer {
+            self_attn: Attention {
+                q_proj: init.linear(hidden, h * hd, config.qkv_bias()),
+                k_proj: init.linear(hidden, kv * hd, config.qkv_bias()),
+                v_proj: init.linear(hidden, kv * hd, config.qkv_bias()),
+                o_proj: init.linear(h * hd, hidden, config.o_bias()),
+                q_norm: config.qk_norm().then(|| init.norm(hd, eps)),
+                k_norm: config.qk_norm().then(|| init.norm(hd, eps)),
+                num_heads: h,
+                num_kv_heads: kv,
+                head_dim: hd,
+            },
+            mlp: Mlp {
+                gate_proj: init.linear(hidden, config.intermediate_size, config.mlp_bias),
+                up_proj: init.linear(hidden, config.intermediate_size, config.mlp_bias),
+                down_proj: init.linear(config.intermediate_size, hidden, config.mlp_bias),
+            },
+            input_layernorm: init.norm(hidden, eps),
+            post_attention_layernorm: init.norm(hidden, eps),
+        })
+        .collect();
+    let norm = init.norm(hidden, eps);
+    let lm_head =
+        (!config.tie_word_embeddings).then(|| init.linear(hidden, config.vocab_size, false));
+    CausalLm {
+        model: Backbone {
+            embed_tokens,
+            layers,
+            norm,
+        },
+        lm_head,
+    }
+}

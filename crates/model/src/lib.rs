@@ -1,0 +1,549 @@
+//! Causal language models from Hugging Face checkpoints, on burn.
+//!
+//! [`Model`] bundles a [`ModelConfig`] (from `config.json`), the decoder weights and the device
+//! they live on. It loads `model.safetensors` (or shards with an index), F32/BF16/F16, tied or
+//! untied heads; initialises at random from a config; saves back in the same layout; runs
+//! forward passes over ragged batches with a KV cache; and computes teacher-forced per-token
+//! log-probabilities that stay differentiable (the op SFT and GRPO train through).
+//!
+//! Every burn call of the project lives in this crate, `generate` and `train`; burn types leak
+//! out only as `Tensor`/`Device`, re-exported from [`tensor`].
+
+pub mod backend;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod weights;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use reasonlab_core::fs::atomic_write as core_atomic_write;
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+pub use backend::{BackendKind, device_for};
+pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
+pub use decoder::CausalLm;
+use decoder::{LayerCache, Rope};
+pub use error::ModelError;
+pub use weights::{Checkpoint, SaveDtype};
+
+/// Tensor types used at this crate's boundary.
+pub mod tensor {
+    pub use burn::tensor::{Device, Int, Tensor, TensorData};
+}
+pub use burn;
+
+/// Additive mask value for disallowed keys: finite, so rows that are entirely padding stay NaN-free.
+const MASKED: f32 = -1.0e30;
+
+/// A rectangular batch of token ids with per-token positions and key padding.
+///
+/// `ids`, `positions` and `padding` are row-major `(b, t)`. Padding slots hold a valid token
+/// id (usually the pad or eos id) and are never attended to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    pub ids: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub padding: Vec<bool>,
+    pub b: usize,
+    pub t: usize,
+}
+
+/// Which side of a short sequence the padding goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadSide {
+    /// Training and scoring: tokens start at column 0.
+    Right,
+    /// Generation: every prompt ends in the last column, so new tokens line up.
+    Left,
+}
+
+impl TokenBatch {
+    /// Pad `seqs` to a rectangle; positions count real tokens only (restart at 0 per row).
+    pub fn pad(seqs: &[Vec<u32>], pad_id: u32, side: PadSide) -> Self {
+        let b = seqs.len();
+        let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = vec![pad_id; b * t];
+        let mut positions = vec![0u32; b * t];
+        let mut padding = vec![true; b * t];
+        for (row, seq) in seqs.iter().enumerate() {
+            let offset = match side {
+                PadSide::Right => 0,
+                PadSide::Left => t - seq.len(),
+            };
+            for (i, &id) in seq.iter().enumerate() {
+                let at = row * t + offset + i;
+                ids[at] = id;
+                positions[at] = i as u32;
+                padding[at] = false;
+            }
+        }
+        Self {
+            ids,
+            positions,
+            padding,
+            b,
+            t,
+        }
+    }
+}
+
+/// Per-layer key/value cache of a batch being decoded.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<LayerCache>>,
+    /// (b, s) row-major: whether each cached key is padding.
+    padding: Vec<bool>,
+    b: usize,
+}
+
+impl KvCache {
+    /// Number of cached positions per row.
+    pub fn seq_len(&self) -> usize {
+        self.padding.len().checked_div(self.b).unwrap_or(0)
+    }
+
+    /// Rows in the cache.
+    pub fn batch_size(&self) -> usize {
+        self.b
+    }
+
+    /// Keep only `rows` (in that order): finished sequences stop costing compute.
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        if rows.len() == self.b {
+            return;
+        }
+        let s = self.seq_len();
+        let device = self.layers.iter().flatten().next().map(|c| c.k.device());
+        if let Some(device) = device {
+            let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+            for layer in self.layers.iter_mut().flatten() {
+                layer.k = layer.k.clone().select(0, idx.clone());
+                layer.v = layer.v.clone().select(0, idx.clone());
+            }
+        }
+        self.padding = rows
+            .iter()
+            .flat_map(|&r| self.padding[r * s..(r + 1) * s].iter().copied())
+            .collect();
+        self.b = rows.len();
+    }
+}
+
+/// A loaded or freshly initialised causal LM.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: ModelConfig,
+    pub net: CausalLm,
+    inv_freq: Vec<f32>,
+    device: tensor::Device,
+}
+
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+impl Model {
+    fn wrap(config: ModelConfig, net: CausalLm, device: tensor::Device) -> Self {
+        let inv_freq = config
+            .rope_inv_freq()
+            .into_iter()
+            .map(|f| f as f32)
+            .collect();
+        Self {
+            config,
+            net,
+            inv_freq,
+            device,
+        }
+    }
+
+    /// A randomly initialised model (transformers' initialisation, our seeded generator).
+    pub fn random(config: ModelConfig, seed: u64, device: &tensor::Device) -> Self {
+        let net = decoder::random_init(&config, seed, device);
+        Self::wrap(config, net, device.clone())
+    }
+
+    /// Load `DIR/config.json` and the safetensors weights.
+    pub fn load(dir: &Path, device: &tensor::Device) -> Result<Self, ModelError> {
+        let config = ModelConfig::from_dir(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        Self::from_checkpoint(config, &ckpt, device)
+    }
+
+    /// Build from an opened checkpoint, checking every tensor's shape against the config.
+    pub fn from_checkpoint(
+        config: ModelConfig,
+        ckpt: &Checkpoint,
+        device: &tensor::Device,
+    ) -> Result<Self, ModelError> {
+        // A checkpoint with tie_word_embeddings=true but an explicit lm_head keeps the head.
+        let has_head = ckpt.contains("lm_head.weight");
+        let config = ModelConfig {
+            tie_word_embeddings: config.tie_word_embeddings && !has_head,
+            ..config
+        };
+        let mut net = decoder::random_init(
+            &ModelConfig {
+                initializer_range: 0.0,
+                ..config.clone()
+            },
+            0,
+            device,
+        );
+        let mut missing = Ok(());
+        let mut load = |name: &str, shape: &[usize], hf_transposed: bool| {
+            let values = if hf_transposed {
+                // HF (out, in) → ours (in, out)
+                ckpt.tensor_f32(name, &[shape[1], shape[0]])
+                    .map(|v| transpose(&v, shape[1], shape[0]))
+            } else {
+                ckpt.tensor_f32(name, shape)
+            };
+            match values {
+                Ok(v) => Some(TensorData::new(v, shape.to_vec())),
+                Err(e) => {
+                    if missing.is_ok() {
+                        missing = Err(e);
+                    }
+                    None
+                }
+            }
+        };
+        visit_named(&mut net, config.tie_word_embeddings, &mut |name, slot| {
+            let shape = slot.shape();
+            let is_matrix = shape.len() == 2 && name != "model.embed_tokens.weight";
+            if let Some(data) = load(name, &shape, is_matrix) {
+                slot.set(data, device);
+            }
+        });
+        missing?;
+        Ok(Self::wrap(config, net, device.clone()))
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &tensor::Device {
+        &self.device
+    }
+
+    /// Tensors under their HF names and in HF layout ((out, in) matrices).
+    pub fn hf_tensors(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+        let mut out = BTreeMap::new();
+        let mut err = Ok(());
+        let mut net = self.net.clone();
+        visit_named(
+            &mut net,
+            self.config.tie_word_embeddings,
+            &mut |name, slot| {
+                let shape = slot.shape();
+                match slot.values() {
+                    Ok(values) => {
+                        if shape.len() == 2 && name != "model.embed_tokens.weight" {
+                            let t = transpose(&values, shape[0], shape[1]);
+                            out.insert(name.to_string(), (vec![shape[1], shape[0]], t));
+                        } else {
+                            out.insert(name.to_string(), (shape, values));
+                        }
+                    }
+                    Err(e) => err = Err(e),
+                }
+            },
+        );
+        err?;
+        Ok(out)
+    }
+
+    /// Write `config.json` and `model.safetensors` into `dir` (created if needed), each
+    /// atomically (temp file, fsync, rename).
+    pub fn save(&self, dir: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let tensors = self.hf_tensors()?;
+        let bytes = weights::to_safetensors_bytes(&tensors, dtype)?;
+        atomic_write(&dir.join("model.safetensors"), &bytes)?;
+        let mut config = self.config.to_hf_json();
+        if dtype == SaveDtype::Bf16 {
+            config["torch_dtype"] = "bfloat16".into();
+        }
+        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        atomic_write(&dir.join("config.json"), text.as_bytes())?;
+        // A shard index from an earlier save would shadow the new single file.
+        let stale = dir.join("model.safetensors.index.json");
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|source| ModelError::Io {
+                path: stale,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reject ids outside the vocabulary and sequences longer than the context.
+    pub fn check_input(&self, ids: &[u32], len: usize) -> Result<(), ModelError> {
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { id, vocab });
+        }
+        let max = self.config.max_position_embeddings;
+        if len > max {
+            return Err(ModelError::ContextOverflow { len, max });
+        }
+        Ok(())
+    }
+
+    /// Forward `batch` after whatever `cache` holds; returns final hidden states (b, t, hidden).
+    ///
+    /// With a cache, the batch's keys are appended to it; the batch must have as many rows as
+    /// the cache (or the cache must be empty).
+    pub fn hidden(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>, ModelError> {
+        let (b, t) = (batch.b, batch.t);
+        if batch.ids.len() != b * t
+            || batch.positions.len() != b * t
+            || batch.padding.len() != b * t
+        {
+            return Err(ModelError::Input(format!(
+                "batch arrays must have b*t = {} entries",
+                b * t
+            )));
+        }
+        let max_pos = batch.positions.iter().copied().max().unwrap_or(0) as usize;
+        self.check_input(&batch.ids, max_pos + 1)?;
+        let ids: Vec<i64> = batch.ids.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
+        let x = self.net.embed(ids, b, t);
+        let rope = Rope::new(&batch.positions, b, t, &self.inv_freq, &self.device);
+        match cache {
+            Some(cache) => {
+                if cache.layers.is_empty() {
+                    cache.layers = vec![None; self.config.num_hidden_layers];
+                    cache.b = b;
+                } else if cache.b != b {
+                    return Err(ModelError::Input(format!(
+                        "batch has {b} rows but the KV cache has {}",
+                        cache.b
+                    )));
+                }
+                let past = cache.seq_len();
+                let s = past + t;
+                let mut padding = Vec::with_capacity(b * s);
+                for row in 0..b {
+                    padding.extend_from_slice(&cache.padding[row * past..(row + 1) * past]);
+                    padding.extend_from_slice(&batch.padding[row * t..(row + 1) * t]);
+                }
+                cache.padding = padding;
+                let mask = self.mask(b, t, s, &cache.padding);
+                Ok(self.net.backbone(x, &rope, &mask, Some(&mut cache.layers)))
+            }
+            None => {
+                let mask = self.mask(b, t, t, &batch.padding);
+                Ok(self.net.backbone(x, &rope, &mask, None))
+            }
+        }
+    }
+
+    /// Logits for every position: (b, t, vocab).
+    pub fn logits(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>, ModelError> {
+        Ok(self.net.head(self.hidden(batch, cache)?))
+    }
+
+    /// Logits of the last column only: (b, vocab). The head runs on one position per row,
+    /// which is what sampling needs.
+    pub fn last_logits(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<2>, ModelError> {
+        let h = self.hidden(batch, cache)?;
+        let [b, t, _] = h.dims();
+        let last = h.narrow(1, t - 1, 1);
+        Ok(self.net.head(last).reshape([b, self.config.vocab_size]))
+    }
+
+    /// Teacher-forced log-probabilities `log p(x_t | x_<t)` for t = 1..T−1: (b, t − 1).
+    ///
+    /// Differentiable when the model lives on an autodiff device. Entries whose target is
+    /// padding are meaningless; multiply by [`TokenBatch`]'s mask (or use
+    /// [`Model::target_mask`]) before reducing.
+    pub fn token_logprobs(&self, batch: &TokenBatch) -> Result<Tensor<2>, ModelError> {
+        if batch.t < 2 {
+            return Err(ModelError::Input(
+                "log-probs need sequences of at least 2 tokens".into(),
+            ));
+        }
+        let (b, t) = (batch.b, batch.t);
+        let logits = self.logits(batch, None)?.narrow(1, 0, t - 1); // (b, t-1, vocab)
+        let logp = log_softmax(logits, 2);
+        let targets: Vec<i64> = (0..b)
+            .flat_map(|row| {
+                batch.ids[row * t + 1..(row + 1) * t]
+                    .iter()
+                    .map(|&i| i as i64)
+            })
+            .collect();
+        let targets =
+            Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), &self.device);
+        Ok(logp.gather(2, targets).reshape([b, t - 1]))
+    }
+
+    /// (b, t − 1) float mask: 1 where the target token of a log-prob is real, 0 where padding.
+    pub fn target_mask(&self, batch: &TokenBatch) -> Tensor<2> {
+        let (b, t) = (batch.b, batch.t);
+        let m: Vec<f32> = (0..b)
+            .flat_map(|row| {
+                batch.padding[row * t + 1..(row + 1) * t]
+                    .iter()
+                    .map(|&p| if p { 0.0 } else { 1.0 })
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(m, [b, t.saturating_sub(1)]), &self.device)
+    }
+
+    /// (b, 1, 1, t, s) additive mask: query i (absolute s − t + i) sees key j iff j ≤ s − t + i
+    /// and key j is not padding.
+    fn mask(&self, b: usize, t: usize, s: usize, key_padding: &[bool]) -> Tensor<5> {
+        let past = s - t;
+        let mut m = vec![0f32; b * t * s];
+        for row in 0..b {
+            for i in 0..t {
+                let line = &mut m[(row * t + i) * s..(row * t + i + 1) * s];
+                for (j, v) in line.iter_mut().enumerate() {
+                    if j > past + i || key_padding[row * s + j] {
+                        *v = MASKED;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device)
+    }
+
+    /// Move to another device (e.g. to or from an autodiff device).
+    pub fn to_device(self, device: &tensor::Device) -> Self {
+        Self {
+            net: self.net.fork(device),
+            device: device.clone(),
+            ..self
+        }
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.net.num_params()
+    }
+}
+
+/// A parameter slot seen while walking the model by HF name.
+pub enum Slot<'a> {
+    Matrix(&'a mut Param<Tensor<2>>),
+    Vector(&'a mut Param<Tensor<1>>),
+}
+
+impl Slot<'_> {
+    /// Our (in, out)-layout shape.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Slot::Matrix(p) => p.dims().to_vec(),
+            Slot::Vector(p) => p.dims().to_vec(),
+        }
+    }
+
+    fn set(&mut self, data: TensorData, device: &tensor::Device) {
+        match self {
+            Slot::Matrix(p) => **p = Param::from_tensor(Tensor::from_data(data, device)),
+            Slot::Vector(p) => **p = Param::from_tensor(Tensor::from_data(data, device)),
+        }
+    }
+
+    /// Current values, row-major.
+    pub fn values(&self) -> Result<Vec<f32>, ModelError> {
+        match self {
+            Slot::Matrix(p) => p.val().try_into_vec_as::<f32>(),
+            Slot::Vector(p) => p.val().try_into_vec_as::<f32>(),
+        }
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+    }
+}
+
+/// Visit every parameter with its HF name (`model.layers.0.self_attn.q_proj.weight`, ...).
+/// `skip_head` omits `lm_head.weight` (tied embeddings).
+pub fn visit_named(net: &mut CausalLm, skip_head: bool, f: &mut dyn FnMut(&str, &mut Slot<'_>)) {
+    f(
+        "model.embed_tokens.weight",
+        &mut Slot::Matrix(&mut net.model.embed_tokens),
+    );
+    let linear =
+        |prefix: &str, lin: &mut decoder::Linear, f: &mut dyn FnMut(&str, &mut Slot<'_>)| {
+            f(
+                &format!("{prefix}.weight"),
+                &mut Slot::Matrix(&mut lin.weight),
+            );
+            if let Some(bias) = &mut lin.bias {
+                f(&format!("{prefix}.bias"), &mut Slot::Vector(bias));
+            }
+        };
+    for (i, layer) in net.model.layers.iter_mut().enumerate() {
+        let p = format!("model.layers.{i}");
+        let attn = &mut layer.self_attn;
+        linear(&format!("{p}.self_attn.q_proj"), &mut attn.q_proj, f);
+        linear(&format!("{p}.self_attn.k_proj"), &mut attn.k_proj, f);
+        linear(&format!("{p}.self_attn.v_proj"), &mut attn.v_proj, f);
+        linear(&format!("{p}.self_attn.o_proj"), &mut attn.o_proj, f);
+        if let Some(n) = &mut attn.q_norm {
+            f(
+                &format!("{p}.self_attn.q_norm.weight"),
+                &mut Slot::Vector(&mut n.weight),
+            );
+        }
+        if let Some(n) = &mut attn.k_norm {
+            f(
+                &format!("{p}.self_attn.k_norm.weight"),
+                &mut Slot::Vector(&mut n.weight),
+            );
+        }
+        linear(&format!("{p}.mlp.gate_proj"), &mut layer.mlp.gate_proj, f);
+        linear(&format!("{p}.mlp.up_proj"), &mut layer.mlp.up_proj, f);
+        linear(&format!("{p}.mlp.down_proj"), &mut layer.mlp.down_proj, f);
+        f(
+            &format!("{p}.input_layernorm.weight"),
+            &mut Slot::Vector(&mut layer.input_layernorm.weight),
+        );
+        f(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &mut Slot::Vector(&mut layer.post_attention_layernorm.weight),
+        );
+    }
+    f(
+        "model.norm.weight",
+        &mut Slot::Vector(&mut net.model.norm.weight),
+    );
+    if !skip_head && let Some(head) = &mut net.lm_head {
+        linear("lm_head", head, f);
+    }
+}
+
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    core_atomic_write(path, bytes).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

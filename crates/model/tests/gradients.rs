@@ -1,0 +1,96 @@
+//! Gradient checks through the whole model: central finite differences on a few weights, and
+//! the closed-form gradient of log-softmax (one-hot − softmax).
+
+use reasonlab_model::burn::tensor::activation::{log_softmax, softmax};
+use reasonlab_model::burn::tensor::{Device, Tensor, TensorData};
+use reasonlab_model::{Model, ModelConfig, PadSide, TokenBatch};
+
+fn tiny() -> ModelConfig {
+    let mut c = reasonlab_model::bench_config();
+    c.vocab_size = 32;
+    c.hidden_size = 16;
+    c.intermediate_size = 24;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 4;
+    c.initializer_range = 0.3;
+    c
+}
+
+/// Sum of masked log-probs of a ragged batch, as f64.
+fn objective(model: &Model, batch: &TokenBatch) -> f64 {
+    let lp = model.token_logprobs(batch).unwrap() * model.target_mask(batch);
+    lp.sum().into_scalar::<f32>() as f64
+}
+
+#[test]
+fn finite_differences_match_autodiff() {
+    let device = Device::flex().autodiff();
+    let model = Model::random(tiny(), 7, &device);
+    let batch = TokenBatch::pad(&[vec![1, 5, 9, 3, 7], vec![2, 4, 6]], 0, PadSide::Right);
+    let loss = model.token_logprobs(&batch).unwrap() * model.target_mask(&batch);
+    let grads = loss.sum().backward();
+    // (layer 0 q_proj) and (layer 1 down_proj) and the embedding.
+    let q = model.net.model.layers[0].self_attn.q_proj.weight.val();
+    let down = model.net.model.layers[1].mlp.down_proj.weight.val();
+    let emb = model.net.model.embed_tokens.val();
+    let analytic = [
+        q.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+        down.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+        emb.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+    ];
+    let cpu = Device::flex();
+    let base = model.clone().to_device(&cpu);
+    let h = 1e-2f32;
+    for (which, idx) in [(0usize, 3usize), (0, 17), (1, 5), (1, 40), (2, 5 * 16 + 2)] {
+        let perturbed = |delta: f32| {
+            let mut m = base.clone();
+            let param = match which {
+                0 => &mut m.net.model.layers[0].self_attn.q_proj.weight,
+                1 => &mut m.net.model.layers[1].mlp.down_proj.weight,
+                _ => &mut m.net.model.embed_tokens,
+            };
+            let dims = param.dims();
+            let mut v = param.val().try_into_vec_as::<f32>().unwrap();
+            v[idx] += delta;
+            *param = reasonlab_model::burn::module::Param::from_tensor(Tensor::from_data(
+                TensorData::new(v, dims),
+                &cpu,
+            ));
+            objective(&m, &batch)
+        };
+        let numeric = (perturbed(h) - perturbed(-h)) / (2.0 * h as f64);
+        let a = analytic[which][idx] as f64;
+        assert!(
+            (numeric - a).abs() <= 1e-3 + 5e-2 * a.abs(),
+            "param {which}[{idx}]: finite difference {numeric} vs autodiff {a}"
+        );
+    }
+}
+
+#[test]
+fn log_softmax_gradient_is_one_hot_minus_softmax() {
+    let device = Device::flex().autodiff();
+    let logits: Vec<f32> = (0..10).map(|i| ((i * 7 % 5) as f32) * 0.3 - 0.4).collect();
+    let x =
+        Tensor::<2>::from_data(TensorData::new(logits.clone(), [1, 10]), &device).require_grad();
+    let target = 3;
+    let picked = log_softmax(x.clone(), 1).narrow(1, target, 1).sum();
+    let grads = picked.backward();
+    let g = x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+    let p = softmax(
+        Tensor::<2>::from_data(TensorData::new(logits, [1, 10]), &Device::flex()),
+        1,
+    )
+    .try_into_vec_as::<f32>()
+    .unwrap();
+    for i in 0..10 {
+        let expected = if i == target { 1.0 } else { 0.0 } - p[i];
+        assert!(
+            (g[i] - expected).abs() < 1e-6,
+            "{i}: {} vs {expected}",
+            g[i]
+        );
+    }
+}

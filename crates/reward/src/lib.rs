@@ -1,0 +1,44 @@
+//! Rule-based rewards for GRPO and evaluation, as in DeepSeek-R1 §2.2.2 and §2.3.3: answer
+//! accuracy, a `<think>…</think>` format reward, and a language-consistency reward, combined as
+//! a weighted sum configured in TOML.
+//!
+//! Every reward is a pure function of its input ([`Sample`]): `Send + Sync`, deterministic,
+//! bounded in time and memory, with no signals, subprocesses or global state, so it can run on
+//! any thread of a rollout worker. The JSONL entry points behind `reasonlab verify` and
+//! `reasonlab reward` live in [`stream`]; the verifier benchmark in [`bench`].
+
+pub mod accuracy;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod language;
+pub mod stream;
+pub mod think_format;
+
+pub use accuracy::Accuracy;
+pub use bench::{BenchReport, bench_verify};
+pub use config::{NotApplicable, RewardConfig, RewardSpec, WeightedSum};
+pub use error::Error;
+pub use language::{LanguageConsistency, Span};
+pub use stream::{RewardStats, VerifyStats, reward_stream, verify_stream, verify_stream_with};
+pub use think_format::{AnswerCheck, OpenTag, ThinkFormat};
+
+/// What a reward sees of one rollout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample<'a> {
+    /// The model's completion (without the prompt).
+    pub completion: &'a str,
+    /// The reference answer, when the task has one.
+    pub gold: Option<&'a str>,
+    /// The problem text (used for multiple-choice options).
+    pub problem: Option<&'a str>,
+}
+
+/// A reward: a score, or `None` when it does not apply to this sample (for example accuracy
+/// without a gold answer, or language share of a completion with no words).
+pub trait Reward: Send + Sync {
+    /// A short stable name, used as the key in reward output.
+    fn name(&self) -> &str;
+    /// The score, usually in `[0, 1]`.
+    fn score(&self, sample: &Sample<'_>) -> Option<f64>;
+}

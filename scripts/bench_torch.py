@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""PyTorch side of the reasonlab speed benchmark (CPU, 2 threads by default).
+
+    .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
+
+Model: randomly initialised Qwen2ForCausalLM, f32 — vocab 512, hidden 256, 4 layers,
+4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm eps 1e-6,
+rope theta 10000, tied embeddings, default (sdpa) attention.
+
+(i)  generation: 16 prompts x 32 random token ids (equal length, no padding), then 128 new
+     tokens sampled at temperature 1 (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=128,
+     max_new_tokens=128, eos_token_id=None) through HF `generate` with the KV cache.
+     Reports new tokens/s = 16*128 / seconds, best of 3 after one warm-up run.
+(ii) train step: batch 8 x seq 256 random ids, causal-LM loss (labels = input_ids), backward,
+     AdamW step (lr 1e-4), zero_grad. Reports seconds/step, best of 5 after one warm-up step.
+(iii) peak RSS of the process (resource.getrusage ru_maxrss), in MiB. Note: importing torch
+     (default CUDA wheel) + transformers alone is ~0.9 GiB of RSS; stderr reports that baseline
+     as rss_after_imports_mb together with all timings and the load average.
+
+Prints one JSON line:
+{"generate_tokens_per_s": ..., "train_step_s": ..., "peak_rss_mb": ..., "torch": ..., "transformers": ...}
+(a section skipped with --only is reported as null).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+
+def build_model(seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=512,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=688,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+        initializer_range=0.02,
+    )
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(cfg).to(torch.float32)
+
+
+def bench_generate(model, seed: int, batch=16, prompt_len=32, new_tokens=128, reps=3):
+    from transformers import GenerationConfig
+
+    model.eval()
+    model.generation_config = GenerationConfig()
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g)
+    mask = torch.ones_like(ids)
+    gc = GenerationConfig(
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        min_new_tokens=new_tokens,
+        max_new_tokens=new_tokens,
+        eos_token_id=None,
+        pad_token_id=0,
+        use_cache=True,
+    )
+
+    def run():
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            out = model.generate(ids, attention_mask=mask, generation_config=gc)
+            dt = time.perf_counter() - t0
+        assert out.shape == (batch, prompt_len + new_tokens), out.shape
+        return dt
+
+    run()  # warm-up
+    times = [run() for _ in range(reps)]
+    best = min(times)
+    return batch * new_tokens / best, times
+
+
+def bench_train(model, seed: int, batch=8, seq=256, reps=5):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+
+    def step():
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        return dt, loss.detach().item()
+
+    step()  # warm-up
+    res = [step() for _ in range(reps)]
+    times = [r[0] for r in res]
+    return min(times), times, res[-1][1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["generate", "train"], default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    load_before = os.getloadavg()
+    result = {
+        "generate_tokens_per_s": None,
+        "train_step_s": None,
+        "peak_rss_mb": None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    detail = {
+        "threads": torch.get_num_threads(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        # torch's default PyPI wheel maps its CUDA libraries even on CPU: most of the peak RSS
+        # is already there after the imports. Subtract this to compare model memory.
+        "rss_after_imports_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    }
+
+    if args.only in (None, "generate"):
+        model = build_model(args.seed)
+        tps, times = bench_generate(model, args.seed)
+        result["generate_tokens_per_s"] = round(tps, 1)
+        detail["generate_times_s"] = [round(t, 3) for t in times]
+        del model
+    if args.only in (None, "train"):
+        model = build_model(args.seed)
+        best, times, loss = bench_train(model, args.seed)
+        result["train_step_s"] = round(best, 4)
+        detail["train_times_s"] = [round(t, 4) for t in times]
+        detail["last_loss"] = round(loss, 4)
+        del model
+
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    detail["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(detail), file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
