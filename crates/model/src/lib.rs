@@ -114,7 +114,7 @@ impl KvCache {
 
     /// Keep only `rows` (in that order): finished sequences stop costing compute.
     pub fn select_rows(&mut self, rows: &[usize]) {
-        if rows.len() == self.b {
+        if rows.len() == self.b && rows.iter().enumerate().all(|(i, &r)| i == r) {
             return;
         }
         let s = self.seq_len();

@@ -1,0 +1,331 @@
+//! Batched sampling with a KV cache.
+//!
+//! Many prompts × `n` samples per prompt decode together. Each distinct prompt is prefilled
+//! once and its cache rows are copied to its `n` samples; prompts of different lengths are
+//! left-padded and the padding is masked out of attention; a sequence that finishes (stop id,
+//! stop string, or `max_new_tokens`) is dropped from the batch, so it stops costing compute.
+//!
+//! Sampling runs on the host: temperature, then top-k, top-p (nucleus, Holtzman et al. 2020)
+//! and min-p filters, then a draw from a per-sequence generator seeded by
+//! `(seed, prompt index, sample index)` — the same seed gives the same output whatever the
+//! batch composition. Temperature 0 is greedy.
+
+mod sampler;
+
+use std::time::Instant;
+
+use reasonlab_model::{KvCache, Model, ModelError, PadSide, TokenBatch};
+use reasonlab_tokenize::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+pub use sampler::{Sampler, SeqRng};
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// A stop token or stop string was produced.
+    Stop,
+    /// `max_new_tokens` (or the context) was reached.
+    Length,
+}
+
+/// Sampling settings (vLLM / OpenAI names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus mass kept; 1 disables.
+    pub top_p: f32,
+    /// Keep the k most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Drop tokens below `min_p × p_max`; 0 disables.
+    pub min_p: f32,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    /// Token ids that end a sequence (kept in the output ids, not in the text).
+    pub stop_token_ids: Vec<u32>,
+    /// Strings that end a sequence; the text is cut before the stop string.
+    pub stop: Vec<String>,
+    /// Also return `log p(token)` of each sampled token under the unmodified model distribution.
+    pub logprobs: bool,
+    /// Most sequences decoded at once.
+    pub max_batch: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            max_new_tokens: 256,
+            seed: 0,
+            stop_token_ids: Vec::new(),
+            stop: Vec::new(),
+            logprobs: false,
+            max_batch: 64,
+        }
+    }
+}
+
+/// One finished sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub prompt_index: usize,
+    pub sample_index: usize,
+    /// New token ids (a final stop token included).
+    pub token_ids: Vec<u32>,
+    /// Decoded text (special tokens skipped, cut at a stop string); empty without a tokenizer.
+    pub text: String,
+    pub finish_reason: FinishReason,
+    /// `log p` of each token in `token_ids`, when asked for.
+    pub logprobs: Option<Vec<f32>>,
+}
+
+/// Throughput of one `generate` call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct GenStats {
+    pub new_tokens: usize,
+    pub prompt_tokens: usize,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("prompt {index} is empty")]
+    EmptyPrompt { index: usize },
+    #[error(
+        "prompt {index} has {len} tokens; with max_new_tokens = {max_new} it needs {need} positions but the context is {max}"
+    )]
+    PromptTooLong {
+        index: usize,
+        len: usize,
+        max_new: usize,
+        need: usize,
+        max: usize,
+    },
+    #[error("invalid sampling parameter: {0}")]
+    Params(String),
+    #[error("tensor read: {0}")]
+    Backend(String),
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<(), GenerateError> {
+        let bad = |m: &str| Err(GenerateError::Params(m.into()));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature must be ≥ 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p must be in [0, 1]");
+        }
+        if self.max_batch == 0 {
+            return bad("max_batch must be ≥ 1");
+        }
+        Ok(())
+    }
+}
+
+/// A sequence being decoded.
+struct Active {
+    prompt_index: usize,
+    sample_index: usize,
+    prompt_len: usize,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    rng: SeqRng,
+}
+
+/// Sample `n` completions for each prompt. `on_tokens(k)` is called as tokens are produced
+/// (for progress bars). Completions come back ordered by (prompt, sample).
+pub fn generate(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+    on_tokens: &mut dyn FnMut(usize),
+) -> Result<(Vec<Completion>, GenStats), GenerateError> {
+    params.validate()?;
+    let max = model.config.max_position_embeddings;
+    for (index, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(GenerateError::EmptyPrompt { index });
+        }
+        if p.len() + params.max_new_tokens > max {
+            return Err(GenerateError::PromptTooLong {
+                index,
+                len: p.len(),
+                max_new: params.max_new_tokens,
+                need: p.len() + params.max_new_tokens,
+                max,
+            });
+        }
+        model.check_input(p, p.len())?;
+    }
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(prompts.len() * n);
+    let mut stats = GenStats::default();
+    // Whole prompts per chunk, so a prompt's samples share one prefill.
+    let per_chunk = (params.max_batch / n.max(1)).max(1);
+    for chunk_start in (0..prompts.len()).step_by(per_chunk) {
+        let chunk_end = (chunk_start + per_chunk).min(prompts.len());
+        let done = generate_chunk(
+            model,
+            tokenizer,
+            &prompts[chunk_start..chunk_end],
+            chunk_start,
+            n,
+            params,
+            on_tokens,
+        )?;
+        for c in &done {
+            stats.new_tokens += c.token_ids.len();
+        }
+        out.extend(done);
+    }
+    stats.prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>() * n;
+    stats.seconds = start.elapsed().as_secs_f64();
+    out.sort_by_key(|c| (c.prompt_index, c.sample_index));
+    Ok((out, stats))
+}
+
+fn generate_chunk(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<u32>],
+    offset: usize,
+    n: usize,
+    params: &SamplingParams,
+    on_tokens: &mut dyn FnMut(usize),
+) -> Result<Vec<Completion>, GenerateError> {
+    if n == 0 || prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pad = tokenizer.map(Tokenizer::pad_id).unwrap_or(0);
+    let prefill = TokenBatch::pad(prompts, pad, PadSide::Left);
+    let mut cache = KvCache::default();
+    let logits = model.last_logits(&prefill, Some(&mut cache))?; // (prompts, vocab)
+    // Row i*n + j of the decode batch is sample j of prompt i.
+    let rows: Vec<usize> = (0..prompts.len())
+        .flat_map(|i| std::iter::repeat_n(i, n))
+        .collect();
+    cache.select_rows(&rows);
+    let vocab = model.config.vocab_size;
+    let prompt_logits = read_rows(logits)?;
+    let mut logits: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| prompt_logits[r * vocab..(r + 1) * vocab].iter().copied())
+        .collect();
+    let mut active: Vec<Active> = rows
+        .iter()
+        .enumerate()
+        .map(|(k, &r)| Active {
+            prompt_index: offset + r,
+            sample_index: k % n,
+            prompt_len: prompts[r].len(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            rng: SeqRng::new(params.seed, (offset + r) as u64, (k % n) as u64),
+        })
+        .collect();
+    let sampler = Sampler::new(params);
+    let mut finished = Vec::new();
+    loop {
+        // Sample one token per active row.
+        let mut keep = Vec::with_capacity(active.len());
+        let mut next_ids = Vec::with_capacity(active.len());
+        let mut next_pos = Vec::with_capacity(active.len());
+        let mut still = Vec::with_capacity(active.len());
+        for (row, mut seq) in active.into_iter().enumerate() {
+            let row_logits = &mut logits[row * vocab..(row + 1) * vocab];
+            let (token, logp) = sampler.sample(row_logits, &mut seq.rng);
+            seq.tokens.push(token);
+            if params.logprobs {
+                seq.logprobs.push(logp);
+            }
+            let (stop, text) = check_stop(&seq.tokens, params, tokenizer);
+            let at_length = seq.tokens.len() >= params.max_new_tokens;
+            if stop || at_length {
+                finished.push(Completion {
+                    prompt_index: seq.prompt_index,
+                    sample_index: seq.sample_index,
+                    text: text.unwrap_or_else(|| decode(tokenizer, &seq.tokens)),
+                    token_ids: std::mem::take(&mut seq.tokens),
+                    finish_reason: if stop {
+                        FinishReason::Stop
+                    } else {
+                        FinishReason::Length
+                    },
+                    logprobs: params.logprobs.then(|| std::mem::take(&mut seq.logprobs)),
+                });
+            } else {
+                keep.push(row);
+                next_ids.push(token);
+                next_pos.push((seq.prompt_len + seq.tokens.len() - 1) as u32);
+                still.push(seq);
+            }
+        }
+        on_tokens(logits.len() / vocab);
+        active = still;
+        if active.is_empty() {
+            break;
+        }
+        cache.select_rows(&keep);
+        let b = active.len();
+        let step = TokenBatch {
+            ids: next_ids,
+            positions: next_pos,
+            padding: vec![false; b],
+            b,
+            t: 1,
+        };
+        logits = read_rows(model.last_logits(&step, Some(&mut cache))?)?;
+    }
+    Ok(finished)
+}
+
+fn read_rows(t: reasonlab_model::tensor::Tensor<2>) -> Result<Vec<f32>, GenerateError> {
+    t.try_into_vec_as::<f32>()
+        .map_err(|e| GenerateError::Backend(format!("{e:?}")))
+}
+
+fn decode(tokenizer: Option<&Tokenizer>, ids: &[u32]) -> String {
+    tokenizer
+        .and_then(|t| t.decode(ids, true).ok())
+        .unwrap_or_default()
+}
+
+/// Whether the sequence just hit a stop id or stop string; with a stop string, the text cut
+/// before it.
+fn check_stop(
+    tokens: &[u32],
+    params: &SamplingParams,
+    tokenizer: Option<&Tokenizer>,
+) -> (bool, Option<String>) {
+    if let Some(last) = tokens.last()
+        && params.stop_token_ids.contains(last)
+    {
+        return (true, None);
+    }
+    if params.stop.is_empty() {
+        return (false, None);
+    }
+    let text = decode(tokenizer, tokens);
+    for s in &params.stop {
+        if !s.is_empty()
+            && let Some(at) = text.find(s.as_str())
+        {
+            return (true, Some(text[..at].to_string()));
+        }
+    }
+    (false, None)
+}

@@ -1,0 +1,209 @@
+//! Host-side token sampling: temperature → top-k → top-p → min-p → draw.
+
+use crate::SamplingParams;
+
+/// Per-sequence random stream (SplitMix64 over a hash of seed, prompt and sample index).
+#[derive(Debug, Clone)]
+pub struct SeqRng(u64);
+
+impl SeqRng {
+    pub fn new(seed: u64, prompt: u64, sample: u64) -> Self {
+        let mut s = Self(seed ^ 0x5851_F42D_4C95_7F2D);
+        s.0 ^= s.next_u64() ^ prompt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        s.0 ^= s.next_u64() ^ sample.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        s
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The filters of one sampling configuration.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+}
+
+impl Sampler {
+    pub fn new(p: &SamplingParams) -> Self {
+        Self {
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            min_p: p.min_p,
+        }
+    }
+
+    /// Draw a token from `logits` (modified in place as scratch). Returns the token and its
+    /// log-probability under the unfiltered, temperature-1 distribution.
+    pub fn sample(&self, logits: &mut [f32], rng: &mut SeqRng) -> (u32, f32) {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max
+            + logits
+                .iter()
+                .map(|&l| ((l - max) as f64).exp())
+                .sum::<f64>()
+                .ln() as f32;
+        let token = if self.temperature == 0.0 {
+            argmax(logits)
+        } else {
+            self.draw(logits, max, rng)
+        };
+        (token as u32, logits_logp(logits, token, log_z))
+    }
+
+    fn draw(&self, logits: &mut [f32], max: f32, rng: &mut SeqRng) -> usize {
+        let inv_t = 1.0 / self.temperature as f64;
+        // Candidates as (index, unnormalised prob), most likely first when a filter needs order.
+        let mut cand: Vec<(usize, f64)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i, ((l - max) as f64 * inv_t).exp()))
+            .collect();
+        let by_prob = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if self.top_k > 0 && self.top_k < cand.len() {
+            cand.select_nth_unstable_by(self.top_k - 1, by_prob);
+            cand.truncate(self.top_k);
+        }
+        if self.top_p < 1.0 || self.min_p > 0.0 {
+            cand.sort_unstable_by(by_prob);
+            let total: f64 = cand.iter().map(|c| c.1).sum();
+            if self.min_p > 0.0 {
+                let floor = cand[0].1 * self.min_p as f64;
+                cand.retain(|c| c.1 >= floor);
+            }
+            if self.top_p < 1.0 {
+                // Smallest prefix whose mass reaches top_p (always at least one token).
+                let target = self.top_p as f64 * total;
+                let mut acc = 0.0;
+                let mut keep = cand.len();
+                for (i, c) in cand.iter().enumerate() {
+                    acc += c.1;
+                    if acc >= target {
+                        keep = i + 1;
+                        break;
+                    }
+                }
+                cand.truncate(keep);
+            }
+        }
+        let total: f64 = cand.iter().map(|c| c.1).sum();
+        let mut u = rng.uniform() * total;
+        for &(i, p) in &cand {
+            if u < p {
+                return i;
+            }
+            u -= p;
+        }
+        cand.last().map(|c| c.0).unwrap_or(0)
+    }
+}
+
+fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn logits_logp(logits: &[f32], token: usize, log_z: f32) -> f32 {
+    logits[token] - log_z
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            ..Default::default()
+        }
+    }
+
+    fn histogram(p: &SamplingParams, logits: &[f32], draws: usize) -> Vec<usize> {
+        let s = Sampler::new(p);
+        let mut rng = SeqRng::new(1, 2, 3);
+        let mut h = vec![0; logits.len()];
+        for _ in 0..draws {
+            let mut l = logits.to_vec();
+            h[s.sample(&mut l, &mut rng).0 as usize] += 1;
+        }
+        h
+    }
+
+    // probs ∝ [8, 4, 2, 1, 1] / 16
+    const LOGITS: [f32; 5] = [3.0, 2.0, 1.0, 0.0, 0.0];
+
+    fn logits() -> Vec<f32> {
+        LOGITS.iter().map(|x| x * std::f32::consts::LN_2).collect()
+    }
+
+    #[test]
+    fn greedy_picks_argmax_and_reports_logprob() {
+        let s = Sampler::new(&params(0.0, 0, 1.0, 0.0));
+        let mut l = logits();
+        let (tok, lp) = s.sample(&mut l, &mut SeqRng::new(0, 0, 0));
+        assert_eq!(tok, 0);
+        assert!((lp - (0.5f32).ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn frequencies_follow_the_distribution() {
+        let h = histogram(&params(1.0, 0, 1.0, 0.0), &logits(), 40_000);
+        let expected = [0.5, 0.25, 0.125, 0.0625, 0.0625];
+        for (c, e) in h.iter().zip(expected) {
+            let f = *c as f64 / 40_000.0;
+            assert!((f - e).abs() < 0.01, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn filters_cut_the_tail() {
+        assert_eq!(
+            &histogram(&params(1.0, 2, 1.0, 0.0), &logits(), 2000)[2..],
+            &[0, 0, 0]
+        );
+        // top-p 0.7: mass 0.5 + 0.25 reaches it, so two tokens survive.
+        assert_eq!(
+            &histogram(&params(1.0, 0, 0.7, 0.0), &logits(), 2000)[2..],
+            &[0, 0, 0]
+        );
+        // min-p 0.2: tokens under 0.2 × 0.5 = 0.1 go.
+        let h = histogram(&params(1.0, 0, 1.0, 0.2), &logits(), 4000);
+        assert!(h[2] > 0 && h[3] == 0 && h[4] == 0, "{h:?}");
+    }
+
+    #[test]
+    fn seeds_are_independent_streams() {
+        let a: Vec<u64> = (0..4).map(|_| SeqRng::new(7, 0, 0).next_u64()).collect();
+        assert!(a.windows(2).all(|w| w[0] == w[1]));
+        assert_ne!(
+            SeqRng::new(7, 0, 0).next_u64(),
+            SeqRng::new(7, 0, 1).next_u64()
+        );
+        assert_ne!(
+            SeqRng::new(7, 0, 0).next_u64(),
+            SeqRng::new(8, 0, 0).next_u64()
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The engine against transformers' greedy decoding and against its own teacher forcing.
+
+use std::path::PathBuf;
+
+use reasonlab_generate::{FinishReason, SamplingParams, generate};
+use reasonlab_model::burn::tensor::Device;
+use reasonlab_model::{Model, PadSide, TokenBatch};
+use reasonlab_tokenize::Tokenizer;
+use serde::Deserialize;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+#[derive(Deserialize)]
+struct Case {
+    prompt: Vec<u32>,
+    new_tokens: Vec<u32>,
+}
+#[derive(Deserialize)]
+struct Greedy {
+    cases: Vec<Case>,
+}
+#[derive(Deserialize)]
+struct Reference {
+    greedy: Greedy,
+}
+
+fn greedy(max_new_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_new_tokens,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn greedy_is_token_identical_to_transformers() {
+    for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {
+        let model = Model::load(&fixture(name), &Device::flex()).unwrap();
+        let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
+        let r: Reference = serde_json::from_str(&text).unwrap();
+        // Both prompts (different lengths) in one left-padded batch, two samples each.
+        let prompts: Vec<Vec<u32>> = r.greedy.cases.iter().map(|c| c.prompt.clone()).collect();
+        let (out, stats) = generate(&model, None, &prompts, 2, &greedy(20), &mut |_| {}).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(stats.new_tokens, 80);
+        for c in &out {
+            assert_eq!(
+                c.token_ids, r.greedy.cases[c.prompt_index].new_tokens,
+                "{name} prompt {}",
+                c.prompt_index
+            );
+            assert_eq!(c.finish_reason, FinishReason::Length);
+        }
+    }
+}
+
+#[test]
+fn sampled_logprobs_equal_teacher_forced_logprobs() {
+    let model = Model::load(&fixture("tiny-qwen2"), &Device::flex()).unwrap();
+    let prompts = vec![vec![5u32, 9, 13], vec![7u32, 1, 2, 3, 4, 100, 200]];
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 12,
+        logprobs: true,
+        seed: 3,
+        ..Default::default()
+    };
+    let (out, _) = generate(&model, None, &prompts, 3, &params, &mut |_| {}).unwrap();
+    for c in out {
+        let mut seq = prompts[c.prompt_index].clone();
+        let p = seq.len();
+        seq.extend(&c.token_ids);
+        let batch = TokenBatch::pad(&[seq], 0, PadSide::Right);
+        let lp = model
+            .token_logprobs(&batch)
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let sampled = c.logprobs.unwrap();
+        for (i, s) in sampled.iter().enumerate() {
+            let tf = lp[p - 1 + i];
+            assert!(
+                (tf - s).abs() < 1e-4,
+                "token {i}: cache {s} vs teacher-forced {tf}"
+            );
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_output_regardless_of_batch() {
+    let model = Model::load(&fixture("tiny-qwen2"), &Device::flex()).unwrap();
+    let params = SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        top_k: 50,
+        max_new_tokens: 16,
+        seed: 11,
+        ..Default::default()
+    };
+    let a = vec![vec![3u32, 4, 5, 6]];
+    let ab = vec![vec![3u32, 4, 5, 6], vec![9u32, 8]];
+    let (alone, _) = generate(&model, None, &a, 2, &params, &mut |_| {}).unwrap();
+    let (together, _) = generate(&model, None, &ab, 2, &params, &mut |_| {}).unwrap();
+    let (again, _) = generate(&model, None, &a, 2, &params, &mut |_| {}).unwrap();
+    assert_eq!(alone, again);
+    assert_eq!(alone[..], together[..2]);
+    assert_ne!(alone[0].token_ids, alone[1].token_ids, "samples differ");
+    let other = SamplingParams { seed: 12, ..params };
+    let (diff, _) = generate(&model, None, &a, 2, &other, &mut |_| {}).unwrap();
+    assert_ne!(alone, diff);
+}
+
+#[test]
+fn stop_tokens_and_strings_end_sequences() {
+    let dir = fixture("tiny-qwen2");
+    let model = Model::load(&dir, &Device::flex()).unwrap();
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    let prompts = vec![tok.encode("Natalia sold clips to", false).unwrap()];
+    let (free, _) = generate(&model, Some(&tok), &prompts, 1, &greedy(24), &mut |_| {}).unwrap();
+    let ids = &free[0].token_ids;
+    // Stop on the 5th generated token id.
+    let stop_id = ids[4];
+    let first = ids.iter().position(|&t| t == stop_id).unwrap();
+    let p = SamplingParams {
+        stop_token_ids: vec![stop_id],
+        ..greedy(24)
+    };
+    let (out, _) = generate(&model, Some(&tok), &prompts, 1, &p, &mut |_| {}).unwrap();
+    assert_eq!(out[0].token_ids, ids[..=first].to_vec());
+    assert_eq!(out[0].finish_reason, FinishReason::Stop);
+    // Stop string: a piece of the free-running text; output text is cut before it.
+    let text = &free[0].text;
+    let chars: Vec<char> = text.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+    let p = SamplingParams {
+        stop: vec![stop.clone()],
+        ..greedy(24)
+    };
+    let (out, _) = generate(&model, Some(&tok), &prompts, 1, &p, &mut |_| {}).unwrap();
+    assert_eq!(out[0].finish_reason, FinishReason::Stop);
+    assert_eq!(out[0].text, text[..text.find(&stop).unwrap()]);
+}
+
+#[test]
+fn prompts_longer_than_the_context_are_rejected() {
+    let model = Model::load(&fixture("tiny-qwen2"), &Device::flex()).unwrap();
+    let long = vec![vec![1u32; 250]];
+    let e = generate(&model, None, &long, 1, &greedy(10), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("250 tokens"), "{e}");
+    let e = generate(&model, None, &[vec![]], 1, &greedy(10), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+}
