@@ -171,6 +171,26 @@ pub fn parse_gold(gold: &str) -> Option<Parsed> {
     Some(whole)
 }
 
+/// Extracts and parses the final answer of a completion, exactly as [`verify`] does for a
+/// gold that is not a multiple-choice letter: [`extract::extract`], then [`parse_answer`] on each
+/// answer found (several distinct boxed answers become one [`Node::List`]).
+///
+/// This is what majority voting needs: two completions vote for the same answer when
+/// [`equivalent`] holds between their parsed predictions.
+///
+/// ```
+/// use reasonlab_answer::{equivalent, parse_prediction, ExtractConfig, PercentPolicy};
+/// let cfg = ExtractConfig::default();
+/// let a = parse_prediction("so $\\boxed{\\frac{1}{2}}$", &cfg).unwrap();
+/// let b = parse_prediction("The answer is 0.5.", &cfg).unwrap();
+/// assert!(equivalent(&a, &b, PercentPolicy::default()));
+/// assert!(parse_prediction("<think>still thinking", &cfg).is_none());
+/// ```
+pub fn parse_prediction(pred: &str, cfg: &ExtractConfig) -> Option<Parsed> {
+    let extraction = extract::extract(pred, cfg)?;
+    combine(extraction.answers.iter().map(|a| parse_answer(a)).collect())
+}
+
 /// Compares two parsed answers under the percent policy.
 pub fn equivalent(gold: &Parsed, pred: &Parsed, percent: PercentPolicy) -> bool {
     let mut budget = eval::Budget::new(VERIFY_BUDGET);

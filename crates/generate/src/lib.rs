@@ -154,6 +154,30 @@ pub fn generate(
     params: &SamplingParams,
     on_tokens: &mut dyn FnMut(usize),
 ) -> Result<(Vec<Completion>, GenStats), GenerateError> {
+    let seed = params.seed;
+    generate_with_seeds(
+        model,
+        tokenizer,
+        prompts,
+        n,
+        params,
+        &|p, s| SeqRng::new(seed, p as u64, s as u64),
+        on_tokens,
+    )
+}
+
+/// Like [`generate`], with the random stream of (prompt index, sample index) chosen by the
+/// caller — e.g. a seed per request when serving or evaluating, so a request's output does not
+/// depend on what it was batched with.
+pub fn generate_with_seeds(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+    rng_for: &dyn Fn(usize, usize) -> SeqRng,
+    on_tokens: &mut dyn FnMut(usize),
+) -> Result<(Vec<Completion>, GenStats), GenerateError> {
     params.validate()?;
     let max = model.config.max_position_embeddings;
     for (index, p) in prompts.iter().enumerate() {
@@ -185,6 +209,7 @@ pub fn generate(
             chunk_start,
             n,
             params,
+            rng_for,
             on_tokens,
         )?;
         for c in &done {
@@ -205,6 +230,7 @@ fn generate_chunk(
     offset: usize,
     n: usize,
     params: &SamplingParams,
+    rng_for: &dyn Fn(usize, usize) -> SeqRng,
     on_tokens: &mut dyn FnMut(usize),
 ) -> Result<Vec<Completion>, GenerateError> {
     if n == 0 || prompts.is_empty() {
@@ -234,7 +260,7 @@ fn generate_chunk(
             prompt_len: prompts[r].len(),
             tokens: Vec::new(),
             logprobs: Vec::new(),
-            rng: SeqRng::new(params.seed, (offset + r) as u64, (k % n) as u64),
+            rng: rng_for(offset + r, k % n),
         })
         .collect();
     let sampler = Sampler::new(params);

@@ -1,0 +1,495 @@
+//! `reasonlab classifier …` (fastText-compatible train / test / predict) and
+//! `reasonlab curate …` (read, dedup, decontam, recall rounds), plus the corpus benchmarks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use reasonlab_corpus::decontam::{Action, DecontamConfig, DecontamReport, Decontaminator};
+use reasonlab_corpus::dedup::{DedupConfig, KeepPolicy, dedup};
+use reasonlab_corpus::fasttext::{Args, Loss};
+use reasonlab_corpus::reader::{self, Document, Format, ReadLimits, ReadStats};
+use reasonlab_corpus::recall::{self, RecallConfig, Shard};
+use reasonlab_corpus::{bench, classifier};
+
+#[derive(clap::Subcommand)]
+pub enum ClassifierCommand {
+    /// Train a supervised model on `__label__x text` lines; writes fastText `.bin`.
+    Train(TrainArgs),
+    /// N, P@k and R@k on a labelled file, as `fasttext test` prints them.
+    Test(TestArgs),
+    /// The top-k labels per line, as `fasttext predict[-prob]` prints them.
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+    /// Start from DeepSeekMath's settings (dim 256, lr 0.1, wordNgrams 3, minCount 3, epoch 3);
+    /// explicit flags still win.
+    #[arg(long)]
+    deepseekmath: bool,
+    #[arg(long)]
+    dim: Option<i32>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    word_ngrams: Option<i32>,
+    #[arg(long)]
+    min_count: Option<i32>,
+    #[arg(long)]
+    epoch: Option<i32>,
+    #[arg(long)]
+    bucket: Option<i32>,
+    #[arg(long, default_value_t = 2)]
+    thread: i32,
+    /// softmax, ns, hs or ova.
+    #[arg(long)]
+    loss: Option<Loss>,
+    #[arg(long)]
+    neg: Option<i32>,
+    #[arg(long)]
+    minn: Option<i32>,
+    #[arg(long)]
+    maxn: Option<i32>,
+    #[arg(long, default_value_t = 0)]
+    seed: i32,
+    #[arg(long, default_value = "__label__")]
+    label: String,
+}
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    model: PathBuf,
+    /// Labelled file, or `-` for stdin.
+    input: PathBuf,
+    #[arg(default_value_t = 1)]
+    k: usize,
+    #[arg(default_value_t = 0.0)]
+    threshold: f32,
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    model: PathBuf,
+    /// One document per line, or `-` for stdin.
+    input: PathBuf,
+    #[arg(default_value_t = 1)]
+    k: usize,
+    #[arg(default_value_t = 0.0)]
+    threshold: f32,
+    /// Print each label's probability after it.
+    #[arg(long)]
+    prob: bool,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+pub fn run_classifier(cmd: ClassifierCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClassifierCommand::Train(a) => {
+            let mut args = if a.deepseekmath {
+                Args::deepseekmath()
+            } else {
+                Args::default()
+            };
+            args.dim = a.dim.unwrap_or(args.dim);
+            args.lr = a.lr.unwrap_or(args.lr);
+            args.word_ngrams = a.word_ngrams.unwrap_or(args.word_ngrams);
+            args.min_count = a.min_count.unwrap_or(args.min_count);
+            args.epoch = a.epoch.unwrap_or(args.epoch);
+            args.loss = a.loss.unwrap_or(args.loss);
+            args.neg = a.neg.unwrap_or(args.neg);
+            args.minn = a.minn.unwrap_or(args.minn);
+            args.maxn = a.maxn.unwrap_or(args.maxn);
+            args.thread = a.thread;
+            args.seed = a.seed;
+            args.label = a.label;
+            // fastText's rule: without word or character n-grams the bucket table is unused.
+            args.bucket = a
+                .bucket
+                .unwrap_or(if args.word_ngrams <= 1 && args.maxn == 0 {
+                    0
+                } else {
+                    args.bucket
+                });
+            let r = classifier::train_file(&a.input, &a.output, &args)?;
+            eprintln!(
+                "Read {} tokens; {} words, {} labels; {} examples in {:.1}s; loss {:.4}",
+                r.tokens, r.words, r.labels, r.examples, r.seconds, r.loss
+            );
+        }
+        ClassifierCommand::Test(a) => {
+            let m = classifier::test_file(&a.model, &a.input, a.k, a.threshold)?;
+            print!("{}", m.general_metrics(a.k));
+        }
+        ClassifierCommand::Predict(a) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            classifier::predict_file(
+                &a.model,
+                &a.input,
+                a.k,
+                a.threshold,
+                a.prob,
+                a.threads,
+                &mut out,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum CurateCommand {
+    /// Read WARC / WET / JSONL (.gz, .zst) into JSONL documents `{id, url, text}`; bad records
+    /// are counted and skipped.
+    Read {
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        output: PathBuf,
+        /// warc, wet or jsonl; guessed from each name by default.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Exact (URL, normalised text) and MinHash LSH near-duplicate removal.
+    Dedup {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Write the near-duplicate clusters (ids, kept first) as JSONL here.
+        #[arg(long)]
+        clusters: Option<PathBuf>,
+        /// first or longest.
+        #[arg(long, default_value = "first")]
+        keep: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Remove documents (or lines) sharing a 10-gram with benchmark problems / answers.
+    Decontam {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Benchmark JSONL files or folders of them (`problem`, `answer`).
+        #[arg(long, default_value = "../shared/data")]
+        benchmarks: Vec<PathBuf>,
+        /// drop-document or drop-segment.
+        #[arg(long, default_value = "drop-document")]
+        action: String,
+        #[arg(long, default_value_t = 10)]
+        ngram: usize,
+        /// Write the report (which benchmark items were hit) as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// DeepSeekMath's iterative recall rounds (see `docs/corpus.md`).
+    Recall {
+        #[arg(long)]
+        config: PathBuf,
+        /// Run one stage: train, score or merge (all rounds, all stages by default).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Round for `--stage`.
+        #[arg(long, default_value_t = 0)]
+        round: usize,
+        /// `i/N`: score only this shard (with `--stage score`); for merge, N shards are read.
+        #[arg(long)]
+        shard: Option<Shard>,
+    },
+}
+
+fn read_jsonl_docs(path: &Path) -> anyhow::Result<(Vec<Document>, ReadStats)> {
+    let mut docs = Vec::new();
+    let stats = reader::read_file(path, Format::Jsonl, ReadLimits::default(), &mut |d| {
+        docs.push(d)
+    })
+    .with_context(|| path.display().to_string())?;
+    Ok((docs, stats))
+}
+
+fn write_docs<'a>(path: &Path, docs: impl Iterator<Item = &'a Document>) -> anyhow::Result<u64> {
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| path.display().to_string())?,
+    );
+    let mut n = 0;
+    for d in docs {
+        serde_json::to_writer(&mut w, d)?;
+        w.write_all(b"\n")?;
+        n += 1;
+    }
+    w.flush()?;
+    Ok(n)
+}
+
+fn report_stats(stats: &ReadStats) {
+    eprintln!(
+        "read {} records: {} documents; skipped {} (empty {}, invalid UTF-8 {}, too long {}, malformed {}, truncated {})",
+        stats.records,
+        stats.documents,
+        stats.skipped(),
+        stats.empty,
+        stats.invalid_utf8,
+        stats.too_long,
+        stats.malformed,
+        stats.truncated
+    );
+    for e in &stats.examples {
+        eprintln!("  {e}");
+    }
+}
+
+pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
+    match cmd {
+        CurateCommand::Read {
+            inputs,
+            output,
+            format,
+        } => {
+            let fixed = match format.as_deref() {
+                None => None,
+                Some("warc") => Some(Format::Warc),
+                Some("wet") => Some(Format::Wet),
+                Some("jsonl") => Some(Format::Jsonl),
+                Some(f) => anyhow::bail!("unknown format {f:?}: expected warc, wet or jsonl"),
+            };
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&output).with_context(|| output.display().to_string())?,
+            );
+            let mut total = ReadStats::default();
+            let mut err = None;
+            for p in &inputs {
+                let f = fixed.unwrap_or_else(|| Format::from_path(p));
+                let s = reader::read_file(p, f, ReadLimits::default(), &mut |d| {
+                    if err.is_none()
+                        && let Err(e) = serde_json::to_writer(&mut w, &d)
+                            .map_err(std::io::Error::from)
+                            .and_then(|_| w.write_all(b"\n"))
+                    {
+                        err = Some(e);
+                    }
+                });
+                match s {
+                    Ok(s) => total.merge(&s),
+                    Err(e) => eprintln!("warning: skipping {}: {e}", p.display()),
+                }
+            }
+            if let Some(e) = err {
+                return Err(e).context(output.display().to_string());
+            }
+            w.flush()?;
+            report_stats(&total);
+        }
+        CurateCommand::Dedup {
+            input,
+            output,
+            clusters,
+            keep,
+            threads,
+        } => {
+            let keep = match keep.as_str() {
+                "first" => KeepPolicy::First,
+                "longest" => KeepPolicy::Longest,
+                k => anyhow::bail!("unknown keep policy {k:?}: expected first or longest"),
+            };
+            let (docs, stats) = read_jsonl_docs(&input)?;
+            report_stats(&stats);
+            let r = dedup(
+                &docs,
+                &DedupConfig {
+                    keep,
+                    threads,
+                    ..Default::default()
+                },
+            );
+            let n = write_docs(&output, r.kept().map(|i| &docs[i]))?;
+            if let Some(c) = clusters {
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&c)?);
+                for cl in &r.clusters {
+                    let ids: Vec<&str> = cl.iter().map(|&i| docs[i].id.as_str()).collect();
+                    serde_json::to_writer(
+                        &mut w,
+                        &serde_json::json!({"kept": ids[0], "dropped": &ids[1..]}),
+                    )?;
+                    w.write_all(b"\n")?;
+                }
+                w.flush()?;
+            }
+            eprintln!(
+                "kept {n} of {}: {} URL, {} exact-text, {} near duplicates in {} clusters",
+                docs.len(),
+                r.url_dups,
+                r.text_dups,
+                r.near_dups,
+                r.clusters.len()
+            );
+        }
+        CurateCommand::Decontam {
+            input,
+            output,
+            benchmarks,
+            action,
+            ngram,
+            report,
+        } => {
+            let action = match action.as_str() {
+                "drop-document" => Action::DropDocument,
+                "drop-segment" => Action::DropSegment,
+                a => anyhow::bail!("unknown action {a:?}: expected drop-document or drop-segment"),
+            };
+            let mut d = Decontaminator::new(DecontamConfig {
+                n: ngram,
+                action,
+                ..Default::default()
+            });
+            for b in &benchmarks {
+                let files: Vec<PathBuf> = if b.is_dir() {
+                    let mut v: Vec<PathBuf> = std::fs::read_dir(b)?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.to_string_lossy().contains(".jsonl"))
+                        .collect();
+                    v.sort();
+                    v
+                } else {
+                    vec![b.clone()]
+                };
+                for f in files {
+                    d.add_jsonl(&f)?;
+                }
+            }
+            let (docs, stats) = read_jsonl_docs(&input)?;
+            report_stats(&stats);
+            let mut rep = DecontamReport::default();
+            let mut kept = Vec::new();
+            for doc in &docs {
+                let (text, hits) = d.clean(&doc.text);
+                rep.log(&d, &hits, text.is_none());
+                if let Some(t) = text {
+                    kept.push(Document {
+                        text: t,
+                        ..doc.clone()
+                    });
+                }
+            }
+            write_docs(&output, kept.iter())?;
+            eprintln!(
+                "{} documents, {} contaminated, {} dropped; {} benchmark items hit ({} indexed)",
+                rep.documents,
+                rep.contaminated,
+                rep.dropped,
+                rep.items_hit.len(),
+                d.items().len()
+            );
+            if let Some(p) = report {
+                std::fs::write(&p, serde_json::to_string_pretty(&rep)?)?;
+            }
+        }
+        CurateCommand::Recall {
+            config,
+            stage,
+            round,
+            shard,
+        } => {
+            let cfg = RecallConfig::load(&config)?;
+            match stage.as_deref() {
+                None => {
+                    for r in recall::run_all(&cfg)? {
+                        println!("{}", serde_json::to_string(&r)?);
+                    }
+                }
+                Some("train") => println!("{}", recall::train_round(&cfg, round)?.display()),
+                Some("score") => println!(
+                    "{}",
+                    recall::score_round(&cfg, round, shard.unwrap_or(Shard::ALL))?.display()
+                ),
+                Some("merge") => {
+                    let n = shard.map_or(1, |s| s.count);
+                    println!(
+                        "{}",
+                        serde_json::to_string(&recall::merge_round(&cfg, round, n)?)?
+                    );
+                }
+                Some(s) => anyhow::bail!("unknown stage {s:?}: expected train, score or merge"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `reasonlab bench classifier`: ours vs fastText 0.9 on a labelled math-vs-other set.
+#[derive(clap::Args)]
+pub struct BenchClassifierArgs {
+    /// Built by `scripts/build_math_vs_other.py runs/bench-classifier`.
+    #[arg(long, default_value = "runs/bench-classifier/train.txt")]
+    train: PathBuf,
+    #[arg(long, default_value = "runs/bench-classifier/test.txt")]
+    test: PathBuf,
+    #[arg(long, default_value = "runs/bench-classifier/ours.bin")]
+    model: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// JSON line from `scripts/bench_classifier_fasttext.py`, for the side-by-side.
+    #[arg(long)]
+    peer_json: Option<PathBuf>,
+}
+
+pub fn run_bench_classifier(a: BenchClassifierArgs) -> anyhow::Result<()> {
+    let args = Args {
+        thread: a.threads as i32,
+        ..Args::deepseekmath()
+    };
+    let ours = bench::classifier(&a.train, &a.test, &a.model, &args, a.threads)?;
+    println!("{}", serde_json::to_string(&ours)?);
+    if let Some(p) = a.peer_json {
+        let peer: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&p)?.trim())?;
+        let f = |k: &str| peer.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "F1 {:.4} vs {:.4} (diff {:+.4}); train {:.1}s vs {:.1}s; predict {:.0} vs {:.0} docs/s ({:.2}x); model {} vs {} bytes",
+            ours.f1_math,
+            f("f1_math"),
+            ours.f1_math - f("f1_math"),
+            ours.train_s,
+            f("train_s"),
+            ours.predict_docs_per_s,
+            f("predict_docs_per_s"),
+            ours.predict_docs_per_s / f("predict_docs_per_s"),
+            ours.model_bytes,
+            f("model_bytes")
+        );
+    }
+    Ok(())
+}
+
+/// `reasonlab bench minhash`: MinHash LSH docs/s on the texts of a fastText-format file.
+#[derive(clap::Args)]
+pub struct BenchMinhashArgs {
+    #[arg(long, default_value = "runs/bench-classifier/train.txt")]
+    input: PathBuf,
+    #[arg(long, default_value_t = 20000)]
+    docs: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+pub fn run_bench_minhash(a: BenchMinhashArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.input).with_context(|| a.input.display().to_string())?;
+    let texts: Vec<String> = text
+        .lines()
+        .take(a.docs)
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|t| !t.starts_with("__label__"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string(&bench::minhash(&texts, a.threads))?
+    );
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `reasonlab eval run | score | compare`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use reasonlab_eval::{
+    BadLines, Benchmark, EvalConfig, Generator, PromptTemplate, SamplingSettings,
+};
+use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
+
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// Generate completions for benchmarks and score them (resumable: rerun to continue).
+    Run(RunArgs),
+    /// Re-score a completions file offline: JSONL `{"id", "completion"}`, several per id.
+    Score(ScoreArgs),
+    /// Side-by-side table of two runs (folders or results.json files).
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Comma-separated built-ins (gsm8k_test, math500, aime24, amc23, cmath_test, mgsm_zh) or
+    /// JSONL paths (`NAME=PATH` to name one).
+    #[arg(long, value_delimiter = ',', required = true)]
+    benchmark: Vec<String>,
+    /// A local model directory (HF layout).
+    #[arg(long, conflicts_with = "endpoint")]
+    model: Option<PathBuf>,
+    /// An OpenAI-compatible server, e.g. http://127.0.0.1:8000.
+    #[arg(long, requires = "model_name")]
+    endpoint: Option<String>,
+    /// The model name the server knows.
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Environment variable holding the server's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// Requests in flight to the server.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Ask the server for all n samples in one request (vLLM, SGLang) instead of n requests.
+    #[arg(long)]
+    native_n: bool,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_s: u64,
+    /// Samples per problem.
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 4096)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Extra stop strings (the few-shot template adds its own).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// r1 | fewshot-cot | plain | chat.
+    #[arg(long, default_value = "r1")]
+    template: String,
+    /// k values for pass@k / cons@k (default: powers of two up to n, and n).
+    #[arg(long, value_delimiter = ',')]
+    k: Vec<usize>,
+    /// Only the first N problems of each benchmark.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Requests per generation call.
+    #[arg(long, default_value_t = 64)]
+    chunk_size: usize,
+    /// Output folder (completions.jsonl, results.json, report.md, report.html).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    /// A built-in benchmark name or a JSONL file.
+    #[arg(long)]
+    benchmark: String,
+    /// JSONL lines `{"id": …, "completion": …}` (optional `finish_reason`, `completion_tokens`).
+    #[arg(long)]
+    completions: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    k: Vec<usize>,
+    /// Print the scores as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Stop at the first malformed line instead of skipping it (skipped lines are reported).
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    run_a: PathBuf,
+    run_b: PathBuf,
+}
+
+pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
+    match cmd {
+        EvalCommand::Run(args) => run_eval(args),
+        EvalCommand::Score(args) => score(args),
+        EvalCommand::Compare(args) => {
+            print!("{}", reasonlab_eval::compare(&args.run_a, &args.run_b)?);
+            Ok(())
+        }
+    }
+}
+
+fn generator(args: &RunArgs) -> anyhow::Result<Box<dyn Generator>> {
+    match (&args.model, &args.endpoint) {
+        (Some(dir), None) => local(dir),
+        (None, Some(url)) => {
+            let mut cfg = ClientConfig::new(
+                url.clone(),
+                args.model_name
+                    .clone()
+                    .context("--endpoint needs --model-name")?,
+            );
+            cfg.api_key_env = Some(args.api_key_env.clone());
+            cfg.concurrency = args.concurrency;
+            cfg.timeout = std::time::Duration::from_secs(args.timeout_s);
+            if args.native_n {
+                cfg.n_mode = NMode::Native;
+            }
+            Ok(Box::new(OpenAiClient::new(cfg)?))
+        }
+        _ => bail!("give either --model DIR or --endpoint URL --model-name NAME"),
+    }
+}
+
+fn local(dir: &Path) -> anyhow::Result<Box<dyn Generator>> {
+    crate::cmd::local::local_generator(dir)
+}
+
+fn run_eval(args: RunArgs) -> anyhow::Result<()> {
+    let benchmarks = args
+        .benchmark
+        .iter()
+        .map(|b| Benchmark::parse(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let template = PromptTemplate::parse(&args.template)?;
+    let generator = generator(&args)?;
+    let mut cfg = EvalConfig::new(benchmarks, template, args.n);
+    cfg.sampling = SamplingSettings {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        stop: args.stop.clone(),
+    };
+    cfg.ks = args.k.clone();
+    cfg.limit = args.limit;
+    cfg.chunk_size = args.chunk_size;
+    let results = reasonlab_eval::run_eval(generator.as_ref(), &cfg, &args.out)
+        .with_context(|| format!("eval into {}", args.out.display()))?;
+    print!("{}", reasonlab_eval::render_markdown(&results));
+    eprintln!(
+        "wrote {}/{{completions.jsonl, results.json, report.md, report.html}}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    let bad = if args.strict {
+        BadLines::Reject
+    } else {
+        BadLines::Skip
+    };
+    let v = reasonlab_eval::score_offline(
+        &args.benchmark,
+        &args.completions,
+        &args.k,
+        bad,
+        &reasonlab_answer::VerifyConfig::default(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    for line in v["bad_lines"].as_array().into_iter().flatten() {
+        eprintln!("warning: skipped {}", line.as_str().unwrap_or_default());
+    }
+    println!(
+        "{} problems, {} samples each ({} without completions, {} unknown ids)",
+        v["n_problems"], v["n_samples"], v["n_missing"], v["n_unknown_ids"]
+    );
+    for kind in ["pass", "cons"] {
+        for k in &args.k {
+            let key = format!("{kind}@{k}");
+            if let Some(x) = v[&key].as_f64() {
+                let se = v["stderr"][&key].as_f64().unwrap_or(0.0);
+                println!("{key:>9}  {:5.1} ± {:.1}", 100.0 * x, 100.0 * se);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand: a clap `Args` struct and a `run` function.
+
+pub mod bench;
+pub mod corpus;
+pub mod demo;
+pub mod eval;
+pub mod generate;
+pub mod local;
+pub mod model;
+pub mod verify;

@@ -1,0 +1,92 @@
+//! `reasonlab model info|logprobs`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use reasonlab_model::{BackendKind, PadSide, TokenBatch};
+
+#[derive(clap::Subcommand)]
+pub enum ModelCommand {
+    /// Print the architecture, sizes and parameter count of a checkpoint.
+    Info {
+        /// HF model directory (config.json, *.safetensors, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Print `{"logprobs": [...]}`: log p(x_t | x_<t) for t = 1..L−1, fp32.
+    Logprobs {
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids, e.g. 3,17,42.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+        #[arg(long, value_enum, default_value_t = Backend::Flex)]
+        backend: Backend,
+    },
+}
+
+/// Tensor backend flag.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Backend {
+    Flex,
+    Wgpu,
+    Cuda,
+}
+
+impl From<Backend> for BackendKind {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Flex => BackendKind::Flex,
+            Backend::Wgpu => BackendKind::Wgpu,
+            Backend::Cuda => BackendKind::Cuda,
+        }
+    }
+}
+
+pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Info { model } => {
+            let (m, tok) = super::local::load(&model, BackendKind::Flex)?;
+            let c = &m.config;
+            let info = serde_json::json!({
+                "architecture": c.architecture.class_name(),
+                "vocab_size": c.vocab_size,
+                "hidden_size": c.hidden_size,
+                "intermediate_size": c.intermediate_size,
+                "num_hidden_layers": c.num_hidden_layers,
+                "num_attention_heads": c.num_attention_heads,
+                "num_key_value_heads": c.num_key_value_heads,
+                "head_dim": c.head_dim,
+                "max_position_embeddings": c.max_position_embeddings,
+                "rope_theta": c.rope_theta,
+                "rope_scaling": format!("{:?}", c.rope_scaling),
+                "tie_word_embeddings": c.tie_word_embeddings,
+                "parameters": m.num_params(),
+                "tokenizer": tok.as_ref().map(|t| serde_json::json!({
+                    "vocab_size": t.vocab_size(),
+                    "bos_token": t.bos_token,
+                    "eos_token": t.eos_token,
+                    "chat_template": t.chat_template.is_some(),
+                })),
+            });
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        ModelCommand::Logprobs {
+            model,
+            ids,
+            backend,
+        } => {
+            let device = reasonlab_model::device_for(backend.into(), false)?;
+            let m = reasonlab_model::Model::load(&model, &device)
+                .with_context(|| format!("loading model {}", model.display()))?;
+            anyhow::ensure!(ids.len() >= 2, "--ids needs at least 2 token ids");
+            let batch = TokenBatch::pad(&[ids], 0, PadSide::Right);
+            let lp = m
+                .token_logprobs(&batch)?
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            println!("{}", serde_json::json!({ "logprobs": lp }));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `reasonlab`: build math-reasoning language models end to end.
+//!
+//! This binary only parses flags into typed settings, calls a library crate and prints; every
+//! subcommand lives in its own module under `cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "reasonlab",
+    version,
+    about = "Build math-reasoning language models the DeepSeekMath / DeepSeek-R1 way",
+    long_about = "Build math-reasoning language models the DeepSeekMath / DeepSeek-R1 way: \
+                  curate a math corpus, pretrain, SFT / distill, GRPO, and evaluate — from one binary.\n\n\
+                  Start with `reasonlab demo`."
+)]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `info` or `reasonlab=debug`. Also read from RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the end-to-end demo on an embedded default (no downloads, CPU only).
+    Demo(cmd::demo::Args),
+    /// Inspect a model or score token ids with it.
+    #[command(subcommand)]
+    Model(cmd::model::ModelCommand),
+    /// Sample completions for a JSONL file of prompts.
+    Generate(cmd::generate::Args),
+    /// Check answers: JSONL `{"gold", "pred"}` on stdin → `{"correct", "extracted", "reason"}`.
+    Verify(cmd::verify::VerifyArgs),
+    /// Score completions with a reward configuration (TOML): JSONL in, JSONL out.
+    Reward(cmd::verify::RewardArgs),
+    /// Evaluate on benchmarks (pass@1, pass@k, cons@k), re-score offline, compare runs.
+    #[command(subcommand)]
+    Eval(cmd::eval::EvalCommand),
+    /// fastText-compatible classifier: train, test, predict.
+    #[command(subcommand)]
+    Classifier(cmd::corpus::ClassifierCommand),
+    /// Corpus curation: read, dedup, decontam, recall.
+    #[command(subcommand)]
+    Curate(cmd::corpus::CurateCommand),
+    /// Benchmarks that print our numbers beside the reference tool's.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Model(c) => cmd::model::run(c),
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Verify(args) => cmd::verify::run_verify(args),
+        Command::Reward(args) => cmd::verify::run_reward(args),
+        Command::Eval(c) => cmd::eval::run(c),
+        Command::Classifier(c) => cmd::corpus::run_classifier(c),
+        Command::Curate(c) => cmd::corpus::run_curate(c),
+        Command::Bench(c) => cmd::bench::run(c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! Scoring completions against a benchmark: verification, pass@k, cons@k, per-subject and
+//! per-level tables, lengths and truncation. Used by [`crate::run_eval`] and by
+//! [`score_offline`] (`reasonlab eval score`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use reasonlab_answer::{VerifyConfig, equivalent, parse_prediction, verify};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::benchmark::{Benchmark, Problem};
+use crate::metrics::{Estimate, classify, pass_at_k, vote};
+use crate::{EvalError, FinishReason};
+
+/// One completion to score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<usize>,
+}
+
+/// Summary of a distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    fn of(values: &mut [f64]) -> Option<Summary> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let q = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize];
+        Some(Summary {
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+            p50: q(0.5),
+            p95: q(0.95),
+            max: values[values.len() - 1],
+        })
+    }
+}
+
+/// Response lengths and truncation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LengthStats {
+    /// Completion tokens, when the generator reported them.
+    pub tokens: Option<Summary>,
+    /// Characters (always available).
+    pub chars: Option<Summary>,
+    /// Samples that stopped at the token budget (`finish_reason = length`).
+    pub truncated: usize,
+    pub truncated_rate: f64,
+    /// Histogram of tokens (or chars when tokens are unknown): `(bin_start, bin_end, count)`,
+    /// 20 equal bins from 0 to the maximum.
+    pub histogram: Vec<(f64, f64, usize)>,
+    /// `"tokens"` or `"chars"`: what the histogram counts.
+    pub histogram_unit: String,
+}
+
+/// One row of a per-subject or per-level table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRow {
+    pub group: String,
+    pub n_problems: usize,
+    pub pass1: Estimate,
+    /// cons@(largest k) within the group.
+    pub cons: Estimate,
+}
+
+/// All scores of one benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkScores {
+    pub n_problems: usize,
+    /// Problems of the benchmark without any completion (not scored).
+    pub n_missing: usize,
+    /// Samples per problem (the smallest, when they differ).
+    pub n_samples: usize,
+    /// `"pass@k"` and `"cons@k"` for the requested k.
+    pub metrics: BTreeMap<String, Estimate>,
+    /// pass@k and cons@k for every k in 1..=n_samples (plots).
+    pub pass_curve: Vec<f64>,
+    pub cons_curve: Vec<f64>,
+    /// Share of samples where no answer could be extracted.
+    pub no_answer_rate: f64,
+    pub length: LengthStats,
+    /// Largest requested k (the cons@k of the group tables).
+    pub k_max: usize,
+    pub by_subject: Vec<GroupRow>,
+    pub by_level: Vec<GroupRow>,
+}
+
+struct PerProblem {
+    correct: Vec<bool>,
+    /// cons@k correctness for every k in 1..=n.
+    cons: Vec<bool>,
+    no_answer: usize,
+}
+
+fn score_problem(problem: &Problem, samples: &[Scored], cfg: &VerifyConfig) -> PerProblem {
+    let mut correct = Vec::with_capacity(samples.len());
+    let mut parsed = Vec::with_capacity(samples.len());
+    for s in samples {
+        correct.push(verify(&problem.answer, &s.text, Some(&problem.problem), cfg).correct);
+        parsed.push(parse_prediction(&s.text, &cfg.extract));
+    }
+    let no_answer = parsed.iter().filter(|p| p.is_none()).count();
+    let classes = classify(&parsed, |a, b| {
+        (a.node == b.node && a.percent == b.percent) || equivalent(a, b, cfg.percent)
+    });
+    let cons = (1..=samples.len())
+        .map(|k| vote(&classes, k).winner.is_some_and(|w| correct[w]))
+        .collect();
+    PerProblem {
+        correct,
+        cons,
+        no_answer,
+    }
+}
+
+/// Score `samples[i]` (the completions of `problems[i]`, in sample order). Problems with no
+/// samples are counted in `n_missing` and left out. Every k must be ≤ every problem's samples.
+pub fn score(
+    problems: &[Problem],
+    samples: &[Vec<Scored>],
+    ks: &[usize],
+    cfg: &VerifyConfig,
+) -> Result<BenchmarkScores, EvalError> {
+    let pairs: Vec<(&Problem, &Vec<Scored>)> = problems
+        .iter()
+        .zip(samples)
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let n_missing = problems.len() - pairs.len();
+    let n_samples = pairs.iter().map(|(_, s)| s.len()).min().unwrap_or(0);
+    for &k in ks {
+        if k == 0 {
+            return Err(EvalError::ZeroK { k });
+        }
+        if let Some((p, s)) = pairs.iter().find(|(_, s)| s.len() < k) {
+            return Err(EvalError::KTooLarge {
+                k,
+                n: s.len(),
+                id: p.id.clone(),
+            });
+        }
+    }
+    let per: Vec<PerProblem> = pairs
+        .par_iter()
+        .map(|(p, s)| score_problem(p, s, cfg))
+        .collect();
+
+    let pass_k = |pp: &PerProblem, k: usize| {
+        let c = pp.correct.iter().filter(|&&b| b).count();
+        pass_at_k(pp.correct.len(), c, k).unwrap_or(0.0)
+    };
+    let cons_k = |pp: &PerProblem, k: usize| if pp.cons[k - 1] { 1.0 } else { 0.0 };
+    let mut metrics = BTreeMap::new();
+    for &k in ks {
+        let pass: Vec<f64> = per.iter().map(|pp| pass_k(pp, k)).collect();
+        let cons: Vec<f64> = per.iter().map(|pp| cons_k(pp, k)).collect();
+        metrics.insert(format!("pass@{k}"), Estimate::of(&pass));
+        metrics.insert(format!("cons@{k}"), Estimate::of(&cons));
+    }
+    let mean = |f: &dyn Fn(&PerProblem) -> f64| {
+        if per.is_empty() {
+            0.0
+        } else {
+            per.iter().map(f).sum::<f64>() / per.len() as f64
+        }
+    };
+    let pass_curve = (1..=n_samples).map(|k| mean(&|pp| pass_k(pp, k))).collect();
+    let cons_curve = (1..=n_samples).map(|k| mean(&|pp| cons_k(pp, k))).collect();
+    let total_samples: usize = pairs.iter().map(|(_, s)| s.len()).sum();
+    let no_answer = per.iter().map(|pp| pp.no_answer).sum::<usize>();
+
+    let k_max = ks.iter().copied().max().unwrap_or(1).min(n_samples.max(1));
+    let group_rows = |key: &dyn Fn(&Problem) -> Option<String>| -> Vec<GroupRow> {
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, (p, _)) in pairs.iter().enumerate() {
+            if let Some(g) = key(p) {
+                groups.entry(g).or_default().push(i);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(group, idx)| {
+                let p1: Vec<f64> = idx.iter().map(|&i| pass_k(&per[i], 1)).collect();
+                let c: Vec<f64> = idx
+                    .iter()
+                    .map(|&i| {
+                        if n_samples > 0 {
+                            cons_k(&per[i], k_max)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                GroupRow {
+                    group,
+                    n_problems: idx.len(),
+                    pass1: Estimate::of(&p1),
+                    cons: Estimate::of(&c),
+                }
+            })
+            .collect()
+    };
+    let by_subject = group_rows(&|p| p.subject.clone());
+    let by_level = group_rows(&|p| p.level.map(|l| l.to_string()));
+
+    Ok(BenchmarkScores {
+        n_problems: pairs.len(),
+        n_missing,
+        n_samples,
+        metrics,
+        pass_curve,
+        cons_curve,
+        no_answer_rate: ratio(no_answer, total_samples),
+        length: length_stats(pairs.iter().flat_map(|(_, s)| s.iter())),
+        k_max,
+        by_subject,
+        by_level,
+    })
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn length_stats<'a>(samples: impl Iterator<Item = &'a Scored>) -> LengthStats {
+    let mut tokens = Vec::new();
+    let mut chars = Vec::new();
+    let mut truncated = 0;
+    let mut all_have_tokens = true;
+    for s in samples {
+        chars.push(s.text.chars().count() as f64);
+        match s.completion_tokens {
+            Some(t) => tokens.push(t as f64),
+            None => all_have_tokens = false,
+        }
+        if s.finish_reason == Some(FinishReason::Length) {
+            truncated += 1;
+        }
+    }
+    let n = chars.len();
+    let (hist_values, unit) = if all_have_tokens && !tokens.is_empty() {
+        (tokens.clone(), "tokens")
+    } else {
+        (chars.clone(), "chars")
+    };
+    let histogram = histogram(&hist_values, 20);
+    LengthStats {
+        tokens: if all_have_tokens {
+            Summary::of(&mut tokens)
+        } else {
+            None
+        },
+        chars: Summary::of(&mut chars),
+        truncated,
+        truncated_rate: ratio(truncated, n),
+        histogram,
+        histogram_unit: unit.to_string(),
+    }
+}
+
+fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64, usize)> {
+    let Some(max) = values.iter().copied().reduce(f64::max) else {
+        return Vec::new();
+    };
+    let width = (max / bins as f64).max(1.0).ceil();
+    let mut counts = vec![0usize; bins];
+    for v in values {
+        let b = ((v / width) as usize).min(bins - 1);
+        counts[b] += 1;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (i as f64 * width, (i + 1) as f64 * width, c))
+        .collect()
+}
+
+/// A line of a completions file for [`score_offline`].
+#[derive(Debug, Deserialize)]
+struct OfflineLine {
+    id: Value,
+    completion: String,
+    #[serde(default)]
+    finish_reason: Option<FinishReason>,
+    #[serde(default)]
+    completion_tokens: Option<usize>,
+}
+
+/// What to do with malformed lines in a completions file.
+pub use reasonlab_core::jsonl::BadLines;
+
+/// Score a completions file (`{"id": …, "completion": …}` per line, several per id, in sample
+/// order; optional `finish_reason` and `completion_tokens`) against a benchmark (a built-in name
+/// or a JSONL path). Returns a JSON object with `pass@k` and `cons@k` for every k given,
+/// `stderr` (standard errors by the same keys), `n_problems`, `n_samples`, `n_missing`,
+/// `n_unknown_ids`, `n_bad_lines`, `bad_lines` (`file:line: message`), `no_answer_rate`,
+/// `truncated_rate`.
+pub fn score_offline(
+    benchmark: &str,
+    completions: &Path,
+    ks: &[usize],
+    bad: BadLines,
+    cfg: &VerifyConfig,
+) -> Result<Value, EvalError> {
+    let problems = Benchmark::parse(benchmark)?.load()?;
+    let index: HashMap<&str, usize> = problems
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let mut samples: Vec<Vec<Scored>> = vec![Vec::new(); problems.len()];
+    let mut bad_lines = Vec::new();
+    let mut unknown = std::collections::BTreeSet::new();
+    let reader = reasonlab_core::jsonl::open(completions)?;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(EvalError::io(completions))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Result<OfflineLine, String> =
+            serde_json::from_str(&line).map_err(|e| e.to_string());
+        let rec = match parsed {
+            Ok(r) => r,
+            Err(message) => {
+                let err = EvalError::BadRecord {
+                    path: PathBuf::from(completions),
+                    line: i + 1,
+                    message,
+                };
+                match bad {
+                    BadLines::Reject => return Err(err),
+                    BadLines::Skip => {
+                        tracing::warn!("skipping {err}");
+                        bad_lines.push(err.to_string());
+                        continue;
+                    }
+                }
+            }
+        };
+        let id = match &rec.id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match index.get(id.as_str()) {
+            Some(&p) => samples[p].push(Scored {
+                text: rec.completion,
+                finish_reason: rec.finish_reason,
+                completion_tokens: rec.completion_tokens,
+            }),
+            None => {
+                unknown.insert(id);
+            }
+        }
+    }
+    let scores = score(&problems, &samples, ks, cfg)?;
+    let mut out = serde_json::Map::new();
+    let mut stderr = serde_json::Map::new();
+    for (key, est) in &scores.metrics {
+        out.insert(key.clone(), json!(est.mean));
+        stderr.insert(key.clone(), json!(est.se));
+    }
+    out.insert("stderr".into(), Value::Object(stderr));
+    out.insert("n_problems".into(), json!(scores.n_problems));
+    out.insert("n_samples".into(), json!(scores.n_samples));
+    out.insert("n_missing".into(), json!(scores.n_missing));
+    out.insert("n_unknown_ids".into(), json!(unknown.len()));
+    out.insert("n_bad_lines".into(), json!(bad_lines.len()));
+    out.insert("bad_lines".into(), json!(bad_lines));
+    out.insert("no_answer_rate".into(), json!(scores.no_answer_rate));
+    out.insert("truncated_rate".into(), json!(scores.length.truncated_rate));
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(id: &str, answer: &str) -> Problem {
+        Problem {
+            id: id.into(),
+            problem: "p".into(),
+            answer: answer.into(),
+            solution: None,
+            subject: Some("Algebra".into()),
+            level: Some(2),
+            source: "t".into(),
+        }
+    }
+
+    fn s(text: &str) -> Scored {
+        Scored {
+            text: text.into(),
+            finish_reason: Some(FinishReason::Stop),
+            completion_tokens: Some(text.len()),
+        }
+    }
+
+    #[test]
+    fn cons_groups_equivalent_answers_not_strings() {
+        // Gold 1/2. Samples: 0.5, \frac{1}{2}, 3, 3, 3 → classes {1/2: 2, 3: 3}.
+        let problems = vec![problem("a", "\\frac{1}{2}")];
+        let samples = vec![vec![
+            s("\\boxed{0.5}"),
+            s("\\boxed{\\frac{1}{2}}"),
+            s("\\boxed{3}"),
+            s("\\boxed{3}"),
+            s("\\boxed{3}"),
+        ]];
+        let sc = score(&problems, &samples, &[1, 2, 4, 5], &VerifyConfig::default()).unwrap();
+        assert!((sc.metrics["pass@1"].mean - 0.4).abs() < 1e-12);
+        // k=2: 0.5 and 1/2 are one class (string equality would make a 1-1 tie, still 0.5
+        // first), k=4: 2-2 tie, the 1/2 class appears first → correct.
+        assert_eq!(sc.metrics["cons@2"].mean, 1.0);
+        assert_eq!(sc.metrics["cons@4"].mean, 1.0);
+        // k=5: 3 has three votes → wrong.
+        assert_eq!(sc.metrics["cons@5"].mean, 0.0);
+        assert_eq!(sc.cons_curve, vec![1.0, 1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(sc.by_level[0].group, "2");
+        assert_eq!(sc.by_subject[0].n_problems, 1);
+    }
+
+    #[test]
+    fn string_equality_would_lose_this_vote() {
+        // Two spellings of 1/2 against two identical wrong strings, wrong one first.
+        let problems = vec![problem("a", "0.5")];
+        let samples = vec![vec![
+            s("\\boxed{7}"),
+            s("\\boxed{\\frac12}"),
+            s("\\boxed{7}"),
+            s("\\boxed{1/2}"),
+            s("\\boxed{0.50}"),
+        ]];
+        let sc = score(&problems, &samples, &[5], &VerifyConfig::default()).unwrap();
+        assert_eq!(sc.metrics["cons@5"].mean, 1.0);
+    }
+
+    #[test]
+    fn k_larger_than_samples_is_an_error() {
+        let problems = vec![problem("a", "1"), problem("b", "2")];
+        let samples = vec![vec![s("1"), s("1")], vec![s("2")]];
+        let err = score(&problems, &samples, &[2], &VerifyConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("\"b\""), "{err}");
+    }
+
+    #[test]
+    fn offline_scoring_keys_and_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let bench = dir.path().join("b.jsonl");
+        std::fs::write(
+            &bench,
+            "{\"id\": \"x\", \"problem\": \"1+1\", \"answer\": \"2\"}\n\
+             {\"id\": \"y\", \"problem\": \"2+2\", \"answer\": \"4\"}\n",
+        )
+        .unwrap();
+        let comp = dir.path().join("c.jsonl");
+        std::fs::write(
+            &comp,
+            "{\"id\": \"x\", \"completion\": \"\\\\boxed{2}\"}\n\
+             {\"id\": \"x\", \"completion\": \"\\\\boxed{3}\"}\n\
+             not json\n\
+             {\"id\": \"y\", \"completion\": \"The answer is 5\", \"finish_reason\": \"length\"}\n\
+             {\"id\": \"y\", \"completion\": \"\\\\boxed{4}\"}\n\
+             {\"id\": \"zz\", \"completion\": \"\\\\boxed{4}\"}\n",
+        )
+        .unwrap();
+        let cfg = VerifyConfig::default();
+        let err = score_offline(
+            bench.to_str().unwrap(),
+            &comp,
+            &[1, 2],
+            BadLines::Reject,
+            &cfg,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("c.jsonl:3:"), "{err}");
+        let v = score_offline(
+            bench.to_str().unwrap(),
+            &comp,
+            &[1, 2],
+            BadLines::Skip,
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(v["pass@1"], json!(0.5));
+        assert_eq!(v["pass@2"], json!(1.0));
+        // Both problems are 1-1 ties; the first sample wins: x right, y wrong.
+        assert_eq!(v["cons@2"], json!(0.5));
+        assert_eq!(v["n_problems"], json!(2));
+        assert_eq!(v["n_unknown_ids"], json!(1));
+        assert_eq!(v["n_bad_lines"], json!(1));
+        assert_eq!(v["truncated_rate"], json!(0.25));
+        assert!(v["bad_lines"][0].as_str().unwrap().contains("c.jsonl:3:"));
+    }
+}

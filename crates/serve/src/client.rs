@@ -1,0 +1,423 @@
+//! A blocking OpenAI-compatible client implementing [`reasonlab_eval::Generator`].
+//!
+//! Text prompts go to `POST {base}/v1/completions`, message lists to
+//! `POST {base}/v1/chat/completions` (OpenAI API reference; vLLM's server accepts the extra
+//! `top_k` field, which is sent only when set). Requests run on `concurrency` threads; each is
+//! retried with exponential backoff on 429, 5xx, timeouts and connection errors (honouring
+//! `Retry-After` in seconds), and fails at once on other 4xx.
+//!
+//! Samples: with [`NMode::Split`] (the default) each sample is its own request with `n = 1` and
+//! seed `seed + j`, so every completion has its exact `completion_tokens` and servers without
+//! `n` support (llama.cpp) work. [`NMode::Native`] sends `n` once (shares the prompt's prefill on
+//! vLLM); `usage.completion_tokens` is then a total, which is split over the choices in
+//! proportion to their length, and missing choices are requested again.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reasonlab_eval::{
+    EvalError, FinishReason, GenOutput, GenRequest, Generator, ModelInfo, PromptInput, sha256_hex,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// How `n > 1` samples are requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NMode {
+    /// One request per sample (`n = 1`, seed + j).
+    #[default]
+    Split,
+    /// One request with `n`.
+    Native,
+}
+
+/// Client settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// Server root, e.g. `http://127.0.0.1:8000` (a trailing `/v1` is accepted).
+    pub base_url: String,
+    /// The `model` field of every request.
+    pub model: String,
+    /// Name of the environment variable holding the API key (sent as a bearer token when set).
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff; doubles per retry up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Whole-request timeout (long generations need minutes).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub n_mode: NMode,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            concurrency: 16,
+            max_retries: 6,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            timeout: Duration::from_secs(1800),
+            connect_timeout: Duration::from_secs(10),
+            n_mode: NMode::Split,
+        }
+    }
+}
+
+/// Errors of the client, with the URL and what the server said.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("building the HTTP client: {0}")]
+    Build(String),
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url}: unexpected response: {message}")]
+    BadResponse { url: String, message: String },
+    #[error("{url}: gave up after {attempts} attempts: {last}")]
+    Exhausted {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("invalid setting {name} = {value}")]
+    InvalidSetting { name: &'static str, value: String },
+}
+
+impl From<ClientError> for EvalError {
+    fn from(e: ClientError) -> Self {
+        EvalError::Generator(e.to_string())
+    }
+}
+
+/// The client. Cheap to share across threads.
+pub struct OpenAiClient {
+    cfg: ClientConfig,
+    http: reqwest::blocking::Client,
+    api_key: Option<String>,
+    root: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice {
+    #[serde(default)]
+    index: usize,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    message: Option<ChatMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    #[serde(default)]
+    content: Option<String>,
+    /// vLLM / SGLang reasoning parsers and DeepSeek's API put the thinking here.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    completion_tokens: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct Response {
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+impl OpenAiClient {
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
+        if cfg.concurrency == 0 {
+            return Err(ClientError::InvalidSetting {
+                name: "concurrency",
+                value: "0".into(),
+            });
+        }
+        let root = cfg
+            .base_url
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_string();
+        if !(root.starts_with("http://") || root.starts_with("https://")) {
+            return Err(ClientError::InvalidSetting {
+                name: "base_url",
+                value: cfg.base_url.clone(),
+            });
+        }
+        let http = reqwest::blocking::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.connect_timeout)
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let api_key = cfg
+            .api_key_env
+            .as_deref()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|k| !k.is_empty());
+        Ok(Self {
+            cfg,
+            http,
+            api_key,
+            root,
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// POST `body` to `path` with retries; the parsed JSON response.
+    fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.root);
+        let mut backoff = self.cfg.initial_backoff;
+        let mut last = String::new();
+        for attempt in 0..=self.cfg.max_retries {
+            if attempt > 0 {
+                tracing::warn!(%url, attempt, ?backoff, %last, "retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(self.cfg.max_backoff);
+            }
+            let mut req = self.http.post(&url).json(body);
+            if let Some(key) = &self.api_key {
+                req = req.bearer_auth(key);
+            }
+            let resp = match req.send() {
+                Ok(r) => r,
+                Err(e) => {
+                    // Connection refused/reset and timeouts are worth retrying.
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status.is_success() {
+                return resp.json::<Value>().map_err(|e| ClientError::BadResponse {
+                    url: url.clone(),
+                    message: e.to_string(),
+                });
+            }
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = resp.text().unwrap_or_default();
+            let body_text: String = text.chars().take(500).collect();
+            if status.as_u16() == 429 || status.is_server_error() {
+                last = format!("HTTP {}: {body_text}", status.as_u16());
+                if let Some(ra) = retry_after {
+                    backoff = ra.min(self.cfg.max_backoff);
+                }
+                continue;
+            }
+            return Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                body: body_text,
+            });
+        }
+        Err(ClientError::Exhausted {
+            url,
+            attempts: self.cfg.max_retries + 1,
+            last,
+        })
+    }
+
+    /// One HTTP call for `n` samples of `req` with `seed`; returns the outputs in choice order.
+    fn call(&self, req: &GenRequest, n: usize, seed: u64) -> Result<Vec<GenOutput>, ClientError> {
+        let s = &req.sampling;
+        let (path, mut body) = match &req.prompt {
+            PromptInput::Text(t) => (
+                "/v1/completions",
+                json!({ "model": self.cfg.model, "prompt": t }),
+            ),
+            PromptInput::Messages(m) => (
+                "/v1/chat/completions",
+                json!({ "model": self.cfg.model, "messages": m }),
+            ),
+        };
+        let obj = body.as_object_mut().expect("json! object");
+        obj.insert("n".into(), json!(n));
+        obj.insert("temperature".into(), json!(s.temperature));
+        obj.insert("top_p".into(), json!(s.top_p));
+        obj.insert("max_tokens".into(), json!(s.max_new_tokens));
+        obj.insert("seed".into(), json!(seed));
+        if let Some(k) = s.top_k {
+            obj.insert("top_k".into(), json!(k));
+        }
+        if !s.stop.is_empty() {
+            obj.insert("stop".into(), json!(s.stop));
+        }
+        let url = format!("{}{path}", self.root);
+        let value = self.post(path, &body)?;
+        let resp: Response =
+            serde_json::from_value(value).map_err(|e| ClientError::BadResponse {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let mut choices = resp.choices;
+        choices.sort_by_key(|c| c.index);
+        let total_tokens = resp.usage.map(|u| u.completion_tokens).unwrap_or(0);
+        let mut outs = Vec::with_capacity(choices.len());
+        for c in choices.into_iter().take(n) {
+            let text = match (c.text, c.message) {
+                (Some(t), _) => t,
+                (None, Some(m)) => {
+                    let content = m.content.unwrap_or_default();
+                    match m.reasoning_content.filter(|r| !r.is_empty()) {
+                        Some(r) => format!("<think>\n{r}\n</think>\n\n{content}"),
+                        None => content,
+                    }
+                }
+                (None, None) => {
+                    return Err(ClientError::BadResponse {
+                        url,
+                        message: "a choice has neither `text` nor `message`".into(),
+                    });
+                }
+            };
+            let finish_reason = match c.finish_reason.as_deref() {
+                Some("length") => FinishReason::Length,
+                _ => FinishReason::Stop,
+            };
+            outs.push(GenOutput {
+                text,
+                finish_reason,
+                completion_tokens: 0,
+            });
+        }
+        // usage.completion_tokens covers all choices: exact for one, split by length otherwise.
+        let chars: usize = outs.iter().map(|o| o.text.chars().count()).sum();
+        let count = outs.len();
+        for o in &mut outs {
+            o.completion_tokens = if count == 1 {
+                total_tokens
+            } else if chars == 0 {
+                total_tokens / count.max(1)
+            } else {
+                (total_tokens as f64 * o.text.chars().count() as f64 / chars as f64).round()
+                    as usize
+            };
+        }
+        Ok(outs)
+    }
+
+    /// All `req.n` samples of one request.
+    fn samples(
+        &self,
+        req: &GenRequest,
+        split_index: Option<usize>,
+    ) -> Result<Vec<GenOutput>, ClientError> {
+        match split_index {
+            Some(j) => self.call(req, 1, req.sampling.seed.wrapping_add(j as u64)),
+            None => {
+                let mut outs = Vec::with_capacity(req.n);
+                while outs.len() < req.n {
+                    let got = self.call(
+                        req,
+                        req.n - outs.len(),
+                        req.sampling.seed.wrapping_add(outs.len() as u64),
+                    )?;
+                    if got.is_empty() {
+                        return Err(ClientError::BadResponse {
+                            url: self.root.clone(),
+                            message: "no choices returned".into(),
+                        });
+                    }
+                    outs.extend(got);
+                }
+                Ok(outs)
+            }
+        }
+    }
+}
+
+/// The outputs of one job, filled in by a worker thread.
+type JobResult = Result<Vec<GenOutput>, ClientError>;
+
+impl Generator for OpenAiClient {
+    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Vec<GenOutput>>, EvalError> {
+        // Work items: (request, Some(sample)) in split mode, (request, None) in native mode.
+        let jobs: Vec<(usize, Option<usize>)> = requests
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| match self.cfg.n_mode {
+                NMode::Split => (0..r.n).map(|j| (i, Some(j))).collect::<Vec<_>>(),
+                NMode::Native => vec![(i, None)],
+            })
+            .collect();
+        let results: Vec<Mutex<Option<JobResult>>> =
+            jobs.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let workers = self.cfg.concurrency.min(jobs.len()).max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let j = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(i, split)) = jobs.get(j) else {
+                            break;
+                        };
+                        let r = self.samples(&requests[i], split);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if let Ok(mut slot) = results[j].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                });
+            }
+        });
+        let mut outs: Vec<Vec<GenOutput>> =
+            requests.iter().map(|r| Vec::with_capacity(r.n)).collect();
+        for ((i, _), slot) in jobs.iter().zip(results) {
+            let r = slot
+                .into_inner()
+                .map_err(|_| EvalError::Generator("a worker thread panicked".into()))?;
+            match r {
+                Some(Ok(o)) => outs[*i].extend(o),
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    return Err(EvalError::Generator(
+                        "request abandoned after an earlier failure".into(),
+                    ));
+                }
+            }
+        }
+        Ok(outs)
+    }
+
+    fn describe(&self) -> ModelInfo {
+        ModelInfo {
+            name: self.cfg.model.clone(),
+            // No model files to hash behind an endpoint: the server and model name stand in.
+            hash: sha256_hex(format!("{}\n{}", self.root, self.cfg.model).as_bytes()),
+            location: self.root.clone(),
+        }
+    }
+}
