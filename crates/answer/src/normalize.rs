@@ -461,8 +461,10 @@ fn strip_trailing_units(text: &mut String) {
             .unwrap_or(t)
             .trim_end();
         let start = t
-            .rfind(|c: char| !c.is_ascii_alphabetic())
-            .map(|p| p + 1)
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !c.is_ascii_alphabetic())
+            .map(|(p, c)| p + c.len_utf8())
             .unwrap_or(0);
         let word = &t[start..];
         let before = t[..start].trim_end();

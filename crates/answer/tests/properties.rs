@@ -119,3 +119,26 @@ fn big_numbers_are_exact() {
     m.replace_range(2000..2001, "0");
     assert!(!verify(&n, &m, None, &cfg).correct);
 }
+
+/// Multi-byte characters next to numbers and unit words (found by the demo: a model emitted a
+/// lone U+FFFD after a number, and unit stripping sliced inside it).
+#[test]
+fn non_ascii_text_never_panics() {
+    let cfg = VerifyConfig::default();
+    let pieces = [
+        "\u{FFFD}", "人", "é", "5", " ", "cm", "\\boxed{", "}", "x", "²", "—", "ß", "12", "🙂",
+    ];
+    let mut state = 7u64;
+    for _ in 0..4000 {
+        let mut s = String::new();
+        for _ in 0..6 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+        }
+        let _ = verify("5", &s, None, &cfg);
+        let _ = verify(&s, "5", None, &cfg);
+    }
+    assert!(!verify("5", "\\boxed{6}\u{FFFD}", None, &cfg).correct);
+}

@@ -58,7 +58,7 @@ impl RmsNorm {
 pub struct Rope {
     /// (b, 1, t, d): cos of `cat(freqs, freqs)`
     pub cos: Tensor<4>,
-    /// (b, 1, t, d)
+    /// (b, 1, t, d): `cat(-sin, sin)` of the same angles
     pub sin: Tensor<4>,
 }
 
@@ -76,7 +76,8 @@ impl Rope {
                 let (s, c) = angle.sin_cos();
                 cos[row * d + i] = c;
                 cos[row * d + half + i] = c;
-                sin[row * d + i] = s;
+                // The sign of rotate_half's `-x2` lives in the table, saving a negation per call.
+                sin[row * d + i] = -s;
                 sin[row * d + half + i] = s;
             }
         }
@@ -87,21 +88,57 @@ impl Rope {
         }
     }
 
-    /// `x`: (b, heads, t, d) → same shape, `x·cos + rotate_half(x)·sin`.
+    /// `x`: (b, heads, t, d) → same shape, `x·cos + rotate_half(x)·sin`
+    /// (= `x·cos + cat(x2, x1)·[-sin, sin]`).
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let d = x.dims()[3];
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        let swapped = Tensor::cat(vec![x2, x1], 3);
+        x * self.cos.clone() + swapped * self.sin.clone()
     }
 }
 
-/// Cached keys and values of one layer: (b, kv, s, d) each.
+/// Cached keys and values of one layer: (b, kv, capacity, d) buffers whose first `len`
+/// positions are filled. Appending writes in place (`slice_assign` on a uniquely owned buffer)
+/// instead of copying the whole cache with `cat` at every step; the buffer grows geometrically.
 #[derive(Clone, Debug)]
 pub struct LayerCache {
     pub k: Tensor<4>,
     pub v: Tensor<4>,
+    pub len: usize,
+}
+
+impl LayerCache {
+    /// Filled keys and values, (b, kv, len, d) views of the buffers.
+    pub fn views(&self) -> (Tensor<4>, Tensor<4>) {
+        (
+            self.k.clone().narrow(2, 0, self.len),
+            self.v.clone().narrow(2, 0, self.len),
+        )
+    }
+
+    /// Append (b, kv, t, d) keys and values.
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
+        let [b, kv, t, d] = k.dims();
+        let cap = self.k.dims()[2];
+        let need = self.len + t;
+        if need > cap {
+            let new_cap = need.max(2 * cap).max(64);
+            let grow = |buf: Tensor<4>| {
+                let extra = Tensor::zeros([b, kv, new_cap - cap, d], &buf.device());
+                Tensor::cat(vec![buf, extra], 2)
+            };
+            self.k = grow(self.k.clone());
+            self.v = grow(self.v.clone());
+        }
+        let range = self.len..need;
+        let buf = std::mem::replace(&mut self.k, Tensor::empty([0, 0, 0, 0], &k.device()));
+        self.k = buf.slice_assign([0..b, 0..kv, range.clone(), 0..d], k);
+        let buf = std::mem::replace(&mut self.v, Tensor::empty([0, 0, 0, 0], &v.device()));
+        self.v = buf.slice_assign([0..b, 0..kv, range, 0..d], v);
+        self.len = need;
+    }
 }
 
 /// Multi-head attention with grouped key/value heads.
@@ -123,12 +160,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x`: (b, t, hidden); `mask`: (b, 1, 1, t, s) additive; returns (b, t, hidden).
+    /// `x`: (b, t, hidden); `mask`: (b, 1, 1, t, s) additive, `None` when every key is visible;
+    /// returns (b, t, hidden).
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        mask: &Tensor<5>,
+        mask: Option<&Tensor<5>>,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -142,26 +180,37 @@ impl Attention {
             q = qn.forward(q);
             k = kn.forward(k);
         }
-        q = rope.apply(q);
+        // Scale q (b, h, t, d) rather than the scores (b, h, t, s): s/d times fewer elements,
+        // and exact for the usual power-of-two head dims.
+        let scale = 1.0 / (d as f64).sqrt();
+        q = rope.apply(q).mul_scalar(scale);
         k = rope.apply(k);
         if let Some(slot) = cache {
-            if let Some(past) = slot.take() {
-                k = Tensor::cat(vec![past.k, k], 2);
-                v = Tensor::cat(vec![past.v, v], 2);
+            match slot {
+                Some(layer) => layer.append(k, v),
+                None => {
+                    let len = k.dims()[2];
+                    *slot = Some(LayerCache { k, v, len });
+                }
             }
-            *slot = Some(LayerCache {
-                k: k.clone(),
-                v: v.clone(),
-            });
+            (k, v) = slot
+                .as_ref()
+                .map(LayerCache::views)
+                .expect("cache was just filled");
         }
         let s = k.dims()[2];
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
         let q = q.reshape([b, kv, n_rep * t, d]);
-        let scale = 1.0 / (d as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // (b, kv, n_rep*t, s)
-        let scores = scores.reshape([b, kv, n_rep, t, s]) + mask.clone();
-        let probs = softmax(scores, 4).reshape([b, kv, n_rep * t, s]);
+        let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, n_rep*t, s)
+        let scores = match mask {
+            Some(mask) => scores
+                .reshape([b, kv, n_rep, t, s])
+                .add(mask.clone())
+                .reshape([b, kv, n_rep * t, s]),
+            None => scores,
+        };
+        let probs = softmax(scores, 3);
         let out = probs.matmul(v); // (b, kv, n_rep*t, d)
         let out = out
             .reshape([b, h, t, d])
@@ -200,7 +249,7 @@ impl DecoderLayer {
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        mask: &Tensor<5>,
+        mask: Option<&Tensor<5>>,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let residual = x.clone();
@@ -245,7 +294,7 @@ impl CausalLm {
         &self,
         mut x: Tensor<3>,
         rope: &Rope,
-        mask: &Tensor<5>,
+        mask: Option<&Tensor<5>>,
         mut cache: Option<&mut Vec<Option<LayerCache>>>,
     ) -> Tensor<3> {
         for (i, layer) in self.model.layers.iter().enumerate() {

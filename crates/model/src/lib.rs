@@ -123,8 +123,10 @@ impl KvCache {
             let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
             for layer in self.layers.iter_mut().flatten() {
-                layer.k = layer.k.clone().select(0, idx.clone());
-                layer.v = layer.v.clone().select(0, idx.clone());
+                // Copy only the filled part; the next append regrows the buffer.
+                let (k, v) = layer.views();
+                layer.k = k.select(0, idx.clone());
+                layer.v = v.select(0, idx.clone());
             }
         }
         self.padding = rows
@@ -348,12 +350,16 @@ impl Model {
                     padding.extend_from_slice(&batch.padding[row * t..(row + 1) * t]);
                 }
                 cache.padding = padding;
-                let mask = self.mask(b, t, s, &cache.padding);
-                Ok(self.net.backbone(x, &rope, &mask, Some(&mut cache.layers)))
+                // One new token per row and no padded key: every key is visible.
+                let mask = (t > 1 || cache.padding.iter().any(|&p| p))
+                    .then(|| self.mask(b, t, s, &cache.padding));
+                Ok(self
+                    .net
+                    .backbone(x, &rope, mask.as_ref(), Some(&mut cache.layers)))
             }
             None => {
                 let mask = self.mask(b, t, t, &batch.padding);
-                Ok(self.net.backbone(x, &rope, &mask, None))
+                Ok(self.net.backbone(x, &rope, Some(&mask), None))
             }
         }
     }

@@ -3,6 +3,7 @@
 //! Every burn call of training lives here (with `model` and `generate`); the rest of the
 //! workspace sees plain Rust types.
 
+pub mod grpo;
 pub mod lm;
 pub mod optim;
 
