@@ -137,6 +137,9 @@ impl KvCache {
     }
 }
 
+/// HF name → (HF-layout shape, row-major values).
+pub type HfTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// A loaded or freshly initialised causal LM.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -240,7 +243,7 @@ impl Model {
     }
 
     /// Tensors under their HF names and in HF layout ((out, in) matrices).
-    pub fn hf_tensors(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+    pub fn hf_tensors(&self) -> Result<HfTensors, ModelError> {
         let mut out = BTreeMap::new();
         let mut err = Ok(());
         let mut net = self.net.clone();

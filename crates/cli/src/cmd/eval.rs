@@ -11,7 +11,7 @@ use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
     /// Generate completions for benchmarks and score them (resumable: rerun to continue).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Re-score a completions file offline: JSONL `{"id", "completion"}`, several per id.
     Score(ScoreArgs),
     /// Side-by-side table of two runs (folders or results.json files).
@@ -104,7 +104,7 @@ pub struct CompareArgs {
 
 pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
-        EvalCommand::Run(args) => run_eval(args),
+        EvalCommand::Run(args) => run_eval(*args),
         EvalCommand::Score(args) => score(args),
         EvalCommand::Compare(args) => {
             print!("{}", reasonlab_eval::compare(&args.run_a, &args.run_b)?);

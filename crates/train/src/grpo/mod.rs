@@ -209,6 +209,15 @@ pub enum GrpoError {
     Settings(String),
 }
 
+/// One prompt's rollouts: completions, total rewards and per-reward scores.
+struct SampledGroup {
+    task: Task,
+    prompt: Vec<u32>,
+    comps: Vec<reasonlab_generate::Completion>,
+    totals: Vec<f64>,
+    parts: Vec<Vec<(String, Option<f64>)>>,
+}
+
 /// The GRPO trainer's state.
 pub struct GrpoTrainer<'a> {
     pub settings: GrpoSettings,
@@ -282,13 +291,7 @@ impl<'a> GrpoTrainer<'a> {
         };
         let actor = self.policy.clone().to_device(&self.inference);
         // Rollouts, with dynamic sampling refills.
-        let mut groups: Vec<(
-            Task,
-            Vec<u32>,
-            Vec<reasonlab_generate::Completion>,
-            Vec<f64>,
-            Vec<Vec<(String, Option<f64>)>>,
-        )> = Vec::new();
+        let mut groups: Vec<SampledGroup> = Vec::new();
         let mut zero_var = 0usize;
         let mut seen_groups = 0usize;
         let mut gen_tokens = 0usize;
@@ -348,17 +351,36 @@ impl<'a> GrpoTrainer<'a> {
                 }
                 let last_round = round == s.dynamic_sampling_rounds;
                 if varies || s.dynamic_sampling_rounds == 0 || last_round {
-                    groups.push((task, prompts[k].clone(), comps, totals, parts));
+                    groups.push(SampledGroup {
+                        task,
+                        prompt: prompts[k].clone(),
+                        comps,
+                        totals,
+                        parts,
+                    });
                 }
             }
         }
         // Advantages and the training batch.
-        let rewards: Vec<f64> = groups.iter().flat_map(|g| g.3.iter().copied()).collect();
+        let rewards: Vec<f64> = groups
+            .iter()
+            .flat_map(|g| g.totals.iter().copied())
+            .collect();
         let advantages = outcome_advantages(&rewards, g, s.scaling);
         let mut seqs = Vec::new();
         let mut spans = Vec::new(); // (prompt_len, completion_len, truncated)
         let mut rollouts = Vec::new();
-        for (gi, (task, prompt, comps, totals, _)) in groups.iter().enumerate() {
+        for (
+            gi,
+            SampledGroup {
+                task,
+                prompt,
+                comps,
+                totals,
+                ..
+            },
+        ) in groups.iter().enumerate()
+        {
             for (j, c) in comps.iter().enumerate() {
                 let mut seq = prompt.clone();
                 seq.extend(&c.token_ids);
@@ -449,7 +471,10 @@ impl<'a> GrpoTrainer<'a> {
         }
         let train_seconds = train_start.elapsed().as_secs_f64();
         self.step += 1;
-        if s.ref_reset_every > 0 && self.step % s.ref_reset_every == 0 && self.reference.is_some() {
+        if s.ref_reset_every > 0
+            && self.step.is_multiple_of(s.ref_reset_every)
+            && self.reference.is_some()
+        {
             self.reference = Some(self.policy.clone().to_device(&self.inference));
         }
         // Metrics.
@@ -458,7 +483,7 @@ impl<'a> GrpoTrainer<'a> {
         let std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
         let names: Vec<String> = groups
             .first()
-            .map(|g| g.4[0].iter().map(|(n, _)| n.clone()).collect())
+            .map(|g| g.parts[0].iter().map(|(n, _)| n.clone()).collect())
             .unwrap_or_default();
         let per_reward: Vec<(String, f64)> = names
             .iter()
@@ -466,7 +491,7 @@ impl<'a> GrpoTrainer<'a> {
             .map(|(i, name)| {
                 let vals: Vec<f64> = groups
                     .iter()
-                    .flat_map(|g| g.4.iter().filter_map(move |p| p[i].1))
+                    .flat_map(|g| g.parts.iter().filter_map(move |p| p[i].1))
                     .collect();
                 (
                     name.clone(),

@@ -1,0 +1,131 @@
+//! The binary end to end, as scripts use it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reasonlab"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+#[test]
+fn model_logprobs_prints_l_minus_1_values_matching_transformers() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-llama").join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<String> = reference["input_ids"][1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let out = bin()
+        .args(["model", "logprobs", "--model"])
+        .arg(fixture("tiny-llama"))
+        .args(["--ids", &ids.join(",")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = got["logprobs"].as_array().unwrap();
+    let expected = reference["logprobs"][1].as_array().unwrap();
+    assert_eq!(got.len(), ids.len() - 1);
+    for (a, b) in got.iter().zip(expected) {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn model_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let out = bin()
+        .args(["model", "info", "--model"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model_type") && err.contains("gpt2") && err.contains("config.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_streams_in_order_and_survives_bad_lines() {
+    let mut child = bin()
+        .arg("verify")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"gold\": \"\\\\frac{1}{2}\", \"pred\": \"so \\\\boxed{0.5}\"}\nnot json\n{\"gold\": \"3\", \"pred\": \"\\\\boxed{4}\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["correct"], true);
+    assert!(lines[1]["error"].as_str().unwrap().contains("line 2"));
+    assert_eq!(lines[2]["correct"], false);
+}
+
+#[test]
+fn generate_writes_one_line_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"id\": \"a\", \"prompt\": \"Natalia sold\"}\n{\"id\": \"b\", \"problem\": \"2+2=\"}\n",
+    )
+    .unwrap();
+    let out_path = dir.path().join("o.jsonl");
+    let out = bin()
+        .args(["generate", "--model"])
+        .arg(fixture("tiny-qwen2"))
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&out_path)
+        .args(["--n", "3", "--max-new-tokens", "8", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["id"], "a");
+    assert_eq!(lines[5]["id"], "b");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["completion_tokens"].as_u64().unwrap() <= 8)
+    );
+}
