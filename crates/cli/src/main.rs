@@ -37,6 +37,8 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Score completions with a reward configuration (TOML): JSONL in, JSONL out.
     Reward(cmd::verify::RewardArgs),
+    /// GRPO (R1-Zero, DeepSeekMath, Dr. GRPO, DAPO, GSPO presets) on a local HF checkpoint.
+    Grpo(cmd::grpo::Args),
     /// Evaluate on benchmarks (pass@1, pass@k, cons@k), re-score offline, compare runs.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Verify(args) => cmd::verify::run_verify(args),
         Command::Reward(args) => cmd::verify::run_reward(args),
+        Command::Grpo(args) => cmd::grpo::run(args),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Classifier(c) => cmd::corpus::run_classifier(c),
         Command::Curate(c) => cmd::corpus::run_curate(c),

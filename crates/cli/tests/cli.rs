@@ -129,3 +129,89 @@ fn generate_writes_one_line_per_sample() {
             .all(|l| l["completion_tokens"].as_u64().unwrap() <= 8)
     );
 }
+
+#[test]
+fn grpo_runs_checkpoints_and_resumes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let write_config = |steps: usize| {
+        let cfg = format!(
+            "model = {:?}\ndata = {:?}\nrewards = {:?}\nout = {:?}\nchat = true\nsave_every = 1\n[grpo]\nsteps = {steps}\ngroup_size = 2\nprompts_per_step = 2\nmax_new_tokens = 6\n",
+            root.join("fixtures/tiny-qwen2"),
+            root.join("examples/data/gsm8k_train_32.jsonl"),
+            root.join("examples/rewards.toml"),
+            dir.path().join("run"),
+        );
+        let p = dir.path().join("grpo.toml");
+        std::fs::write(&p, cfg).unwrap();
+        p
+    };
+    let run = |cfg: &PathBuf, resume: bool| {
+        let mut c = bin();
+        c.args(["grpo", "--config"]).arg(cfg);
+        if resume {
+            c.arg("--resume");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&write_config(2), false);
+    run(&write_config(3), true);
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![1, 2, 3],
+        "resume continues at step 3 without repeating"
+    );
+    let state =
+        std::fs::read_to_string(dir.path().join("run/checkpoints/step-3/trainer_state.json"))
+            .unwrap();
+    assert!(state.contains("\"data_position\":6"), "{state}");
+    assert!(
+        dir.path()
+            .join("run/checkpoints/step-3/model.safetensors")
+            .exists()
+    );
+}
+
+#[test]
+fn model_convert_round_trips_sharded_bf16_to_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["model", "convert", "--model"])
+        .arg(fixture("tiny-llama"))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("model.safetensors").exists());
+    assert!(dir.path().join("tokenizer.json").exists());
+    let a = bin()
+        .args(["model", "logprobs", "--ids", "1,2,3,4", "--model"])
+        .arg(fixture("tiny-llama"))
+        .output()
+        .unwrap();
+    let b = bin()
+        .args(["model", "logprobs", "--ids", "1,2,3,4", "--model"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(a.stdout, b.stdout);
+}

@@ -403,6 +403,7 @@ pub fn run(
             id: p.id.clone(),
             prompt: prompt(p),
             gold: Some(p.answer.to_string()),
+            add_special_tokens: true,
         })
         .collect();
     let mut trainer = GrpoTrainer::new(settings.clone(), model, &tok, &rewards, &names)?;

@@ -178,6 +178,11 @@ impl RewardConfig {
     }
 
     /// Builds the weighted sum.
+    /// The rewards' names, in configuration order (the keys of their scores).
+    pub fn names(&self) -> Vec<String> {
+        self.reward.iter().map(|s| s.name()).collect()
+    }
+
     pub fn build(&self) -> WeightedSum {
         WeightedSum {
             parts: self

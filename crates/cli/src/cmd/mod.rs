@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod demo;
 pub mod eval;
 pub mod generate;
+pub mod grpo;
 pub mod local;
 pub mod model;
 pub mod verify;

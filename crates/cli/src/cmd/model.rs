@@ -13,6 +13,16 @@ pub enum ModelCommand {
         #[arg(long)]
         model: PathBuf,
     },
+    /// Re-save a checkpoint in the HF layout (one `model.safetensors`), e.g. shards → one file
+    /// or bf16 → f32; tokenizer and generation files are copied unchanged.
+    Convert {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Dtype::F32)]
+        dtype: Dtype,
+    },
     /// Print `{"logprobs": [...]}`: log p(x_t | x_<t) for t = 1..L−1, fp32.
     Logprobs {
         #[arg(long)]
@@ -23,6 +33,13 @@ pub enum ModelCommand {
         #[arg(long, value_enum, default_value_t = Backend::Flex)]
         backend: Backend,
     },
+}
+
+/// Storage dtype flag.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Dtype {
+    F32,
+    Bf16,
 }
 
 /// Tensor backend flag.
@@ -70,6 +87,29 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
                 })),
             });
             println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        ModelCommand::Convert { model, out, dtype } => {
+            let (m, _) = super::local::load(&model, BackendKind::Flex)?;
+            let dtype = match dtype {
+                Dtype::F32 => reasonlab_model::SaveDtype::F32,
+                Dtype::Bf16 => reasonlab_model::SaveDtype::Bf16,
+            };
+            m.save(&out, dtype)
+                .with_context(|| format!("saving to {}", out.display()))?;
+            for f in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "chat_template.jinja",
+                "generation_config.json",
+                "special_tokens_map.json",
+            ] {
+                let src = model.join(f);
+                if src.exists() {
+                    std::fs::copy(&src, out.join(f))
+                        .with_context(|| format!("copying {}", src.display()))?;
+                }
+            }
+            eprintln!("saved {} parameters to {}", m.num_params(), out.display());
         }
         ModelCommand::Logprobs {
             model,

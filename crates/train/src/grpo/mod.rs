@@ -157,6 +157,13 @@ pub struct Task {
     pub id: String,
     pub prompt: String,
     pub gold: Option<String>,
+    /// False when `prompt` is already a rendered chat template (it placed its own BOS).
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One step's numbers (a line of `metrics.jsonl`).
@@ -307,7 +314,7 @@ impl<'a> GrpoTrainer<'a> {
             self.data_position += need;
             let prompts: Vec<Vec<u32>> = batch
                 .iter()
-                .map(|t| self.tokenizer.encode(&t.prompt, true))
+                .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
                 .collect::<Result<_, _>>()?;
             let params = SamplingParams {
                 seed: sampling.seed.wrapping_add(round as u64 * 7_919),
