@@ -43,6 +43,23 @@ pub struct PeerArgs {
     json: Option<PathBuf>,
 }
 
+/// `rows` sequences of `len` token ids below `vocab`, from a seeded LCG (same workload every run).
+fn random_ids(seed: u64, rows: usize, len: usize, vocab: u64) -> Vec<Vec<u32>> {
+    let mut state = seed;
+    (0..rows)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % vocab) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Peak resident set size of this process, MB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -114,19 +131,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Generate(args) => {
             let device = device_for(Default::default(), false)?;
             let model = Model::random(bench_config(), 0, &device);
-            let mut rng = 12345u64;
-            let prompts: Vec<Vec<u32>> = (0..16)
-                .map(|_| {
-                    (0..32)
-                        .map(|_| {
-                            rng = rng
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            ((rng >> 33) % 512) as u32
-                        })
-                        .collect()
-                })
-                .collect();
+            let prompts = random_ids(12345, 16, 32, 512);
             let params = SamplingParams {
                 temperature: 1.0,
                 max_new_tokens: 128,
@@ -169,19 +174,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 max_grad_norm: 0.0,
                 ..Default::default()
             });
-            let mut rng = 99u64;
-            let seqs: Vec<Vec<u32>> = (0..8)
-                .map(|_| {
-                    (0..256)
-                        .map(|_| {
-                            rng = rng
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            ((rng >> 33) % 512) as u32
-                        })
-                        .collect()
-                })
-                .collect();
+            let seqs = random_ids(99, 8, 256, 512);
             let batch = TokenBatch::pad(&seqs, 0, PadSide::Right);
             let (m, _) = lm_train_step(model, &batch, &mut optim, 1e-4)?;
             model = m;

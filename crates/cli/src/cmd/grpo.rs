@@ -238,17 +238,7 @@ fn save_checkpoint(out: &Path, trainer: &GrpoTrainer<'_>, source: &Path) -> anyh
         .join("checkpoints")
         .join(format!("step-{}", trainer.step));
     trainer.policy.save(&dir, reasonlab_model::SaveDtype::F32)?;
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-        "generation_config.json",
-    ] {
-        let src = source.join(f);
-        if src.exists() {
-            std::fs::copy(&src, dir.join(f))?;
-        }
-    }
+    super::local::copy_side_files(source, &dir)?;
     let state = TrainerState {
         step: trainer.step,
         data_position: trainer.data_position,

@@ -96,19 +96,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             };
             m.save(&out, dtype)
                 .with_context(|| format!("saving to {}", out.display()))?;
-            for f in [
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "chat_template.jinja",
-                "generation_config.json",
-                "special_tokens_map.json",
-            ] {
-                let src = model.join(f);
-                if src.exists() {
-                    std::fs::copy(&src, out.join(f))
-                        .with_context(|| format!("copying {}", src.display()))?;
-                }
-            }
+            super::local::copy_side_files(&model, &out)?;
             eprintln!("saved {} parameters to {}", m.num_params(), out.display());
         }
         ModelCommand::Logprobs {
