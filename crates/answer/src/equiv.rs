@@ -12,6 +12,8 @@
 //!
 //! Every comparison runs under one [`Budget`], so the total work is bounded.
 
+use reasonlab_core::rng::SplitMix64;
+
 use crate::eval::{Approx, Budget, approx, close, exact, rational_to_f64};
 use crate::node::{Const, Node, RelOp};
 
@@ -334,7 +336,7 @@ fn equations(gl: &Node, gr: &Node, pl: &Node, pr: &Node, b: &mut Budget) -> bool
         // Two numeric equalities (`7 = 11`): compare as written.
         return scalars(gl, pl, b) && scalars(gr, pr, b);
     }
-    let mut rng = SplitMix(SEED);
+    let mut rng = SplitMix64::from_state(SEED);
     let mut ratio: Option<Approx> = None;
     let mut valid = 0;
     for _ in 0..SAMPLE_TRIES * 2 {
@@ -648,7 +650,7 @@ fn scalars(g: &Node, p: &Node, b: &mut Budget) -> bool {
     if g.any(&|m| matches!(m, Node::Word(_))) || p.any(&|m| matches!(m, Node::Word(_))) {
         return g == p;
     }
-    let mut rng = SplitMix(SEED);
+    let mut rng = SplitMix64::from_state(SEED);
     let mut valid = 0;
     for _ in 0..SAMPLE_TRIES {
         let env = sample_env(&vars, &mut rng);
@@ -674,26 +676,8 @@ fn scalars(g: &Node, p: &Node, b: &mut Budget) -> bool {
 
 /// Sample values for symbols: positive reals in [0.3, 2.8], away from the integers where
 /// polynomials with small integer roots vanish together.
-fn sample_env(vars: &[String], rng: &mut SplitMix) -> Vec<(String, f64)> {
+fn sample_env(vars: &[String], rng: &mut SplitMix64) -> Vec<(String, f64)> {
     vars.iter()
-        .map(|v| (v.clone(), 0.3 + 2.5 * rng.next_f64()))
+        .map(|v| (v.clone(), 0.3 + 2.5 * rng.unit()))
         .collect()
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny deterministic generator, so results never depend
-/// on a global RNG or on thread scheduling.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }

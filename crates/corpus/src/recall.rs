@@ -306,7 +306,7 @@ pub fn train_round(cfg: &RecallConfig, round: usize) -> Result<PathBuf, RecallEr
         }
     }
     let negs = read_docs(&cfg.negatives, &mut stats)?;
-    let mut rng = Rng::new(cfg.random_seed ^ (round as u64).wrapping_mul(0x9E37));
+    let mut rng = Rng::seeded(cfg.random_seed ^ (round as u64).wrapping_mul(0x9E37));
     let want = ((pos.len() as f64 * cfg.negative_ratio).round() as usize).min(negs.len());
     let mut idx: Vec<usize> = (0..negs.len()).collect();
     for i in 0..want {

@@ -1,30 +1,32 @@
 //! Host-side token sampling: temperature → top-k → top-p → min-p → draw.
 
+use reasonlab_core::rng::SplitMix64;
+
 use crate::SamplingParams;
 
-/// Per-sequence random stream (SplitMix64 over a hash of seed, prompt and sample index).
+/// Per-sequence random stream: SplitMix64 seeded from a hash of (seed, prompt, sample).
 #[derive(Debug, Clone)]
-pub struct SeqRng(u64);
+pub struct SeqRng(SplitMix64);
 
 impl SeqRng {
     pub fn new(seed: u64, prompt: u64, sample: u64) -> Self {
-        let mut s = Self(seed ^ 0x5851_F42D_4C95_7F2D);
-        s.0 ^= s.next_u64() ^ prompt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        s.0 ^= s.next_u64() ^ sample.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-        s
+        let mut s = SplitMix64::from_state(seed ^ 0x5851_F42D_4C95_7F2D);
+        let x = s.next_u64();
+        let mut s =
+            SplitMix64::from_state(s.state() ^ x ^ prompt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let y = s.next_u64();
+        Self(SplitMix64::from_state(
+            s.state() ^ y ^ sample.wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+        ))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 }
 

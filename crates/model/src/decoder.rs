@@ -10,6 +10,8 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use reasonlab_core::rng::SplitMix64;
+
 use crate::config::ModelConfig;
 
 /// A dense layer holding its weight as `(in, out)`, the transpose of the HF `(out, in)` layout;
@@ -329,7 +331,7 @@ impl CausalLm {
 /// zeros for biases, ones for norms — from our own seeded generator so a seed fixes the model
 /// whatever the backend.
 pub(crate) struct Init<'a> {
-    pub rng: &'a mut SplitMix,
+    pub rng: &'a mut SplitMix64,
     pub std: f64,
     pub device: &'a Device,
 }
@@ -367,37 +369,9 @@ impl Init<'_> {
     }
 }
 
-/// Small, fast, seedable generator (SplitMix64, Steele et al. 2014) for initialisation.
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
 /// Build a randomly initialised model from a config.
 pub(crate) fn random_init(config: &ModelConfig, seed: u64, device: &Device) -> CausalLm {
-    let mut rng = SplitMix::new(seed);
+    let mut rng = SplitMix64::from_state(seed);
     let mut init = Init {
         rng: &mut rng,
         std: config.initializer_range,

@@ -213,7 +213,7 @@ fn uniform_init(data: &mut [AtomicU32], a: f32, seed: i32, threads: usize) {
         for g in groups {
             s.spawn(move || {
                 for (bi, chunk) in g {
-                    let mut rng = Rng::new((bi as u64) << 32 ^ seed as u32 as u64);
+                    let mut rng = Rng::seeded((bi as u64) << 32 ^ seed as u32 as u64);
                     for v in chunk.iter_mut() {
                         let x = (rng.unit() * 2.0 - 1.0) as f32 * a;
                         *v.get_mut() = x.to_bits();
@@ -275,7 +275,7 @@ pub fn train(path: &Path, args: &Args) -> Result<(FastText, TrainReport), FastTe
                         grad: vec![0.0; dim],
                         output: Vec::with_capacity(nlabels),
                         row: vec![0.0; dim],
-                        rng: Rng::new((tid as u64) << 32 ^ args.seed as u32 as u64),
+                        rng: Rng::seeded((tid as u64) << 32 ^ args.seed as u32 as u64),
                         loss_sum: 0.0,
                         examples: 0,
                     };
