@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use reasonlab_core::jsonl::JsonlWriter;
 use reasonlab_generate::{SamplingParams, generate};
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{Architecture, Model, ModelConfig, PadSide, RopeScaling, TokenBatch};
+use reasonlab_model::{Model, ModelConfig, PadSide, TokenBatch};
 use reasonlab_reward::RewardConfig;
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, StepMetrics, Task};
@@ -220,26 +220,18 @@ fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, DemoErro
     Ok(t)
 }
 
+/// The model-core benchmark's Qwen2 shape (4 heads / 2 KV heads, RMSNorm 1e-6, θ 10000, tied),
+/// resized for the demo.
 fn config(vocab: usize, s: &DemoSettings, eos: u32) -> ModelConfig {
     ModelConfig {
-        architecture: Architecture::Qwen2,
         vocab_size: vocab,
         hidden_size: s.hidden_size,
         intermediate_size: s.hidden_size * 3,
         num_hidden_layers: s.layers,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
         head_dim: s.hidden_size / 4,
         max_position_embeddings: 128,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: RopeScaling::Default,
-        tie_word_embeddings: true,
-        attention_bias: false,
-        mlp_bias: false,
-        bos_token_id: None,
         eos_token_ids: vec![eos],
-        initializer_range: 0.02,
+        ..reasonlab_model::bench_config()
     }
 }
 
