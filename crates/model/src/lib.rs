@@ -20,7 +20,7 @@ use std::path::Path;
 
 use reasonlab_core::fs::atomic_write as core_atomic_write;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -160,7 +160,8 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 impl Model {
-    fn wrap(config: ModelConfig, net: CausalLm, device: tensor::Device) -> Self {
+    fn wrap(config: ModelConfig, mut net: CausalLm, device: tensor::Device) -> Self {
+        assign_stable_ids(&mut net, config.tie_word_embeddings);
         let inv_freq = config
             .rope_inv_freq()
             .into_iter()
@@ -361,7 +362,7 @@ impl Model {
                     .backbone(x, &rope, mask.as_ref(), Some(&mut cache.layers)))
             }
             None => {
-                let mask = self.mask(b, t, t, &batch.padding);
+                let mask = self.packed_mask(batch);
                 Ok(self.net.backbone(x, &rope, Some(&mask), None))
             }
         }
@@ -415,14 +416,20 @@ impl Model {
         Ok(logp.gather(2, targets).reshape([b, t - 1]))
     }
 
-    /// (b, t − 1) float mask: 1 where the target token of a log-prob is real, 0 where padding.
+    /// (b, t − 1) float mask: 1 where the target token of a log-prob is real, 0 where it is
+    /// padding or the first token of a packed example (position 0 cannot be predicted from the
+    /// example before it).
     pub fn target_mask(&self, batch: &TokenBatch) -> Tensor<2> {
         let (b, t) = (batch.b, batch.t);
         let m: Vec<f32> = (0..b)
             .flat_map(|row| {
-                batch.padding[row * t + 1..(row + 1) * t]
-                    .iter()
-                    .map(|&p| if p { 0.0 } else { 1.0 })
+                (row * t + 1..(row + 1) * t).map(|at| {
+                    if batch.padding[at] || batch.positions[at] == 0 {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                })
             })
             .collect();
         Tensor::from_data(TensorData::new(m, [b, t.saturating_sub(1)]), &self.device)
@@ -444,6 +451,31 @@ impl Model {
             }
         }
         Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device)
+    }
+
+    /// (b, 1, 1, t, t) additive mask of a batch without cache. A row may hold several packed
+    /// examples: a real token at position 0 after column 0 starts a new example, and queries
+    /// see only keys of their own example (block-diagonal causal attention, as transformers
+    /// derives it from `position_ids` for padding-free batches).
+    fn packed_mask(&self, batch: &TokenBatch) -> Tensor<5> {
+        let (b, t) = (batch.b, batch.t);
+        let mut m = vec![0f32; b * t * t];
+        for row in 0..b {
+            let base = row * t;
+            let mut start = 0; // column where the current example begins
+            for i in 0..t {
+                if i > 0 && !batch.padding[base + i] && batch.positions[base + i] == 0 {
+                    start = i;
+                }
+                let line = &mut m[(base + i) * t..(base + i + 1) * t];
+                for (j, v) in line.iter_mut().enumerate() {
+                    if j > i || j < start || batch.padding[base + j] {
+                        *v = MASKED;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [b, 1, 1, t, t]), &self.device)
     }
 
     /// Move to another device (e.g. to or from an autodiff device).
@@ -491,6 +523,22 @@ impl Slot<'_> {
         }
         .map_err(|e| ModelError::Backend(format!("{e:?}")))
     }
+}
+
+/// Give every parameter an id derived from its HF name (FNV-1a), so optimiser state saved by
+/// one process matches the parameters of the same model loaded by another (burn keys optimiser
+/// state by [`ParamId`]).
+fn assign_stable_ids(net: &mut CausalLm, tied: bool) {
+    visit_named(net, tied, &mut |name, slot| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in name.bytes() {
+            h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        match slot {
+            Slot::Matrix(p) => p.id = ParamId::from(h),
+            Slot::Vector(p) => p.id = ParamId::from(h),
+        }
+    });
 }
 
 /// Visit every parameter with its HF name (`model.layers.0.self_attn.q_proj.weight`, ...).

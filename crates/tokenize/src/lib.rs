@@ -20,6 +20,29 @@ use serde_json::Value;
 
 pub use template::ChatTemplate;
 
+/// Files that travel with the weights when a checkpoint is re-saved.
+pub const SIDE_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+];
+
+/// Copy the tokenizer and generation files of `src` that exist into `dst`.
+pub fn copy_side_files(src: &Path, dst: &Path) -> Result<(), TokenizeError> {
+    for f in SIDE_FILES {
+        let from = src.join(f);
+        if from.exists() {
+            std::fs::copy(&from, dst.join(f)).map_err(|source| TokenizeError::Io {
+                path: from.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Who speaks a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -218,6 +241,19 @@ impl Tokenizer {
         self.inner
             .encode(text, add_special_tokens)
             .map(|e| e.get_ids().to_vec())
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))
+    }
+
+    /// Encode text and return each token's byte range in `text` (special tokens written in the
+    /// text included; tokens the post-processor adds get an empty range at 0).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), TokenizeError> {
+        self.inner
+            .encode(text, add_special_tokens)
+            .map(|e| (e.get_ids().to_vec(), e.get_offsets().to_vec()))
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))
     }
 

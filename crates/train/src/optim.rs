@@ -4,7 +4,7 @@
 use reasonlab_model::burn::grad_clipping::GradientClippingConfig;
 use reasonlab_model::burn::module::Module;
 use reasonlab_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use reasonlab_model::burn::tensor::Gradients;
+use reasonlab_model::burn::tensor::{Bytes, Gradients};
 use serde::{Deserialize, Serialize};
 
 /// Learning-rate shape over steps.
@@ -76,6 +76,13 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(settings: AdamWSettings) -> Self {
+        Self {
+            inner: Self::build(&settings),
+            settings,
+        }
+    }
+
+    fn build(settings: &AdamWSettings) -> ModuleOptimizer {
         let mut config = AdamWConfig::new()
             .with_beta_1(settings.beta1)
             .with_beta_2(settings.beta2)
@@ -85,16 +92,35 @@ impl AdamW {
             config = config
                 .with_grad_clipping(Some(GradientClippingConfig::Norm(settings.max_grad_norm)));
         }
-        Self {
-            settings,
-            inner: config.init(),
-        }
+        config.init()
     }
 
     /// Apply `grads` (from `loss.backward()`) to `module` at learning rate `lr`.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: Gradients) -> M {
         let grads = GradientsParams::from_grads(grads, &module);
         self.inner.step(lr, module, grads)
+    }
+
+    /// Apply already collected (e.g. accumulated) gradients.
+    pub fn step_params<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        self.inner.step(lr, module, grads)
+    }
+
+    /// The moments and step counts of every parameter (burnpack bytes). Parameters are keyed
+    /// by id, which the model derives from their names, so another process can load them.
+    pub fn state_bytes(&self) -> Result<Vec<u8>, String> {
+        self.inner
+            .into_bytes()
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Restore what [`AdamW::state_bytes`] saved.
+    pub fn load_state_bytes(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        self.inner = Self::build(&self.settings)
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(())
     }
 }
 

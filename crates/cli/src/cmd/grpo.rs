@@ -238,7 +238,7 @@ fn save_checkpoint(out: &Path, trainer: &GrpoTrainer<'_>, source: &Path) -> anyh
         .join("checkpoints")
         .join(format!("step-{}", trainer.step));
     trainer.policy.save(&dir, reasonlab_model::SaveDtype::F32)?;
-    super::local::copy_side_files(source, &dir)?;
+    reasonlab_tokenize::copy_side_files(source, &dir)?;
     let state = TrainerState {
         step: trainer.step,
         data_position: trainer.data_position,

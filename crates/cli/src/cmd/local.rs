@@ -22,27 +22,6 @@ pub fn load(dir: &Path, backend: BackendKind) -> anyhow::Result<(Model, Option<T
     Ok((model, tokenizer))
 }
 
-/// Files that travel with the weights when a checkpoint is re-saved.
-const SIDE_FILES: [&str; 5] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "generation_config.json",
-    "special_tokens_map.json",
-];
-
-/// Copy the tokenizer and generation files of `src` that exist into `dst`.
-pub fn copy_side_files(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    for f in SIDE_FILES {
-        let from = src.join(f);
-        if from.exists() {
-            std::fs::copy(&from, dst.join(f))
-                .with_context(|| format!("copying {}", from.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// The local engine behind the evaluation harness's [`reasonlab_eval::Generator`].
 pub struct LocalGenerator {
     model: std::sync::Mutex<Model>,

@@ -96,7 +96,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             };
             m.save(&out, dtype)
                 .with_context(|| format!("saving to {}", out.display()))?;
-            super::local::copy_side_files(&model, &out)?;
+            reasonlab_tokenize::copy_side_files(&model, &out)?;
             eprintln!("saved {} parameters to {}", m.num_params(), out.display());
         }
         ModelCommand::Logprobs {
