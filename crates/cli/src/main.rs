@@ -37,6 +37,14 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Score completions with a reward configuration (TOML): JSONL in, JSONL out.
     Reward(cmd::verify::RewardArgs),
+    /// Supervised fine-tuning on chat or prompt/completion JSONL (assistant tokens only).
+    Sft(cmd::sft::Args),
+    /// Continued pretraining on a weighted mixture of raw-text sources.
+    Pretrain(cmd::pretrain::Args),
+    /// k completions per problem, scored and filtered into SFT-ready JSONL (rejection sampling).
+    Sample(cmd::sample::Args),
+    /// Sample a teacher's traces (local or OpenAI-compatible endpoint), then SFT the student.
+    Distill(cmd::distill::Args),
     /// GRPO (R1-Zero, DeepSeekMath, Dr. GRPO, DAPO, GSPO presets) on a local HF checkpoint.
     Grpo(cmd::grpo::Args),
     /// Evaluate on benchmarks (pass@1, pass@k, cons@k), re-score offline, compare runs.
@@ -66,6 +74,10 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Verify(args) => cmd::verify::run_verify(args),
         Command::Reward(args) => cmd::verify::run_reward(args),
+        Command::Sft(args) => cmd::sft::run(args),
+        Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Sample(args) => cmd::sample::run(args),
+        Command::Distill(args) => cmd::distill::run(args),
         Command::Grpo(args) => cmd::grpo::run(args),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Classifier(c) => cmd::corpus::run_classifier(c),

@@ -129,3 +129,50 @@ pub fn write_report(
     );
     std::fs::write(dir.join("report.html"), html)
 }
+
+/// One SVG per panel (`(title, keys)`: each key of the metric rows plotted against `step`) and
+/// `report.html` with all of them, in `dir` (created if needed).
+pub fn write_metric_report(
+    dir: &Path,
+    title: &str,
+    rows: &[serde_json::Value],
+    panels: &[(&str, &[&str])],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut body = String::new();
+    for (panel, keys) in panels {
+        let series: Vec<(&str, Vec<(f64, f64)>)> = keys
+            .iter()
+            .map(|&k| {
+                let pts = rows
+                    .iter()
+                    .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(k)?.as_f64()?)))
+                    .collect();
+                (k, pts)
+            })
+            .filter(|(_, pts): &(&str, Vec<(f64, f64)>)| !pts.is_empty())
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let svg = line_chart(panel, "step", &series);
+        let file: String = panel
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{file}.svg")), &svg)?;
+        body.push_str(&svg);
+    }
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}</style></head>\
+         <body><h1>{title}</h1>{body}</body></html>"
+    );
+    std::fs::write(dir.join("report.html"), html)
+}

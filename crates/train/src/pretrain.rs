@@ -452,3 +452,44 @@ mod tests {
         assert!(e.to_string().contains("web"), "{e}");
     }
 }
+
+/// Optimisation settings of a pretraining run (the `[train]` table of `pretrain.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainSettings {
+    pub steps: usize,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Restart positions after each EOS (no attention across documents).
+    pub isolate_documents: bool,
+    pub optim: crate::optim::AdamWSettings,
+}
+
+impl Default for PretrainSettings {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            seq_len: 1024,
+            batch_size: 8,
+            grad_accum: 1,
+            isolate_documents: false,
+            optim: crate::optim::AdamWSettings {
+                lr: 1e-4,
+                warmup_steps: 100,
+                schedule: crate::optim::Schedule::Cosine,
+                min_lr_ratio: 0.1,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What a pretraining checkpoint stores besides weights and optimiser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainState {
+    pub step: usize,
+    pub stream: StreamState,
+}

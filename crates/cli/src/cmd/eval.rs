@@ -1,12 +1,9 @@
 //! `reasonlab eval run | score | compare`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use reasonlab_eval::{
-    BadLines, Benchmark, EvalConfig, Generator, PromptTemplate, SamplingSettings,
-};
-use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
+use anyhow::Context;
+use reasonlab_eval::{BadLines, Benchmark, EvalConfig, PromptTemplate, SamplingSettings};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -24,27 +21,8 @@ pub struct RunArgs {
     /// JSONL paths (`NAME=PATH` to name one).
     #[arg(long, value_delimiter = ',', required = true)]
     benchmark: Vec<String>,
-    /// A local model directory (HF layout).
-    #[arg(long, conflicts_with = "endpoint")]
-    model: Option<PathBuf>,
-    /// An OpenAI-compatible server, e.g. http://127.0.0.1:8000.
-    #[arg(long, requires = "model_name")]
-    endpoint: Option<String>,
-    /// The model name the server knows.
-    #[arg(long)]
-    model_name: Option<String>,
-    /// Environment variable holding the server's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    api_key_env: String,
-    /// Requests in flight to the server.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Ask the server for all n samples in one request (vLLM, SGLang) instead of n requests.
-    #[arg(long)]
-    native_n: bool,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 1800)]
-    timeout_s: u64,
+    #[command(flatten)]
+    source: super::source::GeneratorArgs,
     /// Samples per problem.
     #[arg(long, default_value_t = 1)]
     n: usize,
@@ -113,32 +91,6 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     }
 }
 
-fn generator(args: &RunArgs) -> anyhow::Result<Box<dyn Generator>> {
-    match (&args.model, &args.endpoint) {
-        (Some(dir), None) => local(dir),
-        (None, Some(url)) => {
-            let mut cfg = ClientConfig::new(
-                url.clone(),
-                args.model_name
-                    .clone()
-                    .context("--endpoint needs --model-name")?,
-            );
-            cfg.api_key_env = Some(args.api_key_env.clone());
-            cfg.concurrency = args.concurrency;
-            cfg.timeout = std::time::Duration::from_secs(args.timeout_s);
-            if args.native_n {
-                cfg.n_mode = NMode::Native;
-            }
-            Ok(Box::new(OpenAiClient::new(cfg)?))
-        }
-        _ => bail!("give either --model DIR or --endpoint URL --model-name NAME"),
-    }
-}
-
-fn local(dir: &Path) -> anyhow::Result<Box<dyn Generator>> {
-    crate::cmd::local::local_generator(dir)
-}
-
 fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let benchmarks = args
         .benchmark
@@ -146,7 +98,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         .map(|b| Benchmark::parse(b))
         .collect::<Result<Vec<_>, _>>()?;
     let template = PromptTemplate::parse(&args.template)?;
-    let generator = generator(&args)?;
+    let generator = args.source.build(std::path::Path::new("."))?;
     let mut cfg = EvalConfig::new(benchmarks, template, args.n);
     cfg.sampling = SamplingSettings {
         temperature: args.temperature,

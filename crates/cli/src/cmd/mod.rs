@@ -3,9 +3,15 @@
 pub mod bench;
 pub mod corpus;
 pub mod demo;
+pub mod distill;
 pub mod eval;
 pub mod generate;
 pub mod grpo;
 pub mod local;
 pub mod model;
+pub mod pretrain;
+pub mod runcfg;
+pub mod sample;
+pub mod sft;
+pub mod source;
 pub mod verify;

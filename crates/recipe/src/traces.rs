@@ -1,0 +1,479 @@
+//! Sampling solution traces for SFT: rejection sampling of one's own model (DeepSeek-R1 §2.3.3)
+//! and distillation from a teacher (R1 §2.4) share this loop.
+//!
+//! For each problem, `k` completions come from a [`Generator`] (a local model or an
+//! OpenAI-compatible endpoint), are scored with the configured rewards, filtered
+//! ([`FilterSettings`]) and appended to the output as SFT-ready chat records with provenance.
+//!
+//! **Nothing lost, nothing duplicated.** Beside `OUT` a ledger `OUT.ledger.jsonl` gets one line
+//! per finished problem (`done`, or `failed` with the error) written *after* that problem's
+//! records. On a rerun the output is first repaired: records of problems the ledger does not
+//! mark done (a crash between the two writes) and a torn last line are removed, atomically.
+//! Then done problems are skipped and failed ones are tried again. A generator error (HTTP
+//! failure after the client's retries, timeout, garbage) fails only its problem.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use reasonlab_eval::{
+    EvalError, FinishReason, GenOutput, GenRequest, Generator, Message, ModelInfo, PromptInput,
+    SamplingSettings,
+};
+use reasonlab_reward::{Sample, WeightedSum};
+use serde::{Deserialize, Serialize};
+
+/// Which completions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// Every completion that passes the other filters (distillation of a strong teacher).
+    All,
+    /// Only those the `accuracy` reward scores 1 (rejection sampling).
+    #[default]
+    Correct,
+}
+
+/// Filters on completions (DeepSeek-R1 §2.3.3 filters mixed languages, long paragraphs and
+/// code blocks out of its reasoning data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSettings {
+    pub keep: Keep,
+    /// Drop completions cut at the token budget.
+    pub drop_truncated: bool,
+    /// Drop completions longer than this many tokens.
+    pub max_completion_tokens: Option<usize>,
+    /// Require the `think_format` reward to be 1.
+    pub require_think_format: bool,
+    /// Require the `language_consistency` reward to be at least this.
+    pub min_language_consistency: Option<f64>,
+    /// Keep one copy of solutions that are equal after whitespace normalisation (per problem).
+    pub dedup: bool,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        Self {
+            keep: Keep::Correct,
+            drop_truncated: true,
+            max_completion_tokens: None,
+            require_think_format: false,
+            min_language_consistency: None,
+            dedup: true,
+        }
+    }
+}
+
+/// One problem to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceProblem {
+    pub id: String,
+    /// What is sent to the generator.
+    pub prompt: PromptInput,
+    /// The user turn of the SFT record (the prompt as the user would write it).
+    pub user: String,
+    pub gold: Option<String>,
+}
+
+/// Where an SFT record came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub model: ModelInfo,
+    pub sampling: SamplingSettings,
+    pub sample_index: usize,
+    pub reward: f64,
+    pub scores: Vec<(String, Option<f64>)>,
+    pub finish_reason: FinishReason,
+    pub completion_tokens: usize,
+}
+
+/// An output line: an SFT-ready chat record (`reasonlab sft` reads `messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    pub id: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LedgerLine {
+    id: String,
+    status: Status,
+    generated: usize,
+    kept: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Counts of a run (this invocation, plus what earlier ones already finished).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TraceSummary {
+    pub problems: usize,
+    pub already_done: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub generated: usize,
+    pub kept: usize,
+    /// Why completions were dropped.
+    pub dropped_incorrect: usize,
+    pub dropped_truncated: usize,
+    pub dropped_too_long: usize,
+    pub dropped_format: usize,
+    pub dropped_language: usize,
+    pub dropped_duplicate: usize,
+    /// Records and torn lines removed from an interrupted earlier run.
+    pub repaired_records: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("k must be at least 1")]
+    ZeroK,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> TraceError + '_ {
+    move |source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The ledger beside an output file.
+pub fn ledger_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".ledger.jsonl");
+    out.with_file_name(name)
+}
+
+/// Complete lines of a file that parse as `T`; the count of lines that did not (torn or
+/// garbled) is returned beside them.
+fn read_lines<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+) -> Result<(Vec<(String, T)>, usize), TraceError> {
+    if !path.exists() {
+        return Ok((Vec::new(), 0));
+    }
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(io(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<T>(&line) {
+            Ok(v) => out.push((line, v)),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok((out, bad))
+}
+
+/// Bring `out` and its ledger back to a consistent state; returns the ids already done and the
+/// number of records removed.
+fn repair(out: &Path) -> Result<(HashSet<String>, usize), TraceError> {
+    let ledger = ledger_path(out);
+    let (entries, bad_ledger) = read_lines::<LedgerLine>(&ledger)?;
+    let done: HashSet<String> = entries
+        .iter()
+        .filter(|(_, e)| e.status == Status::Done)
+        .map(|(_, e)| e.id.clone())
+        .collect();
+    if bad_ledger > 0 {
+        let text: String = entries.iter().map(|(l, _)| format!("{l}\n")).collect();
+        reasonlab_core::fs::atomic_write(&ledger, text.as_bytes()).map_err(io(&ledger))?;
+    }
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    let (records, bad) = read_lines::<IdOnly>(out)?;
+    let keep: Vec<&String> = records
+        .iter()
+        .filter(|(_, r)| done.contains(&r.id))
+        .map(|(l, _)| l)
+        .collect();
+    let removed = records.len() - keep.len() + bad;
+    if removed > 0 {
+        tracing::warn!(removed, path = %out.display(), "removing records of an interrupted run");
+        let text: String = keep.iter().map(|l| format!("{l}\n")).collect();
+        reasonlab_core::fs::atomic_write(out, text.as_bytes()).map_err(io(out))?;
+    }
+    Ok((done, removed))
+}
+
+fn normalise(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn score_of(scores: &[(String, Option<f64>)], name: &str) -> Option<f64> {
+    scores.iter().find(|(n, _)| n == name).and_then(|(_, s)| *s)
+}
+
+/// Filter and turn one problem's completions into records, counting the drops.
+fn select(
+    problem: &TraceProblem,
+    outputs: Vec<GenOutput>,
+    rewards: &WeightedSum,
+    filter: &FilterSettings,
+    model: &ModelInfo,
+    sampling: &SamplingSettings,
+    summary: &mut TraceSummary,
+) -> Vec<TraceRecord> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (j, o) in outputs.into_iter().enumerate() {
+        let scored = rewards.score_all(&Sample {
+            completion: &o.text,
+            gold: problem.gold.as_deref(),
+            problem: Some(&problem.user),
+        });
+        if filter.drop_truncated && o.finish_reason == FinishReason::Length {
+            summary.dropped_truncated += 1;
+            continue;
+        }
+        if filter
+            .max_completion_tokens
+            .is_some_and(|m| o.completion_tokens > m)
+        {
+            summary.dropped_too_long += 1;
+            continue;
+        }
+        if filter.keep == Keep::Correct && score_of(&scored.scores, "accuracy") != Some(1.0) {
+            summary.dropped_incorrect += 1;
+            continue;
+        }
+        if filter.require_think_format && score_of(&scored.scores, "think_format") != Some(1.0) {
+            summary.dropped_format += 1;
+            continue;
+        }
+        if let Some(min) = filter.min_language_consistency
+            && score_of(&scored.scores, "language_consistency").is_none_or(|s| s < min)
+        {
+            summary.dropped_language += 1;
+            continue;
+        }
+        if filter.dedup && !seen.insert(normalise(&o.text)) {
+            summary.dropped_duplicate += 1;
+            continue;
+        }
+        out.push(TraceRecord {
+            id: problem.id.clone(),
+            messages: vec![
+                Message::user(problem.user.clone()),
+                Message {
+                    role: "assistant".into(),
+                    content: o.text,
+                },
+            ],
+            answer: problem.gold.clone(),
+            provenance: Provenance {
+                model: model.clone(),
+                sampling: sampling.clone(),
+                sample_index: j,
+                reward: scored.total,
+                scores: scored.scores,
+                finish_reason: o.finish_reason,
+                completion_tokens: o.completion_tokens,
+            },
+        });
+    }
+    out
+}
+
+/// Sample `k` completions per problem into `out` (see the module docs), `chunk` problems per
+/// generator call. `on_problem` is called after each finished problem.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    generator: &dyn Generator,
+    problems: &[TraceProblem],
+    k: usize,
+    sampling: &SamplingSettings,
+    rewards: &WeightedSum,
+    filter: &FilterSettings,
+    out: &Path,
+    chunk: usize,
+    on_problem: &mut dyn FnMut(&TraceSummary),
+) -> Result<TraceSummary, TraceError> {
+    if k == 0 {
+        return Err(TraceError::ZeroK);
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let (done, repaired) = repair(out)?;
+    let mut summary = TraceSummary {
+        problems: problems.len(),
+        repaired_records: repaired,
+        ..Default::default()
+    };
+    let todo: Vec<&TraceProblem> = problems
+        .iter()
+        .filter(|p| {
+            let skip = done.contains(&p.id);
+            summary.already_done += usize::from(skip);
+            !skip
+        })
+        .collect();
+    let ledger = ledger_path(out);
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(io(p))
+    };
+    let mut out_file = open(out)?;
+    let mut ledger_file = open(&ledger)?;
+    let model = generator.describe();
+    // Per-problem seeds derived from the id, so a rerun samples what the first run would have.
+    let request = |p: &TraceProblem| GenRequest {
+        prompt: p.prompt.clone(),
+        n: k,
+        sampling: SamplingSettings {
+            seed: sampling
+                .seed
+                .wrapping_add(reasonlab_core::rng::SplitMix64::seeded(fnv(&p.id)).next_u64()),
+            ..sampling.clone()
+        },
+    };
+    for group in todo.chunks(chunk.max(1)) {
+        let requests: Vec<GenRequest> = group.iter().map(|p| request(p)).collect();
+        // One call for the chunk; if it fails, each problem alone, so one bad problem (or a
+        // flaky moment of the server) fails only itself.
+        let results: Vec<Result<Vec<GenOutput>, EvalError>> = match generator.generate(&requests) {
+            Ok(all) if all.len() == group.len() => all.into_iter().map(Ok).collect(),
+            _ => requests
+                .iter()
+                .map(|r| {
+                    generator
+                        .generate(std::slice::from_ref(r))
+                        .and_then(|mut v| {
+                            v.pop().ok_or_else(|| {
+                                EvalError::Generator("generator returned no result".into())
+                            })
+                        })
+                })
+                .collect(),
+        };
+        for ((p, result), req) in group.iter().zip(results).zip(&requests) {
+            let line = match result {
+                Ok(outputs) => {
+                    let generated = outputs.len();
+                    summary.generated += generated;
+                    let records = select(
+                        p,
+                        outputs,
+                        rewards,
+                        filter,
+                        &model,
+                        &req.sampling,
+                        &mut summary,
+                    );
+                    let mut text = String::new();
+                    for r in &records {
+                        text.push_str(&serde_json::to_string(r).unwrap_or_default());
+                        text.push('\n');
+                    }
+                    out_file.write_all(text.as_bytes()).map_err(io(out))?;
+                    out_file.flush().map_err(io(out))?;
+                    summary.kept += records.len();
+                    summary.done += 1;
+                    LedgerLine {
+                        id: p.id.clone(),
+                        status: Status::Done,
+                        generated,
+                        kept: records.len(),
+                        error: None,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id = %p.id, error = %e, "problem failed; recorded, retried on rerun");
+                    summary.failed += 1;
+                    LedgerLine {
+                        id: p.id.clone(),
+                        status: Status::Failed,
+                        generated: 0,
+                        kept: 0,
+                        error: Some(e.to_string()),
+                    }
+                }
+            };
+            let mut text = serde_json::to_string(&line).unwrap_or_default();
+            text.push('\n');
+            ledger_file
+                .write_all(text.as_bytes())
+                .map_err(io(&ledger))?;
+            ledger_file.flush().map_err(io(&ledger))?;
+            on_problem(&summary);
+        }
+    }
+    out_file.sync_all().map_err(io(out))?;
+    ledger_file.sync_all().map_err(io(&ledger))?;
+    Ok(summary)
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Problems from rows with a template applied: `(id, problem text, gold answer)`.
+pub fn problems_from(
+    rows: &[reasonlab_eval::Problem],
+    template: reasonlab_eval::PromptTemplate,
+    language: reasonlab_eval::Language,
+    style: reasonlab_eval::FewShotStyle,
+) -> Vec<TraceProblem> {
+    rows.iter()
+        .map(|r| {
+            let rendered = template.render(&r.problem, language, style);
+            let user = match &rendered.input {
+                PromptInput::Text(t) => t.clone(),
+                PromptInput::Messages(m) => m
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map(|m| m.content.clone())
+                    .unwrap_or_else(|| r.problem.clone()),
+            };
+            TraceProblem {
+                id: r.id.clone(),
+                prompt: rendered.input,
+                user,
+                gold: (!r.answer.is_empty()).then(|| r.answer.clone()),
+            }
+        })
+        .collect()
+}
+
+/// Count of ledger lines per id (for tests and `--check`): every id done exactly once.
+pub fn ledger_counts(out: &Path) -> Result<HashMap<String, usize>, TraceError> {
+    let (entries, _) = read_lines::<LedgerLine>(&ledger_path(out))?;
+    let mut m = HashMap::new();
+    for (_, e) in entries {
+        if e.status == Status::Done {
+            *m.entry(e.id).or_insert(0) += 1;
+        }
+    }
+    Ok(m)
+}
