@@ -3,9 +3,9 @@
 //! 1. Synthetic arithmetic word problems (seeded), split into train and held-out problems.
 //! 2. A byte-level BPE tokenizer trained on them (`tokenizers`), with `<think>`/`</think>`.
 //! 3. A tiny Qwen2-style model, randomly initialised.
-//! 4. A short warm-up (next-token loss on completion tokens of worked solutions
+//! 4. A short SFT warm-up ([`SftTrainer`]: loss on the completion tokens of worked solutions
 //!    `<think>a + b = c</think> \boxed{c}`), stopped early on purpose so the base model is right
-//!    only sometimes.
+//!    only sometimes. The random model is evaluated first, so the summary shows what SFT did.
 //! 5. Held-out evaluation: pass@1 over k samples at temperature 1 and cons@k.
 //! 6. R1-Zero GRPO with the accuracy and `<think>` format rewards.
 //! 7. The same evaluation again; `summary.json`, `metrics.jsonl`, `completions.jsonl`,
@@ -16,11 +16,14 @@ use std::path::{Path, PathBuf};
 use reasonlab_core::jsonl::JsonlWriter;
 use reasonlab_generate::{SamplingParams, generate};
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{Model, ModelConfig, PadSide, TokenBatch};
+use reasonlab_model::{Model, ModelConfig};
 use reasonlab_reward::RewardConfig;
 use reasonlab_tokenize::Tokenizer;
+use reasonlab_train::AdamWSettings;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, StepMetrics, Task};
-use reasonlab_train::{AdamW, AdamWSettings, causal_lm_loss};
+use reasonlab_train::sft::{
+    EncodeSettings, PromptFormat, SftError, SftRecord, SftSettings, SftTrainer, encode_all,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -72,6 +75,9 @@ impl DemoSettings {
 /// What happened, also written as `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
+    /// The random model, before any training.
+    pub initial: serde_json::Value,
+    /// After the SFT warm-up (before GRPO).
     pub before: serde_json::Value,
     pub after: serde_json::Value,
     pub settings: DemoSettings,
@@ -97,6 +103,8 @@ pub enum DemoError {
     Generate(#[from] reasonlab_generate::GenerateError),
     #[error(transparent)]
     Grpo(#[from] reasonlab_train::grpo::GrpoError),
+    #[error(transparent)]
+    Sft(#[from] SftError),
     #[error(transparent)]
     Eval(#[from] reasonlab_eval::EvalError),
     #[error(transparent)]
@@ -333,45 +341,47 @@ pub fn run(
     let tok = train_tokenizer(&corpus, 400)?;
     let eos = tok.eos_id().unwrap_or(0);
     let device = Device::flex().autodiff();
-    let mut model = Model::random(config(tok.vocab_size(), s, eos), s.seed, &device);
-    // Warm-up: next-token loss on the solution tokens only.
-    on_event(Event::Phase("warm-up", s.warmup_steps));
-    let mut optim = AdamW::new(AdamWSettings {
-        lr: s.warmup_lr,
-        warmup_steps: 10,
+    let model = Model::random(config(tok.vocab_size(), s, eos), s.seed, &device);
+    let inference = device.clone().without_autodiff();
+    on_event(Event::Phase("eval (random init)", 1));
+    let initial = evaluate(&model.clone().to_device(&inference), &tok, held_out, s, eos)?;
+    on_event(Event::Tick);
+    // Warm-up: SFT (loss on solution tokens only) on worked solutions, stopped early.
+    on_event(Event::Phase("warm-up (sft)", s.warmup_steps));
+    let records = |ps: &[Problem]| -> Vec<SftRecord> {
+        ps.iter()
+            .map(|p| SftRecord::PromptCompletion {
+                prompt: prompt(p),
+                completion: solution(p),
+            })
+            .collect()
+    };
+    let sft = SftSettings {
+        epochs: 1000, // max_steps ends it
+        max_steps: s.warmup_steps,
+        batch_size: s.warmup_batch,
+        encode: EncodeSettings {
+            format: PromptFormat::Raw,
+            max_len: 128,
+            ..Default::default()
+        },
+        optim: AdamWSettings {
+            lr: s.warmup_lr,
+            warmup_steps: 10,
+            ..Default::default()
+        },
+        seed: s.seed ^ 0x5EED,
         ..Default::default()
-    });
-    let mut rng = s.seed ^ 0x5EED;
-    let encoded: Vec<(Vec<u32>, usize)> = train
-        .iter()
-        .map(|p| {
-            let pr = tok.encode(&prompt(p), true)?;
-            let mut full = pr.clone();
-            full.extend(tok.encode(&solution(p), false)?);
-            full.push(eos);
-            Ok((full, pr.len()))
-        })
-        .collect::<Result<_, DemoError>>()?;
-    for step in 0..s.warmup_steps {
-        let pick: Vec<&(Vec<u32>, usize)> = (0..s.warmup_batch)
-            .map(|_| &encoded[lcg(&mut rng) as usize % encoded.len()])
-            .collect();
-        let seqs: Vec<Vec<u32>> = pick.iter().map(|(q, _)| q.clone()).collect();
-        let batch = TokenBatch::pad(&seqs, eos, PadSide::Right);
-        let l = batch.t - 1;
-        let mut mask = vec![0f32; batch.b * l];
-        for (row, (seq, p)) in pick.iter().enumerate() {
-            for i in (p - 1)..(seq.len() - 1) {
-                mask[row * l + i] = 1.0;
-            }
-        }
-        let loss = causal_lm_loss(&model, &batch, Some(&mask))?;
-        let grads = loss.backward();
-        let lr = optim.settings.lr_at(step, s.warmup_steps);
-        model.net = optim.step(lr, model.net, grads);
+    };
+    let (train_enc, _) = encode_all(&records(train), &tok, &sft.encode)?;
+    let (held_enc, _) = encode_all(&records(held_out), &tok, &sft.encode)?;
+    let mut trainer = SftTrainer::new(sft, model, train_enc, held_enc, eos)?;
+    let held_out_loss_initial = trainer.held_out_loss()?;
+    while trainer.step()?.is_some() {
         on_event(Event::Tick);
     }
-    let inference = device.clone().without_autodiff();
+    let held_out_loss_after_sft = trainer.held_out_loss()?;
+    let model = trainer.model;
     on_event(Event::Phase("eval (before)", 1));
     let before = evaluate(&model.clone().to_device(&inference), &tok, held_out, s, eos)?;
     on_event(Event::Tick);
@@ -428,6 +438,11 @@ pub fn run(
     crate::plots::write_report(&out.join("plots"), &history, &before, &after)
         .map_err(io_err(out))?;
     let summary = DemoSummary {
+        initial: json!({
+            "eval": initial,
+            "held_out_loss": held_out_loss_initial,
+            "held_out_loss_after_sft": held_out_loss_after_sft,
+        }),
         before,
         after,
         settings: s.clone(),

@@ -75,14 +75,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "held-out ({} problems, {k} samples each, T=1.0):",
         settings.eval_problems
     );
-    println!("{:>10} {:>10} {:>10}", "", "before", "after");
+    println!(
+        "{:>10} {:>11} {:>11} {:>11}",
+        "", "random init", "after SFT", "after GRPO"
+    );
     for key in [
         "pass@1".to_string(),
         format!("cons@{k}"),
         format!("pass@{k}"),
     ] {
         println!(
-            "{key:>10} {:>10.3} {:>10.3}",
+            "{key:>10} {:>11.3} {:>11.3} {:>11.3}",
+            summary.initial["eval"][&key].as_f64().unwrap_or(f64::NAN),
             summary.before[&key].as_f64().unwrap_or(f64::NAN),
             summary.after[&key].as_f64().unwrap_or(f64::NAN)
         );
@@ -91,7 +95,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         * (summary.after["pass@1"].as_f64().unwrap_or(0.0)
             - summary.before["pass@1"].as_f64().unwrap_or(0.0));
     println!(
-        "pass@1 gain: {gain:+.1} points in {:.0}s → {}",
+        "held-out SFT loss: {:.3} → {:.3}",
+        summary.initial["held_out_loss"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        summary.initial["held_out_loss_after_sft"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    );
+    println!(
+        "GRPO pass@1 gain: {gain:+.1} points in {:.0}s → {}",
         summary.seconds,
         args.out.display()
     );

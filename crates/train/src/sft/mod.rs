@@ -203,7 +203,7 @@ impl SftTrainer {
 
     /// Total optimiser steps of the run.
     pub fn total_steps(&self) -> usize {
-        let all = self.steps_per_epoch() * self.settings.epochs;
+        let all = self.steps_per_epoch().saturating_mul(self.settings.epochs);
         match self.settings.max_steps {
             0 => all,
             m => m.min(all),
