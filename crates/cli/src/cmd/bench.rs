@@ -16,6 +16,9 @@ pub enum BenchCommand {
     Generate(PeerArgs),
     /// Batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 workload.
     TrainStep(PeerArgs),
+    /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 workload,
+    /// against TRL's SFTTrainer (`scripts/bench_trl_sft.py`).
+    Sft(SftBenchArgs),
     /// fastText-compatible classifier against fastText 0.9 (see docs/corpus.md).
     Classifier(crate::cmd::corpus::BenchClassifierArgs),
     /// MinHash signatures against datasketch (see docs/corpus.md).
@@ -33,6 +36,24 @@ pub struct PeerArgs {
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Python with torch + transformers: runs `scripts/bench_torch.py` for the ratio.
+    #[arg(long)]
+    peer_python: Option<PathBuf>,
+    /// Or a JSON line the peer script printed earlier.
+    #[arg(long)]
+    peer_json: Option<PathBuf>,
+    /// Write our result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SftBenchArgs {
+    /// Examples in the epoch (lengths 96..256, prompts 16..64 tokens, seeded).
+    #[arg(long, default_value_t = 128)]
+    examples: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Python with trl: runs `scripts/bench_trl_sft.py` on the same examples for the ratio.
     #[arg(long)]
     peer_python: Option<PathBuf>,
     /// Or a JSON line the peer script printed earlier.
@@ -69,19 +90,33 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 fn peer(args: &PeerArgs, only: &str) -> anyhow::Result<Option<Value>> {
-    if let Some(path) = &args.peer_json {
+    run_peer(
+        args.peer_json.as_deref(),
+        args.peer_python.as_deref(),
+        &["scripts/bench_torch.py", "--only", only],
+    )
+}
+
+/// The peer's JSON line: read from `json`, or printed by `python script_args…`.
+fn run_peer(
+    json: Option<&std::path::Path>,
+    python: Option<&std::path::Path>,
+    script_args: &[&str],
+) -> anyhow::Result<Option<Value>> {
+    if let Some(path) = json {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
         return Ok(Some(serde_json::from_str(text.trim())?));
     }
-    let Some(py) = &args.peer_python else {
+    let Some(py) = python else {
         return Ok(None);
     };
     eprintln!(
-        "running the PyTorch side: {} scripts/bench_torch.py --only {only}",
-        py.display()
+        "running the peer: {} {}",
+        py.display(),
+        script_args.join(" ")
     );
     let out = std::process::Command::new(py)
-        .args(["scripts/bench_torch.py", "--only", only])
+        .args(script_args)
         .output()
         .with_context(|| format!("running {}", py.display()))?;
     anyhow::ensure!(
@@ -202,6 +237,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 &args.json,
             )
         }
+        BenchCommand::Sft(args) => bench_sft(&args),
         BenchCommand::Classifier(a) => crate::cmd::corpus::run_bench_classifier(a),
         BenchCommand::Minhash(a) => crate::cmd::corpus::run_bench_minhash(a),
         BenchCommand::Verify { suite } => {
@@ -210,4 +246,77 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The SFT workload: `n` examples of 96..256 tokens whose first 16..64 are the prompt.
+fn sft_workload(n: usize) -> Vec<reasonlab_train::sft::Encoded> {
+    let mut rng = reasonlab_core::rng::SplitMix64::seeded(2024);
+    (0..n)
+        .map(|i| {
+            let len = 96 + rng.below(161) as usize;
+            let prompt = 16 + rng.below(49) as usize;
+            let ids = random_ids(i as u64 + 7, 1, len, 512).remove(0);
+            let loss = (0..len).map(|j| j >= prompt).collect();
+            reasonlab_train::sft::Encoded { ids, loss }
+        })
+        .collect()
+}
+
+fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
+    use reasonlab_train::sft::{SftSettings, SftTrainer};
+    let examples = sft_workload(args.examples);
+    let tokens: usize = examples.iter().map(|e| e.len()).sum();
+    let data =
+        std::env::temp_dir().join(format!("reasonlab-bench-sft-{}.jsonl", std::process::id()));
+    {
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&data)?);
+        for e in &examples {
+            let mask: Vec<u8> = e.loss.iter().map(|&l| u8::from(l)).collect();
+            w.write(&json!({"input_ids": e.ids, "completion_mask": mask}))?;
+        }
+    }
+    let device = device_for(Default::default(), true)?;
+    let model = Model::random(bench_config(), 0, &device);
+    let settings = SftSettings {
+        epochs: 1,
+        batch_size: args.batch,
+        optim: AdamWSettings {
+            lr: 1e-4,
+            max_grad_norm: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut trainer = SftTrainer::new(settings, model, examples, Vec::new(), 0)?;
+    let mut steps = 0;
+    let mut loss = 0.0;
+    while let Some(m) = trainer.step()? {
+        steps += 1;
+        loss = m.loss;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ours = json!({
+        "tokens_per_s": tokens as f64 / seconds,
+        "train_seconds": seconds,
+        "steps": steps,
+        "last_loss": loss,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let data_arg = data.display().to_string();
+    let batch = args.batch.to_string();
+    let peer = run_peer(
+        args.peer_json.as_deref(),
+        args.peer_python.as_deref(),
+        &[
+            "scripts/bench_trl_sft.py",
+            "--data",
+            &data_arg,
+            "--batch",
+            &batch,
+        ],
+    );
+    std::fs::remove_file(&data).ok();
+    report(ours, peer?, "tokens_per_s", true, &args.json)
 }

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""TRL side of `reasonlab bench sft` (CPU, 2 threads by default).
+
+    .venv/bin/python scripts/bench_trl_sft.py --data WORKLOAD.jsonl [--batch 8] [--max-length 256]
+
+`reasonlab bench sft` writes WORKLOAD.jsonl: pre-tokenised examples `{"input_ids": [...],
+"completion_mask": [0/1 ...]}`. This script trains the benchmark's tiny Qwen2 (the model of
+scripts/bench_torch.py, random init, f32) on them for one epoch with TRL's SFTTrainer:
+completion-only loss, no packing (padded batches), AdamW lr 1e-4 constant, grad-norm clip 1.0,
+batch 8, no evaluation, no checkpoints. It reports target-independent throughput: real (non-pad)
+tokens of the epoch / wall seconds of `trainer.train()`, and the process's peak RSS.
+
+Prints one JSON line: {"tokens_per_s": ..., "train_seconds": ..., "steps": ..., "peak_rss_mb": ...,
+"rss_after_imports_mb": ..., "trl": ..., "torch": ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import datasets
+    import trl
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_torch import build_model
+
+    base_rss = rss_mb()
+    rows = [json.loads(l) for l in open(args.data)]
+    ds = datasets.Dataset.from_list(rows)
+    tokens = sum(len(r["input_ids"]) for r in rows)
+    root = Path(__file__).resolve().parent.parent
+    tok = AutoTokenizer.from_pretrained(root / "fixtures" / "tiny-qwen2")
+    model = build_model(args.seed)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=args.batch,
+            num_train_epochs=1,
+            learning_rate=1e-4,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            max_length=args.max_length,
+            completion_only_loss=True,
+            packing=False,
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_steps=10_000,
+            use_cpu=True,
+            dataloader_num_workers=0,
+            seed=args.seed,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
+        t = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - t
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": tokens / seconds,
+                "train_seconds": seconds,
+                "steps": result.global_step,
+                "train_loss": result.training_loss,
+                "peak_rss_mb": rss_mb(),
+                "rss_after_imports_mb": base_rss,
+                "trl": trl.__version__,
+                "torch": torch.__version__,
+                "threads": args.threads,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
