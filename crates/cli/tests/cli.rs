@@ -131,18 +131,19 @@ fn generate_writes_one_line_per_sample() {
 }
 
 #[test]
-fn grpo_runs_checkpoints_and_resumes() {
+fn grpo_runs_checkpoints_and_resumes_exactly() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().unwrap();
-    let write_config = |steps: usize| {
+    let straight = tempfile::tempdir().unwrap();
+    let write_config = |steps: usize, dir: &std::path::Path| {
         let cfg = format!(
             "model = {:?}\ndata = {:?}\nrewards = {:?}\nout = {:?}\nchat = true\nsave_every = 1\n[grpo]\nsteps = {steps}\ngroup_size = 2\nprompts_per_step = 2\nmax_new_tokens = 6\n",
             root.join("fixtures/tiny-qwen2"),
             root.join("examples/data/gsm8k_train_32.jsonl"),
             root.join("examples/rewards.toml"),
-            dir.path().join("run"),
+            dir.join("run"),
         );
-        let p = dir.path().join("grpo.toml");
+        let p = dir.join("grpo.toml");
         std::fs::write(&p, cfg).unwrap();
         p
     };
@@ -159,8 +160,9 @@ fn grpo_runs_checkpoints_and_resumes() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&write_config(2), false);
-    run(&write_config(3), true);
+    run(&write_config(2, dir.path()), false);
+    run(&write_config(3, dir.path()), true);
+    run(&write_config(3, straight.path()), false);
     let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     let steps: Vec<u64> = metrics
         .lines()
@@ -175,10 +177,34 @@ fn grpo_runs_checkpoints_and_resumes() {
         vec![1, 2, 3],
         "resume continues at step 3 without repeating"
     );
-    let state =
-        std::fs::read_to_string(dir.path().join("run/checkpoints/step-3/trainer_state.json"))
-            .unwrap();
-    assert!(state.contains("\"data_position\":6"), "{state}");
+    // Weights, AdamW moments, step and data position come back: step 3 of the resumed run is
+    // step 3 of an uninterrupted one.
+    let last = |d: &std::path::Path| -> serde_json::Value {
+        let m = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+        serde_json::from_str(m.lines().last().unwrap()).unwrap()
+    };
+    let (a, b) = (last(dir.path()), last(straight.path()));
+    for key in [
+        "loss",
+        "reward_mean",
+        "kl",
+        "ratio_mean",
+        "completion_len_mean",
+    ] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{key}: {x} vs {y}");
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run/checkpoints/step-3/trainer_state.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["data_position"], 6, "{state}");
+    assert!(
+        dir.path()
+            .join("run/checkpoints/step-3/optimizer.bpk")
+            .exists()
+    );
     assert!(
         dir.path()
             .join("run/checkpoints/step-3/model.safetensors")

@@ -14,14 +14,16 @@
 //! group_size = 8
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
 use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_train::checkpoint;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
 use serde::Deserialize;
+
+use super::runcfg;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,63 +82,37 @@ struct TrainerState {
     data_position: usize,
 }
 
-/// Preset values with the `[grpo]` table laid over them.
-fn settings(preset: Preset, overrides: &toml::Table) -> anyhow::Result<GrpoSettings> {
-    let mut base = serde_json::to_value(GrpoSettings::preset(preset))?;
-    let over = serde_json::to_value(overrides)?;
-    merge(&mut base, over);
-    serde_json::from_value(base).context("[grpo] table")
-}
-
-fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let cfg: RunConfig =
-        toml::from_str(&text).with_context(|| format!("{}", args.config.display()))?;
-    let here = args.config.parent().unwrap_or(Path::new("."));
-    let settings = settings(cfg.preset, &cfg.grpo)?;
-    let out = resolve(here, &cfg.out);
+    let loaded = runcfg::load::<RunConfig>(&args.config)?;
+    let cfg = &loaded.config;
+    let text = &loaded.text;
+    let settings: GrpoSettings =
+        runcfg::overlay(&GrpoSettings::preset(cfg.preset), &cfg.grpo, "grpo")?;
+    let out = loaded.path(&cfg.out);
     std::fs::create_dir_all(out.join("checkpoints"))?;
-    let reward_cfg = reasonlab_reward::RewardConfig::load(&resolve(here, &cfg.rewards))?;
+    let reward_cfg = reasonlab_reward::RewardConfig::load(&loaded.path(&cfg.rewards))?;
     let names: Vec<String> = reward_cfg.names();
     let rewards = reward_cfg.build();
     // Resume: the newest checkpoint's weights and data position.
-    let mut model_dir = resolve(here, &cfg.model);
+    let source_dir = loaded.path(&cfg.model);
+    let mut model_dir = source_dir.clone();
     let mut state = TrainerState {
         step: 0,
         data_position: 0,
     };
-    if args.resume
-        && let Some(dir) = newest_checkpoint(&out.join("checkpoints"))?
-    {
-        state = serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json"))?)?;
-        eprintln!("resuming from {} (step {})", dir.display(), state.step);
-        model_dir = dir;
+    let resume_from = if args.resume {
+        checkpoint::latest(&out)?
+    } else {
+        None
+    };
+    if let Some(dir) = &resume_from {
+        model_dir = dir.clone();
     }
     let (_, tokenizer) = super::local::load(&model_dir, BackendKind::Flex)?;
     let tokenizer = tokenizer.context("the model directory has no tokenizer.json")?;
     let device = device_for(BackendKind::Flex, true)?;
     let policy = Model::load(&model_dir, &device)?;
-    let rows: Vec<Row> = jsonl::read(&resolve(here, &cfg.data), BadLines::Skip)?;
+    let rows: Vec<Row> = jsonl::read(&loaded.path(&cfg.data), BadLines::Skip)?;
     let mut tasks = Vec::with_capacity(rows.len());
     for (i, r) in rows.into_iter().enumerate() {
         let Some(text) = r.problem.or(r.prompt) else {
@@ -182,17 +158,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let total = settings.steps;
     let mut trainer = GrpoTrainer::new(settings, policy, &tokenizer, &rewards, &names)?;
+    if let Some(dir) = &resume_from {
+        state = checkpoint::restore(dir, &mut trainer.optim)?;
+        eprintln!("resuming from {} (step {})", dir.display(), state.step);
+    }
     trainer.step = state.step;
     trainer.data_position = state.data_position;
-    std::fs::write(out.join("config.toml"), &text)?;
+    std::fs::write(out.join("config.toml"), text)?;
     let mut metrics = JsonlWriter::append(&out.join("metrics.jsonl"))?;
     let mut completions = JsonlWriter::append(&out.join("completions.jsonl"))?;
-    let bar = ProgressBar::new(total as u64);
-    bar.set_position(state.step as u64);
-    bar.set_style(
-        ProgressStyle::with_template("grpo [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = runcfg::bar("grpo", total as u64, state.step as u64);
     while trainer.step < total {
         let (m, rollouts) = trainer.step(&tasks)?;
         metrics.write(&m)?;
@@ -205,47 +180,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
         bar.inc(1);
         if cfg.save_every > 0 && (trainer.step % cfg.save_every == 0 || trainer.step == total) {
-            save_checkpoint(&out, &trainer, &model_dir)?;
+            let state = TrainerState {
+                step: trainer.step,
+                data_position: trainer.data_position,
+            };
+            checkpoint::save(
+                &out,
+                trainer.step,
+                &trainer.policy,
+                &trainer.optim,
+                &state,
+                &source_dir,
+            )?;
         }
     }
     bar.finish();
-    Ok(())
-}
-
-fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let mut best: Option<(usize, PathBuf)> = None;
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        let step = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("step-"))
-            .and_then(|n| n.parse::<usize>().ok());
-        if let Some(s) = step
-            && p.join("trainer_state.json").exists()
-            && best.as_ref().is_none_or(|b| s > b.0)
-        {
-            best = Some((s, p));
-        }
-    }
-    Ok(best.map(|b| b.1))
-}
-
-/// `checkpoints/step-N/`: weights + tokenizer files, then `trainer_state.json` last, so a
-/// directory without it is an interrupted save and is ignored by `--resume`.
-fn save_checkpoint(out: &Path, trainer: &GrpoTrainer<'_>, source: &Path) -> anyhow::Result<()> {
-    let dir = out
-        .join("checkpoints")
-        .join(format!("step-{}", trainer.step));
-    trainer.policy.save(&dir, reasonlab_model::SaveDtype::F32)?;
-    reasonlab_tokenize::copy_side_files(source, &dir)?;
-    let state = TrainerState {
-        step: trainer.step,
-        data_position: trainer.data_position,
-    };
-    reasonlab_core::fs::atomic_write(
-        &dir.join("trainer_state.json"),
-        serde_json::to_string(&state)?.as_bytes(),
-    )?;
     Ok(())
 }

@@ -230,7 +230,7 @@ pub struct GrpoTrainer<'a> {
     pub settings: GrpoSettings,
     pub policy: Model,
     reference: Option<Model>,
-    optim: AdamW,
+    pub optim: AdamW,
     tokenizer: &'a Tokenizer,
     rewards: &'a WeightedSum,
     /// Index of the reward named `accuracy` in the weighted sum, for the accuracy metric.
