@@ -20,6 +20,9 @@ use serde_json::Value;
 
 pub use template::ChatTemplate;
 
+/// A token's `[start, end)` byte range in the encoded text.
+pub type ByteSpan = (usize, usize);
+
 /// Files that travel with the weights when a checkpoint is re-saved.
 pub const SIDE_FILES: [&str; 5] = [
     "tokenizer.json",
@@ -250,7 +253,7 @@ impl Tokenizer {
         &self,
         text: &str,
         add_special_tokens: bool,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), TokenizeError> {
+    ) -> Result<(Vec<u32>, Vec<ByteSpan>), TokenizeError> {
         self.inner
             .encode(text, add_special_tokens)
             .map(|e| (e.get_ids().to_vec(), e.get_offsets().to_vec()))
