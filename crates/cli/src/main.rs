@@ -50,6 +50,8 @@ enum Command {
     /// Evaluate on benchmarks (pass@1, pass@k, cons@k), re-score offline, compare runs.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
+    /// OpenAI-compatible HTTP server (/v1/models, /v1/completions, /v1/chat/completions).
+    Serve(cmd::serve::Args),
     /// fastText-compatible classifier: train, test, predict.
     #[command(subcommand)]
     Classifier(cmd::corpus::ClassifierCommand),
@@ -80,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Distill(args) => cmd::distill::run(args),
         Command::Grpo(args) => cmd::grpo::run(args),
         Command::Eval(c) => cmd::eval::run(c),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Classifier(c) => cmd::corpus::run_classifier(c),
         Command::Curate(c) => cmd::corpus::run_curate(c),
         Command::Bench(c) => cmd::bench::run(c),

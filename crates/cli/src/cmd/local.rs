@@ -32,70 +32,141 @@ pub struct LocalGenerator {
 
 /// Load `dir` as an evaluation generator.
 pub fn local_generator(dir: &Path) -> anyhow::Result<Box<dyn reasonlab_eval::Generator>> {
-    let (model, tokenizer) = load(dir, BackendKind::Flex)?;
-    let tokenizer = tokenizer.context("the model directory has no tokenizer.json")?;
-    let info = reasonlab_eval::ModelInfo {
-        name: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        hash: reasonlab_eval::model_dir_hash(dir)?,
-        location: dir.display().to_string(),
-    };
-    Ok(Box::new(LocalGenerator {
-        model: std::sync::Mutex::new(model),
-        tokenizer,
-        info,
-        max_batch: 64,
-    }))
+    Ok(Box::new(LocalGenerator::load(dir)?))
+}
+
+impl LocalGenerator {
+    /// Load `dir` (weights and tokenizer) on the CPU backend.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let (model, tokenizer) = load(dir, BackendKind::Flex)?;
+        let tokenizer = tokenizer.context("the model directory has no tokenizer.json")?;
+        let info = reasonlab_eval::ModelInfo {
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            hash: reasonlab_eval::model_dir_hash(dir)?,
+            location: dir.display().to_string(),
+        };
+        Ok(LocalGenerator {
+            model: std::sync::Mutex::new(model),
+            tokenizer,
+            info,
+            max_batch: 64,
+        })
+    }
+
+    /// Rename the model (the id a server announces and checks).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.info.name = name.to_string();
+        self
+    }
 }
 
 fn eval_err(e: impl std::fmt::Display) -> reasonlab_eval::EvalError {
     reasonlab_eval::EvalError::Generator(e.to_string())
 }
 
-impl reasonlab_eval::Generator for LocalGenerator {
-    fn generate(
-        &self,
-        requests: &[reasonlab_eval::GenRequest],
-    ) -> Result<Vec<Vec<reasonlab_eval::GenOutput>>, reasonlab_eval::EvalError> {
-        use reasonlab_eval::{FinishReason as EvalFinish, GenOutput, PromptInput};
-        use reasonlab_generate::{FinishReason, SamplingParams, SeqRng, generate_with_seeds};
-        let model = self.model.lock().map_err(eval_err)?;
-        let mut out = vec![Vec::new(); requests.len()];
-        // Requests with equal settings (all but the seed) decode together.
-        let mut groups: Vec<(reasonlab_eval::SamplingSettings, usize, Vec<usize>)> = Vec::new();
-        for (i, r) in requests.iter().enumerate() {
-            let key = reasonlab_eval::SamplingSettings {
-                seed: 0,
-                ..r.sampling.clone()
-            };
-            match groups.iter_mut().find(|(k, n, _)| *k == key && *n == r.n) {
-                Some(g) => g.2.push(i),
-                None => groups.push((key, r.n, vec![i])),
+impl LocalGenerator {
+    fn encode(&self, prompt: &reasonlab_eval::PromptInput) -> Result<Vec<u32>, String> {
+        use reasonlab_eval::PromptInput;
+        match prompt {
+            PromptInput::Text(t) => self.tokenizer.encode(t, true),
+            PromptInput::Messages(m) => {
+                let msgs: Vec<reasonlab_tokenize::Message> = m
+                    .iter()
+                    .map(|m| {
+                        serde_json::from_value(
+                            serde_json::json!({"role": m.role, "content": m.content}),
+                        )
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("bad message: {e}"))?;
+                self.tokenizer.encode_chat(&msgs, true)
             }
         }
-        for (settings, n, members) in groups {
-            let mut prompts = Vec::with_capacity(members.len());
-            for &i in &members {
-                let ids = match &requests[i].prompt {
-                    PromptInput::Text(t) => self.tokenizer.encode(t, true),
-                    PromptInput::Messages(m) => {
-                        let msgs: Vec<reasonlab_tokenize::Message> = m
-                            .iter()
-                            .map(|m| {
-                                serde_json::from_value(
-                                    serde_json::json!({"role": m.role, "content": m.content}),
-                                )
-                            })
-                            .collect::<Result<_, _>>()
-                            .map_err(eval_err)?;
-                        self.tokenizer.encode_chat(&msgs, true)
-                    }
-                }
-                .map_err(eval_err)?;
-                prompts.push(ids);
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl reasonlab_serve::Engine for LocalGenerator {
+    fn model_id(&self) -> String {
+        self.info.name.clone()
+    }
+
+    /// Requests with equal settings (all but the seed) decode together; sample `j` of a
+    /// request uses seed `seed + j`, so an answer does not depend on its batch.
+    fn generate(
+        &self,
+        requests: &[reasonlab_serve::EngineRequest],
+    ) -> Vec<Result<reasonlab_serve::EngineOutput, reasonlab_serve::EngineError>> {
+        use reasonlab_eval::FinishReason as EvalFinish;
+        use reasonlab_generate::{FinishReason, SamplingParams, SeqRng, generate_with_seeds};
+        use reasonlab_serve::{EngineError, EngineOutput, EngineSample};
+        let model = match self.model.lock() {
+            Ok(m) => m,
+            Err(e) => {
+                return requests
+                    .iter()
+                    .map(|_| Err(EngineError::Internal(e.to_string())))
+                    .collect();
             }
+        };
+        let max = model.config.max_position_embeddings;
+        let mut out: Vec<Result<EngineOutput, EngineError>> = Vec::with_capacity(requests.len());
+        let mut prompts: Vec<Vec<u32>> = Vec::with_capacity(requests.len());
+        for r in requests {
+            let checked = self.encode(&r.prompt).and_then(|ids| {
+                if ids.is_empty() {
+                    return Err("the prompt encodes to no tokens".to_string());
+                }
+                if ids.len() + r.sampling.max_new_tokens > max {
+                    return Err(format!(
+                        "the prompt has {} tokens; with max_tokens = {} that is more than the model's context of {max}",
+                        ids.len(),
+                        r.sampling.max_new_tokens
+                    ));
+                }
+                model.check_input(&ids, ids.len()).map_err(|e| e.to_string())?;
+                Ok(ids)
+            });
+            match checked {
+                Ok(ids) => {
+                    out.push(Ok(EngineOutput {
+                        prompt_tokens: ids.len(),
+                        samples: Vec::new(),
+                    }));
+                    prompts.push(ids);
+                }
+                Err(m) => {
+                    out.push(Err(EngineError::Invalid(m)));
+                    prompts.push(Vec::new());
+                }
+            }
+        }
+        // Valid requests grouped by everything but the seed.
+        type Key = (reasonlab_eval::SamplingSettings, usize, bool);
+        let mut groups: Vec<(Key, Vec<usize>)> = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            if out[i].is_err() {
+                continue;
+            }
+            let key = (
+                reasonlab_eval::SamplingSettings {
+                    seed: 0,
+                    ..r.sampling.clone()
+                },
+                r.n,
+                r.logprobs,
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some(g) => g.1.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        for ((settings, n, logprobs), members) in groups {
+            let group_prompts: Vec<Vec<u32>> =
+                members.iter().map(|&i| prompts[i].clone()).collect();
             let params = SamplingParams {
                 temperature: settings.temperature,
                 top_p: settings.top_p,
@@ -103,34 +174,86 @@ impl reasonlab_eval::Generator for LocalGenerator {
                 max_new_tokens: settings.max_new_tokens,
                 stop_token_ids: self.tokenizer.eos_id().into_iter().collect(),
                 stop: settings.stop.clone(),
+                logprobs,
                 max_batch: self.max_batch,
                 ..Default::default()
             };
             let seeds: Vec<u64> = members.iter().map(|&i| requests[i].sampling.seed).collect();
-            // Sample j of a request uses seed + j, as the HTTP client sends it.
             let rng_for = |p: usize, s: usize| SeqRng::new(seeds[p].wrapping_add(s as u64), 0, 0);
-            let (done, _) = generate_with_seeds(
+            match generate_with_seeds(
                 &model,
                 Some(&self.tokenizer),
-                &prompts,
+                &group_prompts,
                 n,
                 &params,
                 &rng_for,
                 &mut |_| {},
-            )
-            .map_err(eval_err)?;
-            for c in done {
-                out[members[c.prompt_index]].push(GenOutput {
-                    text: c.text,
-                    finish_reason: match c.finish_reason {
-                        FinishReason::Stop => EvalFinish::Stop,
-                        FinishReason::Length => EvalFinish::Length,
-                    },
-                    completion_tokens: c.token_ids.len(),
-                });
+            ) {
+                Ok((done, _)) => {
+                    for c in done {
+                        let logprobs = c.logprobs.as_ref().map(|lp| {
+                            c.token_ids
+                                .iter()
+                                .zip(lp)
+                                .map(|(&id, &p)| {
+                                    (self.tokenizer.decode(&[id], false).unwrap_or_default(), p)
+                                })
+                                .collect()
+                        });
+                        if let Ok(o) = &mut out[members[c.prompt_index]] {
+                            o.samples.push(EngineSample {
+                                text: c.text,
+                                finish_reason: match c.finish_reason {
+                                    FinishReason::Stop => EvalFinish::Stop,
+                                    FinishReason::Length => EvalFinish::Length,
+                                },
+                                completion_tokens: c.token_ids.len(),
+                                logprobs,
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    for &i in &members {
+                        out[i] = Err(EngineError::Internal(e.to_string()));
+                    }
+                }
             }
         }
-        Ok(out)
+        out
+    }
+}
+
+impl reasonlab_eval::Generator for LocalGenerator {
+    fn generate(
+        &self,
+        requests: &[reasonlab_eval::GenRequest],
+    ) -> Result<Vec<Vec<reasonlab_eval::GenOutput>>, reasonlab_eval::EvalError> {
+        let engine_requests: Vec<reasonlab_serve::EngineRequest> = requests
+            .iter()
+            .map(|r| reasonlab_serve::EngineRequest {
+                prompt: r.prompt.clone(),
+                n: r.n,
+                sampling: r.sampling.clone(),
+                logprobs: false,
+            })
+            .collect();
+        reasonlab_serve::Engine::generate(self, &engine_requests)
+            .into_iter()
+            .map(|r| {
+                r.map(|o| {
+                    o.samples
+                        .into_iter()
+                        .map(|s| reasonlab_eval::GenOutput {
+                            text: s.text,
+                            finish_reason: s.finish_reason,
+                            completion_tokens: s.completion_tokens,
+                        })
+                        .collect()
+                })
+                .map_err(eval_err)
+            })
+            .collect()
     }
 
     fn describe(&self) -> reasonlab_eval::ModelInfo {

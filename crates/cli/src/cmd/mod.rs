@@ -12,6 +12,7 @@ pub mod model;
 pub mod pretrain;
 pub mod runcfg;
 pub mod sample;
+pub mod serve;
 pub mod sft;
 pub mod source;
 pub mod verify;

@@ -1,0 +1,71 @@
+//! `reasonlab serve --model DIR --port P`: the OpenAI-compatible server on a local model.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reasonlab_serve::ServerConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A local model directory (HF layout).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// The model id clients send (default: the directory name).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Require `Authorization: Bearer $NAME` (the key is read from this environment variable).
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+    /// Largest `max_tokens` accepted.
+    #[arg(long, default_value_t = 32_768)]
+    max_tokens_limit: usize,
+    /// `max_tokens` of requests that do not set it.
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+    /// Most requests run in one engine call.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// How long to wait for more requests to batch with the first, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    batch_wait_ms: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut engine = super::local::LocalGenerator::load(&args.model)?;
+    if let Some(name) = &args.served_model_name {
+        engine = engine.with_name(name);
+    }
+    let api_key = match &args.api_key_env {
+        Some(name) => Some(
+            std::env::var(name)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--api-key-env {name}: the variable is not set"))?,
+        ),
+        None => None,
+    };
+    let addr = format!("{}:{}", args.host, args.port).parse()?;
+    let cfg = ServerConfig {
+        addr,
+        api_key,
+        max_body_bytes: args.max_body_bytes,
+        max_tokens_limit: args.max_tokens_limit,
+        default_max_tokens: args.default_max_tokens,
+        max_batch: args.max_batch,
+        batch_wait: Duration::from_millis(args.batch_wait_ms),
+        ..Default::default()
+    };
+    let id = reasonlab_serve::Engine::model_id(&engine);
+    reasonlab_serve::serve_blocking(Arc::new(engine), cfg, |addr| {
+        eprintln!("serving `{id}` on http://{addr}/v1 (Ctrl-C stops after in-flight requests)");
+    })?;
+    Ok(())
+}

@@ -1,0 +1,757 @@
+//! An OpenAI-compatible HTTP server in front of an [`Engine`].
+//!
+//! Routes: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (OpenAI API
+//! reference) with `model`, `prompt` / `messages`, `n`, `temperature`, `top_p`, `top_k` (vLLM's
+//! extension), `max_tokens` (`max_completion_tokens` too), `stop` (string or list), `seed`,
+//! `logprobs` and `stream` (server-sent events, `data: [DONE]` at the end).
+//!
+//! **Batching.** Handlers do not call the engine; they queue the request to one batcher thread,
+//! which waits up to `batch_wait` for more requests (or until `max_batch`), runs them in one
+//! engine call — the engine decodes requests with equal settings together — and answers each.
+//! Sample `j` of a request uses seed `seed + j` (a request without `seed` gets a random one), so
+//! an answer does not depend on what it was batched with, and `n = 4` equals four requests with
+//! `n = 1` and seeds `seed … seed + 3` (how the client splits `n`).
+//!
+//! **Errors** are JSON `{"error": {"message", "type", "param", "code"}}` with the status OpenAI
+//! uses: 400 malformed JSON or an invalid parameter, 401 missing or wrong bearer token (when
+//! `api_key` is set), 404 unknown model or route, 413 body over `max_body_bytes`, 500 engine
+//! failure. Shutdown is graceful: in-flight requests finish.
+//!
+//! Streaming caveat: the engine returns whole completions, so a streamed response (valid SSE in
+//! OpenAI's chunk format) carries each completion's text in one chunk when it is done, not
+//! token by token as it is decoded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use reasonlab_eval::{FinishReason, Message, PromptInput, SamplingSettings};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// One request as the engine sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRequest {
+    pub prompt: PromptInput,
+    pub n: usize,
+    /// Sample `j` uses seed `sampling.seed + j`.
+    pub sampling: SamplingSettings,
+    /// Return each sampled token with its log-probability.
+    pub logprobs: bool,
+}
+
+/// One sample of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSample {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub completion_tokens: usize,
+    /// `(token text, log p)` per generated token, when asked for.
+    pub logprobs: Option<Vec<(String, f32)>>,
+}
+
+/// Everything a request produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOutput {
+    pub prompt_tokens: usize,
+    pub samples: Vec<EngineSample>,
+}
+
+/// A request the engine rejected, or an engine failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The request cannot be served (prompt too long for the context, …): HTTP 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something broke: HTTP 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What the server runs requests on (the CLI implements it for a local model).
+pub trait Engine: Send + Sync + 'static {
+    /// The model id clients must send.
+    fn model_id(&self) -> String;
+    /// Run a batch; one result per request, in order.
+    fn generate(&self, requests: &[EngineRequest]) -> Vec<Result<EngineOutput, EngineError>>;
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// Required bearer token, if any.
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+    /// Largest `max_tokens` accepted.
+    pub max_tokens_limit: usize,
+    /// `max_tokens` when a request does not say.
+    pub default_max_tokens: usize,
+    /// Largest `n` accepted.
+    pub max_n: usize,
+    /// Most requests per engine call.
+    pub max_batch: usize,
+    /// How long the batcher waits for more requests after the first.
+    pub batch_wait: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            api_key: None,
+            max_body_bytes: 4 << 20,
+            max_tokens_limit: 32_768,
+            default_max_tokens: 256,
+            max_n: 64,
+            max_batch: 64,
+            batch_wait: Duration::from_millis(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Reply = oneshot::Sender<Result<EngineOutput, EngineError>>;
+
+struct Job {
+    request: EngineRequest,
+    reply: Reply,
+}
+
+struct AppState {
+    model_id: String,
+    cfg: ServerConfig,
+    queue: std_mpsc::Sender<Job>,
+    created: u64,
+}
+
+/// The batcher: blocks for a first job, gathers more for `wait` (up to `max`), runs them.
+fn batcher(engine: Arc<dyn Engine>, rx: std_mpsc::Receiver<Job>, max: usize, wait: Duration) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + wait;
+        while jobs.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<EngineRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+        let results = engine.generate(&requests);
+        tracing::debug!(batch = jobs.len(), "engine call");
+        let mut results = results.into_iter();
+        for job in jobs {
+            let r = results.next().unwrap_or_else(|| {
+                Err(EngineError::Internal(
+                    "engine returned too few results".into(),
+                ))
+            });
+            let _ = job.reply.send(r);
+        }
+    }
+}
+
+/// An OpenAI-style error response.
+fn error(
+    status: StatusCode,
+    kind: &str,
+    message: impl Into<String>,
+    param: Option<&str>,
+) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND if kind == "invalid_request_error" => json!("model_not_found"),
+        _ => Value::Null,
+    };
+    let body =
+        json!({"error": {"message": message.into(), "type": kind, "param": param, "code": code}});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn bad_request(message: impl Into<String>, param: Option<&str>) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        message,
+        param,
+    )
+}
+
+fn check_auth(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(key) = &state.cfg.api_key else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if g == key => Ok(()),
+        Some(_) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid API key",
+            None,
+        )),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing bearer token (Authorization: Bearer KEY)",
+            None,
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The fields both endpoints share (unknown fields are ignored, as OpenAI's server does).
+#[derive(Debug, Deserialize)]
+struct CommonBody {
+    model: Option<String>,
+    n: Option<i64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<i64>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    stop: Option<StopField>,
+    seed: Option<serde_json::Number>,
+    #[serde(default)]
+    stream: bool,
+    logprobs: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionBody {
+    prompt: Value,
+    #[serde(flatten)]
+    common: CommonBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    messages: Vec<Message>,
+    #[serde(flatten)]
+    common: CommonBody,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
+}
+
+/// Validate the shared fields into an engine request (prompt filled in by the caller).
+fn engine_request(
+    state: &AppState,
+    c: &CommonBody,
+    prompt: PromptInput,
+) -> Result<EngineRequest, Response> {
+    match &c.model {
+        Some(m) if *m == state.model_id => {}
+        Some(m) => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!(
+                    "the model `{m}` does not exist; this server serves `{}`",
+                    state.model_id
+                ),
+                Some("model"),
+            ));
+        }
+        None => return Err(bad_request("`model` is required", Some("model"))),
+    }
+    let n = c.n.unwrap_or(1);
+    if n < 1 || n as usize > state.cfg.max_n {
+        return Err(bad_request(
+            format!("`n` must be between 1 and {}", state.cfg.max_n),
+            Some("n"),
+        ));
+    }
+    let max_tokens = c
+        .max_completion_tokens
+        .or(c.max_tokens)
+        .unwrap_or(state.cfg.default_max_tokens as i64);
+    if max_tokens < 1 || max_tokens as usize > state.cfg.max_tokens_limit {
+        return Err(bad_request(
+            format!(
+                "`max_tokens` must be between 1 and {}, got {max_tokens}",
+                state.cfg.max_tokens_limit
+            ),
+            Some("max_tokens"),
+        ));
+    }
+    let temperature = c.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(bad_request(
+            "`temperature` must be in [0, 2]",
+            Some("temperature"),
+        ));
+    }
+    let top_p = c.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(bad_request("`top_p` must be in (0, 1]", Some("top_p")));
+    }
+    let top_k = match c.top_k {
+        None | Some(-1) | Some(0) => None,
+        Some(k) if k > 0 => Some(k as usize),
+        Some(_) => {
+            return Err(bad_request(
+                "`top_k` must be positive (or -1 for none)",
+                Some("top_k"),
+            ));
+        }
+    };
+    let seed = match &c.seed {
+        // u64 seeds (what our client sends) and negative i64 ones (wrapped) are both fine.
+        Some(s) => match (s.as_u64(), s.as_i64()) {
+            (Some(u), _) => u,
+            (None, Some(i)) => i as u64,
+            _ => return Err(bad_request("`seed` must be an integer", Some("seed"))),
+        },
+        None => {
+            // No seed asked for: a fresh one per request.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            reasonlab_core::rng::SplitMix64::seeded(t).next_u64()
+        }
+    };
+    let stop = match &c.stop {
+        None => Vec::new(),
+        Some(StopField::One(s)) => vec![s.clone()],
+        Some(StopField::Many(v)) => v.clone(),
+    };
+    let logprobs = match &c.logprobs {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(Value::Number(k)) => k.as_i64().is_some_and(|k| k >= 0),
+        Some(_) => {
+            return Err(bad_request(
+                "`logprobs` must be a boolean or an integer",
+                Some("logprobs"),
+            ));
+        }
+    };
+    Ok(EngineRequest {
+        prompt,
+        n: n as usize,
+        sampling: SamplingSettings {
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+            top_k,
+            max_new_tokens: max_tokens as usize,
+            seed,
+            stop,
+        },
+        logprobs,
+    })
+}
+
+async fn run_engine(state: &AppState, request: EngineRequest) -> Result<EngineOutput, Response> {
+    let (tx, rx) = oneshot::channel();
+    state.queue.send(Job { request, reply: tx }).map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "the engine has stopped",
+            None,
+        )
+    })?;
+    match rx.await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(EngineError::Invalid(m))) => Err(bad_request(m, None)),
+        Ok(Err(EngineError::Internal(m))) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            m,
+            None,
+        )),
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the engine dropped the request",
+            None,
+        )),
+    }
+}
+
+fn finish(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{:016x}",
+        reasonlab_core::rng::SplitMix64::seeded(t).next_u64()
+    )
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn usage(out: &EngineOutput) -> Value {
+    let completion: usize = out.samples.iter().map(|s| s.completion_tokens).sum();
+    json!({"prompt_tokens": out.prompt_tokens, "completion_tokens": completion,
+           "total_tokens": out.prompt_tokens + completion})
+}
+
+/// The `choices` of a response; `chat` picks the chat shapes.
+fn choices(out: &EngineOutput, chat: bool) -> Vec<Value> {
+    out.samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let logprobs = s.logprobs.as_ref().map(|lp| {
+                if chat {
+                    json!({"content": lp.iter().map(|(t, p)| json!({"token": t, "logprob": p})).collect::<Vec<_>>()})
+                } else {
+                    json!({"tokens": lp.iter().map(|x| &x.0).collect::<Vec<_>>(),
+                           "token_logprobs": lp.iter().map(|x| x.1).collect::<Vec<_>>()})
+                }
+            });
+            if chat {
+                json!({"index": i, "message": {"role": "assistant", "content": s.text},
+                       "finish_reason": finish(s.finish_reason), "logprobs": logprobs})
+            } else {
+                json!({"index": i, "text": s.text, "finish_reason": finish(s.finish_reason),
+                       "logprobs": logprobs})
+            }
+        })
+        .collect()
+}
+
+/// Server-sent events of a finished output: per sample a chunk with its text, then one with its
+/// finish reason; `data: [DONE]` at the end.
+fn sse(out: &EngineOutput, chat: bool, id: &str, model: &str) -> Response {
+    let object = if chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let created = now();
+    let mut body = String::new();
+    let mut push = |choice: Value| {
+        let v = json!({"id": id, "object": object, "created": created, "model": model,
+                       "choices": [choice]});
+        body.push_str("data: ");
+        body.push_str(&v.to_string());
+        body.push_str("\n\n");
+    };
+    for (i, s) in out.samples.iter().enumerate() {
+        if chat {
+            push(
+                json!({"index": i, "delta": {"role": "assistant", "content": s.text},
+                        "finish_reason": null}),
+            );
+            push(json!({"index": i, "delta": {}, "finish_reason": finish(s.finish_reason)}));
+        } else {
+            push(json!({"index": i, "text": s.text, "finish_reason": null}));
+            push(json!({"index": i, "text": "", "finish_reason": finish(s.finish_reason)}));
+        }
+    }
+    body.push_str("data: [DONE]\n\n");
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_auth(&state, &headers) {
+        return r;
+    }
+    let req: CompletionBody = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let prompt = match &req.prompt {
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+            a[0].as_str().unwrap_or_default().to_string()
+        }
+        _ => {
+            return bad_request(
+                "`prompt` must be a string (or a list of one string)",
+                Some("prompt"),
+            );
+        }
+    };
+    let er = match engine_request(&state, &req.common, PromptInput::Text(prompt)) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let out = match run_engine(&state, er).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let id = new_id("cmpl");
+    if req.common.stream {
+        return sse(&out, false, &id, &state.model_id);
+    }
+    let body = json!({"id": id, "object": "text_completion", "created": now(), "model": state.model_id,
+                      "choices": choices(&out, false), "usage": usage(&out)});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_auth(&state, &headers) {
+        return r;
+    }
+    let req: ChatBody = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if req.messages.is_empty() {
+        return bad_request("`messages` must not be empty", Some("messages"));
+    }
+    let er = match engine_request(
+        &state,
+        &req.common,
+        PromptInput::Messages(req.messages.clone()),
+    ) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let out = match run_engine(&state, er).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let id = new_id("chatcmpl");
+    if req.common.stream {
+        return sse(&out, true, &id, &state.model_id);
+    }
+    let body = json!({"id": id, "object": "chat.completion", "created": now(), "model": state.model_id,
+                      "choices": choices(&out, true), "usage": usage(&out)});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_auth(&state, &headers) {
+        return r;
+    }
+    let body = json!({"object": "list", "data": [{"id": state.model_id, "object": "model",
+                      "created": state.created, "owned_by": "reasonlab"}]});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        "no such route",
+        None,
+    )
+}
+
+/// Oversized bodies: axum's limit answers 413 with plain text; give the JSON error instead.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request body too large",
+            None,
+        );
+    }
+    resp
+}
+
+fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// A running server (tests, benchmarks): its address and a handle to stop it.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl ServerHandle {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, let in-flight requests finish, join.
+    pub fn shutdown(mut self) -> Result<(), ServerError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+fn build(engine: Arc<dyn Engine>, cfg: ServerConfig) -> (Router, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std_mpsc::channel();
+    let (max, wait) = (cfg.max_batch.max(1), cfg.batch_wait);
+    let model_id = engine.model_id();
+    let batch_thread = std::thread::spawn(move || batcher(engine, rx, max, wait));
+    let max_body = cfg.max_body_bytes;
+    let state = Arc::new(AppState {
+        model_id,
+        cfg,
+        queue: tx,
+        created: now(),
+    });
+    (router(state, max_body), batch_thread)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ServerError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Start a server on a background thread (port 0 picks a free one).
+pub fn spawn(engine: Arc<dyn Engine>, cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
+    let listener = std::net::TcpListener::bind(cfg.addr).map_err(|source| ServerError::Bind {
+        addr: cfg.addr,
+        source,
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || -> Result<(), ServerError> {
+        let rt = runtime()?;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (app, _batcher) = build(engine, cfg);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await?;
+            Ok(())
+        })
+    });
+    Ok(ServerHandle {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+/// Serve in the foreground until Ctrl-C / SIGTERM; `on_ready` gets the bound address.
+pub fn serve_blocking(
+    engine: Arc<dyn Engine>,
+    cfg: ServerConfig,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.addr,
+                source,
+            })?;
+        on_ready(listener.local_addr()?);
+        let (app, _batcher) = build(engine, cfg);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let ctrl_c = tokio::signal::ctrl_c();
+                #[cfg(unix)]
+                {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .expect("installing the SIGTERM handler");
+                    tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = ctrl_c.await;
+                }
+                tracing::info!("shutting down: finishing in-flight requests");
+            })
+            .await?;
+        Ok(())
+    })
+}
