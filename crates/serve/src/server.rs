@@ -171,28 +171,49 @@ fn batcher(engine: Arc<dyn Engine>, rx: std_mpsc::Receiver<Job>, max: usize, wai
     }
 }
 
-/// An OpenAI-style error response.
-fn error(
+/// An OpenAI-style error: `{"error": {"message", "type", "param", "code"}}` with its status.
+#[derive(Debug, Clone)]
+struct ApiError {
     status: StatusCode,
-    kind: &str,
-    message: impl Into<String>,
-    param: Option<&str>,
-) -> Response {
-    let code = match status {
-        StatusCode::NOT_FOUND if kind == "invalid_request_error" => json!("model_not_found"),
-        _ => Value::Null,
-    };
-    let body =
-        json!({"error": {"message": message.into(), "type": kind, "param": param, "code": code}});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    kind: &'static str,
+    message: String,
+    param: Option<&'static str>,
 }
 
-fn bad_request(message: impl Into<String>, param: Option<&str>) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = match self.status {
+            StatusCode::NOT_FOUND if self.kind == "invalid_request_error" => {
+                json!("model_not_found")
+            }
+            _ => Value::Null,
+        };
+        let body = json!({"error": {"message": self.message, "type": self.kind,
+                                    "param": self.param, "code": code}});
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+fn error(
+    status: StatusCode,
+    kind: &'static str,
+    message: impl Into<String>,
+    param: Option<&'static str>,
+) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        message: message.into(),
+        param,
+    }
+}
+
+fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
     error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
@@ -201,7 +222,7 @@ fn bad_request(message: impl Into<String>, param: Option<&str>) -> Response {
     )
 }
 
-fn check_auth(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn check_auth(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = &state.cfg.api_key else {
         return Ok(());
     };
@@ -264,7 +285,7 @@ struct ChatBody {
     common: CommonBody,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}"), None))
 }
 
@@ -273,7 +294,7 @@ fn engine_request(
     state: &AppState,
     c: &CommonBody,
     prompt: PromptInput,
-) -> Result<EngineRequest, Response> {
+) -> Result<EngineRequest, ApiError> {
     match &c.model {
         Some(m) if *m == state.model_id => {}
         Some(m) => {
@@ -377,7 +398,7 @@ fn engine_request(
     })
 }
 
-async fn run_engine(state: &AppState, request: EngineRequest) -> Result<EngineOutput, Response> {
+async fn run_engine(state: &AppState, request: EngineRequest) -> Result<EngineOutput, ApiError> {
     let (tx, rx) = oneshot::channel();
     state.queue.send(Job { request, reply: tx }).map_err(|_| {
         error(
@@ -501,105 +522,83 @@ fn sse(out: &EngineOutput, chat: bool, id: &str, model: &str) -> Response {
         .into_response()
 }
 
+fn json_response(body: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r;
-    }
-    let req: CompletionBody = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    check_auth(&state, &headers)?;
+    let req: CompletionBody = parse(&body)?;
     let prompt = match &req.prompt {
         Value::String(s) => s.clone(),
         Value::Array(a) if a.len() == 1 && a[0].is_string() => {
             a[0].as_str().unwrap_or_default().to_string()
         }
         _ => {
-            return bad_request(
+            return Err(bad_request(
                 "`prompt` must be a string (or a list of one string)",
                 Some("prompt"),
-            );
+            ));
         }
     };
-    let er = match engine_request(&state, &req.common, PromptInput::Text(prompt)) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let out = match run_engine(&state, er).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+    let er = engine_request(&state, &req.common, PromptInput::Text(prompt))?;
+    let out = run_engine(&state, er).await?;
     let id = new_id("cmpl");
     if req.common.stream {
-        return sse(&out, false, &id, &state.model_id);
+        return Ok(sse(&out, false, &id, &state.model_id));
     }
-    let body = json!({"id": id, "object": "text_completion", "created": now(), "model": state.model_id,
-                      "choices": choices(&out, false), "usage": usage(&out)});
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    Ok(json_response(json!({
+        "id": id, "object": "text_completion", "created": now(), "model": state.model_id,
+        "choices": choices(&out, false), "usage": usage(&out)
+    })))
 }
 
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r;
-    }
-    let req: ChatBody = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    check_auth(&state, &headers)?;
+    let req: ChatBody = parse(&body)?;
     if req.messages.is_empty() {
-        return bad_request("`messages` must not be empty", Some("messages"));
+        return Err(bad_request(
+            "`messages` must not be empty",
+            Some("messages"),
+        ));
     }
-    let er = match engine_request(
-        &state,
-        &req.common,
-        PromptInput::Messages(req.messages.clone()),
-    ) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let out = match run_engine(&state, er).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+    let er = engine_request(&state, &req.common, PromptInput::Messages(req.messages))?;
+    let out = run_engine(&state, er).await?;
     let id = new_id("chatcmpl");
     if req.common.stream {
-        return sse(&out, true, &id, &state.model_id);
+        return Ok(sse(&out, true, &id, &state.model_id));
     }
-    let body = json!({"id": id, "object": "chat.completion", "created": now(), "model": state.model_id,
-                      "choices": choices(&out, true), "usage": usage(&out)});
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    Ok(json_response(json!({
+        "id": id, "object": "chat.completion", "created": now(), "model": state.model_id,
+        "choices": choices(&out, true), "usage": usage(&out)
+    })))
 }
 
-async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check_auth(&state, &headers) {
-        return r;
-    }
-    let body = json!({"object": "list", "data": [{"id": state.model_id, "object": "model",
-                      "created": state.created, "owned_by": "reasonlab"}]});
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+async fn models(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_auth(&state, &headers)?;
+    Ok(json_response(json!({
+        "object": "list",
+        "data": [{"id": state.model_id, "object": "model", "created": state.created,
+                  "owned_by": "reasonlab"}]
+    })))
 }
 
-async fn not_found() -> Response {
+async fn not_found() -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         "not_found_error",
@@ -617,7 +616,8 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
             "invalid_request_error",
             "request body too large",
             None,
-        );
+        )
+        .into_response();
     }
     resp
 }

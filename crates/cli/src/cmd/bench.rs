@@ -19,6 +19,8 @@ pub enum BenchCommand {
     /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 workload,
     /// against TRL's SFTTrainer (`scripts/bench_trl_sft.py`).
     Sft(SftBenchArgs),
+    /// `reasonlab serve` on loopback under N concurrent requests: p50/p99 latency, tokens/s.
+    Serve(ServeBenchArgs),
     /// fastText-compatible classifier against fastText 0.9 (see docs/corpus.md).
     Classifier(crate::cmd::corpus::BenchClassifierArgs),
     /// MinHash signatures against datasketch (see docs/corpus.md).
@@ -44,6 +46,22 @@ pub struct PeerArgs {
     /// Write our result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServeBenchArgs {
+    /// The model to serve.
+    #[arg(long, default_value = "fixtures/tiny-qwen2")]
+    model: PathBuf,
+    /// Requests sent, all at once.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Tokens generated per request (chat, temperature 1).
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Most requests per engine call.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -238,6 +256,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             )
         }
         BenchCommand::Sft(args) => bench_sft(&args),
+        BenchCommand::Serve(args) => bench_serve(&args),
         BenchCommand::Classifier(a) => crate::cmd::corpus::run_bench_classifier(a),
         BenchCommand::Minhash(a) => crate::cmd::corpus::run_bench_minhash(a),
         BenchCommand::Verify { suite } => {
@@ -319,4 +338,97 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
     );
     std::fs::remove_file(&data).ok();
     report(ours, peer?, "tokens_per_s", true, &args.json)
+}
+
+fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
+    use reasonlab_eval::{GenRequest, Generator, Message, PromptInput, SamplingSettings};
+    use reasonlab_serve::client::{ClientConfig, OpenAiClient};
+    let engine = crate::cmd::local::LocalGenerator::load(&args.model)?;
+    let name = reasonlab_serve::Engine::model_id(&engine);
+    let server = reasonlab_serve::spawn(
+        std::sync::Arc::new(engine),
+        reasonlab_serve::ServerConfig {
+            addr: "127.0.0.1:0".parse()?,
+            max_batch: args.max_batch,
+            ..Default::default()
+        },
+    )?;
+    let url = server.url();
+    let run = |i: usize| -> anyhow::Result<(f64, usize)> {
+        let mut cfg = ClientConfig::new(url.clone(), name.clone());
+        cfg.api_key_env = None;
+        cfg.concurrency = 1;
+        cfg.max_retries = 0;
+        let client = OpenAiClient::new(cfg)?;
+        let req = GenRequest {
+            prompt: PromptInput::Messages(vec![Message::user(format!(
+                "Question {i}: what is {i} + {i}?"
+            ))]),
+            n: 1,
+            sampling: SamplingSettings {
+                temperature: 1.0,
+                top_p: 1.0,
+                top_k: None,
+                max_new_tokens: args.max_tokens,
+                seed: i as u64,
+                stop: vec![],
+            },
+        };
+        let t = Instant::now();
+        let out = client.generate(std::slice::from_ref(&req))?;
+        let tokens = out
+            .first()
+            .and_then(|o| o.first())
+            .map_or(0, |o| o.completion_tokens);
+        Ok((t.elapsed().as_secs_f64() * 1000.0, tokens))
+    };
+    run(0)?; // warm-up
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(f64, usize)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.requests)
+            .map(|i| scope.spawn(move || run(i + 1)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("request thread panicked")))
+            })
+            .collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let mut ms: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|x| x.0))
+        .collect();
+    let tokens: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|x| x.1))
+        .sum();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1]
+    };
+    let ours = json!({
+        "requests": args.requests,
+        "answered": args.requests - failed,
+        "failed": failed,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+        "wall_s": wall,
+        "completion_tokens_per_s": tokens as f64 / wall,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    server.shutdown()?;
+    println!("reasonlab serve: {ours}");
+    println!(
+        "(no CPU peer: vLLM and SGLang need a GPU; point `eval run --endpoint` at them to compare)"
+    );
+    anyhow::ensure!(failed == 0, "{failed} requests failed");
+    Ok(())
 }
