@@ -22,6 +22,17 @@ pub struct Linear {
     pub weight: Param<Tensor<2>>,
     /// (out)
     pub bias: Option<Param<Tensor<1>>>,
+    /// A low-rank adapter (Hu et al. 2021), when LoRA is on: `y = xW + b + scale·(xA)B`.
+    pub lora: Option<LoraAdapter>,
+}
+
+/// LoRA factors: `a` (in, r), `b` (r, out), `scale = alpha / r`.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+    #[module(skip)]
+    pub scale: f64,
 }
 
 impl Linear {
@@ -29,7 +40,11 @@ impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
-        let y = x.reshape([b * t, d_in]).matmul(self.weight.val()); // (b*t, out)
+        let x = x.reshape([b * t, d_in]);
+        let mut y = x.clone().matmul(self.weight.val()); // (b*t, out)
+        if let Some(l) = &self.lora {
+            y = y + x.matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
+        }
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze::<2>(),
             None => y,
@@ -358,6 +373,7 @@ impl Init<'_> {
         Linear {
             weight: self.matrix(d_in, d_out),
             bias: bias.then(|| self.constant(d_out, 0.0)),
+            lora: None,
         }
     }
 

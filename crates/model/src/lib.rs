@@ -13,6 +13,7 @@ pub mod backend;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod lora;
 pub mod weights;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
 use decoder::{LayerCache, Rope};
 pub use error::ModelError;
+pub use lora::{LoraConfig, LoraTarget};
 pub use weights::{Checkpoint, SaveDtype};
 
 /// Tensor types used at this crate's boundary.
@@ -147,6 +149,8 @@ pub struct Model {
     pub net: CausalLm,
     inv_freq: Vec<f32>,
     device: tensor::Device,
+    /// Set when LoRA adapters are attached ([`Model::add_lora`]).
+    lora: Option<LoraConfig>,
 }
 
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -172,7 +176,50 @@ impl Model {
             net,
             inv_freq,
             device,
+            lora: None,
         }
+    }
+
+    /// Freeze every base weight and attach LoRA adapters (only they train from now on).
+    pub fn add_lora(self, cfg: &LoraConfig) -> Result<Self, ModelError> {
+        if self.lora.is_some() {
+            return Err(ModelError::Input(
+                "LoRA adapters are already attached".into(),
+            ));
+        }
+        let net = lora::attach(self.net, cfg, &self.device)?;
+        Ok(Self {
+            net,
+            lora: Some(cfg.clone()),
+            ..self
+        })
+    }
+
+    /// The LoRA settings, when adapters are attached.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Fold the adapters into the base weights (a plain model again).
+    pub fn merge_lora(self) -> Self {
+        match self.lora {
+            None => self,
+            Some(_) => Self {
+                net: lora::merge(self.net),
+                lora: None,
+                ..self
+            },
+        }
+    }
+
+    /// Attach the adapters saved in `dir` (`adapter_config.json`, `adapter_model.safetensors`)
+    /// to this base model.
+    pub fn load_adapter(self, dir: &Path) -> Result<Self, ModelError> {
+        let cfg = lora::read_adapter_config(dir)?;
+        let mut m = self.add_lora(&cfg)?;
+        let device = m.device.clone();
+        lora::load_adapter_weights(&mut m.net, dir, &device)?;
+        Ok(m)
     }
 
     /// A randomly initialised model (transformers' initialisation, our seeded generator).
@@ -272,7 +319,15 @@ impl Model {
 
     /// Write `config.json` and `model.safetensors` into `dir` (created if needed), each
     /// atomically (temp file, fsync, rename).
+    ///
+    /// With LoRA attached the merged weights are written (a plain HF checkpoint), and the
+    /// adapters beside them in PEFT's layout.
     pub fn save(&self, dir: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
+        if let Some(cfg) = &self.lora {
+            self.clone().merge_lora().save(dir, dtype)?;
+            let mut net = self.net.clone();
+            return lora::save_adapter(&mut net, cfg, dir);
+        }
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
             path: dir.to_path_buf(),
             source,

@@ -113,3 +113,18 @@ pub fn restore<S: DeserializeOwned>(dir: &Path, optim: &mut AdamW) -> Result<S, 
     }
     Ok(state)
 }
+
+/// The model of a checkpoint on `device`: with LoRA, the base model from `base` with the
+/// checkpoint's adapters attached (so training continues on the adapters); otherwise the
+/// checkpoint's weights.
+pub fn load_model(
+    dir: &Path,
+    base: &Path,
+    device: &reasonlab_model::tensor::Device,
+) -> Result<Model, CheckpointError> {
+    if dir.join("adapter_config.json").exists() {
+        Ok(Model::load(base, device)?.load_adapter(dir)?)
+    } else {
+        Ok(Model::load(dir, device)?)
+    }
+}

@@ -369,3 +369,107 @@ fn a_batch_of_padding_only_rows_is_rejected_cleanly() {
     let b = TokenBatch::pad(&[vec![1]], 0, reasonlab_model::PadSide::Right);
     assert!(masked_nll_sum(&m, &b, None).is_err());
 }
+
+fn lora_settings() -> SftSettings {
+    SftSettings {
+        lora: Some(reasonlab_model::LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            ..Default::default()
+        }),
+        optim: AdamWSettings {
+            lr: 1e-2,
+            ..Default::default()
+        },
+        ..settings()
+    }
+}
+
+#[test]
+fn lora_trains_only_the_adapters_and_saves_merged_weights() {
+    let device = Device::flex().autodiff();
+    let base = weights(&model(&device));
+    let mut t = SftTrainer::new(lora_settings(), model(&device), examples(), vec![], 0).unwrap();
+    let first = t.step().unwrap().unwrap().loss;
+    let mut last = first;
+    while let Some(m) = t.step().unwrap() {
+        last = m.loss;
+    }
+    assert!(
+        last < first,
+        "LoRA SFT should lower the loss: {first} → {last}"
+    );
+    // Base weights (what visit_named sees, un-merged) did not move.
+    assert_eq!(weights(&t.model), base);
+    // The saved checkpoint is the merged model: same log-probs as the adapted one.
+    let dir = tempfile::tempdir().unwrap();
+    t.model
+        .save(dir.path(), reasonlab_model::SaveDtype::F32)
+        .unwrap();
+    assert!(dir.path().join("adapter_model.safetensors").exists());
+    let cpu = Device::flex();
+    let ex = examples();
+    let lb = batch_rows(&[vec![&ex[0]]], 0);
+    let lp = |m: &Model| -> Vec<f32> {
+        m.token_logprobs(&lb.batch)
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap()
+    };
+    let adapted = lp(&t.model.clone().to_device(&cpu));
+    let merged = lp(&Model::load(dir.path(), &cpu).unwrap());
+    let reattached = lp(&model(&cpu).load_adapter(dir.path()).unwrap());
+    let original = lp(&model(&cpu));
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(
+        diff(&adapted, &merged) < 1e-4,
+        "{}",
+        diff(&adapted, &merged)
+    );
+    assert!(diff(&adapted, &reattached) < 1e-5);
+    assert!(diff(&adapted, &original) > 1e-3, "training changed nothing");
+}
+
+#[test]
+fn lora_resume_continues_exactly() {
+    let device = Device::flex().autodiff();
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = SftTrainer::new(lora_settings(), model(&device), examples(), vec![], 0).unwrap();
+    let mut straight = Vec::new();
+    while let Some(m) = full.step().unwrap() {
+        straight.push(m.loss);
+    }
+    let mut first =
+        SftTrainer::new(lora_settings(), model(&device), examples(), vec![], 0).unwrap();
+    let mut resumed = Vec::new();
+    for _ in 0..3 {
+        resumed.push(first.step().unwrap().unwrap().loss);
+    }
+    let ckpt = checkpoint::save(
+        dir.path(),
+        first.state.step,
+        &first.model,
+        &first.optim,
+        &first.state,
+        &fixture(),
+    )
+    .unwrap();
+    drop(first);
+    let reloaded = checkpoint::load_model(&ckpt, &fixture(), &device).unwrap();
+    assert!(reloaded.lora().is_some());
+    let mut second = SftTrainer::new(lora_settings(), reloaded, examples(), vec![], 0).unwrap();
+    let state: SftState = checkpoint::restore(&ckpt, &mut second.optim).unwrap();
+    second.set_state(state);
+    while let Some(m) = second.step().unwrap() {
+        resumed.push(m.loss);
+    }
+    assert_eq!(straight.len(), resumed.len());
+    for (i, (a, b)) in straight.iter().zip(&resumed).enumerate() {
+        assert!((a - b).abs() < 1e-5, "step {i}: {a} vs {b}");
+    }
+}

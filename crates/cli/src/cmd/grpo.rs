@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
-use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_model::{BackendKind, device_for};
 use reasonlab_train::checkpoint;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
 use serde::Deserialize;
@@ -108,10 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &resume_from {
         model_dir = dir.clone();
     }
-    let (_, tokenizer) = super::local::load(&model_dir, BackendKind::Flex)?;
-    let tokenizer = tokenizer.context("the model directory has no tokenizer.json")?;
+    let tokenizer = reasonlab_tokenize::Tokenizer::from_dir(&model_dir)
+        .with_context(|| format!("loading the tokenizer of {}", model_dir.display()))?;
     let device = device_for(BackendKind::Flex, true)?;
-    let policy = Model::load(&model_dir, &device)?;
+    let policy = checkpoint::load_model(&model_dir, &source_dir, &device)?;
     let rows: Vec<Row> = jsonl::read(&loaded.path(&cfg.data), BadLines::Skip)?;
     let mut tasks = Vec::with_capacity(rows.len());
     for (i, r) in rows.into_iter().enumerate() {

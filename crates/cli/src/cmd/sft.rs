@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
-use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_model::{BackendKind, device_for};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::sft::{EncodeSummary, SftRecord, SftSettings, SftState, SftTrainer};
@@ -148,7 +148,7 @@ pub fn train(
         source = dir.clone();
     }
     let device = device_for(BackendKind::Flex, true)?;
-    let model = Model::load(&source, &device)
+    let model = checkpoint::load_model(&source, model_dir, &device)
         .with_context(|| format!("loading model {}", source.display()))?;
     let pad = tokenizer.pad_id();
     let mut trainer = SftTrainer::new(settings, model, train, held, pad)?;

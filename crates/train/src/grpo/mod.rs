@@ -77,6 +77,8 @@ pub struct GrpoSettings {
     /// Stop after this many consecutive steps skipped for a non-finite loss.
     pub max_bad_steps: usize,
     pub seed: u64,
+    /// Train LoRA adapters instead of every weight (merged into saved checkpoints).
+    pub lora: Option<reasonlab_model::LoraConfig>,
 }
 
 impl Default for GrpoSettings {
@@ -106,6 +108,7 @@ impl GrpoSettings {
             ref_reset_every: 0,
             max_bad_steps: 5,
             seed: 0,
+            lora: None,
         };
         match p {
             Preset::Deepseekmath => base,
@@ -263,6 +266,10 @@ impl<'a> GrpoTrainer<'a> {
                 "mu and prompts_per_step must be ≥ 1".into(),
             ));
         }
+        let policy = match (&settings.lora, policy.lora()) {
+            (Some(cfg), None) => policy.add_lora(cfg)?,
+            _ => policy,
+        };
         let inference = policy.device().clone().without_autodiff();
         // The reference is only loaded when the KL term is on.
         let reference = (settings.loss.beta > 0.0).then(|| policy.clone().to_device(&inference));

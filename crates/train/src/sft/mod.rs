@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use reasonlab_core::rng::SplitMix64;
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{Model, ModelError};
+use reasonlab_model::{LoraConfig, Model, ModelError};
 use serde::{Deserialize, Serialize};
 
 pub use data::{
@@ -67,6 +67,8 @@ pub struct SftSettings {
     pub eval_every: usize,
     pub max_bad_steps: usize,
     pub seed: u64,
+    /// Train LoRA adapters instead of every weight (merged into the saved model).
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for SftSettings {
@@ -87,6 +89,7 @@ impl Default for SftSettings {
             eval_every: 0,
             max_bad_steps: 5,
             seed: 0,
+            lora: None,
         }
     }
 }
@@ -150,6 +153,10 @@ impl SftTrainer {
         if train.is_empty() {
             return Err(SftError::Settings("no training examples".into()));
         }
+        let model = match (&settings.lora, model.lora()) {
+            (Some(cfg), None) => model.add_lora(cfg)?,
+            _ => model,
+        };
         let inference = model.device().clone().without_autodiff();
         let mut t = Self {
             optim: AdamW::new(settings.optim.clone()),
