@@ -172,9 +172,7 @@ pub(crate) fn merge(mut net: CausalLm) -> CausalLm {
 }
 
 /// The adapters under PEFT names, in PEFT layout.
-pub(crate) fn adapter_tensors(
-    net: &mut CausalLm,
-) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+pub(crate) fn adapter_tensors(net: &mut CausalLm) -> Result<crate::HfTensors, ModelError> {
     let mut out = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         // Ours (in, r) / (r, out) → PEFT (r, in) / (out, r).
