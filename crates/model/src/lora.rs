@@ -225,7 +225,6 @@ pub(crate) fn save_adapter(
         "bias": "none",
         "target_modules": cfg.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
         "base_model_name_or_path": null,
-        "reasonlab_seed": cfg.seed,
     });
     let path = dir.join("adapter_config.json");
     reasonlab_core::fs::atomic_write(
@@ -269,7 +268,7 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, ModelError> {
             .as_f64()
             .ok_or_else(|| bad("lora_alpha missing"))?,
         targets,
-        seed: v["reasonlab_seed"].as_u64().unwrap_or(0),
+        seed: 0,
     })
 }
 
