@@ -435,3 +435,48 @@ fn sample_keeps_only_correct_completions_with_provenance() {
         );
     }
 }
+
+#[test]
+fn sft_and_sample_read_parquet_like_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "model = {:?}\ndata = {:?}\nout = {:?}\n[sft]\nepochs = 1\nbatch_size = 4\n[sft.encode]\nmax_len = 256\n",
+        root().join("fixtures/tiny-qwen2").display().to_string(),
+        root()
+            .join("fixtures/data/sft_chat.parquet")
+            .display()
+            .to_string(),
+        dir.path().join("run").display().to_string(),
+    );
+    std::fs::write(dir.path().join("sft.toml"), cfg).unwrap();
+    let stdout = run_ok(
+        bin()
+            .args(["sft", "--config"])
+            .arg(dir.path().join("sft.toml")),
+    );
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(s["train"]["kept"], 8, "{s}");
+    // A Parquet problem set through `sample` (local model, keep all).
+    let out = dir.path().join("s.jsonl");
+    let stdout = run_ok(
+        bin()
+            .args(["sample", "--data"])
+            .arg(root().join("fixtures/data/problems.parquet"))
+            .arg("--model")
+            .arg(root().join("fixtures/tiny-qwen2"))
+            .args([
+                "--k",
+                "1",
+                "--keep",
+                "all",
+                "--keep-truncated",
+                "--limit",
+                "4",
+            ])
+            .args(["--max-new-tokens", "8", "--template", "r1", "--out"])
+            .arg(&out),
+    );
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(s["done"], 4, "{s}");
+    assert_eq!(lines(&out)[0]["answer"], "45");
+}

@@ -1,4 +1,6 @@
-//! JSON Lines in and out, plain or compressed (`.gz`, `.zst`, chosen by extension).
+//! JSON Lines in and out, plain or compressed (`.gz`, `.zst`, chosen by extension), and Parquet
+//! files read as JSON lines (one object per row, through the parquet crate's record API), so
+//! every reader of records takes `.parquet` too.
 //!
 //! Reading yields one item per non-blank line; a malformed line becomes an error that names the
 //! file and the 1-based line number, and the caller decides to skip it or stop
@@ -38,13 +40,28 @@ pub enum JsonlError {
     },
 }
 
-/// Open a file for reading, decompressing `.gz` / `.zst` transparently.
+/// Open a file for reading, decompressing `.gz` / `.zst` transparently; a `.parquet` file reads
+/// as one JSON object per row (row `i` is line `i`, so errors name the row).
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, JsonlError> {
     let io = |source| JsonlError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(io)?;
+    if path.extension().and_then(|e| e.to_str()) == Some("parquet") {
+        let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| {
+            JsonlError::Parse {
+                path: path.to_path_buf(),
+                line: 0,
+                message: format!("not a readable Parquet file: {e}"),
+            }
+        })?;
+        return Ok(Box::new(BufReader::new(ParquetLines {
+            rows: reader.into_iter(),
+            buf: Vec::new(),
+            pos: 0,
+        })));
+    }
     let reader: Box<dyn Read + Send> = match path.extension().and_then(|e| e.to_str()) {
         Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(file)),
         Some("zst") => Box::new(zstd::stream::read::Decoder::new(file).map_err(io)?),
@@ -53,7 +70,39 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, JsonlError> {
     Ok(Box::new(BufReader::new(reader)))
 }
 
-/// Read every record of a JSONL file. Blank lines are ignored.
+/// Parquet rows as a byte stream of JSON lines (streamed row by row).
+struct ParquetLines {
+    rows: parquet::record::reader::RowIter<'static>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ParquetLines {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rows.next() {
+                None => return Ok(0),
+                Some(Ok(row)) => {
+                    self.buf = row.to_json_value().to_string().into_bytes();
+                    self.buf.push(b'\n');
+                    self.pos = 0;
+                }
+                // A row that cannot be decoded becomes a line that is not JSON, so the reader
+                // reports it with its row number like any malformed line.
+                Some(Err(e)) => {
+                    self.buf = format!("<parquet row error: {e}>\n").into_bytes();
+                    self.pos = 0;
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Read every record of a JSONL (or Parquet) file. Blank lines are ignored.
 pub fn read<T: DeserializeOwned>(path: &Path, bad: BadLines) -> Result<Vec<T>, JsonlError> {
     let mut out = Vec::new();
     for (i, line) in open(path)?.lines().enumerate() {
@@ -144,5 +193,38 @@ mod tests {
                 2
             );
         }
+    }
+
+    #[test]
+    fn parquet_rows_read_as_json_records() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let probs: Vec<serde_json::Value> = read(
+            &root.join("fixtures/data/problems.parquet"),
+            BadLines::Reject,
+        )
+        .unwrap();
+        let jsonl: Vec<serde_json::Value> = read(
+            &root.join("examples/data/gsm8k_short_32.jsonl"),
+            BadLines::Reject,
+        )
+        .unwrap();
+        assert_eq!(probs, jsonl);
+        // Nested lists of structs (chat messages) come back as JSON arrays of objects.
+        let chat: Vec<serde_json::Value> = read(
+            &root.join("fixtures/data/sft_chat.parquet"),
+            BadLines::Reject,
+        )
+        .unwrap();
+        assert_eq!(chat.len(), 8);
+        assert_eq!(chat[0]["messages"][2]["role"], "assistant");
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        std::fs::write(&p, b"{\"a\": 1}\n").unwrap();
+        let err = read::<serde_json::Value>(&p, BadLines::Reject).unwrap_err();
+        assert!(err.to_string().contains("Parquet"), "{err}");
     }
 }

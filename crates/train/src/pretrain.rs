@@ -1,7 +1,7 @@
 //! Continued pretraining on a weighted mixture of raw-text sources.
 //!
-//! Each source is a list of files: JSONL (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`; the text in a
-//! configurable field, `text` by default) or plain text (any other extension; one document
+//! Each source is a list of files: JSONL (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`) or Parquet (the
+//! text in a configurable field, `text` by default) or plain text (any other extension; one document
 //! per file). Documents are tokenised on the fly, each followed by EOS, and concatenated into a
 //! token stream that is cut into rows of `seq_len` tokens (GPT-style packing; optionally
 //! positions restart after every EOS so documents do not attend to each other).
@@ -193,9 +193,16 @@ struct SourceReader {
 
 fn is_jsonl(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    [".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson"]
-        .iter()
-        .any(|e| name.ends_with(e))
+    [
+        ".jsonl",
+        ".jsonl.gz",
+        ".jsonl.zst",
+        ".json.gz",
+        ".ndjson",
+        ".parquet",
+    ]
+    .iter()
+    .any(|e| name.ends_with(e))
 }
 
 impl SourceReader {

@@ -91,7 +91,8 @@ pub enum Format {
 }
 
 impl Format {
-    /// Guess from the file name: `*.warc[.gz]`, `*.wet[.gz]`, else JSONL.
+    /// Guess from the file name: `*.warc[.gz]`, `*.wet[.gz]`, else JSONL (Parquet files read as
+    /// JSONL through `reasonlab_core::jsonl::open`).
     pub fn from_path(path: &Path) -> Self {
         let name = path
             .file_name()
