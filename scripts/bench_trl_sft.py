@@ -26,6 +26,12 @@ from pathlib import Path
 
 
 def rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    over from the parent across fork + exec, so a child of a 2 GB process would report 2 GB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

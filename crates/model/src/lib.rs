@@ -533,6 +533,18 @@ impl Model {
         Tensor::from_data(TensorData::new(m, [b, 1, 1, t, t]), &self.device)
     }
 
+    /// A copy for inference: plain (non-autodiff) tensors on the same backend, so sampling and
+    /// scoring with it build no autodiff graph. Moving an autodiff model with
+    /// [`Model::to_device`] keeps its tensors tracked — every decode step then grows a graph
+    /// that is never freed (measured: 10 GB per GRPO step on the benchmark model).
+    pub fn inference_copy(&self) -> Self {
+        Self {
+            net: self.net.valid(),
+            device: self.device.clone().without_autodiff(),
+            ..self.clone()
+        }
+    }
+
     /// Move to another device (e.g. to or from an autodiff device).
     pub fn to_device(self, device: &tensor::Device) -> Self {
         Self {

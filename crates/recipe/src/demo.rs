@@ -342,9 +342,8 @@ pub fn run(
     let eos = tok.eos_id().unwrap_or(0);
     let device = Device::flex().autodiff();
     let model = Model::random(config(tok.vocab_size(), s, eos), s.seed, &device);
-    let inference = device.clone().without_autodiff();
     on_event(Event::Phase("eval (random init)", 1));
-    let initial = evaluate(&model.clone().to_device(&inference), &tok, held_out, s, eos)?;
+    let initial = evaluate(&model.inference_copy(), &tok, held_out, s, eos)?;
     on_event(Event::Tick);
     // Warm-up: SFT (loss on solution tokens only) on worked solutions, stopped early.
     on_event(Event::Phase("warm-up (sft)", s.warmup_steps));
@@ -383,7 +382,7 @@ pub fn run(
     let held_out_loss_after_sft = trainer.held_out_loss()?;
     let model = trainer.model;
     on_event(Event::Phase("eval (before)", 1));
-    let before = evaluate(&model.clone().to_device(&inference), &tok, held_out, s, eos)?;
+    let before = evaluate(&model.inference_copy(), &tok, held_out, s, eos)?;
     on_event(Event::Tick);
     // R1-Zero GRPO.
     let reward_config = RewardConfig::from_toml(REWARDS)?;
@@ -429,7 +428,7 @@ pub fn run(
     }
     let model = trainer.policy;
     on_event(Event::Phase("eval (after)", 1));
-    let after = evaluate(&model.clone().to_device(&inference), &tok, held_out, s, eos)?;
+    let after = evaluate(&model.inference_copy(), &tok, held_out, s, eos)?;
     on_event(Event::Tick);
     // Save the trained model and tokenizer in HF layout.
     let model_dir = out.join("model");

@@ -19,6 +19,9 @@ pub enum BenchCommand {
     /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 workload,
     /// against TRL's SFTTrainer (`scripts/bench_trl_sft.py`).
     Sft(SftBenchArgs),
+    /// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the tiny Qwen2 workload, against
+    /// TRL's GRPOTrainer (`scripts/bench_trl_grpo.py`).
+    Grpo(GrpoBenchArgs),
     /// `reasonlab serve` on loopback under N concurrent requests: p50/p99 latency, tokens/s.
     Serve(ServeBenchArgs),
     /// fastText-compatible classifier against fastText 0.9 (see docs/corpus.md).
@@ -44,6 +47,23 @@ pub struct PeerArgs {
     #[arg(long)]
     peer_json: Option<PathBuf>,
     /// Write our result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct GrpoBenchArgs {
+    /// KL weight; > 0 builds the reference model.
+    #[arg(long, default_value_t = 0.04)]
+    beta: f32,
+    /// Timed steps (after one warm-up step); the best is reported.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Python with trl: runs `scripts/bench_trl_grpo.py` on the same prompts for the ratio.
+    #[arg(long)]
+    peer_python: Option<PathBuf>,
+    #[arg(long)]
+    peer_json: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -257,6 +277,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Sft(args) => bench_sft(&args),
         BenchCommand::Serve(args) => bench_serve(&args),
+        BenchCommand::Grpo(args) => bench_grpo(&args),
         BenchCommand::Classifier(a) => crate::cmd::corpus::run_bench_classifier(a),
         BenchCommand::Minhash(a) => crate::cmd::corpus::run_bench_minhash(a),
         BenchCommand::Verify { suite } => {
@@ -431,4 +452,104 @@ fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(failed == 0, "{failed} requests failed");
     Ok(())
+}
+
+fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
+    use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
+    let tokenizer =
+        reasonlab_tokenize::Tokenizer::from_dir(std::path::Path::new("fixtures/tiny-qwen2"))
+            .context("run from the repository root (needs fixtures/tiny-qwen2's tokenizer)")?;
+    #[derive(serde::Deserialize)]
+    struct Row {
+        problem: String,
+        answer: String,
+    }
+    let rows: Vec<Row> = reasonlab_core::jsonl::read(
+        std::path::Path::new("examples/data/gsm8k_short_32.jsonl"),
+        reasonlab_core::jsonl::BadLines::Reject,
+    )?;
+    let tasks: Vec<Task> = rows
+        .iter()
+        .take(8)
+        .enumerate()
+        .map(|(i, r)| Task {
+            id: i.to_string(),
+            prompt: format!(
+                "{}\n{}",
+                r.problem,
+                reasonlab_eval::template::R1_INSTRUCTION
+            ),
+            gold: Some(r.answer.clone()),
+            add_special_tokens: true,
+        })
+        .collect();
+    let prompts =
+        std::env::temp_dir().join(format!("reasonlab-bench-grpo-{}.jsonl", std::process::id()));
+    {
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&prompts)?);
+        for (t, r) in tasks.iter().zip(&rows) {
+            w.write(&json!({"prompt": t.prompt, "answer": r.answer}))?;
+        }
+    }
+    let rewards_cfg = reasonlab_reward::RewardConfig::from_toml(
+        "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\nfallback = \"last_number\"\n",
+    )?;
+    let rewards = rewards_cfg.build();
+    let names = rewards_cfg.names();
+    let mut settings = GrpoSettings::preset(Preset::Deepseekmath);
+    settings.loss.beta = args.beta;
+    settings.group_size = 8;
+    settings.prompts_per_step = 8;
+    settings.max_new_tokens = 128;
+    settings.temperature = 1.0;
+    settings.steps = args.steps + 1;
+    settings.optim.lr = 1e-6;
+    let device = device_for(Default::default(), true)?;
+    let model = Model::random(bench_config(), 0, &device);
+    let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards, &names)?;
+    let mut best = f64::INFINITY;
+    let mut tokens = 0.0;
+    for i in 0..=args.steps {
+        let t = Instant::now();
+        let (m, _) = trainer.step(&tasks)?;
+        let secs = t.elapsed().as_secs_f64();
+        tracing::info!(step = i, secs, gen_tokens_per_s = m.gen_tokens_per_s, train_tokens_per_s = m.train_tokens_per_s, rss = ?peak_rss_mb(), "grpo bench step");
+        if i > 0 && secs < best {
+            best = secs;
+            tokens = m.completion_len_mean * 64.0;
+        }
+    }
+    let ours = json!({
+        "step_s": best,
+        "gen_tokens_per_step": tokens,
+        "s_per_1k_gen_tokens": best / tokens.max(1.0) * 1000.0,
+        "beta": args.beta,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let beta = args.beta.to_string();
+    let steps = args.steps.to_string();
+    let prompts_arg = prompts.display().to_string();
+    let peer = run_peer(
+        args.peer_json.as_deref(),
+        args.peer_python.as_deref(),
+        &[
+            "scripts/bench_trl_grpo.py",
+            "--prompts",
+            &prompts_arg,
+            "--beta",
+            &beta,
+            "--steps",
+            &steps,
+        ],
+    );
+    std::fs::remove_file(&prompts).ok();
+    let mut peer = peer?;
+    if let Some(p) = &mut peer
+        && let (Some(s), Some(t)) = (p["step_s"].as_f64(), p["gen_tokens_per_step"].as_f64())
+    {
+        // Equal generated tokens: compare time per generated token.
+        p["s_per_1k_gen_tokens"] = json!(s / t.max(1.0) * 1000.0);
+    }
+    report(ours, peer, "s_per_1k_gen_tokens", false, &args.json)
 }

@@ -242,7 +242,6 @@ pub struct GrpoTrainer<'a> {
     /// Position in the task stream.
     pub data_position: usize,
     bad_steps: usize,
-    inference: Device,
 }
 
 fn tensor(values: Vec<f32>, b: usize, l: usize, device: &Device) -> Tensor<2> {
@@ -270,9 +269,8 @@ impl<'a> GrpoTrainer<'a> {
             (Some(cfg), None) => policy.add_lora(cfg)?,
             _ => policy,
         };
-        let inference = policy.device().clone().without_autodiff();
         // The reference is only loaded when the KL term is on.
-        let reference = (settings.loss.beta > 0.0).then(|| policy.clone().to_device(&inference));
+        let reference = (settings.loss.beta > 0.0).then(|| policy.inference_copy());
         Ok(Self {
             optim: AdamW::new(settings.optim.clone()),
             settings,
@@ -284,7 +282,6 @@ impl<'a> GrpoTrainer<'a> {
             step: 0,
             data_position: 0,
             bad_steps: 0,
-            inference,
         })
     }
 
@@ -303,7 +300,7 @@ impl<'a> GrpoTrainer<'a> {
             max_batch: 256,
             ..Default::default()
         };
-        let actor = self.policy.clone().to_device(&self.inference);
+        let actor = self.policy.inference_copy();
         // Rollouts, with dynamic sampling refills.
         let mut groups: Vec<SampledGroup> = Vec::new();
         let mut zero_var = 0usize;
@@ -489,7 +486,7 @@ impl<'a> GrpoTrainer<'a> {
             && self.step.is_multiple_of(s.ref_reset_every)
             && self.reference.is_some()
         {
-            self.reference = Some(self.policy.clone().to_device(&self.inference));
+            self.reference = Some(self.policy.inference_copy());
         }
         // Metrics.
         let n = rewards.len().max(1) as f64;

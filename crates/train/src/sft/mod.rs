@@ -17,7 +17,6 @@ pub mod pack;
 use std::time::Instant;
 
 use reasonlab_core::rng::SplitMix64;
-use reasonlab_model::tensor::Device;
 use reasonlab_model::{LoraConfig, Model, ModelError};
 use serde::{Deserialize, Serialize};
 
@@ -133,7 +132,6 @@ pub struct SftTrainer {
     /// Micro-batches of the current epoch (example indices per row, rows per micro-batch).
     plan: Vec<Vec<Vec<usize>>>,
     bad_steps: usize,
-    inference: Device,
 }
 
 impl SftTrainer {
@@ -157,7 +155,6 @@ impl SftTrainer {
             (Some(cfg), None) => model.add_lora(cfg)?,
             _ => model,
         };
-        let inference = model.device().clone().without_autodiff();
         let mut t = Self {
             optim: AdamW::new(settings.optim.clone()),
             settings,
@@ -168,7 +165,6 @@ impl SftTrainer {
             pad_id,
             plan: Vec::new(),
             bad_steps: 0,
-            inference,
         };
         t.plan = t.plan_epoch(0);
         Ok(t)
@@ -299,7 +295,7 @@ impl SftTrainer {
 
     /// Mean NLL per target token over the held-out examples (no gradients).
     pub fn held_out_loss(&self) -> Result<f64, SftError> {
-        let model = self.model.clone().to_device(&self.inference);
+        let model = self.model.inference_copy();
         mean_nll(
             &model,
             &self.held_out,
