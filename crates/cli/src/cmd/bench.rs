@@ -59,6 +59,9 @@ pub struct GrpoBenchArgs {
     /// Timed steps (after one warm-up step); the best is reported.
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// Sequences per forward/backward (0: all 64 at once).
+    #[arg(long, default_value_t = 0)]
+    micro_batch_size: usize,
     /// Python with trl: runs `scripts/bench_trl_grpo.py` on the same prompts for the ratio.
     #[arg(long)]
     peer_python: Option<PathBuf>,
@@ -504,6 +507,7 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
     settings.temperature = 1.0;
     settings.steps = args.steps + 1;
     settings.optim.lr = 1e-6;
+    settings.micro_batch_size = args.micro_batch_size;
     let device = device_for(Default::default(), true)?;
     let model = Model::random(bench_config(), 0, &device);
     let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards, &names)?;
@@ -524,6 +528,7 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         "gen_tokens_per_step": tokens,
         "s_per_1k_gen_tokens": best / tokens.max(1.0) * 1000.0,
         "beta": args.beta,
+        "micro_batch_size": args.micro_batch_size,
         "peak_rss_mb": peak_rss_mb(),
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     });

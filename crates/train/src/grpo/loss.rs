@@ -70,6 +70,10 @@ pub struct LossInputs {
     pub mask: Tensor<2>,
     /// L_max for [`LossAgg::Constant`].
     pub max_len: usize,
+    /// When these rows are a micro-batch of a larger batch: that batch's `(rows, real tokens)`,
+    /// so that summing the micro-batch losses gives the full batch's loss (gradient
+    /// accumulation). `None`: the rows are the whole batch.
+    pub totals: Option<(usize, usize)>,
 }
 
 /// Diagnostics of one loss evaluation.
@@ -115,12 +119,23 @@ pub fn grpo_loss(s: &LossSettings, x: LossInputs) -> (Tensor<1>, LossStats) {
             .unwrap_or(f32::NAN);
         per_token = per_token + k3 * s.beta;
     }
+    let (rows, tokens) = match x.totals {
+        Some(t) => (t.0 as f32, t.1 as f32),
+        None => (
+            b as f32,
+            mask.clone()
+                .sum()
+                .try_into_scalar::<f32>()
+                .unwrap_or(f32::NAN),
+        ),
+    };
     let loss = match s.aggregation {
         LossAgg::SequenceMean => {
-            ((per_token * mask.clone()).sum_dim(1) / mask.clone().sum_dim(1).clamp_min(1.0)).mean()
+            ((per_token * mask.clone()).sum_dim(1) / mask.clone().sum_dim(1).clamp_min(1.0)).sum()
+                / rows.max(1.0)
         }
-        LossAgg::TokenMean => masked_mean(per_token, &mask),
-        LossAgg::Constant => (per_token * mask.clone()).sum() / (b * x.max_len.max(1)) as f32,
+        LossAgg::TokenMean => (per_token * mask.clone()).sum() / tokens.max(1.0),
+        LossAgg::Constant => (per_token * mask.clone()).sum() / (rows * x.max_len.max(1) as f32),
     };
     // Clip fractions as TRL reports them: low = ρ < 1−ε with Â < 0, high = ρ > 1+ε with Â > 0.
     let r = ratio.detach();
@@ -169,6 +184,7 @@ mod tests {
                 advantages: t(&adv_v, 2, 3, &device),
                 mask: t(&mask_v, 2, 3, &device),
                 max_len: 3,
+                totals: None,
             },
         );
         let grads = loss.backward();
@@ -208,6 +224,7 @@ mod tests {
                 advantages: t(&[1.0, 1.0, -1.0, -1.0], 2, 2, &device),
                 mask: t(&[1.0; 4], 2, 2, &device),
                 max_len: 2,
+                totals: None,
             },
         );
         assert!(loss.clone().try_into_scalar::<f32>().unwrap().abs() < 1e-7);
@@ -243,6 +260,7 @@ mod tests {
                     advantages: t(&[1.0, -1.0, 1.0, -1.0], 1, 4, &device),
                     mask: t(&[1.0; 4], 1, 4, &device),
                     max_len: 8,
+                    totals: None,
                 },
             );
             let g = logp

@@ -21,6 +21,7 @@ pub use advantage::{Scaling, StepRewards, outcome_advantages, process_advantages
 pub use loss::{LossAgg, LossInputs, LossSettings, LossStats, RatioLevel, grpo_loss};
 
 use crate::optim::{AdamW, AdamWSettings};
+use reasonlab_model::burn::optim::{GradientsAccumulator, GradientsParams};
 
 /// Published recipes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub struct GrpoSettings {
     /// Stop after this many consecutive steps skipped for a non-finite loss.
     pub max_bad_steps: usize,
     pub seed: u64,
+    /// Sequences per forward/backward pass (0: the whole batch at once). Gradients of the
+    /// micro-batches are accumulated into one optimiser step with the full batch's normaliser,
+    /// so the update is the same; peak memory scales with this instead of the batch.
+    pub micro_batch_size: usize,
     /// Train LoRA adapters instead of every weight (merged into saved checkpoints).
     pub lora: Option<reasonlab_model::LoraConfig>,
 }
@@ -108,6 +113,7 @@ impl GrpoSettings {
             ref_reset_every: 0,
             max_bad_steps: 5,
             seed: 0,
+            micro_batch_size: 0,
             lora: None,
         };
         match p {
@@ -408,60 +414,98 @@ impl<'a> GrpoTrainer<'a> {
             }
         }
         let pad = self.tokenizer.pad_id();
-        let batch = TokenBatch::pad(&seqs, pad, PadSide::Right);
-        let (b, l) = (batch.b, batch.t - 1);
-        // Completion-token mask and per-token advantages over the (b, t − 1) log-prob grid:
-        // completion token k sits at position p + k and is predicted at index p + k − 1.
-        let mut mask = vec![0f32; b * l];
-        let mut adv = vec![0f32; b * l];
-        for (row, &(p, n, truncated)) in spans.iter().enumerate() {
-            if truncated && s.overlong == Overlong::Mask {
-                continue;
-            }
-            for k in 0..n {
-                let at = row * l + p + k - 1;
-                mask[at] = 1.0;
-                adv[at] = advantages[row] as f32;
-            }
-        }
         let max_len = spans.iter().map(|x| x.1).max().unwrap_or(1);
         let device = self.policy.device().clone();
-        let mask_t = tensor(mask, b, l, &device);
-        let adv_t = tensor(adv, b, l, &device);
-        let old_logp = if s.mu > 1 {
-            Some(actor.token_logprobs(&batch)?.to_device(&device))
-        } else {
-            None
+        // Micro-batches of rows, each padded to its own longest sequence.
+        let rows_total = seqs.len();
+        let chunk = match s.micro_batch_size {
+            0 => rows_total.max(1),
+            m => m,
         };
-        let ref_logp = match &self.reference {
-            Some(r) => Some(r.token_logprobs(&batch)?.to_device(&device)),
-            None => None,
-        };
+        let mut micro = Vec::new();
+        let mut tokens_total = 0usize;
+        for start in (0..rows_total).step_by(chunk) {
+            let end = (start + chunk).min(rows_total);
+            let batch = TokenBatch::pad(&seqs[start..end], pad, PadSide::Right);
+            let (b, l) = (batch.b, batch.t - 1);
+            // Completion-token mask and per-token advantages over the (b, t − 1) log-prob grid:
+            // completion token k sits at position p + k and is predicted at index p + k − 1.
+            let mut mask = vec![0f32; b * l];
+            let mut adv = vec![0f32; b * l];
+            for (row, &(p, n, truncated)) in spans[start..end].iter().enumerate() {
+                if truncated && s.overlong == Overlong::Mask {
+                    continue;
+                }
+                for k in 0..n {
+                    let at = row * l + p + k - 1;
+                    mask[at] = 1.0;
+                    adv[at] = advantages[start + row] as f32;
+                }
+            }
+            tokens_total += mask.iter().filter(|&&m| m > 0.0).count();
+            let old_logp = if s.mu > 1 {
+                Some(actor.token_logprobs(&batch)?.to_device(&device))
+            } else {
+                None
+            };
+            let ref_logp = match &self.reference {
+                Some(r) => Some(r.token_logprobs(&batch)?.to_device(&device)),
+                None => None,
+            };
+            micro.push((
+                tensor(mask, b, l, &device),
+                tensor(adv, b, l, &device),
+                old_logp,
+                ref_logp,
+                batch,
+            ));
+        }
+        let totals = Some((rows_total, tokens_total));
         let lr = s.optim.lr_at(self.step, s.steps);
         let train_start = Instant::now();
         let mut last = (0.0f32, LossStats::default());
         let mut skipped = false;
         for _ in 0..s.mu {
-            let logp = self.policy.token_logprobs(&batch)?;
-            let old = match &old_logp {
-                Some(o) => o.clone(),
-                None => logp.clone().detach(),
-            };
-            let (loss, stats) = grpo_loss(
-                &s.loss,
-                LossInputs {
-                    logp,
-                    old_logp: old,
-                    ref_logp: ref_logp.clone(),
-                    advantages: adv_t.clone(),
-                    mask: mask_t.clone(),
-                    max_len,
-                },
-            );
-            let value = loss
-                .clone()
-                .try_into_scalar::<f32>()
-                .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+            let mut accum = GradientsAccumulator::new();
+            let mut value = 0f32;
+            let mut stats = LossStats::default();
+            for (mask_t, adv_t, old_logp, ref_logp, batch) in &micro {
+                let logp = self.policy.token_logprobs(batch)?;
+                let old = match old_logp {
+                    Some(o) => o.clone(),
+                    None => logp.clone().detach(),
+                };
+                let (loss, st) = grpo_loss(
+                    &s.loss,
+                    LossInputs {
+                        logp,
+                        old_logp: old,
+                        ref_logp: ref_logp.clone(),
+                        advantages: adv_t.clone(),
+                        mask: mask_t.clone(),
+                        max_len,
+                        totals,
+                    },
+                );
+                value += loss
+                    .clone()
+                    .try_into_scalar::<f32>()
+                    .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+                // Token-weighted statistics over the micro-batches.
+                let w = mask_t.clone().sum().try_into_scalar::<f32>().unwrap_or(0.0)
+                    / tokens_total.max(1) as f32;
+                stats.clip_low += st.clip_low * w;
+                stats.clip_high += st.clip_high * w;
+                stats.kl += st.kl * w;
+                stats.ratio_mean += st.ratio_mean * w;
+                if value.is_finite() {
+                    let grads = loss.backward();
+                    accum.accumulate(
+                        &self.policy.net,
+                        GradientsParams::from_grads(grads, &self.policy.net),
+                    );
+                }
+            }
             if !value.is_finite() {
                 // NaN/Inf guard: skip the update, count it, stop after too many in a row.
                 tracing::warn!(step = self.step, "non-finite loss; step skipped");
@@ -473,11 +517,8 @@ impl<'a> GrpoTrainer<'a> {
                 break;
             }
             self.bad_steps = 0;
-            let grads = loss.backward();
-            let policy = std::mem::replace(&mut self.policy, actor.clone());
-            let mut policy = policy;
-            policy.net = self.optim.step(lr, policy.net, grads);
-            self.policy = policy;
+            let net = self.policy.net.clone();
+            self.policy.net = self.optim.step_params(lr, net, accum.grads());
             last = (value, stats);
         }
         let train_seconds = train_start.elapsed().as_secs_f64();
