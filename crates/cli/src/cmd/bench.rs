@@ -73,9 +73,10 @@ pub struct GrpoBenchArgs {
 
 #[derive(clap::Args, Clone)]
 pub struct ServeBenchArgs {
-    /// The model to serve.
-    #[arg(long, default_value = "fixtures/tiny-qwen2")]
-    model: PathBuf,
+    /// The model to serve (default: the model-core benchmark's tiny Qwen2, random weights, with
+    /// the fixture tokenizer of the same 512-token vocabulary).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Requests sent, all at once.
     #[arg(long, default_value_t = 64)]
     requests: usize,
@@ -367,7 +368,22 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
 fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
     use reasonlab_eval::{GenRequest, Generator, Message, PromptInput, SamplingSettings};
     use reasonlab_serve::client::{ClientConfig, OpenAiClient};
-    let engine = crate::cmd::local::LocalGenerator::load(&args.model)?;
+    let tmp;
+    let dir = match &args.model {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile_dir()?;
+            let model = Model::random(bench_config(), 0, &device_for(Default::default(), false)?);
+            model.save(&tmp.0, reasonlab_model::SaveDtype::F32)?;
+            reasonlab_tokenize::copy_side_files(
+                std::path::Path::new("fixtures/tiny-qwen2"),
+                &tmp.0,
+            )
+            .context("run from the repository root (needs fixtures/tiny-qwen2's tokenizer)")?;
+            tmp.0.clone()
+        }
+    };
+    let engine = crate::cmd::local::LocalGenerator::load(&dir)?.with_name("bench");
     let name = reasonlab_serve::Engine::model_id(&engine);
     let server = reasonlab_serve::spawn(
         std::sync::Arc::new(engine),
@@ -407,6 +423,13 @@ fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
         Ok((t.elapsed().as_secs_f64() * 1000.0, tokens))
     };
     run(0)?; // warm-up
+    // One client, one request at a time.
+    let mut single = Vec::new();
+    for i in 0..8 {
+        single.push(run(1000 + i)?.0);
+    }
+    single.sort_by(f64::total_cmp);
+    let single_p50 = single[single.len() / 2];
     let started = Instant::now();
     let results: Vec<anyhow::Result<(f64, usize)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.requests)
@@ -438,6 +461,8 @@ fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
         ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1]
     };
     let ours = json!({
+        "single_client_p50_ms": single_p50,
+        "single_client_tokens_per_s": args.max_tokens as f64 / (single_p50 / 1000.0),
         "requests": args.requests,
         "answered": args.requests - failed,
         "failed": failed,
@@ -557,4 +582,19 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         p["s_per_1k_gen_tokens"] = json!(s / t.max(1.0) * 1000.0);
     }
     report(ours, peer, "s_per_1k_gen_tokens", false, &args.json)
+}
+
+/// A temporary directory removed on drop (no tempfile dependency in the binary).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("reasonlab-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
 }
