@@ -21,21 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM). Not getrusage's ru_maxrss: Linux carries that
-    over from the parent across fork + exec, so a child of a 2 GB process would report 2 GB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -55,7 +44,7 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_torch import build_model
+    from bench_torch import build_model, rss_mb
 
     rows = [json.loads(l) for l in open(args.prompts)]
     ds = datasets.Dataset.from_list(rows * (args.steps + 1))

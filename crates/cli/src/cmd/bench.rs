@@ -40,7 +40,15 @@ pub struct PeerArgs {
     /// Timed repetitions (best is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Python with torch + transformers: runs `scripts/bench_torch.py` for the ratio.
+    #[command(flatten)]
+    peer: PeerFlags,
+}
+
+/// Where the peer's numbers come from, and where ours go.
+#[derive(clap::Args, Clone)]
+pub struct PeerFlags {
+    /// A Python with the peer installed (torch + transformers, trl): runs the committed peer
+    /// script (`scripts/bench_*.py`) in the same sitting for the ratio.
     #[arg(long)]
     peer_python: Option<PathBuf>,
     /// Or a JSON line the peer script printed earlier.
@@ -62,13 +70,8 @@ pub struct GrpoBenchArgs {
     /// Sequences per forward/backward (0: all 64 at once).
     #[arg(long, default_value_t = 0)]
     micro_batch_size: usize,
-    /// Python with trl: runs `scripts/bench_trl_grpo.py` on the same prompts for the ratio.
-    #[arg(long)]
-    peer_python: Option<PathBuf>,
-    #[arg(long)]
-    peer_json: Option<PathBuf>,
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    peer: PeerFlags,
 }
 
 #[derive(clap::Args, Clone)]
@@ -95,15 +98,8 @@ pub struct SftBenchArgs {
     examples: usize,
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Python with trl: runs `scripts/bench_trl_sft.py` on the same examples for the ratio.
-    #[arg(long)]
-    peer_python: Option<PathBuf>,
-    /// Or a JSON line the peer script printed earlier.
-    #[arg(long)]
-    peer_json: Option<PathBuf>,
-    /// Write our result as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    peer: PeerFlags,
 }
 
 /// `rows` sequences of `len` token ids below `vocab`, from a seeded LCG (same workload every run).
@@ -133,8 +129,8 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 fn peer(args: &PeerArgs, only: &str) -> anyhow::Result<Option<Value>> {
     run_peer(
-        args.peer_json.as_deref(),
-        args.peer_python.as_deref(),
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
         &["scripts/bench_torch.py", "--only", only],
     )
 }
@@ -240,7 +236,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 peer(&args, "generate")?,
                 "generate_tokens_per_s",
                 true,
-                &args.json,
+                &args.peer.json,
             )
         }
         BenchCommand::TrainStep(args) => {
@@ -276,7 +272,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 peer(&args, "train")?,
                 "train_step_s",
                 false,
-                &args.json,
+                &args.peer.json,
             )
         }
         BenchCommand::Sft(args) => bench_sft(&args),
@@ -351,8 +347,8 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
     let data_arg = data.display().to_string();
     let batch = args.batch.to_string();
     let peer = run_peer(
-        args.peer_json.as_deref(),
-        args.peer_python.as_deref(),
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
         &[
             "scripts/bench_trl_sft.py",
             "--data",
@@ -362,7 +358,7 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
         ],
     );
     std::fs::remove_file(&data).ok();
-    report(ours, peer?, "tokens_per_s", true, &args.json)
+    report(ours, peer?, "tokens_per_s", true, &args.peer.json)
 }
 
 fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
@@ -561,8 +557,8 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
     let steps = args.steps.to_string();
     let prompts_arg = prompts.display().to_string();
     let peer = run_peer(
-        args.peer_json.as_deref(),
-        args.peer_python.as_deref(),
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
         &[
             "scripts/bench_trl_grpo.py",
             "--prompts",
@@ -581,7 +577,7 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         // Equal generated tokens: compare time per generated token.
         p["s_per_1k_gen_tokens"] = json!(s / t.max(1.0) * 1000.0);
     }
-    report(ours, peer, "s_per_1k_gen_tokens", false, &args.json)
+    report(ours, peer, "s_per_1k_gen_tokens", false, &args.peer.json)
 }
 
 /// A temporary directory removed on drop (no tempfile dependency in the binary).
