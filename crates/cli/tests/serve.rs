@@ -273,6 +273,53 @@ fn bad_requests_get_the_right_4xx_with_a_json_error() {
         })
         .collect();
     assert_eq!(streamed, v["choices"][0]["text"].as_str().unwrap());
+    // A longer chat answer arrives in several deltas whose concatenation is the answer.
+    let chat = |stream: bool| {
+        format!(
+            r#"{{"model": "tiny-qwen2", "messages": [{{"role": "user", "content": "hi"}}], "max_tokens": 24, "seed": 5, "temperature": 0.8, "stream": {stream}}}"#
+        )
+    };
+    let (status, whole) = http(
+        &server.url,
+        "POST",
+        "/v1/chat/completions",
+        &chat(false),
+        &[auth],
+    );
+    assert_eq!(status, 200, "{whole}");
+    let whole: serde_json::Value = serde_json::from_str(&whole).unwrap();
+    let (status, text) = http(
+        &server.url,
+        "POST",
+        "/v1/chat/completions",
+        &chat(true),
+        &[auth],
+    );
+    assert_eq!(status, 200, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .filter(|d| !d.is_empty())
+        .collect();
+    assert!(
+        deltas.len() >= 4,
+        "expected incremental deltas, got {deltas:?}"
+    );
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        deltas.concat(),
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
     let (status, models) = http(&server.url, "GET", "/v1/models", "", &[auth]);
     assert_eq!(status, 200);
     assert!(models.contains("\"tiny-qwen2\""), "{models}");

@@ -178,6 +178,31 @@ pub fn generate_with_seeds(
     rng_for: &dyn Fn(usize, usize) -> SeqRng,
     on_tokens: &mut dyn FnMut(usize),
 ) -> Result<(Vec<Completion>, GenStats), GenerateError> {
+    generate_streaming(
+        model,
+        tokenizer,
+        prompts,
+        n,
+        params,
+        rng_for,
+        on_tokens,
+        &mut |_, _, _| {},
+    )
+}
+
+/// Like [`generate_with_seeds`], also calling `on_token(prompt_index, sample_index, token_id)`
+/// for every sampled token as it is decoded (for streaming servers).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_streaming(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+    rng_for: &dyn Fn(usize, usize) -> SeqRng,
+    on_tokens: &mut dyn FnMut(usize),
+    on_token: &mut dyn FnMut(usize, usize, u32),
+) -> Result<(Vec<Completion>, GenStats), GenerateError> {
     params.validate()?;
     let max = model.config.max_position_embeddings;
     for (index, p) in prompts.iter().enumerate() {
@@ -211,6 +236,7 @@ pub fn generate_with_seeds(
             params,
             rng_for,
             on_tokens,
+            on_token,
         )?;
         for c in &done {
             stats.new_tokens += c.token_ids.len();
@@ -234,6 +260,7 @@ fn generate_chunk(
     params: &SamplingParams,
     rng_for: &dyn Fn(usize, usize) -> SeqRng,
     on_tokens: &mut dyn FnMut(usize),
+    on_token: &mut dyn FnMut(usize, usize, u32),
 ) -> Result<Vec<Completion>, GenerateError> {
     if n == 0 || prompts.is_empty() {
         return Ok(Vec::new());
@@ -277,6 +304,7 @@ fn generate_chunk(
             let row_logits = &mut logits[row * vocab..(row + 1) * vocab];
             let (token, logp) = sampler.sample(row_logits, &mut seq.rng);
             seq.tokens.push(token);
+            on_token(seq.prompt_index, seq.sample_index, token);
             if params.logprobs {
                 seq.logprobs.push(logp);
             }

@@ -17,9 +17,10 @@
 //! `api_key` is set), 404 unknown model or route, 413 body over `max_body_bytes`, 500 engine
 //! failure. Shutdown is graceful: in-flight requests finish.
 //!
-//! Streaming caveat: the engine returns whole completions, so a streamed response (valid SSE in
-//! OpenAI's chunk format) carries each completion's text in one chunk when it is done, not
-//! token by token as it is decoded.
+//! **Streaming** (`stream: true`): chunks in OpenAI's format as the engine decodes (text deltas;
+//! the engine holds back as many bytes as the longest stop string, and incomplete UTF-8), then
+//! each sample's finish reason and `data: [DONE]`. An error found before the first delta is
+//! still a 4xx/5xx JSON response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,7 +82,18 @@ pub trait Engine: Send + Sync + 'static {
     /// The model id clients must send.
     fn model_id(&self) -> String;
     /// Run a batch; one result per request, in order.
-    fn generate(&self, requests: &[EngineRequest]) -> Vec<Result<EngineOutput, EngineError>>;
+    fn generate(&self, requests: &[EngineRequest]) -> Vec<Result<EngineOutput, EngineError>> {
+        self.generate_streaming(requests, &mut |_, _, _| {})
+    }
+
+    /// Like [`Engine::generate`], calling `on_delta(request, sample, text)` with new text as it
+    /// is decoded. The deltas of a sample are a prefix of its final text; whatever they did not
+    /// cover is sent when the sample finishes.
+    fn generate_streaming(
+        &self,
+        requests: &[EngineRequest],
+        on_delta: &mut dyn FnMut(usize, usize, &str),
+    ) -> Vec<Result<EngineOutput, EngineError>>;
 }
 
 /// Server settings.
@@ -132,9 +144,14 @@ pub enum ServerError {
 
 type Reply = oneshot::Sender<Result<EngineOutput, EngineError>>;
 
+/// `(sample, text delta)` of a streamed request.
+type Deltas = tokio::sync::mpsc::UnboundedSender<(usize, String)>;
+
 struct Job {
     request: EngineRequest,
     reply: Reply,
+    /// Set for `stream: true` requests.
+    stream: Option<Deltas>,
 }
 
 struct AppState {
@@ -157,7 +174,13 @@ fn batcher(engine: Arc<dyn Engine>, rx: std_mpsc::Receiver<Job>, max: usize, wai
             }
         }
         let requests: Vec<EngineRequest> = jobs.iter().map(|j| j.request.clone()).collect();
-        let results = engine.generate(&requests);
+        let streams: Vec<Option<Deltas>> = jobs.iter_mut().map(|j| j.stream.take()).collect();
+        let results = engine.generate_streaming(&requests, &mut |r, sample, delta| {
+            if let Some(Some(tx)) = streams.get(r) {
+                let _ = tx.send((sample, delta.to_string()));
+            }
+        });
+        drop(streams);
         tracing::debug!(batch = jobs.len(), "engine call");
         let mut results = results.into_iter();
         for job in jobs {
@@ -400,15 +423,37 @@ fn engine_request(
 
 async fn run_engine(state: &AppState, request: EngineRequest) -> Result<EngineOutput, ApiError> {
     let (tx, rx) = oneshot::channel();
-    state.queue.send(Job { request, reply: tx }).map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "the engine has stopped",
-            None,
-        )
-    })?;
-    match rx.await {
+    enqueue(state, request, tx, None)?;
+    engine_result(rx.await)
+}
+
+fn enqueue(
+    state: &AppState,
+    request: EngineRequest,
+    reply: Reply,
+    stream: Option<Deltas>,
+) -> Result<(), ApiError> {
+    state
+        .queue
+        .send(Job {
+            request,
+            reply,
+            stream,
+        })
+        .map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "the engine has stopped",
+                None,
+            )
+        })
+}
+
+fn engine_result(
+    r: Result<Result<EngineOutput, EngineError>, oneshot::error::RecvError>,
+) -> Result<EngineOutput, ApiError> {
+    match r {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(EngineError::Invalid(m))) => Err(bad_request(m, None)),
         Ok(Err(EngineError::Internal(m))) => Err(error(
@@ -482,36 +527,151 @@ fn choices(out: &EngineOutput, chat: bool) -> Vec<Value> {
         .collect()
 }
 
-/// Server-sent events of a finished output: per sample a chunk with its text, then one with its
-/// finish reason; `data: [DONE]` at the end.
-fn sse(out: &EngineOutput, chat: bool, id: &str, model: &str) -> Response {
-    let object = if chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let created = now();
-    let mut body = String::new();
-    let mut push = |choice: Value| {
-        let v = json!({"id": id, "object": object, "created": created, "model": model,
-                       "choices": [choice]});
-        body.push_str("data: ");
-        body.push_str(&v.to_string());
-        body.push_str("\n\n");
-    };
-    for (i, s) in out.samples.iter().enumerate() {
-        if chat {
-            push(
-                json!({"index": i, "delta": {"role": "assistant", "content": s.text},
-                        "finish_reason": null}),
-            );
-            push(json!({"index": i, "delta": {}, "finish_reason": finish(s.finish_reason)}));
+/// One SSE event.
+fn event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// What every chunk of one streamed response repeats.
+struct StreamHead {
+    chat: bool,
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl StreamHead {
+    /// A chunk: `text` for sample `i` (chat: a delta, with `role` on the first), or the final
+    /// chunk with its finish reason.
+    fn chunk(
+        &self,
+        i: usize,
+        text: Option<&str>,
+        finish_reason: Option<FinishReason>,
+        first: bool,
+    ) -> Bytes {
+        let object = if self.chat {
+            "chat.completion.chunk"
         } else {
-            push(json!({"index": i, "text": s.text, "finish_reason": null}));
-            push(json!({"index": i, "text": "", "finish_reason": finish(s.finish_reason)}));
-        }
+            "text_completion"
+        };
+        let choice = if self.chat {
+            let delta = match (text, first) {
+                (Some(t), true) => json!({"role": "assistant", "content": t}),
+                (Some(t), false) => json!({"content": t}),
+                (None, _) => json!({}),
+            };
+            json!({"index": i, "delta": delta, "finish_reason": finish_reason.map(finish)})
+        } else {
+            json!({"index": i, "text": text.unwrap_or(""),
+                   "finish_reason": finish_reason.map(finish)})
+        };
+        event(
+            &json!({"id": self.id, "object": object, "created": self.created,
+                      "model": self.model, "choices": [choice]}),
+        )
     }
-    body.push_str("data: [DONE]\n\n");
+}
+
+/// Stream a request as server-sent events: a chunk per decoded text delta as the engine
+/// produces it, then per sample the rest of its text and its finish reason, then `[DONE]`.
+/// Errors the engine reports before the first delta (a prompt too long, …) are still 4xx
+/// responses; later ones become an `error` event.
+async fn stream(
+    state: &AppState,
+    request: EngineRequest,
+    chat: bool,
+    id: String,
+) -> Result<Response, ApiError> {
+    let (reply_tx, mut reply_rx) = oneshot::channel();
+    let (delta_tx, mut delta_rx) = tokio::sync::mpsc::unbounded_channel();
+    let n = request.n;
+    enqueue(state, request, reply_tx, Some(delta_tx))?;
+    // Wait for the first delta or the result, so early errors keep their status code.
+    let first = tokio::select! {
+        d = delta_rx.recv() => d,
+        r = &mut reply_rx => {
+            // Finished without a delta (e.g. empty completions): send it whole.
+            let out = engine_result(r)?;
+            let head = StreamHead { chat, id, model: state.model_id.clone(), created: now() };
+            let mut first_of = vec![true; n];
+            return Ok(sse_body(finished_events(&out, &head, &[], &mut first_of)));
+        }
+    };
+    let head = StreamHead {
+        chat,
+        id,
+        model: state.model_id.clone(),
+        created: now(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        let mut sent = vec![0usize; n]; // bytes of each sample's text already sent
+        let mut first_of = vec![true; n];
+        let mut next = first;
+        while let Some((i, delta)) = next {
+            if i < n && !delta.is_empty() {
+                let b = head.chunk(i, Some(&delta), None, first_of[i]);
+                first_of[i] = false;
+                sent[i] += delta.len();
+                if tx.send(b).is_err() {
+                    return; // the client went away
+                }
+            }
+            next = delta_rx.recv().await;
+        }
+        match engine_result(reply_rx.await) {
+            Ok(out) => {
+                for b in finished_events(&out, &head, &sent, &mut first_of) {
+                    let _ = tx.send(b);
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(event(
+                    &json!({"error": {"message": e.message, "type": e.kind}}),
+                ));
+                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The closing events of a stream: each sample's unsent text, its finish reason, `[DONE]`.
+fn finished_events(
+    out: &EngineOutput,
+    head: &StreamHead,
+    sent: &[usize],
+    first_of: &mut [bool],
+) -> Vec<Bytes> {
+    let mut events = Vec::new();
+    for (i, s) in out.samples.iter().enumerate() {
+        let done = sent.get(i).copied().unwrap_or(0);
+        let rest = s.text.get(done..).unwrap_or("");
+        if !rest.is_empty() || first_of.get(i).copied().unwrap_or(false) {
+            events.push(head.chunk(i, Some(rest), None, first_of[i]));
+            first_of[i] = false;
+        }
+        events.push(head.chunk(i, None, Some(s.finish_reason), false));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+fn sse_body(events: Vec<Bytes>) -> Response {
+    let body: Vec<u8> = events.iter().flat_map(|b| b.iter().copied()).collect();
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -550,11 +710,11 @@ async fn completions(
         }
     };
     let er = engine_request(&state, &req.common, PromptInput::Text(prompt))?;
-    let out = run_engine(&state, er).await?;
     let id = new_id("cmpl");
     if req.common.stream {
-        return Ok(sse(&out, false, &id, &state.model_id));
+        return stream(&state, er, false, id).await;
     }
+    let out = run_engine(&state, er).await?;
     Ok(json_response(json!({
         "id": id, "object": "text_completion", "created": now(), "model": state.model_id,
         "choices": choices(&out, false), "usage": usage(&out)
@@ -575,11 +735,11 @@ async fn chat_completions(
         ));
     }
     let er = engine_request(&state, &req.common, PromptInput::Messages(req.messages))?;
-    let out = run_engine(&state, er).await?;
     let id = new_id("chatcmpl");
     if req.common.stream {
-        return Ok(sse(&out, true, &id, &state.model_id));
+        return stream(&state, er, true, id).await;
     }
+    let out = run_engine(&state, er).await?;
     Ok(json_response(json!({
         "id": id, "object": "chat.completion", "created": now(), "model": state.model_id,
         "choices": choices(&out, true), "usage": usage(&out)

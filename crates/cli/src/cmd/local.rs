@@ -96,12 +96,13 @@ impl reasonlab_serve::Engine for LocalGenerator {
 
     /// Requests with equal settings (all but the seed) decode together; sample `j` of a
     /// request uses seed `seed + j`, so an answer does not depend on its batch.
-    fn generate(
+    fn generate_streaming(
         &self,
         requests: &[reasonlab_serve::EngineRequest],
+        on_delta: &mut dyn FnMut(usize, usize, &str),
     ) -> Vec<Result<reasonlab_serve::EngineOutput, reasonlab_serve::EngineError>> {
         use reasonlab_eval::FinishReason as EvalFinish;
-        use reasonlab_generate::{FinishReason, SamplingParams, SeqRng, generate_with_seeds};
+        use reasonlab_generate::{FinishReason, SamplingParams, SeqRng, generate_streaming};
         use reasonlab_serve::{EngineError, EngineOutput, EngineSample};
         let model = match self.model.lock() {
             Ok(m) => m,
@@ -180,7 +181,29 @@ impl reasonlab_serve::Engine for LocalGenerator {
             };
             let seeds: Vec<u64> = members.iter().map(|&i| requests[i].sampling.seed).collect();
             let rng_for = |p: usize, s: usize| SeqRng::new(seeds[p].wrapping_add(s as u64), 0, 0);
-            match generate_with_seeds(
+            // Text deltas: decode the sample so far, send what is new, but hold back the last
+            // `hold` bytes (a stop string may be forming) and an incomplete UTF-8 character.
+            let hold = settings.stop.iter().map(String::len).max().unwrap_or(0);
+            let mut sent: std::collections::HashMap<(usize, usize), (Vec<u32>, usize)> =
+                Default::default();
+            let tokenizer = &self.tokenizer;
+            let mut on_token = |p: usize, j: usize, token: u32| {
+                let entry = sent.entry((p, j)).or_default();
+                entry.0.push(token);
+                let Ok(text) = tokenizer.decode(&entry.0, true) else {
+                    return;
+                };
+                let text = text.trim_end_matches('\u{fffd}');
+                let mut upto = text.len().saturating_sub(hold);
+                while !text.is_char_boundary(upto) {
+                    upto -= 1;
+                }
+                if upto > entry.1 {
+                    on_delta(members[p], j, &text[entry.1..upto]);
+                    entry.1 = upto;
+                }
+            };
+            match generate_streaming(
                 &model,
                 Some(&self.tokenizer),
                 &group_prompts,
@@ -188,6 +211,7 @@ impl reasonlab_serve::Engine for LocalGenerator {
                 &params,
                 &rng_for,
                 &mut |_| {},
+                &mut on_token,
             ) {
                 Ok((done, _)) => {
                     for c in done {
