@@ -589,6 +589,8 @@ async fn stream(
     enqueue(state, request, reply_tx, Some(delta_tx))?;
     // Wait for the first delta or the result, so early errors keep their status code.
     let first = tokio::select! {
+        // Deltas first: with both ready, stream (the result is read after the deltas anyway).
+        biased;
         d = delta_rx.recv() => d,
         r = &mut reply_rx => {
             // Finished without a delta (e.g. empty completions): send it whole.
