@@ -451,6 +451,24 @@ impl Model {
     /// padding are meaningless; multiply by [`TokenBatch`]'s mask (or use
     /// [`Model::target_mask`]) before reducing.
     pub fn token_logprobs(&self, batch: &TokenBatch) -> Result<Tensor<2>, ModelError> {
+        Ok(self.logprobs_inner(batch, false)?.0)
+    }
+
+    /// [`Model::token_logprobs`] and, beside it, the entropy `−Σ_v p log p` of each predicted
+    /// distribution, (b, t − 1), detached (a diagnostic: GRPO logs it, TRL's `entropy`).
+    pub fn token_logprobs_with_entropy(
+        &self,
+        batch: &TokenBatch,
+    ) -> Result<(Tensor<2>, Tensor<2>), ModelError> {
+        let (logp, entropy) = self.logprobs_inner(batch, true)?;
+        Ok((logp, entropy.expect("asked for")))
+    }
+
+    fn logprobs_inner(
+        &self,
+        batch: &TokenBatch,
+        entropy: bool,
+    ) -> Result<(Tensor<2>, Option<Tensor<2>>), ModelError> {
         if batch.t < 2 {
             return Err(ModelError::Input(
                 "log-probs need sequences of at least 2 tokens".into(),
@@ -459,6 +477,10 @@ impl Model {
         let (b, t) = (batch.b, batch.t);
         let logits = self.logits(batch, None)?.narrow(1, 0, t - 1); // (b, t-1, vocab)
         let logp = log_softmax(logits, 2);
+        let entropy = entropy.then(|| {
+            let lp = logp.clone().detach();
+            (lp.clone().exp() * lp).sum_dim(2).neg().reshape([b, t - 1])
+        });
         let targets: Vec<i64> = (0..b)
             .flat_map(|row| {
                 batch.ids[row * t + 1..(row + 1) * t]
@@ -468,7 +490,7 @@ impl Model {
             .collect();
         let targets =
             Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), &self.device);
-        Ok(logp.gather(2, targets).reshape([b, t - 1]))
+        Ok((logp.gather(2, targets).reshape([b, t - 1]), entropy))
     }
 
     /// (b, t − 1) float mask: 1 where the target token of a log-prob is real, 0 where it is

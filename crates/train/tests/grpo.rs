@@ -55,10 +55,16 @@ fn micro_batches_give_the_whole_batch_update() {
             let policy = Model::load(&fixture(), &device).unwrap();
             let mut t = GrpoTrainer::new(s, policy, &tok, &rewards, &names).unwrap();
             let (m, _) = t.step(&tasks).unwrap();
-            (m.loss, m.kl, weights(&t.policy))
+            (m.loss, m.kl, weights(&t.policy), m.entropy)
         };
-        let (l0, kl0, w0) = run(0);
-        let (l1, kl1, w1) = run(5);
+        let (l0, kl0, w0, e0) = run(0);
+        let (l1, kl1, w1, e1) = run(5);
+        // Entropy of a 512-token distribution: in (0, ln 512].
+        assert!(
+            e0 > 0.0 && e0 <= (512f32).ln() + 1e-4,
+            "{agg:?}: entropy {e0}"
+        );
+        assert!((e0 - e1).abs() < 1e-4, "{agg:?}: entropy {e0} vs {e1}");
         assert!((l0 - l1).abs() < 1e-5, "{agg:?}: loss {l0} vs {l1}");
         assert!((kl0 - kl1).abs() < 1e-5, "{agg:?}: kl {kl0} vs {kl1}");
         let worst = w0

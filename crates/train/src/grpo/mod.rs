@@ -191,6 +191,9 @@ pub struct StepMetrics {
     pub clip_high: f32,
     pub kl: f32,
     pub ratio_mean: f32,
+    /// Mean entropy (nats) of the policy's next-token distributions over completion tokens,
+    /// before the update.
+    pub entropy: f32,
     pub completion_len_mean: f64,
     pub completion_len_min: usize,
     pub completion_len_max: usize,
@@ -465,12 +468,23 @@ impl<'a> GrpoTrainer<'a> {
         let train_start = Instant::now();
         let mut last = (0.0f32, LossStats::default());
         let mut skipped = false;
-        for _ in 0..s.mu {
+        let mut entropy = 0f32;
+        for inner in 0..s.mu {
             let mut accum = GradientsAccumulator::new();
             let mut value = 0f32;
             let mut stats = LossStats::default();
             for (mask_t, adv_t, old_logp, ref_logp, batch) in &micro {
-                let logp = self.policy.token_logprobs(batch)?;
+                let logp = if inner == 0 {
+                    let (logp, ent) = self.policy.token_logprobs_with_entropy(batch)?;
+                    entropy += (ent * mask_t.clone())
+                        .sum()
+                        .try_into_scalar::<f32>()
+                        .unwrap_or(f32::NAN)
+                        / tokens_total.max(1) as f32;
+                    logp
+                } else {
+                    self.policy.token_logprobs(batch)?
+                };
                 let old = match old_logp {
                     Some(o) => o.clone(),
                     None => logp.clone().detach(),
@@ -570,6 +584,7 @@ impl<'a> GrpoTrainer<'a> {
             clip_high: last.1.clip_high,
             kl: last.1.kl,
             ratio_mean: last.1.ratio_mean,
+            entropy,
             completion_len_mean: lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64,
             completion_len_min: lens.iter().copied().min().unwrap_or(0),
             completion_len_max: lens.iter().copied().max().unwrap_or(0),
