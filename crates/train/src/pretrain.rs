@@ -47,9 +47,37 @@ pub struct SourceSpec {
     /// Relative weight (normalised over the mixture). Optional with a preset that names it.
     #[serde(default)]
     pub weight: Option<f64>,
-    /// JSONL field holding the document text.
+    /// JSONL / Parquet field holding the document text.
     #[serde(default = "default_field")]
     pub field: String,
+    /// Files of pre-tokenised ids instead of text: raw little-endian `u16` or `u32` token ids,
+    /// documents separated by the tokenizer's EOS (nanoGPT's `train.bin`, datatrove's `.ds`).
+    #[serde(default)]
+    pub tokens: Option<TokenDtype>,
+}
+
+/// Width of the ids in a pre-tokenised file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenDtype {
+    U16,
+    U32,
+}
+
+impl TokenDtype {
+    fn bytes(self) -> usize {
+        match self {
+            TokenDtype::U16 => 2,
+            TokenDtype::U32 => 4,
+        }
+    }
+}
+
+/// One document from a source.
+enum Doc {
+    Text(String),
+    /// Ids of a pre-tokenised document, its EOS included when the file has one.
+    Tokens(Vec<u32>),
 }
 
 fn default_field() -> String {
@@ -177,7 +205,7 @@ impl MixtureSampler {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     pub file: usize,
-    /// Lines (JSONL) already consumed in `file`.
+    /// Lines (JSONL) or ids (pre-tokenised) already consumed in `file`.
     pub line: usize,
     /// Times the source has been read through.
     pub epoch: usize,
@@ -188,6 +216,8 @@ struct SourceReader {
     spec: SourceSpec,
     cursor: Cursor,
     lines: Option<Box<dyn Iterator<Item = std::io::Result<String>> + Send>>,
+    /// Open pre-tokenised file, positioned at `cursor.line` tokens.
+    ids: Option<std::io::BufReader<std::fs::File>>,
     bad: BadLines,
 }
 
@@ -206,7 +236,50 @@ fn is_jsonl(p: &Path) -> bool {
 }
 
 impl SourceReader {
-    fn next_doc(&mut self) -> Result<String, PretrainError> {
+    /// The next pre-tokenised document of the current file (up to and including EOS, at most
+    /// `MAX_DOC` ids), or `None` at the end of the file.
+    fn next_ids(
+        &mut self,
+        path: &Path,
+        dtype: TokenDtype,
+        eos: u32,
+    ) -> Result<Option<Vec<u32>>, PretrainError> {
+        use std::io::{Read, Seek, SeekFrom};
+        const MAX_DOC: usize = 1 << 20;
+        let io = |source| PretrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if self.ids.is_none() {
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            f.seek(SeekFrom::Start((self.cursor.line * dtype.bytes()) as u64))
+                .map_err(io)?;
+            self.ids = Some(std::io::BufReader::new(f));
+        }
+        let reader = self.ids.as_mut().expect("opened above");
+        let mut doc = Vec::new();
+        let mut buf = [0u8; 4];
+        let width = dtype.bytes();
+        loop {
+            match reader.read_exact(&mut buf[..width]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io(e)),
+            }
+            let id = match dtype {
+                TokenDtype::U16 => u32::from(u16::from_le_bytes([buf[0], buf[1]])),
+                TokenDtype::U32 => u32::from_le_bytes(buf),
+            };
+            doc.push(id);
+            if id == eos || doc.len() >= MAX_DOC {
+                break;
+            }
+        }
+        self.cursor.line += doc.len();
+        Ok((!doc.is_empty()).then_some(doc))
+    }
+
+    fn next_doc(&mut self, eos: u32) -> Result<Doc, PretrainError> {
         let mut empty_passes = 0;
         loop {
             if self.cursor.file >= self.spec.paths.len() {
@@ -216,6 +289,7 @@ impl SourceReader {
                     epoch: self.cursor.epoch + 1,
                 };
                 self.lines = None;
+                self.ids = None;
                 empty_passes += 1;
                 if empty_passes > 1 {
                     return Err(PretrainError::Mixture(format!(
@@ -226,6 +300,17 @@ impl SourceReader {
                 tracing::warn!(source = %self.spec.name, epoch = self.cursor.epoch, "source exhausted; starting over");
             }
             let path = self.spec.paths[self.cursor.file].clone();
+            if let Some(dtype) = self.spec.tokens {
+                match self.next_ids(&path, dtype, eos)? {
+                    Some(ids) => return Ok(Doc::Tokens(ids)),
+                    None => {
+                        self.cursor.file += 1;
+                        self.cursor.line = 0;
+                        self.ids = None;
+                        continue;
+                    }
+                }
+            }
             if !is_jsonl(&path) {
                 let text = std::fs::read_to_string(&path).map_err(|source| PretrainError::Io {
                     path: path.clone(),
@@ -233,7 +318,7 @@ impl SourceReader {
                 })?;
                 self.cursor.file += 1;
                 if !text.trim().is_empty() {
-                    return Ok(text);
+                    return Ok(Doc::Text(text));
                 }
                 continue;
             }
@@ -264,7 +349,7 @@ impl SourceReader {
                 Err(_) => None,
             };
             match text {
-                Some(t) => return Ok(t.to_string()),
+                Some(t) => return Ok(Doc::Text(t.to_string())),
                 None => {
                     let message = match parsed {
                         Err(e) => e.to_string(),
@@ -325,6 +410,7 @@ impl<'t> MixtureStream<'t> {
                     spec,
                     cursor: Cursor::default(),
                     lines: None,
+                    ids: None,
                     bad,
                 })
                 .collect(),
@@ -353,6 +439,7 @@ impl<'t> MixtureStream<'t> {
         for (r, c) in self.readers.iter_mut().zip(&state.cursors) {
             r.cursor = *c;
             r.lines = None;
+            r.ids = None;
         }
         self.state = state;
     }
@@ -368,9 +455,14 @@ impl<'t> MixtureStream<'t> {
     fn fill(&mut self, need: usize) -> Result<(), PretrainError> {
         while self.state.buffer.len() < need {
             let src = self.state.sampler.next_source();
-            let text = self.readers[src].next_doc()?;
-            let mut ids = self.tokenizer.encode(&text, false)?;
-            ids.push(self.eos);
+            let ids = match self.readers[src].next_doc(self.eos)? {
+                Doc::Text(text) => {
+                    let mut ids = self.tokenizer.encode(&text, false)?;
+                    ids.push(self.eos);
+                    ids
+                }
+                Doc::Tokens(ids) => ids,
+            };
             self.state.sampler.record(src, ids.len());
             self.state.documents[src] += 1;
             self.state.starts.push(true);
@@ -424,6 +516,7 @@ mod tests {
                 paths: vec![],
                 weight: None,
                 field: default_field(),
+                tokens: None,
             })
             .collect();
         let w = resolve_weights(&sources, Some(MixturePreset::Deepseekmath)).unwrap();
@@ -454,6 +547,7 @@ mod tests {
             paths: vec![],
             weight: None,
             field: default_field(),
+            tokens: None,
         }];
         let e = resolve_weights(&src, Some(MixturePreset::Deepseekmath)).unwrap_err();
         assert!(e.to_string().contains("web"), "{e}");
