@@ -65,6 +65,24 @@ pub enum PadSide {
 }
 
 impl TokenBatch {
+    /// (b, t − 1) row-major: 1 where the target of a log-prob column is a real token, 0 where it
+    /// is padding or the first token of a packed example (position 0 cannot be predicted from
+    /// the example before it).
+    pub fn target_weights(&self) -> Vec<f32> {
+        let (b, t) = (self.b, self.t);
+        (0..b)
+            .flat_map(|row| {
+                (row * t + 1..(row + 1) * t).map(|at| {
+                    if self.padding[at] || self.positions[at] == 0 {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Pad `seqs` to a rectangle; positions count real tokens only (restart at 0 per row).
     pub fn pad(seqs: &[Vec<u32>], pad_id: u32, side: PadSide) -> Self {
         let b = seqs.len();
@@ -493,22 +511,10 @@ impl Model {
         Ok((logp.gather(2, targets).reshape([b, t - 1]), entropy))
     }
 
-    /// (b, t − 1) float mask: 1 where the target token of a log-prob is real, 0 where it is
-    /// padding or the first token of a packed example (position 0 cannot be predicted from the
-    /// example before it).
+    /// [`TokenBatch::target_weights`] as a tensor on this model's device.
     pub fn target_mask(&self, batch: &TokenBatch) -> Tensor<2> {
         let (b, t) = (batch.b, batch.t);
-        let m: Vec<f32> = (0..b)
-            .flat_map(|row| {
-                (row * t + 1..(row + 1) * t).map(|at| {
-                    if batch.padding[at] || batch.positions[at] == 0 {
-                        0.0
-                    } else {
-                        1.0
-                    }
-                })
-            })
-            .collect();
+        let m = batch.target_weights();
         Tensor::from_data(TensorData::new(m, [b, t.saturating_sub(1)]), &self.device)
     }
 
@@ -619,10 +625,7 @@ impl Slot<'_> {
 /// state by [`ParamId`]).
 fn assign_stable_ids(net: &mut CausalLm, tied: bool) {
     visit_named(net, tied, &mut |name, slot| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in name.bytes() {
-            h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let h = reasonlab_core::hash::fnv1a64(name.as_bytes());
         match slot {
             Slot::Matrix(p) => p.id = ParamId::from(h),
             Slot::Vector(p) => p.id = ParamId::from(h),

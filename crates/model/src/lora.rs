@@ -92,11 +92,7 @@ impl LoraConfig {
 }
 
 fn fnv(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    reasonlab_core::hash::fnv1a64(name.as_bytes())
 }
 
 /// Every adaptable projection of `net` with its module path (`model.layers.0.self_attn.q_proj`).

@@ -347,9 +347,12 @@ pub fn run(
         prompt: p.prompt.clone(),
         n: k,
         sampling: SamplingSettings {
-            seed: sampling
-                .seed
-                .wrapping_add(reasonlab_core::rng::SplitMix64::seeded(fnv(&p.id)).next_u64()),
+            seed: sampling.seed.wrapping_add(
+                reasonlab_core::rng::SplitMix64::seeded(reasonlab_core::hash::fnv1a64(
+                    p.id.as_bytes(),
+                ))
+                .next_u64(),
+            ),
             ..sampling.clone()
         },
     };
@@ -427,14 +430,6 @@ pub fn run(
     out_file.sync_all().map_err(io(out))?;
     ledger_file.sync_all().map_err(io(&ledger))?;
     Ok(summary)
-}
-
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Problems from rows with a template applied: `(id, problem text, gold answer)`.

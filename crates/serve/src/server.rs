@@ -381,14 +381,8 @@ fn engine_request(
             (None, Some(i)) => i as u64,
             _ => return Err(bad_request("`seed` must be an integer", Some("seed"))),
         },
-        None => {
-            // No seed asked for: a fresh one per request.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            reasonlab_core::rng::SplitMix64::seeded(t).next_u64()
-        }
+        // No seed asked for: a fresh one per request.
+        None => fresh_u64(),
     };
     let stop = match &c.stop {
         None => Vec::new(),
@@ -478,15 +472,18 @@ fn finish(f: FinishReason) -> &'static str {
     }
 }
 
-fn new_id(prefix: &str) -> String {
+/// A fresh pseudo-random value (the clock's nanoseconds through SplitMix64): request ids and
+/// seeds of requests that do not give one.
+fn fresh_u64() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!(
-        "{prefix}-{:016x}",
-        reasonlab_core::rng::SplitMix64::seeded(t).next_u64()
-    )
+    reasonlab_core::rng::SplitMix64::seeded(t).next_u64()
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", fresh_u64())
 }
 
 fn now() -> u64 {

@@ -6,25 +6,13 @@ use reasonlab_model::{Model, ModelError, TokenBatch};
 
 use crate::optim::AdamW;
 
-/// (b, t − 1) host mask of the targets that are real (not padding, not the first token of a
-/// packed example) and, when `loss_mask` is given (row-major (b, t − 1)), marked 1 there (e.g.
+/// (b, t − 1) host mask of the targets [`TokenBatch::target_weights`] keeps and, when `loss_mask` is given (row-major (b, t − 1)), marked 1 there (e.g.
 /// completion tokens only in SFT); with the number of such targets.
 pub fn target_weights(
     batch: &TokenBatch,
     loss_mask: Option<&[f32]>,
 ) -> Result<(Vec<f32>, usize), ModelError> {
-    let (b, t) = (batch.b, batch.t);
-    let mut mask: Vec<f32> = (0..b)
-        .flat_map(|row| {
-            (row * t + 1..(row + 1) * t).map(|at| {
-                if batch.padding[at] || batch.positions[at] == 0 {
-                    0.0
-                } else {
-                    1.0
-                }
-            })
-        })
-        .collect();
+    let mut mask = batch.target_weights();
     if let Some(m) = loss_mask {
         if m.len() != mask.len() {
             return Err(ModelError::Input(format!(

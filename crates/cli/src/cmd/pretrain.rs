@@ -24,12 +24,12 @@ use anyhow::Context;
 use reasonlab_core::jsonl::{BadLines, JsonlWriter};
 use reasonlab_model::{BackendKind, Model, device_for};
 use reasonlab_tokenize::Tokenizer;
+use reasonlab_train::AdamW;
 use reasonlab_train::checkpoint;
 use reasonlab_train::lm::{MicroBatch, accumulated_step};
 use reasonlab_train::pretrain::{
     MixturePreset, MixtureStream, PretrainSettings, PretrainState, SourceSpec, resolve_weights,
 };
-use reasonlab_train::{AdamW, optim::AdamWSettings};
 use serde::{Deserialize, Serialize};
 
 use super::runcfg;
@@ -101,9 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut stream = MixtureStream::new(sources, weights.clone(), &tokenizer, bad)?;
     stream.isolate_documents = settings.isolate_documents;
-    let mut optim = AdamW::new(AdamWSettings {
-        ..settings.optim.clone()
-    });
+    let mut optim = AdamW::new(settings.optim.clone());
     let mut step = 0;
     let mut source = model_dir.clone();
     if args.resume
