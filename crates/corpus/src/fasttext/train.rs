@@ -194,13 +194,21 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> FastTextError + '_ {
     }
 }
 
+/// View a weight matrix as relaxed atomics for the Hogwild threads: racing reads and writes
+/// of `f32` bits through `AtomicU32` are defined behaviour, plain `f32` ones would not be.
+fn as_atomic(data: &mut [f32]) -> &[AtomicU32] {
+    // SAFETY: `AtomicU32` has the size, alignment and bit validity of `u32`, hence of `f32`;
+    // the exclusive borrow guarantees no non-atomic access while the returned view lives.
+    unsafe { std::slice::from_raw_parts(data.as_mut_ptr().cast::<AtomicU32>(), data.len()) }
+}
+
 /// Fill `data` with uniform(-a, a) in fixed blocks, each seeded by (block, seed), so the
 /// result does not depend on the number of threads.
-fn uniform_init(data: &mut [AtomicU32], a: f32, seed: i32, threads: usize) {
+fn uniform_init(data: &mut [f32], a: f32, seed: i32, threads: usize) {
     const BLOCK: usize = 1 << 20;
-    let blocks: Vec<(usize, &mut [AtomicU32])> = data.chunks_mut(BLOCK).enumerate().collect();
+    let blocks: Vec<(usize, &mut [f32])> = data.chunks_mut(BLOCK).enumerate().collect();
     let per = blocks.len().div_ceil(threads.max(1)).max(1);
-    let mut groups: Vec<Vec<(usize, &mut [AtomicU32])>> = Vec::new();
+    let mut groups: Vec<Vec<(usize, &mut [f32])>> = Vec::new();
     for b in blocks {
         if groups.last().is_none_or(|g| g.len() >= per) {
             groups.push(Vec::new());
@@ -215,8 +223,7 @@ fn uniform_init(data: &mut [AtomicU32], a: f32, seed: i32, threads: usize) {
                 for (bi, chunk) in g {
                     let mut rng = Rng::seeded((bi as u64) << 32 ^ seed as u32 as u64);
                     for v in chunk.iter_mut() {
-                        let x = (rng.unit() * 2.0 - 1.0) as f32 * a;
-                        *v.get_mut() = x.to_bits();
+                        *v = (rng.unit() * 2.0 - 1.0) as f32 * a;
                     }
                 }
             });
@@ -236,14 +243,15 @@ pub fn train(path: &Path, args: &Args) -> Result<(FastText, TrainReport), FastTe
     let dim = args.dim as usize;
     let rows = dict.nwords() as usize + args.bucket as usize;
     let threads = args.thread as usize;
-    let mut wi: Vec<AtomicU32> = (0..rows * dim).map(|_| AtomicU32::new(0)).collect();
+    // `vec![0.0; n]` is a zeroed allocation (untouched pages cost nothing until written).
+    let mut wi = vec![0.0f32; rows * dim];
     uniform_init(&mut wi, 1.0 / args.dim as f32, args.seed, threads);
     let nlabels = dict.nlabels() as usize;
-    let wo: Vec<AtomicU32> = (0..nlabels * dim).map(|_| AtomicU32::new(0)).collect();
+    let mut wo = vec![0.0f32; nlabels * dim];
     let counts = dict.label_counts();
     let shared = Shared {
-        wi: &wi,
-        wo: &wo,
+        wi: as_atomic(&mut wi),
+        wo: as_atomic(&mut wo),
         dim,
         loss: args.loss,
         neg: args.neg.max(0) as usize,
@@ -328,16 +336,10 @@ pub fn train(path: &Path, args: &Args) -> Result<(FastText, TrainReport), FastTe
             loss = (sum / n as f64) as f32;
         }
     }
-    let to_f32 = |v: Vec<AtomicU32>| -> Vec<f32> {
-        v.into_iter()
-            .map(|a| f32::from_bits(a.into_inner()))
-            .collect()
-    };
-    let output = to_f32(wo);
+    let (input, output) = (wi, wo);
     if output.iter().any(|v| v.is_nan()) {
         return Err(FastTextError::NaN);
     }
-    let input = to_f32(wi);
     let report = TrainReport {
         words: dict.nwords(),
         labels: dict.nlabels(),
