@@ -241,3 +241,105 @@ fn model_convert_round_trips_sharded_bf16_to_one_file() {
         .unwrap();
     assert_eq!(a.stdout, b.stdout);
 }
+
+#[test]
+fn curate_choices_parse_as_enums_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &docs,
+        concat!(
+            r#"{"id":"a","url":"http://x/1","text":"one two three four five six seven"}"#,
+            "\n",
+            r#"{"id":"b","url":"http://x/2","text":"one two three four five six seven eight"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("kept.jsonl");
+    let run = bin()
+        .args(["curate", "dedup", "--keep", "longest", "--input"])
+        .arg(&docs)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let bad = bin()
+        .args([
+            "curate",
+            "decontam",
+            "--action",
+            "drop-everything",
+            "--input",
+        ])
+        .arg(&docs)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("drop-everything") && err.contains("drop_segment"),
+        "{err}"
+    );
+}
+
+#[test]
+fn classifier_segment_flag_round_trips_through_train_and_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.txt");
+    let mut lines = String::new();
+    for _ in 0..20 {
+        lines.push_str("__label__math 我们解这个方程\n__label__other 我们喜欢音乐\n");
+    }
+    std::fs::write(&train, lines).unwrap();
+    let model = dir.path().join("m.bin");
+    let run = bin()
+        .args([
+            "classifier",
+            "train",
+            "--segment",
+            "jieba",
+            "--epoch",
+            "20",
+            "--dim",
+            "8",
+        ])
+        .args(["--min-count", "1", "--thread", "1", "--input"])
+        .arg(&train)
+        .arg("--output")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // New sentences share only the segmented words with the training lines.
+    let mut child = bin()
+        .args(["classifier", "predict", "--segment", "jieba"])
+        .arg(&model)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("他们讨论方程\n他们讨论音乐\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "__label__math\n__label__other\n"
+    );
+}

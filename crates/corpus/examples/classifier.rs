@@ -11,6 +11,7 @@ use std::path::Path;
 
 use reasonlab_corpus::classifier;
 use reasonlab_corpus::fasttext::Args;
+use reasonlab_corpus::segment::Segmentation;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
@@ -20,11 +21,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("predict") => {
             let k = a.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
             let mut out = std::io::stdout().lock();
-            classifier::predict_file(Path::new(a[2]), Path::new(a[3]), k, 0.0, prob, 2, &mut out)?;
+            classifier::predict_file(
+                Path::new(a[2]),
+                Path::new(a[3]),
+                k,
+                0.0,
+                prob,
+                2,
+                Segmentation::Whitespace,
+                &mut out,
+            )?;
         }
         Some("test") => {
             let k = a.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
-            let m = classifier::test_file(Path::new(a[2]), Path::new(a[3]), k, 0.0)?;
+            let m = classifier::test_file(
+                Path::new(a[2]),
+                Path::new(a[3]),
+                k,
+                0.0,
+                Segmentation::Whitespace,
+            )?;
             print!("{}", m.general_metrics(k));
         }
         Some("train") => {
@@ -39,7 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 loss: a[11].parse()?,
                 ..Args::default()
             };
-            let r = classifier::train_file(Path::new(a[2]), Path::new(a[3]), &args)?;
+            let r = classifier::train_file(
+                Path::new(a[2]),
+                Path::new(a[3]),
+                &args,
+                Segmentation::Whitespace,
+            )?;
             eprintln!("{}", serde_json::to_string(&r)?);
         }
         _ => return Err("usage: classifier predict|test|train ...".into()),

@@ -25,7 +25,10 @@ impl ClassifierBench {
         ClassifierBench {
             f1_math: runs.iter().map(|r| r.f1_math).sum::<f64>() / n,
             train_s: runs.iter().map(|r| r.train_s).fold(f64::INFINITY, f64::min),
-            predict_docs_per_s: runs.iter().map(|r| r.predict_docs_per_s).fold(0.0, f64::max),
+            predict_docs_per_s: runs
+                .iter()
+                .map(|r| r.predict_docs_per_s)
+                .fold(0.0, f64::max),
             model_bytes: runs.iter().map(|r| r.model_bytes).max().unwrap_or(0),
             threads: runs.first().map_or(0, |r| r.threads),
         }

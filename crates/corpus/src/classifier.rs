@@ -1,15 +1,41 @@
 //! File-level classifier operations behind `reasonlab classifier train | test | predict`,
 //! with fastText's output formats so scripts written for fastText keep working.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 use crate::fasttext::meter::fmt_g;
 use crate::fasttext::{Args, FastText, FastTextError, Meter, Scratch, TrainReport};
+use crate::segment::Segmentation;
 
-/// Train on `input` and save fastText `.bin` to `output`.
-pub fn train_file(input: &Path, output: &Path, args: &Args) -> Result<TrainReport, FastTextError> {
-    let (model, report) = crate::fasttext::train(input, args)?;
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> FastTextError + '_ {
+    move |source| FastTextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Train on `input` and save fastText `.bin` to `output`. With a segmentation other than
+/// whitespace, the input is segmented line by line into a temporary file beside `output`
+/// first (training threads seek into the file, as fastText's do).
+pub fn train_file(
+    input: &Path,
+    output: &Path,
+    args: &Args,
+    segmentation: Segmentation,
+) -> Result<TrainReport, FastTextError> {
+    if segmentation == Segmentation::Whitespace {
+        let (model, report) = crate::fasttext::train(input, args)?;
+        model.save(output)?;
+        return Ok(report);
+    }
+    let text = std::fs::read(input).map_err(io_err(input))?;
+    let text = String::from_utf8_lossy(&text);
+    let tmp = output.with_extension("segmented.tmp");
+    std::fs::write(&tmp, segmentation.apply_lines(&text).as_bytes()).map_err(io_err(&tmp))?;
+    let trained = crate::fasttext::train(&tmp, args);
+    let _ = std::fs::remove_file(&tmp);
+    let (model, report) = trained?;
     model.save(output)?;
     Ok(report)
 }
@@ -31,9 +57,17 @@ pub fn test_file(
     input: &Path,
     k: usize,
     threshold: f32,
+    segmentation: Segmentation,
 ) -> Result<Meter, FastTextError> {
     let m = FastText::load(model)?;
-    m.test(open(input)?, k, threshold)
+    if segmentation == Segmentation::Whitespace {
+        return m.test(open(input)?, k, threshold);
+    }
+    let mut text = Vec::new();
+    open(input)?.read_to_end(&mut text).map_err(io_err(input))?;
+    let text = String::from_utf8_lossy(&text);
+    let segmented = segmentation.apply_lines(&text);
+    m.test(std::io::Cursor::new(segmented.as_bytes()), k, threshold)
 }
 
 /// Format one line's predictions as `fasttext predict[-prob]` does.
@@ -55,6 +89,7 @@ pub fn format_predictions(model: &FastText, preds: &[(f32, i32)], prob: bool, ou
 
 /// `fasttext predict[-prob] MODEL FILE k threshold`, on `threads` threads; output lines stay
 /// in input order. Returns the number of lines.
+#[allow(clippy::too_many_arguments)]
 pub fn predict_file(
     model: &Path,
     input: &Path,
@@ -62,6 +97,7 @@ pub fn predict_file(
     threshold: f32,
     prob: bool,
     threads: usize,
+    segmentation: Segmentation,
     out: &mut impl Write,
 ) -> Result<u64, FastTextError> {
     let m = FastText::load(model)?;
@@ -96,7 +132,14 @@ pub fn predict_file(
                         let mut text = String::new();
                         for line in lines {
                             let eos = line.last() == Some(&b'\n');
-                            let preds = m.predict_bytes(line, eos, k, threshold, &mut scratch);
+                            // Invalid UTF-8 is predicted on its raw bytes, as fastText does.
+                            let segmented =
+                                std::str::from_utf8(line).map(|t| segmentation.apply(t));
+                            let bytes = match &segmented {
+                                Ok(t) => t.as_bytes(),
+                                Err(_) => &line[..],
+                            };
+                            let preds = m.predict_bytes(bytes, eos, k, threshold, &mut scratch);
                             format_predictions(m, &preds, prob, &mut text);
                         }
                         text

@@ -19,6 +19,7 @@ use reasonlab_text::ngram::hash64;
 use crate::fasttext::{Args, FastText, FastTextError, Loss, Scratch};
 use crate::reader::{self, Document, Format, ReadLimits, ReadStats};
 use crate::rng::Rng;
+use crate::segment::Segmentation;
 
 /// `recall.toml`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -78,6 +79,9 @@ pub struct ClassifierConfig {
     pub bucket: i32,
     pub thread: i32,
     pub loss: Loss,
+    /// Word segmentation before features, for training and scoring alike ("whitespace", as
+    /// fastText, or "jieba" for Chinese pages).
+    pub segmentation: Segmentation,
 }
 
 impl Default for ClassifierConfig {
@@ -92,6 +96,7 @@ impl Default for ClassifierConfig {
             bucket: a.bucket,
             thread: 2,
             loss: a.loss,
+            segmentation: Segmentation::Whitespace,
         }
     }
 }
@@ -313,14 +318,15 @@ pub fn train_round(cfg: &RecallConfig, round: usize) -> Result<PathBuf, RecallEr
         let j = i + rng.below((idx.len() - i) as u64) as usize;
         idx.swap(i, j);
     }
+    let seg = cfg.classifier.segmentation;
     let mut lines: Vec<String> = pos
         .iter()
-        .map(|d| format!("__label__math {}", one_line(&d.text)))
+        .map(|d| format!("__label__math {}", one_line(&seg.apply(&d.text))))
         .collect();
     lines.extend(
         idx[..want]
             .iter()
-            .map(|&i| format!("__label__other {}", one_line(&negs[i].text))),
+            .map(|&i| format!("__label__other {}", one_line(&seg.apply(&negs[i].text)))),
     );
     for i in (1..lines.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
@@ -367,7 +373,11 @@ pub fn score_round(cfg: &RecallConfig, round: usize, shard: Shard) -> Result<Pat
                 return;
             }
             let score = model
-                .prob_of(&d.text, "__label__math", &mut scratch)
+                .prob_of(
+                    &cfg.classifier.segmentation.apply(&d.text),
+                    "__label__math",
+                    &mut scratch,
+                )
                 .unwrap_or(0.0);
             let s = Scored {
                 id: d.id,

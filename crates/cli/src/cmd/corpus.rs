@@ -10,7 +10,14 @@ use reasonlab_corpus::dedup::{DedupConfig, KeepPolicy, dedup};
 use reasonlab_corpus::fasttext::{Args, Loss};
 use reasonlab_corpus::reader::{self, Document, Format, ReadLimits, ReadStats};
 use reasonlab_corpus::recall::{self, RecallConfig, Shard};
+use reasonlab_corpus::segment::Segmentation;
 use reasonlab_corpus::{bench, classifier};
+
+/// clap value parser for the library's serde-named enums (`drop-document` = `drop_document`).
+fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
+        .map_err(|e| e.to_string())
+}
 
 #[derive(clap::Subcommand)]
 pub enum ClassifierCommand {
@@ -59,6 +66,10 @@ pub struct TrainArgs {
     seed: i32,
     #[arg(long, default_value = "__label__")]
     label: String,
+    /// Word segmentation before features: whitespace (fastText's) or jieba (Chinese words cut,
+    /// other text untouched). A model trained with jieba needs it at test / predict time too.
+    #[arg(long, default_value = "whitespace")]
+    segment: Segmentation,
 }
 
 #[derive(clap::Args)]
@@ -70,6 +81,10 @@ pub struct TestArgs {
     k: usize,
     #[arg(default_value_t = 0.0)]
     threshold: f32,
+    /// Word segmentation before features: whitespace (fastText's) or jieba (Chinese words cut,
+    /// other text untouched). A model trained with jieba needs it at test / predict time too.
+    #[arg(long, default_value = "whitespace")]
+    segment: Segmentation,
 }
 
 #[derive(clap::Args)]
@@ -86,6 +101,10 @@ pub struct PredictArgs {
     prob: bool,
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Word segmentation before features: whitespace (fastText's) or jieba (Chinese words cut,
+    /// other text untouched). A model trained with jieba needs it at test / predict time too.
+    #[arg(long, default_value = "whitespace")]
+    segment: Segmentation,
 }
 
 pub fn run_classifier(cmd: ClassifierCommand) -> anyhow::Result<()> {
@@ -116,14 +135,14 @@ pub fn run_classifier(cmd: ClassifierCommand) -> anyhow::Result<()> {
                 } else {
                     args.bucket
                 });
-            let r = classifier::train_file(&a.input, &a.output, &args)?;
+            let r = classifier::train_file(&a.input, &a.output, &args, a.segment)?;
             eprintln!(
                 "Read {} tokens; {} words, {} labels; {} examples in {:.1}s; loss {:.4}",
                 r.tokens, r.words, r.labels, r.examples, r.seconds, r.loss
             );
         }
         ClassifierCommand::Test(a) => {
-            let m = classifier::test_file(&a.model, &a.input, a.k, a.threshold)?;
+            let m = classifier::test_file(&a.model, &a.input, a.k, a.threshold, a.segment)?;
             print!("{}", m.general_metrics(a.k));
         }
         ClassifierCommand::Predict(a) => {
@@ -135,6 +154,7 @@ pub fn run_classifier(cmd: ClassifierCommand) -> anyhow::Result<()> {
                 a.threshold,
                 a.prob,
                 a.threads,
+                a.segment,
                 &mut out,
             )?;
         }
@@ -151,8 +171,8 @@ pub enum CurateCommand {
         #[arg(long)]
         output: PathBuf,
         /// warc, wet or jsonl; guessed from each name by default.
-        #[arg(long)]
-        format: Option<String>,
+        #[arg(long, value_parser = serde_enum::<Format>)]
+        format: Option<Format>,
     },
     /// Exact (URL, normalised text) and MinHash LSH near-duplicate removal.
     Dedup {
@@ -164,8 +184,8 @@ pub enum CurateCommand {
         #[arg(long)]
         clusters: Option<PathBuf>,
         /// first or longest.
-        #[arg(long, default_value = "first")]
-        keep: String,
+        #[arg(long, default_value = "first", value_parser = serde_enum::<KeepPolicy>)]
+        keep: KeepPolicy,
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -179,8 +199,8 @@ pub enum CurateCommand {
         #[arg(long, default_value = "../shared/data")]
         benchmarks: Vec<PathBuf>,
         /// drop-document or drop-segment.
-        #[arg(long, default_value = "drop-document")]
-        action: String,
+        #[arg(long, default_value = "drop-document", value_parser = serde_enum::<Action>)]
+        action: Action,
         #[arg(long, default_value_t = 10)]
         ngram: usize,
         /// Write the report (which benchmark items were hit) as JSON here.
@@ -250,13 +270,7 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             output,
             format,
         } => {
-            let fixed = match format.as_deref() {
-                None => None,
-                Some("warc") => Some(Format::Warc),
-                Some("wet") => Some(Format::Wet),
-                Some("jsonl") => Some(Format::Jsonl),
-                Some(f) => anyhow::bail!("unknown format {f:?}: expected warc, wet or jsonl"),
-            };
+            let fixed = format;
             let mut w = std::io::BufWriter::new(
                 std::fs::File::create(&output).with_context(|| output.display().to_string())?,
             );
@@ -291,11 +305,6 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             keep,
             threads,
         } => {
-            let keep = match keep.as_str() {
-                "first" => KeepPolicy::First,
-                "longest" => KeepPolicy::Longest,
-                k => anyhow::bail!("unknown keep policy {k:?}: expected first or longest"),
-            };
             let (docs, stats) = read_jsonl_docs(&input)?;
             report_stats(&stats);
             let r = dedup(
@@ -336,11 +345,6 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             ngram,
             report,
         } => {
-            let action = match action.as_str() {
-                "drop-document" => Action::DropDocument,
-                "drop-segment" => Action::DropSegment,
-                a => anyhow::bail!("unknown action {a:?}: expected drop-document or drop-segment"),
-            };
             let mut d = Decontaminator::new(DecontamConfig {
                 n: ngram,
                 action,
