@@ -137,17 +137,24 @@ pub fn grpo_loss(s: &LossSettings, x: LossInputs) -> (Tensor<1>, LossStats) {
         LossAgg::TokenMean => (per_token * mask.clone()).sum() / tokens.max(1.0),
         LossAgg::Constant => (per_token * mask.clone()).sum() / (rows * x.max_len.max(1) as f32),
     };
-    // Clip fractions as TRL reports them: low = ρ < 1−ε with Â < 0, high = ρ > 1+ε with Â > 0.
+    // Clip fractions as TRL reports them: low = ρ < 1−ε with Â < 0, high = ρ > 1+ε with Â > 0;
+    // over tokens, or over completions when there is one ratio per completion.
+    let frac = |x: Tensor<2>| match s.ratio {
+        RatioLevel::Token => masked_mean(x, &mask),
+        RatioLevel::Sequence => {
+            ((x * mask.clone()).sum_dim(1) / mask.clone().sum_dim(1).clamp_min(1.0)).mean()
+        }
+    };
     let r = ratio.detach();
     let a = adv;
     let low = r.clone().lower_elem(lo).float() * a.clone().lower_elem(0.0).float();
     let high = r.clone().greater_elem(hi).float() * a.greater_elem(0.0).float();
     let scalar = |t: Tensor<1>| t.try_into_scalar::<f32>().unwrap_or(f32::NAN);
     let stats = LossStats {
-        clip_low: scalar(masked_mean(low, &mask)),
-        clip_high: scalar(masked_mean(high, &mask)),
+        clip_low: scalar(frac(low)),
+        clip_high: scalar(frac(high)),
         kl: kl_value,
-        ratio_mean: scalar(masked_mean(r, &mask)),
+        ratio_mean: scalar(frac(r)),
     };
     (loss, stats)
 }

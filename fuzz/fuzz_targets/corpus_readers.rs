@@ -1,0 +1,21 @@
+//! WARC/WET, JSONL and HTML parsing on arbitrary bytes: never panic, and every document
+//! delivered is counted. Run with `cargo +nightly fuzz run corpus_readers`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use reasonlab_corpus::reader::{self, ReadLimits};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = ReadLimits {
+        max_line_bytes: 1 << 16,
+        max_record_bytes: 1 << 20,
+    };
+    let mut n = 0u64;
+    let s = reader::warc::read(data, "fuzz", limits, &mut |_| n += 1);
+    assert_eq!(s.documents, n);
+    let mut n = 0u64;
+    let fields = reader::jsonl::Fields::default();
+    let s = reader::jsonl::read(data, "fuzz", &fields, limits, &mut |_| n += 1);
+    assert_eq!(s.documents, n);
+    let _ = reader::html_to_text(&String::from_utf8_lossy(data));
+});
