@@ -163,6 +163,14 @@ fn grpo_runs_checkpoints_and_resumes_exactly() {
     run(&write_config(2, dir.path()), false);
     run(&write_config(3, dir.path()), true);
     run(&write_config(3, straight.path()), false);
+    for f in [
+        "reward_and_accuracy.png",
+        "mean_response_length.png",
+        "report.html",
+    ] {
+        let p = dir.path().join("run/plots").join(f);
+        assert!(p.exists(), "{} missing", p.display());
+    }
     let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     let steps: Vec<u64> = metrics
         .lines()

@@ -28,6 +28,8 @@ fn quick_demo_improves_pass_at_1_and_writes_its_files() {
         "completions.jsonl",
         "plots/report.html",
         "plots/reward.svg",
+        "plots/reward.png",
+        "plots/length.png",
         "model/config.json",
         "model/tokenizer.json",
     ] {

@@ -70,7 +70,10 @@ fn loss_gradient_and_metrics_match_trl() {
         );
         let value = loss.clone().try_into_scalar::<f32>().unwrap();
         let want = case["loss"].as_f64().unwrap();
-        assert!(close(value, want, 1e-5), "{name}: loss {value} vs TRL {want}");
+        assert!(
+            close(value, want, 1e-5),
+            "{name}: loss {value} vs TRL {want}"
+        );
         let grads = loss.backward();
         let g = logp.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
         let want_g: Vec<Vec<f64>> = serde_json::from_value(case["grad"].clone()).unwrap();

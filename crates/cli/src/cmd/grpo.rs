@@ -195,5 +195,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     bar.finish();
+    drop(metrics);
+    // DeepSeek-R1 Figure 3's two panels, then the training diagnostics.
+    runcfg::write_curves(
+        &out,
+        "GRPO",
+        &[
+            ("reward and accuracy", &["reward_mean", "accuracy"]),
+            ("mean response length", &["completion_len_mean"]),
+            ("KL and clip fractions", &["kl", "clip_low", "clip_high"]),
+            ("policy entropy", &["entropy"]),
+        ],
+    )?;
     Ok(())
 }
