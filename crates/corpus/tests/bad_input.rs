@@ -213,4 +213,10 @@ fn parsers_survive_random_mutations() {
         }
         let _ = FastText::from_bytes(&b);
     }
+    // Inputs the cargo-fuzz targets found (each once panicked), kept as regressions.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(FastText::from_bytes(&bytes).is_err());
+    }
 }

@@ -409,7 +409,11 @@ impl Dictionary {
         dict.nlabels = r.i32("dictionary nlabels")?;
         dict.ntokens = r.i64("dictionary ntokens")?;
         dict.pruneidx_size = r.i64("dictionary pruneidx_size")?;
-        if size < 0 || dict.nwords < 0 || dict.nlabels < 0 || dict.nwords + dict.nlabels != size {
+        if size < 0
+            || dict.nwords < 0
+            || dict.nlabels < 0
+            || dict.nwords.checked_add(dict.nlabels) != Some(size)
+        {
             return Err(FastTextError::corrupt(format!(
                 "dictionary sizes disagree: size {size}, nwords {}, nlabels {}",
                 dict.nwords, dict.nlabels

@@ -152,7 +152,7 @@ impl QuantMatrix {
         }
         let codes = r.u8_vec(codesize as usize, "codes")?;
         let pq = ProductQuantizer::load(r)?;
-        if pq.dim != n as usize || codes.len() != m as usize * pq.nsubq {
+        if pq.dim != n as usize || (m as usize).checked_mul(pq.nsubq) != Some(codes.len()) {
             return Err(FastTextError::corrupt(format!(
                 "quantized matrix {m} x {n} does not fit {} codes of {} sub-quantizers",
                 codes.len(),
