@@ -65,6 +65,18 @@ pub enum PadSide {
 }
 
 impl TokenBatch {
+    /// Rows `start..end` as a batch of their own.
+    pub fn rows(&self, start: usize, end: usize) -> TokenBatch {
+        let (a, z) = (start * self.t, end * self.t);
+        TokenBatch {
+            ids: self.ids[a..z].to_vec(),
+            positions: self.positions[a..z].to_vec(),
+            padding: self.padding[a..z].to_vec(),
+            b: end - start,
+            t: self.t,
+        }
+    }
+
     /// (b, t − 1) row-major: 1 where the target of a log-prob column is a real token, 0 where it
     /// is padding or the first token of a packed example (position 0 cannot be predicted from
     /// the example before it).
@@ -569,6 +581,17 @@ impl Model {
         Self {
             net: self.net.valid(),
             device: self.device.clone().without_autodiff(),
+            ..self.clone()
+        }
+    }
+
+    /// A copy for another worker thread: same weights (shared, not copied), same parameter ids,
+    /// but fresh autodiff leaves, so its backward pass runs in a graph of its own instead of
+    /// merging into (and serialising behind) the original's. Gradients of the copy, keyed by
+    /// parameter id, can be accumulated with the original's (data-parallel training).
+    pub fn fork(&self) -> Self {
+        Self {
+            net: self.net.clone().fork(&self.device),
             ..self.clone()
         }
     }

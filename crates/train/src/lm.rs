@@ -4,6 +4,8 @@ use reasonlab_model::burn::optim::{GradientsAccumulator, GradientsParams};
 use reasonlab_model::tensor::{Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, TokenBatch};
 
+use rayon::prelude::*;
+
 use crate::optim::AdamW;
 
 /// (b, t − 1) host mask of the targets [`TokenBatch::target_weights`] keeps and, when `loss_mask` is given (row-major (b, t − 1)), marked 1 there (e.g.
@@ -60,9 +62,42 @@ pub struct MicroBatch<'a> {
     pub loss_mask: Option<&'a [f32]>,
 }
 
+/// Worker threads for data-parallel gradient computation: rayon's thread count (the
+/// `RAYON_NUM_THREADS` environment variable, else the cores), which the tensor kernels use too.
+pub fn data_parallel_threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Owned micro-batch pieces: each of `micro` split by rows so that there are at least
+/// `workers` pieces when the rows allow it (one batch on two cores becomes two half batches).
+fn shard(micro: &[MicroBatch<'_>], workers: usize) -> Vec<(TokenBatch, Option<Vec<f32>>)> {
+    let per = workers.div_ceil(micro.len().max(1)).max(1);
+    let mut out = Vec::new();
+    for m in micro {
+        let b = m.batch.b;
+        let k = per.min(b).max(1);
+        let w = m.batch.t.saturating_sub(1);
+        for i in 0..k {
+            let (lo, hi) = (i * b / k, (i + 1) * b / k);
+            if lo == hi {
+                continue;
+            }
+            let mask = m.loss_mask.map(|l| l[lo * w..hi * w].to_vec());
+            out.push((m.batch.rows(lo, hi), mask));
+        }
+    }
+    out
+}
+
 /// One optimiser step over several micro-batches with gradient accumulation. The loss is the
 /// mean NLL over all their targets (token-weighted, so the split into micro-batches does not
 /// change it). A non-finite loss leaves the model untouched. Returns `(loss, applied)`.
+///
+/// The micro-batches are spread over [`data_parallel_threads`] workers, each with its own
+/// [`Model::fork`] (shared weights, separate autodiff graph) and split by rows when there are
+/// fewer micro-batches than workers; the gradients are summed by parameter id. burn's CPU
+/// kernels leave most of a small model's step on one core (a second core made the benchmark
+/// step only 10% faster), so this is where the second core earns its keep.
 pub fn accumulated_step(
     model: &mut Model,
     optim: &mut AdamW,
@@ -73,20 +108,46 @@ pub fn accumulated_step(
     for m in micro {
         total += target_weights(m.batch, m.loss_mask)?.1;
     }
+    let workers = data_parallel_threads();
+    let pieces = shard(micro, workers);
+    let workers = workers.min(pieces.len()).max(1);
+    // Worker w takes pieces w, w + workers, ...; each returns (grads, loss share).
+    let run = |w: usize, model: &Model| -> Result<(Option<GradientsParams>, f32), ModelError> {
+        let mut accum = GradientsAccumulator::new();
+        let (mut value, mut any) = (0f32, false);
+        for (batch, mask) in pieces.iter().skip(w).step_by(workers) {
+            let (sum, count) = masked_nll_sum(model, batch, mask.as_deref())?;
+            if count == 0 {
+                continue;
+            }
+            let loss = sum.div_scalar(total as f32);
+            value += loss
+                .clone()
+                .try_into_scalar::<f32>()
+                .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+            let grads = loss.backward();
+            accum.accumulate(&model.net, GradientsParams::from_grads(grads, &model.net));
+            any = true;
+        }
+        Ok((any.then(|| accum.grads()), value))
+    };
+    // Workers run inside rayon's pool, so the kernels' own parallel loops are stolen by idle
+    // pool threads instead of oversubscribing the cores.
+    let forks: Vec<Model> = (1..workers).map(|_| model.fork()).collect();
+    let models: Vec<&Model> = std::iter::once(&*model).chain(forks.iter()).collect();
+    let results: Vec<Result<(Option<GradientsParams>, f32), ModelError>> = models
+        .par_iter()
+        .enumerate()
+        .map(|(w, m)| run(w, m))
+        .collect();
     let mut accum = GradientsAccumulator::new();
     let mut value = 0f32;
-    for m in micro {
-        let (sum, count) = masked_nll_sum(model, m.batch, m.loss_mask)?;
-        if count == 0 {
-            continue;
+    for r in results {
+        let (grads, v) = r?;
+        value += v;
+        if let Some(g) = grads {
+            accum.accumulate(&model.net, g);
         }
-        let loss = sum.div_scalar(total as f32);
-        value += loss
-            .clone()
-            .try_into_scalar::<f32>()
-            .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-        let grads = loss.backward();
-        accum.accumulate(&model.net, GradientsParams::from_grads(grads, &model.net));
     }
     if !value.is_finite() {
         return Ok((value, false));
@@ -106,20 +167,19 @@ pub fn causal_lm_loss(
     Ok(sum.div_scalar(count.max(1) as f32))
 }
 
-/// One optimiser step of causal-LM training; returns the loss before the step.
+/// One optimiser step of causal-LM training ([`accumulated_step`] on one batch, so it is
+/// data-parallel too); returns the loss before the step.
 pub fn lm_train_step(
     model: Model,
     batch: &TokenBatch,
     optim: &mut AdamW,
     lr: f64,
 ) -> Result<(Model, f32), ModelError> {
-    let loss = causal_lm_loss(&model, batch, None)?;
-    let value = loss
-        .clone()
-        .try_into_scalar::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-    let grads = loss.backward();
     let mut model = model;
-    model.net = optim.step(lr, model.net, grads);
+    let micro = [MicroBatch {
+        batch,
+        loss_mask: None,
+    }];
+    let (value, _) = accumulated_step(&mut model, optim, lr, &micro)?;
     Ok((model, value))
 }

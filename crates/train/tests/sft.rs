@@ -269,6 +269,57 @@ fn accumulating_micro_batches_equals_one_big_batch() {
     );
 }
 
+/// The step on one worker equals the step on three (rows split 2/2/1 over forked models whose
+/// gradients are summed by parameter id), and both run in rayon pools of those sizes.
+#[test]
+fn data_parallel_workers_give_the_single_worker_update() {
+    let device = Device::flex().autodiff();
+    let ex = examples();
+    let one: Vec<Vec<&Encoded>> = ex.iter().map(|e| vec![e]).collect();
+    let all = batch_rows(&one, 0);
+    let settings = AdamWSettings {
+        lr: 1e-2,
+        eps: 1.0,
+        ..Default::default()
+    };
+    let step = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            assert_eq!(reasonlab_train::lm::data_parallel_threads(), threads);
+            let mut m = model(&device);
+            let mut o = AdamW::new(settings.clone());
+            let (loss, applied) = accumulated_step(
+                &mut m,
+                &mut o,
+                1e-2,
+                &[MicroBatch {
+                    batch: &all.batch,
+                    loss_mask: Some(&all.loss_mask),
+                }],
+            )
+            .unwrap();
+            assert!(applied);
+            (loss, weights(&m))
+        })
+    };
+    let (l1, w1) = step(1);
+    let (l3, w3) = step(3);
+    assert!((l1 - l3).abs() < 1e-5, "{l1} vs {l3}");
+    let worst = w1
+        .iter()
+        .zip(&w3)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "weights differ by {worst}");
+    assert!(
+        w1 != weights(&model(&Device::flex())),
+        "the step changed nothing"
+    );
+}
+
 fn settings() -> SftSettings {
     SftSettings {
         epochs: 2,
