@@ -21,6 +21,7 @@ pub use advantage::{Scaling, StepRewards, outcome_advantages, process_advantages
 pub use loss::{LossAgg, LossInputs, LossSettings, LossStats, RatioLevel, grpo_loss};
 
 use crate::optim::{AdamW, AdamWSettings};
+use rayon::prelude::*;
 use reasonlab_model::burn::optim::{GradientsAccumulator, GradientsParams};
 
 /// Published recipes.
@@ -253,6 +254,27 @@ pub struct GrpoTrainer<'a> {
     bad_steps: usize,
 }
 
+/// One micro-batch of a GRPO update: (b, l) completion mask and advantages, the old and
+/// reference log-probs when needed, and its rows.
+struct Micro {
+    mask: Tensor<2>,
+    adv: Tensor<2>,
+    old_logp: Option<Tensor<2>>,
+    ref_logp: Option<Tensor<2>>,
+    batch: TokenBatch,
+    /// Completion tokens in the loss.
+    tokens: usize,
+}
+
+/// What one data-parallel worker brings back from an inner update.
+struct WorkerOut {
+    accum: GradientsAccumulator<reasonlab_model::CausalLm>,
+    any: bool,
+    value: f32,
+    stats: LossStats,
+    entropy: f32,
+}
+
 fn tensor(values: Vec<f32>, b: usize, l: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [b, l]), device)
 }
@@ -419,15 +441,19 @@ impl<'a> GrpoTrainer<'a> {
         let pad = self.tokenizer.pad_id();
         let max_len = spans.iter().map(|x| x.1).max().unwrap_or(1);
         let device = self.policy.device().clone();
-        // Micro-batches of rows, each padded to its own longest sequence.
+        // Micro-batches of rows, each padded to its own longest sequence; at least one per
+        // data-parallel worker (the loss is normalised by whole-batch totals, so the split does
+        // not change the update).
         let rows_total = seqs.len();
+        let workers = crate::lm::data_parallel_threads();
         let chunk = match s.micro_batch_size {
             0 => rows_total.max(1),
             m => m,
-        };
-        let mut micro = Vec::new();
-        let mut tokens_total = 0usize;
-        for start in (0..rows_total).step_by(chunk) {
+        }
+        .min(rows_total.div_ceil(workers).max(1));
+        let starts: Vec<usize> = (0..rows_total).step_by(chunk).collect();
+        let reference = self.reference.as_ref();
+        let build = |start: usize| -> Result<Micro, GrpoError> {
             let end = (start + chunk).min(rows_total);
             let batch = TokenBatch::pad(&seqs[start..end], pad, PadSide::Right);
             let (b, l) = (batch.b, batch.t - 1);
@@ -445,79 +471,117 @@ impl<'a> GrpoTrainer<'a> {
                     adv[at] = advantages[start + row] as f32;
                 }
             }
-            tokens_total += mask.iter().filter(|&&m| m > 0.0).count();
+            let tokens = mask.iter().filter(|&&m| m > 0.0).count();
             let old_logp = if s.mu > 1 {
                 Some(actor.token_logprobs(&batch)?.to_device(&device))
             } else {
                 None
             };
-            let ref_logp = match &self.reference {
+            let ref_logp = match reference {
                 Some(r) => Some(r.token_logprobs(&batch)?.to_device(&device)),
                 None => None,
             };
-            micro.push((
-                tensor(mask, b, l, &device),
-                tensor(adv, b, l, &device),
+            Ok(Micro {
+                mask: tensor(mask, b, l, &device),
+                adv: tensor(adv, b, l, &device),
                 old_logp,
                 ref_logp,
                 batch,
-            ));
-        }
+                tokens,
+            })
+        };
+        let micro: Vec<Micro> = starts
+            .par_iter()
+            .map(|&start| build(start))
+            .collect::<Result<_, _>>()?;
+        let tokens_total: usize = micro.iter().map(|m| m.tokens).sum();
         let totals = Some((rows_total, tokens_total));
         let lr = s.optim.lr_at(self.step, s.steps);
         let train_start = Instant::now();
         let mut last = (0.0f32, LossStats::default());
         let mut skipped = false;
         let mut entropy = 0f32;
+        let workers = workers.min(micro.len()).max(1);
         for inner in 0..s.mu {
+            // Worker w takes micro-batches w, w + workers, … with its own fork of the policy.
+            let run = |w: usize, policy: &Model| -> Result<WorkerOut, GrpoError> {
+                let mut out = WorkerOut {
+                    accum: GradientsAccumulator::new(),
+                    any: false,
+                    value: 0.0,
+                    stats: LossStats::default(),
+                    entropy: 0.0,
+                };
+                for m in micro.iter().skip(w).step_by(workers) {
+                    let logp = if inner == 0 {
+                        let (logp, ent) = policy.token_logprobs_with_entropy(&m.batch)?;
+                        out.entropy += (ent * m.mask.clone())
+                            .sum()
+                            .try_into_scalar::<f32>()
+                            .unwrap_or(f32::NAN)
+                            / tokens_total.max(1) as f32;
+                        logp
+                    } else {
+                        policy.token_logprobs(&m.batch)?
+                    };
+                    let old = match &m.old_logp {
+                        Some(o) => o.clone(),
+                        None => logp.clone().detach(),
+                    };
+                    let (loss, st) = grpo_loss(
+                        &s.loss,
+                        LossInputs {
+                            logp,
+                            old_logp: old,
+                            ref_logp: m.ref_logp.clone(),
+                            advantages: m.adv.clone(),
+                            mask: m.mask.clone(),
+                            max_len,
+                            totals,
+                        },
+                    );
+                    let v = loss
+                        .clone()
+                        .try_into_scalar::<f32>()
+                        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+                    out.value += v;
+                    // Token-weighted statistics over the micro-batches.
+                    let wt = m.tokens as f32 / tokens_total.max(1) as f32;
+                    out.stats.clip_low += st.clip_low * wt;
+                    out.stats.clip_high += st.clip_high * wt;
+                    out.stats.kl += st.kl * wt;
+                    out.stats.ratio_mean += st.ratio_mean * wt;
+                    if v.is_finite() {
+                        let grads = loss.backward();
+                        out.accum.accumulate(
+                            &policy.net,
+                            GradientsParams::from_grads(grads, &policy.net),
+                        );
+                        out.any = true;
+                    }
+                }
+                Ok(out)
+            };
+            let forks: Vec<Model> = (1..workers).map(|_| self.policy.fork()).collect();
+            let policies: Vec<&Model> =
+                std::iter::once(&self.policy).chain(forks.iter()).collect();
+            let outs: Vec<WorkerOut> = policies
+                .par_iter()
+                .enumerate()
+                .map(|(w, p)| run(w, p))
+                .collect::<Result<_, _>>()?;
             let mut accum = GradientsAccumulator::new();
             let mut value = 0f32;
             let mut stats = LossStats::default();
-            for (mask_t, adv_t, old_logp, ref_logp, batch) in &micro {
-                let logp = if inner == 0 {
-                    let (logp, ent) = self.policy.token_logprobs_with_entropy(batch)?;
-                    entropy += (ent * mask_t.clone())
-                        .sum()
-                        .try_into_scalar::<f32>()
-                        .unwrap_or(f32::NAN)
-                        / tokens_total.max(1) as f32;
-                    logp
-                } else {
-                    self.policy.token_logprobs(batch)?
-                };
-                let old = match old_logp {
-                    Some(o) => o.clone(),
-                    None => logp.clone().detach(),
-                };
-                let (loss, st) = grpo_loss(
-                    &s.loss,
-                    LossInputs {
-                        logp,
-                        old_logp: old,
-                        ref_logp: ref_logp.clone(),
-                        advantages: adv_t.clone(),
-                        mask: mask_t.clone(),
-                        max_len,
-                        totals,
-                    },
-                );
-                value += loss
-                    .clone()
-                    .try_into_scalar::<f32>()
-                    .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-                // Token-weighted statistics over the micro-batches.
-                let w = mask_t.clone().sum().try_into_scalar::<f32>().unwrap_or(0.0)
-                    / tokens_total.max(1) as f32;
-                stats.clip_low += st.clip_low * w;
-                stats.clip_high += st.clip_high * w;
-                stats.kl += st.kl * w;
-                stats.ratio_mean += st.ratio_mean * w;
-                if value.is_finite() {
-                    let grads = loss.backward();
-                    accum.accumulate(
-                        &self.policy.net,
-                        GradientsParams::from_grads(grads, &self.policy.net),
-                    );
+            for mut o in outs {
+                value += o.value;
+                entropy += o.entropy;
+                stats.clip_low += o.stats.clip_low;
+                stats.clip_high += o.stats.clip_high;
+                stats.kl += o.stats.kl;
+                stats.ratio_mean += o.stats.ratio_mean;
+                if o.any {
+                    accum.accumulate(&self.policy.net, o.accum.grads());
                 }
             }
             if !value.is_finite() {
