@@ -563,8 +563,7 @@ impl<'a> GrpoTrainer<'a> {
                 Ok(out)
             };
             let forks: Vec<Model> = (1..workers).map(|_| self.policy.fork()).collect();
-            let policies: Vec<&Model> =
-                std::iter::once(&self.policy).chain(forks.iter()).collect();
+            let policies: Vec<&Model> = std::iter::once(&self.policy).chain(forks.iter()).collect();
             let outs: Vec<WorkerOut> = policies
                 .par_iter()
                 .enumerate()
