@@ -175,7 +175,7 @@ pub fn generate_with_seeds(
     prompts: &[Vec<u32>],
     n: usize,
     params: &SamplingParams,
-    rng_for: &dyn Fn(usize, usize) -> SeqRng,
+    rng_for: &(dyn Fn(usize, usize) -> SeqRng + Sync),
     on_tokens: &mut dyn FnMut(usize),
 ) -> Result<(Vec<Completion>, GenStats), GenerateError> {
     generate_streaming(
@@ -192,6 +192,11 @@ pub fn generate_with_seeds(
 
 /// Like [`generate_with_seeds`], also calling `on_token(prompt_index, sample_index, token_id)`
 /// for every sampled token as it is decoded (for streaming servers).
+///
+/// With several prompts and several rayon threads, the prompts are split into contiguous groups
+/// decoded concurrently (burn's CPU kernels keep a small model's decode step on one core, so
+/// this is where the other cores help). Outputs do not change — every sequence has its own
+/// random stream — and the callbacks still run on the calling thread, fed by a channel.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_streaming(
     model: &Model,
@@ -199,10 +204,88 @@ pub fn generate_streaming(
     prompts: &[Vec<u32>],
     n: usize,
     params: &SamplingParams,
-    rng_for: &dyn Fn(usize, usize) -> SeqRng,
+    rng_for: &(dyn Fn(usize, usize) -> SeqRng + Sync),
     on_tokens: &mut dyn FnMut(usize),
     on_token: &mut dyn FnMut(usize, usize, u32),
 ) -> Result<(Vec<Completion>, GenStats), GenerateError> {
+    validate(model, prompts, params)?;
+    let workers = rayon::current_num_threads().min(prompts.len());
+    if workers <= 1 || n == 0 {
+        return generate_serial(
+            model, tokenizer, prompts, n, params, rng_for, on_tokens, on_token,
+        );
+    }
+    enum Event {
+        Tokens(usize),
+        Token(usize, usize, u32),
+    }
+    let start = Instant::now();
+    let groups: Vec<std::ops::Range<usize>> = (0..workers)
+        .map(|g| g * prompts.len() / workers..(g + 1) * prompts.len() / workers)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel::<Event>();
+    let results = std::thread::scope(|s| {
+        let handle = s.spawn(move || {
+            use rayon::prelude::*;
+            groups
+                .par_iter()
+                .map(|g| {
+                    let (progress, tokens) = (tx.clone(), tx.clone());
+                    let at = g.start;
+                    generate_serial(
+                        model,
+                        tokenizer,
+                        &prompts[g.clone()],
+                        n,
+                        params,
+                        &|p, j| rng_for(p + at, j),
+                        &mut |k| {
+                            let _ = progress.send(Event::Tokens(k));
+                        },
+                        &mut |p, j, t| {
+                            let _ = tokens.send(Event::Token(p + at, j, t));
+                        },
+                    )
+                    .map(|(mut done, stats)| {
+                        for c in &mut done {
+                            c.prompt_index += at;
+                        }
+                        (done, stats)
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        // Every sender is dropped when the workers finish, which ends this loop.
+        for event in rx {
+            match event {
+                Event::Tokens(k) => on_tokens(k),
+                Event::Token(p, j, t) => on_token(p, j, t),
+            }
+        }
+        handle.join()
+    })
+    .map_err(|_| {
+        GenerateError::Model(ModelError::Backend("a generation worker panicked".into()))
+    })?;
+    let mut out = Vec::with_capacity(prompts.len() * n);
+    let mut stats = GenStats::default();
+    for r in results {
+        let (done, st) = r?;
+        stats.new_tokens += st.new_tokens;
+        stats.prompt_tokens += st.prompt_tokens;
+        out.extend(done);
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    Ok((out, stats))
+}
+
+/// Empty prompts and prompts too long for the context are errors naming the prompt.
+fn validate(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+) -> Result<(), GenerateError> {
     params.validate()?;
     let max = model.config.max_position_embeddings;
     for (index, p) in prompts.iter().enumerate() {
@@ -220,6 +303,21 @@ pub fn generate_streaming(
         }
         model.check_input(p, p.len())?;
     }
+    Ok(())
+}
+
+/// [`generate_streaming`] on the calling thread, for validated prompts.
+#[allow(clippy::too_many_arguments)]
+fn generate_serial(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+    rng_for: &(dyn Fn(usize, usize) -> SeqRng + Sync),
+    on_tokens: &mut dyn FnMut(usize),
+    on_token: &mut dyn FnMut(usize, usize, u32),
+) -> Result<(Vec<Completion>, GenStats), GenerateError> {
     let start = Instant::now();
     let mut out = Vec::with_capacity(prompts.len() * n);
     let mut stats = GenStats::default();
@@ -258,7 +356,7 @@ fn generate_chunk(
     offset: usize,
     n: usize,
     params: &SamplingParams,
-    rng_for: &dyn Fn(usize, usize) -> SeqRng,
+    rng_for: &(dyn Fn(usize, usize) -> SeqRng + Sync),
     on_tokens: &mut dyn FnMut(usize),
     on_token: &mut dyn FnMut(usize, usize, u32),
 ) -> Result<Vec<Completion>, GenerateError> {

@@ -115,6 +115,57 @@ fn same_seed_same_output_regardless_of_batch() {
     assert_ne!(alone, diff);
 }
 
+/// Prompts split over concurrent workers give exactly the single-thread outputs, and the
+/// streaming callbacks still see every token once, on the calling thread.
+#[test]
+fn concurrent_prompt_groups_change_nothing() {
+    use reasonlab_generate::{SeqRng, generate_streaming};
+    let model = Model::load(&fixture("tiny-qwen2"), &Device::flex()).unwrap();
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 12,
+        seed: 5,
+        ..Default::default()
+    };
+    let prompts: Vec<Vec<u32>> = (0..7u32).map(|i| vec![3 + i, 4, 5 + 2 * i]).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut streamed = Vec::new();
+            let mut progress = 0;
+            let (out, stats) = generate_streaming(
+                &model,
+                None,
+                &prompts,
+                3,
+                &params,
+                &|p, j| SeqRng::new(5, p as u64, j as u64),
+                &mut |k| progress += k,
+                &mut |p, j, t| streamed.push((p, j, t)),
+            )
+            .unwrap();
+            assert_eq!(progress, stats.new_tokens);
+            assert_eq!(streamed.len(), stats.new_tokens);
+            // Each sample's streamed tokens, in order, are its completion.
+            for c in &out {
+                let got: Vec<u32> = streamed
+                    .iter()
+                    .filter(|(p, j, _)| (*p, *j) == (c.prompt_index, c.sample_index))
+                    .map(|x| x.2)
+                    .collect();
+                assert_eq!(got, c.token_ids);
+            }
+            out
+        })
+    };
+    let serial = run(1);
+    assert_eq!(serial.len(), 21);
+    assert_eq!(serial, run(3));
+}
+
 #[test]
 fn stop_tokens_and_strings_end_sequences() {
     let dir = fixture("tiny-qwen2");
