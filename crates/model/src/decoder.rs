@@ -220,14 +220,11 @@ impl Attention {
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
         let q = q.reshape([b, kv, n_rep * t, d]);
         let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, n_rep*t, s)
-        let scores = match mask {
-            Some(mask) => scores
-                .reshape([b, kv, n_rep, t, s])
-                .add(mask.clone())
-                .reshape([b, kv, n_rep * t, s]),
-            None => scores,
+        let probs = match mask {
+            // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernel.
+            Some(mask) => crate::fused::masked_softmax(scores, mask.clone().reshape([b, t, s])),
+            None => softmax(scores, 3),
         };
-        let probs = softmax(scores, 3);
         let out = probs.matmul(v); // (b, kv, n_rep*t, d)
         let out = out
             .reshape([b, h, t, d])

@@ -210,6 +210,18 @@ pub struct Scored {
 }
 
 impl WeightedSum {
+    /// A weighted sum of any rewards, including ones defined outside this crate (library
+    /// users' own reward functions): `(name, weight, reward)` in output order.
+    pub fn from_parts(
+        parts: Vec<(String, f64, Box<dyn Reward>)>,
+        not_applicable: NotApplicable,
+    ) -> Self {
+        Self {
+            parts,
+            not_applicable,
+        }
+    }
+
     /// Scores one sample with every reward.
     pub fn score_all(&self, sample: &Sample<'_>) -> Scored {
         let mut total = 0.0;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use reasonlab_model::Model;
 use reasonlab_model::tensor::Device;
-use reasonlab_reward::RewardConfig;
+use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, LossAgg, Preset, Task};
 
@@ -24,13 +24,22 @@ fn weights(m: &Model) -> Vec<f32> {
 #[test]
 fn micro_batches_give_the_whole_batch_update() {
     let tok = Tokenizer::from_dir(&fixture()).unwrap();
-    // Accuracy with the last-number fallback: random text sometimes ends in the right number.
-    let cfg = RewardConfig::from_toml(
-        "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\nfallback = \"last_number\"\n",
-    )
-    .unwrap();
-    let rewards = cfg.build();
-    let names = cfg.names();
+    // A custom reward that varies between completions whatever the random model writes (a
+    // byte checksum), so the advantages are never all zero.
+    struct Checksum;
+    impl Reward for Checksum {
+        fn name(&self) -> &str {
+            "checksum"
+        }
+        fn score(&self, sample: &Sample<'_>) -> Option<f64> {
+            Some((sample.completion.bytes().map(u64::from).sum::<u64>() % 7) as f64 / 7.0)
+        }
+    }
+    let rewards = WeightedSum::from_parts(
+        vec![("checksum".into(), 1.0, Box::new(Checksum))],
+        NotApplicable::Skip,
+    );
+    let names = vec!["checksum".to_string()];
     let tasks: Vec<Task> = (0..3)
         .map(|i| Task {
             id: i.to_string(),
