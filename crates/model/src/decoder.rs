@@ -7,7 +7,7 @@
 //! attention, softmax in f32, additive mask.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use reasonlab_core::rng::SplitMix64;
@@ -65,9 +65,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Normalise over the last dimension of a tensor of any rank.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let var = x.clone().square().mean_dim(D - 1); // (..., 1)
-        let x = x * (var + self.eps).sqrt().recip();
-        x * self.weight.val().unsqueeze::<D>()
+        crate::fused::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -244,8 +242,9 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj
+            .forward(crate::fused::swiglu(gate, self.up_proj.forward(x)))
     }
 }
 

@@ -9,14 +9,17 @@
 //! forward in one pass per row (the row stays in L1) and the backward
 //! `dx = y ⊙ (dy − Σ dy ⊙ y)` in another.
 //!
+//! The same holds, on smaller tensors, for SwiGLU (`silu(gate) · up`: sigmoid, two products and
+//! their gradients) and RMSNorm (square, mean, rsqrt, two products, and a gradient with a row
+//! reduction): [`swiglu`] and [`rms_norm`] do each direction in one pass.
+//!
 //! Other backends (wgpu, cuda) take the composed burn ops; the choice is made per call from
 //! the tensor's device, so the model code has one path.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::softmax;
@@ -31,103 +34,52 @@ pub trait FusedOps: Backend {
     /// row list, `bias`: (b, t, s) with `m` a multiple of `t`; row `j` of batch `i` adds
     /// `bias[i, j mod t]` (the query heads sharing a kv head are folded into `m`).
     fn masked_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// `dx = y ⊙ (dy − Σ_row dy ⊙ y)` for `y` = the softmax output.
-    fn softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `silu(gate) · up`, same shapes.
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension; `weight`: (last dim).
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
 }
-
-fn f32_rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => {
-            std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
-        }
-    }
-}
-
-/// Rows per parallel task: enough work to amortise scheduling.
-const ROWS_PER_TASK: usize = 64;
 
 impl FusedOps for Flex {
     fn masked_softmax(x: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let shape = x.layout().shape().clone();
-        let dims: Vec<usize> = shape.iter().copied().collect();
-        let bdims: Vec<usize> = bias.layout().shape().iter().copied().collect();
-        let s = *dims.last().unwrap_or(&1);
-        let (b, t) = (bdims[0], bdims[bdims.len() - 2]);
-        let xs = f32_rows(&x);
-        let bs = f32_rows(&bias);
-        let rows = xs.len() / s.max(1);
-        let per_batch = rows / b.max(1);
-        let mut out = vec![0f32; xs.len()];
-        out.par_chunks_mut(s * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                for (k, y) in chunk.chunks_mut(s).enumerate() {
-                    let row = task * ROWS_PER_TASK + k;
-                    let (batch, j) = (row / per_batch, (row % per_batch) % t);
-                    let xr = &xs[row * s..(row + 1) * s];
-                    let br = &bs[(batch * t + j) * s..(batch * t + j + 1) * s];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((o, &a), &c) in y.iter_mut().zip(xr).zip(br) {
-                        *o = a + c;
-                        max = max.max(*o);
-                    }
-                    let mut sum = 0f32;
-                    for o in y.iter_mut() {
-                        *o = (*o - max).exp();
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    for o in y.iter_mut() {
-                        *o *= inv;
-                    }
-                }
-            });
-        FlexTensor::from_data(TensorData::new(out, dims))
+        kernels::masked_softmax(x, bias)
     }
-
-    fn softmax_backward(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
-        let dims: Vec<usize> = y.layout().shape().iter().copied().collect();
-        let s = *dims.last().unwrap_or(&1);
-        let ys = f32_rows(&y);
-        let gs = f32_rows(&dy);
-        let mut out = vec![0f32; ys.len()];
-        out.par_chunks_mut(s * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                for (k, dx) in chunk.chunks_mut(s).enumerate() {
-                    let row = task * ROWS_PER_TASK + k;
-                    let yr = &ys[row * s..(row + 1) * s];
-                    let gr = &gs[row * s..(row + 1) * s];
-                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                    for ((d, &a), &g) in dx.iter_mut().zip(yr).zip(gr) {
-                        *d = a * (g - dot);
-                    }
-                }
-            });
-        FlexTensor::from_data(TensorData::new(out, dims))
+    fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        kernels::swiglu(gate, up)
+    }
+    fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f64) -> FlexTensor {
+        kernels::rms_norm(x, weight, eps as f32)
     }
 }
 
-impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+/// Register `grad` for `parent` when it is tracked (burn does not export the node type, so a
+/// macro rather than a function).
+macro_rules! register {
+    ($grads:expr, $parent:expr, $grad:expr) => {
+        if let Some(p) = $parent {
+            $grads.register::<Flex>(p.id, $grad);
+        }
+    };
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn masked_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct MaskedSoftmax;
 
-        impl<B: Backend + FusedOps> Backward<B, 1> for MaskedSoftmax {
+        impl Backward<Flex, 1> for MaskedSoftmax {
             /// The softmax output.
-            type State = B::FloatTensorPrimitive;
+            type State = FlexTensor;
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 1>,
+                ops: Ops<FlexTensor, 1>,
                 grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
+                _: &mut Checkpointer,
             ) {
-                let y = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |dy| {
-                    B::softmax_backward(y, dy)
-                });
+                let dy = grads.consume::<Flex>(&ops.node);
+                let [parent] = ops.parents;
+                register!(grads, parent, kernels::softmax_backward(ops.state, dy));
             }
         }
 
@@ -139,24 +91,353 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = B::masked_softmax(x, bias);
+                let y = kernels::masked_softmax(x, bias);
                 prep.finish(y.clone(), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::masked_softmax(x, bias)),
+            OpsKind::UnTracked(prep) => prep.finish(kernels::masked_softmax(x, bias)),
         }
     }
 
-    fn softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        // Only reached through the backward step above, which runs on the inner backend.
-        let y = Self::float_detach(y);
-        let dot = Self::float_sum_dim(Self::float_mul(y.clone(), dy.clone()), rank::<Self>(&y) - 1);
-        Self::float_mul(y, Self::float_sub(dy, dot))
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SwiGlu;
+
+        impl Backward<Flex, 2> for SwiGlu {
+            /// (gate, up)
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<Flex>(&ops.node);
+                let (gate, up) = ops.state;
+                let (dg, du) = kernels::swiglu_backward(gate, up, dy);
+                let [pg, pu] = ops.parents;
+                register!(grads, pg, dg);
+                register!(grads, pu, du);
+            }
+        }
+
+        let (gate, gate_node) = gate.into_parts();
+        let (up, up_node) = up.into_parts();
+        match SwiGlu
+            .prepare::<C>([gate_node, up_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = kernels::swiglu(gate.clone(), up.clone());
+                prep.finish((gate, up), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(kernels::swiglu(gate, up)),
+        }
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct RmsNorm(f32);
+
+        impl Backward<Flex, 2> for RmsNorm {
+            /// (x, weight)
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<Flex>(&ops.node);
+                let (x, w) = ops.state;
+                let (dx, dw) = kernels::rms_norm_backward(x, w, dy, self.0);
+                let [px, pw] = ops.parents;
+                register!(grads, px, dx);
+                register!(grads, pw, dw);
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = weight.into_parts();
+        let eps = eps as f32;
+        match RmsNorm(eps)
+            .prepare::<C>([x_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = kernels::rms_norm(x.clone(), w.clone(), eps);
+                prep.finish((x, w), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(kernels::rms_norm(x, w, eps)),
+        }
     }
 }
 
-fn rank<B: Backend>(t: &FloatTensor<B>) -> usize {
-    use burn::backend::TensorMetadata;
-    t.shape().num_dims()
+fn f32_rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => {
+            std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
+        }
+    }
+}
+
+/// `t` as a contiguous tensor whose storage is exactly its elements, so that `storage_mut`
+/// can overwrite it in place (it copies only when the buffer is shared).
+fn dense(t: FlexTensor) -> FlexTensor {
+    let n = t.layout().shape().num_elements();
+    if t.layout().contiguous_offsets() == Some((0, n)) && t.storage::<f32>().len() == n {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// Rows per parallel task: enough work to amortise scheduling.
+const ROWS_PER_TASK: usize = 64;
+
+/// `exp(x)` without libm, branch-free so that the row loops vectorise: Cephes' `expf`
+/// (range reduction by ln 2 in two parts, degree-5 polynomial, 2^k from the exponent bits);
+/// within 2 ulp of `f32::exp` on [−87, 88], 0 below −87 (masked scores).
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
+    let xc = x.clamp(-87.0, 88.0);
+    let k = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { y * scale }
+}
+
+/// One row of the forward: `y ← softmax(y + bias)` in place.
+#[inline(always)]
+fn softmax_row(y: &mut [f32], bias: &[f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (o, &c) in y.iter_mut().zip(bias) {
+        *o += c;
+        max = max.max(*o);
+    }
+    let mut sum = 0f32;
+    for o in y.iter_mut() {
+        *o = exp_approx(*o - max);
+        sum += *o;
+    }
+    let inv = 1.0 / sum;
+    for o in y.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// One row of the backward: `g ← y ⊙ (g − Σ g ⊙ y)` in place.
+#[inline(always)]
+fn softmax_backward_row(g: &mut [f32], y: &[f32]) {
+    let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
+    for (d, &a) in g.iter_mut().zip(y) {
+        *d = a * (*d - dot);
+    }
+}
+
+/// Compiles `body` twice — for AVX2 + FMA (selected at run time) and for the baseline — so the
+/// row loops vectorise 8 wide where the CPU allows.
+macro_rules! with_avx2 {
+    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) $body
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `fast` was compiled for.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
+with_avx2!(softmax_rows(out: &mut [f32], bias: &[f32], s: usize, per_batch: usize, t: usize, first: usize) {
+    for (k, y) in out.chunks_mut(s).enumerate() {
+        let row = first + k;
+        let (batch, j) = (row / per_batch, (row % per_batch) % t);
+        softmax_row(y, &bias[(batch * t + j) * s..(batch * t + j + 1) * s]);
+    }
+});
+
+with_avx2!(softmax_backward_rows(g: &mut [f32], y: &[f32], s: usize) {
+    for (gr, yr) in g.chunks_mut(s).zip(y.chunks(s)) {
+        softmax_backward_row(gr, yr);
+    }
+});
+
+with_avx2!(swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp_approx(-g)) * u;
+    }
+});
+
+with_avx2!(swiglu_backward_chunk(dg: &mut [f32], du: &mut [f32], gate: &[f32], up: &[f32]) {
+    // dy arrives in `dg`; d silu(g) = σ(g) · (1 + g · (1 − σ(g))).
+    for (((a, b), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(gate).zip(up) {
+        let dy = *a;
+        let sig = 1.0 / (1.0 + exp_approx(-g));
+        *b = dy * g * sig;
+        *a = dy * u * sig * (1.0 + g * (1.0 - sig));
+    }
+});
+
+with_avx2!(rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let h = w.len();
+    for (yr, xr) in out.chunks_mut(h).zip(x.chunks(h)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &c) in yr.iter_mut().zip(xr).zip(w) {
+            *o = v * r * c;
+        }
+    }
+});
+
+with_avx2!(rms_norm_backward_rows(g: &mut [f32], dw: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    // g holds dy on entry and dx on exit; dw accumulates Σ_rows dy · x · r.
+    let h = w.len();
+    for (gr, xr) in g.chunks_mut(h).zip(x.chunks(h)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        let mut dot = 0f32; // Σ (dy · w) · x
+        for (((d, &v), &c), acc) in gr.iter().zip(xr).zip(w).zip(dw.iter_mut()) {
+            dot += d * c * v;
+            *acc += d * v * r;
+        }
+        let k = r * r * r * dot / h as f32;
+        for ((d, &v), &c) in gr.iter_mut().zip(xr).zip(w) {
+            *d = *d * c * r - v * k;
+        }
+    }
+});
+
+/// The Flex kernels behind [`FusedOps`]; every output reuses a consumed input's buffer when
+/// it is not shared.
+mod kernels {
+    use super::*;
+
+    pub fn masked_softmax(x: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let dims: Vec<usize> = x.layout().shape().iter().copied().collect();
+        let bdims: Vec<usize> = bias.layout().shape().iter().copied().collect();
+        let s = *dims.last().unwrap_or(&1);
+        let (b, t) = (bdims[0], bdims[bdims.len() - 2]);
+        let bs = f32_rows(&bias);
+        let mut y = dense(x);
+        let out = y.storage_mut::<f32>();
+        let per_batch = out.len() / s.max(1) / b.max(1);
+        out.par_chunks_mut(s * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                softmax_rows(chunk, &bs, s, per_batch, t, task * ROWS_PER_TASK);
+            });
+        y
+    }
+
+    pub fn softmax_backward(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let s = y.layout().shape().iter().last().copied().unwrap_or(1);
+        let ys = f32_rows(&y);
+        let mut g = dense(dy);
+        let out = g.storage_mut::<f32>();
+        out.par_chunks_mut(s * ROWS_PER_TASK)
+            .zip(ys.par_chunks(s * ROWS_PER_TASK))
+            .for_each(|(gc, yc)| softmax_backward_rows(gc, yc, s));
+        g
+    }
+
+    /// Elements per parallel task of the element-wise kernels.
+    const CHUNK: usize = 1 << 14;
+
+    fn dims(t: &FlexTensor) -> Vec<usize> {
+        t.layout().shape().iter().copied().collect()
+    }
+
+    pub fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        let (gs, us) = (f32_rows(&gate), f32_rows(&up));
+        let mut out = vec![0f32; gs.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(gs.par_chunks(CHUNK))
+            .zip(us.par_chunks(CHUNK))
+            .for_each(|((o, g), u)| swiglu_chunk(o, g, u));
+        FlexTensor::from_data(TensorData::new(out, dims(&gate)))
+    }
+
+    pub fn swiglu_backward(
+        gate: FlexTensor,
+        up: FlexTensor,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        let gs = f32_rows(&gate);
+        let us = f32_rows(&up);
+        // Two buffers from dy: the first `storage_mut` copies the shared one, the second
+        // then owns the original.
+        let mut dg = dense(dy.clone());
+        let mut du = dense(dy);
+        dg.storage_mut::<f32>()
+            .par_chunks_mut(CHUNK)
+            .zip(du.storage_mut::<f32>().par_chunks_mut(CHUNK))
+            .zip(gs.par_chunks(CHUNK))
+            .zip(us.par_chunks(CHUNK))
+            .for_each(|(((a, b), g), u)| swiglu_backward_chunk(a, b, g, u));
+        (dg, du)
+    }
+
+    pub fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
+        let ws = f32_rows(&weight);
+        let h = ws.len().max(1);
+        let xs = f32_rows(&x);
+        let mut out = vec![0f32; xs.len()];
+        out.par_chunks_mut(h * ROWS_PER_TASK)
+            .zip(xs.par_chunks(h * ROWS_PER_TASK))
+            .for_each(|(o, xc)| rms_norm_rows(o, xc, &ws, eps));
+        FlexTensor::from_data(TensorData::new(out, dims(&x)))
+    }
+
+    pub fn rms_norm_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        eps: f32,
+    ) -> (FlexTensor, FlexTensor) {
+        let ws = f32_rows(&weight);
+        let h = ws.len().max(1);
+        let xs = f32_rows(&x);
+        let mut g = dense(dy);
+        let dw = g
+            .storage_mut::<f32>()
+            .par_chunks_mut(h * ROWS_PER_TASK)
+            .zip(xs.par_chunks(h * ROWS_PER_TASK))
+            .map(|(gc, xc)| {
+                let mut dw = vec![0f32; h];
+                rms_norm_backward_rows(gc, &mut dw, xc, &ws, eps);
+                dw
+            })
+            .reduce(
+                || vec![0f32; h],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+                    a
+                },
+            );
+        (g, FlexTensor::from_data(TensorData::new(dw, dims(&weight))))
+    }
 }
 
 /// True when tensors on `device` run on the Flex CPU backend (with or without autodiff).
@@ -175,4 +456,49 @@ pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
     let t = bias.dims()[1];
     let scores = x.reshape([b, kv, m / t, t, s]) + bias.reshape([b, 1, 1, t, s]);
     softmax(scores.reshape([b, kv, m, s]), 3)
+}
+
+/// `silu(gate) · up`; fused on Flex, composed elsewhere.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    if is_flex(&gate.device()) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::swiglu(
+            gate.into_dispatch(),
+            up.into_dispatch(),
+        ));
+    }
+    burn::tensor::activation::silu(gate) * up
+}
+
+/// RMSNorm over the last dimension with `weight` (last dim); fused on Flex, composed elsewhere
+/// (in f32, like transformers' `Qwen2RMSNorm`).
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    if is_flex(&x.device()) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::rms_norm(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            eps,
+        ));
+    }
+    let var = x.clone().square().mean_dim(D - 1); // (..., 1)
+    let x = x * (var + eps).sqrt().recip();
+    x * weight.unsqueeze::<D>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_approx;
+
+    #[test]
+    fn exp_approx_is_within_a_few_ulp_and_zero_far_below() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, e) = (exp_approx(x), x.exp());
+            worst = worst.max(((a - e) / e).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4.0 * f32::EPSILON, "relative error {worst}");
+        assert_eq!(exp_approx(-1.0e30), 0.0);
+        assert_eq!(exp_approx(0.0), 1.0);
+    }
 }

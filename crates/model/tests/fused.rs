@@ -72,3 +72,94 @@ fn fused_masked_softmax_matches_composed_ops_and_their_gradient() {
         "gradient is not trivially zero"
     );
 }
+
+fn grads_of<const D: usize>(
+    inputs: &[(Vec<f32>, [usize; D])],
+    device: &Device,
+    f: impl Fn(&[Tensor<D>]) -> Tensor<D>,
+    w: &Tensor<D>,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let xs: Vec<Tensor<D>> = inputs
+        .iter()
+        .map(|(v, shape)| {
+            Tensor::<D>::from_data(TensorData::new(v.clone(), *shape), device).require_grad()
+        })
+        .collect();
+    let y = f(&xs);
+    let loss = (y.clone() * w.clone()).sum();
+    let grads = loss.backward();
+    let g = xs
+        .iter()
+        .map(|x| x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap())
+        .collect();
+    (y.try_into_vec_as::<f32>().unwrap(), g)
+}
+
+fn worst(a: &[f32], c: &[f32]) -> f32 {
+    assert_eq!(a.len(), c.len());
+    a.iter()
+        .zip(c)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn fused_swiglu_matches_composed_ops_and_their_gradient() {
+    use reasonlab_model::fused::swiglu;
+    let device = Device::flex().autodiff();
+    let shape = [2, 3, 40_000]; // several parallel chunks
+    let n = shape.iter().product();
+    let w = Tensor::<3>::from_data(TensorData::new(data(n, 5), shape), &device);
+    let inputs = [(data(n, 1), shape), (data(n, 2), shape)];
+    let (yf, gf) = grads_of(&inputs, &device, |x| swiglu(x[0].clone(), x[1].clone()), &w);
+    let (yc, gc) = grads_of(
+        &inputs,
+        &device,
+        |x| burn::tensor::activation::silu(x[0].clone()) * x[1].clone(),
+        &w,
+    );
+    assert!(worst(&yf, &yc) < 1e-5, "forward {}", worst(&yf, &yc));
+    for i in 0..2 {
+        assert!(
+            worst(&gf[i], &gc[i]) < 1e-5,
+            "grad {i}: {}",
+            worst(&gf[i], &gc[i])
+        );
+    }
+}
+
+#[test]
+fn fused_rms_norm_matches_composed_ops_and_their_gradient() {
+    use reasonlab_model::fused::rms_norm;
+    let device = Device::flex().autodiff();
+    // 4-D as Qwen3's per-head q/k norm uses it; 70 rows of 16 span several parallel tasks.
+    let shape = [2, 5, 7, 16];
+    let n: usize = shape.iter().product();
+    let x_data = data(n, 3);
+    let w_data = data(16, 4);
+    let wout = Tensor::<4>::from_data(TensorData::new(data(n, 9), shape), &device);
+    let eps = 1e-6;
+    let run = |fused: bool| {
+        let x =
+            Tensor::<4>::from_data(TensorData::new(x_data.clone(), shape), &device).require_grad();
+        let wt =
+            Tensor::<1>::from_data(TensorData::new(w_data.clone(), [16]), &device).require_grad();
+        let y = if fused {
+            rms_norm(x.clone(), wt.clone(), eps)
+        } else {
+            let var = x.clone().square().mean_dim(3);
+            x.clone() * (var + eps).sqrt().recip() * wt.clone().unsqueeze::<4>()
+        };
+        let grads = (y.clone() * wout.clone()).sum().backward();
+        (
+            y.try_into_vec_as::<f32>().unwrap(),
+            x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+            wt.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+        )
+    };
+    let (yf, dxf, dwf) = run(true);
+    let (yc, dxc, dwc) = run(false);
+    assert!(worst(&yf, &yc) < 1e-5, "forward {}", worst(&yf, &yc));
+    assert!(worst(&dxf, &dxc) < 1e-4, "dx {}", worst(&dxf, &dxc));
+    assert!(worst(&dwf, &dwc) < 1e-4, "dw {}", worst(&dwf, &dwc));
+}
