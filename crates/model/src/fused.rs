@@ -420,7 +420,9 @@ mod kernels {
         let h = ws.len().max(1);
         let xs = f32_rows(&x);
         let mut g = dense(dy);
-        let dw = g
+        // Per-task partial sums, added in task order: the result does not depend on how
+        // rayon scheduled the tasks (runs are reproducible).
+        let partial: Vec<Vec<f32>> = g
             .storage_mut::<f32>()
             .par_chunks_mut(h * ROWS_PER_TASK)
             .zip(xs.par_chunks(h * ROWS_PER_TASK))
@@ -429,13 +431,11 @@ mod kernels {
                 rms_norm_backward_rows(gc, &mut dw, xc, &ws, eps);
                 dw
             })
-            .reduce(
-                || vec![0f32; h],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-                    a
-                },
-            );
+            .collect();
+        let mut dw = vec![0f32; h];
+        for p in &partial {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
         (g, FlexTensor::from_data(TensorData::new(dw, dims(&weight))))
     }
 }

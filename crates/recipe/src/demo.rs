@@ -51,7 +51,7 @@ impl DemoSettings {
             warmup_steps: 200,
             warmup_batch: 32,
             warmup_lr: 3e-3,
-            grpo_steps: 100,
+            grpo_steps: 200,
             grpo_lr: 5e-4,
             group_size: 8,
             prompts_per_step: 16,

@@ -270,7 +270,8 @@ fn accumulating_micro_batches_equals_one_big_batch() {
 }
 
 /// The step on one worker equals the step on three (rows split 2/2/1 over forked models whose
-/// gradients are summed by parameter id), and both run in rayon pools of those sizes.
+/// gradients are summed by parameter id), both run in rayon pools of those sizes, and a step
+/// is reproducible bit for bit.
 #[test]
 fn data_parallel_workers_give_the_single_worker_update() {
     let device = Device::flex().autodiff();
@@ -307,6 +308,8 @@ fn data_parallel_workers_give_the_single_worker_update() {
     };
     let (l1, w1) = step(1);
     let (l3, w3) = step(3);
+    // Reproducible: the same pool gives bit-identical weights (no scheduling-dependent sums).
+    assert_eq!(step(3).1, w3, "two identical steps differ");
     assert!((l1 - l3).abs() < 1e-5, "{l1} vs {l3}");
     let worst = w1
         .iter()

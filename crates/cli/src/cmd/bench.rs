@@ -67,8 +67,8 @@ pub struct GrpoBenchArgs {
     /// Timed steps (after one warm-up step); the best is reported.
     #[arg(long, default_value_t = 3)]
     steps: usize,
-    /// Sequences per forward/backward (0: all 64 at once).
-    #[arg(long, default_value_t = 0)]
+    /// Sequences per forward/backward (GRPO's default 16; 0: all 64 at once).
+    #[arg(long, default_value_t = 16)]
     micro_batch_size: usize,
     #[command(flatten)]
     peer: PeerFlags,

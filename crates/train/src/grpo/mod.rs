@@ -79,9 +79,10 @@ pub struct GrpoSettings {
     /// Stop after this many consecutive steps skipped for a non-finite loss.
     pub max_bad_steps: usize,
     pub seed: u64,
-    /// Sequences per forward/backward pass (0: the whole batch at once). Gradients of the
-    /// micro-batches are accumulated into one optimiser step with the full batch's normaliser,
-    /// so the update is the same; peak memory scales with this instead of the batch.
+    /// Sequences per forward/backward pass (default 16; 0: the whole batch at once). Gradients
+    /// of the micro-batches are accumulated into one optimiser step with the full batch's
+    /// normaliser, so the update is the same; peak memory scales with this instead of the
+    /// batch (and with the number of data-parallel workers, each holding one micro-batch).
     pub micro_batch_size: usize,
     /// Train LoRA adapters instead of every weight (merged into saved checkpoints).
     pub lora: Option<reasonlab_model::LoraConfig>,
@@ -114,7 +115,7 @@ impl GrpoSettings {
             ref_reset_every: 0,
             max_bad_steps: 5,
             seed: 0,
-            micro_batch_size: 0,
+            micro_batch_size: 16,
             lora: None,
         };
         match p {
