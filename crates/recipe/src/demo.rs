@@ -64,7 +64,7 @@ impl DemoSettings {
 
     pub fn quick(seed: u64) -> Self {
         Self {
-            grpo_steps: 40,
+            grpo_steps: 200,
             eval_problems: 64,
             eval_k: 4,
             ..Self::full(seed)
