@@ -184,31 +184,9 @@ pub struct Model {
     lora: Option<LoraConfig>,
 }
 
-/// (rows, cols) row-major → (cols, rows): 32 × 32 tiles (both sides stay in cache), blocks of
-/// output rows in parallel. Loading a 1.5B checkpoint transposes ~1.5 G values.
+/// (rows, cols) row-major → (cols, rows).
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    const TILE: usize = 32;
-    let mut out = vec![0f32; values.len()];
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    out.par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(block, chunk)| {
-            let c0 = block * TILE;
-            let width = chunk.len() / rows;
-            for r0 in (0..rows).step_by(TILE) {
-                let height = TILE.min(rows - r0);
-                for c in 0..width {
-                    let dst = &mut chunk[c * rows + r0..c * rows + r0 + height];
-                    for (r, d) in dst.iter_mut().enumerate() {
-                        *d = values[(r0 + r) * cols + c0 + c];
-                    }
-                }
-            }
-        });
-    out
+    weights::transpose_with(rows, cols, |i| values[i])
 }
 
 impl Model {

@@ -136,31 +136,41 @@ impl Checkpoint {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f32>, ModelError> {
-        use rayon::prelude::*;
-        const TILE: usize = 32;
         let (bytes, dtype) = self.raw(name, &[rows, cols])?;
         let convert = converter(dtype);
-        let mut out = vec![0f32; rows * cols];
-        if rows == 0 || cols == 0 {
-            return Ok(out);
-        }
-        out.par_chunks_mut(TILE * rows)
-            .enumerate()
-            .for_each(|(block, chunk)| {
-                let c0 = block * TILE;
-                let width = chunk.len() / rows;
-                for r0 in (0..rows).step_by(TILE) {
-                    let height = TILE.min(rows - r0);
-                    for c in 0..width {
-                        let dst = &mut chunk[c * rows + r0..c * rows + r0 + height];
-                        for (r, d) in dst.iter_mut().enumerate() {
-                            *d = convert(bytes, (r0 + r) * cols + c0 + c);
-                        }
+        Ok(transpose_with(rows, cols, |i| convert(bytes, i)))
+    }
+}
+
+/// The (rows, cols) row-major matrix whose element `i` is `get(i)`, as (cols, rows): 32 × 32
+/// tiles (source and destination stay in cache), blocks of output rows in parallel.
+pub(crate) fn transpose_with(
+    rows: usize,
+    cols: usize,
+    get: impl Fn(usize) -> f32 + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let mut out = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(block, chunk)| {
+            let c0 = block * TILE;
+            let width = chunk.len() / rows;
+            for r0 in (0..rows).step_by(TILE) {
+                let height = TILE.min(rows - r0);
+                for c in 0..width {
+                    let dst = &mut chunk[c * rows + r0..c * rows + r0 + height];
+                    for (r, d) in dst.iter_mut().enumerate() {
+                        *d = get((r0 + r) * cols + c0 + c);
                     }
                 }
-            });
-        Ok(out)
-    }
+            }
+        });
+    out
 }
 
 /// Element `i` of a little-endian f32 / bf16 / f16 byte buffer as f32.
