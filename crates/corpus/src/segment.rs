@@ -112,9 +112,8 @@ mod tests {
 
     #[test]
     fn non_han_text_is_untouched() {
-        let t = "__label__math Solve $\\frac{1}{2}x = 3$, résumé 東京? no: only ascii+latin here";
-        let t = t.replace("東京", "Tokyo");
-        assert_eq!(Segmentation::Jieba.apply(&t), t.as_str());
+        let t = "__label__math Solve $\\frac{1}{2}x = 3$, résumé Tokyo? カタカナ 한국어";
+        assert!(matches!(Segmentation::Jieba.apply(t), Cow::Borrowed(s) if s == t));
     }
 
     #[test]

@@ -329,8 +329,9 @@ with_avx2!(rms_norm_backward_rows(g: &mut [f32], dw: &mut [f32], x: &[f32], w: &
     }
 });
 
-/// The Flex kernels behind [`FusedOps`]; every output reuses a consumed input's buffer when
-/// it is not shared.
+/// The Flex kernels behind [`FusedOps`]. The softmax and the backward passes write into a
+/// consumed input's buffer when it is not shared; the SwiGLU and RMSNorm forwards allocate
+/// (their inputs are kept for the backward pass).
 mod kernels {
     use super::*;
 

@@ -439,11 +439,6 @@ impl Canvas {
     }
 }
 
-/// A line chart of `series` (name, points) with axes and a legend, as SVG text.
-pub fn line_chart(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> String {
-    chart_scene(title, x_label, series).to_svg()
-}
-
 /// Write `name.svg` and `name.png` of `scene` into `dir`; returns the SVG text.
 fn write_chart(dir: &Path, name: &str, scene: &Scene) -> std::io::Result<String> {
     let svg = scene.to_svg();
