@@ -41,7 +41,12 @@ impl Linear {
         let [b, t, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
         let x = x.reshape([b * t, d_in]);
-        let mut y = x.clone().matmul(self.weight.val()); // (b*t, out)
+        let w = self.weight.val();
+        if self.lora.is_none() && crate::decode::enabled(b * t, &x, &w) {
+            let bias = self.bias.as_ref().map(|p| p.val());
+            return crate::decode::linear(x, &w, bias.as_ref()).reshape([b, t, d_out]);
+        }
+        let mut y = x.clone().matmul(w); // (b*t, out)
         if let Some(l) = &self.lora {
             y = y + x.matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
         }
@@ -185,6 +190,9 @@ impl Attention {
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
+        if crate::decode::enabled(b * t, &x, &self.q_proj.weight.val()) {
+            return self.forward_rows(x, rope, mask, cache);
+        }
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = h / kv;
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2); // (b, n, t, d)
@@ -228,6 +236,55 @@ impl Attention {
             .reshape([b, h, t, d])
             .swap_dims(1, 2)
             .reshape([b, t, h * d]);
+        self.o_proj.forward(out)
+    }
+}
+
+impl Attention {
+    /// [`Attention::forward`] through the inference kernels of [`crate::decode`] (plain Flex,
+    /// few rows): q, k, v stay in the (b, t, heads, d) layout the projections produce, RoPE is
+    /// one pass, and attention one pass per (sequence, kv head) over the cache in place.
+    fn forward_rows(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: Option<&Tensor<5>>,
+        cache: Option<&mut Option<LayerCache>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let mut q = self.q_proj.forward(x.clone()).reshape([b, t, h, d]);
+        let mut k = self.k_proj.forward(x.clone()).reshape([b, t, kv, d]);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, t, kv, d])
+            .swap_dims(1, 2); // (b, kv, t, d)
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        let scale = 1.0 / (d as f32).sqrt();
+        let q = crate::decode::rope(q, &rope.cos, &rope.sin, scale);
+        let k = crate::decode::rope(k, &rope.cos, &rope.sin, 1.0).swap_dims(1, 2); // (b, kv, t, d)
+        let (k, v) = match cache {
+            Some(slot) => {
+                match slot {
+                    Some(layer) => layer.append(k, v),
+                    None => {
+                        let len = k.dims()[2];
+                        *slot = Some(LayerCache { k, v, len });
+                    }
+                }
+                slot.as_ref()
+                    .map(LayerCache::views)
+                    .expect("cache was just filled")
+            }
+            None => (k, v),
+        };
+        let s = k.dims()[2];
+        let mask = mask.map(|m| m.clone().reshape([b, t, s]));
+        let out = crate::decode::attention(q, &k, &v, mask);
         self.o_proj.forward(out)
     }
 }
@@ -325,6 +382,10 @@ impl CausalLm {
                 let [b, t, hidden] = x.dims();
                 let emb = self.model.embed_tokens.val(); // (vocab, hidden)
                 let vocab = emb.dims()[0];
+                if crate::decode::enabled(b * t, &x, &emb) {
+                    let x = x.reshape([b * t, hidden]);
+                    return crate::decode::linear_nt(x, &emb).reshape([b, t, vocab]);
+                }
                 x.reshape([b * t, hidden])
                     .matmul(emb.transpose())
                     .reshape([b, t, vocab])

@@ -203,7 +203,7 @@ const ROWS_PER_TASK: usize = 64;
 /// (range reduction by ln 2 in two parts, degree-5 polynomial, 2^k from the exponent bits);
 /// within 2 ulp of `f32::exp` on [−87, 88], 0 below −87 (masked scores).
 #[inline(always)]
-fn exp_approx(x: f32) -> f32 {
+pub(crate) fn exp_approx(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
@@ -269,6 +269,7 @@ macro_rules! with_avx2 {
         }
     };
 }
+pub(crate) use with_avx2;
 
 with_avx2!(softmax_rows(out: &mut [f32], bias: &[f32], s: usize, per_batch: usize, t: usize, first: usize) {
     for (k, y) in out.chunks_mut(s).enumerate() {

@@ -11,10 +11,12 @@
 
 pub mod backend;
 pub mod config;
+pub mod decode;
 pub mod decoder;
 pub mod error;
 pub mod fused;
 pub mod lora;
+pub mod skinny;
 pub mod weights;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,554 @@
+//! Inference kernels for the decode step (no autodiff): the dense layers as [`skinny`] matmuls
+//! with the bias folded in, RoPE in one pass, and attention over the KV cache in one pass per
+//! (sequence, kv head).
+//!
+//! A decode step pushes a handful of rows (one new token per sequence) through the model, so
+//! its cost is dominated not by arithmetic but by what surrounds it: gemm packing the weights on
+//! every call, and for attention, a batch of tiny matmuls (`(n_rep, d) · (d, s)` per sequence
+//! and kv head), a softmax and the copies between them. Profiling `bench generate` put 62% of
+//! the time in gemm calls (9% of it packing) and 12% in the attention matmuls alone.
+//!
+//! These run only on the plain Flex device ([`enabled`]); training (autodiff) and other
+//! backends keep the composed burn ops in `decoder.rs`, and tests check that both paths agree.
+//!
+//! [`skinny`]: crate::skinny
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchTensorKind, Flex, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use crate::fused::exp_approx;
+
+/// Most rows (sequences × new tokens) for which the decode kernels replace the composed ops;
+/// longer prefills go through gemm, whose packing pays off there.
+pub const MAX_ROWS: usize = 512;
+
+/// Inference-only operations, implemented for `Flex` (an autodiff tensor never reaches them:
+/// see [`enabled`]).
+#[backend_extension(Flex)]
+pub trait DecodeOps: Backend {
+    /// `x (m, k) · w (k, n) + bias (n)`; a `bias` with no elements adds nothing.
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        w: &FloatTensor<Self>,
+        bias: &FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// `x (m, k) · eᵀ` for `e` (n, k): a tied LM head.
+    fn linear_rows_nt(x: FloatTensor<Self>, e: &FloatTensor<Self>) -> FloatTensor<Self>;
+    /// RoPE of `x` (b, t, n, d) with tables `cos`, `sin` (b, 1, t, d) (`sin` carrying
+    /// rotate-half's sign, as in [`crate::decoder::Rope`]), times `scale`; same shape.
+    fn rope_scaled(
+        x: FloatTensor<Self>,
+        cos: &FloatTensor<Self>,
+        sin: &FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// Attention of `q` (b, t, h, d) (scaled and rotated) over `k`, `v` (b, kv, s, d), with an
+    /// additive `bias` (b, t, s) or none (no elements): (b, t, h·d).
+    fn attention_rows(
+        q: FloatTensor<Self>,
+        k: &FloatTensor<Self>,
+        v: &FloatTensor<Self>,
+        bias: &FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl DecodeOps for Flex {
+    fn linear_rows(x: FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+        kernels::linear_rows(&x, w, bias)
+    }
+    fn linear_rows_nt(x: FlexTensor, e: &FlexTensor) -> FlexTensor {
+        kernels::linear_rows_nt(&x, e)
+    }
+    fn rope_scaled(x: FlexTensor, cos: &FlexTensor, sin: &FlexTensor, scale: f32) -> FlexTensor {
+        kernels::rope(&x, cos, sin, scale)
+    }
+    fn attention_rows(
+        q: FlexTensor,
+        k: &FlexTensor,
+        v: &FlexTensor,
+        bias: &FlexTensor,
+    ) -> FlexTensor {
+        kernels::attention(&q, k, v, bias)
+    }
+}
+
+/// Whether `rows` rows of `x` through weight `w` take the decode kernels: at most
+/// [`MAX_ROWS`] rows of untracked Flex tensors. (The kind of tensor is checked, not just the
+/// device: a model moved from an autodiff device to the plain one keeps tracked weights.)
+pub fn enabled<const D: usize>(rows: usize, x: &Tensor<D>, w: &Tensor<2>) -> bool {
+    let plain = |k: DispatchTensorKind| matches!(k, DispatchTensorKind::Flex(_));
+    rows <= MAX_ROWS
+        && x.device() == Device::flex()
+        && plain(x.clone().into_dispatch().kind)
+        && plain(w.clone().into_dispatch().kind)
+}
+
+fn none(device: &Device) -> Tensor<1> {
+    Tensor::empty([0], device)
+}
+
+/// `x (m, k) · w (k, n) [+ bias (n)]` → (m, n).
+pub fn linear(x: Tensor<2>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<2> {
+    let bias = bias.cloned().unwrap_or_else(|| none(&x.device()));
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::linear_rows(
+        x.into_dispatch(),
+        &w.clone().into_dispatch(),
+        &bias.into_dispatch(),
+    ))
+}
+
+/// `x (m, k) · eᵀ` for `e` (n, k) → (m, n).
+pub fn linear_nt(x: Tensor<2>, e: &Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::linear_rows_nt(
+        x.into_dispatch(),
+        &e.clone().into_dispatch(),
+    ))
+}
+
+/// RoPE times `scale` on `x` (b, t, n, d), tables (b, 1, t, d).
+pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, scale: f32) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::rope_scaled(
+        x.into_dispatch(),
+        &cos.clone().into_dispatch(),
+        &sin.clone().into_dispatch(),
+        scale,
+    ))
+}
+
+/// Attention of `q` (b, t, h, d) over `k`, `v` (b, kv, s, d) with an optional additive mask
+/// (b, t, s) → (b, t, h·d).
+pub fn attention(q: Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: Option<Tensor<3>>) -> Tensor<3> {
+    let [b, t, h, d] = q.dims();
+    let device = q.device();
+    let bias = mask.map_or_else(|| none(&device), |m| m.reshape([-1]));
+    let out: Tensor<3> = Tensor::from_dispatch(<Dispatch as DecodeOps>::attention_rows(
+        q.into_dispatch(),
+        &k.clone().into_dispatch(),
+        &v.clone().into_dispatch(),
+        &bias.into_dispatch(),
+    ));
+    out.reshape([b, t, h * d])
+}
+
+/// Splits work into parallel tasks only when there is enough of it (FMAs) to amortise them.
+const PARALLEL_WORK: usize = 1 << 20;
+
+mod kernels {
+    use super::*;
+
+    fn dims(t: &FlexTensor) -> Vec<usize> {
+        t.layout().shape().iter().copied().collect()
+    }
+
+    /// A view of `t`'s elements in row-major order: borrowed when contiguous.
+    fn rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => {
+                std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
+            }
+        }
+    }
+
+    pub fn linear_rows(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+        let (xd, wd) = (dims(x), dims(w));
+        let (m, k, n) = (xd[0], wd[0], wd[1]);
+        let (xs, ws, bs) = (rows(x), rows(w), rows(bias));
+        let bias = (!bs.is_empty()).then_some(&bs[..]);
+        let mut out = vec![0f32; m * n];
+        let threads = rayon::current_num_threads();
+        if threads > 1 && m * k * n >= PARALLEL_WORK {
+            // Column blocks (whole register tiles) on separate tasks.
+            let tiles = n.div_ceil(crate::skinny::COLS);
+            let per_task = tiles.div_ceil(2 * threads) * crate::skinny::COLS;
+            let blocks: Vec<std::ops::Range<usize>> = (0..n)
+                .step_by(per_task)
+                .map(|j| j..(j + per_task).min(n))
+                .collect();
+            let parts: Vec<Vec<f32>> = blocks
+                .par_iter()
+                .map(|cols| {
+                    let mut part = vec![0f32; m * cols.len()];
+                    crate::skinny::matmul(&xs, &ws, bias, &mut part, m, k, n, cols.clone());
+                    part
+                })
+                .collect();
+            for (cols, part) in blocks.iter().zip(&parts) {
+                for (r, src) in part.chunks(cols.len()).enumerate() {
+                    out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
+                }
+            }
+        } else {
+            crate::skinny::matmul(&xs, &ws, bias, &mut out, m, k, n, 0..n);
+        }
+        FlexTensor::from_data(TensorData::new(out, [m, n]))
+    }
+
+    pub fn linear_rows_nt(x: &FlexTensor, e: &FlexTensor) -> FlexTensor {
+        let (xd, ed) = (dims(x), dims(e));
+        let (m, k, n) = (xd[0], xd[1], ed[0]);
+        let (xs, es) = (rows(x), rows(e));
+        let mut out = vec![0f32; m * n];
+        crate::skinny::matmul_nt(&xs, &es, &mut out, m, k, n);
+        FlexTensor::from_data(TensorData::new(out, [m, n]))
+    }
+
+    pub fn rope(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, scale: f32) -> FlexTensor {
+        let xd = dims(x);
+        let (b, t, n, d) = (xd[0], xd[1], xd[2], xd[3]);
+        let (xs, cs, ss) = (rows(x), rows(cos), rows(sin));
+        let mut out = vec![0f32; xs.len()];
+        for bt in 0..b * t {
+            let (c, s) = (&cs[bt * d..(bt + 1) * d], &ss[bt * d..(bt + 1) * d]);
+            for head in 0..n {
+                let at = (bt * n + head) * d;
+                rope_row(&mut out[at..at + d], &xs[at..at + d], c, s, scale);
+            }
+        }
+        FlexTensor::from_data(TensorData::new(out, xd))
+    }
+
+    /// K and V are views into the cache buffers (b, kv, capacity, d): read in place (the whole
+    /// buffer, with the view's start and strides) when the last axis is unit-stride and no
+    /// stride is negative, else copied.
+    fn view(x: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, usize, [usize; 4]) {
+        let st = x.layout().strides();
+        if st.iter().all(|&s| s >= 0) && st[3] == 1 {
+            let (off, strides) = strided4(x);
+            (std::borrow::Cow::Borrowed(x.storage::<f32>()), off, strides)
+        } else {
+            let c = x.to_contiguous();
+            let (off, strides) = strided4(&c);
+            (
+                std::borrow::Cow::Owned(c.storage::<f32>().to_vec()),
+                off,
+                strides,
+            )
+        }
+    }
+
+    /// Element offsets of a rank-4 view: (start, strides).
+    fn strided4(t: &FlexTensor) -> (usize, [usize; 4]) {
+        let l = t.layout();
+        let st = l.strides();
+        (
+            l.start_offset(),
+            [
+                st[0] as usize,
+                st[1] as usize,
+                st[2] as usize,
+                st[3] as usize,
+            ],
+        )
+    }
+
+    pub fn attention(
+        q: &FlexTensor,
+        k: &FlexTensor,
+        v: &FlexTensor,
+        bias: &FlexTensor,
+    ) -> FlexTensor {
+        let qd = dims(q);
+        let (b, t, h, d) = (qd[0], qd[1], qd[2], qd[3]);
+        let kd = dims(k);
+        let (kv, s) = (kd[1], kd[2]);
+        let n_rep = h / kv;
+        let qs = rows(q);
+        let bs = rows(bias);
+        let (ks, k_off, k_st) = view(k);
+        let (vs, v_off, v_st) = view(v);
+        let geo = Geometry {
+            t,
+            h,
+            d,
+            kv,
+            s,
+            k_off,
+            k_st,
+            v_off,
+            v_st,
+        };
+        let task = |(bg, out_bg): (usize, &mut [f32])| {
+            #[cfg(target_arch = "x86_64")]
+            if avx512::attend(out_bg, &qs, &ks, &vs, &bs, &geo, bg) {
+                return;
+            }
+            attend(out_bg, &qs, &ks, &vs, &bs, &geo, bg);
+        };
+        // Per (sequence, kv head): n_rep · t rows of d outputs, gathered into (b, t, h, d).
+        let mut grouped = vec![0f32; b * kv * t * n_rep * d];
+        let chunk = t * n_rep * d;
+        if b * kv * t * n_rep * s * d * 2 >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
+            grouped.par_chunks_mut(chunk).enumerate().for_each(task);
+        } else {
+            grouped.chunks_mut(chunk).enumerate().for_each(task);
+        }
+        let mut out = vec![0f32; b * t * h * d];
+        for bi in 0..b {
+            for g in 0..kv {
+                for ti in 0..t {
+                    for r in 0..n_rep {
+                        let src = &grouped[(((bi * kv + g) * t + ti) * n_rep + r) * d..][..d];
+                        let head = g * n_rep + r;
+                        out[((bi * t + ti) * h + head) * d..][..d].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+        FlexTensor::from_data(TensorData::new(out, [b, t, h * d]))
+    }
+}
+
+/// Sizes and cache-view offsets for [`attend`].
+#[derive(Clone, Copy)]
+struct Geometry {
+    t: usize,
+    h: usize,
+    d: usize,
+    kv: usize,
+    s: usize,
+    k_off: usize,
+    k_st: [usize; 4],
+    v_off: usize,
+    v_st: [usize; 4],
+}
+
+crate::fused::with_avx2!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f32], bias: &[f32], geo: &Geometry, bg: usize) {
+    // One (sequence, kv head): its n_rep query heads × t queries, each a softmax over s keys.
+    let Geometry { t, h, d, kv, s, k_off, k_st, v_off, v_st } = *geo;
+    let n_rep = h / kv;
+    let (bi, g) = (bg / kv, bg % kv);
+    let kb = k_off + bi * k_st[0] + g * k_st[1];
+    let vb = v_off + bi * v_st[0] + g * v_st[1];
+    let mut scores = vec![0f32; s];
+    for ti in 0..t {
+        let bias_row = (!bias.is_empty()).then(|| &bias[(bi * t + ti) * s..(bi * t + ti + 1) * s]);
+        for r in 0..n_rep {
+            let head = g * n_rep + r;
+            let qrow = &qs[((bi * t + ti) * h + head) * d..][..d];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                *sc = dot(qrow, &ks[kb + j * k_st[2]..][..d]) + bias_row.map_or(0.0, |br| br[j]);
+            }
+            softmax(&mut scores);
+            let o = &mut out[(ti * n_rep + r) * d..][..d];
+            o.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                axpy(o, p, &vs[vb + j * v_st[2]..][..d]);
+            }
+        }
+    }
+});
+
+crate::fused::with_avx2!(rope_row(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32], scale: f32) {
+    // x·cos + cat(x2, x1)·sin, with rotate-half's sign already in `sin`.
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    for i in 0..half {
+        o1[i] = (x1[i] * cos[i] + x2[i] * sin[i]) * scale;
+        o2[i] = (x2[i] * cos[half + i] + x1[i] * sin[half + i]) * scale;
+    }
+});
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so the loop vectorises (a strict left-to-right sum would not).
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = a.mul_add(v, *o);
+    }
+}
+
+#[inline(always)]
+fn softmax(y: &mut [f32]) {
+    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in y.iter_mut() {
+        *v = exp_approx(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    y.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// [`attend`] with AVX-512 for the usual head dims (16, 32, 64, 128): a block of 16 keys is
+/// scored at once — 16 accumulators over `d`, then one transpose-and-add tree (15 combines
+/// instead of 16 horizontal sums) — and `Σ p_j v_j` keeps two sets of accumulators in flight.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Geometry, exp_approx};
+    use crate::skinny::sum16;
+
+    /// Returns false (doing nothing) when the CPU or the head dim does not suit.
+    pub fn attend(
+        out: &mut [f32],
+        qs: &[f32],
+        ks: &[f32],
+        vs: &[f32],
+        bias: &[f32],
+        geo: &Geometry,
+        bg: usize,
+    ) -> bool {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return false;
+        }
+        // SAFETY (all arms): AVX-512F is available; `group` checks every slice bound.
+        unsafe {
+            match geo.d {
+                16 => group::<1>(out, qs, ks, vs, bias, geo, bg),
+                32 => group::<2>(out, qs, ks, vs, bias, geo, bg),
+                64 => group::<4>(out, qs, ks, vs, bias, geo, bg),
+                128 => group::<8>(out, qs, ks, vs, bias, geo, bg),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn group<const DV: usize>(
+        out: &mut [f32],
+        qs: &[f32],
+        ks: &[f32],
+        vs: &[f32],
+        bias: &[f32],
+        geo: &Geometry,
+        bg: usize,
+    ) {
+        let Geometry {
+            t,
+            h,
+            d,
+            kv,
+            s,
+            k_off,
+            k_st,
+            v_off,
+            v_st,
+        } = *geo;
+        let n_rep = h / kv;
+        let (bi, g) = (bg / kv, bg % kv);
+        let kb = k_off + bi * k_st[0] + g * k_st[1];
+        let vb = v_off + bi * v_st[0] + g * v_st[1];
+        // Every key and value row read below lies inside the buffers.
+        assert!(
+            s == 0
+                || (kb + (s - 1) * k_st[2] + d <= ks.len()
+                    && vb + (s - 1) * v_st[2] + d <= vs.len())
+        );
+        assert!(out.len() >= t * n_rep * d && qs.len() >= (bi * t + t) * h * d);
+        assert!(bias.is_empty() || bias.len() >= (bi * t + t) * s);
+        let mut scores = vec![0f32; s.next_multiple_of(16)];
+        for ti in 0..t {
+            for r in 0..n_rep {
+                let head = g * n_rep + r;
+                let q = &qs[((bi * t + ti) * h + head) * d..][..d];
+                // SAFETY: the asserts above bound every key row; `scores` holds whole blocks.
+                unsafe {
+                    let qv: [__m512; DV] =
+                        std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(16 * c)));
+                    for j0 in (0..s).step_by(16) {
+                        let keys = (s - j0).min(16);
+                        let acc: [__m512; 16] = std::array::from_fn(|jj| {
+                            if jj >= keys {
+                                return _mm512_setzero_ps();
+                            }
+                            let kr = ks.as_ptr().add(kb + (j0 + jj) * k_st[2]);
+                            let mut a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+                            for (c, qc) in qv.iter().enumerate().skip(1) {
+                                a = _mm512_fmadd_ps(*qc, _mm512_loadu_ps(kr.add(16 * c)), a);
+                            }
+                            a
+                        });
+                        _mm512_storeu_ps(scores.as_mut_ptr().add(j0), sum16(acc));
+                    }
+                }
+                let sc = &mut scores[..s];
+                if !bias.is_empty() {
+                    let row = &bias[(bi * t + ti) * s..][..s];
+                    sc.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+                }
+                let inv = 1.0 / exp_normalizer(sc);
+                let o = &mut out[(ti * n_rep + r) * d..][..d];
+                // SAFETY: value rows are bounded by the asserts above; `o` holds d floats.
+                unsafe {
+                    let mut even = [_mm512_setzero_ps(); DV];
+                    let mut odd = [_mm512_setzero_ps(); DV];
+                    let mut j = 0;
+                    while j + 1 < s {
+                        let (p0, p1) = (_mm512_set1_ps(sc[j]), _mm512_set1_ps(sc[j + 1]));
+                        let (v0, v1) = (
+                            vs.as_ptr().add(vb + j * v_st[2]),
+                            vs.as_ptr().add(vb + (j + 1) * v_st[2]),
+                        );
+                        for (c, (e, od)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                            *e = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0.add(16 * c)), *e);
+                            *od = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1.add(16 * c)), *od);
+                        }
+                        j += 2;
+                    }
+                    if j < s {
+                        let p0 = _mm512_set1_ps(sc[j]);
+                        let v0 = vs.as_ptr().add(vb + j * v_st[2]);
+                        for (c, e) in even.iter_mut().enumerate() {
+                            *e = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0.add(16 * c)), *e);
+                        }
+                    }
+                    let scale = _mm512_set1_ps(inv);
+                    for (c, (e, od)) in even.iter().zip(&odd).enumerate() {
+                        let v = _mm512_mul_ps(_mm512_add_ps(*e, *od), scale);
+                        _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `sc ← exp(sc − max sc)`, returning the sum; in 16-lane chunks so that it vectorises.
+    #[target_feature(enable = "avx512f")]
+    fn exp_normalizer(sc: &mut [f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let mut chunks = sc.chunks_exact(16);
+        for c in &mut chunks {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                *m = m.max(v);
+            }
+        }
+        let max = chunks.remainder().iter().fold(
+            lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            |a, &b| a.max(b),
+        );
+        let mut sums = [0f32; 16];
+        let mut chunks = sc.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (acc, v) in sums.iter_mut().zip(c.iter_mut()) {
+                *v = exp_approx(*v - max);
+                *acc += *v;
+            }
+        }
+        let mut sum: f32 = sums.iter().sum();
+        for v in chunks.into_remainder() {
+            *v = exp_approx(*v - max);
+            sum += *v;
+        }
+        sum
+    }
+}
