@@ -215,24 +215,24 @@ pub fn generate_streaming(
             model, tokenizer, prompts, n, params, rng_for, on_tokens, on_token,
         );
     }
-    enum Event {
-        Tokens(usize),
-        Token(usize, usize, u32),
-    }
+    /// One decode step of one worker: its token count and each (prompt, sample, token). One
+    /// message per step, not per token: every message may wake the calling thread.
+    struct Step(usize, Vec<(usize, usize, u32)>);
     let start = Instant::now();
     let groups: Vec<std::ops::Range<usize>> = (0..workers)
         .map(|g| g * prompts.len() / workers..(g + 1) * prompts.len() / workers)
         .filter(|r| !r.is_empty())
         .collect();
-    let (tx, rx) = std::sync::mpsc::channel::<Event>();
+    let (tx, rx) = std::sync::mpsc::channel::<Step>();
     let results = std::thread::scope(|s| {
         let handle = s.spawn(move || {
             use rayon::prelude::*;
             groups
                 .par_iter()
                 .map(|g| {
-                    let (progress, tokens) = (tx.clone(), tx.clone());
+                    let tx = tx.clone();
                     let at = g.start;
+                    let pending = std::cell::RefCell::new(Vec::new());
                     generate_serial(
                         model,
                         tokenizer,
@@ -240,12 +240,11 @@ pub fn generate_streaming(
                         n,
                         params,
                         &|p, j| rng_for(p + at, j),
+                        // Called once per step, after that step's tokens.
                         &mut |k| {
-                            let _ = progress.send(Event::Tokens(k));
+                            let _ = tx.send(Step(k, pending.take()));
                         },
-                        &mut |p, j, t| {
-                            let _ = tokens.send(Event::Token(p + at, j, t));
-                        },
+                        &mut |p, j, t| pending.borrow_mut().push((p + at, j, t)),
                     )
                     .map(|(mut done, stats)| {
                         for c in &mut done {
@@ -257,11 +256,11 @@ pub fn generate_streaming(
                 .collect::<Vec<_>>()
         });
         // Every sender is dropped when the workers finish, which ends this loop.
-        for event in rx {
-            match event {
-                Event::Tokens(k) => on_tokens(k),
-                Event::Token(p, j, t) => on_token(p, j, t),
+        for Step(k, tokens) in rx {
+            for (p, j, t) in tokens {
+                on_token(p, j, t);
             }
+            on_tokens(k);
         }
         handle.join()
     })

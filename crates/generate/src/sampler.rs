@@ -53,6 +53,15 @@ impl Sampler {
     /// log-probability under the unfiltered, temperature-1 distribution.
     pub fn sample(&self, logits: &mut [f32], rng: &mut SeqRng) -> (u32, f32) {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if self.temperature == 1.0 && self.top_k == 0 && self.top_p >= 1.0 && self.min_p <= 0.0 {
+            // Plain sampling: the exponentials of the normaliser are the draw's weights, so
+            // compute them once (same values, same order, same token as the general path).
+            let weights: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            let log_z = max + total.ln() as f32;
+            let token = pick(weights.iter().copied().enumerate(), total, rng);
+            return (token as u32, logits_logp(logits, token, log_z));
+        }
         let log_z = max
             + logits
                 .iter()
@@ -103,15 +112,22 @@ impl Sampler {
             }
         }
         let total: f64 = cand.iter().map(|c| c.1).sum();
-        let mut u = rng.uniform() * total;
-        for &(i, p) in &cand {
-            if u < p {
-                return i;
-            }
-            u -= p;
-        }
-        cand.last().map(|c| c.0).unwrap_or(0)
+        pick(cand.into_iter(), total, rng)
     }
+}
+
+/// Inverse-CDF draw from `(index, weight)` pairs whose weights sum to `total`.
+fn pick(cand: impl Iterator<Item = (usize, f64)>, total: f64, rng: &mut SeqRng) -> usize {
+    let mut u = rng.uniform() * total;
+    let mut last = 0;
+    for (i, p) in cand {
+        if u < p {
+            return i;
+        }
+        u -= p;
+        last = i;
+    }
+    last
 }
 
 fn argmax(logits: &[f32]) -> usize {

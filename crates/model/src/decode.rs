@@ -15,11 +15,11 @@
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchTensorKind, Flex, backend_extension};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::fused::exp_approx;
+use crate::fused::{exp_approx, new_f32};
 
 /// Most rows (sequences × new tokens) for which the decode kernels replace the composed ops;
 /// longer prefills go through gemm, whose packing pays off there.
@@ -158,7 +158,6 @@ mod kernels {
         let (m, k, n) = (xd[0], wd[0], wd[1]);
         let (xs, ws, bs) = (rows(x), rows(w), rows(bias));
         let bias = (!bs.is_empty()).then_some(&bs[..]);
-        let mut out = vec![0f32; m * n];
         let threads = rayon::current_num_threads();
         if threads > 1 && m * k * n >= PARALLEL_WORK {
             // Column blocks (whole register tiles) on separate tasks.
@@ -176,39 +175,42 @@ mod kernels {
                     part
                 })
                 .collect();
-            for (cols, part) in blocks.iter().zip(&parts) {
-                for (r, src) in part.chunks(cols.len()).enumerate() {
-                    out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
+            new_f32(&[m, n], |out| {
+                for (cols, part) in blocks.iter().zip(&parts) {
+                    for (r, src) in part.chunks(cols.len()).enumerate() {
+                        out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
+                    }
                 }
-            }
+            })
         } else {
-            crate::skinny::matmul(&xs, &ws, bias, &mut out, m, k, n, 0..n);
+            new_f32(&[m, n], |out| {
+                crate::skinny::matmul(&xs, &ws, bias, out, m, k, n, 0..n);
+            })
         }
-        FlexTensor::from_data(TensorData::new(out, [m, n]))
     }
 
     pub fn linear_rows_nt(x: &FlexTensor, e: &FlexTensor) -> FlexTensor {
         let (xd, ed) = (dims(x), dims(e));
         let (m, k, n) = (xd[0], xd[1], ed[0]);
         let (xs, es) = (rows(x), rows(e));
-        let mut out = vec![0f32; m * n];
-        crate::skinny::matmul_nt(&xs, &es, &mut out, m, k, n);
-        FlexTensor::from_data(TensorData::new(out, [m, n]))
+        new_f32(&[m, n], |out| {
+            crate::skinny::matmul_nt(&xs, &es, out, m, k, n)
+        })
     }
 
     pub fn rope(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, scale: f32) -> FlexTensor {
         let xd = dims(x);
         let (b, t, n, d) = (xd[0], xd[1], xd[2], xd[3]);
         let (xs, cs, ss) = (rows(x), rows(cos), rows(sin));
-        let mut out = vec![0f32; xs.len()];
-        for bt in 0..b * t {
-            let (c, s) = (&cs[bt * d..(bt + 1) * d], &ss[bt * d..(bt + 1) * d]);
-            for head in 0..n {
-                let at = (bt * n + head) * d;
-                rope_row(&mut out[at..at + d], &xs[at..at + d], c, s, scale);
+        new_f32(&xd, |out| {
+            for bt in 0..b * t {
+                let (c, s) = (&cs[bt * d..(bt + 1) * d], &ss[bt * d..(bt + 1) * d]);
+                for head in 0..n {
+                    let at = (bt * n + head) * d;
+                    rope_row(&mut out[at..at + d], &xs[at..at + d], c, s, scale);
+                }
             }
-        }
-        FlexTensor::from_data(TensorData::new(out, xd))
+        })
     }
 
     /// K and V are views into the cache buffers (b, kv, capacity, d): read in place (the whole
@@ -286,19 +288,19 @@ mod kernels {
         } else {
             grouped.chunks_mut(chunk).enumerate().for_each(task);
         }
-        let mut out = vec![0f32; b * t * h * d];
-        for bi in 0..b {
-            for g in 0..kv {
-                for ti in 0..t {
-                    for r in 0..n_rep {
-                        let src = &grouped[(((bi * kv + g) * t + ti) * n_rep + r) * d..][..d];
-                        let head = g * n_rep + r;
-                        out[((bi * t + ti) * h + head) * d..][..d].copy_from_slice(src);
+        new_f32(&[b, t, h * d], |out| {
+            for bi in 0..b {
+                for g in 0..kv {
+                    for ti in 0..t {
+                        for r in 0..n_rep {
+                            let src = &grouped[(((bi * kv + g) * t + ti) * n_rep + r) * d..][..d];
+                            let head = g * n_rep + r;
+                            out[((bi * t + ti) * h + head) * d..][..d].copy_from_slice(src);
+                        }
                     }
                 }
             }
-        }
-        FlexTensor::from_data(TensorData::new(out, [b, t, h * d]))
+        })
     }
 }
 
