@@ -23,7 +23,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bytes, DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -187,29 +187,16 @@ fn f32_rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 
 /// A new f32 Flex tensor of `shape`, its buffer written by `fill`.
 ///
-/// The buffer is allocated 16-byte aligned (as `u128`s): burn copies a buffer of smaller
-/// alignment into a new one when it wraps it (`Bytes::from_bytes_vec`), which is what
-/// `TensorData::new(Vec<f32>)` amounts to — a copy and a second allocation per kernel output,
-/// 4% of a decode step.
-#[allow(clippy::slow_vector_initialization)] // deliberately not `vec![0; …]`, see below
+/// Not `vec![0; n]`: a zeroed allocation of this size asks the allocator for known-zero
+/// memory, i.e. fresh pages that the kernel must fault in and clear (`clear_page_erms` in
+/// `perf`); a recycled block plus a memset is cheaper.
+#[allow(clippy::slow_vector_initialization)] // deliberately not `vec![0; …]`, see above
 pub(crate) fn new_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> FlexTensor {
     let n: usize = shape.iter().product();
-    if !n.is_multiple_of(4) {
-        let mut buf = vec![0f32; n];
-        fill(&mut buf);
-        return FlexTensor::from_data(TensorData::new(buf, shape.to_vec()));
-    }
-    // Not `vec![0; …]`: a zeroed allocation asks for fresh pages, which the kernel must fault
-    // in and clear; a recycled block plus a memset is cheaper at these sizes.
-    let mut buf: Vec<u128> = Vec::with_capacity(n / 4);
-    buf.resize(n / 4, 0);
-    // SAFETY: n / 4 u128s are exactly n initialised f32s, suitably aligned.
-    fill(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), n) });
-    FlexTensor::new(
-        Bytes::from_elems(buf),
-        burn_flex::Layout::contiguous(Shape::from(shape.to_vec())),
-        DType::F32,
-    )
+    let mut buf = Vec::with_capacity(n);
+    buf.resize(n, 0f32);
+    fill(&mut buf);
+    FlexTensor::from_data(TensorData::new(buf, shape.to_vec()))
 }
 
 /// `t` as a contiguous tensor whose storage is exactly its elements, so that `storage_mut`

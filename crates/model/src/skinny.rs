@@ -106,7 +106,7 @@ mod avx512 {
     use super::{COLS, ROWS, Range};
 
     const LANES: usize = 16;
-    const PF: usize = 16;
+    const PF: usize = 8;
 
     /// Where a tile reads and writes: `x` rows `k` apart, `w` rows `n` apart, `out` rows `ldo`
     /// apart, `bias` (null for none) at the tile's first column.
