@@ -36,6 +36,10 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn check(config: ModelConfig) {
+    check_with(config, &[vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]]);
+}
+
+fn check_with(config: ModelConfig, prompts: &[Vec<u32>]) {
     let fast = Model::random(config.clone(), 3, &Device::flex());
     let composed = Model::random(config.clone(), 3, &Device::flex().autodiff());
     let label = format!(
@@ -59,8 +63,7 @@ fn check(config: ModelConfig) {
     );
 
     // Left-padded prompts through the cache, then decode steps feeding the same tokens.
-    let prompts = [vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]];
-    let prefill = TokenBatch::pad(&prompts, 0, PadSide::Left);
+    let prefill = TokenBatch::pad(prompts, 0, PadSide::Left);
     let run = |m: &Model| {
         let mut cache = KvCache::default();
         let mut out = vec![values(m.last_logits(&prefill, Some(&mut cache)).unwrap())];
@@ -91,4 +94,17 @@ fn decode_kernels_match_the_composed_ops() {
     check(config(Architecture::Qwen3, 64, true));
     check(config(Architecture::Llama, 64, false));
     check(config(Architecture::Qwen2, 12, false));
+}
+
+/// Large enough that the dense layers split their columns over rayon tasks and attention
+/// spreads its (sequence, kv head) groups (both above `decode`'s parallel-work threshold).
+#[test]
+fn parallel_decode_kernels_match_the_composed_ops() {
+    let mut c = config(Architecture::Qwen2, 64, true);
+    c.hidden_size = 256;
+    c.intermediate_size = 1100;
+    let prompts: Vec<Vec<u32>> = (0..3)
+        .map(|i| (0..40 - 9 * i).map(|j| (j * 7 + i) % 97).collect())
+        .collect();
+    check_with(c, &prompts);
 }
