@@ -36,7 +36,10 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn check(config: ModelConfig) {
-    check_with(config, &[vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]]);
+    check_with(
+        config,
+        &[vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]],
+    );
 }
 
 fn check_with(config: ModelConfig, prompts: &[Vec<u32>]) {

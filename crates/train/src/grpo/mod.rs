@@ -452,24 +452,30 @@ impl<'a> GrpoTrainer<'a> {
             m => m,
         }
         .min(rows_total.div_ceil(workers).max(1));
-        let starts: Vec<usize> = (0..rows_total).step_by(chunk).collect();
+        // Rows sorted by length before splitting, so each micro-batch pads to a length close
+        // to its rows' own (`bench grpo`: 11% of the padded tokens were padding unsorted,
+        // 6–8% sorted).
+        let mut order: Vec<usize> = (0..rows_total).collect();
+        order.sort_by_key(|&i| seqs[i].len());
+        let groups_of_rows: Vec<&[usize]> = order.chunks(chunk).collect();
         let reference = self.reference.as_ref();
-        let build = |start: usize| -> Result<Micro, GrpoError> {
-            let end = (start + chunk).min(rows_total);
-            let batch = TokenBatch::pad(&seqs[start..end], pad, PadSide::Right);
+        let build = |rows: &[usize]| -> Result<Micro, GrpoError> {
+            let rows_seqs: Vec<Vec<u32>> = rows.iter().map(|&i| seqs[i].clone()).collect();
+            let batch = TokenBatch::pad(&rows_seqs, pad, PadSide::Right);
             let (b, l) = (batch.b, batch.t - 1);
             // Completion-token mask and per-token advantages over the (b, t − 1) log-prob grid:
             // completion token k sits at position p + k and is predicted at index p + k − 1.
             let mut mask = vec![0f32; b * l];
             let mut adv = vec![0f32; b * l];
-            for (row, &(p, n, truncated)) in spans[start..end].iter().enumerate() {
+            for (row, &i) in rows.iter().enumerate() {
+                let (p, n, truncated) = spans[i];
                 if truncated && s.overlong == Overlong::Mask {
                     continue;
                 }
                 for k in 0..n {
                     let at = row * l + p + k - 1;
                     mask[at] = 1.0;
-                    adv[at] = advantages[start + row] as f32;
+                    adv[at] = advantages[i] as f32;
                 }
             }
             let tokens = mask.iter().filter(|&&m| m > 0.0).count();
@@ -491,9 +497,9 @@ impl<'a> GrpoTrainer<'a> {
                 tokens,
             })
         };
-        let micro: Vec<Micro> = starts
+        let mut micro: Vec<Micro> = groups_of_rows
             .par_iter()
-            .map(|&start| build(start))
+            .map(|rows| build(rows))
             .collect::<Result<_, _>>()?;
         let tokens_total: usize = micro.iter().map(|m| m.tokens).sum();
         let totals = Some((rows_total, tokens_total));
@@ -503,6 +509,19 @@ impl<'a> GrpoTrainer<'a> {
         let mut skipped = false;
         let mut entropy = 0f32;
         let workers = workers.min(micro.len()).max(1);
+        // Worker w takes micro-batches w, w + workers, …; with lengths ascending, deal them in
+        // a snake order (0 1 | 3 2 | 4 5 …) so that each worker gets a similar token count.
+        let mut dealt = Vec::with_capacity(micro.len());
+        let mut round = 0;
+        while !micro.is_empty() {
+            let mut hand: Vec<Micro> = micro.drain(..workers.min(micro.len())).collect();
+            if round % 2 == 1 {
+                hand.reverse();
+            }
+            dealt.extend(hand);
+            round += 1;
+        }
+        let micro = dealt;
         for inner in 0..s.mu {
             // Worker w takes micro-batches w, w + workers, … with its own fork of the policy.
             let run = |w: usize, policy: &Model| -> Result<WorkerOut, GrpoError> {
