@@ -6,7 +6,9 @@
 //! its cost is dominated not by arithmetic but by what surrounds it: gemm packing the weights on
 //! every call, and for attention, a batch of tiny matmuls (`(n_rep, d) · (d, s)` per sequence
 //! and kv head), a softmax and the copies between them. Profiling `bench generate` put 62% of
-//! the time in gemm calls (9% of it packing) and 12% in the attention matmuls alone.
+//! the time in gemm calls (9% of it packing) and 12% in the attention matmuls alone. With
+//! those gone, a step is bound by memory bandwidth: it reads every weight once per group of
+//! sequences, from L3 for all but the smallest models, hence the prefetching in [`skinny`].
 //!
 //! These run only on the plain Flex device ([`enabled`]); training (autodiff) and other
 //! backends keep the composed burn ops in `decoder.rs`, and tests check that both paths agree.
