@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::error::ModelError;
 
 /// The decoder families we implement. They share one block structure and differ only in
-/// where biases and norms sit (see [`Architecture::qkv_bias`], [`Architecture::qk_norm`]).
+/// where biases and norms sit (see [`ModelConfig::qkv_bias`], [`ModelConfig::qk_norm`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
