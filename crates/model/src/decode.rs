@@ -78,14 +78,31 @@ impl DecodeOps for Flex {
 }
 
 /// Whether `rows` rows of `x` through weight `w` take the decode kernels: at most
-/// [`MAX_ROWS`] rows of untracked Flex tensors. (The kind of tensor is checked, not just the
-/// device: a model moved from an autodiff device to the plain one keeps tracked weights.)
+/// [`MAX_ROWS`] rows of untracked Flex tensors, on a CPU the kernels suit. (The kind of tensor
+/// is checked, not just the device: a model moved from an autodiff device to the plain one
+/// keeps tracked weights.)
 pub fn enabled<const D: usize>(rows: usize, x: &Tensor<D>, w: &Tensor<2>) -> bool {
     let plain = |k: DispatchTensorKind| matches!(k, DispatchTensorKind::Flex(_));
     rows <= MAX_ROWS
+        && cpu_suits()
         && x.device() == Device::flex()
         && plain(x.clone().into_dispatch().kind)
         && plain(w.clone().into_dispatch().kind)
+}
+
+/// The kernels are written for AVX-512 on x86-64; elsewhere their portable loops are what the
+/// compiler vectorises with a native FMA (aarch64's NEON). An x86-64 CPU without AVX-512 keeps
+/// burn's gemm, whose AVX2 kernels beat those loops (`mul_add` without the `fma` target
+/// feature is a libm call per element).
+fn cpu_suits() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
 }
 
 fn none(device: &Device) -> Tensor<1> {

@@ -10,8 +10,9 @@
 //! `W`. Each weight is loaded once per tile of rows, and `W` is read exactly once when `m ≤ 8`.
 //!
 //! AVX-512 (chosen at run time); elsewhere the portable loop below, which the compiler
-//! vectorises. Results equal a plain `Σ_k x·w` in order `k = 0, 1, …` (one FMA per term),
-//! started from the bias.
+//! vectorises where FMA is native (aarch64). x86-64 CPUs without AVX-512 do not come here:
+//! [`crate::decode::enabled`] leaves them burn's gemm. Results equal a plain `Σ_k x·w` in order
+//! `k = 0, 1, …` (one FMA per term), started from the bias.
 
 use std::ops::Range;
 
