@@ -17,7 +17,7 @@
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchTensorKind, Flex, backend_extension};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -78,13 +78,15 @@ impl DecodeOps for Flex {
 }
 
 /// Whether `rows` rows of `x` through weight `w` take the decode kernels: at most
-/// [`MAX_ROWS`] rows of untracked Flex tensors, on a CPU the kernels suit. (The kind of tensor
-/// is checked, not just the device: a model moved from an autodiff device to the plain one
-/// keeps tracked weights.)
+/// [`MAX_ROWS`] rows (and at least one) of untracked f32 Flex tensors, on a CPU the kernels
+/// suit. (The kind of tensor is checked, not just the device: a model moved from an autodiff
+/// device to the plain one keeps tracked weights.)
 pub fn enabled<const D: usize>(rows: usize, x: &Tensor<D>, w: &Tensor<2>) -> bool {
     let plain = |k: DispatchTensorKind| matches!(k, DispatchTensorKind::Flex(_));
-    rows <= MAX_ROWS
+    (1..=MAX_ROWS).contains(&rows)
         && cpu_suits()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
         && x.device() == Device::flex()
         && plain(x.clone().into_dispatch().kind)
         && plain(w.clone().into_dispatch().kind)
@@ -172,48 +174,61 @@ mod kernels {
         }
     }
 
+    /// An (m, n) output computed by `part(cols, buf)`, which writes columns `cols` into `buf`
+    /// (m × cols.len()). With enough `work` (FMAs) the columns are split into blocks of whole
+    /// `tile`s on parallel tasks and gathered; otherwise one call does all of them.
+    fn by_columns(
+        m: usize,
+        n: usize,
+        work: usize,
+        tile: usize,
+        part: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    ) -> FlexTensor {
+        let threads = rayon::current_num_threads();
+        if threads == 1 || work < PARALLEL_WORK {
+            return new_f32(&[m, n], |out| part(0..n, out));
+        }
+        let per_task = n.div_ceil(tile).div_ceil(2 * threads).max(1) * tile;
+        let blocks: Vec<std::ops::Range<usize>> = (0..n)
+            .step_by(per_task)
+            .map(|j| j..(j + per_task).min(n))
+            .collect();
+        let parts: Vec<Vec<f32>> = blocks
+            .par_iter()
+            .map(|cols| {
+                let mut buf = vec![0f32; m * cols.len()];
+                part(cols.clone(), &mut buf);
+                buf
+            })
+            .collect();
+        new_f32(&[m, n], |out| {
+            for (cols, buf) in blocks.iter().zip(&parts) {
+                for (r, src) in buf.chunks(cols.len()).enumerate() {
+                    out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
+                }
+            }
+        })
+    }
+
     pub fn linear_rows(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
         let (xd, wd) = (dims(x), dims(w));
         let (m, k, n) = (xd[0], wd[0], wd[1]);
         let (xs, ws, bs) = (rows(x), rows(w), rows(bias));
         let bias = (!bs.is_empty()).then_some(&bs[..]);
-        let threads = rayon::current_num_threads();
-        if threads > 1 && m * k * n >= PARALLEL_WORK {
-            // Column blocks (whole register tiles) on separate tasks.
-            let tiles = n.div_ceil(crate::skinny::COLS);
-            let per_task = tiles.div_ceil(2 * threads) * crate::skinny::COLS;
-            let blocks: Vec<std::ops::Range<usize>> = (0..n)
-                .step_by(per_task)
-                .map(|j| j..(j + per_task).min(n))
-                .collect();
-            let parts: Vec<Vec<f32>> = blocks
-                .par_iter()
-                .map(|cols| {
-                    let mut part = vec![0f32; m * cols.len()];
-                    crate::skinny::matmul(&xs, &ws, bias, &mut part, m, k, n, cols.clone());
-                    part
-                })
-                .collect();
-            new_f32(&[m, n], |out| {
-                for (cols, part) in blocks.iter().zip(&parts) {
-                    for (r, src) in part.chunks(cols.len()).enumerate() {
-                        out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
-                    }
-                }
-            })
-        } else {
-            new_f32(&[m, n], |out| {
-                crate::skinny::matmul(&xs, &ws, bias, out, m, k, n, 0..n);
-            })
-        }
+        by_columns(m, n, m * k * n, crate::skinny::COLS, |cols, out| {
+            crate::skinny::matmul(&xs, &ws, bias, out, m, k, n, cols);
+        })
     }
 
+    /// Output columns are rows of `e` (a vocabulary for a tied head: the largest product in
+    /// the model, so it too is split over the cores).
     pub fn linear_rows_nt(x: &FlexTensor, e: &FlexTensor) -> FlexTensor {
         let (xd, ed) = (dims(x), dims(e));
         let (m, k, n) = (xd[0], xd[1], ed[0]);
         let (xs, es) = (rows(x), rows(e));
-        new_f32(&[m, n], |out| {
-            crate::skinny::matmul_nt(&xs, &es, out, m, k, n)
+        by_columns(m, n, m * k * n, 8, |cols, out| {
+            let e_rows = &es[cols.start * k..cols.end * k];
+            crate::skinny::matmul_nt(&xs, e_rows, out, m, k, cols.len());
         })
     }
 
