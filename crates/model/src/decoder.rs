@@ -138,6 +138,21 @@ impl LayerCache {
         )
     }
 
+    /// Append (b, kv, t, d) keys and values to the layer's slot, creating the cache on first
+    /// use; returns all the cached keys and values, (b, kv, len, d).
+    fn extend(slot: &mut Option<Self>, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        match slot {
+            Some(layer) => {
+                layer.append(k, v);
+                layer.views()
+            }
+            None => {
+                let len = k.dims()[2];
+                slot.insert(LayerCache { k, v, len }).views()
+            }
+        }
+    }
+
     /// Append (b, kv, t, d) keys and values.
     fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
         let [b, kv, t, d] = k.dims();
@@ -209,17 +224,7 @@ impl Attention {
         q = rope.apply(q).mul_scalar(scale);
         k = rope.apply(k);
         if let Some(slot) = cache {
-            match slot {
-                Some(layer) => layer.append(k, v),
-                None => {
-                    let len = k.dims()[2];
-                    *slot = Some(LayerCache { k, v, len });
-                }
-            }
-            (k, v) = slot
-                .as_ref()
-                .map(LayerCache::views)
-                .expect("cache was just filled");
+            (k, v) = LayerCache::extend(slot, k, v);
         }
         let s = k.dims()[2];
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
@@ -268,18 +273,7 @@ impl Attention {
         let q = crate::decode::rope(q, &rope.cos, &rope.sin, scale);
         let k = crate::decode::rope(k, &rope.cos, &rope.sin, 1.0).swap_dims(1, 2); // (b, kv, t, d)
         let (k, v) = match cache {
-            Some(slot) => {
-                match slot {
-                    Some(layer) => layer.append(k, v),
-                    None => {
-                        let len = k.dims()[2];
-                        *slot = Some(LayerCache { k, v, len });
-                    }
-                }
-                slot.as_ref()
-                    .map(LayerCache::views)
-                    .expect("cache was just filled")
-            }
+            Some(slot) => LayerCache::extend(slot, k, v),
             None => (k, v),
         };
         let s = k.dims()[2];
