@@ -39,6 +39,16 @@ pub trait DecodeOps: Backend {
     ) -> FloatTensor<Self>;
     /// `x (m, k) · eᵀ` for `e` (n, k): a tied LM head.
     fn linear_rows_nt(x: FloatTensor<Self>, e: &FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x + down(silu(gate(n)) · up(n))`, `n = rms_norm(x) · norm` (eps `eps`): `x` (m, hidden),
+    /// `gate`, `up` (hidden, inter), `down` (inter, hidden).
+    fn mlp_block_rows(
+        x: FloatTensor<Self>,
+        norm: &FloatTensor<Self>,
+        eps: f32,
+        gate: &FloatTensor<Self>,
+        up: &FloatTensor<Self>,
+        down: &FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// RoPE of `x` (b, t, n, d) with tables `cos`, `sin` (b, 1, t, d) (`sin` carrying
     /// rotate-half's sign, as in [`crate::decoder::Rope`]), times `scale`; same shape.
     fn rope_scaled(
@@ -63,6 +73,16 @@ impl DecodeOps for Flex {
     }
     fn linear_rows_nt(x: FlexTensor, e: &FlexTensor) -> FlexTensor {
         kernels::linear_rows_nt(&x, e)
+    }
+    fn mlp_block_rows(
+        x: FlexTensor,
+        norm: &FlexTensor,
+        eps: f32,
+        gate: &FlexTensor,
+        up: &FlexTensor,
+        down: &FlexTensor,
+    ) -> FlexTensor {
+        kernels::mlp_block(&x, norm, eps, gate, up, down)
     }
     fn rope_scaled(x: FlexTensor, cos: &FlexTensor, sin: &FlexTensor, scale: f32) -> FlexTensor {
         kernels::rope(&x, cos, sin, scale)
@@ -129,6 +149,26 @@ pub fn linear_nt(x: Tensor<2>, e: &Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// `x + down(silu(gate(n)) · up(n))` with `n = rms_norm(x) · norm`: x (m, hidden) → same.
+pub fn mlp_block(
+    x: Tensor<2>,
+    norm: &Tensor<1>,
+    eps: f64,
+    gate: &Tensor<2>,
+    up: &Tensor<2>,
+    down: &Tensor<2>,
+) -> Tensor<2> {
+    let w = |t: &Tensor<2>| t.clone().into_dispatch();
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::mlp_block_rows(
+        x.into_dispatch(),
+        &norm.clone().into_dispatch(),
+        eps as f32,
+        &w(gate),
+        &w(up),
+        &w(down),
+    ))
+}
+
 /// RoPE times `scale` on `x` (b, t, n, d), tables (b, 1, t, d).
 pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, scale: f32) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as DecodeOps>::rope_scaled(
@@ -174,19 +214,20 @@ mod kernels {
         }
     }
 
-    /// An (m, n) output computed by `part(cols, buf)`, which writes columns `cols` into `buf`
+    /// Fills `out` (m × n) by `part(cols, buf)`, which writes columns `cols` into `buf`
     /// (m × cols.len()). With enough `work` (FMAs) the columns are split into blocks of whole
     /// `tile`s on parallel tasks and gathered; otherwise one call does all of them.
-    fn by_columns(
+    fn columns(
+        out: &mut [f32],
         m: usize,
         n: usize,
         work: usize,
         tile: usize,
         part: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
-    ) -> FlexTensor {
+    ) {
         let threads = rayon::current_num_threads();
         if threads == 1 || work < PARALLEL_WORK {
-            return new_f32(&[m, n], |out| part(0..n, out));
+            return part(0..n, out);
         }
         let per_task = n.div_ceil(tile).div_ceil(2 * threads).max(1) * tile;
         let blocks: Vec<std::ops::Range<usize>> = (0..n)
@@ -201,13 +242,22 @@ mod kernels {
                 buf
             })
             .collect();
-        new_f32(&[m, n], |out| {
-            for (cols, buf) in blocks.iter().zip(&parts) {
-                for (r, src) in buf.chunks(cols.len()).enumerate() {
-                    out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
-                }
+        for (cols, buf) in blocks.iter().zip(&parts) {
+            for (r, src) in buf.chunks(cols.len()).enumerate() {
+                out[r * n + cols.start..r * n + cols.end].copy_from_slice(src);
             }
-        })
+        }
+    }
+
+    /// [`columns`] into a new (m, n) tensor.
+    fn by_columns(
+        m: usize,
+        n: usize,
+        work: usize,
+        tile: usize,
+        part: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    ) -> FlexTensor {
+        new_f32(&[m, n], |out| columns(out, m, n, work, tile, part))
     }
 
     pub fn linear_rows(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
@@ -229,6 +279,42 @@ mod kernels {
         by_columns(m, n, m * k * n, 8, |cols, out| {
             let e_rows = &es[cols.start * k..cols.end * k];
             crate::skinny::matmul_nt(&xs, e_rows, out, m, k, cols.len());
+        })
+    }
+
+    /// `x + down(silu(gate(n)) · up(n))` with `n = rms_norm(x)`: the second half of a decoder
+    /// layer as one call (five ops and their intermediate tensors otherwise).
+    pub fn mlp_block(
+        x: &FlexTensor,
+        norm: &FlexTensor,
+        eps: f32,
+        gate: &FlexTensor,
+        up: &FlexTensor,
+        down: &FlexTensor,
+    ) -> FlexTensor {
+        let (xd, gd) = (dims(x), dims(gate));
+        let (m, hidden, inter) = (xd[0], xd[1], gd[1]);
+        let (xs, ns) = (rows(x), rows(norm));
+        let (gs, us, ds) = (rows(gate), rows(up), rows(down));
+        let mut normed = vec![0f32; m * hidden];
+        crate::fused::rms_norm_rows(&mut normed, &xs, &ns, eps);
+        let work = m * hidden * inter;
+        let tile = crate::skinny::COLS;
+        let project = |w: &[f32], out: &mut [f32]| {
+            columns(out, m, inter, work, tile, |cols, buf| {
+                crate::skinny::matmul(&normed, w, None, buf, m, hidden, inter, cols);
+            });
+        };
+        let (mut g, mut u) = (vec![0f32; m * inter], vec![0f32; m * inter]);
+        project(&gs, &mut g);
+        project(&us, &mut u);
+        let mut act = vec![0f32; m * inter];
+        crate::fused::swiglu_chunk(&mut act, &g, &u);
+        new_f32(&[m, hidden], |out| {
+            columns(out, m, hidden, work, tile, |cols, buf| {
+                crate::skinny::matmul(&act, &ds, None, buf, m, inter, hidden, cols);
+            });
+            out.iter_mut().zip(xs.iter()).for_each(|(o, r)| *o += r);
         })
     }
 

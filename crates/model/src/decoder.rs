@@ -321,6 +321,21 @@ impl DecoderLayer {
             .self_attn
             .forward(self.input_layernorm.forward(x), rope, mask, cache)
             + residual;
+        let [b, t, hidden] = x.dims();
+        let mlp = &self.mlp;
+        let plain = |l: &Linear| l.bias.is_none() && l.lora.is_none();
+        let (gate, up, down) = (&mlp.gate_proj, &mlp.up_proj, &mlp.down_proj);
+        if plain(gate)
+            && plain(up)
+            && plain(down)
+            && crate::decode::enabled(b * t, &x, &gate.weight.val())
+        {
+            let norm = &self.post_attention_layernorm;
+            let x = x.reshape([b * t, hidden]);
+            let (g, u, d) = (gate.weight.val(), up.weight.val(), down.weight.val());
+            return crate::decode::mlp_block(x, &norm.weight.val(), norm.eps, &g, &u, &d)
+                .reshape([b, t, hidden]);
+        }
         let residual = x.clone();
         self.mlp.forward(self.post_attention_layernorm.forward(x)) + residual
     }

@@ -317,8 +317,8 @@ fn softmax_backward_row(g: &mut [f32], y: &[f32]) {
 /// Compiles `body` twice — for AVX2 + FMA (selected at run time) and for the baseline — so the
 /// row loops vectorise 8 wide where the CPU allows.
 macro_rules! with_avx2 {
-    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        fn $name($($arg: $ty),*) {
+    ($vis:vis $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -350,7 +350,7 @@ with_avx2!(softmax_backward_rows(g: &mut [f32], y: &[f32], s: usize) {
     }
 });
 
-with_avx2!(swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+with_avx2!(pub(crate) swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = g / (1.0 + exp_approx(-g)) * u;
     }
@@ -366,7 +366,7 @@ with_avx2!(swiglu_backward_chunk(dg: &mut [f32], du: &mut [f32], gate: &[f32], u
     }
 });
 
-with_avx2!(rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+with_avx2!(pub(crate) rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let h = w.len();
     for (yr, xr) in out.chunks_mut(h).zip(x.chunks(h)) {
         let ms = dot8(xr, xr) / h as f32;
