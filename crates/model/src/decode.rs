@@ -197,6 +197,16 @@ pub fn attention(q: Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, mask: Option<Tensor
 /// Splits work into parallel tasks only when there is enough of it (FMAs) to amortise them.
 const PARALLEL_WORK: usize = 1 << 20;
 
+/// Whether `work` FMAs are worth splitting over the cores: enough of them, and the caller is
+/// not itself one of rayon's workers — generation decodes one group of sequences per worker,
+/// GRPO scores micro-batches on each, and splitting inside them only added task overhead and
+/// copies while the other core was busy anyway.
+fn split(work: usize) -> bool {
+    work >= PARALLEL_WORK
+        && rayon::current_num_threads() > 1
+        && rayon::current_thread_index().is_none()
+}
+
 mod kernels {
     use super::*;
 
@@ -225,10 +235,10 @@ mod kernels {
         tile: usize,
         part: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
     ) {
-        let threads = rayon::current_num_threads();
-        if threads == 1 || work < PARALLEL_WORK {
+        if !split(work) {
             return part(0..n, out);
         }
+        let threads = rayon::current_num_threads();
         let per_task = n.div_ceil(tile).div_ceil(2 * threads).max(1) * tile;
         let blocks: Vec<std::ops::Range<usize>> = (0..n)
             .step_by(per_task)
@@ -403,7 +413,7 @@ mod kernels {
         // Per (sequence, kv head): n_rep · t rows of d outputs, gathered into (b, t, h, d).
         let mut grouped = vec![0f32; b * kv * t * n_rep * d];
         let chunk = t * n_rep * d;
-        if b * kv * t * n_rep * s * d * 2 >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
+        if split(b * kv * t * n_rep * s * d * 2) {
             grouped.par_chunks_mut(chunk).enumerate().for_each(task);
         } else {
             grouped.chunks_mut(chunk).enumerate().for_each(task);
