@@ -208,6 +208,9 @@ fn split(work: usize) -> bool {
 }
 
 mod kernels {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     fn dims(t: &FlexTensor) -> Vec<usize> {
@@ -222,6 +225,82 @@ mod kernels {
                 std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
             }
         }
+    }
+
+    /// A weight as the few-row kernel reads it: packed panels from [`PACKED`] when there is
+    /// room, else the row-major buffer.
+    enum Weight<'a> {
+        Packed(Arc<Vec<f32>>),
+        RowMajor(std::borrow::Cow<'a, [f32]>),
+    }
+
+    impl<'a> Weight<'a> {
+        fn of(w: &'a FlexTensor) -> Self {
+            match packed(w) {
+                Some(p) => Weight::Packed(p),
+                None => Weight::RowMajor(rows(w)),
+            }
+        }
+
+        fn get(&self) -> crate::skinny::Weights<'_> {
+            match self {
+                Weight::Packed(p) => crate::skinny::Weights::Packed(p),
+                Weight::RowMajor(r) => crate::skinny::Weights::RowMajor(r),
+            }
+        }
+    }
+
+    /// Packed copies of weights (see [`crate::skinny::pack`]), each beside a clone of the
+    /// tensor it was made from. The clone pins the buffer: burn writes a tensor in place only
+    /// when its buffer has no other owner, so a cached entry's source can never change under
+    /// it, and a weight that is replaced (an optimiser step) is a new buffer, hence a new
+    /// entry. Entries whose source only the cache still holds are dropped.
+    struct PackedEntry {
+        source: FlexTensor,
+        panels: Arc<Vec<f32>>,
+    }
+
+    /// Keyed by (buffer address, start offset, rows, cols): the pinned source keeps the
+    /// address from being reused while its entry lives.
+    type Key = (usize, usize, usize, usize);
+
+    static PACKED: Mutex<Option<HashMap<Key, PackedEntry>>> = Mutex::new(None);
+
+    /// Most bytes of packed copies kept: small models are packed whole, large ones (where a
+    /// second copy of the weights would cost gigabytes) stay row-major.
+    const PACK_BUDGET: usize = 256 << 20;
+
+    fn packed(w: &FlexTensor) -> Option<Arc<Vec<f32>>> {
+        let d = dims(w);
+        if d.len() != 2 || !w.is_contiguous() {
+            return None;
+        }
+        let key = (
+            w.bytes().as_ptr() as usize,
+            w.layout().start_offset(),
+            d[0],
+            d[1],
+        );
+        let mut guard = PACKED.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = guard.get_or_insert_with(HashMap::new);
+        if let Some(e) = cache.get(&key) {
+            return Some(e.panels.clone());
+        }
+        cache.retain(|_, e| !e.source.is_unique());
+        let used: usize = cache.values().map(|e| 4 * e.panels.len()).sum();
+        if used + 4 * d[0] * d[1] > PACK_BUDGET {
+            return None;
+        }
+        let panels = Arc::new(crate::skinny::pack(&rows(w), d[0], d[1]));
+        let source = w.clone();
+        cache.insert(
+            key,
+            PackedEntry {
+                source,
+                panels: panels.clone(),
+            },
+        );
+        Some(panels)
     }
 
     /// Fills `out` (m × n) by `part(cols, buf)`, which writes columns `cols` into `buf`
@@ -273,10 +352,11 @@ mod kernels {
     pub fn linear_rows(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
         let (xd, wd) = (dims(x), dims(w));
         let (m, k, n) = (xd[0], wd[0], wd[1]);
-        let (xs, ws, bs) = (rows(x), rows(w), rows(bias));
+        let (xs, bs) = (rows(x), rows(bias));
         let bias = (!bs.is_empty()).then_some(&bs[..]);
+        let w = Weight::of(w);
         by_columns(m, n, m * k * n, crate::skinny::COLS, |cols, out| {
-            crate::skinny::matmul(&xs, &ws, bias, out, m, k, n, cols);
+            crate::skinny::matmul(&xs, w.get(), bias, out, m, k, n, cols);
         })
     }
 
@@ -305,14 +385,14 @@ mod kernels {
         let (xd, gd) = (dims(x), dims(gate));
         let (m, hidden, inter) = (xd[0], xd[1], gd[1]);
         let (xs, ns) = (rows(x), rows(norm));
-        let (gs, us, ds) = (rows(gate), rows(up), rows(down));
+        let (gs, us, ds) = (Weight::of(gate), Weight::of(up), Weight::of(down));
         let mut normed = vec![0f32; m * hidden];
         crate::fused::rms_norm_rows(&mut normed, &xs, &ns, eps);
         let work = m * hidden * inter;
         let tile = crate::skinny::COLS;
-        let project = |w: &[f32], out: &mut [f32]| {
+        let project = |w: &Weight, out: &mut [f32]| {
             columns(out, m, inter, work, tile, |cols, buf| {
-                crate::skinny::matmul(&normed, w, None, buf, m, hidden, inter, cols);
+                crate::skinny::matmul(&normed, w.get(), None, buf, m, hidden, inter, cols);
             });
         };
         let (mut g, mut u) = (vec![0f32; m * inter], vec![0f32; m * inter]);
@@ -322,7 +402,7 @@ mod kernels {
         crate::fused::swiglu_chunk(&mut act, &g, &u);
         new_f32(&[m, hidden], |out| {
             columns(out, m, hidden, work, tile, |cols, buf| {
-                crate::skinny::matmul(&act, &ds, None, buf, m, inter, hidden, cols);
+                crate::skinny::matmul(&act, ds.get(), None, buf, m, inter, hidden, cols);
             });
             out.iter_mut().zip(xs.iter()).for_each(|(o, r)| *o += r);
         })

@@ -22,15 +22,39 @@ pub const ROWS: usize = 8;
 /// accumulators).
 pub const COLS: usize = 48;
 
-/// Columns `cols` of `x (m × k) · w (k × n) [+ bias (n)]`, into `out` (m × cols.len()); all
-/// row-major and contiguous.
+/// How the `k × n` weight is laid out.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// Row-major (in, out), as `Linear` keeps it: a tile reads 192 bytes per row, rows `4n`
+    /// bytes apart.
+    RowMajor(&'a [f32]),
+    /// [`pack`]ed into panels of [`COLS`] columns, each panel's `k` rows contiguous: a tile
+    /// streams one contiguous block (measured ~20% faster from L3 than the row-major reads).
+    Packed(&'a [f32]),
+}
+
+/// `w` (k × n, row-major) as panels of [`COLS`] columns: panel `p` (columns `48p..`, width
+/// `wp = min(48, n − 48p)`) holds its `k` rows of `wp` values contiguously at offset `48p·k`.
+pub fn pack(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(k * n);
+    for j in (0..n).step_by(COLS) {
+        let width = (n - j).min(COLS);
+        for row in w.chunks(n).take(k) {
+            out.extend_from_slice(&row[j..j + width]);
+        }
+    }
+    out
+}
+
+/// Columns `cols` of `x (m × k) · w (k × n) [+ bias (n)]`, into `out` (m × cols.len()); `x`
+/// and `out` row-major and contiguous. With packed weights `cols` must start at a panel.
 ///
 /// Panics when a slice is shorter than its shape says or `cols` is not inside `0..n` (callers
 /// pass tensor buffers whose shapes they have just read).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     x: &[f32],
-    w: &[f32],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     out: &mut [f32],
     m: usize,
@@ -39,7 +63,17 @@ pub fn matmul(
     cols: Range<usize>,
 ) {
     let width = cols.len();
-    assert!(x.len() >= m * k && w.len() >= k * n && out.len() >= m * width && cols.end <= n);
+    let ws = match w {
+        Weights::RowMajor(ws) => ws,
+        Weights::Packed(ws) => {
+            assert!(
+                cols.start.is_multiple_of(COLS),
+                "packed columns start at a panel"
+            );
+            ws
+        }
+    };
+    assert!(x.len() >= m * k && ws.len() >= k * n && out.len() >= m * width && cols.end <= n);
     assert!(bias.is_none_or(|b| b.len() >= n));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -53,7 +87,7 @@ pub fn matmul(
 #[allow(clippy::too_many_arguments)]
 fn portable(
     x: &[f32],
-    w: &[f32],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     out: &mut [f32],
     m: usize,
@@ -62,14 +96,21 @@ fn portable(
     cols: Range<usize>,
 ) {
     let width = cols.len();
+    let at = |kk: usize, c: usize| match w {
+        Weights::RowMajor(ws) => ws[kk * n + c],
+        Weights::Packed(ws) => {
+            let j = c - c % COLS;
+            ws[j * k + kk * (n - j).min(COLS) + c - j]
+        }
+    };
     for (xr, or) in x.chunks(k).zip(out.chunks_mut(width)).take(m) {
         match bias {
             Some(b) => or.copy_from_slice(&b[cols.clone()]),
             None => or.fill(0.0),
         }
-        for (&xv, wr) in xr.iter().zip(w.chunks(n)) {
-            for (o, &wv) in or.iter_mut().zip(&wr[cols.clone()]) {
-                *o = xv.mul_add(wv, *o);
+        for (kk, &xv) in xr.iter().enumerate() {
+            for (o, c) in or.iter_mut().zip(cols.clone()) {
+                *o = xv.mul_add(at(kk, c), *o);
             }
         }
     }
@@ -104,7 +145,7 @@ pub(crate) use avx512::sum16;
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{COLS, ROWS, Range};
+    use super::{COLS, ROWS, Range, Weights};
 
     const LANES: usize = 16;
     const PF: usize = 8;
@@ -129,7 +170,7 @@ mod avx512 {
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn matmul(
         x: &[f32],
-        w: &[f32],
+        w: Weights<'_>,
         bias: Option<&[f32]>,
         out: &mut [f32],
         m: usize,
@@ -148,11 +189,19 @@ mod avx512 {
                 unsafe {
                     let t = Tile {
                         x: x.as_ptr().add(r * k),
-                        w: w.as_ptr().add(j),
+                        // A panel's rows are its width apart; the row-major rows, `n`.
+                        w: match w {
+                            Weights::RowMajor(ws) => ws.as_ptr().add(j),
+                            Weights::Packed(ws) => ws.as_ptr().add(j * k),
+                        },
                         bias: bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j)),
                         out: out.as_mut_ptr().add(r * ldo + j - range.start),
                         k,
-                        n,
+                        n: match w {
+                            Weights::RowMajor(_) => n,
+                            // The panel's width (the tile may stop short of it).
+                            Weights::Packed(_) => (n - j).min(COLS),
+                        },
                         ldo,
                         cols,
                     };
@@ -366,14 +415,34 @@ mod tests {
         for (m, k, n) in shapes {
             let (x, w, b) = (values(m * k, 1), values(k * n, 2), values(n, 3));
             for bias in [None, Some(&b[..])] {
-                for cols in [0..n, n / 3..n, 0..n.div_ceil(2)] {
+                for cols in [0..n, n / 3..n, 0..n.div_ceil(2), (n / 96 * 48)..n] {
                     let width = cols.len();
                     let mut fast = vec![f32::NAN; m * width];
                     let mut slow = vec![f32::NAN; m * width];
-                    matmul(&x, &w, bias, &mut fast, m, k, n, cols.clone());
-                    portable(&x, &w, bias, &mut slow, m, k, n, cols.clone());
+                    let rm = Weights::RowMajor(&w);
+                    matmul(&x, rm, bias, &mut fast, m, k, n, cols.clone());
+                    portable(&x, rm, bias, &mut slow, m, k, n, cols.clone());
                     // Same FMA sequence per element: bit-identical.
                     assert_eq!(fast, slow, "m={m} k={k} n={n} cols={cols:?}");
+                    if cols.start % COLS == 0 {
+                        let packed = pack(&w, k, n);
+                        let mut p = vec![f32::NAN; m * width];
+                        matmul(
+                            &x,
+                            Weights::Packed(&packed),
+                            bias,
+                            &mut p,
+                            m,
+                            k,
+                            n,
+                            cols.clone(),
+                        );
+                        assert_eq!(p, slow, "packed m={m} k={k} n={n} cols={cols:?}");
+                        let mut q = vec![f32::NAN; m * width];
+                        let pw = Weights::Packed(&packed);
+                        portable(&x, pw, bias, &mut q, m, k, n, cols.clone());
+                        assert_eq!(q, slow, "portable packed m={m} k={k} n={n}");
+                    }
                     if width > 0 {
                         let j = cols.start;
                         let naive: f32 = bias.map_or(0.0, |b| b[j])

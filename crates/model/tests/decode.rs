@@ -111,3 +111,37 @@ fn parallel_decode_kernels_match_the_composed_ops() {
         .collect();
     check_with(c, &prompts);
 }
+
+/// The decode kernels keep packed copies of weights; a weight replaced after it was packed
+/// (as an optimiser step does) must be read afresh, not from the old copy.
+#[test]
+fn a_replaced_weight_is_not_served_from_its_old_packed_copy() {
+    use reasonlab_model::burn::module::Param;
+    use reasonlab_model::tensor::TensorData;
+    let c = config(Architecture::Qwen2, 64, true);
+    let batch = TokenBatch::pad(&[vec![1, 5, 9, 3, 7, 11], vec![2, 4, 6]], 0, PadSide::Right);
+    let logits = |m: &Model| values(m.logits(&batch, None).unwrap().reshape([2 * 6, 97]));
+    let scale_up_proj = |m: &mut Model, device: &Device| {
+        let p = &mut m.net.model.layers[0].mlp.up_proj.weight;
+        let dims = p.dims();
+        let v: Vec<f32> = p.val().try_into_vec_as::<f32>().unwrap();
+        let v: Vec<f32> = v.iter().map(|x| x * 1.5).collect();
+        *p = Param::from_tensor(Tensor::from_data(TensorData::new(v, dims), device));
+    };
+    let mut fast = Model::random(c.clone(), 5, &Device::flex());
+    let before = logits(&fast); // packs every weight
+    scale_up_proj(&mut fast, &Device::flex());
+    let after = logits(&fast);
+    let mut composed = Model::random(c, 5, &Device::flex().autodiff());
+    scale_up_proj(&mut composed, &Device::flex().autodiff());
+    let expected = logits(&composed);
+    assert!(
+        worst(&before, &after) > 1e-3,
+        "the change did not reach the logits"
+    );
+    assert!(
+        worst(&after, &expected) < 1e-4,
+        "stale weights: {}",
+        worst(&after, &expected)
+    );
+}
