@@ -21,7 +21,7 @@ use burn::tensor::{DType, Device, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::fused::{exp_approx, new_f32};
+use crate::fused::{dot8, exp_shifted, new_f32};
 
 /// Most rows (sequences × new tokens) for which the decode kernels replace the composed ops;
 /// longer prefills go through gemm, whose packing pays off there.
@@ -213,19 +213,7 @@ mod kernels {
 
     use super::*;
 
-    fn dims(t: &FlexTensor) -> Vec<usize> {
-        t.layout().shape().iter().copied().collect()
-    }
-
-    /// A view of `t`'s elements in row-major order: borrowed when contiguous.
-    fn rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => {
-                std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
-            }
-        }
-    }
+    use crate::fused::{dims, f32_rows as rows};
 
     /// A weight as the few-row kernel reads it: packed panels from [`PACKED`] when there is
     /// room, else the row-major buffer.
@@ -542,13 +530,13 @@ crate::fused::with_avx2!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f
             let head = g * n_rep + r;
             let qrow = &qs[((bi * t + ti) * h + head) * d..][..d];
             for (j, sc) in scores.iter_mut().enumerate() {
-                *sc = dot(qrow, &ks[kb + j * k_st[2]..][..d]) + bias_row.map_or(0.0, |br| br[j]);
+                *sc = dot8(qrow, &ks[kb + j * k_st[2]..][..d]) + bias_row.map_or(0.0, |br| br[j]);
             }
-            softmax(&mut scores);
+            let inv = 1.0 / exp_shifted(&mut scores);
             let o = &mut out[(ti * n_rep + r) * d..][..d];
             o.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
-                axpy(o, p, &vs[vb + j * v_st[2]..][..d]);
+                axpy(o, p * inv, &vs[vb + j * v_st[2]..][..d]);
             }
         }
     }
@@ -566,37 +554,10 @@ crate::fused::with_avx2!(rope_row(out: &mut [f32], x: &[f32], cos: &[f32], sin: 
 });
 
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the loop vectorises (a strict left-to-right sum would not).
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
 fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = a.mul_add(v, *o);
     }
-}
-
-#[inline(always)]
-fn softmax(y: &mut [f32]) {
-    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in y.iter_mut() {
-        *v = exp_approx(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    y.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// [`attend`] with AVX-512 for the usual head dims (16, 32, 64, 128): a block of 16 keys is
@@ -606,7 +567,8 @@ fn softmax(y: &mut [f32]) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Geometry, exp_approx};
+    use super::Geometry;
+    use crate::fused::exp_shifted;
     use crate::skinny::sum16;
 
     /// Returns false (doing nothing) when the CPU or the head dim does not suit.
@@ -698,7 +660,7 @@ mod avx512 {
                     let row = &bias[(bi * t + ti) * s..][..s];
                     sc.iter_mut().zip(row).for_each(|(a, b)| *a += b);
                 }
-                let inv = 1.0 / exp_normalizer(sc);
+                let inv = 1.0 / exp_shifted(sc);
                 let o = &mut out[(ti * n_rep + r) * d..][..d];
                 // SAFETY: value rows are bounded by the asserts above; `o` holds d floats.
                 unsafe {
@@ -732,35 +694,5 @@ mod avx512 {
                 }
             }
         }
-    }
-
-    /// `sc ← exp(sc − max sc)`, returning the sum; in 16-lane chunks so that it vectorises.
-    #[target_feature(enable = "avx512f")]
-    fn exp_normalizer(sc: &mut [f32]) -> f32 {
-        let mut lanes = [f32::NEG_INFINITY; 16];
-        let mut chunks = sc.chunks_exact(16);
-        for c in &mut chunks {
-            for (m, &v) in lanes.iter_mut().zip(c) {
-                *m = m.max(v);
-            }
-        }
-        let max = chunks.remainder().iter().fold(
-            lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-            |a, &b| a.max(b),
-        );
-        let mut sums = [0f32; 16];
-        let mut chunks = sc.chunks_exact_mut(16);
-        for c in &mut chunks {
-            for (acc, v) in sums.iter_mut().zip(c.iter_mut()) {
-                *v = exp_approx(*v - max);
-                *acc += *v;
-            }
-        }
-        let mut sum: f32 = sums.iter().sum();
-        for v in chunks.into_remainder() {
-            *v = exp_approx(*v - max);
-            sum += *v;
-        }
-        sum
     }
 }

@@ -176,13 +176,18 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 }
 
-fn f32_rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn f32_rows(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => {
             std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
         }
     }
+}
+
+/// The shape of a Flex tensor.
+pub(crate) fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().iter().copied().collect()
 }
 
 /// A new f32 Flex tensor of `shape`, its buffer written by `fill`.
@@ -243,7 +248,7 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
 /// left-to-right float sum cannot be reordered by the compiler, and kept the softmax and norm
 /// rows scalar (7% of a training step in the softmax forward alone).
 #[inline(always)]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac
@@ -289,17 +294,23 @@ fn max8(a: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &v| m.max(v))
 }
 
+/// `y ← exp(y − max y)` in place; returns the sum, the softmax normaliser.
+#[inline(always)]
+pub(crate) fn exp_shifted(y: &mut [f32]) -> f32 {
+    let max = max8(y);
+    for o in y.iter_mut() {
+        *o = exp_approx(*o - max);
+    }
+    sum8(y)
+}
+
 /// One row of the forward: `y ← softmax(y + bias)` in place.
 #[inline(always)]
 fn softmax_row(y: &mut [f32], bias: &[f32]) {
     for (o, &c) in y.iter_mut().zip(bias) {
         *o += c;
     }
-    let max = max8(y);
-    for o in y.iter_mut() {
-        *o = exp_approx(*o - max);
-    }
-    let inv = 1.0 / sum8(y);
+    let inv = 1.0 / exp_shifted(y);
     for o in y.iter_mut() {
         *o *= inv;
     }
@@ -433,10 +444,6 @@ mod kernels {
 
     /// Elements per parallel task of the element-wise kernels.
     const CHUNK: usize = 1 << 14;
-
-    fn dims(t: &FlexTensor) -> Vec<usize> {
-        t.layout().shape().iter().copied().collect()
-    }
 
     pub fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
         let (gs, us) = (f32_rows(&gate), f32_rows(&up));

@@ -45,6 +45,21 @@ fn check(config: ModelConfig) {
 fn check_with(config: ModelConfig, prompts: &[Vec<u32>]) {
     let fast = Model::random(config.clone(), 3, &Device::flex());
     let composed = Model::random(config.clone(), 3, &Device::flex().autodiff());
+    // The comparison means something only if the two models take different paths.
+    let w = |m: &Model| m.net.model.layers[0].mlp.up_proj.weight.val();
+    assert!(!reasonlab_model::decode::enabled(
+        1,
+        &w(&composed),
+        &w(&composed)
+    ));
+    #[cfg(target_arch = "x86_64")]
+    {
+        let x = w(&fast);
+        assert_eq!(
+            reasonlab_model::decode::enabled(1, &x, &x),
+            std::arch::is_x86_feature_detected!("avx512f")
+        );
+    }
     let label = format!(
         "{:?} d={} tied={}",
         config.architecture, config.head_dim, config.tie_word_embeddings
