@@ -12,6 +12,7 @@
 
 mod sampler;
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use reasonlab_model::{KvCache, Model, ModelError, PadSide, TokenBatch};
@@ -215,8 +216,9 @@ pub fn generate_streaming(
             model, tokenizer, prompts, n, params, rng_for, on_tokens, on_token,
         );
     }
-    /// One decode step of one worker: its token count and each (prompt, sample, token). One
-    /// message per step, not per token: every message may wake the calling thread.
+    /// Some decode steps of one worker: their token count and each (prompt, sample, token).
+    /// One message per [`FLUSH_EVERY`], not per token or step: every message may wake the
+    /// calling thread, which then takes a core from a worker.
     struct Step(usize, Vec<(usize, usize, u32)>);
     let start = Instant::now();
     let groups: Vec<std::ops::Range<usize>> = (0..workers)
@@ -233,7 +235,12 @@ pub fn generate_streaming(
                     let tx = tx.clone();
                     let at = g.start;
                     let pending = std::cell::RefCell::new(Vec::new());
-                    generate_serial(
+                    let (count, sent) = (Cell::new(0), Cell::new(Instant::now()));
+                    let flush = || {
+                        let _ = tx.send(Step(count.take(), pending.take()));
+                        sent.set(Instant::now());
+                    };
+                    let result = generate_serial(
                         model,
                         tokenizer,
                         &prompts[g.clone()],
@@ -242,11 +249,15 @@ pub fn generate_streaming(
                         &|p, j| rng_for(p + at, j),
                         // Called once per step, after that step's tokens.
                         &mut |k| {
-                            let _ = tx.send(Step(k, pending.take()));
+                            count.set(count.get() + k);
+                            if sent.get().elapsed() >= FLUSH_EVERY {
+                                flush();
+                            }
                         },
                         &mut |p, j, t| pending.borrow_mut().push((p + at, j, t)),
-                    )
-                    .map(|(mut done, stats)| {
+                    );
+                    flush();
+                    result.map(|(mut done, stats)| {
                         for c in &mut done {
                             c.prompt_index += at;
                         }
@@ -278,6 +289,10 @@ pub fn generate_streaming(
     stats.seconds = start.elapsed().as_secs_f64();
     Ok((out, stats))
 }
+
+/// How often a generation worker hands its new tokens to the calling thread (a streaming
+/// client sees them at most this late).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Empty prompts and prompts too long for the context are errors naming the prompt.
 fn validate(
@@ -371,6 +386,8 @@ fn generate_chunk(
         .flat_map(|i| std::iter::repeat_n(i, n))
         .collect();
     cache.select_rows(&rows);
+    // Every row ends within the prompt length plus `max_new_tokens` positions.
+    cache.reserve(prefill.t + params.max_new_tokens);
     let vocab = model.config.vocab_size;
     let prompt_logits = read_rows(logits)?;
     let mut logits: Vec<f32> = rows

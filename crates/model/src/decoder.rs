@@ -153,19 +153,28 @@ impl LayerCache {
         }
     }
 
+    /// Grow the buffers to hold `capacity` positions (one copy of the filled part); no-op when
+    /// they already do.
+    pub fn reserve(&mut self, capacity: usize) {
+        let [b, kv, cap, d] = self.k.dims();
+        if capacity <= cap {
+            return;
+        }
+        let grow = |buf: Tensor<4>| {
+            let extra = Tensor::zeros([b, kv, capacity - cap, d], &buf.device());
+            Tensor::cat(vec![buf, extra], 2)
+        };
+        self.k = grow(self.k.clone());
+        self.v = grow(self.v.clone());
+    }
+
     /// Append (b, kv, t, d) keys and values.
     fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
         let [b, kv, t, d] = k.dims();
         let cap = self.k.dims()[2];
         let need = self.len + t;
         if need > cap {
-            let new_cap = need.max(2 * cap).max(64);
-            let grow = |buf: Tensor<4>| {
-                let extra = Tensor::zeros([b, kv, new_cap - cap, d], &buf.device());
-                Tensor::cat(vec![buf, extra], 2)
-            };
-            self.k = grow(self.k.clone());
-            self.v = grow(self.v.clone());
+            self.reserve(need.max(2 * cap).max(64));
         }
         let range = self.len..need;
         let buf = std::mem::replace(&mut self.k, Tensor::empty([0, 0, 0, 0], &k.device()));

@@ -147,6 +147,24 @@ impl KvCache {
         self.b
     }
 
+    /// Positions per row the buffers hold before an append must regrow them (0 when empty).
+    pub fn capacity(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |l| l.k.dims()[2])
+    }
+
+    /// Make room for `positions` cached positions per row, so that appending up to that many
+    /// never regrows (each regrowth copies the whole cache): a generator that knows its prompt
+    /// length and `max_new_tokens` calls this once after the prefill.
+    pub fn reserve(&mut self, positions: usize) {
+        for layer in self.layers.iter_mut().flatten() {
+            layer.reserve(positions);
+        }
+    }
+
     /// Keep only `rows` (in that order): finished sequences stop costing compute.
     pub fn select_rows(&mut self, rows: &[usize]) {
         if rows.len() == self.b && rows.iter().enumerate().all(|(i, &r)| i == r) {
@@ -158,10 +176,9 @@ impl KvCache {
             let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
             for layer in self.layers.iter_mut().flatten() {
-                // Copy only the filled part; the next append regrows the buffer.
-                let (k, v) = layer.views();
-                layer.k = k.select(0, idx.clone());
-                layer.v = v.select(0, idx.clone());
+                // Whole buffers, so a reservation survives.
+                layer.k = layer.k.clone().select(0, idx.clone());
+                layer.v = layer.v.clone().select(0, idx.clone());
             }
         }
         self.padding = rows

@@ -160,3 +160,44 @@ fn a_replaced_weight_is_not_served_from_its_old_packed_copy() {
         worst(&after, &expected)
     );
 }
+
+/// A reserved cache never regrows (not when rows are dropped either) and gives exactly the
+/// logits of one that grows as it goes.
+#[test]
+fn a_reserved_cache_keeps_its_room_and_changes_nothing() {
+    let model = Model::random(config(Architecture::Qwen2, 64, true), 5, &Device::flex());
+    let prompts = [vec![3, 1, 4, 1, 5], vec![9, 2], vec![6, 5, 3]];
+    let prefill = TokenBatch::pad(&prompts, 0, PadSide::Left);
+    let run = |reserve: Option<usize>| {
+        let mut cache = KvCache::default();
+        let mut out = vec![values(
+            model.last_logits(&prefill, Some(&mut cache)).unwrap(),
+        )];
+        assert_eq!(cache.capacity(), 5);
+        if let Some(positions) = reserve {
+            cache.reserve(positions);
+            assert_eq!(cache.capacity(), positions);
+        }
+        let mut rows = 3;
+        for step in 0..8u32 {
+            if step == 4 {
+                cache.select_rows(&[2, 0]);
+                rows = 2;
+            }
+            let batch = TokenBatch {
+                ids: (0..rows).map(|r| 10 + step + r).collect(),
+                positions: vec![5 + step; rows as usize],
+                padding: vec![false; rows as usize],
+                b: rows as usize,
+                t: 1,
+            };
+            out.push(values(model.last_logits(&batch, Some(&mut cache)).unwrap()));
+            if let Some(positions) = reserve {
+                assert_eq!(cache.capacity(), positions, "step {step}");
+            }
+        }
+        assert_eq!(cache.seq_len(), 13);
+        out
+    };
+    assert_eq!(run(Some(13)), run(None));
+}
