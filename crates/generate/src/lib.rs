@@ -380,14 +380,14 @@ fn generate_chunk(
     let pad = tokenizer.map(Tokenizer::pad_id).unwrap_or(0);
     let prefill = TokenBatch::pad(prompts, pad, PadSide::Left);
     let mut cache = KvCache::default();
+    // Every row ends within the prompt length plus `max_new_tokens` positions.
+    cache.reserve(prefill.t + params.max_new_tokens);
     let logits = model.last_logits(&prefill, Some(&mut cache))?; // (prompts, vocab)
     // Row i*n + j of the decode batch is sample j of prompt i.
     let rows: Vec<usize> = (0..prompts.len())
         .flat_map(|i| std::iter::repeat_n(i, n))
         .collect();
     cache.select_rows(&rows);
-    // Every row ends within the prompt length plus `max_new_tokens` positions.
-    cache.reserve(prefill.t + params.max_new_tokens);
     let vocab = model.config.vocab_size;
     let prompt_logits = read_rows(logits)?;
     let mut logits: Vec<f32> = rows

@@ -374,25 +374,49 @@ mod kernels {
         let (m, hidden, inter) = (xd[0], xd[1], gd[1]);
         let (xs, ns) = (rows(x), rows(norm));
         let (gs, us, ds) = (Weight::of(gate), Weight::of(up), Weight::of(down));
-        let mut normed = vec![0f32; m * hidden];
-        crate::fused::rms_norm_rows(&mut normed, &xs, &ns, eps);
-        let work = m * hidden * inter;
-        let tile = crate::skinny::COLS;
-        let project = |w: &Weight, out: &mut [f32]| {
-            columns(out, m, inter, work, tile, |cols, buf| {
-                crate::skinny::matmul(&normed, w.get(), None, buf, m, hidden, inter, cols);
-            });
-        };
-        let (mut g, mut u) = (vec![0f32; m * inter], vec![0f32; m * inter]);
-        project(&gs, &mut g);
-        project(&us, &mut u);
-        let mut act = vec![0f32; m * inter];
-        crate::fused::swiglu_chunk(&mut act, &g, &u);
-        new_f32(&[m, hidden], |out| {
-            columns(out, m, hidden, work, tile, |cols, buf| {
-                crate::skinny::matmul(&act, ds.get(), None, buf, m, inter, hidden, cols);
-            });
-            out.iter_mut().zip(xs.iter()).for_each(|(o, r)| *o += r);
+        with_scratch(m * hidden + 3 * m * inter, |scratch| {
+            // Every element below is written before it is read.
+            let (normed, rest) = scratch.split_at_mut(m * hidden);
+            let (g, rest) = rest.split_at_mut(m * inter);
+            let (u, act) = rest.split_at_mut(m * inter);
+            crate::fused::rms_norm_rows(normed, &xs, &ns, eps);
+            let normed = &*normed;
+            let work = m * hidden * inter;
+            let tile = crate::skinny::COLS;
+            let project = |w: &Weight, out: &mut [f32]| {
+                columns(out, m, inter, work, tile, |cols, buf| {
+                    crate::skinny::matmul(normed, w.get(), None, buf, m, hidden, inter, cols);
+                });
+            };
+            project(&gs, g);
+            project(&us, u);
+            crate::fused::swiglu_chunk(act, g, u);
+            let act = &*act;
+            new_f32(&[m, hidden], |out| {
+                columns(out, m, hidden, work, tile, |cols, buf| {
+                    crate::skinny::matmul(act, ds.get(), None, buf, m, inter, hidden, cols);
+                });
+                out.iter_mut().zip(xs.iter()).for_each(|(o, r)| *o += r);
+            })
+        })
+    }
+
+    thread_local! {
+        /// Per-thread buffer for a kernel's intermediates: reused, so not zeroed on every call.
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// `f` on `len` floats of this thread's scratch buffer (a fresh one if the buffer is in use
+    /// further up the stack). The contents are whatever the last user left.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+                f(&mut buf[..len])
+            }
+            Err(_) => f(&mut vec![0.0; len]),
         })
     }
 
@@ -516,7 +540,7 @@ struct Geometry {
     v_st: [usize; 4],
 }
 
-crate::fused::with_avx2!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f32], bias: &[f32], geo: &Geometry, bg: usize) {
+crate::fused::with_simd!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f32], bias: &[f32], geo: &Geometry, bg: usize) {
     // One (sequence, kv head): its n_rep query heads × t queries, each a softmax over s keys.
     let Geometry { t, h, d, kv, s, k_off, k_st, v_off, v_st } = *geo;
     let n_rep = h / kv;
@@ -542,7 +566,7 @@ crate::fused::with_avx2!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f
     }
 });
 
-crate::fused::with_avx2!(rope_row(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32], scale: f32) {
+crate::fused::with_simd!(rope_row(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32], scale: f32) {
     // x·cos + cat(x2, x1)·sin, with rotate-half's sign already in `sin`.
     let half = x.len() / 2;
     let (x1, x2) = x.split_at(half);

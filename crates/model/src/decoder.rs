@@ -153,6 +153,11 @@ impl LayerCache {
         }
     }
 
+    /// No positions yet, in (b, kv, capacity, d) buffers.
+    pub(crate) fn empty(k: Tensor<4>, v: Tensor<4>) -> Self {
+        Self { k, v, len: 0 }
+    }
+
     /// Grow the buffers to hold `capacity` positions (one copy of the filled part); no-op when
     /// they already do.
     pub fn reserve(&mut self, capacity: usize) {

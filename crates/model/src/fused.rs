@@ -325,15 +325,26 @@ fn softmax_backward_row(g: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Compiles `body` twice — for AVX2 + FMA (selected at run time) and for the baseline — so the
-/// row loops vectorise 8 wide where the CPU allows.
-macro_rules! with_avx2 {
+/// Compiles `body` three times — for AVX-512, for AVX2 + FMA (selected at run time) and for the
+/// baseline — so the row loops vectorise 16 or 8 wide where the CPU allows.
+macro_rules! with_simd {
     ($vis:vis $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                // The same code compiled for wider vectors: IEEE operations in the same order,
+                // so the same results (no reassociation without fast-math).
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn fast512($($arg: $ty),*) $body
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) $body
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU has the features `fast512` was compiled for (AVX-512
+                    // implies AVX2 and FMA).
+                    return unsafe { fast512($($arg),*) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
@@ -345,9 +356,9 @@ macro_rules! with_avx2 {
         }
     };
 }
-pub(crate) use with_avx2;
+pub(crate) use with_simd;
 
-with_avx2!(softmax_rows(out: &mut [f32], bias: &[f32], s: usize, per_batch: usize, t: usize, first: usize) {
+with_simd!(softmax_rows(out: &mut [f32], bias: &[f32], s: usize, per_batch: usize, t: usize, first: usize) {
     for (k, y) in out.chunks_mut(s).enumerate() {
         let row = first + k;
         let (batch, j) = (row / per_batch, (row % per_batch) % t);
@@ -355,19 +366,19 @@ with_avx2!(softmax_rows(out: &mut [f32], bias: &[f32], s: usize, per_batch: usiz
     }
 });
 
-with_avx2!(softmax_backward_rows(g: &mut [f32], y: &[f32], s: usize) {
+with_simd!(softmax_backward_rows(g: &mut [f32], y: &[f32], s: usize) {
     for (gr, yr) in g.chunks_mut(s).zip(y.chunks(s)) {
         softmax_backward_row(gr, yr);
     }
 });
 
-with_avx2!(pub(crate) swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+with_simd!(pub(crate) swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = g / (1.0 + exp_approx(-g)) * u;
     }
 });
 
-with_avx2!(swiglu_backward_chunk(dg: &mut [f32], du: &mut [f32], gate: &[f32], up: &[f32]) {
+with_simd!(swiglu_backward_chunk(dg: &mut [f32], du: &mut [f32], gate: &[f32], up: &[f32]) {
     // dy arrives in `dg`; d silu(g) = σ(g) · (1 + g · (1 − σ(g))).
     for (((a, b), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(gate).zip(up) {
         let dy = *a;
@@ -377,7 +388,7 @@ with_avx2!(swiglu_backward_chunk(dg: &mut [f32], du: &mut [f32], gate: &[f32], u
     }
 });
 
-with_avx2!(pub(crate) rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+with_simd!(pub(crate) rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let h = w.len();
     for (yr, xr) in out.chunks_mut(h).zip(x.chunks(h)) {
         let ms = dot8(xr, xr) / h as f32;
@@ -388,7 +399,7 @@ with_avx2!(pub(crate) rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: 
     }
 });
 
-with_avx2!(rms_norm_backward_rows(g: &mut [f32], dw: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+with_simd!(rms_norm_backward_rows(g: &mut [f32], dw: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     // g holds dy on entry and dx on exit; dw accumulates Σ_rows dy · x · r.
     let h = w.len();
     for (gr, xr) in g.chunks_mut(h).zip(x.chunks(h)) {

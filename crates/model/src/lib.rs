@@ -131,6 +131,8 @@ impl TokenBatch {
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
+    /// Positions per row to allocate when the first batch creates the buffers.
+    reserved: usize,
     /// (b, s) row-major: whether each cached key is padding.
     padding: Vec<bool>,
     b: usize,
@@ -158,8 +160,10 @@ impl KvCache {
 
     /// Make room for `positions` cached positions per row, so that appending up to that many
     /// never regrows (each regrowth copies the whole cache): a generator that knows its prompt
-    /// length and `max_new_tokens` calls this once after the prefill.
+    /// length and `max_new_tokens` calls this once, best before the prefill (the buffers are
+    /// then allocated at that size; afterwards, they are grown by one copy).
     pub fn reserve(&mut self, positions: usize) {
+        self.reserved = self.reserved.max(positions);
         for layer in self.layers.iter_mut().flatten() {
             layer.reserve(positions);
         }
@@ -439,6 +443,13 @@ impl Model {
                 if cache.layers.is_empty() {
                     cache.layers = vec![None; self.config.num_hidden_layers];
                     cache.b = b;
+                    if cache.reserved > t {
+                        let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
+                        let empty = || Tensor::zeros([b, kv, cache.reserved, d], &self.device);
+                        for slot in &mut cache.layers {
+                            *slot = Some(LayerCache::empty(empty(), empty()));
+                        }
+                    }
                 } else if cache.b != b {
                     return Err(ModelError::Input(format!(
                         "batch has {b} rows but the KV cache has {}",

@@ -168,12 +168,17 @@ fn a_reserved_cache_keeps_its_room_and_changes_nothing() {
     let model = Model::random(config(Architecture::Qwen2, 64, true), 5, &Device::flex());
     let prompts = [vec![3, 1, 4, 1, 5], vec![9, 2], vec![6, 5, 3]];
     let prefill = TokenBatch::pad(&prompts, 0, PadSide::Left);
-    let run = |reserve: Option<usize>| {
+    // Reserved before the prefill (the buffers are made at that size) or after it (grown).
+    let run = |reserve: Option<usize>, before: bool| {
         let mut cache = KvCache::default();
+        if let (Some(positions), true) = (reserve, before) {
+            cache.reserve(positions);
+            assert_eq!(cache.capacity(), 0);
+        }
         let mut out = vec![values(
             model.last_logits(&prefill, Some(&mut cache)).unwrap(),
         )];
-        assert_eq!(cache.capacity(), 5);
+        assert_eq!(cache.capacity(), if before { 13 } else { 5 });
         if let Some(positions) = reserve {
             cache.reserve(positions);
             assert_eq!(cache.capacity(), positions);
@@ -199,5 +204,7 @@ fn a_reserved_cache_keeps_its_room_and_changes_nothing() {
         assert_eq!(cache.seq_len(), 13);
         out
     };
-    assert_eq!(run(Some(13)), run(None));
+    let grown = run(None, false);
+    assert_eq!(run(Some(13), false), grown);
+    assert_eq!(run(Some(13), true), grown);
 }
