@@ -290,6 +290,9 @@ pub fn generate_streaming(
     Ok((out, stats))
 }
 
+/// New positions per row the KV cache is allocated with before decoding.
+const RESERVE_NEW: usize = 256;
+
 /// How often a generation worker hands its new tokens to the calling thread (a streaming
 /// client sees them at most this late).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
@@ -380,8 +383,10 @@ fn generate_chunk(
     let pad = tokenizer.map(Tokenizer::pad_id).unwrap_or(0);
     let prefill = TokenBatch::pad(prompts, pad, PadSide::Left);
     let mut cache = KvCache::default();
-    // Every row ends within the prompt length plus `max_new_tokens` positions.
-    cache.reserve(prefill.t + params.max_new_tokens);
+    // Room for the prompt and up to RESERVE_NEW new tokens from the start (no regrowth copies);
+    // longer generations grow it by doubling, so a large `max_new_tokens` that the sequences
+    // never reach does not allocate its worst case.
+    cache.reserve(prefill.t + params.max_new_tokens.min(RESERVE_NEW));
     let logits = model.last_logits(&prefill, Some(&mut cache))?; // (prompts, vocab)
     // Row i*n + j of the decode batch is sample j of prompt i.
     let rows: Vec<usize> = (0..prompts.len())

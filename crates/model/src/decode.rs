@@ -406,9 +406,17 @@ mod kernels {
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// Most floats a thread keeps in its scratch buffer (16 MB): decode steps fit many times
+    /// over; a large model's long prefill takes a fresh buffer instead of pinning its size.
+    const SCRATCH_KEEP: usize = 4 << 20;
+
     /// `f` on `len` floats of this thread's scratch buffer (a fresh one if the buffer is in use
-    /// further up the stack). The contents are whatever the last user left.
+    /// further up the stack, or `len` is over [`SCRATCH_KEEP`]). The contents are whatever the
+    /// last user left.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        if len > SCRATCH_KEEP {
+            return f(&mut vec![0.0; len]);
+        }
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 if buf.len() < len {
