@@ -46,9 +46,10 @@ impl Linear {
             let bias = self.bias.as_ref().map(|p| p.val());
             return crate::decode::linear(x, &w, bias.as_ref()).reshape([b, t, d_out]);
         }
-        let mut y = x.clone().matmul(w); // (b*t, out)
+        let mut y = crate::fused::matmul(x.clone(), w); // (b*t, out)
         if let Some(l) = &self.lora {
-            y = y + x.matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
+            let down = crate::fused::matmul(x, l.a.val());
+            y = y + crate::fused::matmul(down, l.b.val()).mul_scalar(l.scale);
         }
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze::<2>(),
@@ -409,8 +410,7 @@ impl CausalLm {
                     let x = x.reshape([b * t, hidden]);
                     return crate::decode::linear_nt(x, &emb).reshape([b, t, vocab]);
                 }
-                x.reshape([b * t, hidden])
-                    .matmul(emb.transpose())
+                crate::fused::matmul(x.reshape([b * t, hidden]), emb.transpose())
                     .reshape([b, t, vocab])
             }
         }

@@ -163,3 +163,51 @@ fn fused_rms_norm_matches_composed_ops_and_their_gradient() {
     assert!(worst(&dxf, &dxc) < 1e-4, "dx {}", worst(&dxf, &dxc));
     assert!(worst(&dwf, &dwc) < 1e-4, "dw {}", worst(&dwf, &dwc));
 }
+
+/// The fused matmul (burn's gemm call into a recycled buffer) gives exactly burn's results,
+/// forward and backward: contiguous operands, a transposed view, sizes below and above gemm's
+/// parallel threshold, and a frozen weight (no gradient asked for it, as for a LoRA base).
+#[test]
+fn fused_matmul_equals_burns_matmul_and_its_gradient() {
+    use reasonlab_model::fused::matmul;
+    let device = Device::flex().autodiff();
+    for (m, k, n) in [(5, 7, 3), (256, 256, 160)] {
+        let w_out = Tensor::<2>::from_data(TensorData::new(data(m * n, 9), [m, n]), &device);
+        let inputs = [(data(m * k, 1), [m, k]), (data(k * n, 2), [k, n])];
+        let (yf, gf) = grads_of(
+            &inputs,
+            &device,
+            |x| matmul(x[0].clone(), x[1].clone()),
+            &w_out,
+        );
+        let (yc, gc) = grads_of(
+            &inputs,
+            &device,
+            |x| x[0].clone().matmul(x[1].clone()),
+            &w_out,
+        );
+        assert!(yf.iter().any(|v| v.abs() > 1e-3));
+        assert_eq!(yf, yc, "forward {m}x{k}x{n}");
+        assert_eq!(gf, gc, "gradients {m}x{k}x{n}");
+
+        // x given as a transposed (k, m) view; the weight frozen.
+        let xt =
+            Tensor::<2>::from_data(TensorData::new(data(m * k, 3), [k, m]), &device).require_grad();
+        let w = Tensor::<2>::from_data(TensorData::new(data(k * n, 4), [k, n]), &device);
+        let run = |fused: bool| {
+            let x = xt.clone().transpose();
+            let y = if fused {
+                matmul(x, w.clone())
+            } else {
+                x.matmul(w.clone())
+            };
+            let grads = (y.clone() * w_out.clone()).sum().backward();
+            assert!(w.grad(&grads).is_none());
+            (
+                y.try_into_vec_as::<f32>().unwrap(),
+                xt.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+            )
+        };
+        assert_eq!(run(true), run(false), "transposed view {m}x{k}x{n}");
+    }
+}
