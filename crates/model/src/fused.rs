@@ -615,36 +615,39 @@ mod kernels {
         } else {
             gemm::Parallelism::None
         };
-        new_f32(&[m, n], |out| {
-            if m == 0 || n == 0 {
-                return;
-            }
-            // SAFETY: `out` holds m × n with row stride n; the operands' strided elements are
-            // inside their storage (asserted above); k = 0 writes zeros.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.data.as_ptr().add(a.offset),
-                    a.cs,
-                    a.rs,
-                    b.data.as_ptr().add(b.offset),
-                    b.cs,
-                    b.rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-        })
+        if m == 0 || n == 0 || k == 0 {
+            return new_f32(&[m, n], |_| {});
+        }
+        // Not zero-filled first: with `read_dst = false` gemm writes every element of `out`.
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        // SAFETY: `out` has room for m × n with row stride n (written through a raw pointer,
+        // never read before gemm has written it); the operands' strided elements are inside
+        // their storage (asserted above).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+                1,
+                n as isize,
+                false,
+                a.data.as_ptr().add(a.offset),
+                a.cs,
+                a.rs,
+                b.data.as_ptr().add(b.offset),
+                b.cs,
+                b.rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            out.set_len(m * n);
+        }
+        FlexTensor::from_data(TensorData::new(out, vec![m, n]))
     }
 
     pub fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
