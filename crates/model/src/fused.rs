@@ -38,8 +38,9 @@ pub trait FusedOps: Backend {
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension; `weight`: (last dim).
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
-    /// `x (m, k) · w (k, n)`: burn's own gemm call, into a recycled buffer (burn-flex's output
-    /// buffer is a zeroed `Vec<u8>` copied into an aligned one — ~8% of a train step).
+    /// `x (m, k) · w (k, n)`: burn-flex's own gemm call, written straight into a new buffer
+    /// (burn-flex zero-fills a `Vec<u8>` and copies it into an aligned one first — ~8% of a
+    /// train step).
     fn matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
@@ -591,7 +592,7 @@ mod kernels {
     }
 
     /// `a (m, k) · b (k, n)` by the same `gemm::gemm` call as burn-flex's 2-D matmul (same
-    /// strides, parallelism and threshold, hence the same results), into a recycled buffer.
+    /// strides, parallelism and threshold, hence the same results), into an unfilled buffer.
     pub fn matmul(a: Strided<'_>, b: Strided<'_>) -> FlexTensor {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         assert_eq!(b.rows, k, "matmul: inner dimensions differ");
