@@ -237,7 +237,9 @@ pub fn generate_streaming(
                     let pending = std::cell::RefCell::new(Vec::new());
                     let (count, sent) = (Cell::new(0), Cell::new(Instant::now()));
                     let flush = || {
-                        let _ = tx.send(Step(count.take(), pending.take()));
+                        if count.get() > 0 || !pending.borrow().is_empty() {
+                            let _ = tx.send(Step(count.take(), pending.take()));
+                        }
                         sent.set(Instant::now());
                     };
                     let result = generate_serial(

@@ -188,8 +188,9 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         struct Matmul;
 
         impl Backward<Flex, 2> for Matmul {
-            /// (x, w)
-            type State = (FlexTensor, FlexTensor);
+            /// x when w is tracked (for dw), w when x is tracked (for dx): a frozen weight's
+            /// matmul does not keep its input alive until the backward, as in burn's own.
+            type State = (Option<FlexTensor>, Option<FlexTensor>);
 
             fn backward(
                 self,
@@ -203,17 +204,18 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 let (x, w) = ops.state;
                 let [px, pw] = ops.parents;
                 let dy_s = Strided::of(&dy);
-                if px.is_some() {
-                    let dx = kernels::matmul(dy_s, Strided::of(&w).t());
+                if let (Some(_), Some(w)) = (&px, &w) {
+                    let dx = kernels::matmul(dy_s, Strided::of(w).t());
                     register!(grads, px, dx);
                 }
-                if pw.is_some() {
-                    let dw = kernels::matmul(Strided::of(&x).t(), dy_s);
+                if let (Some(_), Some(x)) = (&pw, &x) {
+                    let dw = kernels::matmul(Strided::of(x).t(), dy_s);
                     register!(grads, pw, dw);
                 }
             }
         }
 
+        let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
         let (x, x_node) = x.into_parts();
         let (w, w_node) = w.into_parts();
         let (x, w) = (forward_strides(x), forward_strides(w));
@@ -224,7 +226,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(prep) => {
                 let y = kernels::matmul(Strided::of(&x), Strided::of(&w));
-                prep.finish((x, w), y)
+                prep.finish((w_tracked.then_some(x), x_tracked.then_some(w)), y)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(kernels::matmul(Strided::of(&x), Strided::of(&w)))
@@ -445,9 +447,10 @@ macro_rules! with_simd {
                 unsafe fn fast($($arg: $ty),*) $body
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
                 {
-                    // SAFETY: the CPU has the features `fast512` was compiled for (AVX-512
-                    // implies AVX2 and FMA).
+                    // SAFETY: the CPU has the features `fast512` was compiled for.
                     return unsafe { fast512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
@@ -592,7 +595,8 @@ mod kernels {
     }
 
     /// `a (m, k) · b (k, n)` by the same `gemm::gemm` call as burn-flex's 2-D matmul (same
-    /// strides, parallelism and threshold, hence the same results), into an unfilled buffer.
+    /// strides, parallelism and threshold, hence the same results — except for flipped views,
+    /// which [`forward_strides`] copies first), into an unfilled buffer.
     pub fn matmul(a: Strided<'_>, b: Strided<'_>) -> FlexTensor {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         assert_eq!(b.rows, k, "matmul: inner dimensions differ");
@@ -620,7 +624,10 @@ mod kernels {
             return new_f32(&[m, n], |_| {});
         }
         // Not zero-filled first: with `read_dst = false` gemm writes every element of `out`.
-        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let len = m
+            .checked_mul(n)
+            .expect("matmul: output size overflows usize");
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         // SAFETY: `out` has room for m × n with row stride n (written through a raw pointer,
         // never read before gemm has written it); the operands' strided elements are inside
         // their storage (asserted above).
@@ -646,7 +653,7 @@ mod kernels {
                 false,
                 parallelism,
             );
-            out.set_len(m * n);
+            out.set_len(len);
         }
         FlexTensor::from_data(TensorData::new(out, vec![m, n]))
     }
