@@ -116,7 +116,7 @@ pub fn enabled<const D: usize>(rows: usize, x: &Tensor<D>, w: &Tensor<2>) -> boo
 /// compiler vectorises with a native FMA (aarch64's NEON). An x86-64 CPU without AVX-512 keeps
 /// burn's gemm, whose AVX2 kernels beat those loops (`mul_add` without the `fma` target
 /// feature is a libm call per element).
-fn cpu_suits() -> bool {
+pub(crate) fn cpu_suits() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -207,7 +207,7 @@ fn split(work: usize) -> bool {
         && rayon::current_thread_index().is_none()
 }
 
-mod kernels {
+pub(crate) mod kernels {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -217,13 +217,13 @@ mod kernels {
 
     /// A weight as the few-row kernel reads it: packed panels from [`PACKED`] when there is
     /// room, else the row-major buffer.
-    enum Weight<'a> {
+    pub(crate) enum Weight<'a> {
         Packed(Arc<Vec<f32>>),
         RowMajor(std::borrow::Cow<'a, [f32]>),
     }
 
     impl<'a> Weight<'a> {
-        fn of(w: &'a FlexTensor) -> Self {
+        pub(crate) fn of(w: &'a FlexTensor) -> Self {
             match packed(w) {
                 Some(p) => Weight::Packed(p),
                 None => Weight::RowMajor(rows(w)),
@@ -326,25 +326,25 @@ mod kernels {
         }
     }
 
-    /// [`columns`] into a new (m, n) tensor.
-    fn by_columns(
-        m: usize,
-        n: usize,
-        work: usize,
-        tile: usize,
-        part: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
-    ) -> FlexTensor {
-        new_f32(&[m, n], |out| columns(out, m, n, work, tile, part))
-    }
-
     pub fn linear_rows(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
         let (xd, wd) = (dims(x), dims(w));
         let (m, k, n) = (xd[0], wd[0], wd[1]);
         let (xs, bs) = (rows(x), rows(bias));
         let bias = (!bs.is_empty()).then_some(&bs[..]);
         let w = Weight::of(w);
-        by_columns(m, n, m * k * n, crate::skinny::COLS, |cols, out| {
-            crate::skinny::matmul(&xs, w.get(), bias, out, m, k, n, cols);
+        new_f32(&[m, n], |out| linear_into(out, &xs, &w, bias, [m, k, n]))
+    }
+
+    /// `out (m, n) = xs (m, k) · w (k, n) [+ bias (n)]`.
+    pub(crate) fn linear_into(
+        out: &mut [f32],
+        xs: &[f32],
+        w: &Weight,
+        bias: Option<&[f32]>,
+        [m, k, n]: [usize; 3],
+    ) {
+        columns(out, m, n, m * k * n, crate::skinny::COLS, |cols, buf| {
+            crate::skinny::matmul(xs, w.get(), bias, buf, m, k, n, cols);
         })
     }
 
@@ -354,9 +354,14 @@ mod kernels {
         let (xd, ed) = (dims(x), dims(e));
         let (m, k, n) = (xd[0], xd[1], ed[0]);
         let (xs, es) = (rows(x), rows(e));
-        by_columns(m, n, m * k * n, 8, |cols, out| {
+        new_f32(&[m, n], |out| linear_nt_into(out, &xs, &es, [m, k, n]))
+    }
+
+    /// `out (m, n) = xs (m, k) · esᵀ` for `es` (n, k).
+    pub(crate) fn linear_nt_into(out: &mut [f32], xs: &[f32], es: &[f32], [m, k, n]: [usize; 3]) {
+        columns(out, m, n, m * k * n, 8, |cols, buf| {
             let e_rows = &es[cols.start * k..cols.end * k];
-            crate::skinny::matmul_nt(&xs, e_rows, out, m, k, cols.len());
+            crate::skinny::matmul_nt(xs, e_rows, buf, m, k, cols.len());
         })
     }
 
@@ -374,12 +379,27 @@ mod kernels {
         let (m, hidden, inter) = (xd[0], xd[1], gd[1]);
         let (xs, ns) = (rows(x), rows(norm));
         let (gs, us, ds) = (Weight::of(gate), Weight::of(up), Weight::of(down));
+        new_f32(&[m, hidden], |out| {
+            mlp_into(out, &xs, &ns, eps, [&gs, &us, &ds], [m, hidden, inter]);
+        })
+    }
+
+    /// `out = xs + down(silu(gate(n)) · up(n))`, `n = rms_norm(xs) · ns`: `xs`, `out`
+    /// (m, hidden); the weights (hidden, inter), (hidden, inter), (inter, hidden).
+    pub(crate) fn mlp_into(
+        out: &mut [f32],
+        xs: &[f32],
+        ns: &[f32],
+        eps: f32,
+        [gs, us, ds]: [&Weight; 3],
+        [m, hidden, inter]: [usize; 3],
+    ) {
         with_scratch(m * hidden + 3 * m * inter, |scratch| {
             // Every element below is written before it is read.
             let (normed, rest) = scratch.split_at_mut(m * hidden);
             let (g, rest) = rest.split_at_mut(m * inter);
             let (u, act) = rest.split_at_mut(m * inter);
-            crate::fused::rms_norm_rows(normed, &xs, &ns, eps);
+            crate::fused::rms_norm_rows(normed, xs, ns, eps);
             let normed = &*normed;
             let work = m * hidden * inter;
             let tile = crate::skinny::COLS;
@@ -388,16 +408,14 @@ mod kernels {
                     crate::skinny::matmul(normed, w.get(), None, buf, m, hidden, inter, cols);
                 });
             };
-            project(&gs, g);
-            project(&us, u);
+            project(gs, g);
+            project(us, u);
             crate::fused::swiglu_chunk(act, g, u);
             let act = &*act;
-            new_f32(&[m, hidden], |out| {
-                columns(out, m, hidden, work, tile, |cols, buf| {
-                    crate::skinny::matmul(act, ds.get(), None, buf, m, inter, hidden, cols);
-                });
-                out.iter_mut().zip(xs.iter()).for_each(|(o, r)| *o += r);
-            })
+            columns(out, m, hidden, work, tile, |cols, buf| {
+                crate::skinny::matmul(act, ds.get(), None, buf, m, inter, hidden, cols);
+            });
+            out.iter_mut().zip(xs.iter()).for_each(|(o, r)| *o += r);
         })
     }
 
@@ -433,14 +451,26 @@ mod kernels {
         let (b, t, n, d) = (xd[0], xd[1], xd[2], xd[3]);
         let (xs, cs, ss) = (rows(x), rows(cos), rows(sin));
         new_f32(&xd, |out| {
-            for bt in 0..b * t {
-                let (c, s) = (&cs[bt * d..(bt + 1) * d], &ss[bt * d..(bt + 1) * d]);
-                for head in 0..n {
-                    let at = (bt * n + head) * d;
-                    rope_row(&mut out[at..at + d], &xs[at..at + d], c, s, scale);
-                }
-            }
+            rope_into(out, &xs, &cs, &ss, [b * t, n, d], scale)
         })
+    }
+
+    /// RoPE times `scale` of `xs` (rows, n, d) into `out`, with tables `cs`, `ss` (rows, d).
+    pub(crate) fn rope_into(
+        out: &mut [f32],
+        xs: &[f32],
+        cs: &[f32],
+        ss: &[f32],
+        [rows, n, d]: [usize; 3],
+        scale: f32,
+    ) {
+        for bt in 0..rows {
+            let (c, s) = (&cs[bt * d..(bt + 1) * d], &ss[bt * d..(bt + 1) * d]);
+            for head in 0..n {
+                let at = (bt * n + head) * d;
+                rope_row(&mut out[at..at + d], &xs[at..at + d], c, s, scale);
+            }
+        }
     }
 
     /// K and V are views into the cache buffers (b, kv, capacity, d): read in place (the whole
@@ -503,21 +533,9 @@ mod kernels {
             v_off,
             v_st,
         };
-        let task = |(bg, out_bg): (usize, &mut [f32])| {
-            #[cfg(target_arch = "x86_64")]
-            if avx512::attend(out_bg, &qs, &ks, &vs, &bs, &geo, bg) {
-                return;
-            }
-            attend(out_bg, &qs, &ks, &vs, &bs, &geo, bg);
-        };
         // Per (sequence, kv head): n_rep · t rows of d outputs, gathered into (b, t, h, d).
         let mut grouped = vec![0f32; b * kv * t * n_rep * d];
-        let chunk = t * n_rep * d;
-        if split(b * kv * t * n_rep * s * d * 2) {
-            grouped.par_chunks_mut(chunk).enumerate().for_each(task);
-        } else {
-            grouped.chunks_mut(chunk).enumerate().for_each(task);
-        }
+        attention_into(&mut grouped, &qs, &ks, &vs, &bs, &geo, b);
         new_f32(&[b, t, h * d], |out| {
             for bi in 0..b {
                 for g in 0..kv {
@@ -534,18 +552,48 @@ mod kernels {
     }
 }
 
-/// Sizes and cache-view offsets for [`attend`].
+/// Attention of `qs` (b, t, h, d) over the keys and values that `geo` places in `ks`, `vs`,
+/// with an additive `bias` (b, t, s) or none (empty), into `out` (b, kv, t, n_rep, d): per
+/// (sequence, kv head), its n_rep query heads × t queries. With t = 1 that is (b, h, d).
+pub(crate) fn attention_into(
+    out: &mut [f32],
+    qs: &[f32],
+    ks: &[f32],
+    vs: &[f32],
+    bias: &[f32],
+    geo: &Geometry,
+    b: usize,
+) {
+    let Geometry { t, h, d, kv, s, .. } = *geo;
+    let task = |(bg, out_bg): (usize, &mut [f32])| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::attend(out_bg, qs, ks, vs, bias, geo, bg) {
+            return;
+        }
+        attend(out_bg, qs, ks, vs, bias, geo, bg);
+    };
+    let out = &mut out[..b * kv * t * (h / kv) * d];
+    let chunk = t * (h / kv) * d;
+    if split(b * t * h * s * d * 2) {
+        out.par_chunks_mut(chunk).enumerate().for_each(task);
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(task);
+    }
+}
+
+/// Sizes and cache-view offsets for [`attend`]: queries (b, t, h, d); keys and values (b,
+/// kv, s, d) at element offsets `k_off`, `v_off` with strides `k_st`, `v_st`.
 #[derive(Clone, Copy)]
-struct Geometry {
-    t: usize,
-    h: usize,
-    d: usize,
-    kv: usize,
-    s: usize,
-    k_off: usize,
-    k_st: [usize; 4],
-    v_off: usize,
-    v_st: [usize; 4],
+pub(crate) struct Geometry {
+    pub(crate) t: usize,
+    pub(crate) h: usize,
+    pub(crate) d: usize,
+    pub(crate) kv: usize,
+    pub(crate) s: usize,
+    pub(crate) k_off: usize,
+    pub(crate) k_st: [usize; 4],
+    pub(crate) v_off: usize,
+    pub(crate) v_st: [usize; 4],
 }
 
 crate::fused::with_simd!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f32], bias: &[f32], geo: &Geometry, bg: usize) {

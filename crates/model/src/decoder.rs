@@ -86,10 +86,20 @@ pub struct Rope {
 impl Rope {
     /// `positions`: (b * t) row-major absolute positions; `inv_freq`: d / 2 frequencies.
     pub fn new(positions: &[u32], b: usize, t: usize, inv_freq: &[f32], device: &Device) -> Self {
+        let (cos, sin) = Self::tables(positions, inv_freq);
+        let shape = [b, 1, t, 2 * inv_freq.len()];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// The tables as (positions, d) row-major buffers: (cos, sin).
+    pub fn tables(positions: &[u32], inv_freq: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let half = inv_freq.len();
         let d = 2 * half;
-        let mut cos = vec![0f32; b * t * d];
-        let mut sin = vec![0f32; b * t * d];
+        let mut cos = vec![0f32; positions.len() * d];
+        let mut sin = vec![0f32; positions.len() * d];
         for (row, &pos) in positions.iter().enumerate() {
             for (i, &f) in inv_freq.iter().enumerate() {
                 // f32 product then f32 cos/sin, as transformers computes `freqs` and `emb`.
@@ -102,11 +112,7 @@ impl Rope {
                 sin[row * d + half + i] = s;
             }
         }
-        let shape = [b, 1, t, d];
-        Self {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
-        }
+        (cos, sin)
     }
 
     /// `x`: (b, heads, t, d) → same shape, `x·cos + rotate_half(x)·sin`
@@ -174,14 +180,20 @@ impl LayerCache {
         self.v = grow(self.v.clone());
     }
 
-    /// Append (b, kv, t, d) keys and values.
-    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
-        let [b, kv, t, d] = k.dims();
+    /// Room for `t` more positions: beyond the capacity, the buffers grow geometrically.
+    pub(crate) fn make_room(&mut self, t: usize) {
         let cap = self.k.dims()[2];
         let need = self.len + t;
         if need > cap {
             self.reserve(need.max(2 * cap).max(64));
         }
+    }
+
+    /// Append (b, kv, t, d) keys and values.
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
+        let [b, kv, t, d] = k.dims();
+        self.make_room(t);
+        let need = self.len + t;
         let range = self.len..need;
         let buf = std::mem::replace(&mut self.k, Tensor::empty([0, 0, 0, 0], &k.device()));
         self.k = buf.slice_assign([0..b, 0..kv, range.clone(), 0..d], k);

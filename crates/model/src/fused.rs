@@ -313,7 +313,7 @@ pub(crate) fn new_f32(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> FlexTen
 
 /// `t` as a contiguous tensor whose storage is exactly its elements, so that `storage_mut`
 /// can overwrite it in place (it copies only when the buffer is shared).
-fn dense(t: FlexTensor) -> FlexTensor {
+pub(crate) fn dense(t: FlexTensor) -> FlexTensor {
     let n = t.layout().shape().num_elements();
     if t.layout().contiguous_offsets() == Some((0, n)) && t.storage::<f32>().len() == n {
         t

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fused;
 pub mod lora;
 pub mod skinny;
+mod step;
 pub mod weights;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,25 @@ pub use burn;
 
 /// Additive mask value for disallowed keys: finite, so rows that are entirely padding stay NaN-free.
 const MASKED: f32 = -1.0e30;
+
+/// (b, t, s) additive mask of `t` new queries per row over `s` keys, the last `t` of them
+/// new: query i (absolute s − t + i) sees key j iff j ≤ s − t + i and key j is not padding
+/// (`key_padding`, (b, s)).
+fn mask_values(b: usize, t: usize, s: usize, key_padding: &[bool]) -> Vec<f32> {
+    let past = s - t;
+    let mut m = vec![0f32; b * t * s];
+    for row in 0..b {
+        for i in 0..t {
+            let line = &mut m[(row * t + i) * s..(row * t + i + 1) * s];
+            for (j, v) in line.iter_mut().enumerate() {
+                if j > past + i || key_padding[row * s + j] {
+                    *v = MASKED;
+                }
+            }
+        }
+    }
+    m
+}
 
 /// A rectangular batch of token ids with per-token positions and key padding.
 ///
@@ -167,6 +187,17 @@ impl KvCache {
         for layer in self.layers.iter_mut().flatten() {
             layer.reserve(positions);
         }
+    }
+
+    /// The key padding (b, s) once `batch`'s tokens are appended.
+    fn extended_padding(&self, batch: &TokenBatch) -> Vec<bool> {
+        let (b, t, past) = (batch.b, batch.t, self.seq_len());
+        let mut padding = Vec::with_capacity(b * (past + t));
+        for row in 0..b {
+            padding.extend_from_slice(&self.padding[row * past..(row + 1) * past]);
+            padding.extend_from_slice(&batch.padding[row * t..(row + 1) * t]);
+        }
+        padding
     }
 
     /// Keep only `rows` (in that order): finished sequences stop costing compute.
@@ -423,17 +454,7 @@ impl Model {
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>, ModelError> {
         let (b, t) = (batch.b, batch.t);
-        if batch.ids.len() != b * t
-            || batch.positions.len() != b * t
-            || batch.padding.len() != b * t
-        {
-            return Err(ModelError::Input(format!(
-                "batch arrays must have b*t = {} entries",
-                b * t
-            )));
-        }
-        let max_pos = batch.positions.iter().copied().max().unwrap_or(0) as usize;
-        self.check_input(&batch.ids, max_pos + 1)?;
+        self.check_batch(batch)?;
         let ids: Vec<i64> = batch.ids.iter().map(|&i| i as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
         let x = self.net.embed(ids, b, t);
@@ -456,17 +477,13 @@ impl Model {
                         cache.b
                     )));
                 }
-                let past = cache.seq_len();
-                let s = past + t;
-                let mut padding = Vec::with_capacity(b * s);
-                for row in 0..b {
-                    padding.extend_from_slice(&cache.padding[row * past..(row + 1) * past]);
-                    padding.extend_from_slice(&batch.padding[row * t..(row + 1) * t]);
-                }
-                cache.padding = padding;
+                cache.padding = cache.extended_padding(batch);
+                let s = cache.seq_len();
                 // One new token per row and no padded key: every key is visible.
-                let mask = (t > 1 || cache.padding.iter().any(|&p| p))
-                    .then(|| self.mask(b, t, s, &cache.padding));
+                let mask = (t > 1 || cache.padding.iter().any(|&p| p)).then(|| {
+                    let m = mask_values(b, t, s, &cache.padding);
+                    Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device)
+                });
                 Ok(self
                     .net
                     .backbone(x, &rope, mask.as_ref(), Some(&mut cache.layers)))
@@ -487,17 +504,75 @@ impl Model {
         Ok(self.net.head(self.hidden(batch, cache)?))
     }
 
+    /// Array lengths, token ids and positions of `batch` against the model.
+    fn check_batch(&self, batch: &TokenBatch) -> Result<(), ModelError> {
+        let n = batch.b * batch.t;
+        if batch.ids.len() != n || batch.positions.len() != n || batch.padding.len() != n {
+            return Err(ModelError::Input(format!(
+                "batch arrays must have b*t = {n} entries"
+            )));
+        }
+        let max_pos = batch.positions.iter().copied().max().unwrap_or(0) as usize;
+        self.check_input(&batch.ids, max_pos + 1)
+    }
+
     /// Logits of the last column only: (b, vocab). The head runs on one position per row,
-    /// which is what sampling needs.
+    /// which is what sampling needs. A decode step (one new token per row, after the prompt
+    /// is cached) takes the fused path of [`step`] where it applies: the same kernels in the
+    /// same order, so the same logits, without a burn op per layer operation.
     pub fn last_logits(
         &self,
         batch: &TokenBatch,
-        cache: Option<&mut KvCache>,
+        mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor<2>, ModelError> {
+        if let Some(cache) = cache.as_deref_mut()
+            && let Some(logits) = self.decode_step(batch, cache)?
+        {
+            return Ok(logits);
+        }
         let h = self.hidden(batch, cache)?;
         let [b, t, _] = h.dims();
         let last = h.narrow(1, t - 1, 1);
         Ok(self.net.head(last).reshape([b, self.config.vocab_size]))
+    }
+
+    /// [`Model::last_logits`] of a decode step (`batch.t` = 1, the cache holding the prompt)
+    /// through the fused path of [`step`]: `None`, with nothing changed, where that path does
+    /// not apply (autodiff or non-Flex tensors, LoRA, an MLP bias, more than
+    /// [`decode::MAX_ROWS`] rows, a CPU without AVX-512 on x86-64). `last_logits` tries it
+    /// first.
+    pub fn decode_step(
+        &self,
+        batch: &TokenBatch,
+        cache: &mut KvCache,
+    ) -> Result<Option<Tensor<2>>, ModelError> {
+        let b = batch.b;
+        if batch.t != 1 || cache.layers.is_empty() || cache.b != b {
+            return Ok(None);
+        }
+        self.check_batch(batch)?;
+        let padding = cache.extended_padding(batch);
+        let s = padding.len() / b;
+        let bias = match padding.iter().any(|&p| p) {
+            true => mask_values(b, 1, s, &padding),
+            false => Vec::new(),
+        };
+        let (cos, sin) = Rope::tables(&batch.positions, &self.inv_freq);
+        let input = step::StepInput {
+            ids: &batch.ids,
+            cos: &cos,
+            sin: &sin,
+            bias: &bias,
+        };
+        let Some(logits) = step::logits(&self.net, &input, &mut cache.layers) else {
+            return Ok(None);
+        };
+        cache.padding = padding;
+        let vocab = logits.len() / b;
+        Ok(Some(Tensor::from_data(
+            TensorData::new(logits, [b, vocab]),
+            &self.device,
+        )))
     }
 
     /// Teacher-forced log-probabilities `log p(x_t | x_<t)` for t = 1..T−1: (b, t − 1).
@@ -553,24 +628,6 @@ impl Model {
         let (b, t) = (batch.b, batch.t);
         let m = batch.target_weights();
         Tensor::from_data(TensorData::new(m, [b, t.saturating_sub(1)]), &self.device)
-    }
-
-    /// (b, 1, 1, t, s) additive mask: query i (absolute s − t + i) sees key j iff j ≤ s − t + i
-    /// and key j is not padding.
-    fn mask(&self, b: usize, t: usize, s: usize, key_padding: &[bool]) -> Tensor<5> {
-        let past = s - t;
-        let mut m = vec![0f32; b * t * s];
-        for row in 0..b {
-            for i in 0..t {
-                let line = &mut m[(row * t + i) * s..(row * t + i + 1) * s];
-                for (j, v) in line.iter_mut().enumerate() {
-                    if j > past + i || key_padding[row * s + j] {
-                        *v = MASKED;
-                    }
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device)
     }
 
     /// (b, 1, 1, t, t) additive mask of a batch without cache. A row may hold several packed

@@ -208,3 +208,70 @@ fn a_reserved_cache_keeps_its_room_and_changes_nothing() {
     assert_eq!(run(Some(13), false), grown);
     assert_eq!(run(Some(13), true), grown);
 }
+
+/// A decode step in `last_logits` takes the fused path (`Model::decode_step`), which runs the
+/// kernels of the op-by-op path (`hidden`, then the head) on raw buffers: the logits must be
+/// bit-identical, step after step (so the caches each path appends to agree too), with left
+/// padding (an attention bias), a cache that regrows or was reserved, rows dropped mid-way,
+/// and columns split over rayon tasks (the last, larger config).
+#[test]
+fn the_fused_decode_step_equals_the_op_by_op_kernels() {
+    let mut wide = config(Architecture::Qwen2, 64, true);
+    wide.hidden_size = 256;
+    wide.intermediate_size = 1100;
+    let configs = [
+        (config(Architecture::Qwen2, 64, true), None),
+        (config(Architecture::Qwen3, 64, true), Some(20)),
+        (config(Architecture::Llama, 64, false), Some(20)),
+        (config(Architecture::Qwen2, 12, false), None),
+        (wide, Some(20)),
+    ];
+    for (c, reserve) in configs {
+        let label = format!("{:?} d={} reserve={reserve:?}", c.architecture, c.head_dim);
+        let vocab = c.vocab_size;
+        let model = Model::random(c, 7, &Device::flex());
+        let prompts = [vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]];
+        let prefill = TokenBatch::pad(&prompts, 0, PadSide::Left);
+        let (mut fused, mut by_op) = (KvCache::default(), KvCache::default());
+        for cache in [&mut fused, &mut by_op] {
+            if let Some(positions) = reserve {
+                cache.reserve(positions);
+            }
+            model.last_logits(&prefill, Some(cache)).unwrap();
+        }
+        let mut rows: Vec<u32> = vec![0, 1, 2];
+        for step in 0..10u32 {
+            if step == 5 {
+                fused.select_rows(&[2, 0]);
+                by_op.select_rows(&[2, 0]);
+                rows = vec![2, 0];
+            }
+            let batch = TokenBatch {
+                ids: rows
+                    .iter()
+                    .map(|&r| (7 * step + 3 * r + 1) % vocab as u32)
+                    .collect(),
+                positions: rows
+                    .iter()
+                    .map(|&r| prompts[r as usize].len() as u32 + step)
+                    .collect(),
+                padding: vec![false; rows.len()],
+                b: rows.len(),
+                t: 1,
+            };
+            let a = model.decode_step(&batch, &mut fused).unwrap();
+            // The fused path is for CPUs the decode kernels suit (AVX-512 on x86-64); elsewhere
+            // it declines, changing nothing, and `last_logits` runs op by op.
+            #[cfg(target_arch = "x86_64")]
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                assert!(a.is_none(), "{label}: fused step without AVX-512");
+                return;
+            }
+            let a = values(a.unwrap_or_else(|| panic!("{label}: the fused path did not apply")));
+            let h = model.hidden(&batch, Some(&mut by_op)).unwrap();
+            let b = values(model.net.head(h).reshape([rows.len(), vocab]));
+            assert!(a.iter().any(|x| x.abs() > 1e-3), "{label}: trivial logits");
+            assert_eq!(a, b, "{label}: step {step}");
+        }
+    }
+}
