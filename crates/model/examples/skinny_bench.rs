@@ -1,13 +1,14 @@
 //! Micro-benchmark of the few-row matmul behind the decode kernels (`skinny.rs`): an 8-row
 //! decode projection (8 × 256 · 256 × 688), with the weight hot in cache, and streamed from L3
 //! (cycling through 24 MB of distinct weights, as a decode step does) row-major and packed;
-//! then 32 rows on a hot weight, about the most one core computes here.
+//! then 32 rows on a hot weight, about the most one core computes here; and the tied LM head
+//! (`matmul_nt`, 8 × 256 · (512 × 256)ᵀ) streamed from L3.
 //!
 //! `cargo run --release -p reasonlab-model --example skinny_bench`
 
 use std::time::Instant;
 
-use reasonlab_model::skinny::{Weights, matmul, pack};
+use reasonlab_model::skinny::{Weights, matmul, matmul_nt, pack};
 
 fn main() {
     let (m, k, n) = (8, 256, 688);
@@ -68,5 +69,27 @@ fn main() {
         "{rows32} rows, hot:       {:6.1} us  {:5.0} GFLOP/s",
         hot32 * 1e6,
         2.0 * (rows32 * k * n) as f64 / hot32 / 1e9
+    );
+    // The tied LM head: x (8 × 256) · eᵀ for an embedding e (512 × 256), streamed from L3.
+    let vocab = 512;
+    let tables: Vec<Vec<f32>> = (0..(24 << 20) / (4 * vocab * k))
+        .map(|s| {
+            (0..vocab * k)
+                .map(|i| ((i + s) % 5) as f32 * 0.01)
+                .collect()
+        })
+        .collect();
+    let mut logits = vec![0f32; m * vocab];
+    let iters = 4000;
+    let start = Instant::now();
+    for i in 0..iters {
+        matmul_nt(&x, &tables[i % tables.len()], &mut logits, m, k, vocab);
+        std::hint::black_box(&logits);
+    }
+    let nt = start.elapsed().as_secs_f64() / iters as f64;
+    println!(
+        "{m}x{k}x{vocab} head (x·eᵀ), streamed: {:6.1} us  {:5.1} GB/s of weights",
+        nt * 1e6,
+        (4 * vocab * k) as f64 / nt / 1e9
     );
 }

@@ -710,67 +710,139 @@ mod avx512 {
         );
         assert!(out.len() >= t * n_rep * d && qs.len() >= (bi * t + t) * h * d);
         assert!(bias.is_empty() || bias.len() >= (bi * t + t) * s);
-        let mut scores = vec![0f32; s.next_multiple_of(16)];
+        let cache = Cache {
+            k: ks[kb..].as_ptr(),
+            k_stride: k_st[2],
+            v: vs[vb..].as_ptr(),
+            v_stride: v_st[2],
+            s,
+        };
+        let mut scores = vec![0f32; 2 * s.next_multiple_of(16)];
         for ti in 0..t {
-            for r in 0..n_rep {
-                let head = g * n_rep + r;
-                let q = &qs[((bi * t + ti) * h + head) * d..][..d];
-                // SAFETY: the asserts above bound every key row; `scores` holds whole blocks.
+            let bias_row = (!bias.is_empty()).then(|| &bias[(bi * t + ti) * s..][..s]);
+            let mut r = 0;
+            while r < n_rep {
+                let q = &qs[((bi * t + ti) * h + g * n_rep + r) * d..];
+                let o = &mut out[(ti * n_rep + r) * d..];
+                // SAFETY: the asserts above bound the cache rows, and q and o hold the d
+                // floats of each head taken (heads r.. of this group are adjacent in both).
                 unsafe {
-                    let qv: [__m512; DV] =
-                        std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(16 * c)));
-                    for j0 in (0..s).step_by(16) {
-                        let keys = (s - j0).min(16);
-                        let acc: [__m512; 16] = std::array::from_fn(|jj| {
-                            if jj >= keys {
-                                return _mm512_setzero_ps();
-                            }
-                            let kr = ks.as_ptr().add(kb + (j0 + jj) * k_st[2]);
-                            let mut a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
-                            for (c, qc) in qv.iter().enumerate().skip(1) {
-                                a = _mm512_fmadd_ps(*qc, _mm512_loadu_ps(kr.add(16 * c)), a);
-                            }
-                            a
-                        });
-                        _mm512_storeu_ps(scores.as_mut_ptr().add(j0), sum16(acc));
+                    // Two heads per pass where their accumulators fit the 32 registers.
+                    if DV <= 4 && r + 1 < n_rep {
+                        heads::<DV, 2>(o, q, &cache, bias_row, &mut scores);
+                        r += 2;
+                    } else {
+                        heads::<DV, 1>(o, q, &cache, bias_row, &mut scores);
+                        r += 1;
                     }
                 }
-                let sc = &mut scores[..s];
-                if !bias.is_empty() {
-                    let row = &bias[(bi * t + ti) * s..][..s];
+            }
+        }
+    }
+
+    /// One (sequence, kv head)'s keys and values: `s` rows of each, `*_stride` floats apart.
+    struct Cache {
+        k: *const f32,
+        k_stride: usize,
+        v: *const f32,
+        v_stride: usize,
+        s: usize,
+    }
+
+    /// Attention of `H` (1 or 2) adjacent query heads (`q`, H × 16·DV floats) over `cache`,
+    /// into `o` (same layout). With two heads every key and value row is loaded once for both;
+    /// each head's arithmetic is unchanged — the same FMA chain per score, and `sum16` reduces
+    /// every slot by the same tree, so a score does not depend on its slot (8 keys × 2 heads
+    /// or 16 keys × 1 head per block).
+    ///
+    /// # Safety
+    /// AVX-512F; `cache` describes readable rows; `q` and `o` hold H · 16·DV floats; `scores`
+    /// holds 2 · s rounded up to 16.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn heads<const DV: usize, const H: usize>(
+        o: &mut [f32],
+        q: &[f32],
+        cache: &Cache,
+        bias_row: Option<&[f32]>,
+        scores: &mut [f32],
+    ) {
+        let block = 16 / H;
+        let (s, d) = (cache.s, 16 * DV);
+        let stride = s.next_multiple_of(16);
+        assert!(q.len() >= H * d && o.len() >= H * d && scores.len() >= H * stride);
+        // SAFETY (whole body): bounds as asserted above and promised by the caller.
+        unsafe {
+            let qv: [[__m512; DV]; H] = std::array::from_fn(|hh| {
+                std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(hh * d + 16 * c)))
+            });
+            for j0 in (0..s).step_by(block) {
+                let keys = (s - j0).min(block);
+                let mut acc = [_mm512_setzero_ps(); 16];
+                for jj in 0..block {
+                    if jj >= keys {
+                        break;
+                    }
+                    let kr = cache.k.add((j0 + jj) * cache.k_stride);
+                    let kc: [__m512; DV] = std::array::from_fn(|c| _mm512_loadu_ps(kr.add(16 * c)));
+                    for (hh, qh) in qv.iter().enumerate() {
+                        let mut a = _mm512_mul_ps(qh[0], kc[0]);
+                        for c in 1..DV {
+                            a = _mm512_fmadd_ps(qh[c], kc[c], a);
+                        }
+                        acc[hh * block + jj] = a;
+                    }
+                }
+                let sums = sum16(acc);
+                if H == 1 {
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(j0), sums);
+                } else {
+                    let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sums));
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(j0), _mm512_castps512_ps256(sums));
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(stride + j0), _mm256_castpd_ps(hi));
+                }
+            }
+            let mut inv = [0f32; H];
+            for (hh, inv) in inv.iter_mut().enumerate() {
+                let sc = &mut scores[hh * stride..][..s];
+                if let Some(row) = bias_row {
                     sc.iter_mut().zip(row).for_each(|(a, b)| *a += b);
                 }
-                let inv = 1.0 / exp_shifted(sc);
-                let o = &mut out[(ti * n_rep + r) * d..][..d];
-                // SAFETY: value rows are bounded by the asserts above; `o` holds d floats.
-                unsafe {
-                    let mut even = [_mm512_setzero_ps(); DV];
-                    let mut odd = [_mm512_setzero_ps(); DV];
-                    let mut j = 0;
-                    while j + 1 < s {
-                        let (p0, p1) = (_mm512_set1_ps(sc[j]), _mm512_set1_ps(sc[j + 1]));
-                        let (v0, v1) = (
-                            vs.as_ptr().add(vb + j * v_st[2]),
-                            vs.as_ptr().add(vb + (j + 1) * v_st[2]),
-                        );
-                        for (c, (e, od)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
-                            *e = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0.add(16 * c)), *e);
-                            *od = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1.add(16 * c)), *od);
-                        }
-                        j += 2;
+                *inv = 1.0 / exp_shifted(sc);
+            }
+            let p = |hh: usize, j: usize| _mm512_set1_ps(*scores.get_unchecked(hh * stride + j));
+            let mut even = [[_mm512_setzero_ps(); DV]; H];
+            let mut odd = [[_mm512_setzero_ps(); DV]; H];
+            let mut j = 0;
+            while j + 1 < s {
+                let (v0, v1) = (
+                    cache.v.add(j * cache.v_stride),
+                    cache.v.add((j + 1) * cache.v_stride),
+                );
+                let vc0: [__m512; DV] = std::array::from_fn(|c| _mm512_loadu_ps(v0.add(16 * c)));
+                let vc1: [__m512; DV] = std::array::from_fn(|c| _mm512_loadu_ps(v1.add(16 * c)));
+                for (hh, (eh, oh)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                    let (p0, p1) = (p(hh, j), p(hh, j + 1));
+                    for (c, (e, od)) in eh.iter_mut().zip(oh.iter_mut()).enumerate() {
+                        *e = _mm512_fmadd_ps(p0, vc0[c], *e);
+                        *od = _mm512_fmadd_ps(p1, vc1[c], *od);
                     }
-                    if j < s {
-                        let p0 = _mm512_set1_ps(sc[j]);
-                        let v0 = vs.as_ptr().add(vb + j * v_st[2]);
-                        for (c, e) in even.iter_mut().enumerate() {
-                            *e = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0.add(16 * c)), *e);
-                        }
+                }
+                j += 2;
+            }
+            if j < s {
+                let v0 = cache.v.add(j * cache.v_stride);
+                for (hh, eh) in even.iter_mut().enumerate() {
+                    let p0 = p(hh, j);
+                    for (c, e) in eh.iter_mut().enumerate() {
+                        *e = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0.add(16 * c)), *e);
                     }
-                    let scale = _mm512_set1_ps(inv);
-                    for (c, (e, od)) in even.iter().zip(&odd).enumerate() {
-                        let v = _mm512_mul_ps(_mm512_add_ps(*e, *od), scale);
-                        _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), v);
-                    }
+                }
+            }
+            for (hh, (eh, oh)) in even.iter().zip(&odd).enumerate() {
+                let scale = _mm512_set1_ps(inv[hh]);
+                for (c, (e, od)) in eh.iter().zip(oh).enumerate() {
+                    let v = _mm512_mul_ps(_mm512_add_ps(*e, *od), scale);
+                    _mm512_storeu_ps(o.as_mut_ptr().add(hh * d + 16 * c), v);
                 }
             }
         }

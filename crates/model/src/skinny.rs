@@ -239,7 +239,9 @@ mod avx512 {
     }
 
     /// Two rows of `x` against eight rows of `e` per step: 16 accumulators over `k`, summed by
-    /// one [`sum16`] into `out[r][j..j+8]` and `out[r+1][j..j+8]`.
+    /// one [`sum16`] into `out[r][j..j+8]` and `out[r+1][j..j+8]`. Whole blocks take
+    /// [`nt_block`]; the edges (a last block of fewer than 8 rows of `e`, an odd last row of
+    /// `x`) the general loop, with the same arithmetic.
     ///
     /// # Safety
     /// AVX-512F available; the buffers hold what [`super::matmul_nt`] checks.
@@ -253,26 +255,20 @@ mod avx512 {
             let erows = (n - j).min(8);
             for r in (0..m).step_by(2) {
                 let xrows = (m - r).min(2);
-                let mut acc = [_mm512_setzero_ps(); 16];
                 // SAFETY: rows r..r+xrows of x and j..j+erows of e exist; the last chunk of
                 // each row is masked to k.
-                unsafe {
-                    for c in 0..chunks {
-                        let mask = if c + 1 == chunks { last } else { !0 };
-                        let xv: [__m512; 2] = std::array::from_fn(|i| {
-                            if i < xrows {
-                                _mm512_maskz_loadu_ps(mask, xp.add((r + i) * k + c * LANES))
-                            } else {
-                                _mm512_setzero_ps()
-                            }
-                        });
-                        for jj in 0..erows {
-                            let ev = _mm512_maskz_loadu_ps(mask, ep.add((j + jj) * k + c * LANES));
-                            acc[jj] = _mm512_fmadd_ps(xv[0], ev, acc[jj]);
-                            acc[8 + jj] = _mm512_fmadd_ps(xv[1], ev, acc[8 + jj]);
+                let acc = unsafe {
+                    let (xr, er) = (xp.add(r * k), ep.add(j * k));
+                    match (erows, xrows) {
+                        // The first pair of rows over a block also fetches the next block; the
+                        // other pairs find it in L1.
+                        (8, 2) if r == 0 && j + 16 <= n => {
+                            nt_block::<true>(xr, er, k, chunks, last)
                         }
+                        (8, 2) => nt_block::<false>(xr, er, k, chunks, last),
+                        _ => nt_edge(xr, er, k, chunks, last, erows, xrows),
                     }
-                }
+                };
                 let mut sums = [0f32; 16];
                 // SAFETY: `sums` holds 16 floats.
                 unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), sum16(acc)) };
@@ -281,6 +277,78 @@ mod avx512 {
                 }
             }
         }
+    }
+
+    /// Accumulators of two rows of `x` (at `xr`, `k` apart) against eight rows of `e` (at
+    /// `er`): `acc[jj]` and `acc[8 + jj]` for e row `jj`, one FMA per chunk of 16 in order.
+    /// With `PREFETCH`, each chunk also prefetches the same line of the next eight rows.
+    ///
+    /// # Safety
+    /// AVX-512F; the rows hold `k` floats; with `PREFETCH`, 8 more rows of `e` follow.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn nt_block<const PREFETCH: bool>(
+        xr: *const f32,
+        er: *const f32,
+        k: usize,
+        chunks: usize,
+        last: __mmask16,
+    ) -> [__m512; 16] {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for c in 0..chunks {
+            let mask = if c + 1 == chunks { last } else { !0 };
+            // SAFETY: chunk c of each row lies inside it (the last one masked to k).
+            unsafe {
+                let x0 = _mm512_maskz_loadu_ps(mask, xr.add(c * LANES));
+                let x1 = _mm512_maskz_loadu_ps(mask, xr.add(k + c * LANES));
+                for jj in 0..8 {
+                    let row = er.add(jj * k + c * LANES);
+                    let ev = _mm512_maskz_loadu_ps(mask, row);
+                    acc[jj] = _mm512_fmadd_ps(x0, ev, acc[jj]);
+                    acc[8 + jj] = _mm512_fmadd_ps(x1, ev, acc[8 + jj]);
+                    if PREFETCH {
+                        _mm_prefetch::<_MM_HINT_T0>(row.add(8 * k) as *const i8);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// [`nt_block`] for `erows` < 8 rows of `e` or `xrows` = 1 row of `x` (the missing rows
+    /// read as zeros), without prefetching.
+    ///
+    /// # Safety
+    /// AVX-512F; `xrows` rows of `x` and `erows` rows of `e` hold `k` floats.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn nt_edge(
+        xr: *const f32,
+        er: *const f32,
+        k: usize,
+        chunks: usize,
+        last: __mmask16,
+        erows: usize,
+        xrows: usize,
+    ) -> [__m512; 16] {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for c in 0..chunks {
+            let mask = if c + 1 == chunks { last } else { !0 };
+            // SAFETY: only rows that exist are read; chunk c lies inside each.
+            unsafe {
+                let xv: [__m512; 2] = std::array::from_fn(|i| {
+                    if i < xrows {
+                        _mm512_maskz_loadu_ps(mask, xr.add(i * k + c * LANES))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                for jj in 0..erows {
+                    let ev = _mm512_maskz_loadu_ps(mask, er.add(jj * k + c * LANES));
+                    acc[jj] = _mm512_fmadd_ps(xv[0], ev, acc[jj]);
+                    acc[8 + jj] = _mm512_fmadd_ps(xv[1], ev, acc[8 + jj]);
+                }
+            }
+        }
+        acc
     }
 
     /// Lane sums of 16 vectors: element `j` of the result is `Σ a[j]`.
