@@ -462,15 +462,7 @@ impl Model {
         match cache {
             Some(cache) => {
                 if cache.layers.is_empty() {
-                    cache.layers = vec![None; self.config.num_hidden_layers];
-                    cache.b = b;
-                    if cache.reserved > t {
-                        let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
-                        let empty = || Tensor::zeros([b, kv, cache.reserved, d], &self.device);
-                        for slot in &mut cache.layers {
-                            *slot = Some(LayerCache::empty(empty(), empty()));
-                        }
-                    }
+                    self.start_cache(cache, b, t);
                 } else if cache.b != b {
                     return Err(ModelError::Input(format!(
                         "batch has {b} rows but the KV cache has {}",
@@ -517,16 +509,16 @@ impl Model {
     }
 
     /// Logits of the last column only: (b, vocab). The head runs on one position per row,
-    /// which is what sampling needs. A decode step (one new token per row, after the prompt
-    /// is cached) takes the fused path of [`step`] where it applies: the same kernels in the
-    /// same order, so the same logits, without a burn op per layer operation.
+    /// which is what sampling needs. With a cache it takes the fused path of [`step`] where
+    /// that applies ([`Model::fused_last_logits`]): the same kernels in the same order, so the
+    /// same logits, without a burn op per layer operation.
     pub fn last_logits(
         &self,
         batch: &TokenBatch,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor<2>, ModelError> {
         if let Some(cache) = cache.as_deref_mut()
-            && let Some(logits) = self.decode_step(batch, cache)?
+            && let Some(logits) = self.fused_last_logits(batch, cache)?
         {
             return Ok(logits);
         }
@@ -536,30 +528,49 @@ impl Model {
         Ok(self.net.head(last).reshape([b, self.config.vocab_size]))
     }
 
-    /// [`Model::last_logits`] of a decode step (`batch.t` = 1, the cache holding the prompt)
-    /// through the fused path of [`step`]: `None`, with nothing changed, where that path does
-    /// not apply (autodiff or non-Flex tensors, LoRA, an MLP bias, more than
-    /// [`decode::MAX_ROWS`] rows, a CPU without AVX-512 on x86-64). `last_logits` tries it
-    /// first.
-    pub fn decode_step(
+    /// The first batch through an empty cache sets its row count and, when room was
+    /// [`KvCache::reserve`]d beyond the batch, allocates buffers of that many positions.
+    fn start_cache(&self, cache: &mut KvCache, b: usize, t: usize) {
+        cache.layers = vec![None; self.config.num_hidden_layers];
+        cache.b = b;
+        if cache.reserved > t {
+            let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
+            let empty = || Tensor::zeros([b, kv, cache.reserved, d], &self.device);
+            for slot in &mut cache.layers {
+                *slot = Some(LayerCache::empty(empty(), empty()));
+            }
+        }
+    }
+
+    /// [`Model::last_logits`] with a cache — a prefill or a decode step — through the fused
+    /// path of [`step`]: `None`, with nothing changed but an empty cache started, where that
+    /// path does not apply (autodiff or non-Flex tensors, LoRA, an MLP bias, more than
+    /// [`decode::MAX_ROWS`] new tokens, a CPU without AVX-512 on x86-64). `last_logits`
+    /// tries it first.
+    pub fn fused_last_logits(
         &self,
         batch: &TokenBatch,
         cache: &mut KvCache,
     ) -> Result<Option<Tensor<2>>, ModelError> {
-        let b = batch.b;
-        if batch.t != 1 || cache.layers.is_empty() || cache.b != b {
+        let (b, t) = (batch.b, batch.t);
+        if b == 0 || t == 0 || (!cache.layers.is_empty() && cache.b != b) {
             return Ok(None);
         }
         self.check_batch(batch)?;
+        if cache.layers.is_empty() {
+            self.start_cache(cache, b, t);
+        }
         let padding = cache.extended_padding(batch);
         let s = padding.len() / b;
-        let bias = match padding.iter().any(|&p| p) {
-            true => mask_values(b, 1, s, &padding),
+        // One new token per row and no padded key: every key is visible.
+        let bias = match t > 1 || padding.iter().any(|&p| p) {
+            true => mask_values(b, t, s, &padding),
             false => Vec::new(),
         };
         let (cos, sin) = Rope::tables(&batch.positions, &self.inv_freq);
         let input = step::StepInput {
             ids: &batch.ids,
+            t,
             cos: &cos,
             sin: &sin,
             bias: &bias,

@@ -146,18 +146,33 @@ impl Layer {
     }
 }
 
-/// The inputs of one step: `ids` and the rotary tables `cos`, `sin` (b, d) of the new tokens'
-/// positions, and the additive attention `bias` (b, s) over the cached keys plus the new one,
-/// or empty when every key is visible.
+/// The new tokens of one forward pass: `ids` (b, t); the rotary tables `cos`, `sin` (b·t, d)
+/// of their positions; the additive attention `bias` (b, t, s) over the cached keys plus the
+/// new ones, or empty when every key is visible.
 pub(crate) struct StepInput<'a> {
     pub ids: &'a [u32],
+    pub t: usize,
     pub cos: &'a [f32],
     pub sin: &'a [f32],
     pub bias: &'a [f32],
 }
 
-/// Logits (b, vocab) for one new token per row, appending its keys and values to `caches`;
-/// `None`, with nothing changed, when the step cannot take this path (see the module docs).
+/// Rows `t − 1, 2t − 1, …` (the last position of each sequence) of `x`, `width` floats each.
+fn last_rows(x: &[f32], t: usize, width: usize) -> Vec<f32> {
+    x.chunks(t * width)
+        .flat_map(|seq| &seq[(t - 1) * width..])
+        .copied()
+        .collect()
+}
+
+/// Logits (b, vocab) at the last of `t` new tokens per row, appending their keys and values to
+/// `caches` (a slot still empty gets buffers of exactly `t` positions); `None`, with nothing
+/// changed, when this path does not apply (see the module docs).
+///
+/// Every layer computes keys and values for all `b·t` rows; the last layer computes queries,
+/// attention, output projection and MLP for the last row of each sequence only — all that
+/// the logits read (the composed path computes the other rows and drops them; every kernel
+/// here is row-independent, so the kept rows come out the same).
 pub(crate) fn logits(
     net: &CausalLm,
     input: &StepInput<'_>,
@@ -175,13 +190,19 @@ pub(crate) fn logits(
         Some(l) => Some(Dense::of(l)?),
         None => None,
     };
-    let b = input.ids.len();
-    let plain_cache =
-        |c: &LayerCache| c.len > 0 && plain(c.k.clone()).is_some() && plain(c.v.clone()).is_some();
-    if !(1..=MAX_ROWS).contains(&b)
+    let t = input.t;
+    let rows = input.ids.len();
+    let b = rows / t.max(1);
+    let plain_cache = |c: &Option<LayerCache>| match c {
+        Some(c) => plain(c.k.clone()).is_some() && plain(c.v.clone()).is_some(),
+        None => true,
+    };
+    if t == 0
+        || !(1..=MAX_ROWS).contains(&rows)
         || !cpu_suits()
+        || layers.is_empty()
         || layers.len() != caches.len()
-        || !caches.iter().all(|c| c.as_ref().is_some_and(plain_cache))
+        || !caches.iter().all(plain_cache)
     {
         return None;
     }
@@ -190,44 +211,71 @@ pub(crate) fn logits(
         let s = embed.layout().shape();
         (s[0], s[1])
     };
-    // The residual stream, gathered from the embedding rows.
-    let mut x = Vec::with_capacity(b * hidden);
+    // The residual stream, gathered from the embedding rows: (b·t, hidden), then (b, hidden)
+    // after the last layer's attention.
+    let mut x = Vec::with_capacity(rows * hidden);
     for &id in input.ids {
         x.extend_from_slice(&es[id as usize * hidden..][..hidden]);
     }
-    let widest = layers
+    let d_rope = input.cos.len() / rows;
+    let (last_cos, last_sin) = (
+        last_rows(input.cos, t, d_rope),
+        last_rows(input.sin, t, d_rope),
+    );
+    let n_layers = layers.len();
+    // Buffers for every layer's intermediates, sized for the widest layer: allocated (and
+    // zeroed) once per call, not per layer.
+    let q_widest = layers
         .iter()
-        .map(|l| l.q.dims().1.max(hidden))
+        .map(|l| l.heads * l.head_dim)
         .max()
-        .unwrap_or(hidden);
-    let mut normed = vec![0f32; b * hidden];
-    let mut q = vec![0f32; b * widest];
-    let mut q_rot = vec![0f32; b * widest];
-    let mut attn = vec![0f32; b * widest];
-    let mut next = vec![0f32; b * hidden];
-    for (layer, slot) in layers.iter().zip(caches.iter_mut()) {
-        let cache = slot.as_mut()?;
+        .unwrap_or(0);
+    let kv_widest = layers
+        .iter()
+        .map(|l| l.kv_heads * l.head_dim)
+        .max()
+        .unwrap_or(0);
+    let mut normed = vec![0f32; rows * hidden];
+    let (mut k, mut v, mut k_rot) = (
+        vec![0f32; rows * kv_widest],
+        vec![0f32; rows * kv_widest],
+        vec![0f32; rows * kv_widest],
+    );
+    let (mut q, mut q_rot, mut grouped, mut attn) = (
+        vec![0f32; rows * q_widest],
+        vec![0f32; rows * q_widest],
+        vec![0f32; rows * q_widest],
+        vec![0f32; rows * q_widest],
+    );
+    let mut next = vec![0f32; rows * hidden];
+    let mut x_next = vec![0f32; rows * hidden];
+    let mut x_rows = rows;
+    for (li, (layer, slot)) in layers.iter().zip(caches.iter_mut()).enumerate() {
         let (h, kv, d) = (layer.heads, layer.kv_heads, layer.head_dim);
         let (qw, kvw) = (h * d, kv * d);
-        layer.input_norm.apply(&mut normed, &x);
-        let (q, q_rot, attn) = (&mut q[..b * qw], &mut q_rot[..b * qw], &mut attn[..b * qw]);
-        let mut k = vec![0f32; b * kvw];
-        let mut k_rot = vec![0f32; b * kvw];
-        let mut v = vec![0f32; b * kvw];
-        layer.q.apply(q, &normed, b);
-        layer.k.apply(&mut k, &normed, b);
-        layer.v.apply(&mut v, &normed, b);
-        if let Some((qn, kn)) = &layer.qk_norm {
-            let (q0, k0) = (q.to_vec(), k.clone());
-            qn.apply(q, &q0);
-            kn.apply(&mut k, &k0);
+        let x_in = &x[..x_rows * hidden];
+        let normed = &mut normed[..rows * hidden];
+        layer.input_norm.apply(normed, x_in);
+        // Keys and values of every new position, rotated, into the cache buffers
+        // (b, kv, capacity, d).
+        let (k, v, k_rot) = (
+            &mut k[..rows * kvw],
+            &mut v[..rows * kvw],
+            &mut k_rot[..rows * kvw],
+        );
+        layer.k.apply(k, normed, rows);
+        layer.v.apply(v, normed, rows);
+        if let Some((_, kn)) = &layer.qk_norm {
+            let k0 = k.to_vec();
+            kn.apply(k, &k0);
         }
-        let scale = 1.0 / (d as f32).sqrt();
-        rope_into(q_rot, q, input.cos, input.sin, [b, h, d], scale);
-        rope_into(&mut k_rot, &k, input.cos, input.sin, [b, kv, d], 1.0);
-        // Append this step's keys and values in place: (b, kv, capacity, d) buffers.
-        cache.make_room(1);
-        let device = cache.k.device();
+        rope_into(k_rot, k, input.cos, input.sin, [rows, kv, d], 1.0);
+        let device = Device::flex();
+        let cache = slot.get_or_insert_with(|| {
+            let empty = || Tensor::zeros([b, kv, t, d], &device);
+            LayerCache::empty(empty(), empty())
+        });
+        cache.make_room(t);
         let take = |t: &mut Tensor<4>| {
             let t = std::mem::replace(t, Tensor::empty([0, 0, 0, 0], &device));
             plain(t).map(dense)
@@ -237,16 +285,50 @@ pub(crate) fn logits(
         };
         let cap = kb.layout().shape()[2];
         let at = cache.len;
-        for (buf, rows) in [(&mut kb, &k_rot), (&mut vb, &v)] {
+        for (buf, new) in [(&mut kb, &*k_rot), (&mut vb, &*v)] {
             let store = buf.storage_mut::<f32>();
-            for bg in 0..b * kv {
-                store[(bg * cap + at) * d..][..d].copy_from_slice(&rows[bg * d..][..d]);
+            for bi in 0..b {
+                for ti in 0..t {
+                    for g in 0..kv {
+                        let src = &new[((bi * t + ti) * kv + g) * d..][..d];
+                        store[((bi * kv + g) * cap + at + ti) * d..][..d].copy_from_slice(src);
+                    }
+                }
             }
         }
-        cache.len += 1;
+        cache.len += t;
+        // Queries: every position, or in the last layer the last of each sequence.
+        let last = li + 1 == n_layers && t > 1;
+        let (tq, qrows) = if last { (1, b) } else { (t, rows) };
+        let (q_in, cos, sin, bias, residual);
+        let (last_in, last_bias, last_x);
+        if last {
+            last_in = last_rows(normed, t, hidden);
+            last_bias = match input.bias.is_empty() {
+                true => Vec::new(),
+                false => last_rows(input.bias, t, cache.len),
+            };
+            last_x = last_rows(x_in, t, hidden);
+            (q_in, cos, sin, bias, residual) = (
+                &last_in[..],
+                &last_cos[..],
+                &last_sin[..],
+                &last_bias[..],
+                &last_x[..],
+            );
+        } else {
+            (q_in, cos, sin, bias, residual) = (&*normed, input.cos, input.sin, input.bias, x_in);
+        }
+        let (q, q_rot) = (&mut q[..qrows * qw], &mut q_rot[..qrows * qw]);
+        layer.q.apply(q, q_in, qrows);
+        if let Some((qn, _)) = &layer.qk_norm {
+            let q0 = q.to_vec();
+            qn.apply(q, &q0);
+        }
+        rope_into(q_rot, q, cos, sin, [qrows, h, d], 1.0 / (d as f32).sqrt());
         let strides = [kv * cap * d, cap * d, d, 1];
         let geo = Geometry {
-            t: 1,
+            t: tq,
             h,
             d,
             kv,
@@ -256,41 +338,65 @@ pub(crate) fn logits(
             v_off: 0,
             v_st: strides,
         };
-        // (b, kv, n_rep, d) with t = 1 is (b, h·d), the layout `o` takes.
+        // (b, kv, tq, n_rep, d): with tq = 1 that is (b, h·d), the layout `o` takes.
+        let grouped = &mut grouped[..qrows * qw];
         attention_into(
-            attn,
+            grouped,
             q_rot,
             kb.storage::<f32>(),
             vb.storage::<f32>(),
-            input.bias,
+            bias,
             &geo,
             b,
         );
         cache.k = tensor(kb);
         cache.v = tensor(vb);
-        layer.o.apply(&mut next, attn, b);
-        next.iter_mut().zip(&x).for_each(|(o, r)| *o += r);
+        let attn = if tq == 1 {
+            &*grouped
+        } else {
+            let n_rep = h / kv;
+            let attn = &mut attn[..qrows * qw];
+            for bi in 0..b {
+                for g in 0..kv {
+                    for ti in 0..tq {
+                        for r in 0..n_rep {
+                            let src = &grouped[(((bi * kv + g) * tq + ti) * n_rep + r) * d..][..d];
+                            let head = g * n_rep + r;
+                            attn[((bi * tq + ti) * h + head) * d..][..d].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+            &*attn
+        };
+        let next = &mut next[..qrows * hidden];
+        layer.o.apply(next, attn, qrows);
+        next.iter_mut().zip(residual).for_each(|(o, r)| *o += r);
         let [gate, up, down] = &layer.mlp;
         let inter = gate.layout().shape()[1];
         mlp_into(
-            &mut x,
-            &next,
+            &mut x_next[..qrows * hidden],
+            next,
             &f32_rows(&layer.post_norm.w),
             layer.post_norm.eps,
             [&Weight::of(gate), &Weight::of(up), &Weight::of(down)],
-            [b, hidden, inter],
+            [qrows, hidden, inter],
         );
+        std::mem::swap(&mut x, &mut x_next);
+        x_rows = qrows;
     }
-    final_norm.apply(&mut normed, &x);
+    // With t = 1 (or after the last layer took the last rows) x holds b rows.
+    let normed = &mut normed[..b * hidden];
+    final_norm.apply(normed, &x[..b * hidden]);
     let logits = match head {
         Some(head) => {
             let mut logits = vec![0f32; b * head.dims().1];
-            head.apply(&mut logits, &normed, b);
+            head.apply(&mut logits, normed, b);
             logits
         }
         None => {
             let mut logits = vec![0f32; b * vocab];
-            linear_nt_into(&mut logits, &normed, &es, [b, hidden, vocab]);
+            linear_nt_into(&mut logits, normed, &es, [b, hidden, vocab]);
             logits
         }
     };

@@ -209,36 +209,73 @@ fn a_reserved_cache_keeps_its_room_and_changes_nothing() {
     assert_eq!(run(Some(13), true), grown);
 }
 
-/// A decode step in `last_logits` takes the fused path (`Model::decode_step`), which runs the
-/// kernels of the op-by-op path (`hidden`, then the head) on raw buffers: the logits must be
-/// bit-identical, step after step (so the caches each path appends to agree too), with left
-/// padding (an attention bias), a cache that regrows or was reserved, rows dropped mid-way,
-/// and columns split over rayon tasks (the last, larger config).
+/// With a cache, `last_logits` takes the fused path (`Model::fused_last_logits`), which runs
+/// the kernels of the op-by-op path (`hidden`, then the head) on raw buffers, and in the last
+/// layer only for the last position: the logits must be bit-identical — the prefill's, then
+/// step after step (so the caches each path fills agree too) — with left padding (an
+/// attention bias), a cache reserved or not (it then regrows), rows dropped mid-way, columns
+/// split over rayon tasks (the larger config), and a prefill too long for the fused path
+/// (more than `decode::MAX_ROWS` tokens: it declines, the decode steps still take it).
 #[test]
-fn the_fused_decode_step_equals_the_op_by_op_kernels() {
+fn the_fused_path_equals_the_op_by_op_kernels() {
     let mut wide = config(Architecture::Qwen2, 64, true);
     wide.hidden_size = 256;
     wide.intermediate_size = 1100;
+    let short = vec![vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]];
+    let long: Vec<Vec<u32>> = (0..3)
+        .map(|i| (0..200 - 30 * i).map(|j| (j * 7 + i) % 97).collect())
+        .collect();
     let configs = [
-        (config(Architecture::Qwen2, 64, true), None),
-        (config(Architecture::Qwen3, 64, true), Some(20)),
-        (config(Architecture::Llama, 64, false), Some(20)),
-        (config(Architecture::Qwen2, 12, false), None),
-        (wide, Some(20)),
+        (config(Architecture::Qwen2, 64, true), None, &short),
+        (config(Architecture::Qwen3, 64, true), Some(20), &short),
+        (config(Architecture::Llama, 64, false), Some(20), &short),
+        (config(Architecture::Qwen2, 12, false), None, &short),
+        (wide, Some(20), &short),
+        (config(Architecture::Qwen2, 64, true), Some(220), &long),
     ];
-    for (c, reserve) in configs {
+    // The fused path is for CPUs the decode kernels suit (AVX-512 on x86-64); elsewhere it
+    // declines and `last_logits` runs op by op.
+    #[cfg(target_arch = "x86_64")]
+    let fused_here = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let fused_here = true;
+    for (c, reserve, prompts) in configs {
         let label = format!("{:?} d={} reserve={reserve:?}", c.architecture, c.head_dim);
         let vocab = c.vocab_size;
         let model = Model::random(c, 7, &Device::flex());
-        let prompts = [vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]];
-        let prefill = TokenBatch::pad(&prompts, 0, PadSide::Left);
+        let prefill = TokenBatch::pad(prompts, 0, PadSide::Left);
         let (mut fused, mut by_op) = (KvCache::default(), KvCache::default());
-        for cache in [&mut fused, &mut by_op] {
-            if let Some(positions) = reserve {
-                cache.reserve(positions);
-            }
-            model.last_logits(&prefill, Some(cache)).unwrap();
+        if let Some(positions) = reserve {
+            fused.reserve(positions);
+            by_op.reserve(positions);
         }
+        let op_by_op = |batch: &TokenBatch, cache: &mut KvCache| {
+            let h = model.hidden(batch, Some(cache)).unwrap();
+            let [b, t, _] = h.dims();
+            values(model.net.head(h.narrow(1, t - 1, 1)).reshape([b, vocab]))
+        };
+        let compare = |[fused, by_op]: [&mut KvCache; 2],
+                       batch: &TokenBatch,
+                       what: &str,
+                       expect_fused: bool| {
+            let a = model.fused_last_logits(batch, fused).unwrap();
+            let a = match (a, expect_fused) {
+                (Some(a), true) => values(a),
+                (None, false) => values(model.last_logits(batch, Some(fused)).unwrap()),
+                (a, _) => panic!("{label} {what}: fused = {}", a.is_some()),
+            };
+            let b = op_by_op(batch, by_op);
+            assert!(a.iter().any(|x| x.abs() > 1e-3), "{label} {what}: trivial");
+            assert_eq!(a, b, "{label} {what}");
+        };
+        let rows = prefill.b * prefill.t;
+        let fits = rows <= reasonlab_model::decode::MAX_ROWS;
+        compare(
+            [&mut fused, &mut by_op],
+            &prefill,
+            "prefill",
+            fused_here && fits,
+        );
         let mut rows: Vec<u32> = vec![0, 1, 2];
         for step in 0..10u32 {
             if step == 5 {
@@ -259,19 +296,8 @@ fn the_fused_decode_step_equals_the_op_by_op_kernels() {
                 b: rows.len(),
                 t: 1,
             };
-            let a = model.decode_step(&batch, &mut fused).unwrap();
-            // The fused path is for CPUs the decode kernels suit (AVX-512 on x86-64); elsewhere
-            // it declines, changing nothing, and `last_logits` runs op by op.
-            #[cfg(target_arch = "x86_64")]
-            if !std::arch::is_x86_feature_detected!("avx512f") {
-                assert!(a.is_none(), "{label}: fused step without AVX-512");
-                return;
-            }
-            let a = values(a.unwrap_or_else(|| panic!("{label}: the fused path did not apply")));
-            let h = model.hidden(&batch, Some(&mut by_op)).unwrap();
-            let b = values(model.net.head(h).reshape([rows.len(), vocab]));
-            assert!(a.iter().any(|x| x.abs() > 1e-3), "{label}: trivial logits");
-            assert_eq!(a, b, "{label}: step {step}");
+            let what = format!("step {step}");
+            compare([&mut fused, &mut by_op], &batch, &what, fused_here);
         }
     }
 }
