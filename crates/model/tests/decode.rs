@@ -214,8 +214,9 @@ fn a_reserved_cache_keeps_its_room_and_changes_nothing() {
 /// layer only for the last position: the logits must be bit-identical — the prefill's, then
 /// step after step (so the caches each path fills agree too) — with left padding (an
 /// attention bias), a cache reserved or not (it then regrows), rows dropped mid-way, columns
-/// split over rayon tasks (the larger config), and a prefill too long for the fused path
-/// (more than `decode::MAX_ROWS` tokens: it declines, the decode steps still take it).
+/// split over rayon tasks (the larger config), a prefill too long for the fused path (more
+/// than `decode::MAX_ROWS` tokens: it declines, the decode steps still take it), and a chunk
+/// of several tokens per row appended to a filled cache.
 #[test]
 fn the_fused_path_equals_the_op_by_op_kernels() {
     let mut wide = config(Architecture::Qwen2, 64, true);
@@ -299,5 +300,23 @@ fn the_fused_path_equals_the_op_by_op_kernels() {
             let what = format!("step {step}");
             compare([&mut fused, &mut by_op], &batch, &what, fused_here);
         }
+        // Several new tokens per row onto a filled cache (a chunked prefill), the middle one
+        // of the first row padding.
+        let t = 3;
+        let chunk = TokenBatch {
+            ids: (0..rows.len() * t)
+                .map(|i| (5 * i as u32 + 2) % vocab as u32)
+                .collect(),
+            positions: rows
+                .iter()
+                .flat_map(|&r| {
+                    (0..t as u32).map(move |i| prompts[r as usize].len() as u32 + 10 + i)
+                })
+                .collect(),
+            padding: (0..rows.len() * t).map(|i| i == 1).collect(),
+            b: rows.len(),
+            t,
+        };
+        compare([&mut fused, &mut by_op], &chunk, "chunk", fused_here);
     }
 }
