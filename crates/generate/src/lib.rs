@@ -215,7 +215,7 @@ pub fn generate_streaming(
     let workers = decode_groups(
         rayon::current_num_threads(),
         prompts.len(),
-        4 * model.num_params(),
+        model.num_params().saturating_mul(4),
     );
     if workers <= 1 || n == 0 {
         return generate_serial(

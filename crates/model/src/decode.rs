@@ -606,21 +606,40 @@ crate::fused::with_simd!(attend(out: &mut [f32], qs: &[f32], ks: &[f32], vs: &[f
     let mut scores = vec![0f32; s];
     for ti in 0..t {
         let bias_row = (!bias.is_empty()).then(|| &bias[(bi * t + ti) * s..(bi * t + ti + 1) * s]);
+        // Keys from the first visible one (see [`first_visible`]).
+        let j0 = bias_row.map_or(0, first_visible);
+        let scores = &mut scores[j0..];
         for r in 0..n_rep {
             let head = g * n_rep + r;
             let qrow = &qs[((bi * t + ti) * h + head) * d..][..d];
-            for (j, sc) in scores.iter_mut().enumerate() {
+            for (j, sc) in (j0..s).zip(scores.iter_mut()) {
                 *sc = dot8(qrow, &ks[kb + j * k_st[2]..][..d]) + bias_row.map_or(0.0, |br| br[j]);
             }
-            let inv = 1.0 / exp_shifted(&mut scores);
+            let inv = 1.0 / exp_shifted(scores);
             let o = &mut out[(ti * n_rep + r) * d..][..d];
             o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
+            for (j, &p) in (j0..s).zip(scores.iter()) {
                 axpy(o, p * inv, &vs[vb + j * v_st[2]..][..d]);
             }
         }
     }
 });
+
+/// Additive bias of a key no query may see (padding, or after the query): finite, so rows that
+/// are entirely padding stay NaN-free.
+pub(crate) const MASKED: f32 = -1.0e30;
+
+/// Index of the first key in `bias_row` that is not [`MASKED`] (0 when every key is).
+///
+/// Attention starts there: the keys before it are a row's left padding, whose weights are
+/// exactly 0 anyway, but whose number shifts which partial sum (of the softmax's eight, of the
+/// value sum's two) each visible key lands in. Skipping them makes a row's result independent
+/// of how much padding its batch gave it — the same prompt gives the same logits alone or
+/// beside a longer one. A row with every key masked (a padding query) keeps them all, so its
+/// output stays finite.
+pub(crate) fn first_visible(bias_row: &[f32]) -> usize {
+    bias_row.iter().position(|&b| b != MASKED).unwrap_or(0)
+}
 
 crate::fused::with_simd!(rope_row(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32], scale: f32) {
     // x·cos + cat(x2, x1)·sin, with rotate-half's sign already in `sin`.
@@ -720,6 +739,18 @@ mod avx512 {
         let mut scores = vec![0f32; 2 * s.next_multiple_of(16)];
         for ti in 0..t {
             let bias_row = (!bias.is_empty()).then(|| &bias[(bi * t + ti) * s..][..s]);
+            // Keys from the first visible one (see [`super::first_visible`]).
+            let j0 = bias_row.map_or(0, super::first_visible);
+            let bias_row = bias_row.map(|row| &row[j0..]);
+            // SAFETY: j0 ≤ s, so the shifted rows are still the cache's (bounded above).
+            let cache = unsafe {
+                Cache {
+                    k: cache.k.add(j0 * cache.k_stride),
+                    v: cache.v.add(j0 * cache.v_stride),
+                    s: s - j0,
+                    ..cache
+                }
+            };
             let mut r = 0;
             while r < n_rep {
                 let q = &qs[((bi * t + ti) * h + g * n_rep + r) * d..];
@@ -741,6 +772,7 @@ mod avx512 {
     }
 
     /// One (sequence, kv head)'s keys and values: `s` rows of each, `*_stride` floats apart.
+    #[derive(Clone, Copy)]
     struct Cache {
         k: *const f32,
         k_stride: usize,
@@ -843,6 +875,92 @@ mod avx512 {
                 for (c, (e, od)) in eh.iter().zip(oh).enumerate() {
                     let v = _mm512_mul_ps(_mm512_add_ps(*e, *od), scale);
                     _mm512_storeu_ps(o.as_mut_ptr().add(hh * d + 16 * c), v);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{Geometry, MASKED};
+        use super::*;
+
+        fn values(len: usize, seed: u32) -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32)
+                .map(|v| v / (1u32 << 24) as f32 - 0.5)
+                .collect()
+        }
+
+        /// A kv group of three query heads takes one two-head pass and one one-head pass; each
+        /// head's output must equal a one-head pass of its own, bit for bit, at every head dim
+        /// the kernel takes, with and without a bias (leading keys masked).
+        #[test]
+        fn two_head_passes_equal_one_head_passes() {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                return;
+            }
+            for d in [16, 32, 64, 128] {
+                let (t, h, kv, s) = (2, 6, 2, 37);
+                let n_rep = h / kv;
+                let qs = values(t * h * d, 1);
+                let (ks, vs) = (values(kv * s * d, 2), values(kv * s * d, 3));
+                let st = [kv * s * d, s * d, d, 1];
+                let geo = Geometry {
+                    t,
+                    h,
+                    d,
+                    kv,
+                    s,
+                    k_off: 0,
+                    k_st: st,
+                    v_off: 0,
+                    v_st: st,
+                };
+                let mut masked = vec![0f32; t * s];
+                masked[..5].fill(MASKED);
+                masked[s..s + 5].fill(MASKED);
+                masked[2 * s - 3..].fill(MASKED);
+                for bias in [Vec::new(), masked] {
+                    for g in 0..kv {
+                        let mut grouped = vec![0f32; t * n_rep * d];
+                        assert!(attend(&mut grouped, &qs, &ks, &vs, &bias, &geo, g));
+                        for ti in 0..t {
+                            let row = (!bias.is_empty()).then(|| &bias[ti * s..][..s]);
+                            let j0 = row.map_or(0, super::super::first_visible);
+                            let cache = Cache {
+                                k: ks[g * s * d + j0 * d..].as_ptr(),
+                                k_stride: d,
+                                v: vs[g * s * d + j0 * d..].as_ptr(),
+                                v_stride: d,
+                                s: s - j0,
+                            };
+                            let mut scores = vec![0f32; 2 * s.next_multiple_of(16)];
+                            for r in 0..n_rep {
+                                let q = &qs[(ti * h + g * n_rep + r) * d..][..d];
+                                let mut alone = vec![0f32; d];
+                                let row = row.map(|b| &b[j0..]);
+                                // SAFETY: AVX-512F checked above; the shifted rows are inside
+                                // `ks` and `vs`.
+                                unsafe {
+                                    match d {
+                                        16 => {
+                                            heads::<1, 1>(&mut alone, q, &cache, row, &mut scores)
+                                        }
+                                        32 => {
+                                            heads::<2, 1>(&mut alone, q, &cache, row, &mut scores)
+                                        }
+                                        64 => {
+                                            heads::<4, 1>(&mut alone, q, &cache, row, &mut scores)
+                                        }
+                                        _ => heads::<8, 1>(&mut alone, q, &cache, row, &mut scores),
+                                    }
+                                }
+                                let got = &grouped[(ti * n_rep + r) * d..][..d];
+                                assert_eq!(got, &alone[..], "d={d} g={g} ti={ti} head {r}");
+                            }
+                        }
+                    }
                 }
             }
         }

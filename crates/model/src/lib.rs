@@ -43,8 +43,7 @@ pub mod tensor {
 }
 pub use burn;
 
-/// Additive mask value for disallowed keys: finite, so rows that are entirely padding stay NaN-free.
-const MASKED: f32 = -1.0e30;
+use decode::MASKED;
 
 /// (b, t, s) additive mask of `t` new queries per row over `s` keys, the last `t` of them
 /// new: query i (absolute s − t + i) sees key j iff j ≤ s − t + i and key j is not padding
@@ -517,6 +516,11 @@ impl Model {
         batch: &TokenBatch,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor<2>, ModelError> {
+        if batch.t == 0 {
+            return Err(ModelError::Input(
+                "a batch needs at least one token per row for its last logits".into(),
+            ));
+        }
         if let Some(cache) = cache.as_deref_mut()
             && let Some(logits) = self.fused_last_logits(batch, cache)?
         {
@@ -553,7 +557,11 @@ impl Model {
         cache: &mut KvCache,
     ) -> Result<Option<Tensor<2>>, ModelError> {
         let (b, t) = (batch.b, batch.t);
-        if b == 0 || t == 0 || (!cache.layers.is_empty() && cache.b != b) {
+        if b == 0
+            || t == 0
+            || (!cache.layers.is_empty() && cache.b != b)
+            || !step::applies(&self.net, b * t)
+        {
             return Ok(None);
         }
         self.check_batch(batch)?;

@@ -157,6 +157,13 @@ pub(crate) struct StepInput<'a> {
     pub bias: &'a [f32],
 }
 
+/// Whether `rows` new tokens through `net` can take this path, by the cheap checks (the rest,
+/// per weight and cache buffer, are made by [`logits`]): a CPU the kernels suit, at most
+/// [`MAX_ROWS`] rows, and plain f32 Flex weights (an autodiff model's are tracked).
+pub(crate) fn applies(net: &CausalLm, rows: usize) -> bool {
+    (1..=MAX_ROWS).contains(&rows) && cpu_suits() && plain(net.model.embed_tokens.val()).is_some()
+}
+
 /// Rows `t − 1, 2t − 1, …` (the last position of each sequence) of `x`, `width` floats each.
 fn last_rows(x: &[f32], t: usize, width: usize) -> Vec<f32> {
     x.chunks(t * width)

@@ -226,13 +226,18 @@ fn the_fused_path_equals_the_op_by_op_kernels() {
     let long: Vec<Vec<u32>> = (0..3)
         .map(|i| (0..200 - 30 * i).map(|j| (j * 7 + i) % 97).collect())
         .collect();
+    let equal = vec![vec![3, 1, 4, 1], vec![6, 5, 9, 2], vec![3, 5, 8, 9]];
     let configs = [
         (config(Architecture::Qwen2, 64, true), None, &short),
         (config(Architecture::Qwen3, 64, true), Some(20), &short),
         (config(Architecture::Llama, 64, false), Some(20), &short),
         (config(Architecture::Qwen2, 12, false), None, &short),
         (wide, Some(20), &short),
+        // No padding: decode steps without an attention bias.
+        (config(Architecture::Qwen3, 64, false), None, &equal),
         (config(Architecture::Qwen2, 64, true), Some(220), &long),
+        // The op-by-op prefill fills empty slots (views of its k, v); the fused steps regrow them.
+        (config(Architecture::Qwen2, 64, true), None, &long),
     ];
     // The fused path is for CPUs the decode kernels suit (AVX-512 on x86-64); elsewhere it
     // declines and `last_logits` runs op by op.
@@ -268,6 +273,8 @@ fn the_fused_path_equals_the_op_by_op_kernels() {
             let b = op_by_op(batch, by_op);
             assert!(a.iter().any(|x| x.abs() > 1e-3), "{label} {what}: trivial");
             assert_eq!(a, b, "{label} {what}");
+            assert_eq!(fused.seq_len(), by_op.seq_len(), "{label} {what}");
+            assert_eq!(fused.capacity(), by_op.capacity(), "{label} {what}");
         };
         let rows = prefill.b * prefill.t;
         let fits = rows <= reasonlab_model::decode::MAX_ROWS;
@@ -319,4 +326,75 @@ fn the_fused_path_equals_the_op_by_op_kernels() {
         };
         compare([&mut fused, &mut by_op], &chunk, "chunk", fused_here);
     }
+}
+
+/// A prompt's logits do not depend on its batch: alone, or left-padded beside a longer prompt,
+/// they are bit-identical at the prefill and at every decode step — attention starts at a
+/// row's first visible key, so the padding does not shift which partial sums the keys land in.
+/// (What makes generation's "same seed, same output, whatever the batch" exact.)
+#[test]
+fn a_prompt_gives_the_same_logits_alone_or_padded_in_a_batch() {
+    let short: Vec<u32> = vec![5, 9, 2, 7];
+    let long: Vec<u32> = (0..21).map(|i| (i * 5 + 1) % 97).collect();
+    for c in [
+        config(Architecture::Qwen2, 64, true),
+        config(Architecture::Qwen3, 64, true),
+        config(Architecture::Llama, 12, false),
+    ] {
+        let label = format!("{:?} d={}", c.architecture, c.head_dim);
+        let model = Model::random(c, 9, &Device::flex());
+        // The logits of `prompts[row]` at the prefill and at six decode steps; each prompt's
+        // next tokens depend only on the step and the prompt.
+        let run = |prompts: &[&Vec<u32>], row: usize| {
+            let owned: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+            let prefill = TokenBatch::pad(&owned, 0, PadSide::Left);
+            let mut cache = KvCache::default();
+            cache.reserve(prefill.t + 6);
+            let b = prompts.len();
+            let pick = |l: Tensor<2>| values(l)[row * 97..(row + 1) * 97].to_vec();
+            let mut out = vec![pick(model.last_logits(&prefill, Some(&mut cache)).unwrap())];
+            for step in 0..6u32 {
+                let batch = TokenBatch {
+                    ids: prompts
+                        .iter()
+                        .map(|p| (7 * step + p.len() as u32) % 97)
+                        .collect(),
+                    positions: prompts.iter().map(|p| p.len() as u32 + step).collect(),
+                    padding: vec![false; b],
+                    b,
+                    t: 1,
+                };
+                out.push(pick(model.last_logits(&batch, Some(&mut cache)).unwrap()));
+            }
+            out
+        };
+        let alone = run(&[&short], 0);
+        assert!(alone[0].iter().any(|x| x.abs() > 1e-3), "{label}: trivial");
+        assert_eq!(
+            alone,
+            run(&[&long, &short], 1),
+            "{label}: short prompt, padded"
+        );
+        assert_eq!(
+            run(&[&long], 0),
+            run(&[&long, &short], 0),
+            "{label}: long prompt"
+        );
+    }
+}
+
+/// No token per row has no last logits: an error, with or without a cache, not a panic.
+#[test]
+fn an_empty_batch_row_is_an_error() {
+    let model = Model::random(config(Architecture::Qwen2, 64, true), 1, &Device::flex());
+    let empty = TokenBatch {
+        ids: vec![],
+        positions: vec![],
+        padding: vec![],
+        b: 2,
+        t: 0,
+    };
+    let err = model.last_logits(&empty, None).unwrap_err().to_string();
+    assert!(err.contains("at least one token"), "{err}");
+    assert!(model.last_logits(&empty, Some(&mut KvCache::default())).is_err());
 }
