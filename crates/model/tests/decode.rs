@@ -396,5 +396,9 @@ fn an_empty_batch_row_is_an_error() {
     };
     let err = model.last_logits(&empty, None).unwrap_err().to_string();
     assert!(err.contains("at least one token"), "{err}");
-    assert!(model.last_logits(&empty, Some(&mut KvCache::default())).is_err());
+    assert!(
+        model
+            .last_logits(&empty, Some(&mut KvCache::default()))
+            .is_err()
+    );
 }
