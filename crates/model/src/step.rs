@@ -1,4 +1,5 @@
-//! One decode step — one new token per sequence — through the whole model on raw buffers.
+//! A forward pass with a KV cache — a prefill, or a decode step of one new token per
+//! sequence — through the whole model on raw buffers, for the last position's logits.
 //!
 //! The composed path ([`crate::Model::hidden`] then the head) issues some twenty burn ops per
 //! layer: every one allocates a tensor, goes through dispatch, and the reshapes, views and
@@ -7,14 +8,15 @@
 //! ~0.7 ms for the whole step of the `bench generate` model. Here the same kernels
 //! ([`crate::decode`], [`crate::skinny`], [`crate::fused`]) run in the same order on slices:
 //! the layer's keys and values are written straight into the cache buffers, attention reads
-//! them in place and writes the (b, h·d) layout the output projection takes, and the
-//! intermediates live in one buffer per step. Every float is computed by the same code as on
-//! the composed path, so the logits are bit-identical (`tests/decode.rs` checks it on Qwen2,
-//! Llama and Qwen3 configs, tied and untied, with ragged padding and cache regrowth).
+//! them in place and writes the layout the output projection takes, the intermediates live in
+//! buffers allocated once per call, and the last layer computes only the last position's
+//! query, attention and MLP. Every kept float is computed by the same code as on the composed
+//! path, so the logits are bit-identical (`tests/decode.rs`: Qwen2, Llama and Qwen3 configs,
+//! tied and untied, ragged padding, cache regrowth, prefill and decode steps).
 //!
 //! Taken only where the composed path would itself run the decode kernels: plain f32 Flex
-//! weights (no autodiff, no LoRA), a plain MLP (no bias), a CPU the kernels suit
-//! ([`crate::decode::enabled`]'s conditions), and a cache that already holds the prompt.
+//! weights (no autodiff, no LoRA), a plain MLP (no bias), at most [`MAX_ROWS`] new tokens, and
+//! a CPU the kernels suit ([`crate::decode::enabled`]'s conditions).
 
 use burn::backend::{BackendTensor, DispatchTensor, DispatchTensorKind};
 use burn::tensor::{DType, Device, Tensor};
