@@ -508,7 +508,7 @@ impl Model {
     }
 
     /// Logits of the last column only: (b, vocab). The head runs on one position per row,
-    /// which is what sampling needs. With a cache it takes the fused path of [`step`] where
+    /// which is what sampling needs. With a cache it takes the fused path (`step.rs`) where
     /// that applies ([`Model::fused_last_logits`]): the same kernels in the same order, so the
     /// same logits, without a burn op per layer operation.
     pub fn last_logits(
@@ -547,7 +547,7 @@ impl Model {
     }
 
     /// [`Model::last_logits`] with a cache — a prefill or a decode step — through the fused
-    /// path of [`step`]: `None`, with nothing changed but an empty cache started, where that
+    /// path (`step.rs`): `None`, with nothing changed but an empty cache started, where that
     /// path does not apply (autodiff or non-Flex tensors, LoRA, an MLP bias, more than
     /// [`decode::MAX_ROWS`] new tokens, a CPU without AVX-512 on x86-64). `last_logits`
     /// tries it first.
