@@ -351,3 +351,39 @@ fn classifier_segment_flag_round_trips_through_train_and_predict() {
         "__label__math\n__label__other\n"
     );
 }
+
+/// `bench generate --new-tokens N` times N new tokens per prompt (1: the prefill alone) and
+/// writes our side as JSON; a peer comparison needs the workload's 128.
+#[test]
+fn bench_generate_times_other_lengths_but_compares_only_the_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ours.json");
+    let out = bin()
+        .args([
+            "bench",
+            "generate",
+            "--new-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(ours["new_tokens"], 32, "16 prompts × 2: {ours}");
+    let out = bin()
+        .args(["bench", "generate", "--new-tokens", "1", "--peer-json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("128 new tokens"));
+}

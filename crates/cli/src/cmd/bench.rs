@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// 16 prompts × 32 tokens, then 128 new tokens sampled at T=1, on the tiny Qwen2 workload.
-    Generate(PeerArgs),
+    Generate(GenerateBenchArgs),
     /// Batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 workload.
     TrainStep(PeerArgs),
     /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 workload,
@@ -42,6 +42,16 @@ pub struct PeerArgs {
     repeats: usize,
     #[command(flatten)]
     peer: PeerFlags,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct GenerateBenchArgs {
+    /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone (the
+    /// peer script runs 128 only).
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    #[command(flatten)]
+    args: PeerArgs,
 }
 
 /// Where the peer's numbers come from, and where ours go.
@@ -201,13 +211,20 @@ fn report(
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Generate(args) => {
+        BenchCommand::Generate(GenerateBenchArgs { new_tokens, args }) => {
+            let peer_given = args.peer.peer_json.is_some() || args.peer.peer_python.is_some();
+            if new_tokens != 128 && peer_given {
+                anyhow::bail!(
+                    "--new-tokens {new_tokens}: the peer script runs the workload's 128 new tokens; \
+                     drop --peer-python/--peer-json to time other lengths"
+                );
+            }
             let device = device_for(Default::default(), false)?;
             let model = Model::random(bench_config(), 0, &device);
             let prompts = random_ids(12345, 16, 32, 512);
             let params = SamplingParams {
                 temperature: 1.0,
-                max_new_tokens: 128,
+                max_new_tokens: new_tokens.max(1),
                 max_batch: 16,
                 ..Default::default()
             };
