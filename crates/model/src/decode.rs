@@ -537,17 +537,7 @@ pub(crate) mod kernels {
         let mut grouped = vec![0f32; b * kv * t * n_rep * d];
         attention_into(&mut grouped, &qs, &ks, &vs, &bs, &geo, b);
         new_f32(&[b, t, h * d], |out| {
-            for bi in 0..b {
-                for g in 0..kv {
-                    for ti in 0..t {
-                        for r in 0..n_rep {
-                            let src = &grouped[(((bi * kv + g) * t + ti) * n_rep + r) * d..][..d];
-                            let head = g * n_rep + r;
-                            out[((bi * t + ti) * h + head) * d..][..d].copy_from_slice(src);
-                        }
-                    }
-                }
-            }
+            ungroup(out, &grouped, [b, t, h, kv, d])
         })
     }
 }
@@ -578,6 +568,23 @@ pub(crate) fn attention_into(
         out.par_chunks_mut(chunk).enumerate().for_each(task);
     } else {
         out.chunks_mut(chunk).enumerate().for_each(task);
+    }
+}
+
+/// [`attention_into`]'s output (b, kv, t, n_rep, d) into the query layout (b, t, h, d), head
+/// `g · n_rep + r` (transformers' `repeat_kv` order).
+pub(crate) fn ungroup(out: &mut [f32], grouped: &[f32], [b, t, h, kv, d]: [usize; 5]) {
+    let n_rep = h / kv;
+    for bi in 0..b {
+        for g in 0..kv {
+            for ti in 0..t {
+                for r in 0..n_rep {
+                    let src = &grouped[(((bi * kv + g) * t + ti) * n_rep + r) * d..][..d];
+                    let head = g * n_rep + r;
+                    out[((bi * t + ti) * h + head) * d..][..d].copy_from_slice(src);
+                }
+            }
+        }
     }
 }
 
@@ -884,13 +891,7 @@ mod avx512 {
     mod tests {
         use super::super::{Geometry, MASKED};
         use super::*;
-
-        fn values(len: usize, seed: u32) -> Vec<f32> {
-            (0..len)
-                .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32)
-                .map(|v| v / (1u32 << 24) as f32 - 0.5)
-                .collect()
-        }
+        use crate::skinny::tests::values;
 
         /// A kv group of three query heads takes one two-head pass and one one-head pass; each
         /// head's output must equal a one-head pass of its own, bit for bit, at every head dim

@@ -23,7 +23,7 @@ use burn::tensor::{DType, Device, Tensor};
 use burn_flex::FlexTensor;
 
 use crate::decode::kernels::{Weight, linear_into, linear_nt_into, mlp_into, rope_into};
-use crate::decode::{Geometry, MAX_ROWS, attention_into, cpu_suits};
+use crate::decode::{Geometry, MAX_ROWS, attention_into, cpu_suits, ungroup};
 use crate::decoder::{CausalLm, DecoderLayer, LayerCache, Linear, RmsNorm};
 use crate::fused::{dense, f32_rows, rms_norm_rows};
 
@@ -363,19 +363,8 @@ pub(crate) fn logits(
         let attn = if tq == 1 {
             &*grouped
         } else {
-            let n_rep = h / kv;
             let attn = &mut attn[..qrows * qw];
-            for bi in 0..b {
-                for g in 0..kv {
-                    for ti in 0..tq {
-                        for r in 0..n_rep {
-                            let src = &grouped[(((bi * kv + g) * tq + ti) * n_rep + r) * d..][..d];
-                            let head = g * n_rep + r;
-                            attn[((bi * tq + ti) * h + head) * d..][..d].copy_from_slice(src);
-                        }
-                    }
-                }
-            }
+            ungroup(attn, grouped, [b, tq, h, kv, d]);
             &*attn
         };
         let next = &mut next[..qrows * hidden];
