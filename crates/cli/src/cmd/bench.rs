@@ -40,6 +40,11 @@ pub struct PeerArgs {
     /// Timed repetitions (best is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Rounds in one sitting, ours then the peer's in turn, each round's ratio printed and then
+    /// their median and range: both sides move with the machine's load, so one ratio is one
+    /// sample of a spread. Needs a peer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     #[command(flatten)]
     peer: PeerFlags,
 }
@@ -129,6 +134,29 @@ fn random_ids(seed: u64, rows: usize, len: usize, vocab: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Worker threads this machine offers.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPU as `/proc/cpuinfo` names it, with its family and model numbers (a VM may give only
+/// a vendor name), so that sittings on different machines are not compared by accident.
+fn cpu() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    Some(format!(
+        "{} (family {}, model {})",
+        field("model name")?,
+        field("cpu family").unwrap_or_default(),
+        field("model").unwrap_or_default()
+    ))
+}
+
 /// Peak resident set size of this process, MB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -181,19 +209,42 @@ fn run_peer(
     Ok(Some(serde_json::from_str(line)?))
 }
 
+/// Which way a benchmark's number improves.
+#[derive(Debug, Clone, Copy)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// The number a benchmark compares: its JSON key on both sides, and which way is better.
+#[derive(Debug, Clone, Copy)]
+struct Metric {
+    key: &'static str,
+    better: Better,
+}
+
+impl Metric {
+    /// How many times better `ours` is than `peer`'s (both JSON objects holding the key).
+    fn ratio(self, ours: &Value, peer: &Value) -> Option<f64> {
+        let (a, b) = (ours[self.key].as_f64()?, peer[self.key].as_f64()?);
+        Some(match self.better {
+            Better::Higher => a / b,
+            Better::Lower => b / a,
+        })
+    }
+}
+
 fn report(
     ours: Value,
     peer: Option<Value>,
-    key: &str,
-    higher_is_better: bool,
+    metric: Metric,
     json_out: &Option<PathBuf>,
 ) -> anyhow::Result<()> {
     println!("reasonlab: {ours}");
     if let Some(p) = &peer {
         println!("pytorch:   {p}");
-        if let (Some(a), Some(b)) = (ours[key].as_f64(), p[key].as_f64()) {
-            let ratio = if higher_is_better { a / b } else { b / a };
-            println!("speed-up ({key}): {ratio:.2}x");
+        if let Some(ratio) = metric.ratio(&ours, p) {
+            println!("speed-up ({}): {ratio:.2}x", metric.key);
         }
         if let (Some(a), Some(b)) = (ours["peak_rss_mb"].as_f64(), p["peak_rss_mb"].as_f64()) {
             println!("peak RSS: {a:.0} MB vs {b:.0} MB ({:.2}x)", a / b);
@@ -207,6 +258,75 @@ fn report(
         std::fs::write(path, ours.to_string())?;
     }
     Ok(())
+}
+
+/// `args.rounds` rounds of `ours()` then the peer's script (`only` of `bench_torch.py`) in one
+/// sitting. One round is [`report`]; more print each round's ratio, then the median and the
+/// range, and `--json` gets every round: `{"rounds": [{"ours", "peer", "ratio"}…],
+/// "median_ratio", "min_ratio", "max_ratio"}`.
+fn compare(
+    args: &PeerArgs,
+    only: &str,
+    metric: Metric,
+    mut ours: impl FnMut() -> anyhow::Result<Value>,
+) -> anyhow::Result<()> {
+    if args.rounds == 1 {
+        return report(ours()?, peer(args, only)?, metric, &args.peer.json);
+    }
+    let peer_given = args.peer.peer_json.is_some() || args.peer.peer_python.is_some();
+    anyhow::ensure!(
+        peer_given,
+        "--rounds {}: rounds compare with a peer; pass --peer-python (or --peer-json)",
+        args.rounds
+    );
+    let mut rounds = Vec::new();
+    let mut ratios = Vec::new();
+    for r in 1..=args.rounds {
+        let mine = ours()?;
+        let theirs = peer(args, only)?.context("the peer gave no result")?;
+        let ratio = metric
+            .ratio(&mine, &theirs)
+            .with_context(|| format!("no number `{}` in {mine} or {theirs}", metric.key))?;
+        let number = |v: &Value| v[metric.key].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "round {r}/{}: {} reasonlab {:.3}, peer {:.3}: speed-up {ratio:.2}x",
+            args.rounds,
+            metric.key,
+            number(&mine),
+            number(&theirs)
+        );
+        ratios.push(ratio);
+        rounds.push(json!({"ours": mine, "peer": theirs, "ratio": ratio}));
+    }
+    let (median, min, max) = spread(&ratios);
+    println!(
+        "speed-up ({}) over {} rounds: median {median:.2}x, range {min:.2}–{max:.2}x",
+        metric.key, args.rounds
+    );
+    if let Some(path) = &args.peer.json {
+        let all = json!({
+            "rounds": rounds,
+            "median_ratio": median,
+            "min_ratio": min,
+            "max_ratio": max,
+        });
+        std::fs::write(path, all.to_string())?;
+    }
+    Ok(())
+}
+
+/// (median, min, max) of a non-empty sample; an even count's median is the mean of the middle
+/// two.
+fn spread(xs: &[f64]) -> (f64, f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -228,37 +348,38 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 max_batch: 16,
                 ..Default::default()
             };
-            // Warm-up, then best of `repeats`.
+            // Warm-up, then best of `repeats` (per round).
             generate(&model, None, &prompts, 1, &params, &mut |_| {})?;
-            let mut best = f64::INFINITY;
-            let mut tokens = 0;
-            for r in 0..args.repeats.max(1) {
-                let p = SamplingParams {
-                    seed: r as u64,
-                    ..params.clone()
-                };
-                let (_, stats) = generate(&model, None, &prompts, 1, &p, &mut |_| {})?;
-                best = best.min(stats.seconds);
-                tokens = stats.new_tokens;
-            }
-            let ours = json!({
-                "generate_tokens_per_s": tokens as f64 / best,
-                "seconds": best,
-                "new_tokens": tokens,
-                "peak_rss_mb": peak_rss_mb(),
-                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            });
-            report(
-                ours,
-                peer(&args, "generate")?,
-                "generate_tokens_per_s",
-                true,
-                &args.peer.json,
-            )
+            let ours = || -> anyhow::Result<Value> {
+                let mut best = f64::INFINITY;
+                let mut tokens = 0;
+                for r in 0..args.repeats.max(1) {
+                    let p = SamplingParams {
+                        seed: r as u64,
+                        ..params.clone()
+                    };
+                    let (_, stats) = generate(&model, None, &prompts, 1, &p, &mut |_| {})?;
+                    best = best.min(stats.seconds);
+                    tokens = stats.new_tokens;
+                }
+                Ok(json!({
+                    "generate_tokens_per_s": tokens as f64 / best,
+                    "seconds": best,
+                    "new_tokens": tokens,
+                    "peak_rss_mb": peak_rss_mb(),
+                    "threads": threads(),
+                    "cpu": cpu(),
+                }))
+            };
+            let metric = Metric {
+                key: "generate_tokens_per_s",
+                better: Better::Higher,
+            };
+            compare(&args, "generate", metric, ours)
         }
         BenchCommand::TrainStep(args) => {
             let device = device_for(Default::default(), true)?;
-            let mut model = Model::random(bench_config(), 0, &device);
+            let model = Model::random(bench_config(), 0, &device);
             let mut optim = AdamW::new(AdamWSettings {
                 lr: 1e-4,
                 max_grad_norm: 0.0,
@@ -267,30 +388,32 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let seqs = random_ids(99, 8, 256, 512);
             let batch = TokenBatch::pad(&seqs, 0, PadSide::Right);
             let (m, _) = lm_train_step(model, &batch, &mut optim, 1e-4)?;
-            model = m;
-            let mut best = f64::INFINITY;
-            let mut loss = 0.0;
-            for _ in 0..args.repeats.max(1) {
-                let t = Instant::now();
-                let (m, l) = lm_train_step(model, &batch, &mut optim, 1e-4)?;
-                model = m;
-                loss = l;
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let ours = json!({
-                "train_step_s": best,
-                "loss": loss,
-                "tokens_per_s": (8 * 256) as f64 / best,
-                "peak_rss_mb": peak_rss_mb(),
-                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            });
-            report(
-                ours,
-                peer(&args, "train")?,
-                "train_step_s",
-                false,
-                &args.peer.json,
-            )
+            let mut model = Some(m);
+            let ours = || -> anyhow::Result<Value> {
+                let mut best = f64::INFINITY;
+                let mut loss = 0.0;
+                for _ in 0..args.repeats.max(1) {
+                    let t = Instant::now();
+                    let current = model.take().context("an earlier train step failed")?;
+                    let (m, l) = lm_train_step(current, &batch, &mut optim, 1e-4)?;
+                    model = Some(m);
+                    loss = l;
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                Ok(json!({
+                    "train_step_s": best,
+                    "loss": loss,
+                    "tokens_per_s": (8 * 256) as f64 / best,
+                    "peak_rss_mb": peak_rss_mb(),
+                    "threads": threads(),
+                    "cpu": cpu(),
+                }))
+            };
+            let metric = Metric {
+                key: "train_step_s",
+                better: Better::Lower,
+            };
+            compare(&args, "train", metric, ours)
         }
         BenchCommand::Sft(args) => bench_sft(&args),
         BenchCommand::Serve(args) => bench_serve(&args),
@@ -359,7 +482,7 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
         "steps": steps,
         "last_loss": loss,
         "peak_rss_mb": peak_rss_mb(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": threads(),
     });
     let data_arg = data.display().to_string();
     let batch = args.batch.to_string();
@@ -375,7 +498,11 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
         ],
     );
     std::fs::remove_file(&data).ok();
-    report(ours, peer?, "tokens_per_s", true, &args.peer.json)
+    let metric = Metric {
+        key: "tokens_per_s",
+        better: Better::Higher,
+    };
+    report(ours, peer?, metric, &args.peer.json)
 }
 
 fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
@@ -568,7 +695,7 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         "beta": args.beta,
         "micro_batch_size": args.micro_batch_size,
         "peak_rss_mb": peak_rss_mb(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": threads(),
     });
     let beta = args.beta.to_string();
     let steps = args.steps.to_string();
@@ -594,7 +721,11 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         // Equal generated tokens: compare time per generated token.
         p["s_per_1k_gen_tokens"] = json!(s / t.max(1.0) * 1000.0);
     }
-    report(ours, peer, "s_per_1k_gen_tokens", false, &args.peer.json)
+    let metric = Metric {
+        key: "s_per_1k_gen_tokens",
+        better: Better::Lower,
+    };
+    report(ours, peer, metric, &args.peer.json)
 }
 
 /// A temporary directory removed on drop (no tempfile dependency in the binary).
@@ -610,4 +741,107 @@ fn tempfile_dir() -> anyhow::Result<TempDir> {
     let dir = std::env::temp_dir().join(format!("reasonlab-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(TempDir(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for the peer's Python: logs each call and prints one JSON line whose number
+    /// grows by 100 per call (100, 200, …).
+    fn fake_peer(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("python");
+        let log = dir.join("calls.log");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {log}\nn=$(wc -l < {log})\n\
+                 echo 'peer warming up'\necho \"{{\\\"generate_tokens_per_s\\\": $((n * 100))}}\"\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    fn args(rounds: u32, peer_python: Option<PathBuf>, json: Option<PathBuf>) -> PeerArgs {
+        PeerArgs {
+            repeats: 1,
+            rounds,
+            peer: PeerFlags {
+                peer_python,
+                peer_json: None,
+                json,
+            },
+        }
+    }
+
+    /// Each round runs ours, then the peer once; the JSON holds every round's pair and ratio,
+    /// and the median and range of the ratios.
+    #[test]
+    fn rounds_alternate_with_the_peer_and_summarise_the_ratios() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rounds.json");
+        let args = args(4, Some(fake_peer(dir.path())), Some(out.clone()));
+        let ours_per_round = [1000.0, 1000.0, 1200.0, 2000.0];
+        let calls = std::cell::Cell::new(0);
+        let log = dir.path().join("calls.log");
+        let ours = || {
+            let i = calls.get();
+            // The peer has run exactly once per earlier round when ours starts.
+            let peer_runs = std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
+            assert_eq!(
+                peer_runs, i,
+                "round {i}: ours runs before that round's peer"
+            );
+            calls.set(i + 1);
+            Ok(json!({ "generate_tokens_per_s": ours_per_round[i] }))
+        };
+        let metric = Metric {
+            key: "generate_tokens_per_s",
+            better: Better::Higher,
+        };
+        compare(&args, "generate", metric, ours).unwrap();
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(log.lines().count(), 4);
+        assert!(
+            log.lines()
+                .all(|l| l == "scripts/bench_torch.py --only generate")
+        );
+        let all: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let ratios: Vec<f64> = all["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ratio"].as_f64().unwrap())
+            .collect();
+        // 1000/100, 1000/200, 1200/300, 2000/400.
+        assert_eq!(ratios, [10.0, 5.0, 4.0, 5.0]);
+        assert_eq!(all["median_ratio"], 5.0);
+        assert_eq!(all["min_ratio"], 4.0);
+        assert_eq!(all["max_ratio"], 10.0);
+    }
+
+    /// Lower-is-better numbers invert the ratio; rounds without a peer are refused up front.
+    #[test]
+    fn a_lower_number_is_a_speed_up_and_rounds_need_a_peer() {
+        let metric = Metric {
+            key: "train_step_s",
+            better: Better::Lower,
+        };
+        let r = metric.ratio(&json!({"train_step_s": 0.5}), &json!({"train_step_s": 1.5}));
+        assert_eq!(r, Some(3.0));
+        assert_eq!(
+            metric.ratio(&json!({}), &json!({"train_step_s": 1.5})),
+            None
+        );
+        let err = compare(&args(3, None, None), "train", metric, || {
+            panic!("nothing runs without a peer")
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("--peer-python"), "{err}");
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+    }
 }
