@@ -224,6 +224,20 @@ struct Metric {
 }
 
 impl Metric {
+    const fn higher(key: &'static str) -> Self {
+        Metric {
+            key,
+            better: Better::Higher,
+        }
+    }
+
+    const fn lower(key: &'static str) -> Self {
+        Metric {
+            key,
+            better: Better::Lower,
+        }
+    }
+
     /// How many times better `ours` is than `peer`'s (both JSON objects holding the key).
     fn ratio(self, ours: &Value, peer: &Value) -> Option<f64> {
         let (a, b) = (ours[self.key].as_f64()?, peer[self.key].as_f64()?);
@@ -371,10 +385,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     "cpu": cpu(),
                 }))
             };
-            let metric = Metric {
-                key: "generate_tokens_per_s",
-                better: Better::Higher,
-            };
+            let metric = Metric::higher("generate_tokens_per_s");
             compare(&args, "generate", metric, ours)
         }
         BenchCommand::TrainStep(args) => {
@@ -409,10 +420,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     "cpu": cpu(),
                 }))
             };
-            let metric = Metric {
-                key: "train_step_s",
-                better: Better::Lower,
-            };
+            let metric = Metric::lower("train_step_s");
             compare(&args, "train", metric, ours)
         }
         BenchCommand::Sft(args) => bench_sft(&args),
@@ -498,10 +506,7 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
         ],
     );
     std::fs::remove_file(&data).ok();
-    let metric = Metric {
-        key: "tokens_per_s",
-        better: Better::Higher,
-    };
+    let metric = Metric::higher("tokens_per_s");
     report(ours, peer?, metric, &args.peer.json)
 }
 
@@ -721,10 +726,7 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         // Equal generated tokens: compare time per generated token.
         p["s_per_1k_gen_tokens"] = json!(s / t.max(1.0) * 1000.0);
     }
-    let metric = Metric {
-        key: "s_per_1k_gen_tokens",
-        better: Better::Lower,
-    };
+    let metric = Metric::lower("s_per_1k_gen_tokens");
     report(ours, peer, metric, &args.peer.json)
 }
 
@@ -799,10 +801,7 @@ mod tests {
             calls.set(i + 1);
             Ok(json!({ "generate_tokens_per_s": ours_per_round[i] }))
         };
-        let metric = Metric {
-            key: "generate_tokens_per_s",
-            better: Better::Higher,
-        };
+        let metric = Metric::higher("generate_tokens_per_s");
         compare(&args, "generate", metric, ours).unwrap();
         let log = std::fs::read_to_string(&log).unwrap();
         assert_eq!(log.lines().count(), 4);
@@ -827,10 +826,7 @@ mod tests {
     /// Lower-is-better numbers invert the ratio; rounds without a peer are refused up front.
     #[test]
     fn a_lower_number_is_a_speed_up_and_rounds_need_a_peer() {
-        let metric = Metric {
-            key: "train_step_s",
-            better: Better::Lower,
-        };
+        let metric = Metric::lower("train_step_s");
         let r = metric.ratio(&json!({"train_step_s": 0.5}), &json!({"train_step_s": 1.5}));
         assert_eq!(r, Some(3.0));
         assert_eq!(
