@@ -74,6 +74,13 @@ pub struct PeerFlags {
     json: Option<PathBuf>,
 }
 
+impl PeerFlags {
+    /// Whether the peer's numbers come from anywhere (a script to run or a saved line).
+    fn given(&self) -> bool {
+        self.peer_python.is_some() || self.peer_json.is_some()
+    }
+}
+
 #[derive(clap::Args, Clone)]
 pub struct GrpoBenchArgs {
     /// KL weight; > 0 builds the reference model.
@@ -287,9 +294,8 @@ fn compare(
     if args.rounds == 1 {
         return report(ours()?, peer(args, only)?, metric, &args.peer.json);
     }
-    let peer_given = args.peer.peer_json.is_some() || args.peer.peer_python.is_some();
     anyhow::ensure!(
-        peer_given,
+        args.peer.given(),
         "--rounds {}: rounds compare with a peer; pass --peer-python (or --peer-json)",
         args.rounds
     );
@@ -346,8 +352,7 @@ fn spread(xs: &[f64]) -> (f64, f64, f64) {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Generate(GenerateBenchArgs { new_tokens, args }) => {
-            let peer_given = args.peer.peer_json.is_some() || args.peer.peer_python.is_some();
-            if new_tokens != 128 && peer_given {
+            if new_tokens != 128 && args.peer.given() {
                 anyhow::bail!(
                     "--new-tokens {new_tokens}: the peer script runs the workload's 128 new tokens; \
                      drop --peer-python/--peer-json to time other lengths"
@@ -749,8 +754,9 @@ fn tempfile_dir() -> anyhow::Result<TempDir> {
 mod tests {
     use super::*;
 
-    /// A stand-in for the peer's Python: logs each call and prints one JSON line whose number
+    /// A stand-in for the peer's Python (a shell script): logs each call and prints one JSON line whose number
     /// grows by 100 per call (100, 200, …).
+    #[cfg(unix)]
     fn fake_peer(dir: &std::path::Path) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let script = dir.join("python");
@@ -783,6 +789,7 @@ mod tests {
     /// Each round runs ours, then the peer once; the JSON holds every round's pair and ratio,
     /// and the median and range of the ratios.
     #[test]
+    #[cfg(unix)]
     fn rounds_alternate_with_the_peer_and_summarise_the_ratios() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("rounds.json");
