@@ -1,9 +1,14 @@
 //! Finding the final answer in a completion.
 //!
-//! In priority order: the last brace-balanced `\boxed{…}`/`\fbox{…}` (all distinct boxed
-//! answers are returned, so that hedging can be detected), GSM8K's `#### n`, an explicit
-//! "the answer is …" / "Final Answer: …" / "答案是…", the whole text when it is short and
-//! answer-like, the last inline or display math, and, if configured, the last number.
+//! With [`AnswerFormat::Auto`], in priority order: an `<answer>…</answer>` block (DeepSeek-R1's
+//! template; the rules below then run inside it), a trailing JSON object with an `answer` field
+//! (`{"reasoning": "…", "answer": "5"}`, fenced or not), the last brace-balanced
+//! `\boxed{…}`/`\fbox{…}` (all distinct boxed answers are returned, so that hedging can be
+//! detected), GSM8K's `#### n`, an explicit "the answer is …" / "Final Answer: …" / "答案是…",
+//! the whole text when it is short and answer-like, the last inline or display math, and, if
+//! configured, the last number. Any other [`AnswerFormat`] pins one rule: a user who knows the
+//! harness that wrote the completions gets exactly that rule and nothing else. The rule that
+//! fired is reported as a [`Method`].
 //! When the completion has `</think>`, only the text after it is searched (DeepSeek-R1 format:
 //! the reasoning is not the answer); an unclosed `<think>` has no answer.
 //!
@@ -48,26 +53,129 @@ pub enum MultipleBoxed {
     Last,
 }
 
+/// Which rule finds the answer: every rule in priority order, or one pinned rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFormat {
+    /// Every rule, in the order of the module documentation.
+    #[default]
+    Auto,
+    /// `\boxed{…}` / `\fbox{…}` only (Minerva, Qwen2.5-Math, DeepSeek-R1 prompts).
+    Boxed,
+    /// "The answer is …", "Final Answer: …", "答案是…" only (lm-eval's CoT prompts).
+    AnswerIs,
+    /// `#### 42` only (GSM8K's reference format).
+    Gsm8k,
+    /// The `answer` field of a JSON object, fenced or not (structured-output harnesses).
+    Json,
+    /// The contents of the last `<answer>…</answer>` block only (R1-Zero's template).
+    AnswerTag,
+    /// A multiple-choice letter: `(C)`, `C`, "answer is C", `\boxed{C}`.
+    Choice,
+    /// The last number in the text.
+    LastNumber,
+}
+
+impl AnswerFormat {
+    pub const ALL: [AnswerFormat; 8] = [
+        AnswerFormat::Auto,
+        AnswerFormat::Boxed,
+        AnswerFormat::AnswerIs,
+        AnswerFormat::Gsm8k,
+        AnswerFormat::Json,
+        AnswerFormat::AnswerTag,
+        AnswerFormat::Choice,
+        AnswerFormat::LastNumber,
+    ];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnswerFormat::Auto => "auto",
+            AnswerFormat::Boxed => "boxed",
+            AnswerFormat::AnswerIs => "answer_is",
+            AnswerFormat::Gsm8k => "gsm8k",
+            AnswerFormat::Json => "json",
+            AnswerFormat::AnswerTag => "answer_tag",
+            AnswerFormat::Choice => "choice",
+            AnswerFormat::LastNumber => "last_number",
+        }
+    }
+}
+
+impl std::fmt::Display for AnswerFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AnswerFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        AnswerFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = AnswerFormat::ALL.iter().map(|f| f.name()).collect();
+                format!(
+                    "unknown answer format {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// Extraction settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExtractConfig {
+    /// Which rule finds the answer (`auto`: all of them, in priority order).
+    #[serde(rename = "answer_format")]
+    pub format: AnswerFormat,
     pub fallback: Fallback,
     pub think: ThinkPolicy,
     pub multiple_boxed: MultipleBoxed,
 }
 
-/// How an answer was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How an answer was found: the rule that fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     Boxed,
     Gsm8k,
     AnswerIs,
+    /// The `answer` field of a JSON object.
+    Json,
+    /// The contents of an `<answer>` block.
+    AnswerTag,
     Whole,
     LastMath,
+    /// The last number: the explicit fallback when nothing else matched.
     LastNumber,
     Choice,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Boxed => "boxed",
+            Method::Gsm8k => "gsm8k",
+            Method::AnswerIs => "answer_is",
+            Method::Json => "json",
+            Method::AnswerTag => "answer_tag",
+            Method::Whole => "whole",
+            Method::LastMath => "last_math",
+            Method::LastNumber => "last_number",
+            Method::Choice => "choice",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The answer text(s) found in a completion.
@@ -178,6 +286,290 @@ pub fn choice_letter(s: &str) -> Option<char> {
 /// Finds the answer in a completion.
 pub fn extract(text: &str, cfg: &ExtractConfig) -> Option<Extraction> {
     let region = answer_region(text, cfg.think)?;
+    let one = |s: &str, method| {
+        let s = s.trim();
+        (!s.is_empty()).then(|| Extraction {
+            answers: vec![s.to_string()],
+            method,
+        })
+    };
+    match cfg.format {
+        AnswerFormat::Auto => {
+            if let Some(inner) = answer_tag(region) {
+                // The rules run inside the block; the block is what fired.
+                let found = standard(inner, cfg).or_else(|| one(inner, Method::AnswerTag))?;
+                return Some(Extraction {
+                    method: Method::AnswerTag,
+                    ..found
+                });
+            }
+            if let Some(ans) = json_answer(region, true) {
+                return one(&ans, Method::Json);
+            }
+            standard(region, cfg)
+        }
+        AnswerFormat::Boxed => boxed_answers(&boxed_contents(region), cfg.multiple_boxed),
+        AnswerFormat::AnswerIs => {
+            after_answer_marker(region).and_then(|s| one(&answer_in_snippet(s), Method::AnswerIs))
+        }
+        AnswerFormat::Gsm8k => gsm8k(region).and_then(|l| one(l, Method::Gsm8k)),
+        AnswerFormat::Json => json_answer(region, false).and_then(|a| one(&a, Method::Json)),
+        AnswerFormat::AnswerTag => answer_tag(region).and_then(|inner| {
+            let boxed = boxed_contents(inner);
+            match boxed_answers(&boxed, cfg.multiple_boxed) {
+                Some(e) => Some(Extraction {
+                    method: Method::AnswerTag,
+                    ..e
+                }),
+                None => one(inner, Method::AnswerTag),
+            }
+        }),
+        AnswerFormat::Choice => choice_in_text(region, &CHOICE_LETTERS)
+            .and_then(|c| one(&c.to_string(), Method::Choice)),
+        AnswerFormat::LastNumber => last_number(region).and_then(|n| one(&n, Method::LastNumber)),
+    }
+}
+
+/// Every letter a pinned [`AnswerFormat::Choice`] accepts.
+pub const CHOICE_LETTERS: [char; 10] = ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'];
+
+/// The boxed answers under the multiple-boxed policy; `None` when there are none.
+fn boxed_answers(boxed: &[&str], policy: MultipleBoxed) -> Option<Extraction> {
+    let answers = match policy {
+        MultipleBoxed::Last => boxed.last().map(|s| vec![s.to_string()])?,
+        MultipleBoxed::AsList => distinct(boxed),
+    };
+    (!answers.is_empty()).then_some(Extraction {
+        answers,
+        method: Method::Boxed,
+    })
+}
+
+/// The first line after the last `####`.
+fn gsm8k(region: &str) -> Option<&str> {
+    let p = region.rfind("####")?;
+    Some(region[p + 4..].lines().next().unwrap_or(""))
+}
+
+/// The contents of the last closed `<answer>…</answer>` block (tags matched case-insensitively).
+pub fn answer_tag(region: &str) -> Option<&str> {
+    let lower = region.to_ascii_lowercase();
+    let close = lower.rfind("</answer>")?;
+    let open = lower[..close].rfind("<answer>")?;
+    let inner = region[open + "<answer>".len()..close].trim();
+    (!inner.is_empty()).then_some(inner)
+}
+
+/// Keys whose value is the final answer, compared after lowercasing and dropping `_`, `-`
+/// and spaces.
+const JSON_ANSWER_KEYS: [&str; 3] = ["answer", "finalanswer", "final"];
+
+/// The value of the last `answer` field of a JSON object (or a Python dict written by a
+/// model). The scan is lenient on purpose: models write LaTeX in JSON strings without
+/// escaping it (`"\frac{1}{2}"` with one backslash), which no strict parser accepts, so a
+/// string value keeps every backslash except those of `\\`, `\"` and `\/`.
+///
+/// With `trailing`, the field must sit in the completion's final object: preceded by `{` or
+/// `,`, and followed by nothing but more fields, closing brackets and a code fence. That is
+/// what [`AnswerFormat::Auto`] needs so that prose which merely mentions JSON is left alone.
+pub fn json_answer(region: &str, trailing: bool) -> Option<String> {
+    let b = region.as_bytes();
+    // Candidate keys: short quoted strings followed by a colon, scanning from the end. Each
+    // quote is looked at once and a key is at most 32 bytes long: linear in the text.
+    let mut end = b.len();
+    while let Some(close) = b[..end].iter().rposition(|&c| c == b'"' || c == b'\'') {
+        end = close;
+        let quote = b[close];
+        let Some(open) = b[close.saturating_sub(33)..close]
+            .iter()
+            .rposition(|&c| c == quote)
+            .map(|i| close.saturating_sub(33) + i)
+        else {
+            continue;
+        };
+        let key = &region[open + 1..close];
+        let canonical: String = key
+            .chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .flat_map(char::to_lowercase)
+            .collect();
+        if !JSON_ANSWER_KEYS.contains(&canonical.as_str()) {
+            continue;
+        }
+        let after = region[close + 1..].trim_start();
+        let Some(value) = after.strip_prefix(':') else {
+            continue;
+        };
+        let before = region[..open].trim_end();
+        if trailing && !(before.ends_with('{') || before.ends_with(',')) {
+            continue;
+        }
+        let value = value.trim_start();
+        let (text, rest) = json_value(value)?;
+        if trailing && !only_structure(rest) {
+            return None;
+        }
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return None;
+        }
+        // A value that is itself a boxed answer or a sentence ending in one.
+        return Some(match boxed_contents(&text).last() {
+            Some(inner) => inner.to_string(),
+            None => text,
+        });
+    }
+    None
+}
+
+/// One JSON (or Python) value at the start of `s`: its text and what follows it. Strings keep
+/// their backslashes (see [`json_answer`]); numbers, booleans and bare words are taken up to
+/// the next `,`, `}` or line end; a list becomes its items joined with ", ".
+fn json_value(s: &str) -> Option<(String, &str)> {
+    let first = s.chars().next()?;
+    match first {
+        '"' | '\'' => {
+            let mut out = String::new();
+            let mut chars = s[1..].char_indices();
+            while let Some((i, c)) = chars.next() {
+                if c == first {
+                    return Some((out, &s[1 + i + 1..]));
+                }
+                if c == '\\' {
+                    match chars.clone().next() {
+                        Some((_, n)) if n == '\\' || n == '"' || n == '\'' || n == '/' => {
+                            out.push(n);
+                            chars.next();
+                        }
+                        _ => out.push('\\'),
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            None
+        }
+        '[' => {
+            let mut items = Vec::new();
+            let mut rest = s[1..].trim_start();
+            loop {
+                if let Some(r) = rest.strip_prefix(']') {
+                    return Some((items.join(", "), r));
+                }
+                let (item, r) = json_value(rest)?;
+                items.push(item);
+                rest = r.trim_start();
+                rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+                if items.len() > 64 {
+                    return None;
+                }
+            }
+        }
+        '{' => None,
+        _ => {
+            let stop = s.find([',', '}', ']', '\n']).unwrap_or(s.len());
+            let word = s[..stop].trim();
+            (!word.is_empty() && word != "null").then(|| (word.to_string(), &s[stop..]))
+        }
+    }
+}
+
+/// Nothing but further object fields, closing brackets and a code fence, with at least one
+/// closing brace.
+fn only_structure(rest: &str) -> bool {
+    let mut r = rest.trim_start();
+    let mut closed = false;
+    for _ in 0..256 {
+        let Some(c) = r.chars().next() else {
+            return closed;
+        };
+        match c {
+            '}' | ']' => {
+                closed |= c == '}';
+                r = r[1..].trim_start();
+            }
+            ',' => {
+                r = r[1..].trim_start();
+                if r.starts_with(['}', ']']) {
+                    continue;
+                }
+                // Another field: `"key": value`.
+                let Some((_, after_key)) = json_value(r) else {
+                    return false;
+                };
+                let Some(v) = after_key.trim_start().strip_prefix(':') else {
+                    return false;
+                };
+                let v = v.trim_start();
+                r = if v.starts_with('{') {
+                    match matching_brace(v.as_bytes(), 0) {
+                        Some(end) => v[end + 1..].trim_start(),
+                        None => return false,
+                    }
+                } else {
+                    match json_value(v) {
+                        Some((_, after)) => after.trim_start(),
+                        None => return false,
+                    }
+                };
+            }
+            '`' => return closed && r.trim_matches('`').trim().is_empty(),
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// A multiple-choice letter among `letters`: the letter of an explicit answer (boxed, "answer
+/// is (C)", "Answer: C"), else the last `(X)` naming one of the options, else a letter standing
+/// alone as the last word (`… so it is C.`). Several different letters in one answer give none.
+pub fn choice_in_text(region: &str, letters: &[char]) -> Option<char> {
+    let explicit = {
+        let boxed = boxed_contents(region);
+        let candidates: Vec<String> = if let Some(last) = boxed.last() {
+            vec![last.to_string()]
+        } else if let Some(snippet) = after_answer_marker(region) {
+            vec![first_sentence(snippet).to_string()]
+        } else {
+            Vec::new()
+        };
+        candidates
+            .iter()
+            .find_map(|c| choice_letter(c).or_else(|| letter_in_parens(c, letters)))
+    };
+    let letter = explicit
+        .or_else(|| letter_in_parens(region, letters))
+        .or_else(|| {
+            let last = region
+                .split_whitespace()
+                .last()?
+                .trim_matches(['.', ',', '!', ';', ':', '*']);
+            choice_letter(last).filter(|_| {
+                last.chars()
+                    .all(|c| c.is_ascii_uppercase() || "().*".contains(c))
+            })
+        })?;
+    letters.contains(&letter).then_some(letter)
+}
+
+/// The last `(X)` whose letter is one of `letters`.
+fn letter_in_parens(s: &str, letters: &[char]) -> Option<char> {
+    s.match_indices('(')
+        .filter_map(|(i, _)| {
+            let mut it = s[i + 1..].chars();
+            match (it.next(), it.next()) {
+                (Some(c), Some(')')) if letters.contains(&c.to_ascii_uppercase()) => {
+                    Some(c.to_ascii_uppercase())
+                }
+                _ => None,
+            }
+        })
+        .next_back()
+}
+
+/// The rules after the structured ones: boxed, `####`, "the answer is", the whole text, the
+/// last math, the last number.
+fn standard(region: &str, cfg: &ExtractConfig) -> Option<Extraction> {
     let boxed = boxed_contents(region);
     // An explicit "Final Answer: …" after the last box restates the answer and wins
     // (completions often box intermediate results first).
@@ -199,18 +591,8 @@ pub fn extract(text: &str, cfg: &ExtractConfig) -> Option<Extraction> {
             });
         }
     }
-    if !boxed.is_empty() {
-        let answers = match cfg.multiple_boxed {
-            MultipleBoxed::Last => boxed
-                .last()
-                .map(|s| vec![s.to_string()])
-                .unwrap_or_default(),
-            MultipleBoxed::AsList => distinct(&boxed),
-        };
-        return Some(Extraction {
-            answers,
-            method: Method::Boxed,
-        });
+    if let Some(e) = boxed_answers(&boxed, cfg.multiple_boxed) {
+        return Some(e);
     }
     let one = |s: &str, method| {
         let s = s.trim();
@@ -219,11 +601,8 @@ pub fn extract(text: &str, cfg: &ExtractConfig) -> Option<Extraction> {
             method,
         })
     };
-    if let Some(p) = region.rfind("####") {
-        let line = region[p + 4..].lines().next().unwrap_or("");
-        if let Some(e) = one(line, Method::Gsm8k) {
-            return Some(e);
-        }
+    if let Some(e) = gsm8k(region).and_then(|line| one(line, Method::Gsm8k)) {
+        return Some(e);
     }
     if let Some(snippet) = after_answer_marker(region) {
         let ans = answer_in_snippet(snippet);
@@ -656,6 +1035,135 @@ mod tests {
         assert_eq!(choice_letter("\\text{(C)}"), Some('C'));
         assert_eq!(choice_letter("Option d"), Some('D'));
         assert_eq!(choice_letter("12"), None);
+    }
+
+    fn pinned(s: &str, format: AnswerFormat) -> Option<(Vec<String>, Method)> {
+        let cfg = ExtractConfig {
+            format,
+            ..ExtractConfig::default()
+        };
+        extract(s, &cfg).map(|e| (e.answers, e.method))
+    }
+
+    #[test]
+    fn trailing_json_answer_field() {
+        let one = |a: &str, m| Some((vec![a.to_string()], m));
+        // The reported failure: a structured-output completion scored as no answer.
+        assert_eq!(
+            ex(r#"{"reasoning": "3 + 2 = 5 apples in all", "answer": "5"}"#),
+            one("5", Method::Json)
+        );
+        // Fenced, a number value, more fields after it, LaTeX written without escaping.
+        assert_eq!(
+            ex("Here you go:\n```json\n{\"answer\": 42, \"confidence\": 0.9}\n```"),
+            one("42", Method::Json)
+        );
+        assert_eq!(
+            ex(r#"{"steps": ["x = 1"], "final_answer": "\frac{1}{2}"}"#),
+            one("\\frac{1}{2}", Method::Json)
+        );
+        assert_eq!(
+            ex(r#"{"answer": "\\sqrt{2}"}"#),
+            one("\\sqrt{2}", Method::Json)
+        );
+        // A boxed reasoning field does not outvote the answer field.
+        assert_eq!(
+            ex(r#"{"reasoning": "so \\boxed{4}", "Answer": "$\\boxed{5}$"}"#),
+            one("5", Method::Json)
+        );
+        // Python dicts, and lists.
+        assert_eq!(ex("{'answer': '7'}"), one("7", Method::Json));
+        assert_eq!(ex(r#"{"answer": [1, 2]}"#), one("1, 2", Method::Json));
+        // Prose after the object: not a structured answer; the usual rules run.
+        assert_eq!(
+            ex(r#"Use {"answer": 3} as the format. The answer is 4."#),
+            one("4", Method::AnswerIs)
+        );
+        // Pinned, the object need not be last.
+        assert_eq!(
+            pinned(r#"{"answer": 3} then more text"#, AnswerFormat::Json),
+            one("3", Method::Json)
+        );
+        assert_eq!(pinned("The answer is 3.", AnswerFormat::Json), None);
+    }
+
+    #[test]
+    fn answer_tags_and_pinned_rules() {
+        let one = |a: &str, m| Some((vec![a.to_string()], m));
+        assert_eq!(
+            ex("<think>2+2 is 4, \\boxed{4}</think> <answer> 5 </answer>"),
+            one("5", Method::AnswerTag)
+        );
+        assert_eq!(
+            ex("reasoning <answer>The answer is $\\boxed{12}$</answer>"),
+            one("12", Method::AnswerTag)
+        );
+        assert_eq!(
+            pinned(
+                "<answer>\\frac{1}{3}</answer> then \\boxed{2}",
+                AnswerFormat::AnswerTag
+            ),
+            one("\\frac{1}{3}", Method::AnswerTag)
+        );
+        // A pinned rule does not fall back to any other.
+        assert_eq!(pinned("The answer is 3.", AnswerFormat::Boxed), None);
+        assert_eq!(pinned("\\boxed{3}", AnswerFormat::AnswerIs), None);
+        assert_eq!(
+            pinned("so 4\n#### 4", AnswerFormat::Gsm8k),
+            one("4", Method::Gsm8k)
+        );
+        assert_eq!(pinned("\\boxed{3}", AnswerFormat::Gsm8k), None);
+        assert_eq!(
+            pinned("\\boxed{3} and 17 apples", AnswerFormat::LastNumber),
+            one("17", Method::LastNumber)
+        );
+        // The last number is an explicit, reported fallback.
+        assert_eq!(
+            ex("we have 3 bags with 14 apples in total"),
+            one("14", Method::LastNumber)
+        );
+    }
+
+    #[test]
+    fn choice_letters() {
+        let all = CHOICE_LETTERS;
+        assert_eq!(choice_in_text("The answer is (B).", &all), Some('B'));
+        assert_eq!(choice_in_text("The answer is B", &all), Some('B'));
+        assert_eq!(choice_in_text("Answer: D", &all), Some('D'));
+        assert_eq!(choice_in_text("so $\\boxed{C}$", &all), Some('C'));
+        assert_eq!(
+            choice_in_text("comparing (A) and (C), (C) wins", &all),
+            Some('C')
+        );
+        assert_eq!(choice_in_text("Therefore it is E.", &all), Some('E'));
+        assert_eq!(choice_in_text("**A**", &all), Some('A'));
+        // Not a choice among the options, or a word.
+        assert_eq!(
+            choice_in_text("The answer is (F).", &['A', 'B', 'C', 'D']),
+            None
+        );
+        assert_eq!(choice_in_text("I think so.", &all), None);
+        assert_eq!(
+            pinned("The correct option is (C).", AnswerFormat::Choice),
+            one_choice('C')
+        );
+    }
+
+    fn one_choice(c: char) -> Option<(Vec<String>, Method)> {
+        Some((vec![c.to_string()], Method::Choice))
+    }
+
+    #[test]
+    fn answer_format_names_round_trip() {
+        for f in AnswerFormat::ALL {
+            assert_eq!(f.name().parse::<AnswerFormat>(), Ok(f));
+        }
+        assert_eq!(
+            "answer-is".parse::<AnswerFormat>(),
+            Ok(AnswerFormat::AnswerIs)
+        );
+        let err = "yaml".parse::<AnswerFormat>().unwrap_err();
+        assert!(err.contains("json") && err.contains("yaml"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub mod node;
 pub mod normalize;
 pub mod parse;
 
-pub use extract::{ExtractConfig, Extraction, Fallback, Method, MultipleBoxed, ThinkPolicy};
+pub use extract::{
+    AnswerFormat, ExtractConfig, Extraction, Fallback, Method, MultipleBoxed, ThinkPolicy,
+};
 pub use node::Node;
 pub use parse::ParseError;
 
@@ -89,6 +91,8 @@ pub struct Verdict {
     /// The answer text taken from the prediction (cleaned), if any.
     pub extracted: Option<String>,
     pub reason: Reason,
+    /// The extraction rule that found the answer (`None` when none did).
+    pub method: Option<Method>,
 }
 
 /// A cleaned and parsed answer.
@@ -231,32 +235,18 @@ pub fn equivalent(gold: &Parsed, pred: &Parsed, percent: PercentPolicy) -> bool 
 /// be matched against a letter gold.
 pub fn verify(gold: &str, pred: &str, problem: Option<&str>, cfg: &VerifyConfig) -> Verdict {
     let Some(gold_parsed) = parse_gold(gold) else {
-        return Verdict {
-            correct: false,
-            extracted: None,
-            reason: Reason::EmptyGold,
-        };
+        return Verdict::none(Reason::EmptyGold);
     };
-    // Multiple choice: a letter gold and a problem listing options.
-    let choices = problem.map(extract::choices_in).unwrap_or_default();
-    if let Some(letter) = extract::choice_letter(gold).filter(|l| choices.contains(l)) {
+    if let Some((letter, choices)) = multiple_choice(gold, problem, cfg.extract.format) {
         return verify_choice(letter, pred, &choices, cfg);
     }
     let Some(extraction) = extract::extract(pred, &cfg.extract) else {
-        return Verdict {
-            correct: false,
-            extracted: None,
-            reason: Reason::NoAnswer,
-        };
+        return Verdict::none(Reason::NoAnswer);
     };
     let several = extraction.answers.len() > 1;
     let Some(pred_parsed) = combine(extraction.answers.iter().map(|a| parse_answer(a)).collect())
     else {
-        return Verdict {
-            correct: false,
-            extracted: None,
-            reason: Reason::NoAnswer,
-        };
+        return Verdict::none(Reason::NoAnswer);
     };
     let correct = equivalent(&gold_parsed, &pred_parsed, cfg.percent);
     let reason = match (correct, several) {
@@ -268,11 +258,51 @@ pub fn verify(gold: &str, pred: &str, problem: Option<&str>, cfg: &VerifyConfig)
         correct,
         extracted: Some(pred_parsed.text),
         reason,
+        method: Some(extraction.method),
     }
 }
 
+impl Verdict {
+    fn none(reason: Reason) -> Self {
+        Verdict {
+            correct: false,
+            extracted: None,
+            reason,
+            method: None,
+        }
+    }
+}
+
+/// A multiple-choice question, and its options: a letter gold with a problem that lists
+/// options; a letter gold (an uppercase `A`–`J`, with or without parentheses) when no problem
+/// text is given, as in harness outputs that keep only the letter; or any letter gold when the
+/// format is pinned to [`AnswerFormat::Choice`].
+fn multiple_choice(
+    gold: &str,
+    problem: Option<&str>,
+    format: AnswerFormat,
+) -> Option<(char, Vec<char>)> {
+    let letter = extract::choice_letter(gold)?;
+    let listed = problem.map(extract::choices_in).unwrap_or_default();
+    if listed.contains(&letter) {
+        return Some((letter, listed));
+    }
+    let uppercase = gold.chars().any(|c| c.is_ascii_uppercase());
+    let all = extract::CHOICE_LETTERS;
+    let any_letter = format == AnswerFormat::Choice
+        || (format == AnswerFormat::Auto && problem.is_none() && uppercase);
+    (any_letter && all.contains(&letter)).then(|| (letter, all.to_vec()))
+}
+
 fn verify_choice(gold: char, pred: &str, choices: &[char], cfg: &VerifyConfig) -> Verdict {
-    let region = extract::answer_region(pred, cfg.extract.think).unwrap_or("");
+    let Some(region) = extract::answer_region(pred, cfg.extract.think) else {
+        return Verdict::none(Reason::NoAnswer);
+    };
+    // A pinned format other than `choice` still decides where the letter is read.
+    let pinned = !matches!(
+        cfg.extract.format,
+        AnswerFormat::Auto | AnswerFormat::Choice
+    );
     let from_extraction = extract::extract(pred, &cfg.extract).and_then(|e| {
         let letters: Vec<char> = e
             .answers
@@ -285,20 +315,11 @@ fn verify_choice(gold: char, pred: &str, choices: &[char], cfg: &VerifyConfig) -
             _ => Some(Err(())),
         }
     });
-    // Otherwise the last `(X)` naming one of the options.
-    let found = from_extraction.or_else(|| {
-        region
-            .match_indices('(')
-            .filter_map(|(i, _)| {
-                let mut it = region[i + 1..].chars();
-                match (it.next(), it.next()) {
-                    (Some(c), Some(')')) if choices.contains(&c) => Some(c),
-                    _ => None,
-                }
-            })
-            .next_back()
-            .map(Ok)
-    });
+    let found = if pinned {
+        from_extraction
+    } else {
+        from_extraction.or_else(|| extract::choice_in_text(region, choices).map(Ok))
+    };
     match found {
         Some(Ok(letter)) => Verdict {
             correct: letter == gold,
@@ -308,16 +329,12 @@ fn verify_choice(gold: char, pred: &str, choices: &[char], cfg: &VerifyConfig) -
             } else {
                 Reason::NotEquivalent
             },
+            method: Some(Method::Choice),
         },
         Some(Err(())) => Verdict {
-            correct: false,
-            extracted: None,
-            reason: Reason::MultipleAnswers,
+            method: Some(Method::Choice),
+            ..Verdict::none(Reason::MultipleAnswers)
         },
-        None => Verdict {
-            correct: false,
-            extracted: None,
-            reason: Reason::NoAnswer,
-        },
+        None => Verdict::none(Reason::NoAnswer),
     }
 }

@@ -9,6 +9,12 @@
 //! is skipped, so any stage can be rerun or resumed. Scoring splits the pool by a hash of the
 //! document id (`--shard i/N`, for Slurm job arrays or Kubernetes Indexed Jobs); `merge`
 //! combines the shards.
+//!
+//! Every stage streams, so a Common Crawl dump fits: memory is bounded by the training set's
+//! shuffle (at most [`SHUFFLE_BYTES`] in memory, spilled to buckets beyond that), the merge's
+//! sorted runs ([`RecallConfig::merge_chunk`] scores at a time) and the per-domain counts, never
+//! by the size of the pool. Each report says how many of the round's pages earlier rounds had
+//! already selected; DeepSeekMath stopped when that reached 98% (`stop_overlap`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -50,9 +56,25 @@ pub struct RecallConfig {
     pub approved: Option<PathBuf>,
     #[serde(default)]
     pub random_seed: u64,
+    /// Stop `run_all` after the first round (≥ 1) in which at least this share of the selected
+    /// pages had been selected by an earlier round (DeepSeekMath §2.1: 0.98). Unset: run every
+    /// round.
+    #[serde(default)]
+    pub stop_overlap: Option<f64>,
+    /// Scores sorted in memory at a time by `merge` before they spill to a sorted run on disk.
+    #[serde(default = "d_merge_chunk")]
+    pub merge_chunk: usize,
     #[serde(default)]
     pub classifier: ClassifierConfig,
 }
+
+fn d_merge_chunk() -> usize {
+    1 << 20
+}
+
+/// Bytes of training lines shuffled in memory; a larger training set is shuffled through
+/// random buckets on disk of about this size each.
+pub const SHUFFLE_BYTES: u64 = 64 << 20;
 
 fn d_rounds() -> usize {
     4
@@ -203,10 +225,16 @@ impl RecallConfig {
         if let Some(a) = cfg.approved.as_mut() {
             fix(a);
         }
-        if cfg.rounds == 0 || !(0.0..=1.0).contains(&cfg.domain_share) {
+        if cfg.rounds == 0
+            || !(0.0..=1.0).contains(&cfg.domain_share)
+            || cfg.merge_chunk == 0
+            || cfg.stop_overlap.is_some_and(|o| !(0.0..=1.0).contains(&o))
+        {
             return Err(RecallError::Config {
                 path: path.into(),
-                message: "rounds must be > 0 and domain_share in [0, 1]".into(),
+                message:
+                    "rounds and merge_chunk must be > 0, domain_share and stop_overlap in [0, 1]"
+                        .into(),
             });
         }
         Ok(cfg)
@@ -217,16 +245,18 @@ impl RecallConfig {
     }
 }
 
-fn read_docs(paths: &[PathBuf], stats: &mut ReadStats) -> Result<Vec<Document>, RecallError> {
-    let mut docs = Vec::new();
+/// Streams every document of `paths` through `f`.
+fn for_each_doc(
+    paths: &[PathBuf],
+    stats: &mut ReadStats,
+    f: &mut dyn FnMut(Document),
+) -> Result<(), RecallError> {
     for p in paths {
-        let s = reader::read_file(p, Format::from_path(p), ReadLimits::default(), &mut |d| {
-            docs.push(d)
-        })
-        .map_err(io(p))?;
+        let s =
+            reader::read_file(p, Format::from_path(p), ReadLimits::default(), f).map_err(io(p))?;
         stats.merge(&s);
     }
-    Ok(docs)
+    Ok(())
 }
 
 /// One line of fastText input: newlines and tabs become spaces.
@@ -292,6 +322,10 @@ fn matches_prefix(url: &str, prefixes: &[String]) -> bool {
 
 /// Stage 1: write the training file (seed + approved pages from earlier rounds vs sampled
 /// negatives) and train `model.bin`.
+///
+/// Streams: positives go straight to disk (only a 64-bit hash per positive id is kept, to drop
+/// duplicates); negatives are sampled by index in two passes over their files; the lines are
+/// shuffled in memory up to [`SHUFFLE_BYTES`], through buckets on disk beyond.
 pub fn train_round(cfg: &RecallConfig, round: usize) -> Result<PathBuf, RecallError> {
     let dir = cfg.round_dir(round);
     let model = dir.join("model.bin");
@@ -300,43 +334,161 @@ pub fn train_round(cfg: &RecallConfig, round: usize) -> Result<PathBuf, RecallEr
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut stats = ReadStats::default();
-    let mut pos = read_docs(&cfg.seed, &mut stats)?;
-    let prefixes = approved_prefixes(cfg)?;
-    if round > 0 && !prefixes.is_empty() {
-        let mut seen: HashSet<String> = pos.iter().map(|d| d.id.clone()).collect();
-        for d in read_docs(&cfg.pool, &mut stats)? {
-            if matches_prefix(&d.url, &prefixes) && seen.insert(d.id.clone()) {
-                pos.push(d);
+    let seg = cfg.classifier.segmentation;
+    let staged = dir.join("train.unshuffled.tmp");
+    let mut w = Lines::create(&staged)?;
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut positives = 0u64;
+    {
+        let mut add = |d: Document| {
+            if seen.insert(hash64(d.id.as_bytes())) {
+                positives += 1;
+                w.line(&format!("__label__math {}", one_line(&seg.apply(&d.text))));
             }
+        };
+        for_each_doc(&cfg.seed, &mut stats, &mut add)?;
+        let prefixes = approved_prefixes(cfg)?;
+        if round > 0 && !prefixes.is_empty() {
+            for_each_doc(&cfg.pool, &mut stats, &mut |d| {
+                if matches_prefix(&d.url, &prefixes) {
+                    add(d);
+                }
+            })?;
         }
     }
-    let negs = read_docs(&cfg.negatives, &mut stats)?;
+    drop(seen);
+    let mut available = 0u64;
+    for_each_doc(&cfg.negatives, &mut stats, &mut |_| available += 1)?;
     let mut rng = Rng::seeded(cfg.random_seed ^ (round as u64).wrapping_mul(0x9E37));
-    let want = ((pos.len() as f64 * cfg.negative_ratio).round() as usize).min(negs.len());
-    let mut idx: Vec<usize> = (0..negs.len()).collect();
-    for i in 0..want {
-        let j = i + rng.below((idx.len() - i) as u64) as usize;
-        idx.swap(i, j);
-    }
-    let seg = cfg.classifier.segmentation;
-    let mut lines: Vec<String> = pos
-        .iter()
-        .map(|d| format!("__label__math {}", one_line(&seg.apply(&d.text))))
-        .collect();
-    lines.extend(
-        idx[..want]
-            .iter()
-            .map(|&i| format!("__label__other {}", one_line(&seg.apply(&negs[i].text)))),
-    );
-    for i in (1..lines.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        lines.swap(i, j);
-    }
+    let want = ((positives as f64 * cfg.negative_ratio).round() as u64).min(available);
+    let chosen = sample_indices(available, want, &mut rng);
+    let mut index = 0u64;
+    for_each_doc(&cfg.negatives, &mut stats, &mut |d| {
+        if chosen.contains(&index) {
+            w.line(&format!("__label__other {}", one_line(&seg.apply(&d.text))));
+        }
+        index += 1;
+    })?;
+    drop(chosen);
+    w.finish()?;
     let train = dir.join("train.txt");
-    std::fs::write(&train, lines.join("\n") + "\n").map_err(io(&train))?;
+    shuffle_lines(&staged, &train, SHUFFLE_BYTES, &mut rng)?;
+    std::fs::remove_file(&staged).map_err(io(&staged))?;
     let (m, _) = crate::fasttext::train(&train, &cfg.classifier.args(cfg.random_seed))?;
     m.save(&model)?;
     Ok(model)
+}
+
+/// `want` distinct indices below `n`, uniformly (Floyd's algorithm: memory ∝ `want`).
+fn sample_indices(n: u64, want: u64, rng: &mut Rng) -> HashSet<u64> {
+    let mut chosen = HashSet::with_capacity(want as usize);
+    for j in n - want..n {
+        let t = rng.below(j + 1);
+        if !chosen.insert(t) {
+            chosen.insert(j);
+        }
+    }
+    chosen
+}
+
+/// A line writer that keeps the first I/O error.
+struct Lines {
+    path: PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+    err: Option<std::io::Error>,
+    bytes: u64,
+}
+
+impl Lines {
+    fn create(path: &Path) -> Result<Self, RecallError> {
+        let f = std::fs::File::create(path).map_err(io(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            w: std::io::BufWriter::new(f),
+            err: None,
+            bytes: 0,
+        })
+    }
+
+    fn line(&mut self, line: &str) {
+        if self.err.is_none() {
+            self.bytes += line.len() as u64 + 1;
+            if let Err(e) = self
+                .w
+                .write_all(line.as_bytes())
+                .and_then(|_| self.w.write_all(b"\n"))
+            {
+                self.err = Some(e);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<u64, RecallError> {
+        if let Some(e) = self.err.take() {
+            return Err(io(&self.path)(e));
+        }
+        self.w.flush().map_err(io(&self.path))?;
+        Ok(self.bytes)
+    }
+}
+
+/// Writes the lines of `input` to `output` in a uniformly random order: in memory when the
+/// file is at most `budget` bytes, else through `⌈size / budget⌉` random buckets on disk, each
+/// shuffled in memory (a uniform bucket choice followed by uniform shuffles within buckets is a
+/// uniform permutation).
+pub(crate) fn shuffle_lines(
+    input: &Path,
+    output: &Path,
+    budget: u64,
+    rng: &mut Rng,
+) -> Result<(), RecallError> {
+    use std::io::BufRead;
+    let size = std::fs::metadata(input).map_err(io(input))?.len();
+    let buckets = size.div_ceil(budget.max(1)).max(1);
+    let shuffle = |lines: &mut Vec<String>, rng: &mut Rng| {
+        for i in (1..lines.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            lines.swap(i, j);
+        }
+    };
+    let read_lines = |p: &Path| -> Result<Vec<String>, RecallError> {
+        let f = std::fs::File::open(p).map_err(io(p))?;
+        std::io::BufReader::new(f)
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(io(p))
+    };
+    let mut out = Lines::create(output)?;
+    if buckets == 1 {
+        let mut lines = read_lines(input)?;
+        shuffle(&mut lines, rng);
+        lines.iter().for_each(|l| out.line(l));
+        out.finish()?;
+        return Ok(());
+    }
+    let names: Vec<PathBuf> = (0..buckets)
+        .map(|b| output.with_extension(format!("bucket-{b}.tmp")))
+        .collect();
+    let mut writers = names
+        .iter()
+        .map(|p| Lines::create(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let f = std::fs::File::open(input).map_err(io(input))?;
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.map_err(io(input))?;
+        writers[rng.below(buckets) as usize].line(&line);
+    }
+    for w in writers {
+        w.finish()?;
+    }
+    for name in &names {
+        let mut lines = read_lines(name)?;
+        shuffle(&mut lines, rng);
+        lines.iter().for_each(|l| out.line(l));
+        std::fs::remove_file(name).map_err(io(name))?;
+    }
+    out.finish()?;
+    Ok(())
 }
 
 /// A scored pool page.
@@ -414,6 +566,12 @@ pub struct RoundReport {
     pub flagged_domains: u64,
     /// Counts of scores in [0, 0.1), [0.1, 0.2), ... [0.9, 1.0].
     pub score_histogram: [u64; 10],
+    /// Selected pages that an earlier round had already selected.
+    #[serde(default)]
+    pub collected_before: u64,
+    /// `collected_before / pages` (0 in round 0): DeepSeekMath stopped at 0.98.
+    #[serde(default)]
+    pub overlap: f64,
 }
 
 /// Stage 3: merge shard scores, keep the top pages within the budget, write domain and
@@ -430,7 +588,7 @@ pub fn merge_round(
     {
         return Ok(r);
     }
-    let mut all: Vec<Scored> = Vec::new();
+    let mut paths = Vec::with_capacity(shards);
     for i in 0..shards {
         let p = dir.join(format!("scores-{i}-of-{shards}.jsonl"));
         if !p.exists() {
@@ -439,43 +597,59 @@ pub fn merge_round(
                 what: p.display().to_string(),
             });
         }
-        let rows: Vec<Scored> =
-            reasonlab_core::jsonl::read(&p, reasonlab_core::jsonl::BadLines::Skip).map_err(
-                |e| RecallError::Config {
-                    path: p.clone(),
-                    message: e.to_string(),
-                },
-            )?;
-        all.extend(rows);
+        paths.push(p);
     }
     let mut report = RoundReport {
         round,
-        scored: all.len() as u64,
         ..Default::default()
     };
-    for s in &all {
-        report.score_histogram[((s.score.clamp(0.0, 1.0) * 10.0) as usize).min(9)] += 1;
-    }
-    all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    // Pass 1: counts, histogram and sorted runs of at most `merge_chunk` scores.
     let mut per_domain: HashMap<String, (u64, u64)> = HashMap::new();
-    for s in &all {
-        per_domain.entry(host(&s.url)).or_default().0 += 1;
+    let mut runs = SortedRuns::new(&dir, cfg.merge_chunk);
+    for p in &paths {
+        for_each_score(p, &mut |s| {
+            report.scored += 1;
+            report.score_histogram[((s.score.clamp(0.0, 1.0) * 10.0) as usize).min(9)] += 1;
+            per_domain.entry(host(&s.url)).or_default().0 += 1;
+            runs.push(s)
+        })?;
     }
+    // Pages earlier rounds selected (hashed ids: memory ∝ the selected pages, not the pool).
+    let mut before: HashSet<u64> = HashSet::new();
+    for r in 0..round {
+        let p = cfg.round_dir(r).join("selected.jsonl");
+        if p.exists() {
+            for_each_score(&p, &mut |s| {
+                before.insert(hash64(s.id.as_bytes()));
+                Ok(())
+            })?;
+        }
+    }
+    // Pass 2: the greedy selection in score order, from the merged runs.
     let sel_path = dir.join("selected.jsonl");
-    let mut sel = std::io::BufWriter::new(std::fs::File::create(&sel_path).map_err(io(&sel_path))?);
+    let sel_tmp = sel_path.with_extension("jsonl.tmp");
+    let mut sel = Lines::create(&sel_tmp)?;
     let mut prefixes: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &all {
+    runs.merge(&mut |s| {
         if s.score < cfg.min_score || report.tokens + s.tokens > cfg.token_budget {
-            continue;
+            return;
         }
         report.pages += 1;
         report.tokens += s.tokens;
+        if before.contains(&hash64(s.id.as_bytes())) {
+            report.collected_before += 1;
+        }
         per_domain.entry(host(&s.url)).or_default().1 += 1;
         *prefixes.entry(path_prefix(&s.url)).or_default() += 1;
-        serde_json::to_writer(&mut sel, s).map_err(|e| io(&sel_path)(e.into()))?;
-        sel.write_all(b"\n").map_err(io(&sel_path))?;
-    }
-    sel.flush().map_err(io(&sel_path))?;
+        sel.line(&serde_json::to_string(&s).expect("a score serialises"));
+    })?;
+    sel.finish()?;
+    std::fs::rename(&sel_tmp, &sel_path).map_err(io(&sel_path))?;
+    report.overlap = if round == 0 || report.pages == 0 {
+        0.0
+    } else {
+        report.collected_before as f64 / report.pages as f64
+    };
     let mut earlier: HashSet<String> = HashSet::new();
     for r in 0..round {
         if let Ok(t) = std::fs::read_to_string(cfg.round_dir(r).join("domains.tsv")) {
@@ -529,9 +703,146 @@ pub fn run_all(cfg: &RecallConfig) -> Result<Vec<RoundReport>, RecallError> {
     for round in 0..cfg.rounds {
         train_round(cfg, round)?;
         score_round(cfg, round, Shard::ALL)?;
-        reports.push(merge_round(cfg, round, 1)?);
+        let report = merge_round(cfg, round, 1)?;
+        let converged = round > 0 && cfg.stop_overlap.is_some_and(|o| report.overlap >= o);
+        reports.push(report);
+        if converged {
+            break;
+        }
     }
     Ok(reports)
+}
+
+/// Reads the scores of a JSONL file one at a time; malformed lines are skipped with a warning
+/// naming the file and line.
+fn for_each_score(
+    path: &Path,
+    f: &mut dyn FnMut(Scored) -> Result<(), RecallError>,
+) -> Result<(), RecallError> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Scored>(&line) {
+            Ok(s) => f(s)?,
+            Err(e) => tracing::warn!("{}:{}: skipped: {e}", path.display(), i + 1),
+        }
+    }
+    Ok(())
+}
+
+/// Highest score first, then id: the order pages are selected in.
+fn selection_order(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+    b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id))
+}
+
+/// An external sort of scores: sorted runs of at most `chunk` scores spill to files next to
+/// the round's outputs, then a k-way merge yields them all in [`selection_order`].
+struct SortedRuns {
+    dir: PathBuf,
+    chunk: usize,
+    buffer: Vec<Scored>,
+    files: Vec<PathBuf>,
+}
+
+impl SortedRuns {
+    fn new(dir: &Path, chunk: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            chunk,
+            buffer: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, s: Scored) -> Result<(), RecallError> {
+        self.buffer.push(s);
+        if self.buffer.len() >= self.chunk {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<(), RecallError> {
+        self.buffer.sort_by(selection_order);
+        let path = self.dir.join(format!("merge-run-{}.tmp", self.files.len()));
+        let mut w = Lines::create(&path)?;
+        for s in self.buffer.drain(..) {
+            w.line(&serde_json::to_string(&s).expect("a score serialises"));
+        }
+        w.finish()?;
+        self.files.push(path);
+        Ok(())
+    }
+
+    /// Every score in order; the run files are removed afterwards.
+    fn merge(mut self, f: &mut dyn FnMut(Scored)) -> Result<(), RecallError> {
+        use std::io::BufRead;
+        if self.files.is_empty() {
+            self.buffer.sort_by(selection_order);
+            self.buffer.drain(..).for_each(f);
+            return Ok(());
+        }
+        if !self.buffer.is_empty() {
+            self.spill()?;
+        }
+        struct Head(Scored, usize);
+        impl PartialEq for Head {
+            fn eq(&self, o: &Self) -> bool {
+                self.cmp(o).is_eq()
+            }
+        }
+        impl Eq for Head {}
+        impl PartialOrd for Head {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl Ord for Head {
+            // A max-heap pops the first in selection order.
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                selection_order(&o.0, &self.0).then_with(|| o.1.cmp(&self.1))
+            }
+        }
+        let mut readers = Vec::with_capacity(self.files.len());
+        for p in &self.files {
+            let f = std::fs::File::open(p).map_err(io(p))?;
+            readers.push(std::io::BufReader::new(f).lines());
+        }
+        let next =
+            |i: usize, readers: &mut Vec<std::io::Lines<_>>| -> Result<Option<Head>, RecallError> {
+                match readers[i].next() {
+                    None => Ok(None),
+                    Some(line) => {
+                        let line: String = line.map_err(io(&self.files[i]))?;
+                        let s = serde_json::from_str(&line).map_err(|e| RecallError::Config {
+                            path: self.files[i].clone(),
+                            message: e.to_string(),
+                        })?;
+                        Ok(Some(Head(s, i)))
+                    }
+                }
+            };
+        let mut heap = std::collections::BinaryHeap::new();
+        for i in 0..readers.len() {
+            if let Some(h) = next(i, &mut readers)? {
+                heap.push(h);
+            }
+        }
+        while let Some(Head(s, i)) = heap.pop() {
+            f(s);
+            if let Some(h) = next(i, &mut readers)? {
+                heap.push(h);
+            }
+        }
+        for p in &self.files {
+            std::fs::remove_file(p).map_err(io(p))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

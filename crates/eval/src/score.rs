@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use reasonlab_answer::{VerifyConfig, equivalent, parse_prediction, verify};
+use reasonlab_answer::{Method, VerifyConfig, equivalent, parse_prediction, verify};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -92,6 +92,9 @@ pub struct BenchmarkScores {
     pub cons_curve: Vec<f64>,
     /// Share of samples where no answer could be extracted.
     pub no_answer_rate: f64,
+    /// Samples per extraction rule that found their answer (`last_number` is the fallback).
+    #[serde(default)]
+    pub methods: BTreeMap<Method, usize>,
     pub length: LengthStats,
     /// Largest requested k (the cons@k of the group tables).
     pub k_max: usize,
@@ -104,13 +107,17 @@ struct PerProblem {
     /// cons@k correctness for every k in 1..=n.
     cons: Vec<bool>,
     no_answer: usize,
+    methods: Vec<Method>,
 }
 
 fn score_problem(problem: &Problem, samples: &[Scored], cfg: &VerifyConfig) -> PerProblem {
     let mut correct = Vec::with_capacity(samples.len());
     let mut parsed = Vec::with_capacity(samples.len());
+    let mut methods = Vec::new();
     for s in samples {
-        correct.push(verify(&problem.answer, &s.text, Some(&problem.problem), cfg).correct);
+        let verdict = verify(&problem.answer, &s.text, Some(&problem.problem), cfg);
+        correct.push(verdict.correct);
+        methods.extend(verdict.method);
         parsed.push(parse_prediction(&s.text, &cfg.extract));
     }
     let no_answer = parsed.iter().filter(|p| p.is_none()).count();
@@ -124,6 +131,7 @@ fn score_problem(problem: &Problem, samples: &[Scored], cfg: &VerifyConfig) -> P
         correct,
         cons,
         no_answer,
+        methods,
     }
 }
 
@@ -182,6 +190,10 @@ pub fn score(
     let cons_curve = (1..=n_samples).map(|k| mean(&|pp| cons_k(pp, k))).collect();
     let total_samples: usize = pairs.iter().map(|(_, s)| s.len()).sum();
     let no_answer = per.iter().map(|pp| pp.no_answer).sum::<usize>();
+    let mut methods: BTreeMap<Method, usize> = BTreeMap::new();
+    for m in per.iter().flat_map(|pp| &pp.methods) {
+        *methods.entry(*m).or_default() += 1;
+    }
 
     let k_max = ks.iter().copied().max().unwrap_or(1).min(n_samples.max(1));
     let group_rows = |key: &dyn Fn(&Problem) -> Option<String>| -> Vec<GroupRow> {
@@ -225,6 +237,7 @@ pub fn score(
         pass_curve,
         cons_curve,
         no_answer_rate: ratio(no_answer, total_samples),
+        methods,
         length: length_stats(pairs.iter().flat_map(|(_, s)| s.iter())),
         k_max,
         by_subject,
@@ -381,6 +394,7 @@ pub fn score_offline(
     out.insert("n_bad_lines".into(), json!(bad_lines.len()));
     out.insert("bad_lines".into(), json!(bad_lines));
     out.insert("no_answer_rate".into(), json!(scores.no_answer_rate));
+    out.insert("methods".into(), json!(scores.methods));
     out.insert("truncated_rate".into(), json!(scores.length.truncated_rate));
     Ok(Value::Object(out))
 }

@@ -28,7 +28,7 @@ use crate::language::{LanguageConsistency, Span};
 use crate::think_format::{AnswerCheck, OpenTag, ThinkFormat};
 use crate::{Reward, Sample};
 use reasonlab_answer::{
-    ExtractConfig, Fallback, MultipleBoxed, PercentPolicy, ThinkPolicy, VerifyConfig,
+    AnswerFormat, ExtractConfig, Fallback, MultipleBoxed, PercentPolicy, ThinkPolicy, VerifyConfig,
 };
 use reasonlab_text::Script;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,9 @@ pub enum RewardSpec {
         /// Output key; defaults to the kind.
         #[serde(default)]
         name: Option<String>,
+        /// Which extraction rule finds the answer (`auto`: all, in priority order).
+        #[serde(default)]
+        answer_format: AnswerFormat,
         #[serde(default)]
         fallback: Fallback,
         #[serde(default)]
@@ -103,6 +106,7 @@ impl RewardSpec {
     fn build(&self) -> Box<dyn Reward> {
         match *self {
             RewardSpec::Accuracy {
+                answer_format,
                 fallback,
                 think,
                 multiple_boxed,
@@ -111,6 +115,7 @@ impl RewardSpec {
             } => Box::new(Accuracy {
                 config: VerifyConfig {
                     extract: ExtractConfig {
+                        format: answer_format,
                         fallback,
                         think,
                         multiple_boxed,

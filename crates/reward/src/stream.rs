@@ -154,6 +154,11 @@ fn verify_line(
                 v.extracted.map_or(Value::Null, Value::String),
             );
             out.insert("reason".into(), Value::String(v.reason.to_string()));
+            out.insert(
+                "method".into(),
+                v.method
+                    .map_or(Value::Null, |m| Value::String(m.name().to_string())),
+            );
             let outcome = if v.correct {
                 VerifyOutcome::Correct
             } else {
@@ -165,7 +170,8 @@ fn verify_line(
 }
 
 /// `reasonlab verify` with the default [`VerifyConfig`]: reads `{"gold", "pred", "problem"?,
-/// "id"?}` lines and writes `{"id"?, "correct", "extracted", "reason"}` lines in input order.
+/// "id"?}` lines and writes `{"id"?, "correct", "extracted", "reason", "method"}` lines in input
+/// order (`method`: the extraction rule that found the answer, or null).
 /// `threads = 0` uses every core.
 pub fn verify_stream(
     input: impl BufRead,

@@ -247,17 +247,41 @@ fn write_docs<'a>(path: &Path, docs: impl Iterator<Item = &'a Document>) -> anyh
 }
 
 fn report_stats(stats: &ReadStats) {
+    let reasons = [
+        ("empty", stats.empty),
+        ("invalid UTF-8", stats.invalid_utf8),
+        ("too long", stats.too_long),
+        ("malformed", stats.malformed),
+        ("truncated", stats.truncated),
+        ("not HTML or text", stats.not_text),
+        ("HTTP status not 2xx", stats.http_status),
+        ("content coding not undone", stats.undecodable),
+        ("revisit", stats.revisits),
+    ];
+    let why: Vec<String> = reasons
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect();
     eprintln!(
-        "read {} records: {} documents; skipped {} (empty {}, invalid UTF-8 {}, too long {}, malformed {}, truncated {})",
+        "read {} records: {} documents; skipped {}{}",
         stats.records,
         stats.documents,
         stats.skipped(),
-        stats.empty,
-        stats.invalid_utf8,
-        stats.too_long,
-        stats.malformed,
-        stats.truncated
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join(", "))
+        }
     );
+    if !stats.charsets.is_empty() {
+        let decoded: Vec<String> = stats
+            .charsets
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        eprintln!("decoded from: {}", decoded.join(", "));
+    }
     for e in &stats.examples {
         eprintln!("  {e}");
     }

@@ -72,6 +72,10 @@ pub struct ScoreArgs {
     /// Stop at the first malformed line instead of skipping it (skipped lines are reported).
     #[arg(long)]
     strict: bool,
+    /// Which rule finds the answer: auto (every rule in priority order), boxed, answer_is,
+    /// gsm8k, json, answer_tag, choice or last_number.
+    #[arg(long, default_value = "auto")]
+    answer_format: reasonlab_answer::AnswerFormat,
 }
 
 #[derive(clap::Args)]
@@ -132,7 +136,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         &args.completions,
         &args.k,
         bad,
-        &reasonlab_answer::VerifyConfig::default(),
+        &verify_config(args.answer_format),
     )?;
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
@@ -154,5 +158,15 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(methods) = v["methods"].as_object().filter(|m| !m.is_empty()) {
+        let found: Vec<String> = methods.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        println!("answers found by: {}", found.join(", "));
+    }
     Ok(())
+}
+
+fn verify_config(format: reasonlab_answer::AnswerFormat) -> reasonlab_answer::VerifyConfig {
+    let mut cfg = reasonlab_answer::VerifyConfig::default();
+    cfg.extract.format = format;
+    cfg
 }

@@ -7,6 +7,10 @@ use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
+    /// Which rule finds the answer: auto (every rule in priority order), boxed, answer_is,
+    /// gsm8k, json, answer_tag, choice or last_number.
+    #[arg(long, default_value = "auto")]
+    answer_format: reasonlab_answer::AnswerFormat,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -24,7 +28,9 @@ pub struct RewardArgs {
 
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
     let out = BufWriter::new(stdout().lock());
-    let stats = reasonlab_reward::verify_stream(stdin().lock(), out, args.threads)?;
+    let mut cfg = reasonlab_answer::VerifyConfig::default();
+    cfg.extract.format = args.answer_format;
+    let stats = reasonlab_reward::verify_stream_with(&cfg, stdin().lock(), out, args.threads)?;
     tracing::info!(?stats, "verify done");
     Ok(())
 }

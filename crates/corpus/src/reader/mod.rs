@@ -1,9 +1,12 @@
-//! Document readers: WARC (HTML responses, converted to text that keeps math), WET (text
-//! conversions) and JSONL (`.gz` / `.zst`). Bad input — truncated gzip, invalid UTF-8, empty
-//! documents, giant lines or records, malformed WARC records — is counted in [`ReadStats`],
-//! a few examples are kept, and reading goes on: one bad record never aborts a shard.
+//! Document readers: WARC (HTML and text responses in any character encoding, converted to
+//! text that keeps math), WET (text conversions) and JSONL (`.gz` / `.zst`). Bad input —
+//! truncated gzip, invalid UTF-8, empty documents, giant lines or records, malformed WARC
+//! records — and responses that are not documents (scripts, images, redirects, revisits) are
+//! counted in [`ReadStats`] by reason, a few examples are kept, and reading goes on: one bad
+//! record never aborts a shard.
 
 pub mod html;
+pub mod http;
 pub mod jsonl;
 pub mod warc;
 
@@ -50,6 +53,16 @@ pub struct ReadStats {
     pub malformed: u64,
     /// Decompression failed (e.g. truncated gzip); the rest of that file is lost.
     pub truncated: u64,
+    /// HTTP responses that are not HTML or text (scripts, styles, JSON, images, binaries).
+    pub not_text: u64,
+    /// HTTP responses with a status outside 2xx (redirects, errors, not-modified).
+    pub http_status: u64,
+    /// HTTP payloads whose content coding (gzip, deflate, br) could not be undone.
+    pub undecodable: u64,
+    /// WARC `revisit` records: a payload already archived, stored as headers only.
+    pub revisits: u64,
+    /// Documents decoded from a character encoding other than UTF-8, by encoding name.
+    pub charsets: std::collections::BTreeMap<String, u64>,
     /// Up to [`ReadStats::MAX_EXAMPLES`] messages naming the file and place.
     pub examples: Vec<String>,
 }
@@ -64,7 +77,15 @@ impl ReadStats {
     }
 
     pub fn skipped(&self) -> u64 {
-        self.empty + self.invalid_utf8 + self.too_long + self.malformed + self.truncated
+        self.empty
+            + self.invalid_utf8
+            + self.too_long
+            + self.malformed
+            + self.truncated
+            + self.not_text
+            + self.http_status
+            + self.undecodable
+            + self.revisits
     }
 
     pub fn merge(&mut self, o: &ReadStats) {
@@ -75,6 +96,13 @@ impl ReadStats {
         self.too_long += o.too_long;
         self.malformed += o.malformed;
         self.truncated += o.truncated;
+        self.not_text += o.not_text;
+        self.http_status += o.http_status;
+        self.undecodable += o.undecodable;
+        self.revisits += o.revisits;
+        for (name, n) in &o.charsets {
+            *self.charsets.entry(name.clone()).or_default() += n;
+        }
         for e in &o.examples {
             self.note(e.clone());
         }

@@ -1,10 +1,14 @@
 //! WARC / WET records (ISO 28500; Common Crawl's `.warc.gz` holds one gzip member per record,
 //! which [`flate2::read::MultiGzDecoder`] reads through). `response` records carry an HTTP
-//! response whose HTML body becomes text by [`super::html_to_text`]; `conversion` records
-//! (WET) carry text already. Other record types are skipped without being counted as bad.
+//! response (see [`super::http`]: framing, content coding, media type and character encoding
+//! are undone there) whose HTML becomes text by [`super::html_to_text`]; `conversion` records
+//! (WET) carry text already. `revisit` records (a payload seen before: HTTP headers only) are
+//! counted as such; `request`, `metadata`, `warcinfo` and other types are skipped without being
+//! counted as bad.
 
 use std::io::{BufRead, Read};
 
+use super::http::{self, Kind, Response, Skip};
 use super::{Document, Line, ReadLimits, ReadStats, html_to_text, read_line_capped};
 
 /// Read all records, resynchronising on the next `WARC/` line after a malformed one.
@@ -143,28 +147,51 @@ pub fn read(
             }
         }
         let text = match rtype.as_str() {
-            "conversion" => match String::from_utf8(body) {
-                Ok(t) => t,
-                Err(_) => {
-                    stats.invalid_utf8 += 1;
-                    stats.note(format!("{name}: record {recno}: invalid UTF-8"));
+            "conversion" => {
+                // WET files are UTF-8; other converters' output is decoded like a text page.
+                match String::from_utf8(body) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let bytes = e.into_bytes();
+                        let (t, enc) = http::decode_text(&bytes, None, Kind::Text, &url);
+                        *stats.charsets.entry(enc.name().to_string()).or_default() += 1;
+                        t
+                    }
+                }
+            }
+            "response" => match response_text(&body, &url, limits) {
+                Ok((t, enc)) => {
+                    if enc != encoding_rs::UTF_8 {
+                        *stats.charsets.entry(enc.name().to_string()).or_default() += 1;
+                    }
+                    t
+                }
+                Err(why) => {
+                    let what = match why {
+                        ResponseSkip::NoHead => {
+                            stats.malformed += 1;
+                            "no HTTP header end".to_string()
+                        }
+                        ResponseSkip::Skip(Skip::NotText(media)) => {
+                            stats.not_text += 1;
+                            format!("not a text document ({media})")
+                        }
+                        ResponseSkip::Skip(Skip::Status(code)) => {
+                            stats.http_status += 1;
+                            format!("HTTP status {code}")
+                        }
+                        ResponseSkip::Skip(Skip::Undecodable(e)) => {
+                            stats.undecodable += 1;
+                            format!("content coding: {e}")
+                        }
+                    };
+                    stats.note(format!("{name}: record {recno}: {what}"));
                     continue;
                 }
             },
-            "response" => {
-                let Some(html) = http_body(&body) else {
-                    stats.malformed += 1;
-                    stats.note(format!("{name}: record {recno}: no HTTP header end"));
-                    continue;
-                };
-                match std::str::from_utf8(html) {
-                    Ok(h) => html_to_text(h),
-                    Err(_) => {
-                        stats.invalid_utf8 += 1;
-                        stats.note(format!("{name}: record {recno}: invalid UTF-8"));
-                        continue;
-                    }
-                }
+            "revisit" => {
+                stats.revisits += 1;
+                continue;
             }
             _ => continue,
         };
@@ -181,12 +208,29 @@ pub fn read(
     stats
 }
 
-/// The body of an HTTP response (after the first blank line).
-fn http_body(b: &[u8]) -> Option<&[u8]> {
-    if let Some(i) = b.windows(4).position(|w| w == b"\r\n\r\n") {
-        return Some(&b[i + 4..]);
-    }
-    b.windows(2).position(|w| w == b"\n\n").map(|i| &b[i + 2..])
+/// Why a `response` record gave no text.
+enum ResponseSkip {
+    NoHead,
+    Skip(Skip),
+}
+
+/// The text of a stored HTTP response and the character encoding it was decoded from.
+fn response_text(
+    record: &[u8],
+    url: &str,
+    limits: ReadLimits,
+) -> Result<(String, &'static encoding_rs::Encoding), ResponseSkip> {
+    let response = Response::parse(record).ok_or(ResponseSkip::NoHead)?;
+    response.status_ok().map_err(ResponseSkip::Skip)?;
+    let payload = response
+        .payload(limits.max_record_bytes)
+        .map_err(ResponseSkip::Skip)?;
+    let kind = response.kind(&payload).map_err(ResponseSkip::Skip)?;
+    let (text, encoding) = http::decode_text(&payload, response.charset.as_deref(), kind, url);
+    Ok(match kind {
+        Kind::Html => (html_to_text(&text), encoding),
+        Kind::Text => (text, encoding),
+    })
 }
 
 #[cfg(test)]
