@@ -107,7 +107,9 @@ def rows_tora(d):
     out = {}
     for p in sorted((d / "ToRA").glob("*gsm8k*.jsonl")):
         model = p.name.split("_")[0]
-        metrics = json.loads(p.with_suffix(".metrics").read_text())
+        # "Mean score: [84.3]" in ToRA's .metrics text.
+        text = p.with_suffix(".metrics").read_text()
+        acc = float(text.split("Mean score:")[1].strip().strip("[]").split(",")[0])
         key = ("microsoft/ToRA", model, "GSM8K", "tool + boxed")
         for line in p.open():
             r = json.loads(line)
@@ -115,7 +117,7 @@ def rows_tora(d):
             if isinstance(code, str):
                 code = ast.literal_eval(code)
             out.setdefault(key, []).append({"gold": str(r["gt"]), "pred": code[0], "label": None,
-                                            "published": metrics["acc"]})
+                                            "published": acc})
     return out
 
 

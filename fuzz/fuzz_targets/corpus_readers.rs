@@ -1,4 +1,4 @@
-//! WARC/WET, JSONL and HTML parsing on arbitrary bytes: never panic, and every document
+//! WARC/WET, HTTP, JSONL and HTML parsing on arbitrary bytes: never panic, and every document
 //! delivered is counted. Run with `cargo +nightly fuzz run corpus_readers`.
 #![no_main]
 
@@ -18,4 +18,12 @@ fuzz_target!(|data: &[u8]| {
     let s = reader::jsonl::read(data, "fuzz", &fields, limits, &mut |_| n += 1);
     assert_eq!(s.documents, n);
     let _ = reader::html_to_text(&String::from_utf8_lossy(data));
+    // The HTTP layer: framing, content codings (bounded), media type, charset detection.
+    if let Some(r) = reader::http::Response::parse(data)
+        && let Ok(payload) = r.payload(1 << 20)
+        && let Ok(kind) = r.kind(&payload)
+    {
+        let _ = reader::http::decode_text(&payload, r.charset.as_deref(), kind, "http://x.cn/");
+    }
+    let _ = reader::http::dechunk(data);
 });

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reasonlab_answer::{VerifyConfig, extract, parse_answer, verify};
+use reasonlab_answer::{AnswerFormat, VerifyConfig, extract, parse_answer, verify};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,6 +15,13 @@ fuzz_target!(|data: &[u8]| {
     let (gold, pred) = text.split_once('\0').unwrap_or((text, text));
     let cfg = VerifyConfig::default();
     let _ = extract::extract(pred, &cfg.extract);
+    // Every pinned answer format on the same input.
+    for format in AnswerFormat::ALL {
+        let mut pinned = cfg;
+        pinned.extract.format = format;
+        let v = verify(gold, pred, None, &pinned);
+        assert_eq!(v, verify(gold, pred, None, &pinned), "{format} is not deterministic");
+    }
     let _ = parse_answer(pred);
     let a = verify(gold, pred, None, &cfg);
     let b = verify(gold, pred, None, &cfg);

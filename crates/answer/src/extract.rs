@@ -5,8 +5,8 @@
 //! (`{"reasoning": "…", "answer": "5"}`, fenced or not), the last brace-balanced
 //! `\boxed{…}`/`\fbox{…}` (all distinct boxed answers are returned, so that hedging can be
 //! detected), GSM8K's `#### n`, an explicit "the answer is …" / "Final Answer: …" / "答案是…",
-//! the whole text when it is short and answer-like, the last inline or display math, and, if
-//! configured, the last number. Any other [`AnswerFormat`] pins one rule: a user who knows the
+//! the whole text when it is short and answer-like, an answer field of a JSON object that prose
+//! follows, the last inline or display math, and, if configured, the last number. Any other [`AnswerFormat`] pins one rule: a user who knows the
 //! harness that wrote the completions gets exactly that rule and nothing else. The rule that
 //! fired is reported as a [`Method`].
 //! When the completion has `</think>`, only the text after it is searched (DeepSeek-R1 format:
@@ -309,9 +309,7 @@ pub fn extract(text: &str, cfg: &ExtractConfig) -> Option<Extraction> {
             standard(region, cfg)
         }
         AnswerFormat::Boxed => boxed_answers(&boxed_contents(region), cfg.multiple_boxed),
-        AnswerFormat::AnswerIs => {
-            after_answer_marker(region).and_then(|s| one(&answer_in_snippet(s), Method::AnswerIs))
-        }
+        AnswerFormat::AnswerIs => answer_is(region).and_then(|a| one(&a, Method::AnswerIs)),
         AnswerFormat::Gsm8k => gsm8k(region).and_then(|l| one(l, Method::Gsm8k)),
         AnswerFormat::Json => json_answer(region, false).and_then(|a| one(&a, Method::Json)),
         AnswerFormat::AnswerTag => answer_tag(region).and_then(|inner| {
@@ -533,9 +531,11 @@ pub fn choice_in_text(region: &str, letters: &[char]) -> Option<char> {
         } else {
             Vec::new()
         };
-        candidates
-            .iter()
-            .find_map(|c| choice_letter(c).or_else(|| letter_in_parens(c, letters)))
+        candidates.iter().find_map(|c| {
+            choice_letter(c)
+                .or_else(|| letter_in_parens(c, letters))
+                .or_else(|| leading_letter(c, letters))
+        })
     };
     let letter = explicit
         .or_else(|| letter_in_parens(region, letters))
@@ -550,6 +550,17 @@ pub fn choice_in_text(region: &str, letters: &[char]) -> Option<char> {
             })
         })?;
     letters.contains(&letter).then_some(letter)
+}
+
+/// A letter among `letters` standing as the first word of an answer (`D, 65%`, `B: 144km`).
+fn leading_letter(s: &str, letters: &[char]) -> Option<char> {
+    let first = s.split_whitespace().next()?;
+    let word = first.trim_matches(['(', ')', '[', ']', '*', '.', ',', ':', ';']);
+    let mut chars = word.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if letters.contains(&c) => Some(c),
+        _ => None,
+    }
 }
 
 /// The last `(X)` whose letter is one of `letters`.
@@ -604,16 +615,22 @@ fn standard(region: &str, cfg: &ExtractConfig) -> Option<Extraction> {
     if let Some(e) = gsm8k(region).and_then(|line| one(line, Method::Gsm8k)) {
         return Some(e);
     }
-    if let Some(snippet) = after_answer_marker(region) {
-        let ans = answer_in_snippet(snippet);
-        if let Some(e) = one(&ans, Method::AnswerIs) {
-            return Some(e);
-        }
+    if let Some(ans) = answer_is(region)
+        && let Some(e) = one(&ans, Method::AnswerIs)
+    {
+        return Some(e);
     }
     // Short answer-like text that parses as math is the answer itself.
     if looks_like_bare_answer(region)
         && crate::parse::parse(&crate::normalize::clean(region).text).is_ok()
         && let Some(e) = one(region, Method::Whole)
+    {
+        return Some(e);
+    }
+    // An answer field of a JSON object that prose follows is still an explicit answer (models
+    // asked for JSON often add an explanation after it), stronger than any fallback.
+    if let Some(ans) = json_answer(region, false)
+        && let Some(e) = one(&ans, Method::Json)
     {
         return Some(e);
     }
@@ -659,11 +676,25 @@ fn distinct(boxed: &[&str]) -> Vec<String> {
 
 /// Text following the last "answer is" / "answer:" / "答案是" marker.
 fn after_answer_marker(region: &str) -> Option<&str> {
+    answer_marker(region).map(|(_, snippet)| snippet)
+}
+
+/// The last answer marker: where it starts, and the text after it.
+fn answer_marker(region: &str) -> Option<(usize, &str)> {
     let lower = region.to_ascii_lowercase();
-    let mut best: Option<usize> = None;
+    let mut best: Option<(usize, usize)> = None;
     let mut search_end = lower.len();
     while let Some(p) = lower[..search_end].rfind("answer") {
-        let rest = &lower[p + 6..];
+        let mut rest = &lower[p + 6..];
+        // A short parenthetical between the word and its connective: zero-shot CoT's "the
+        // answer (arabic numerals) is 18" (Kojima et al., 2022).
+        if let Some(paren) = rest.trim_start().strip_prefix('(')
+            && let Some(close) = paren.find(')')
+            && close <= 40
+            && !paren[..close].contains('\n')
+        {
+            rest = &paren[close + 1..];
+        }
         let trimmed = rest.trim_start();
         let mut consumed = rest.len() - trimmed.len();
         let mut marker = false;
@@ -695,7 +726,7 @@ fn after_answer_marker(region: &str) -> Option<&str> {
         }
         consumed += trimmed.len() - t.len();
         if marker || t.starts_with('$') || t.starts_with("\\(") || t.starts_with("\\[") {
-            best = Some(p + 6 + consumed);
+            best = Some((p, lower.len() - rest.len() + consumed));
             break;
         }
         search_end = p;
@@ -703,12 +734,37 @@ fn after_answer_marker(region: &str) -> Option<&str> {
     for zh in ["答案是", "答案为", "答案：", "答案:", "答："] {
         if let Some(p) = region.rfind(zh) {
             let at = p + zh.len();
-            if best.is_none_or(|b| at > b) {
-                best = Some(at);
+            if best.is_none_or(|(_, b)| at > b) {
+                best = Some((p, at));
             }
         }
     }
-    best.map(|b| &region[b..])
+    best.map(|(start, b)| (start, &region[b..]))
+}
+
+/// The answer after the last marker whose answer is math (digits, commands or one symbol);
+/// the last marker's text when none is. Harnesses that append a restatement ("The answer (in words) is ninety-nine") after the
+/// answer sentence keep their numeric answer (at most four markers are looked at).
+fn answer_is(region: &str) -> Option<String> {
+    let mut end = region.len();
+    let mut last_text = None;
+    for _ in 0..4 {
+        let Some((start, snippet)) = answer_marker(&region[..end]) else {
+            break;
+        };
+        let ans = answer_in_snippet(snippet);
+        // Math here means it parses and has a digit, a command or one symbol: words such as
+        // "ninety-nine" parse too, as products of letters.
+        let cleaned = crate::normalize::clean(&ans).text;
+        let t = cleaned.trim();
+        let mathy = t.chars().any(|c| c.is_ascii_digit() || c == '\\') || t.chars().count() == 1;
+        if mathy && crate::parse::parse(t).is_ok() {
+            return Some(ans);
+        }
+        last_text.get_or_insert(ans);
+        end = start;
+    }
+    last_text
 }
 
 /// The answer inside the sentence after a marker: cut at the end of the sentence (outside
@@ -736,7 +792,35 @@ fn answer_in_snippet(snippet: &str) -> String {
     {
         return n;
     }
+    // A number followed by its unit or noun ("60 packets", "9.8 gallons"): the number.
+    if let Some(n) = leading_number(after_is) {
+        return n;
+    }
     after_is.to_string()
+}
+
+/// A number at the start of `s` followed by a word of three or more letters that is not a
+/// constant (`60 packets` → `60`; `2 pi` is left alone).
+fn leading_number(s: &str) -> Option<String> {
+    let t = s.trim_start().trim_start_matches('$');
+    let end = t
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || c == ',' || (c == '-' && i == 0)))
+        .map_or(t.len(), |(i, _)| i);
+    let num = t[..end].trim_end_matches(['.', ',']);
+    let rest = &t[end..];
+    let word: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphabetic())
+        .collect();
+    let followed_by_word = rest.starts_with(' ')
+        && word.chars().count() >= 3
+        && !matches!(
+            word.to_lowercase().as_str(),
+            "pi" | "sqrt" | "and" | "or" | "times"
+        );
+    (num.chars().any(|c| c.is_ascii_digit()) && followed_by_word).then(|| num.to_string())
 }
 
 /// Math state tracker: yields, for each byte index, whether it is inside math.
@@ -1074,10 +1158,15 @@ mod tests {
         // Python dicts, and lists.
         assert_eq!(ex("{'answer': '7'}"), one("7", Method::Json));
         assert_eq!(ex(r#"{"answer": [1, 2]}"#), one("1, 2", Method::Json));
-        // Prose after the object: not a structured answer; the usual rules run.
+        // Prose after the object: an explicit answer in the prose wins.
         assert_eq!(
             ex(r#"Use {"answer": 3} as the format. The answer is 4."#),
             one("4", Method::AnswerIs)
+        );
+        // Prose after the object: still the explicit answer, ahead of the last number.
+        assert_eq!(
+            ex("```json\n{\"answer\": \"42\"}\n```\nHere is how: 7 * 6 = 42, then 43 more."),
+            one("42", Method::Json)
         );
         // Pinned, the object need not be last.
         assert_eq!(
@@ -1117,6 +1206,18 @@ mod tests {
             pinned("\\boxed{3} and 17 apples", AnswerFormat::LastNumber),
             one("17", Method::LastNumber)
         );
+        // Zero-shot CoT: a parenthetical before "is", a unit after the number, and a
+        // restatement in words after the answer sentence.
+        assert_eq!(
+            ex("Therefore, the answer (arabic numerals) is 60 packets."),
+            one("60", Method::AnswerIs)
+        );
+        assert_eq!(
+            ex(
+                "Therefore, the answer (arabic numerals) is 99.\n\nThe answer (words) is ninety-nine."
+            ),
+            one("99", Method::AnswerIs)
+        );
         // The last number is an explicit, reported fallback.
         assert_eq!(
             ex("we have 3 bags with 14 apples in total"),
@@ -1137,6 +1238,11 @@ mod tests {
         );
         assert_eq!(choice_in_text("Therefore it is E.", &all), Some('E'));
         assert_eq!(choice_in_text("**A**", &all), Some('A'));
+        // Zero-shot CoT's "Among A through E, the answer is D, 65%."
+        assert_eq!(
+            choice_in_text("Among A through E, the answer is D, 65%.", &all),
+            Some('D')
+        );
         // Not a choice among the options, or a word.
         assert_eq!(
             choice_in_text("The answer is (F).", &['A', 'B', 'C', 'D']),

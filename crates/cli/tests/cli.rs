@@ -90,6 +90,64 @@ fn verify_streams_in_order_and_survives_bad_lines() {
     assert_eq!(lines[2]["correct"], false);
 }
 
+/// `verify --answer-format`: the rule that fired is in every output line, a pinned format uses
+/// its rule alone, and an unknown format is refused with the list of known ones.
+#[test]
+fn verify_answer_formats() {
+    let run = |format: &str| {
+        let mut child = bin()
+            .args(["verify", "--answer-format", format])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                concat!(
+                    r#"{"gold": "5", "pred": "{\"reasoning\": \"2 + 3\", \"answer\": \"5\"}"}"#,
+                    "\n",
+                    r#"{"gold": "C", "pred": "The answer is (C)."}"#,
+                    "\n",
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let lines = |out: std::process::Output| -> Vec<serde_json::Value> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let auto = lines(run("auto"));
+    assert_eq!(
+        (&auto[0]["correct"], &auto[0]["method"]),
+        (&true.into(), &"json".into())
+    );
+    assert_eq!(
+        (&auto[1]["correct"], &auto[1]["method"]),
+        (&true.into(), &"choice".into())
+    );
+    let boxed = lines(run("boxed"));
+    assert_eq!(boxed[0]["reason"], "no_answer");
+    assert_eq!(boxed[0]["method"], serde_json::Value::Null);
+    let bad = run("yaml");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("yaml") && err.contains("answer_tag"), "{err}");
+}
+
 #[test]
 fn generate_writes_one_line_per_sample() {
     let dir = tempfile::tempdir().unwrap();

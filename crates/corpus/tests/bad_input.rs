@@ -176,6 +176,10 @@ fn parsers_survive_random_mutations() {
     let html = "<html><body><p>A <math alttext=\"x^2\"><mi>x</mi></math> and \\(y\\)</p><script type=\"math/tex; mode=display\">\\frac12</script><img alt=\"$z$\" class=\"latex\"></body></html>";
     let bin =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/model.bin")).unwrap();
+    // A web archive as crawls store it: charsets, chunked and compressed payloads, revisits.
+    let crawl =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/web/crawl.warc"))
+            .unwrap();
     let mut rng = Lcg(7);
     let limits = ReadLimits {
         max_line_bytes: 4096,
@@ -186,6 +190,20 @@ fn parsers_survive_random_mutations() {
         let mut n = 0u64;
         let s = reader::warc::read(&w[..], "fuzz.warc", limits, &mut |_| n += 1);
         assert_eq!(s.documents, n);
+        let c = mutate(&crawl, &mut rng);
+        let mut n = 0u64;
+        let s = reader::warc::read(&c[..], "crawl.warc", limits, &mut |_| n += 1);
+        assert_eq!(s.documents, n);
+        // The HTTP layer on its own, on a mutated slice of the archive.
+        let at = rng.next(crawl.len());
+        let piece = mutate(&crawl[at..(at + 600).min(crawl.len())], &mut rng);
+        if let Some(r) = reader::http::Response::parse(&piece)
+            && let Ok(payload) = r.payload(1 << 16)
+            && let Ok(kind) = r.kind(&payload)
+        {
+            let _ = reader::http::decode_text(&payload, r.charset.as_deref(), kind, "http://x.jp/");
+        }
+        let _ = reader::http::dechunk(&piece);
         let j = mutate(jsonl.as_bytes(), &mut rng);
         let mut n = 0u64;
         let s = reader::jsonl::read(

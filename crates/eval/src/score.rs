@@ -448,6 +448,32 @@ mod tests {
     }
 
     #[test]
+    fn rules_that_fired_are_counted_and_a_pinned_format_is_used() {
+        let problems = vec![problem("a", "5")];
+        let samples = vec![vec![
+            s(r#"{"reasoning": "2 + 3", "answer": "5"}"#),
+            s("\\boxed{5}"),
+            s("so 5 apples"),
+        ]];
+        let sc = score(&problems, &samples, &[1], &VerifyConfig::default()).unwrap();
+        assert_eq!(sc.metrics["pass@1"].mean, 1.0);
+        let fired: Vec<(Method, usize)> = sc.methods.clone().into_iter().collect();
+        assert_eq!(
+            fired,
+            [
+                (Method::Boxed, 1),
+                (Method::Json, 1),
+                (Method::LastNumber, 1)
+            ]
+        );
+        let mut json_only = VerifyConfig::default();
+        json_only.extract.format = reasonlab_answer::AnswerFormat::Json;
+        let sc = score(&problems, &samples, &[1], &json_only).unwrap();
+        assert!((sc.metrics["pass@1"].mean - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(sc.methods.len(), 1);
+    }
+
+    #[test]
     fn string_equality_would_lose_this_vote() {
         // Two spellings of 1/2 against two identical wrong strings, wrong one first.
         let problems = vec![problem("a", "0.5")];

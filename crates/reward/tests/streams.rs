@@ -133,8 +133,8 @@ fn documented_example_output() {
     verify_stream(input.as_bytes(), &mut out, 1).unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8_lossy(&out);
     let expected = concat!(
-        "{\"correct\":true,\"extracted\":\"0.5\",\"reason\":\"equivalent\"}\n",
-        "{\"correct\":false,\"extracted\":\"3, 4\",\"reason\":\"multiple_answers\"}\n",
+        "{\"correct\":true,\"extracted\":\"0.5\",\"method\":\"boxed\",\"reason\":\"equivalent\"}\n",
+        "{\"correct\":false,\"extracted\":\"3, 4\",\"method\":\"boxed\",\"reason\":\"multiple_answers\"}\n",
         "{\"error\":\"line 3: invalid JSON: expected ident at line 1 column 2\"}\n",
     );
     assert_eq!(text, expected);

@@ -28,6 +28,19 @@ pub enum BenchCommand {
     Classifier(crate::cmd::corpus::BenchClassifierArgs),
     /// MinHash signatures against datasketch (see docs/corpus.md).
     Minhash(crate::cmd::corpus::BenchMinhashArgs),
+    /// Two recall rounds (train, score, merge) on a synthetic pool of the given size: time per
+    /// round, pages/s and peak memory (see docs/corpus.md). No peer has this loop.
+    Recall {
+        /// Size of the synthetic pool, in GB (10⁹ bytes).
+        #[arg(long, default_value_t = 1.0)]
+        pool_gb: f64,
+        /// Where the pool and the rounds are written (needs about 1.1× the pool on disk).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Classifier training threads.
+        #[arg(long, default_value_t = 2)]
+        threads: i32,
+    },
     /// The verifier on an answer suite (JSONL `{gold, pred, expected}`), cases/s and accuracy.
     Verify {
         #[arg(long, default_value = "crates/answer/tests/data/suite.jsonl")]
@@ -433,6 +446,27 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Grpo(args) => bench_grpo(&args),
         BenchCommand::Classifier(a) => crate::cmd::corpus::run_bench_classifier(a),
         BenchCommand::Minhash(a) => crate::cmd::corpus::run_bench_minhash(a),
+        BenchCommand::Recall {
+            pool_gb,
+            dir,
+            threads,
+        } => {
+            let r = reasonlab_corpus::bench::recall_scale(&dir, (pool_gb * 1e9) as u64, threads)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            eprintln!(
+                "pool {:.2} GB, {} pages: rounds {:?} s, {:.0} pages/s scored, {:.0} MB/s read, peak RSS {}",
+                r.pool_bytes as f64 / 1e9,
+                r.pool_docs,
+                r.round_s.iter().map(|s| s.round()).collect::<Vec<_>>(),
+                r.docs_per_s,
+                r.bytes_per_s / 1e6,
+                r.peak_rss_bytes.map_or("unknown".to_string(), |b| format!(
+                    "{:.0} MB",
+                    b as f64 / 1e6
+                ))
+            );
+            Ok(())
+        }
         BenchCommand::Verify { suite } => {
             let r = reasonlab_reward::bench_verify(&suite)?;
             println!("{r}");
