@@ -454,10 +454,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let r = reasonlab_corpus::bench::recall_scale(&dir, (pool_gb * 1e9) as u64, threads)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             eprintln!(
-                "pool {:.2} GB, {} pages: rounds {:?} s, {:.0} pages/s scored, {:.0} MB/s read, peak RSS {}",
+                "pool {:.2} GB, {} pages: rounds [train, score, merge] {:?} s, {:.0} pages/s scored, {:.0} MB/s read, peak RSS {}",
                 r.pool_bytes as f64 / 1e9,
                 r.pool_docs,
-                r.round_s.iter().map(|s| s.round()).collect::<Vec<_>>(),
+                r.round_s
+                    .iter()
+                    .map(|s| s.map(|x| (x * 10.0).round() / 10.0))
+                    .collect::<Vec<_>>(),
                 r.docs_per_s,
                 r.bytes_per_s / 1e6,
                 r.peak_rss_bytes.map_or("unknown".to_string(), |b| format!(
