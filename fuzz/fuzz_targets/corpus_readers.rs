@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(payload) = r.payload(1 << 20)
         && let Ok(kind) = r.kind(&payload)
     {
-        let _ = reader::http::decode_text(&payload, r.charset.as_deref(), kind, "http://x.cn/");
+        // The URL's top-level domain hints the detector; take it from the input too.
+        let url = String::from_utf8_lossy(&data[..data.len().min(48)]);
+        let _ = reader::http::decode_text(&payload, r.charset.as_deref(), kind, &url);
     }
     let _ = reader::http::dechunk(data);
 });

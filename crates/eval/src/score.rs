@@ -453,7 +453,7 @@ mod tests {
         let samples = vec![vec![
             s(r#"{"reasoning": "2 + 3", "answer": "5"}"#),
             s("\\boxed{5}"),
-            s("so 5 apples"),
+            s("I counted 3 red and 5 blue"),
         ]];
         let sc = score(&problems, &samples, &[1], &VerifyConfig::default()).unwrap();
         assert_eq!(sc.metrics["pass@1"].mean, 1.0);

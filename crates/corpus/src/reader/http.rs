@@ -374,20 +374,22 @@ pub fn decode_text(
         None => {
             let mut detector = chardetng::EncodingDetector::new();
             detector.feed(payload, true);
-            detector.guess(tld(url), true)
+            let tld = tld(url);
+            detector.guess(tld.as_deref().map(str::as_bytes), true)
         }
     };
     let (text, used, _) = encoding.decode(payload);
     (text.into_owned(), used)
 }
 
-/// The top-level domain of a URL's host, as `chardetng` wants it (`b"jp"`, `b"cn"`).
-fn tld(url: &str) -> Option<&[u8]> {
+/// The top-level domain of a URL's host, as `chardetng` wants it: lowercase ASCII letters
+/// only (`jp`, `cn`); it panics on anything else, so nothing else is passed.
+fn tld(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |x| x.1);
     let host = rest.split(['/', '?', '#', ':']).next()?;
     let last = host.rsplit('.').next()?;
     (!last.is_empty() && last.len() < host.len() && last.bytes().all(|b| b.is_ascii_alphabetic()))
-        .then_some(last.as_bytes())
+        .then(|| last.to_ascii_lowercase())
 }
 
 /// The encoding named by the first `<meta charset=…>` or `<meta http-equiv="Content-Type"
@@ -503,7 +505,19 @@ mod tests {
             .map(|e| e.name()),
             Some("Shift_JIS")
         );
-        assert_eq!(tld("http://www.example.co.jp/a"), Some(&b"jp"[..]));
+        assert_eq!(tld("http://www.example.co.jp/a").as_deref(), Some("jp"));
+        assert_eq!(tld("HTTP://WWW.EXAMPLE.CN/").as_deref(), Some("cn"));
         assert_eq!(tld("http://localhost/"), None);
+        assert_eq!(tld("http://b\u{fc}cher.d\u{e9}/"), None);
+        // An upper-case host reaches the detector lowercased (it asserts on anything else).
+        let sjis = encoding_rs::SHIFT_JIS
+            .encode("素数とは、1とその数自身以外に正の約数を持たない自然数")
+            .0;
+        assert_eq!(
+            decode_text(&sjis, None, Kind::Text, "http://X.JP/")
+                .1
+                .name(),
+            "Shift_JIS"
+        );
     }
 }
