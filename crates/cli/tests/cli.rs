@@ -63,27 +63,40 @@ fn model_errors_name_the_problem() {
     );
 }
 
-#[test]
-fn verify_streams_in_order_and_survives_bad_lines() {
+/// Runs `reasonlab verify ARGS` with `input` on stdin.
+fn run_verify(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut child = bin()
         .arg("verify")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"gold\": \"\\\\frac{1}{2}\", \"pred\": \"so \\\\boxed{0.5}\"}\nnot json\n{\"gold\": \"3\", \"pred\": \"\\\\boxed{4}\"}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The JSON lines of a successful `verify` run.
+fn verify_lines(out: std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn verify_streams_in_order_and_survives_bad_lines() {
+    let lines = verify_lines(run_verify(
+        &[],
+        b"{\"gold\": \"\\\\frac{1}{2}\", \"pred\": \"so \\\\boxed{0.5}\"}\nnot json\n{\"gold\": \"3\", \"pred\": \"\\\\boxed{4}\"}\n",
+    ));
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["correct"], true);
     assert!(lines[1]["error"].as_str().unwrap().contains("line 2"));
@@ -94,43 +107,14 @@ fn verify_streams_in_order_and_survives_bad_lines() {
 /// its rule alone, and an unknown format is refused with the list of known ones.
 #[test]
 fn verify_answer_formats() {
-    let run = |format: &str| {
-        let mut child = bin()
-            .args(["verify", "--answer-format", format])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(
-                concat!(
-                    r#"{"gold": "5", "pred": "{\"reasoning\": \"2 + 3\", \"answer\": \"5\"}"}"#,
-                    "\n",
-                    r#"{"gold": "C", "pred": "The answer is (C)."}"#,
-                    "\n",
-                )
-                .as_bytes(),
-            )
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let lines = |out: std::process::Output| -> Vec<serde_json::Value> {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    let auto = lines(run("auto"));
+    let input = concat!(
+        r#"{"gold": "5", "pred": "{\"reasoning\": \"2 + 3\", \"answer\": \"5\"}"}"#,
+        "\n",
+        r#"{"gold": "C", "pred": "The answer is (C)."}"#,
+        "\n",
+    )
+    .as_bytes();
+    let auto = verify_lines(run_verify(&["--answer-format", "auto"], input));
     assert_eq!(
         (&auto[0]["correct"], &auto[0]["method"]),
         (&true.into(), &"json".into())
@@ -139,10 +123,10 @@ fn verify_answer_formats() {
         (&auto[1]["correct"], &auto[1]["method"]),
         (&true.into(), &"choice".into())
     );
-    let boxed = lines(run("boxed"));
+    let boxed = verify_lines(run_verify(&["--answer-format", "boxed"], input));
     assert_eq!(boxed[0]["reason"], "no_answer");
     assert_eq!(boxed[0]["method"], serde_json::Value::Null);
-    let bad = run("yaml");
+    let bad = run_verify(&["--answer-format", "yaml"], input);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("yaml") && err.contains("answer_tag"), "{err}");
