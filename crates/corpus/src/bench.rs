@@ -326,6 +326,7 @@ pub fn recall_scale(
         random_seed: 0,
         stop_overlap: None,
         merge_chunk: 1 << 20,
+        score_batch: 8192,
         classifier: recall::ClassifierConfig {
             dim: 32,
             bucket: 200_000,

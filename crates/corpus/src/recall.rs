@@ -64,12 +64,20 @@ pub struct RecallConfig {
     /// Scores sorted in memory at a time by `merge` before they spill to a sorted run on disk.
     #[serde(default = "d_merge_chunk")]
     pub merge_chunk: usize,
+    /// Pages scored together: read on one thread, scored on `classifier.thread` threads,
+    /// written in input order. Scoring holds one batch of pages in memory.
+    #[serde(default = "d_score_batch")]
+    pub score_batch: usize,
     #[serde(default)]
     pub classifier: ClassifierConfig,
 }
 
 fn d_merge_chunk() -> usize {
     1 << 20
+}
+
+fn d_score_batch() -> usize {
+    8192
 }
 
 /// Bytes of training lines shuffled in memory; a larger training set is shuffled through
@@ -228,6 +236,7 @@ impl RecallConfig {
         if cfg.rounds == 0
             || !(0.0..=1.0).contains(&cfg.domain_share)
             || cfg.merge_chunk == 0
+            || cfg.score_batch == 0
             || cfg.stop_overlap.is_some_and(|o| !(0.0..=1.0).contains(&o))
         {
             return Err(RecallError::Config {
@@ -500,7 +509,8 @@ pub struct Scored {
     pub tokens: u64,
 }
 
-/// Stage 2: score this shard's pool pages (`P(__label__math)`).
+/// Stage 2: score this shard's pool pages (`P(__label__math)`), on `classifier.thread`
+/// threads; the output is the same, line for line, whatever the thread count.
 pub fn score_round(cfg: &RecallConfig, round: usize, shard: Shard) -> Result<PathBuf, RecallError> {
     let dir = cfg.round_dir(round);
     let out = dir.join(format!("scores-{}-of-{}.jsonl", shard.index, shard.count));
@@ -516,42 +526,68 @@ pub fn score_round(cfg: &RecallConfig, round: usize, shard: Shard) -> Result<Pat
     }
     let model = FastText::load(&model_path)?;
     let tmp = out.with_extension("jsonl.tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
-    let mut scratch = Scratch::default();
-    let mut err = None;
+    let mut w = Lines::create(&tmp)?;
+    let threads = (cfg.classifier.thread.max(1) as usize).min(64);
+    let seg = cfg.classifier.segmentation;
+    let size = cfg.score_batch.max(1);
+    let mut batch: Vec<Document> = Vec::with_capacity(size.min(1 << 16));
+    let mut flush = |batch: &mut Vec<Document>, w: &mut Lines| {
+        for s in score_batch(&model, seg, batch, threads) {
+            w.line(&serde_json::to_string(&s).expect("a score serialises"));
+        }
+        batch.clear();
+    };
     for p in &cfg.pool {
         reader::read_file(p, Format::from_path(p), ReadLimits::default(), &mut |d| {
-            if err.is_some() || !shard.owns(&d.id) {
-                return;
-            }
-            let score = model
-                .prob_of(
-                    &cfg.classifier.segmentation.apply(&d.text),
-                    "__label__math",
-                    &mut scratch,
-                )
-                .unwrap_or(0.0);
-            let s = Scored {
-                id: d.id,
-                url: d.url,
-                score,
-                tokens: d.text.split_whitespace().count() as u64,
-            };
-            if let Err(e) = serde_json::to_writer(&mut w, &s)
-                .map_err(std::io::Error::from)
-                .and_then(|_| w.write_all(b"\n"))
-            {
-                err = Some(e);
+            if shard.owns(&d.id) {
+                batch.push(d);
+                if batch.len() >= size {
+                    flush(&mut batch, &mut w);
+                }
             }
         })
         .map_err(io(p))?;
     }
-    if let Some(e) = err {
-        return Err(io(&tmp)(e));
-    }
-    w.flush().map_err(io(&tmp))?;
+    flush(&mut batch, &mut w);
+    w.finish()?;
     std::fs::rename(&tmp, &out).map_err(io(&out))?;
     Ok(out)
+}
+
+/// Scores a batch on up to `threads` scoped threads, each with its own scratch space, in order.
+fn score_batch(
+    model: &FastText,
+    seg: Segmentation,
+    batch: &mut Vec<Document>,
+    threads: usize,
+) -> Vec<Scored> {
+    let score_all = |docs: &mut [Document]| -> Vec<Scored> {
+        let mut scratch = Scratch::default();
+        docs.iter_mut()
+            .map(|d| Scored {
+                score: model
+                    .prob_of(&seg.apply(&d.text), "__label__math", &mut scratch)
+                    .unwrap_or(0.0),
+                tokens: d.text.split_whitespace().count() as u64,
+                id: std::mem::take(&mut d.id),
+                url: std::mem::take(&mut d.url),
+            })
+            .collect()
+    };
+    if threads <= 1 || batch.len() < 2 * threads {
+        return score_all(batch);
+    }
+    let per = batch.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = batch
+            .chunks_mut(per)
+            .map(|chunk| s.spawn(|| score_all(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scoring thread does not panic"))
+            .collect()
+    })
 }
 
 /// Per-round report.
@@ -848,6 +884,31 @@ impl SortedRuns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_do_not_depend_on_the_thread_count() {
+        let model = FastText::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/model.bin"
+        )))
+        .unwrap();
+        let docs: Vec<Document> = (0..101)
+            .map(|i| Document {
+                id: format!("d{i}"),
+                url: format!("https://x{i}.org/"),
+                text: if i % 3 == 0 {
+                    format!("prove the theorem for every integer n > {i}")
+                } else {
+                    format!("bake the bread for {i} minutes")
+                },
+            })
+            .collect();
+        let one = score_batch(&model, Segmentation::Whitespace, &mut docs.clone(), 1);
+        let three = score_batch(&model, Segmentation::Whitespace, &mut docs.clone(), 3);
+        assert_eq!(one.len(), 101);
+        assert_eq!(one, three);
+        assert_eq!(three[100].id, "d100");
+    }
 
     #[test]
     fn shards_partition_and_prefixes() {

@@ -109,6 +109,7 @@ rounds = 2
 token_budget = 200000
 approved = "approved.txt"
 merge_chunk = 1000
+score_batch = 256
 [classifier]
 dim = 8
 bucket = 1000
