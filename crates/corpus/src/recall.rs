@@ -11,7 +11,8 @@
 //! combines the shards.
 //!
 //! Every stage streams, so a Common Crawl dump fits: memory is bounded by the training set's
-//! shuffle (at most [`SHUFFLE_BYTES`] in memory, spilled to buckets beyond that), the merge's
+//! shuffle (at most [`SHUFFLE_BYTES`] in memory, spilled to buckets beyond that), the scoring
+//! batch ([`RecallConfig::score_batch`] pages, scored on the classifier's threads), the merge's
 //! sorted runs ([`RecallConfig::merge_chunk`] scores at a time) and the per-domain counts, never
 //! by the size of the pool. Each report says how many of the round's pages earlier rounds had
 //! already selected; DeepSeekMath stopped when that reached 98% (`stop_overlap`).
@@ -531,7 +532,7 @@ pub fn score_round(cfg: &RecallConfig, round: usize, shard: Shard) -> Result<Pat
     let seg = cfg.classifier.segmentation;
     let size = cfg.score_batch.max(1);
     let mut batch: Vec<Document> = Vec::with_capacity(size.min(1 << 16));
-    let mut flush = |batch: &mut Vec<Document>, w: &mut Lines| {
+    let flush = |batch: &mut Vec<Document>, w: &mut Lines| {
         for s in score_batch(&model, seg, batch, threads) {
             w.line(&serde_json::to_string(&s).expect("a score serialises"));
         }
@@ -558,7 +559,7 @@ pub fn score_round(cfg: &RecallConfig, round: usize, shard: Shard) -> Result<Pat
 fn score_batch(
     model: &FastText,
     seg: Segmentation,
-    batch: &mut Vec<Document>,
+    batch: &mut [Document],
     threads: usize,
 ) -> Vec<Scored> {
     let score_all = |docs: &mut [Document]| -> Vec<Scored> {
