@@ -2,7 +2,7 @@
 """Build the math-vs-other benchmark for `reasonlab bench classifier` from documents found
 offline on this machine, recording where every document came from.
 
-Positives (__label__math): problems and worked solutions of /work/shared/data (GSM8K train
+Positives (__label__math): problems and worked solutions of the benchmark JSONL files in DATA_DIR (GSM8K train
 and test, MATH test, AIME 2024, AMC 2023, CMATH, MGSM-zh; MATH-500 is skipped, it is a subset
 of MATH test).
 Negatives (__label__other): real general text in many languages and registers â€”
@@ -16,7 +16,7 @@ Negatives (__label__other): real general text in many languages and registers â€
 Writes OUT/train.txt, OUT/test.txt (fastText format, one document a line, 80/20 split by a
 seeded shuffle) and OUT/provenance.json (counts per source and language).
 
-usage: python3 scripts/build_math_vs_other.py OUT_DIR [--seed 0]
+usage: python3 scripts/build_math_vs_other.py OUT_DIR --data DATA_DIR [--seed 0]
 """
 import glob
 import gettext
@@ -27,7 +27,7 @@ import random
 import re
 import sys
 
-DATA = "/work/shared/data"
+DATA = None  # set from --data in main()
 
 
 def clean(t):
@@ -119,7 +119,11 @@ def negatives():
 
 
 def main():
+    global DATA
     out = sys.argv[1]
+    if "--data" not in sys.argv:
+        sys.exit("usage: python3 scripts/build_math_vs_other.py OUT_DIR --data DATA_DIR [--seed 0]")
+    DATA = sys.argv[sys.argv.index("--data") + 1]
     seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 0
     os.makedirs(out, exist_ok=True)
     rng = random.Random(seed)
