@@ -6,9 +6,9 @@
 //! `\boxed{…}`/`\fbox{…}` (all distinct boxed answers are returned, so that hedging can be
 //! detected), GSM8K's `#### n`, an explicit "the answer is …" / "Final Answer: …" / "答案是…",
 //! the whole text when it is short and answer-like, an answer field of a JSON object that prose
-//! follows, the last inline or display math, and, if configured, the last number. Any other [`AnswerFormat`] pins one rule: a user who knows the
-//! harness that wrote the completions gets exactly that rule and nothing else. The rule that
-//! fired is reported as a [`Method`].
+//! follows, the last inline or display math, and, if configured, the last number. Any other
+//! [`AnswerFormat`] pins one rule: a user who knows the harness that wrote the completions gets
+//! exactly that rule and nothing else. The rule that fired is reported as a [`Method`].
 //! When the completion has `</think>`, only the text after it is searched (DeepSeek-R1 format:
 //! the reasoning is not the answer); an unclosed `<think>` has no answer.
 //!
@@ -424,6 +424,14 @@ pub fn json_answer(region: &str, trailing: bool) -> Option<String> {
 /// their backslashes (see [`json_answer`]); numbers, booleans and bare words are taken up to
 /// the next `,`, `}` or line end; a list becomes its items joined with ", ".
 fn json_value(s: &str) -> Option<(String, &str)> {
+    json_value_nested(s, 0)
+}
+
+/// Lists nest at most this deep in an answer value (deeper input is not an answer, and the
+/// bound keeps the recursion off the stack's limit).
+const MAX_JSON_DEPTH: usize = 8;
+
+fn json_value_nested(s: &str, depth: usize) -> Option<(String, &str)> {
     let first = s.chars().next()?;
     match first {
         '"' | '\'' => {
@@ -454,7 +462,10 @@ fn json_value(s: &str) -> Option<(String, &str)> {
                 if let Some(r) = rest.strip_prefix(']') {
                     return Some((items.join(", "), r));
                 }
-                let (item, r) = json_value(rest)?;
+                if depth >= MAX_JSON_DEPTH {
+                    return None;
+                }
+                let (item, r) = json_value_nested(rest, depth + 1)?;
                 items.push(item);
                 rest = r.trim_start();
                 rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
@@ -743,8 +754,9 @@ fn answer_marker(region: &str) -> Option<(usize, &str)> {
 }
 
 /// The answer after the last marker whose answer is math (digits, commands or one symbol);
-/// the last marker's text when none is. Harnesses that append a restatement ("The answer (in words) is ninety-nine") after the
-/// answer sentence keep their numeric answer (at most four markers are looked at).
+/// the last marker's text when none is. Harnesses that append a restatement ("The answer (in
+/// words) is ninety-nine") after the answer sentence keep their numeric answer (at most four
+/// markers are looked at).
 fn answer_is(region: &str) -> Option<String> {
     let mut end = region.len();
     let mut last_text = None;
@@ -816,10 +828,7 @@ fn leading_number(s: &str) -> Option<String> {
         .collect();
     let followed_by_word = rest.starts_with(' ')
         && word.chars().count() >= 3
-        && !matches!(
-            word.to_lowercase().as_str(),
-            "pi" | "sqrt" | "and" | "or" | "times"
-        );
+        && !matches!(word.to_lowercase().as_str(), "sqrt" | "and" | "times");
     (num.chars().any(|c| c.is_ascii_digit()) && followed_by_word).then(|| num.to_string())
 }
 
@@ -1174,6 +1183,17 @@ mod tests {
             one("3", Method::Json)
         );
         assert_eq!(pinned("The answer is 3.", AnswerFormat::Json), None);
+        // Deeply nested lists are not an answer, and do not exhaust the stack.
+        let deep = format!(
+            "{{\"answer\": {}1{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(pinned(&deep, AnswerFormat::Json), None);
+        assert_eq!(
+            pinned(r#"{"answer": [[1, 2], [3]]}"#, AnswerFormat::Json),
+            one("1, 2, 3", Method::Json)
+        );
     }
 
     #[test]

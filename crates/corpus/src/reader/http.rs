@@ -240,7 +240,7 @@ fn decompress(bytes: &[u8], coding: &Coding, limit: u64) -> Result<Vec<u8>, Stri
     let mut out = Vec::new();
     let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), String> {
         let n = r
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .read_to_end(out)
             .map_err(|e| e.to_string())?;
         if n as u64 > limit {
