@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use reasonlab_eval::{GenRequest, Generator, PromptInput, SamplingSettings};
+use reasonlab_core::engine::{Engine, Message, Prompt, Request, Sampling};
 use reasonlab_serve::client::{ClientConfig, OpenAiClient};
 
 fn bin() -> Command {
@@ -175,26 +175,67 @@ fn sixty_four_concurrent_requests_are_all_answered() {
     cfg.concurrency = 64;
     cfg.api_key_env = None;
     let client = OpenAiClient::new(cfg).unwrap();
-    let requests: Vec<GenRequest> = (0..64)
-        .map(|i| GenRequest {
-            prompt: PromptInput::Text(format!("Question {i}:")),
+    let requests: Vec<Request> = (0..64)
+        .map(|i| Request {
+            prompt: Prompt::Text(format!("Question {i}:")),
             n: 1,
-            sampling: SamplingSettings {
+            sampling: Sampling {
                 temperature: 1.0,
                 top_p: 1.0,
-                top_k: None,
                 max_new_tokens: 16,
                 seed: i,
-                stop: vec![],
+                ..Sampling::default()
             },
+            logprobs: false,
         })
         .collect();
-    let out = client.generate(&requests).unwrap();
+    let out = client.generate(&requests);
     assert_eq!(out.len(), 64);
-    assert!(
-        out.iter()
-            .all(|o| o.len() == 1 && o[0].completion_tokens > 0)
-    );
+    assert!(out.iter().all(|o| {
+        let o = o.as_ref().unwrap();
+        o.samples.len() == 1 && o.samples[0].completion_tokens > 0 && o.prompt_tokens > 0
+    }));
+}
+
+#[test]
+fn content_parts_developer_role_and_logprobs_cross_the_wire() {
+    let server = serve(&[], &[]);
+    // A chat message whose content is a list of text parts, as OpenAI's SDKs send it.
+    let body = r#"{"model": "tiny-qwen2", "max_tokens": 4, "seed": 3, "messages": [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "1 + "}, {"type": "text", "text": "1?"}]}]}"#;
+    let (status, text) = http(&server.url, "POST", "/v1/chat/completions", body, &[]);
+    assert_eq!(status, 200, "{text}");
+    let image = r#"{"model": "tiny-qwen2", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}"#;
+    let (status, text) = http(&server.url, "POST", "/v1/chat/completions", image, &[]);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("image_url"), "{text}");
+    // Log-probs asked for through the client come back per token, in both routes.
+    let mut cfg = ClientConfig::new(server.url.clone(), "tiny-qwen2");
+    cfg.api_key_env = None;
+    let client = OpenAiClient::new(cfg).unwrap();
+    for prompt in [
+        Prompt::Text("Question 1:".into()),
+        Prompt::Messages(vec![Message::user("Question 1:")]),
+    ] {
+        let req = Request {
+            prompt,
+            n: 1,
+            sampling: Sampling {
+                temperature: 1.0,
+                top_p: 1.0,
+                max_new_tokens: 6,
+                seed: 5,
+                ..Sampling::default()
+            },
+            logprobs: true,
+        };
+        let out = client.generate(&[req]).pop().unwrap().unwrap();
+        let s = &out.samples[0];
+        let lp = s.logprobs.as_ref().expect("log-probs");
+        assert_eq!(lp.len(), s.completion_tokens);
+        assert!(lp.iter().all(|t| t.logprob <= 0.0 && t.logprob.is_finite()));
+    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! Shared foundations: records, JSONL I/O with line-numbered errors, atomic writes.
+//! Shared foundations: the generation protocol ([`engine`]), JSONL I/O with line-numbered
+//! errors, atomic writes, seeds.
 
+pub mod engine;
 pub mod fs;
 pub mod hash;
 pub mod jsonl;

@@ -31,12 +31,12 @@ pub enum EvalError {
     DuplicateId { benchmark: String, id: String },
     #[error("{benchmark}: the benchmark has no problems")]
     EmptyBenchmark { benchmark: String },
-    /// The generator itself failed (network, model, ...).
-    #[error("generator: {0}")]
-    Generator(String),
-    /// The generator answered with the wrong number of outputs.
-    #[error("generator returned {got} outputs for request {request} (expected {expected})")]
-    GeneratorShape {
+    /// The engine rejected a request or failed (network, model, ...).
+    #[error("engine: {0}")]
+    Engine(#[from] reasonlab_core::engine::EngineError),
+    /// The engine answered with the wrong number of outputs.
+    #[error("the engine returned {got} outputs for request {request} (expected {expected})")]
+    EngineShape {
         request: usize,
         expected: usize,
         got: usize,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::RunCounts;
 use crate::score::{BenchmarkScores, GroupRow};
-use crate::{EvalError, ModelInfo, PromptTemplate, SamplingSettings};
+use crate::{EvalError, ModelInfo, PromptTemplate, Sampling};
 
 pub const RESULTS_FILE: &str = "results.json";
 
@@ -20,7 +20,7 @@ pub struct Settings {
     pub model_hash: String,
     pub template: PromptTemplate,
     pub n: usize,
-    pub sampling: SamplingSettings,
+    pub sampling: Sampling,
     pub settings_hash: String,
 }
 
@@ -38,7 +38,7 @@ pub struct RunResults {
     pub model: ModelInfo,
     pub template: PromptTemplate,
     pub n: usize,
-    pub sampling: SamplingSettings,
+    pub sampling: Sampling,
     pub settings_hash: String,
     pub ks: Vec<usize>,
     pub verify: VerifyConfig,

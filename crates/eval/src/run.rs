@@ -1,4 +1,4 @@
-//! Running benchmarks through a [`Generator`], resumably.
+//! Running benchmarks through a [`Engine`], resumably.
 //!
 //! Every completion is appended to `OUT/completions.jsonl` as soon as its chunk returns, keyed by
 //! benchmark, problem id, sample index and a settings hash (model hash, template, sampling
@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::benchmark::{Benchmark, Problem};
 use crate::report::{BenchmarkResult, RunResults, Settings, write_reports};
 use crate::score::{Scored, score};
-use crate::{
-    EvalError, FinishReason, GenRequest, Generator, PromptTemplate, SamplingSettings, sha256_hex,
-};
+use crate::{Engine, EvalError, FinishReason, PromptTemplate, Request, Sampling, sha256_hex};
 
 /// File name of the completion log inside the output folder.
 pub const COMPLETIONS_FILE: &str = "completions.jsonl";
@@ -35,10 +33,10 @@ pub struct EvalConfig {
     pub template: PromptTemplate,
     /// Samples per problem.
     pub n: usize,
-    pub sampling: SamplingSettings,
+    pub sampling: Sampling,
     /// k values reported for pass@k and cons@k; empty: 1, 2, 4, … up to n, and n.
     pub ks: Vec<usize>,
-    /// Requests per [`Generator::generate`] call (each request is `n` or fewer samples).
+    /// Requests per [`Engine::generate`] call (each request is `n` or fewer samples).
     pub chunk_size: usize,
     pub verify: VerifyConfig,
     /// Evaluate only the first `limit` problems of each benchmark (smoke tests).
@@ -51,7 +49,7 @@ impl EvalConfig {
             benchmarks,
             template,
             n,
-            sampling: SamplingSettings::default(),
+            sampling: Sampling::default(),
             ks: Vec::new(),
             chunk_size: 64,
             verify: VerifyConfig::default(),
@@ -117,9 +115,9 @@ impl EvalConfig {
     }
 }
 
-/// Hash of everything that changes what a generator returns: the model, the template and the
+/// Hash of everything that changes what an engine returns: the model, the template and the
 /// sampling settings (not `n`: more samples extend a run). 16 hex digits of sha256.
-pub fn settings_hash(model_hash: &str, template: PromptTemplate, s: &SamplingSettings) -> String {
+pub fn settings_hash(model_hash: &str, template: PromptTemplate, s: &Sampling) -> String {
     let canonical = serde_json::json!({
         "model_hash": model_hash,
         "template": template.name(),
@@ -215,7 +213,7 @@ struct Pending {
     problem: usize,
     first_sample: usize,
     prompt_hash: String,
-    request: GenRequest,
+    request: Request,
 }
 
 /// What [`run_eval`] did.
@@ -225,16 +223,16 @@ pub struct RunCounts {
     pub reused: usize,
 }
 
-/// Run every benchmark of `cfg` through `generator`, writing `out/completions.jsonl`,
+/// Run every benchmark of `cfg` through `engine`, writing `out/completions.jsonl`,
 /// `out/results.json`, `out/report.md` and `out/report.html`.
 pub fn run_eval(
-    generator: &dyn Generator,
+    engine: &dyn Engine,
     cfg: &EvalConfig,
     out: &Path,
 ) -> Result<RunResults, EvalError> {
     cfg.validate()?;
     std::fs::create_dir_all(out).map_err(EvalError::io(out))?;
-    let model = generator.describe();
+    let model = engine.info();
     let settings = settings_hash(&model.hash, cfg.template, &cfg.sampling);
     let log_path: PathBuf = out.join(COMPLETIONS_FILE);
     let mut existing = load_existing(&log_path, &settings)?;
@@ -291,10 +289,11 @@ pub fn run_eval(
                     problem: p,
                     first_sample: start,
                     prompt_hash: prompt_hash.clone(),
-                    request: GenRequest {
+                    request: Request {
                         prompt: rendered.input.clone(),
                         n: s - start,
                         sampling,
+                        logprobs: false,
                     },
                 });
             }
@@ -314,18 +313,19 @@ pub fn run_eval(
     if !pending.is_empty() {
         let mut writer = open_for_append(&log_path)?;
         for chunk in pending.chunks(cfg.chunk_size) {
-            let requests: Vec<GenRequest> = chunk.iter().map(|p| p.request.clone()).collect();
-            let outputs = generator.generate(&requests)?;
+            let requests: Vec<Request> = chunk.iter().map(|p| p.request.clone()).collect();
+            let outputs = engine.generate(&requests);
             if outputs.len() != requests.len() {
-                return Err(EvalError::GeneratorShape {
+                return Err(EvalError::EngineShape {
                     request: outputs.len().min(requests.len()),
                     expected: requests.len(),
                     got: outputs.len(),
                 });
             }
-            for (r, (p, outs)) in chunk.iter().zip(outputs).enumerate() {
+            for (r, (p, out)) in chunk.iter().zip(outputs).enumerate() {
+                let outs = out?.samples;
                 if outs.len() != p.request.n {
-                    return Err(EvalError::GeneratorShape {
+                    return Err(EvalError::EngineShape {
                         request: r,
                         expected: p.request.n,
                         got: outs.len(),

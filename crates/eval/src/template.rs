@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::benchmark::{FewShotStyle, Language};
 use crate::fewshot;
-use crate::{EvalError, Message, PromptInput};
+use crate::{EvalError, Message, Prompt};
 
 /// The instruction DeepSeek-R1 recommends for math (R1 paper §3, "Usage recommendations"; the
 /// same sentence DeepSeekMath appends for English zero-shot CoT in
@@ -36,7 +36,7 @@ pub enum PromptTemplate {
 /// A rendered prompt and the stop strings it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedPrompt {
-    pub input: PromptInput,
+    pub input: Prompt,
     /// Stop strings the template needs (added to the run's own).
     pub stop: Vec<String>,
 }
@@ -67,11 +67,11 @@ impl PromptTemplate {
     pub fn render(self, problem: &str, language: Language, style: FewShotStyle) -> RenderedPrompt {
         match self {
             PromptTemplate::R1 => RenderedPrompt {
-                input: PromptInput::Text(format!("{problem}\n{R1_INSTRUCTION}")),
+                input: Prompt::Text(format!("{problem}\n{R1_INSTRUCTION}")),
                 stop: Vec::new(),
             },
             PromptTemplate::Plain => RenderedPrompt {
-                input: PromptInput::Text(problem.to_string()),
+                input: Prompt::Text(problem.to_string()),
                 stop: Vec::new(),
             },
             PromptTemplate::Chat => {
@@ -80,7 +80,7 @@ impl PromptTemplate {
                     Language::Zh => ZH_INSTRUCTION,
                 };
                 RenderedPrompt {
-                    input: PromptInput::Messages(vec![Message::user(format!(
+                    input: Prompt::Messages(vec![Message::user(format!(
                         "{problem}\n{instruction}"
                     ))]),
                     stop: Vec::new(),
@@ -108,7 +108,7 @@ impl PromptTemplate {
                     ),
                 };
                 RenderedPrompt {
-                    input: PromptInput::Text(text.trim().to_string()),
+                    input: Prompt::Text(text.trim().to_string()),
                     stop: vec![stop.to_string()],
                 }
             }
@@ -129,8 +129,8 @@ mod tests {
 
     fn text(r: RenderedPrompt) -> String {
         match r.input {
-            PromptInput::Text(t) => t,
-            PromptInput::Messages(_) => panic!("expected text"),
+            Prompt::Text(t) => t,
+            Prompt::Messages(_) => panic!("expected text"),
         }
     }
 
@@ -176,7 +176,7 @@ mod tests {
         let c = PromptTemplate::Chat.render("求x。", Language::Zh, FewShotStyle::Cmath);
         assert_eq!(
             c.input,
-            PromptInput::Messages(vec![Message::user(
+            Prompt::Messages(vec![Message::user(
                 "求x。\n请通过逐步推理来解答问题，并把最终答案放置于\\boxed{}中。"
             )])
         );

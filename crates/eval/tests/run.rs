@@ -1,11 +1,11 @@
-//! End to end: a fake generator through `run_eval`, a crash midway, resume, reports, compare.
+//! End to end: a fake engine through `run_eval`, a crash midway, resume, reports, compare.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use reasonlab_eval::{
-    Benchmark, EvalConfig, EvalError, FewShotStyle, FieldMap, FinishReason, GenOutput, GenRequest,
-    Generator, Language, ModelInfo, PromptInput, PromptTemplate, compare, load_results, run_eval,
+    Benchmark, Engine, EngineError, EvalConfig, FewShotStyle, FieldMap, FinishReason, Language,
+    ModelInfo, Output, Prompt, PromptTemplate, Request, Sample, compare, load_results, run_eval,
 };
 
 /// Answers "Return N" with `\boxed{N}` (wrong, `\boxed{0}`, for odd samples when `sloppy`),
@@ -13,7 +13,7 @@ use reasonlab_eval::{
 struct Fake {
     fail_on: Option<usize>,
     sloppy: bool,
-    calls: Mutex<Vec<Vec<GenRequest>>>,
+    calls: Mutex<Vec<Vec<Request>>>,
 }
 
 impl Fake {
@@ -35,22 +35,29 @@ impl Fake {
     }
 }
 
-impl Generator for Fake {
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Vec<GenOutput>>, EvalError> {
+impl Engine for Fake {
+    fn generate_streaming(
+        &self,
+        requests: &[Request],
+        _on_delta: &mut dyn FnMut(usize, usize, &str),
+    ) -> Vec<Result<Output, EngineError>> {
         let mut calls = self.calls.lock().unwrap();
         if Some(calls.len()) == self.fail_on {
-            return Err(EvalError::Generator("simulated crash".into()));
+            return requests
+                .iter()
+                .map(|_| Err(EngineError::Internal("simulated crash".into())))
+                .collect();
         }
         calls.push(requests.to_vec());
-        Ok(requests
+        requests
             .iter()
             .map(|r| {
-                let PromptInput::Text(t) = &r.prompt else {
+                let Prompt::Text(t) = &r.prompt else {
                     panic!("plain template gives text")
                 };
                 let answer = t.trim_start_matches("Return ").to_string();
-                (0..r.n)
-                    .map(|j| GenOutput {
+                let samples = (0..r.n)
+                    .map(|j| Sample {
                         text: if self.sloppy && j % 2 == 1 {
                             "\\boxed{0}".into()
                         } else {
@@ -62,13 +69,18 @@ impl Generator for Fake {
                             FinishReason::Stop
                         },
                         completion_tokens: 10 + j,
+                        logprobs: None,
                     })
-                    .collect()
+                    .collect();
+                Ok(Output {
+                    prompt_tokens: 0,
+                    samples,
+                })
             })
-            .collect())
+            .collect()
     }
 
-    fn describe(&self) -> ModelInfo {
+    fn info(&self) -> ModelInfo {
         ModelInfo {
             name: "fake".into(),
             hash: "abc123".into(),

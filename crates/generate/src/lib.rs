@@ -10,6 +10,7 @@
 //! `(seed, prompt index, sample index)` — the same seed gives the same output whatever the
 //! batch composition. Temperature 0 is greedy.
 
+mod engine;
 mod sampler;
 
 use std::cell::Cell;
@@ -19,17 +20,10 @@ use reasonlab_model::{KvCache, Model, ModelError, PadSide, TokenBatch};
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
 
+pub use engine::{LocalEngine, LocalEngineError};
 pub use sampler::{Sampler, SeqRng};
 
-/// Why a sequence ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    /// A stop token or stop string was produced.
-    Stop,
-    /// `max_new_tokens` (or the context) was reached.
-    Length,
-}
+pub use reasonlab_core::engine::FinishReason;
 
 /// Sampling settings (vLLM / OpenAI names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +111,27 @@ pub enum GenerateError {
 }
 
 impl SamplingParams {
+    /// The kernel settings of a protocol [`reasonlab_core::engine::Sampling`]: its filters,
+    /// budget, seed and stop strings, with the engine's own stop ids and batch size.
+    pub fn from_sampling(
+        s: &reasonlab_core::engine::Sampling,
+        stop_token_ids: Vec<u32>,
+        max_batch: usize,
+    ) -> Self {
+        Self {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k.unwrap_or(0),
+            min_p: s.min_p,
+            max_new_tokens: s.max_new_tokens,
+            seed: s.seed,
+            stop_token_ids,
+            stop: s.stop.clone(),
+            logprobs: false,
+            max_batch,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), GenerateError> {
         let bad = |m: &str| Err(GenerateError::Params(m.into()));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {

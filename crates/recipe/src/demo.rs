@@ -387,7 +387,6 @@ pub fn run(
     // R1-Zero GRPO.
     let reward_config = RewardConfig::from_toml(REWARDS)?;
     let rewards = reward_config.build();
-    let names = vec!["accuracy".to_string(), "think_format".to_string()];
     let mut settings = GrpoSettings::preset(Preset::R1Zero);
     settings.group_size = s.group_size;
     settings.prompts_per_step = s.prompts_per_step;
@@ -400,14 +399,9 @@ pub fn run(
     settings.seed = s.seed;
     let tasks: Vec<Task> = train
         .iter()
-        .map(|p| Task {
-            id: p.id.clone(),
-            prompt: prompt(p),
-            gold: Some(p.answer.to_string()),
-            add_special_tokens: true,
-        })
+        .map(|p| Task::new(p.id.clone(), prompt(p), Some(p.answer.to_string())))
         .collect();
-    let mut trainer = GrpoTrainer::new(settings.clone(), model, &tok, &rewards, &names)?;
+    let mut trainer = GrpoTrainer::new(settings.clone(), model, &tok, &rewards)?;
     let metrics_path = out.join("metrics.jsonl");
     let completions_path = out.join("completions.jsonl");
     let mut metrics_w =
@@ -426,7 +420,7 @@ pub fn run(
         on_event(Event::Grpo(&m));
         history.push(m);
     }
-    let model = trainer.policy;
+    let model = trainer.into_policy();
     on_event(Event::Phase("eval (after)", 1));
     let after = evaluate(&model.inference_copy(), &tok, held_out, s, eos)?;
     on_event(Event::Tick);

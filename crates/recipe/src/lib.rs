@@ -1,6 +1,9 @@
-//! Multi-stage recipes built from the stage crates: the R1-Zero demo, and the trace sampling
-//! behind rejection sampling (`reasonlab sample`) and distillation (`reasonlab distill`).
+//! The application layer: run drivers for every stage ([`run`]: each owns its TOML schema and
+//! run folder), where completions come from ([`engines`]), the trace sampling behind rejection
+//! sampling and distillation ([`traces`]), plots, and the R1-Zero demo.
 
 pub mod demo;
+pub mod engines;
 pub mod plots;
+pub mod run;
 pub mod traces;

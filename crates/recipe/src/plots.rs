@@ -617,3 +617,16 @@ mod tests {
         assert!(svg.contains(">Title here</text>") && svg.contains("#1f77b4"));
     }
 }
+
+/// `plots/*.svg|png` and `plots/report.html` of a run folder from its `metrics.jsonl`: one
+/// panel per `(title, keys)`, each key plotted against `step`.
+pub fn write_curves(
+    dir: &crate::run::RunDir,
+    title: &str,
+    panels: &[(&str, &[&str])],
+) -> Result<(), crate::run::RunError> {
+    let rows: Vec<serde_json::Value> =
+        reasonlab_core::jsonl::read(&dir.metrics(), reasonlab_core::jsonl::BadLines::Skip)?;
+    let plots = dir.plots();
+    write_metric_report(&plots, title, &rows, panels).map_err(crate::run::io(&plots))
+}

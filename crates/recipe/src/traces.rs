@@ -1,7 +1,7 @@
 //! Sampling solution traces for SFT: rejection sampling of one's own model (DeepSeek-R1 §2.3.3)
 //! and distillation from a teacher (R1 §2.4) share this loop.
 //!
-//! For each problem, `k` completions come from a [`Generator`] (a local model or an
+//! For each problem, `k` completions come from a [`Engine`] (a local model or an
 //! OpenAI-compatible endpoint), are scored with the configured rewards, filtered
 //! ([`FilterSettings`]) and appended to the output as SFT-ready chat records with provenance.
 //!
@@ -16,11 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use reasonlab_eval::{
-    EvalError, FinishReason, GenOutput, GenRequest, Generator, Message, ModelInfo, PromptInput,
-    SamplingSettings,
+use reasonlab_core::engine::{
+    Engine, EngineError, FinishReason, Message, ModelInfo, Prompt, Request, Sample, Sampling,
 };
-use reasonlab_reward::{Sample, WeightedSum};
+use reasonlab_reward::WeightedSum;
 use serde::{Deserialize, Serialize};
 
 /// Which completions are kept.
@@ -70,7 +69,7 @@ impl Default for FilterSettings {
 pub struct TraceProblem {
     pub id: String,
     /// What is sent to the generator.
-    pub prompt: PromptInput,
+    pub prompt: Prompt,
     /// The user turn of the SFT record (the prompt as the user would write it).
     pub user: String,
     pub gold: Option<String>,
@@ -80,7 +79,7 @@ pub struct TraceProblem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     pub model: ModelInfo,
-    pub sampling: SamplingSettings,
+    pub sampling: Sampling,
     pub sample_index: usize,
     pub reward: f64,
     pub scores: Vec<(String, Option<f64>)>,
@@ -229,20 +228,21 @@ fn score_of(scores: &[(String, Option<f64>)], name: &str) -> Option<f64> {
 /// Filter and turn one problem's completions into records, counting the drops.
 fn select(
     problem: &TraceProblem,
-    outputs: Vec<GenOutput>,
+    outputs: Vec<Sample>,
     rewards: &WeightedSum,
     filter: &FilterSettings,
     model: &ModelInfo,
-    sampling: &SamplingSettings,
+    sampling: &Sampling,
     summary: &mut TraceSummary,
 ) -> Vec<TraceRecord> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (j, o) in outputs.into_iter().enumerate() {
-        let scored = rewards.score_all(&Sample {
+        let scored = rewards.score_all(&reasonlab_reward::Sample {
             completion: &o.text,
             gold: problem.gold.as_deref(),
             problem: Some(&problem.user),
+            extra: None,
         });
         if filter.drop_truncated && o.finish_reason == FinishReason::Length {
             summary.dropped_truncated += 1;
@@ -278,7 +278,7 @@ fn select(
             messages: vec![
                 Message::user(problem.user.clone()),
                 Message {
-                    role: "assistant".into(),
+                    role: reasonlab_core::engine::Role::Assistant,
                     content: o.text,
                 },
             ],
@@ -301,10 +301,10 @@ fn select(
 /// generator call. `on_problem` is called after each finished problem.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
-    generator: &dyn Generator,
+    generator: &dyn Engine,
     problems: &[TraceProblem],
     k: usize,
-    sampling: &SamplingSettings,
+    sampling: &Sampling,
     rewards: &WeightedSum,
     filter: &FilterSettings,
     out: &Path,
@@ -341,12 +341,12 @@ pub fn run(
     };
     let mut out_file = open(out)?;
     let mut ledger_file = open(&ledger)?;
-    let model = generator.describe();
+    let model = generator.info();
     // Per-problem seeds derived from the id, so a rerun samples what the first run would have.
-    let request = |p: &TraceProblem| GenRequest {
+    let request = |p: &TraceProblem| Request {
         prompt: p.prompt.clone(),
         n: k,
-        sampling: SamplingSettings {
+        sampling: Sampling {
             seed: sampling.seed.wrapping_add(
                 reasonlab_core::rng::SplitMix64::seeded(reasonlab_core::hash::fnv1a64(
                     p.id.as_bytes(),
@@ -355,26 +355,35 @@ pub fn run(
             ),
             ..sampling.clone()
         },
+        logprobs: false,
     };
     for group in todo.chunks(chunk.max(1)) {
-        let requests: Vec<GenRequest> = group.iter().map(|p| request(p)).collect();
-        // One call for the chunk; if it fails, each problem alone, so one bad problem (or a
-        // flaky moment of the server) fails only itself.
-        let results: Vec<Result<Vec<GenOutput>, EvalError>> = match generator.generate(&requests) {
-            Ok(all) if all.len() == group.len() => all.into_iter().map(Ok).collect(),
-            _ => requests
-                .iter()
-                .map(|r| {
-                    generator
-                        .generate(std::slice::from_ref(r))
-                        .and_then(|mut v| {
-                            v.pop().ok_or_else(|| {
-                                EvalError::Generator("generator returned no result".into())
-                            })
-                        })
-                })
-                .collect(),
-        };
+        let requests: Vec<Request> = group.iter().map(|p| request(p)).collect();
+        // One call for the chunk; a request that failed is tried once more alone, so a flaky
+        // moment of the server costs nothing and one bad problem fails only itself.
+        let mut results: Vec<Result<Vec<Sample>, EngineError>> = generator
+            .generate(&requests)
+            .into_iter()
+            .map(|r| r.map(|o| o.samples))
+            .collect();
+        results.resize_with(requests.len(), || {
+            Err(EngineError::Internal(
+                "the engine returned no result".into(),
+            ))
+        });
+        for (r, req) in results.iter_mut().zip(&requests) {
+            if r.is_err() {
+                *r = generator
+                    .generate(std::slice::from_ref(req))
+                    .pop()
+                    .unwrap_or_else(|| {
+                        Err(EngineError::Internal(
+                            "the engine returned no result".into(),
+                        ))
+                    })
+                    .map(|o| o.samples);
+            }
+        }
         for ((p, result), req) in group.iter().zip(results).zip(&requests) {
             let line = match result {
                 Ok(outputs) => {
@@ -443,11 +452,11 @@ pub fn problems_from(
         .map(|r| {
             let rendered = template.render(&r.problem, language, style);
             let user = match &rendered.input {
-                PromptInput::Text(t) => t.clone(),
-                PromptInput::Messages(m) => m
+                Prompt::Text(t) => t.clone(),
+                Prompt::Messages(m) => m
                     .iter()
                     .rev()
-                    .find(|m| m.role == "user")
+                    .find(|m| m.role == reasonlab_core::engine::Role::User)
                     .map(|m| m.content.clone())
                     .unwrap_or_else(|| r.problem.clone()),
             };

@@ -11,6 +11,10 @@ pub struct Accuracy {
 }
 
 impl Reward for Accuracy {
+    fn kind(&self) -> crate::RewardKind {
+        crate::RewardKind::Accuracy
+    }
+
     fn name(&self) -> &str {
         "accuracy"
     }
@@ -33,6 +37,7 @@ mod tests {
             completion: c,
             gold: g,
             problem: None,
+            extra: None,
         };
         assert_eq!(
             acc.score(&s("<think>x</think> \\boxed{4}", Some("4"))),

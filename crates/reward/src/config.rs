@@ -227,6 +227,16 @@ impl WeightedSum {
         }
     }
 
+    /// The position of the first reward of `kind` (its index in [`Scored::scores`]).
+    pub fn position(&self, kind: crate::RewardKind) -> Option<usize> {
+        self.parts.iter().position(|(_, _, r)| r.kind() == kind)
+    }
+
+    /// The rewards' names, in output order.
+    pub fn names(&self) -> Vec<String> {
+        self.parts.iter().map(|(n, _, _)| n.clone()).collect()
+    }
+
     /// Scores one sample with every reward.
     pub fn score_all(&self, sample: &Sample<'_>) -> Scored {
         let mut total = 0.0;
@@ -279,6 +289,7 @@ target = "latin"
             completion: "<think>we add the numbers</think> \\boxed{4}",
             gold: Some("4"),
             problem: None,
+            extra: None,
         });
         assert_eq!(s.scores.len(), 3);
         assert!((s.total - 1.75).abs() < 1e-12, "{s:?}");
@@ -286,6 +297,7 @@ target = "latin"
             completion: "\\boxed{5}",
             gold: Some("4"),
             problem: None,
+            extra: None,
         });
         // Accuracy 0, format 0, no words in the reasoning: language is not applicable.
         assert_eq!(wrong.scores[2].1, None);

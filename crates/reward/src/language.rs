@@ -44,6 +44,10 @@ impl LanguageConsistency {
 }
 
 impl Reward for LanguageConsistency {
+    fn kind(&self) -> crate::RewardKind {
+        crate::RewardKind::LanguageConsistency
+    }
+
     fn name(&self) -> &str {
         "language_consistency"
     }
@@ -66,6 +70,7 @@ mod tests {
             completion,
             gold: None,
             problem: None,
+            extra: None,
         })
     }
 

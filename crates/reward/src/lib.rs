@@ -32,6 +32,21 @@ pub struct Sample<'a> {
     pub gold: Option<&'a str>,
     /// The problem text (used for multiple-choice options).
     pub problem: Option<&'a str>,
+    /// The dataset row's other columns, for rewards that need them (as TRL passes extra
+    /// columns to reward functions); `None` when the caller has none.
+    pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What a reward measures, so that callers find a reward by its kind rather than its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// The final answer matches the reference (the accuracy metric of a GRPO run).
+    Accuracy,
+    ThinkFormat,
+    LanguageConsistency,
+    /// A reward defined outside this crate.
+    Custom,
 }
 
 /// A reward: a score, or `None` when it does not apply to this sample (for example accuracy
@@ -39,6 +54,10 @@ pub struct Sample<'a> {
 pub trait Reward: Send + Sync {
     /// A short stable name, used as the key in reward output.
     fn name(&self) -> &str;
+    /// What it measures; rewards defined outside this crate are [`RewardKind::Custom`].
+    fn kind(&self) -> RewardKind {
+        RewardKind::Custom
+    }
     /// The score, usually in `[0, 1]`.
     fn score(&self, sample: &Sample<'_>) -> Option<f64>;
 }

@@ -255,6 +255,7 @@ pub fn reward_stream(
                                 completion: &completion,
                                 gold: gold.as_deref(),
                                 problem: problem.as_deref(),
+                                extra: None,
                             });
                             let mut rewards = Map::new();
                             for (name, score) in s.scores {

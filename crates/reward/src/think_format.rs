@@ -71,6 +71,10 @@ impl ThinkFormat {
 }
 
 impl Reward for ThinkFormat {
+    fn kind(&self) -> crate::RewardKind {
+        crate::RewardKind::ThinkFormat
+    }
+
     fn name(&self) -> &str {
         "think_format"
     }

@@ -1,4 +1,4 @@
-//! A blocking OpenAI-compatible client implementing [`reasonlab_eval::Generator`].
+//! A blocking OpenAI-compatible client implementing the generation protocol's [`Engine`].
 //!
 //! Text prompts go to `POST {base}/v1/completions`, message lists to
 //! `POST {base}/v1/chat/completions` (OpenAI API reference; vLLM's server accepts the extra
@@ -11,16 +11,22 @@
 //! `n` support (llama.cpp) work. [`NMode::Native`] sends `n` once (shares the prompt's prefill on
 //! vLLM); `usage.completion_tokens` is then a total, which is split over the choices in
 //! proportion to their length, and missing choices are requested again.
+//!
+//! A request that asks for log-probs sends `logprobs` (`1` to `/v1/completions`, `true` to
+//! `/v1/chat/completions`) and reads them back in either shape. A request the server rejects
+//! (4xx) fails alone; a server that stays down fails the request and abandons the rest of the
+//! batch.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reasonlab_eval::{
-    EvalError, FinishReason, GenOutput, GenRequest, Generator, ModelInfo, PromptInput, sha256_hex,
+use reasonlab_core::engine::{
+    Engine, EngineError, ModelInfo, Output, Prompt, Request, Sample, sha256_hex,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::wire::{CompletionResponse, WireMessage};
 
 /// How `n > 1` samples are requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,9 +102,15 @@ pub enum ClientError {
     InvalidSetting { name: &'static str, value: String },
 }
 
-impl From<ClientError> for EvalError {
+impl From<ClientError> for EngineError {
+    /// A request the server refused (4xx) is invalid; anything else is an engine failure.
     fn from(e: ClientError) -> Self {
-        EvalError::Generator(e.to_string())
+        match e {
+            ClientError::Status { status, .. } if (400..500).contains(&status) => {
+                EngineError::Invalid(e.to_string())
+            }
+            _ => EngineError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -108,40 +120,6 @@ pub struct OpenAiClient {
     http: reqwest::blocking::Client,
     api_key: Option<String>,
     root: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Choice {
-    #[serde(default)]
-    index: usize,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    message: Option<ChatMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
-    #[serde(default)]
-    content: Option<String>,
-    /// vLLM / SGLang reasoning parsers and DeepSeek's API put the thinking here.
-    #[serde(default)]
-    reasoning_content: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Usage {
-    #[serde(default)]
-    completion_tokens: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct Response {
-    choices: Vec<Choice>,
-    #[serde(default)]
-    usage: Option<Usage>,
 }
 
 impl OpenAiClient {
@@ -243,19 +221,27 @@ impl OpenAiClient {
         })
     }
 
-    /// One HTTP call for `n` samples of `req` with `seed`; returns the outputs in choice order.
-    fn call(&self, req: &GenRequest, n: usize, seed: u64) -> Result<Vec<GenOutput>, ClientError> {
+    /// One HTTP call for `n` samples of `req` with `seed`: the samples in choice order and
+    /// the prompt's token count.
+    fn call(
+        &self,
+        req: &Request,
+        n: usize,
+        seed: u64,
+    ) -> Result<(Vec<Sample>, usize), ClientError> {
         let s = &req.sampling;
         let (path, mut body) = match &req.prompt {
-            PromptInput::Text(t) => (
+            Prompt::Text(t) => (
                 "/v1/completions",
                 json!({ "model": self.cfg.model, "prompt": t }),
             ),
-            PromptInput::Messages(m) => (
+            Prompt::Messages(m) => (
                 "/v1/chat/completions",
-                json!({ "model": self.cfg.model, "messages": m }),
+                json!({ "model": self.cfg.model,
+                        "messages": m.iter().map(WireMessage::from).collect::<Vec<_>>() }),
             ),
         };
+        let chat = matches!(req.prompt, Prompt::Messages(_));
         let obj = body.as_object_mut().expect("json! object");
         obj.insert("n".into(), json!(n));
         obj.insert("temperature".into(), json!(s.temperature));
@@ -265,21 +251,29 @@ impl OpenAiClient {
         if let Some(k) = s.top_k {
             obj.insert("top_k".into(), json!(k));
         }
+        if s.min_p > 0.0 {
+            obj.insert("min_p".into(), json!(s.min_p));
+        }
         if !s.stop.is_empty() {
             obj.insert("stop".into(), json!(s.stop));
         }
+        if req.logprobs {
+            obj.insert("logprobs".into(), if chat { json!(true) } else { json!(1) });
+        }
         let url = format!("{}{path}", self.root);
         let value = self.post(path, &body)?;
-        let resp: Response =
+        let resp: CompletionResponse =
             serde_json::from_value(value).map_err(|e| ClientError::BadResponse {
                 url: url.clone(),
                 message: e.to_string(),
             })?;
         let mut choices = resp.choices;
         choices.sort_by_key(|c| c.index);
-        let total_tokens = resp.usage.map(|u| u.completion_tokens).unwrap_or(0);
+        let usage = resp.usage.unwrap_or_default();
+        let total_tokens = usage.completion_tokens;
         let mut outs = Vec::with_capacity(choices.len());
         for c in choices.into_iter().take(n) {
+            let finish_reason = c.finish();
             let text = match (c.text, c.message) {
                 (Some(t), _) => t,
                 (None, Some(m)) => {
@@ -296,14 +290,15 @@ impl OpenAiClient {
                     });
                 }
             };
-            let finish_reason = match c.finish_reason.as_deref() {
-                Some("length") => FinishReason::Length,
-                _ => FinishReason::Stop,
-            };
-            outs.push(GenOutput {
+            outs.push(Sample {
                 text,
                 finish_reason,
                 completion_tokens: 0,
+                logprobs: if req.logprobs {
+                    c.logprobs.map(|l| l.into_tokens())
+                } else {
+                    None
+                },
             });
         }
         // usage.completion_tokens covers all choices: exact for one, split by length otherwise.
@@ -319,21 +314,22 @@ impl OpenAiClient {
                     as usize
             };
         }
-        Ok(outs)
+        Ok((outs, usage.prompt_tokens))
     }
 
-    /// All `req.n` samples of one request.
+    /// Samples of one request: sample `j` alone in split mode, all of them otherwise.
     fn samples(
         &self,
-        req: &GenRequest,
+        req: &Request,
         split_index: Option<usize>,
-    ) -> Result<Vec<GenOutput>, ClientError> {
+    ) -> Result<(Vec<Sample>, usize), ClientError> {
         match split_index {
             Some(j) => self.call(req, 1, req.sampling.seed.wrapping_add(j as u64)),
             None => {
                 let mut outs = Vec::with_capacity(req.n);
+                let mut prompt_tokens = 0;
                 while outs.len() < req.n {
-                    let got = self.call(
+                    let (got, p) = self.call(
                         req,
                         req.n - outs.len(),
                         req.sampling.seed.wrapping_add(outs.len() as u64),
@@ -344,19 +340,34 @@ impl OpenAiClient {
                             message: "no choices returned".into(),
                         });
                     }
+                    prompt_tokens = p;
                     outs.extend(got);
                 }
-                Ok(outs)
+                Ok((outs, prompt_tokens))
             }
         }
     }
 }
 
 /// The outputs of one job, filled in by a worker thread.
-type JobResult = Result<Vec<GenOutput>, ClientError>;
+type JobResult = Result<(Vec<Sample>, usize), ClientError>;
 
-impl Generator for OpenAiClient {
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Vec<GenOutput>>, EvalError> {
+impl Engine for OpenAiClient {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            name: self.cfg.model.clone(),
+            // No model files to hash behind an endpoint: the server and model name stand in.
+            hash: sha256_hex(format!("{}\n{}", self.root, self.cfg.model).as_bytes()),
+            location: self.root.clone(),
+        }
+    }
+
+    /// Completions arrive whole: no deltas are sent.
+    fn generate_streaming(
+        &self,
+        requests: &[Request],
+        _on_delta: &mut dyn FnMut(usize, usize, &str),
+    ) -> Vec<Result<Output, EngineError>> {
         // Work items: (request, Some(sample)) in split mode, (request, None) in native mode.
         let jobs: Vec<(usize, Option<usize>)> = requests
             .iter()
@@ -369,13 +380,14 @@ impl Generator for OpenAiClient {
         let results: Vec<Mutex<Option<JobResult>>> =
             jobs.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
-        let failed = std::sync::atomic::AtomicBool::new(false);
+        // Set when the server stayed unreachable: the remaining jobs are abandoned.
+        let down = std::sync::atomic::AtomicBool::new(false);
         let workers = self.cfg.concurrency.min(jobs.len()).max(1);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
                     loop {
-                        if failed.load(Ordering::Relaxed) {
+                        if down.load(Ordering::Relaxed) {
                             break;
                         }
                         let j = next.fetch_add(1, Ordering::Relaxed);
@@ -383,8 +395,11 @@ impl Generator for OpenAiClient {
                             break;
                         };
                         let r = self.samples(&requests[i], split);
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
+                        if matches!(
+                            r,
+                            Err(ClientError::Exhausted { .. } | ClientError::Transport { .. })
+                        ) {
+                            down.store(true, Ordering::Relaxed);
                         }
                         if let Ok(mut slot) = results[j].lock() {
                             *slot = Some(r);
@@ -393,31 +408,32 @@ impl Generator for OpenAiClient {
                 });
             }
         });
-        let mut outs: Vec<Vec<GenOutput>> =
-            requests.iter().map(|r| Vec::with_capacity(r.n)).collect();
+        let mut outs: Vec<Result<Output, EngineError>> = requests
+            .iter()
+            .map(|r| {
+                Ok(Output {
+                    prompt_tokens: 0,
+                    samples: Vec::with_capacity(r.n),
+                })
+            })
+            .collect();
         for ((i, _), slot) in jobs.iter().zip(results) {
-            let r = slot
-                .into_inner()
-                .map_err(|_| EvalError::Generator("a worker thread panicked".into()))?;
-            match r {
-                Some(Ok(o)) => outs[*i].extend(o),
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    return Err(EvalError::Generator(
-                        "request abandoned after an earlier failure".into(),
-                    ));
+            let r = match slot.into_inner() {
+                Ok(Some(r)) => r.map_err(EngineError::from),
+                Ok(None) => Err(EngineError::Internal(
+                    "request abandoned after the server stayed unreachable".into(),
+                )),
+                Err(_) => Err(EngineError::Internal("a worker thread panicked".into())),
+            };
+            match (&mut outs[*i], r) {
+                (Ok(o), Ok((samples, prompt_tokens))) => {
+                    o.samples.extend(samples);
+                    o.prompt_tokens = prompt_tokens;
                 }
+                (slot @ Ok(_), Err(e)) => *slot = Err(e),
+                (Err(_), _) => {}
             }
         }
-        Ok(outs)
-    }
-
-    fn describe(&self) -> ModelInfo {
-        ModelInfo {
-            name: self.cfg.model.clone(),
-            // No model files to hash behind an endpoint: the server and model name stand in.
-            hash: sha256_hex(format!("{}\n{}", self.root, self.cfg.model).as_bytes()),
-            location: self.root.clone(),
-        }
+        outs
     }
 }

@@ -1,8 +1,8 @@
 //! An OpenAI-compatible HTTP server in front of an [`Engine`].
 //!
 //! Routes: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (OpenAI API
-//! reference) with `model`, `prompt` / `messages`, `n`, `temperature`, `top_p`, `top_k` (vLLM's
-//! extension), `max_tokens` (`max_completion_tokens` too), `stop` (string or list), `seed`,
+//! reference) with `model`, `prompt` / `messages`, `n`, `temperature`, `top_p`, `top_k` and
+//! `min_p` (vLLM's extensions), `max_tokens` (`max_completion_tokens` too), `stop` (string or list), `seed`,
 //! `logprobs` and `stream` (server-sent events, `data: [DONE]` at the end).
 //!
 //! **Batching.** Handlers do not call the engine; they queue the request to one batcher thread,
@@ -33,68 +33,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use reasonlab_eval::{FinishReason, Message, PromptInput, SamplingSettings};
+use reasonlab_core::engine::{
+    Engine, EngineError, FinishReason, Message, Output, Prompt, Request, Sampling,
+};
 use serde::Deserialize;
+
+use crate::wire::{Choice, ChoiceMessage, CompletionResponse, Logprobs, Usage, WireMessage};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-
-/// One request as the engine sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineRequest {
-    pub prompt: PromptInput,
-    pub n: usize,
-    /// Sample `j` uses seed `sampling.seed + j`.
-    pub sampling: SamplingSettings,
-    /// Return each sampled token with its log-probability.
-    pub logprobs: bool,
-}
-
-/// One sample of a request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineSample {
-    pub text: String,
-    pub finish_reason: FinishReason,
-    pub completion_tokens: usize,
-    /// `(token text, log p)` per generated token, when asked for.
-    pub logprobs: Option<Vec<(String, f32)>>,
-}
-
-/// Everything a request produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineOutput {
-    pub prompt_tokens: usize,
-    pub samples: Vec<EngineSample>,
-}
-
-/// A request the engine rejected, or an engine failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EngineError {
-    /// The request cannot be served (prompt too long for the context, …): HTTP 400.
-    #[error("{0}")]
-    Invalid(String),
-    /// Something broke: HTTP 500.
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// What the server runs requests on (the CLI implements it for a local model).
-pub trait Engine: Send + Sync + 'static {
-    /// The model id clients must send.
-    fn model_id(&self) -> String;
-    /// Run a batch; one result per request, in order.
-    fn generate(&self, requests: &[EngineRequest]) -> Vec<Result<EngineOutput, EngineError>> {
-        self.generate_streaming(requests, &mut |_, _, _| {})
-    }
-
-    /// Like [`Engine::generate`], calling `on_delta(request, sample, text)` with new text as it
-    /// is decoded. The deltas of a sample are a prefix of its final text; whatever they did not
-    /// cover is sent when the sample finishes.
-    fn generate_streaming(
-        &self,
-        requests: &[EngineRequest],
-        on_delta: &mut dyn FnMut(usize, usize, &str),
-    ) -> Vec<Result<EngineOutput, EngineError>>;
-}
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -142,13 +88,13 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-type Reply = oneshot::Sender<Result<EngineOutput, EngineError>>;
+type Reply = oneshot::Sender<Result<Output, EngineError>>;
 
 /// `(sample, text delta)` of a streamed request.
 type Deltas = tokio::sync::mpsc::UnboundedSender<(usize, String)>;
 
 struct Job {
-    request: EngineRequest,
+    request: Request,
     reply: Reply,
     /// Set for `stream: true` requests.
     stream: Option<Deltas>,
@@ -173,7 +119,7 @@ fn batcher(engine: Arc<dyn Engine>, rx: std_mpsc::Receiver<Job>, max: usize, wai
                 Err(_) => break,
             }
         }
-        let requests: Vec<EngineRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+        let requests: Vec<Request> = jobs.iter().map(|j| j.request.clone()).collect();
         let streams: Vec<Option<Deltas>> = jobs.iter_mut().map(|j| j.stream.take()).collect();
         let results = engine.generate_streaming(&requests, &mut |r, sample, delta| {
             if let Some(Some(tx)) = streams.get(r) {
@@ -285,6 +231,7 @@ struct CommonBody {
     temperature: Option<f64>,
     top_p: Option<f64>,
     top_k: Option<i64>,
+    min_p: Option<f64>,
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
     stop: Option<StopField>,
@@ -303,7 +250,7 @@ struct CompletionBody {
 
 #[derive(Debug, Deserialize)]
 struct ChatBody {
-    messages: Vec<Message>,
+    messages: Vec<WireMessage>,
     #[serde(flatten)]
     common: CommonBody,
 }
@@ -313,11 +260,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 /// Validate the shared fields into an engine request (prompt filled in by the caller).
-fn engine_request(
-    state: &AppState,
-    c: &CommonBody,
-    prompt: PromptInput,
-) -> Result<EngineRequest, ApiError> {
+fn engine_request(state: &AppState, c: &CommonBody, prompt: Prompt) -> Result<Request, ApiError> {
     match &c.model {
         Some(m) if *m == state.model_id => {}
         Some(m) => {
@@ -374,6 +317,10 @@ fn engine_request(
             ));
         }
     };
+    let min_p = c.min_p.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&min_p) {
+        return Err(bad_request("`min_p` must be in [0, 1]", Some("min_p")));
+    }
     let seed = match &c.seed {
         // u64 seeds (what our client sends) and negative i64 ones (wrapped) are both fine.
         Some(s) => match (s.as_u64(), s.as_i64()) {
@@ -400,13 +347,14 @@ fn engine_request(
             ));
         }
     };
-    Ok(EngineRequest {
+    Ok(Request {
         prompt,
         n: n as usize,
-        sampling: SamplingSettings {
+        sampling: Sampling {
             temperature: temperature as f32,
             top_p: top_p as f32,
             top_k,
+            min_p: min_p as f32,
             max_new_tokens: max_tokens as usize,
             seed,
             stop,
@@ -415,7 +363,7 @@ fn engine_request(
     })
 }
 
-async fn run_engine(state: &AppState, request: EngineRequest) -> Result<EngineOutput, ApiError> {
+async fn run_engine(state: &AppState, request: Request) -> Result<Output, ApiError> {
     let (tx, rx) = oneshot::channel();
     enqueue(state, request, tx, None)?;
     engine_result(rx.await)
@@ -423,7 +371,7 @@ async fn run_engine(state: &AppState, request: EngineRequest) -> Result<EngineOu
 
 fn enqueue(
     state: &AppState,
-    request: EngineRequest,
+    request: Request,
     reply: Reply,
     stream: Option<Deltas>,
 ) -> Result<(), ApiError> {
@@ -445,8 +393,8 @@ fn enqueue(
 }
 
 fn engine_result(
-    r: Result<Result<EngineOutput, EngineError>, oneshot::error::RecvError>,
-) -> Result<EngineOutput, ApiError> {
+    r: Result<Result<Output, EngineError>, oneshot::error::RecvError>,
+) -> Result<Output, ApiError> {
     match r {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(EngineError::Invalid(m))) => Err(bad_request(m, None)),
@@ -462,13 +410,6 @@ fn engine_result(
             "the engine dropped the request",
             None,
         )),
-    }
-}
-
-fn finish(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
     }
 }
 
@@ -493,33 +434,30 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn usage(out: &EngineOutput) -> Value {
+fn usage(out: &Output) -> Usage {
     let completion: usize = out.samples.iter().map(|s| s.completion_tokens).sum();
-    json!({"prompt_tokens": out.prompt_tokens, "completion_tokens": completion,
-           "total_tokens": out.prompt_tokens + completion})
+    Usage {
+        prompt_tokens: out.prompt_tokens,
+        completion_tokens: completion,
+        total_tokens: out.prompt_tokens + completion,
+    }
 }
 
 /// The `choices` of a response; `chat` picks the chat shapes.
-fn choices(out: &EngineOutput, chat: bool) -> Vec<Value> {
+fn choices(out: &Output, chat: bool) -> Vec<Choice> {
     out.samples
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let logprobs = s.logprobs.as_ref().map(|lp| {
-                if chat {
-                    json!({"content": lp.iter().map(|(t, p)| json!({"token": t, "logprob": p})).collect::<Vec<_>>()})
-                } else {
-                    json!({"tokens": lp.iter().map(|x| &x.0).collect::<Vec<_>>(),
-                           "token_logprobs": lp.iter().map(|x| x.1).collect::<Vec<_>>()})
-                }
-            });
-            if chat {
-                json!({"index": i, "message": {"role": "assistant", "content": s.text},
-                       "finish_reason": finish(s.finish_reason), "logprobs": logprobs})
-            } else {
-                json!({"index": i, "text": s.text, "finish_reason": finish(s.finish_reason),
-                       "logprobs": logprobs})
-            }
+        .map(|(i, s)| Choice {
+            index: i,
+            text: (!chat).then(|| s.text.clone()),
+            message: chat.then(|| ChoiceMessage {
+                role: Some("assistant".into()),
+                content: Some(s.text.clone()),
+                reasoning_content: None,
+            }),
+            finish_reason: Some(s.finish_reason.as_str().into()),
+            logprobs: s.logprobs.as_ref().map(|lp| Logprobs::new(lp, chat)),
         })
         .collect()
 }
@@ -558,10 +496,10 @@ impl StreamHead {
                 (Some(t), false) => json!({"content": t}),
                 (None, _) => json!({}),
             };
-            json!({"index": i, "delta": delta, "finish_reason": finish_reason.map(finish)})
+            json!({"index": i, "delta": delta, "finish_reason": finish_reason.map(FinishReason::as_str)})
         } else {
             json!({"index": i, "text": text.unwrap_or(""),
-                   "finish_reason": finish_reason.map(finish)})
+                   "finish_reason": finish_reason.map(FinishReason::as_str)})
         };
         event(
             &json!({"id": self.id, "object": object, "created": self.created,
@@ -576,7 +514,7 @@ impl StreamHead {
 /// responses; later ones become an `error` event.
 async fn stream(
     state: &AppState,
-    request: EngineRequest,
+    request: Request,
     chat: bool,
     id: String,
 ) -> Result<Response, ApiError> {
@@ -650,7 +588,7 @@ async fn stream(
 
 /// The closing events of a stream: each sample's unsent text, its finish reason, `[DONE]`.
 fn finished_events(
-    out: &EngineOutput,
+    out: &Output,
     head: &StreamHead,
     sent: &[usize],
     first_of: &mut [bool],
@@ -681,6 +619,10 @@ fn sse_body(events: Vec<Bytes>) -> Response {
         .into_response()
 }
 
+fn typed_response<T: serde::Serialize>(body: &T) -> Response {
+    json_response(serde_json::to_value(body).unwrap_or(Value::Null))
+}
+
 fn json_response(body: Value) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -708,16 +650,20 @@ async fn completions(
             ));
         }
     };
-    let er = engine_request(&state, &req.common, PromptInput::Text(prompt))?;
+    let er = engine_request(&state, &req.common, Prompt::Text(prompt))?;
     let id = new_id("cmpl");
     if req.common.stream {
         return stream(&state, er, false, id).await;
     }
     let out = run_engine(&state, er).await?;
-    Ok(json_response(json!({
-        "id": id, "object": "text_completion", "created": now(), "model": state.model_id,
-        "choices": choices(&out, false), "usage": usage(&out)
-    })))
+    Ok(typed_response(&CompletionResponse {
+        id,
+        object: "text_completion".into(),
+        created: now(),
+        model: state.model_id.clone(),
+        choices: choices(&out, false),
+        usage: Some(usage(&out)),
+    }))
 }
 
 async fn chat_completions(
@@ -733,16 +679,27 @@ async fn chat_completions(
             Some("messages"),
         ));
     }
-    let er = engine_request(&state, &req.common, PromptInput::Messages(req.messages))?;
+    let messages = req
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| m.into_message(i))
+        .collect::<Result<Vec<Message>, _>>()
+        .map_err(|e| bad_request(e.to_string(), Some("messages")))?;
+    let er = engine_request(&state, &req.common, Prompt::Messages(messages))?;
     let id = new_id("chatcmpl");
     if req.common.stream {
         return stream(&state, er, true, id).await;
     }
     let out = run_engine(&state, er).await?;
-    Ok(json_response(json!({
-        "id": id, "object": "chat.completion", "created": now(), "model": state.model_id,
-        "choices": choices(&out, true), "usage": usage(&out)
-    })))
+    Ok(typed_response(&CompletionResponse {
+        id,
+        object: "chat.completion".into(),
+        created: now(),
+        model: state.model_id.clone(),
+        choices: choices(&out, true),
+        usage: Some(usage(&out)),
+    }))
 }
 
 async fn models(
@@ -830,7 +787,7 @@ impl Drop for ServerHandle {
 fn build(engine: Arc<dyn Engine>, cfg: ServerConfig) -> (Router, std::thread::JoinHandle<()>) {
     let (tx, rx) = std_mpsc::channel();
     let (max, wait) = (cfg.max_batch.max(1), cfg.batch_wait);
-    let model_id = engine.model_id();
+    let model_id = engine.info().name;
     let batch_thread = std::thread::spawn(move || batcher(engine, rx, max, wait));
     let max_body = cfg.max_body_bytes;
     let state = Arc::new(AppState {

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reasonlab_eval::{FinishReason, GenRequest, Generator, Message, PromptInput, SamplingSettings};
+use reasonlab_core::engine::{
+    Engine, EngineError, FinishReason, Message, Prompt, Request, Sample, Sampling,
+};
 use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
 use serde_json::{Value, json};
 
@@ -127,19 +129,33 @@ fn config(url: &str) -> ClientConfig {
     c
 }
 
-fn request(prompt: PromptInput, n: usize) -> GenRequest {
-    GenRequest {
+fn request(prompt: Prompt, n: usize) -> Request {
+    Request {
         prompt,
         n,
-        sampling: SamplingSettings {
+        sampling: Sampling {
             temperature: 0.6,
             top_p: 0.95,
             top_k: None,
             max_new_tokens: 64,
             seed: 100,
             stop: vec!["\nQ:".into()],
+            ..Sampling::default()
         },
+        logprobs: false,
     }
+}
+
+/// The samples of every request, or the first request's error.
+fn samples_of(
+    client: &OpenAiClient,
+    requests: &[Request],
+) -> Result<Vec<Vec<Sample>>, EngineError> {
+    client
+        .generate(requests)
+        .into_iter()
+        .map(|r| r.map(|o| o.samples))
+        .collect()
 }
 
 #[test]
@@ -152,9 +168,7 @@ fn text_prompts_use_completions_with_every_setting() {
         )
     }));
     let client = OpenAiClient::new(config(&format!("{}/v1/", server.url))).unwrap();
-    let out = client
-        .generate(&[request(PromptInput::Text("1+1=".into()), 3)])
-        .unwrap();
+    let out = samples_of(&client, &[request(Prompt::Text("1+1=".into()), 3)]).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].len(), 3);
     assert!(
@@ -196,9 +210,7 @@ fn messages_use_chat_completions_and_keep_reasoning() {
     cfg.api_key_env = Some("REASONLAB_SURELY_UNSET_KEY".into());
     let client = OpenAiClient::new(cfg).unwrap();
     let msgs = vec![Message::user("2+2?")];
-    let out = client
-        .generate(&[request(PromptInput::Messages(msgs), 1)])
-        .unwrap();
+    let out = samples_of(&client, &[request(Prompt::Messages(msgs), 1)]).unwrap();
     assert_eq!(out[0][0].text, "<think>\n2+2\n</think>\n\n\\boxed{4}");
     assert_eq!(out[0][0].completion_tokens, 9);
     let seen = server.seen.lock().unwrap();
@@ -218,9 +230,7 @@ fn retries_500_and_429_then_succeeds() {
         _ => (200, completion("ok", "stop", 1), None),
     }));
     let client = OpenAiClient::new(config(&server.url)).unwrap();
-    let out = client
-        .generate(&[request(PromptInput::Text("x".into()), 1)])
-        .unwrap();
+    let out = samples_of(&client, &[request(Prompt::Text("x".into()), 1)]).unwrap();
     assert_eq!(out[0][0].text, "ok");
     assert_eq!(server.seen.lock().unwrap().len(), 3);
 }
@@ -235,8 +245,7 @@ fn client_errors_fail_fast_with_the_body() {
         )
     }));
     let client = OpenAiClient::new(config(&server.url)).unwrap();
-    let err = client
-        .generate(&[request(PromptInput::Text("x".into()), 1)])
+    let err = samples_of(&client, &[request(Prompt::Text("x".into()), 1)])
         .unwrap_err()
         .to_string();
     assert!(
@@ -250,8 +259,7 @@ fn client_errors_fail_fast_with_the_body() {
 fn persistent_5xx_gives_up_after_max_retries() {
     let server = serve(Box::new(|_, _| (503, "{}".into(), None)));
     let client = OpenAiClient::new(config(&server.url)).unwrap();
-    let err = client
-        .generate(&[request(PromptInput::Text("x".into()), 1)])
+    let err = samples_of(&client, &[request(Prompt::Text("x".into()), 1)])
         .unwrap_err()
         .to_string();
     assert!(err.contains("gave up after 4 attempts"), "{err}");
@@ -266,8 +274,7 @@ fn connection_refused_is_retried_then_reported() {
         .unwrap()
         .port();
     let client = OpenAiClient::new(config(&format!("http://127.0.0.1:{port}"))).unwrap();
-    let err = client
-        .generate(&[request(PromptInput::Text("x".into()), 1)])
+    let err = samples_of(&client, &[request(Prompt::Text("x".into()), 1)])
         .unwrap_err()
         .to_string();
     assert!(err.contains("gave up after 4 attempts"), "{err}");
@@ -282,9 +289,7 @@ fn timeout_is_retried() {
     let mut cfg = config(&server.url);
     cfg.timeout = Duration::from_millis(300);
     let client = OpenAiClient::new(cfg).unwrap();
-    let out = client
-        .generate(&[request(PromptInput::Text("x".into()), 1)])
-        .unwrap();
+    let out = samples_of(&client, &[request(Prompt::Text("x".into()), 1)]).unwrap();
     assert_eq!(out[0][0].text, "late");
     assert_eq!(server.seen.lock().unwrap().len(), 2);
 }
@@ -302,10 +307,10 @@ fn bounded_concurrency_answers_everything_in_order() {
     let mut cfg = config(&server.url);
     cfg.concurrency = 6;
     let client = OpenAiClient::new(cfg).unwrap();
-    let requests: Vec<GenRequest> = (0..32)
-        .map(|i| request(PromptInput::Text(format!("p{i}")), 2))
+    let requests: Vec<Request> = (0..32)
+        .map(|i| request(Prompt::Text(format!("p{i}")), 2))
         .collect();
-    let out = client.generate(&requests).unwrap();
+    let out = samples_of(&client, &requests).unwrap();
     assert_eq!(out.len(), 32);
     for (i, o) in out.iter().enumerate() {
         assert_eq!(o.len(), 2);
@@ -334,9 +339,7 @@ fn native_n_requests_missing_choices_again() {
     let mut cfg = config(&server.url);
     cfg.n_mode = NMode::Native;
     let client = OpenAiClient::new(cfg).unwrap();
-    let out = client
-        .generate(&[request(PromptInput::Text("x".into()), 3)])
-        .unwrap();
+    let out = samples_of(&client, &[request(Prompt::Text("x".into()), 3)]).unwrap();
     assert_eq!(out[0].len(), 3);
     // 6 tokens over texts of 2 and 4 chars: 2 and 4.
     assert_eq!(out[0][0].completion_tokens, 2);
@@ -361,8 +364,8 @@ fn describe_hashes_endpoint_and_model() {
     let a = OpenAiClient::new(ClientConfig::new("http://h:1/v1", "m")).unwrap();
     let b = OpenAiClient::new(ClientConfig::new("http://h:1", "m")).unwrap();
     let c = OpenAiClient::new(ClientConfig::new("http://h:1", "m2")).unwrap();
-    assert_eq!(a.describe().hash, b.describe().hash);
-    assert_ne!(a.describe().hash, c.describe().hash);
+    assert_eq!(a.info().hash, b.info().hash);
+    assert_ne!(a.info().hash, c.info().hash);
     assert!(OpenAiClient::new(ClientConfig::new("h:1", "m")).is_err());
 }
 

@@ -15,7 +15,6 @@ mod template;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use template::ChatTemplate;
@@ -46,31 +45,7 @@ pub fn copy_side_files(src: &Path, dst: &Path) -> Result<(), TokenizeError> {
     Ok(())
 }
 
-/// Who speaks a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-    Tool,
-}
-
-/// One chat message as chat templates see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: Role,
-    pub content: String,
-}
-
-impl Message {
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-        }
-    }
-}
+pub use reasonlab_core::engine::{Message, Role};
 
 /// Errors naming the file or template at fault.
 #[derive(Debug, thiserror::Error)]

@@ -89,15 +89,104 @@ fn shard(micro: &[MicroBatch<'_>], workers: usize) -> Vec<(TokenBatch, Option<Ve
     out
 }
 
+/// What [`parallel_gradients`] brings back: the summed gradients (`None` when no piece had a
+/// loss), the summed loss values, and each piece's extra output in piece order.
+pub struct Gradients<S> {
+    pub grads: Option<GradientsParams>,
+    pub value: f32,
+    pub extras: Vec<S>,
+}
+
+/// The data-parallel backward pass shared by every trainer: `pieces` are spread over
+/// [`data_parallel_threads`] workers (worker `w` takes pieces `w, w + workers, …`), each with
+/// its own [`Model::fork`] (shared weights, separate autodiff graph); `loss(model, piece)`
+/// returns the piece's scalar loss and an extra output, or `None` to skip it. A non-finite loss
+/// is summed into `value` but its gradient is not taken. The gradients are summed by parameter
+/// id.
+///
+/// burn's CPU kernels leave most of a small model's step on one core (a second core made the
+/// benchmark step only 10% faster), so this is where the second core earns its keep. Workers
+/// run inside rayon's pool, so the kernels' own parallel loops are stolen by idle pool threads
+/// instead of oversubscribing the cores.
+pub fn parallel_gradients<P, S, E>(
+    model: &Model,
+    pieces: &[P],
+    loss: &(dyn Fn(&Model, &P) -> Result<Option<(Tensor<1>, S)>, E> + Sync),
+) -> Result<Gradients<S>, E>
+where
+    P: Sync,
+    S: Send,
+    E: From<ModelError> + Send,
+{
+    let workers = data_parallel_threads().min(pieces.len()).max(1);
+    let run =
+        |w: usize, model: &Model| -> Result<(Option<GradientsParams>, f32, Vec<(usize, S)>), E> {
+            let mut accum = GradientsAccumulator::new();
+            let (mut value, mut any, mut extras) = (0f32, false, Vec::new());
+            for (i, piece) in pieces.iter().enumerate().skip(w).step_by(workers) {
+                let Some((l, extra)) = loss(model, piece)? else {
+                    continue;
+                };
+                let v = l
+                    .clone()
+                    .try_into_scalar::<f32>()
+                    .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+                value += v;
+                extras.push((i, extra));
+                if v.is_finite() {
+                    let grads = l.backward();
+                    accum.accumulate(&model.net, GradientsParams::from_grads(grads, &model.net));
+                    any = true;
+                }
+            }
+            Ok((any.then(|| accum.grads()), value, extras))
+        };
+    let forks: Vec<Model> = (1..workers).map(|_| model.fork()).collect();
+    let models: Vec<&Model> = std::iter::once(model).chain(forks.iter()).collect();
+    let results: Vec<Result<_, E>> = models
+        .par_iter()
+        .enumerate()
+        .map(|(w, m)| run(w, m))
+        .collect();
+    let mut accum = GradientsAccumulator::new();
+    let (mut value, mut any) = (0f32, false);
+    let mut extras: Vec<(usize, S)> = Vec::new();
+    for r in results {
+        let (grads, v, e) = r?;
+        value += v;
+        extras.extend(e);
+        if let Some(g) = grads {
+            accum.accumulate(&model.net, g);
+            any = true;
+        }
+    }
+    extras.sort_by_key(|(i, _)| *i);
+    Ok(Gradients {
+        grads: any.then(|| accum.grads()),
+        value,
+        extras: extras.into_iter().map(|(_, e)| e).collect(),
+    })
+}
+
+/// One optimiser step with `grads` (nothing to do without any).
+pub fn apply_gradients(
+    model: &mut Model,
+    optim: &mut AdamW,
+    lr: f64,
+    grads: Option<GradientsParams>,
+) {
+    if let Some(grads) = grads {
+        let net = model.net.clone();
+        model.net = optim.step_params(lr, net, grads);
+    }
+}
+
 /// One optimiser step over several micro-batches with gradient accumulation. The loss is the
 /// mean NLL over all their targets (token-weighted, so the split into micro-batches does not
 /// change it). A non-finite loss leaves the model untouched. Returns `(loss, applied)`.
 ///
-/// The micro-batches are spread over [`data_parallel_threads`] workers, each with its own
-/// [`Model::fork`] (shared weights, separate autodiff graph) and split by rows when there are
-/// fewer micro-batches than workers; the gradients are summed by parameter id. burn's CPU
-/// kernels leave most of a small model's step on one core (a second core made the benchmark
-/// step only 10% faster), so this is where the second core earns its keep.
+/// The micro-batches go through [`parallel_gradients`], split by rows when there are fewer
+/// micro-batches than workers.
 pub fn accumulated_step(
     model: &mut Model,
     optim: &mut AdamW,
@@ -108,53 +197,20 @@ pub fn accumulated_step(
     for m in micro {
         total += target_weights(m.batch, m.loss_mask)?.1;
     }
-    let workers = data_parallel_threads();
-    let pieces = shard(micro, workers);
-    let workers = workers.min(pieces.len()).max(1);
-    // Worker w takes pieces w, w + workers, ...; each returns (grads, loss share).
-    let run = |w: usize, model: &Model| -> Result<(Option<GradientsParams>, f32), ModelError> {
-        let mut accum = GradientsAccumulator::new();
-        let (mut value, mut any) = (0f32, false);
-        for (batch, mask) in pieces.iter().skip(w).step_by(workers) {
-            let (sum, count) = masked_nll_sum(model, batch, mask.as_deref())?;
-            if count == 0 {
-                continue;
-            }
-            let loss = sum.div_scalar(total as f32);
-            value += loss
-                .clone()
-                .try_into_scalar::<f32>()
-                .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-            let grads = loss.backward();
-            accum.accumulate(&model.net, GradientsParams::from_grads(grads, &model.net));
-            any = true;
-        }
-        Ok((any.then(|| accum.grads()), value))
-    };
-    // Workers run inside rayon's pool, so the kernels' own parallel loops are stolen by idle
-    // pool threads instead of oversubscribing the cores.
-    let forks: Vec<Model> = (1..workers).map(|_| model.fork()).collect();
-    let models: Vec<&Model> = std::iter::once(&*model).chain(forks.iter()).collect();
-    let results: Vec<Result<(Option<GradientsParams>, f32), ModelError>> = models
-        .par_iter()
-        .enumerate()
-        .map(|(w, m)| run(w, m))
-        .collect();
-    let mut accum = GradientsAccumulator::new();
-    let mut value = 0f32;
-    for r in results {
-        let (grads, v) = r?;
-        value += v;
-        if let Some(g) = grads {
-            accum.accumulate(&model.net, g);
-        }
+    let pieces = shard(micro, data_parallel_threads());
+    let g = parallel_gradients(model, &pieces, &|model: &Model,
+                                                 (batch, mask): &(
+        TokenBatch,
+        Option<Vec<f32>>,
+    )| {
+        let (sum, count) = masked_nll_sum(model, batch, mask.as_deref())?;
+        Ok::<_, ModelError>((count > 0).then(|| (sum.div_scalar(total as f32), ())))
+    })?;
+    if !g.value.is_finite() {
+        return Ok((g.value, false));
     }
-    if !value.is_finite() {
-        return Ok((value, false));
-    }
-    let net = model.net.clone();
-    model.net = optim.step_params(lr, net, accum.grads());
-    Ok((value, true))
+    apply_gradients(model, optim, lr, g.grads);
+    Ok((g.value, true))
 }
 
 /// Mean NLL over the targets [`masked_nll_sum`] counts.

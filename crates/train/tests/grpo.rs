@@ -1,5 +1,6 @@
 //! GRPO trainer on the tiny Qwen2 fixture: micro-batching (gradient accumulation) gives the
-//! same update as the whole batch, for every aggregation.
+//! same update as the whole batch, for every aggregation; dynamic sampling, the overlong mask
+//! and soft penalty, reference reset, the divergence stop, and what rewards see.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,9 @@ use reasonlab_model::Model;
 use reasonlab_model::tensor::Device;
 use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
-use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, LossAgg, Preset, Task};
+use reasonlab_train::grpo::{
+    GrpoError, GrpoSettings, GrpoTrainer, LossAgg, Overlong, Preset, Task, soft_overlong_penalty,
+};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2")
@@ -39,13 +42,13 @@ fn micro_batches_give_the_whole_batch_update() {
         vec![("checksum".into(), 1.0, Box::new(Checksum))],
         NotApplicable::Skip,
     );
-    let names = vec!["checksum".to_string()];
     let tasks: Vec<Task> = (0..3)
-        .map(|i| Task {
-            id: i.to_string(),
-            prompt: format!("Question {i}: what is {i} + {i}?"),
-            gold: Some((2 * i).to_string()),
-            add_special_tokens: true,
+        .map(|i| {
+            Task::new(
+                i.to_string(),
+                format!("Question {i}: what is {i} + {i}?"),
+                Some((2 * i).to_string()),
+            )
         })
         .collect();
     for agg in [LossAgg::SequenceMean, LossAgg::TokenMean, LossAgg::Constant] {
@@ -62,9 +65,9 @@ fn micro_batches_give_the_whole_batch_update() {
             s.micro_batch_size = micro;
             let device = Device::flex().autodiff();
             let policy = Model::load(&fixture(), &device).unwrap();
-            let mut t = GrpoTrainer::new(s, policy, &tok, &rewards, &names).unwrap();
+            let mut t = GrpoTrainer::new(s, policy, &tok, &rewards).unwrap();
             let (m, _) = t.step(&tasks).unwrap();
-            (m.loss, m.kl, weights(&t.policy), m.entropy)
+            (m.loss, m.kl, weights(t.policy()), m.entropy)
         };
         let (l0, kl0, w0, e0) = run(0);
         let (l1, kl1, w1, e1) = run(5);
@@ -85,4 +88,232 @@ fn micro_batches_give_the_whole_batch_update() {
         let base = weights(&Model::load(&fixture(), &Device::flex()).unwrap());
         assert!(w0 != base, "{agg:?}: the step changed nothing");
     }
+}
+
+/// A reward that varies between completions whatever the random model writes (a byte
+/// checksum), flat (always 0.5) for tasks whose gold is "flat", NaN for gold "nan", and 1 for
+/// gold "one".
+struct Scripted;
+impl Reward for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn score(&self, sample: &Sample<'_>) -> Option<f64> {
+        Some(match sample.gold {
+            Some("flat") => 0.5,
+            Some("nan") => f64::NAN,
+            Some("one") => 1.0,
+            _ => (sample.completion.bytes().map(u64::from).sum::<u64>() % 7) as f64 / 7.0,
+        })
+    }
+}
+
+fn scripted() -> WeightedSum {
+    WeightedSum::from_parts(
+        vec![("scripted".into(), 1.0, Box::new(Scripted))],
+        NotApplicable::Skip,
+    )
+}
+
+fn task(i: usize, gold: &str) -> Task {
+    Task::new(
+        format!("{gold}-{i}"),
+        format!("Question {i}: what is {i} + {i}?"),
+        Some(gold.into()),
+    )
+}
+
+fn settings() -> GrpoSettings {
+    let mut s = GrpoSettings::preset(Preset::Deepseekmath);
+    s.group_size = 4;
+    s.prompts_per_step = 2;
+    s.max_new_tokens = 8;
+    s.loss.beta = 0.0;
+    s.optim.lr = 1e-2;
+    s
+}
+
+fn trainer<'a>(s: GrpoSettings, tok: &'a Tokenizer, rewards: &'a WeightedSum) -> GrpoTrainer<'a> {
+    let policy = Model::load(&fixture(), &Device::flex().autodiff()).unwrap();
+    GrpoTrainer::new(s, policy, tok, rewards).unwrap()
+}
+
+#[test]
+fn dynamic_sampling_refills_flat_groups_with_varying_ones() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = scripted();
+    // Flat and varying tasks alternate: the first draw has one of each.
+    let tasks: Vec<Task> = (0..8)
+        .map(|i| task(i, if i % 2 == 0 { "flat" } else { "varies" }))
+        .collect();
+    let mut s = settings();
+    s.dynamic_sampling_rounds = 3;
+    let mut t = trainer(s.clone(), &tok, &rewards);
+    let (m, rollouts) = t.step(&tasks).unwrap();
+    // Round 0 keeps "varies-1" and drops "flat-0"; round 1 draws flat-2 (dropped) … so the
+    // batch is two varying groups and half the groups seen were flat.
+    let kept: std::collections::BTreeSet<&str> = rollouts.iter().map(|r| r.task.as_str()).collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().all(|t| t.starts_with("varies")), "{kept:?}");
+    assert!(
+        (m.zero_variance_groups - 0.5).abs() < 1e-9,
+        "{}",
+        m.zero_variance_groups
+    );
+    assert_eq!(t.state().data_position, 4);
+    // Without it, the flat group trains (with zero advantage).
+    s.dynamic_sampling_rounds = 0;
+    let mut t = trainer(s, &tok, &rewards);
+    let (_, rollouts) = t.step(&tasks).unwrap();
+    assert!(rollouts.iter().any(|r| r.task.starts_with("flat")));
+    assert!(
+        rollouts
+            .iter()
+            .filter(|r| r.task.starts_with("flat"))
+            .all(|r| r.advantage == 0.0)
+    );
+}
+
+#[test]
+fn overlong_mask_keeps_truncated_completions_out_of_the_loss() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = scripted();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "varies")).collect();
+    // A random model almost never ends within 2 tokens: every completion is truncated.
+    let mut s = settings();
+    s.max_new_tokens = 2;
+    s.overlong = Overlong::Mask;
+    let mut t = trainer(s.clone(), &tok, &rewards);
+    let before = weights(t.policy());
+    let (m, _) = t.step(&tasks).unwrap();
+    assert_eq!(
+        m.truncated, 1.0,
+        "the fixture stopped early; the test needs truncation"
+    );
+    assert_eq!(
+        weights(t.policy()),
+        before,
+        "masked rows still moved the policy"
+    );
+    // Kept, the same rows train.
+    s.overlong = Overlong::Keep;
+    let mut t = trainer(s, &tok, &rewards);
+    t.step(&tasks).unwrap();
+    assert_ne!(weights(t.policy()), before);
+}
+
+#[test]
+fn soft_overlong_penalty_follows_dapo() {
+    // DAPO eq. 13 with L_max = 20, L_cache = 4: 0 up to 16 tokens, then down to −1 at 20.
+    assert_eq!(soft_overlong_penalty(16, 20, 4), 0.0);
+    assert_eq!(soft_overlong_penalty(18, 20, 4), -0.5);
+    assert_eq!(soft_overlong_penalty(20, 20, 4), -1.0);
+    assert_eq!(soft_overlong_penalty(20, 20, 0), 0.0);
+    // In a step: a constant reward of 1 minus the penalty of each completion's length.
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = scripted();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "one")).collect();
+    let mut s = settings();
+    s.max_new_tokens = 4;
+    s.overlong = Overlong::SoftPenalty { cache: 4 };
+    let mut t = trainer(s, &tok, &rewards);
+    let (m, rollouts) = t.step(&tasks).unwrap();
+    assert_eq!(
+        m.truncated, 1.0,
+        "the fixture stopped early; the test needs truncation"
+    );
+    assert!(rollouts.iter().all(|r| r.reward == 0.0), "{rollouts:?}");
+}
+
+#[test]
+fn reference_reset_makes_the_kl_restart_from_zero() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = scripted();
+    let tasks: Vec<Task> = (0..4).map(|i| task(i, "varies")).collect();
+    let kl_of_second_step = |reset: usize| {
+        let mut s = settings();
+        s.loss.beta = 0.04;
+        s.ref_reset_every = reset;
+        let mut t = trainer(s, &tok, &rewards);
+        let (first, _) = t.step(&tasks).unwrap();
+        assert!(
+            first.kl.abs() < 1e-6,
+            "the first step starts at the reference"
+        );
+        t.step(&tasks).unwrap().0.kl
+    };
+    let kept = kl_of_second_step(0);
+    let reset = kl_of_second_step(1);
+    assert!(
+        kept > 1e-6,
+        "the policy did not move away from the reference: {kept}"
+    );
+    assert!(
+        reset.abs() < 1e-6,
+        "after a reset the reference is the policy: {reset}"
+    );
+}
+
+#[test]
+fn non_finite_losses_skip_steps_then_stop_the_run() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = scripted();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "nan")).collect();
+    let mut s = settings();
+    s.max_bad_steps = 2;
+    let mut t = trainer(s, &tok, &rewards);
+    let before = weights(t.policy());
+    let (m, _) = t.step(&tasks).unwrap();
+    assert!(m.skipped);
+    assert_eq!(
+        weights(t.policy()),
+        before,
+        "a skipped step changed the policy"
+    );
+    match t.step(&tasks) {
+        Err(GrpoError::Diverged(2)) => {}
+        other => panic!(
+            "expected a divergence stop, got {:?}",
+            other.map(|(m, _)| m)
+        ),
+    }
+}
+
+#[test]
+fn rewards_see_extra_columns_and_accuracy_is_found_by_kind() {
+    use reasonlab_reward::RewardConfig;
+    // The accuracy reward renamed: the metric still finds it.
+    let cfg = RewardConfig::from_toml(
+        "[[reward]]\nkind = \"accuracy\"\nname = \"correct\"\nweight = 1.0\nfallback = \"last_number\"\n",
+    )
+    .unwrap();
+    let rewards = cfg.build();
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "4")).collect();
+    let mut t = trainer(settings(), &tok, &rewards);
+    let (m, _) = t.step(&tasks).unwrap();
+    assert!(m.accuracy.is_finite(), "accuracy not found by kind");
+    assert_eq!(m.rewards[0].0, "correct");
+    // A custom reward reads a column of the row.
+    struct Column;
+    impl Reward for Column {
+        fn name(&self) -> &str {
+            "column"
+        }
+        fn score(&self, sample: &Sample<'_>) -> Option<f64> {
+            sample.extra?.get("difficulty")?.as_f64()
+        }
+    }
+    let rewards = WeightedSum::from_parts(
+        vec![("column".into(), 1.0, Box::new(Column))],
+        NotApplicable::Skip,
+    );
+    let mut tasks: Vec<Task> = (0..2).map(|i| task(i, "x")).collect();
+    for t in &mut tasks {
+        t.extra.insert("difficulty".into(), serde_json::json!(0.25));
+    }
+    let mut t = trainer(settings(), &tok, &rewards);
+    let (m, _) = t.step(&tasks).unwrap();
+    assert!((m.reward_mean - 0.25).abs() < 1e-12, "{}", m.reward_mean);
+    assert!(m.accuracy.is_nan(), "no accuracy reward, no accuracy");
 }

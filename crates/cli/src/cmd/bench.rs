@@ -553,7 +553,7 @@ fn bench_sft(args: &SftBenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
-    use reasonlab_eval::{GenRequest, Generator, Message, PromptInput, SamplingSettings};
+    use reasonlab_core::engine::{Engine, Message, Prompt, Request, Sampling};
     use reasonlab_serve::client::{ClientConfig, OpenAiClient};
     let tmp;
     let dir = match &args.model {
@@ -570,8 +570,9 @@ fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
             tmp.0.clone()
         }
     };
-    let engine = crate::cmd::local::LocalGenerator::load(&dir)?.with_name("bench");
-    let name = reasonlab_serve::Engine::model_id(&engine);
+    let engine =
+        reasonlab_generate::LocalEngine::load(&dir, Default::default())?.with_name("bench");
+    let name = engine.info().name;
     let server = reasonlab_serve::spawn(
         std::sync::Arc::new(engine),
         reasonlab_serve::ServerConfig {
@@ -587,26 +588,26 @@ fn bench_serve(args: &ServeBenchArgs) -> anyhow::Result<()> {
         cfg.concurrency = 1;
         cfg.max_retries = 0;
         let client = OpenAiClient::new(cfg)?;
-        let req = GenRequest {
-            prompt: PromptInput::Messages(vec![Message::user(format!(
+        let req = Request {
+            prompt: Prompt::Messages(vec![Message::user(format!(
                 "Question {i}: what is {i} + {i}?"
             ))]),
             n: 1,
-            sampling: SamplingSettings {
+            sampling: Sampling {
                 temperature: 1.0,
                 top_p: 1.0,
-                top_k: None,
                 max_new_tokens: args.max_tokens,
                 seed: i as u64,
-                stop: vec![],
+                ..Sampling::default()
             },
+            logprobs: false,
         };
         let t = Instant::now();
-        let out = client.generate(std::slice::from_ref(&req))?;
-        let tokens = out
-            .first()
-            .and_then(|o| o.first())
-            .map_or(0, |o| o.completion_tokens);
+        let out = client
+            .generate(std::slice::from_ref(&req))
+            .pop()
+            .context("no result")??;
+        let tokens = out.samples.first().map_or(0, |o| o.completion_tokens);
         Ok((t.elapsed().as_secs_f64() * 1000.0, tokens))
     };
     run(0)?; // warm-up
@@ -687,15 +688,16 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         .iter()
         .take(8)
         .enumerate()
-        .map(|(i, r)| Task {
-            id: i.to_string(),
-            prompt: format!(
-                "{}\n{}",
-                r.problem,
-                reasonlab_eval::template::R1_INSTRUCTION
-            ),
-            gold: Some(r.answer.clone()),
-            add_special_tokens: true,
+        .map(|(i, r)| {
+            Task::new(
+                i.to_string(),
+                format!(
+                    "{}\n{}",
+                    r.problem,
+                    reasonlab_eval::template::R1_INSTRUCTION
+                ),
+                Some(r.answer.clone()),
+            )
         })
         .collect();
     let prompts =
@@ -710,7 +712,6 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
         "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\nfallback = \"last_number\"\n",
     )?;
     let rewards = rewards_cfg.build();
-    let names = rewards_cfg.names();
     let mut settings = GrpoSettings::preset(Preset::Deepseekmath);
     settings.loss.beta = args.beta;
     settings.group_size = 8;
@@ -722,7 +723,7 @@ fn bench_grpo(args: &GrpoBenchArgs) -> anyhow::Result<()> {
     settings.micro_batch_size = args.micro_batch_size;
     let device = device_for(Default::default(), true)?;
     let model = Model::random(bench_config(), 0, &device);
-    let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards, &names)?;
+    let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards)?;
     let mut best = f64::INFINITY;
     let mut tokens = 0.0;
     for i in 0..=args.steps {

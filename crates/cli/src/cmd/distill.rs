@@ -21,14 +21,14 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reasonlab_eval::{Benchmark, PromptTemplate, SamplingSettings};
+use reasonlab_eval::{Benchmark, PromptTemplate, Sampling};
 use reasonlab_recipe::traces::{self, FilterSettings};
 use reasonlab_reward::RewardConfig;
 use reasonlab_train::sft::{SftRecord, SftSettings};
 use serde::Deserialize;
 
 use super::runcfg;
-use super::source::GeneratorArgs;
+use reasonlab_recipe::engines::EngineSpec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,7 +63,7 @@ struct RunConfig {
     held_out: f64,
     #[serde(default)]
     save_every: usize,
-    teacher: GeneratorArgs,
+    teacher: EngineSpec,
     #[serde(default)]
     sampling: toml::Table,
     #[serde(default)]
@@ -87,8 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let c = &cfg.config;
     let out = cfg.path(&c.out);
     std::fs::create_dir_all(&out)?;
-    let sampling: SamplingSettings =
-        runcfg::overlay(&SamplingSettings::default(), &c.sampling, "sampling")?;
+    let sampling: Sampling = runcfg::overlay(&Sampling::default(), &c.sampling, "sampling")?;
     let filter: FilterSettings = runcfg::overlay(&FilterSettings::default(), &c.filter, "filter")?;
     let sft: SftSettings = runcfg::overlay(&SftSettings::default(), &c.sft, "sft")?;
     // A data path relative to the config, unless it names a built-in benchmark.

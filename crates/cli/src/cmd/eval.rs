@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reasonlab_eval::{BadLines, Benchmark, EvalConfig, PromptTemplate, SamplingSettings};
+use reasonlab_eval::{BadLines, Benchmark, EvalConfig, PromptTemplate, Sampling};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -104,13 +104,14 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let template = PromptTemplate::parse(&args.template)?;
     let generator = args.source.build(std::path::Path::new("."))?;
     let mut cfg = EvalConfig::new(benchmarks, template, args.n);
-    cfg.sampling = SamplingSettings {
+    cfg.sampling = Sampling {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
         stop: args.stop.clone(),
+        ..Sampling::default()
     };
     cfg.ks = args.k.clone();
     cfg.limit = args.limit;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reasonlab_eval::{Benchmark, PromptTemplate, SamplingSettings};
+use reasonlab_eval::{Benchmark, PromptTemplate, Sampling};
 use reasonlab_recipe::traces::{self, FilterSettings, Keep};
 use reasonlab_reward::RewardConfig;
 
@@ -105,13 +105,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         min_language_consistency: args.min_language_consistency,
         dedup: !args.no_dedup,
     };
-    let sampling = SamplingSettings {
+    let sampling = Sampling {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: None,
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
-        stop: Vec::new(),
+        ..Sampling::default()
     };
     let summary = sample_traces(
         generator.as_ref(),
@@ -130,10 +130,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Run the trace loop with a progress bar; shared with `distill`.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_traces(
-    generator: &dyn reasonlab_eval::Generator,
+    generator: &dyn reasonlab_core::engine::Engine,
     problems: &[traces::TraceProblem],
     k: usize,
-    sampling: &SamplingSettings,
+    sampling: &Sampling,
     rewards: &reasonlab_reward::WeightedSum,
     filter: &FilterSettings,
     out: &std::path::Path,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use reasonlab_model::BackendKind;
 use std::time::Duration;
 
 use reasonlab_serve::ServerConfig;
@@ -39,7 +41,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut engine = super::local::LocalGenerator::load(&args.model)?;
+    let mut engine = reasonlab_generate::LocalEngine::load(&args.model, BackendKind::Flex)?;
     if let Some(name) = &args.served_model_name {
         engine = engine.with_name(name);
     }
@@ -63,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_wait: Duration::from_millis(args.batch_wait_ms),
         ..Default::default()
     };
-    let id = reasonlab_serve::Engine::model_id(&engine);
+    let id = reasonlab_core::engine::Engine::info(&engine).name;
     reasonlab_serve::serve_blocking(Arc::new(engine), cfg, |addr| {
         eprintln!("serving `{id}` on http://{addr}/v1 (Ctrl-C stops after in-flight requests)");
     })?;

@@ -10,19 +10,20 @@ pub mod loss;
 
 use std::time::Instant;
 
-use reasonlab_generate::{SamplingParams, generate};
+use rayon::prelude::*;
+use reasonlab_core::engine::{Engine, Prompt, Request, Sampling};
+use reasonlab_generate::{Completion, FinishReason, SamplingParams, generate};
 use reasonlab_model::tensor::{Device, Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, PadSide, TokenBatch};
-use reasonlab_reward::{Sample, WeightedSum};
+use reasonlab_reward::{RewardKind, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 pub use advantage::{Scaling, StepRewards, outcome_advantages, process_advantages};
 pub use loss::{LossAgg, LossInputs, LossSettings, LossStats, RatioLevel, grpo_loss};
 
+use crate::lm::{apply_gradients, data_parallel_threads, parallel_gradients};
 use crate::optim::{AdamW, AdamWSettings};
-use rayon::prelude::*;
-use reasonlab_model::burn::optim::{GradientsAccumulator, GradientsParams};
 
 /// Published recipes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +56,7 @@ pub enum Overlong {
     SoftPenalty { cache: usize },
 }
 
-/// Everything one GRPO run needs, as read from `grpo.toml`.
+/// The GRPO algorithm's settings: the `[grpo]` table of `grpo.toml`, laid over a [`Preset`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpoSettings {
@@ -171,6 +172,26 @@ pub struct Task {
     /// False when `prompt` is already a rendered chat template (it placed its own BOS).
     #[serde(default = "yes")]
     pub add_special_tokens: bool,
+    /// The problem as the rewards see it (multiple-choice options); `prompt` when `None`.
+    #[serde(default)]
+    pub problem: Option<String>,
+    /// The dataset row's other columns, passed to every reward.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Task {
+    /// A plain-text task.
+    pub fn new(id: impl Into<String>, prompt: impl Into<String>, gold: Option<String>) -> Self {
+        Self {
+            id: id.into(),
+            prompt: prompt.into(),
+            gold,
+            add_special_tokens: true,
+            problem: None,
+            extra: Default::default(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -180,6 +201,7 @@ fn yes() -> bool {
 /// One step's numbers (a line of `metrics.jsonl`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StepMetrics {
+    /// Steps taken, this one included (the first step is 1).
     pub step: usize,
     pub lr: f64,
     pub loss: f32,
@@ -209,6 +231,7 @@ pub struct StepMetrics {
 /// A sampled completion, for `completions.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rollout {
+    /// The step it trained, counted from 1 as in [`StepMetrics::step`].
     pub step: usize,
     pub task: String,
     pub completion: String,
@@ -228,31 +251,48 @@ pub enum GrpoError {
     Diverged(usize),
     #[error("invalid settings: {0}")]
     Settings(String),
+    #[error("rollout engine: {0}")]
+    Rollout(String),
+}
+
+/// Where a trainer is in its run: what a checkpoint's `trainer_state.json` holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrpoState {
+    /// Steps taken.
+    pub step: usize,
+    /// Position in the task stream (tasks are cycled from here).
+    pub data_position: usize,
+}
+
+/// DAPO's soft overlong punishment (Yu et al. 2025, eq. 13) of a completion of `len` tokens
+/// with a budget of `max_new` and a punishment interval of `cache` tokens: 0 up to
+/// `max_new − cache`, then falling linearly to −1 at the budget.
+pub fn soft_overlong_penalty(len: usize, max_new: usize, cache: usize) -> f64 {
+    let start = max_new.saturating_sub(cache);
+    if len > start && cache > 0 {
+        -((len - start) as f64 / cache as f64).min(1.0)
+    } else {
+        0.0
+    }
 }
 
 /// One prompt's rollouts: completions, total rewards and per-reward scores.
 struct SampledGroup {
     task: Task,
     prompt: Vec<u32>,
-    comps: Vec<reasonlab_generate::Completion>,
+    comps: Vec<Completion>,
     totals: Vec<f64>,
     parts: Vec<Vec<(String, Option<f64>)>>,
 }
 
-/// The GRPO trainer's state.
-pub struct GrpoTrainer<'a> {
-    pub settings: GrpoSettings,
-    pub policy: Model,
-    reference: Option<Model>,
-    pub optim: AdamW,
-    tokenizer: &'a Tokenizer,
-    rewards: &'a WeightedSum,
-    /// Index of the reward named `accuracy` in the weighted sum, for the accuracy metric.
-    accuracy_index: Option<usize>,
-    pub step: usize,
-    /// Position in the task stream.
-    pub data_position: usize,
-    bad_steps: usize,
+/// The rollout and score phases' result: the groups that train, and what was seen on the way.
+struct Sampled {
+    groups: Vec<SampledGroup>,
+    /// Groups sampled (kept or not) and how many of them had all-equal rewards.
+    seen: usize,
+    zero_variance: usize,
+    gen_tokens: usize,
+    gen_seconds: f64,
 }
 
 /// One micro-batch of a GRPO update: (b, l) completion mask and advantages, the old and
@@ -267,17 +307,53 @@ struct Micro {
     tokens: usize,
 }
 
-/// What one data-parallel worker brings back from an inner update.
-struct WorkerOut {
-    accum: GradientsAccumulator<reasonlab_model::CausalLm>,
-    any: bool,
-    value: f32,
+/// The batch phase's result: micro-batches dealt to the workers, and the whole batch's sizes
+/// (the loss normalisers).
+struct TrainBatch {
+    micro: Vec<Micro>,
+    rows: usize,
+    tokens: usize,
+    /// Longest completion (Dr. GRPO's constant normaliser).
+    max_len: usize,
+    /// Prompt plus completion tokens of every row.
+    seq_tokens: usize,
+    /// Per row: (completion length, truncated).
+    completions: Vec<(usize, bool)>,
+}
+
+/// The update phase's result.
+#[derive(Default)]
+struct Update {
+    loss: f32,
+    stats: LossStats,
+    entropy: f32,
+    skipped: bool,
+    seconds: f64,
+}
+
+/// A micro-batch's share of the loss statistics and the entropy.
+struct MicroStats {
     stats: LossStats,
     entropy: f32,
 }
 
 fn tensor(values: Vec<f32>, b: usize, l: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [b, l]), device)
+}
+
+/// The GRPO trainer: a policy, its optimiser, the frozen reference when the KL term is on, and
+/// where the run is ([`GrpoState`]).
+pub struct GrpoTrainer<'a> {
+    settings: GrpoSettings,
+    policy: Model,
+    reference: Option<Model>,
+    optim: AdamW,
+    tokenizer: &'a Tokenizer,
+    rewards: &'a WeightedSum,
+    /// Where rollouts come from: `None` samples the policy itself.
+    engine: Option<&'a dyn Engine>,
+    state: GrpoState,
+    bad_steps: usize,
 }
 
 impl<'a> GrpoTrainer<'a> {
@@ -287,7 +363,6 @@ impl<'a> GrpoTrainer<'a> {
         policy: Model,
         tokenizer: &'a Tokenizer,
         rewards: &'a WeightedSum,
-        reward_names: &[String],
     ) -> Result<Self, GrpoError> {
         if settings.group_size < 2 {
             return Err(GrpoError::Settings("group_size must be ≥ 2".into()));
@@ -310,93 +385,134 @@ impl<'a> GrpoTrainer<'a> {
             reference,
             tokenizer,
             rewards,
-            accuracy_index: reward_names.iter().position(|n| n == "accuracy"),
-            step: 0,
-            data_position: 0,
+            engine: None,
+            state: GrpoState::default(),
             bad_steps: 0,
         })
     }
 
-    /// Run one GRPO step on tasks drawn from `tasks` (cycled from `data_position`).
+    /// Sample rollouts from `engine` (an OpenAI-compatible endpoint, say) instead of the local
+    /// policy. Completions are re-tokenised with the policy's tokenizer and scored and trained
+    /// on as usual; the engine's weights are its own, so the rollouts are on-policy only while
+    /// it serves the weights the trainer holds (see the GRPO docs).
+    pub fn with_rollout_engine(mut self, engine: &'a dyn Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    pub fn settings(&self) -> &GrpoSettings {
+        &self.settings
+    }
+    pub fn policy(&self) -> &Model {
+        &self.policy
+    }
+    pub fn optim(&self) -> &AdamW {
+        &self.optim
+    }
+    /// The optimiser, to restore its moments from a checkpoint.
+    pub fn optim_mut(&mut self) -> &mut AdamW {
+        &mut self.optim
+    }
+    pub fn state(&self) -> GrpoState {
+        self.state
+    }
+    /// Continue a run from `state` (a checkpoint's step and data position).
+    pub fn restore_state(&mut self, state: GrpoState) {
+        self.state = state;
+    }
+    /// The trained policy.
+    pub fn into_policy(self) -> Model {
+        self.policy
+    }
+
+    /// Run one GRPO step on tasks drawn from `tasks` (cycled from the data position): rollout
+    /// and score (with dynamic-sampling refills), advantages, batch, update, metrics.
     pub fn step(&mut self, tasks: &[Task]) -> Result<(StepMetrics, Vec<Rollout>), GrpoError> {
-        let s = self.settings.clone();
         let started = Instant::now();
-        let g = s.group_size;
-        let eos: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
-        let sampling = SamplingParams {
-            temperature: s.temperature,
-            top_p: s.top_p,
-            max_new_tokens: s.max_new_tokens,
-            stop_token_ids: eos,
-            seed: s.seed.wrapping_add(self.step as u64 * 1_000_003),
-            max_batch: 256,
-            ..Default::default()
-        };
         let actor = self.policy.inference_copy();
-        // Rollouts, with dynamic sampling refills.
-        let mut groups: Vec<SampledGroup> = Vec::new();
-        let mut zero_var = 0usize;
-        let mut seen_groups = 0usize;
-        let mut gen_tokens = 0usize;
-        let mut gen_seconds = 0.0;
+        let sampled = self.sample_groups(&actor, tasks)?;
+        let rewards: Vec<f64> = sampled
+            .groups
+            .iter()
+            .flat_map(|g| g.totals.iter().copied())
+            .collect();
+        let advantages =
+            outcome_advantages(&rewards, self.settings.group_size, self.settings.scaling);
+        let batch = self.training_batch(&actor, &sampled.groups, &advantages)?;
+        let update = self.update(&batch)?;
+        self.state.step += 1;
+        let s = &self.settings;
+        if s.ref_reset_every > 0
+            && self.state.step.is_multiple_of(s.ref_reset_every)
+            && self.reference.is_some()
+        {
+            // Iterative RL (DeepSeekMath §4.2): the reference becomes the current policy.
+            self.reference = Some(self.policy.inference_copy());
+        }
+        let metrics = self.metrics(&sampled, &rewards, &batch, &update, started);
+        let rollouts = sampled
+            .groups
+            .iter()
+            .flat_map(|g| g.comps.iter().zip(&g.totals).map(move |(c, r)| (g, c, *r)))
+            .zip(&advantages)
+            .map(|((g, c, reward), &advantage)| Rollout {
+                step: self.state.step,
+                task: g.task.id.clone(),
+                completion: c.text.clone(),
+                reward,
+                advantage,
+            })
+            .collect();
+        Ok((metrics, rollouts))
+    }
+
+    /// Rollout and score, refilling groups whose rewards are all equal for up to
+    /// `dynamic_sampling_rounds` extra rounds (DAPO §3.2); on the last round every group is
+    /// kept.
+    fn sample_groups(&mut self, actor: &Model, tasks: &[Task]) -> Result<Sampled, GrpoError> {
+        let s = self.settings.clone();
+        let mut out = Sampled {
+            groups: Vec::new(),
+            seen: 0,
+            zero_variance: 0,
+            gen_tokens: 0,
+            gen_seconds: 0.0,
+        };
+        let step_seed = s.seed.wrapping_add(self.state.step as u64 * 1_000_003);
         for round in 0..=s.dynamic_sampling_rounds {
-            let need = s.prompts_per_step - groups.len();
+            let need = s.prompts_per_step - out.groups.len();
             if need == 0 || tasks.is_empty() {
                 break;
             }
             let batch: Vec<Task> = (0..need)
-                .map(|i| tasks[(self.data_position + i) % tasks.len()].clone())
+                .map(|i| tasks[(self.state.data_position + i) % tasks.len()].clone())
                 .collect();
-            self.data_position += need;
+            self.state.data_position += need;
             let prompts: Vec<Vec<u32>> = batch
                 .iter()
                 .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
                 .collect::<Result<_, _>>()?;
-            let params = SamplingParams {
-                seed: sampling.seed.wrapping_add(round as u64 * 7_919),
-                ..sampling.clone()
-            };
-            let (done, stats) = generate(
-                &actor,
-                Some(self.tokenizer),
-                &prompts,
-                g,
-                &params,
-                &mut |_| {},
-            )?;
-            gen_tokens += stats.new_tokens;
-            gen_seconds += stats.seconds;
-            for (k, task) in batch.into_iter().enumerate() {
-                let comps: Vec<_> = done[k * g..(k + 1) * g].to_vec();
-                let mut totals = Vec::with_capacity(g);
-                let mut parts = Vec::with_capacity(g);
-                for c in &comps {
-                    let scored = self.rewards.score_all(&Sample {
-                        completion: &c.text,
-                        gold: task.gold.as_deref(),
-                        problem: Some(&task.prompt),
-                    });
-                    let mut total = scored.total;
-                    if let Overlong::SoftPenalty { cache } = s.overlong {
-                        let len = c.token_ids.len();
-                        let start = s.max_new_tokens.saturating_sub(cache);
-                        if len > start && cache > 0 {
-                            total -= ((len - start) as f64 / cache as f64).min(1.0);
-                        }
-                    }
-                    totals.push(total);
-                    parts.push(scored.scores);
-                }
-                seen_groups += 1;
+            let seed = step_seed.wrapping_add(round as u64 * 7_919);
+            let started = Instant::now();
+            let groups = self.rollout(actor, &batch, &prompts, seed)?;
+            out.gen_seconds += started.elapsed().as_secs_f64();
+            out.gen_tokens += groups
+                .iter()
+                .flatten()
+                .map(|c| c.token_ids.len())
+                .sum::<usize>();
+            let last_round = round == s.dynamic_sampling_rounds;
+            for ((task, prompt), comps) in batch.into_iter().zip(prompts).zip(groups) {
+                let (totals, parts) = self.score(&task, &comps);
+                out.seen += 1;
                 let varies = totals.iter().any(|r| (r - totals[0]).abs() > 1e-12);
                 if !varies {
-                    zero_var += 1;
+                    out.zero_variance += 1;
                 }
-                let last_round = round == s.dynamic_sampling_rounds;
                 if varies || s.dynamic_sampling_rounds == 0 || last_round {
-                    groups.push(SampledGroup {
+                    out.groups.push(SampledGroup {
                         task,
-                        prompt: prompts[k].clone(),
+                        prompt,
                         comps,
                         totals,
                         parts,
@@ -404,39 +520,134 @@ impl<'a> GrpoTrainer<'a> {
                 }
             }
         }
-        // Advantages and the training batch.
-        let rewards: Vec<f64> = groups
+        Ok(out)
+    }
+
+    /// `group_size` completions of each prompt, from the policy or the rollout engine.
+    fn rollout(
+        &self,
+        actor: &Model,
+        batch: &[Task],
+        prompts: &[Vec<u32>],
+        seed: u64,
+    ) -> Result<Vec<Vec<Completion>>, GrpoError> {
+        let s = &self.settings;
+        let g = s.group_size;
+        let eos: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
+        let Some(engine) = self.engine else {
+            let params = SamplingParams {
+                temperature: s.temperature,
+                top_p: s.top_p,
+                max_new_tokens: s.max_new_tokens,
+                stop_token_ids: eos,
+                seed,
+                max_batch: 256,
+                ..Default::default()
+            };
+            let (done, _) = generate(
+                actor,
+                Some(self.tokenizer),
+                prompts,
+                g,
+                &params,
+                &mut |_| {},
+            )?;
+            return Ok(done.chunks(g).map(<[Completion]>::to_vec).collect());
+        };
+        let requests: Vec<Request> = batch
             .iter()
-            .flat_map(|g| g.totals.iter().copied())
+            .enumerate()
+            .map(|(k, t)| Request {
+                prompt: Prompt::Text(t.prompt.clone()),
+                n: g,
+                sampling: Sampling {
+                    temperature: s.temperature,
+                    top_p: s.top_p,
+                    max_new_tokens: s.max_new_tokens,
+                    seed: seed.wrapping_add((k * g) as u64),
+                    ..Sampling::default()
+                },
+                logprobs: false,
+            })
             .collect();
-        let advantages = outcome_advantages(&rewards, g, s.scaling);
+        let mut groups = Vec::with_capacity(batch.len());
+        for (k, out) in engine.generate(&requests).into_iter().enumerate() {
+            let out = out.map_err(|e| GrpoError::Rollout(e.to_string()))?;
+            if out.samples.len() != g {
+                return Err(GrpoError::Rollout(format!(
+                    "the engine returned {} samples for a group of {g}",
+                    out.samples.len()
+                )));
+            }
+            let mut comps = Vec::with_capacity(g);
+            for (j, sample) in out.samples.into_iter().enumerate() {
+                let mut token_ids = self.tokenizer.encode(&sample.text, false)?;
+                token_ids.truncate(s.max_new_tokens);
+                if sample.finish_reason == FinishReason::Stop && token_ids.len() < s.max_new_tokens
+                {
+                    token_ids.extend(eos.first());
+                }
+                comps.push(Completion {
+                    prompt_index: k,
+                    sample_index: j,
+                    token_ids,
+                    text: sample.text,
+                    finish_reason: sample.finish_reason,
+                    logprobs: None,
+                });
+            }
+            groups.push(comps);
+        }
+        Ok(groups)
+    }
+
+    /// Every completion's total reward (with the soft overlong penalty when configured) and
+    /// per-reward scores.
+    fn score(
+        &self,
+        task: &Task,
+        comps: &[Completion],
+    ) -> (Vec<f64>, Vec<Vec<(String, Option<f64>)>>) {
+        let s = &self.settings;
+        let mut totals = Vec::with_capacity(comps.len());
+        let mut parts = Vec::with_capacity(comps.len());
+        for c in comps {
+            let scored = self.rewards.score_all(&Sample {
+                completion: &c.text,
+                gold: task.gold.as_deref(),
+                problem: Some(task.problem.as_deref().unwrap_or(&task.prompt)),
+                extra: Some(&task.extra),
+            });
+            let penalty = match s.overlong {
+                Overlong::SoftPenalty { cache } => {
+                    soft_overlong_penalty(c.token_ids.len(), s.max_new_tokens, cache)
+                }
+                Overlong::Keep | Overlong::Mask => 0.0,
+            };
+            totals.push(scored.total + penalty);
+            parts.push(scored.scores);
+        }
+        (totals, parts)
+    }
+
+    /// Rows (prompt + completion) in micro-batches with their completion masks, advantages and
+    /// the old / reference log-probs the loss needs, dealt to the data-parallel workers.
+    fn training_batch(
+        &self,
+        actor: &Model,
+        groups: &[SampledGroup],
+        advantages: &[f64],
+    ) -> Result<TrainBatch, GrpoError> {
+        let s = &self.settings;
         let mut seqs = Vec::new();
         let mut spans = Vec::new(); // (prompt_len, completion_len, truncated)
-        let mut rollouts = Vec::new();
-        for (
-            gi,
-            SampledGroup {
-                task,
-                prompt,
-                comps,
-                totals,
-                ..
-            },
-        ) in groups.iter().enumerate()
-        {
-            for (j, c) in comps.iter().enumerate() {
-                let mut seq = prompt.clone();
+        for group in groups {
+            for c in &group.comps {
+                let mut seq = group.prompt.clone();
                 seq.extend(&c.token_ids);
-                let truncated = c.finish_reason == reasonlab_generate::FinishReason::Length;
-                spans.push((prompt.len(), c.token_ids.len(), truncated));
+                let truncated = c.finish_reason == FinishReason::Length;
+                spans.push((group.prompt.len(), c.token_ids.len(), truncated));
                 seqs.push(seq);
-                rollouts.push(Rollout {
-                    step: self.step,
-                    task: task.id.clone(),
-                    completion: c.text.clone(),
-                    reward: totals[j],
-                    advantage: advantages[gi * g + j],
-                });
             }
         }
         let pad = self.tokenizer.pad_id();
@@ -446,7 +657,7 @@ impl<'a> GrpoTrainer<'a> {
         // data-parallel worker (the loss is normalised by whole-batch totals, so the split does
         // not change the update).
         let rows_total = seqs.len();
-        let workers = crate::lm::data_parallel_threads();
+        let workers = data_parallel_threads();
         let chunk = match s.micro_batch_size {
             0 => rows_total.max(1),
             m => m,
@@ -501,16 +712,10 @@ impl<'a> GrpoTrainer<'a> {
             .par_iter()
             .map(|rows| build(rows))
             .collect::<Result<_, _>>()?;
-        let tokens_total: usize = micro.iter().map(|m| m.tokens).sum();
-        let totals = Some((rows_total, tokens_total));
-        let lr = s.optim.lr_at(self.step, s.steps);
-        let train_start = Instant::now();
-        let mut last = (0.0f32, LossStats::default());
-        let mut skipped = false;
-        let mut entropy = 0f32;
-        let workers = workers.min(micro.len()).max(1);
+        let tokens = micro.iter().map(|m| m.tokens).sum();
         // Worker w takes micro-batches w, w + workers, …; with lengths ascending, deal them in
         // a snake order (0 1 | 3 2 | 4 5 …) so that each worker gets a similar token count.
+        let workers = workers.min(micro.len()).max(1);
         let mut dealt = Vec::with_capacity(micro.len());
         let mut round = 0;
         while !micro.is_empty() {
@@ -521,28 +726,39 @@ impl<'a> GrpoTrainer<'a> {
             dealt.extend(hand);
             round += 1;
         }
-        let micro = dealt;
+        Ok(TrainBatch {
+            micro: dealt,
+            rows: rows_total,
+            tokens,
+            max_len,
+            seq_tokens: seqs.iter().map(Vec::len).sum(),
+            completions: spans.iter().map(|&(_, n, t)| (n, t)).collect(),
+        })
+    }
+
+    /// `mu` optimiser steps on the clipped surrogate (with the KL term when β > 0), through
+    /// the data-parallel backward pass shared with SFT. A non-finite loss skips the update and
+    /// counts towards `max_bad_steps`, after which the run stops ([`GrpoError::Diverged`]).
+    fn update(&mut self, batch: &TrainBatch) -> Result<Update, GrpoError> {
+        let s = self.settings.clone();
+        let lr = s.optim.lr_at(self.state.step, s.steps);
+        let started = Instant::now();
+        let totals = Some((batch.rows, batch.tokens));
+        let per_token = 1.0 / batch.tokens.max(1) as f32;
+        let mut out = Update::default();
         for inner in 0..s.mu {
-            // Worker w takes micro-batches w, w + workers, … with its own fork of the policy.
-            let run = |w: usize, policy: &Model| -> Result<WorkerOut, GrpoError> {
-                let mut out = WorkerOut {
-                    accum: GradientsAccumulator::new(),
-                    any: false,
-                    value: 0.0,
-                    stats: LossStats::default(),
-                    entropy: 0.0,
-                };
-                for m in micro.iter().skip(w).step_by(workers) {
-                    let logp = if inner == 0 {
+            let g =
+                parallel_gradients(&self.policy, &batch.micro, &|policy: &Model, m: &Micro| {
+                    // The entropy is measured once, before the first update.
+                    let (logp, entropy) = if inner == 0 {
                         let (logp, ent) = policy.token_logprobs_with_entropy(&m.batch)?;
-                        out.entropy += (ent * m.mask.clone())
+                        let e = (ent * m.mask.clone())
                             .sum()
                             .try_into_scalar::<f32>()
-                            .unwrap_or(f32::NAN)
-                            / tokens_total.max(1) as f32;
-                        logp
+                            .unwrap_or(f32::NAN);
+                        (logp, e * per_token)
                     } else {
-                        policy.token_logprobs(&m.batch)?
+                        (policy.token_logprobs(&m.batch)?, 0.0)
                     };
                     let old = match &m.old_logp {
                         Some(o) => o.clone(),
@@ -556,127 +772,103 @@ impl<'a> GrpoTrainer<'a> {
                             ref_logp: m.ref_logp.clone(),
                             advantages: m.adv.clone(),
                             mask: m.mask.clone(),
-                            max_len,
+                            max_len: batch.max_len,
                             totals,
                         },
                     );
-                    let v = loss
-                        .clone()
-                        .try_into_scalar::<f32>()
-                        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-                    out.value += v;
                     // Token-weighted statistics over the micro-batches.
-                    let wt = m.tokens as f32 / tokens_total.max(1) as f32;
-                    out.stats.clip_low += st.clip_low * wt;
-                    out.stats.clip_high += st.clip_high * wt;
-                    out.stats.kl += st.kl * wt;
-                    out.stats.ratio_mean += st.ratio_mean * wt;
-                    if v.is_finite() {
-                        let grads = loss.backward();
-                        out.accum.accumulate(
-                            &policy.net,
-                            GradientsParams::from_grads(grads, &policy.net),
-                        );
-                        out.any = true;
-                    }
-                }
-                Ok(out)
-            };
-            let forks: Vec<Model> = (1..workers).map(|_| self.policy.fork()).collect();
-            let policies: Vec<&Model> = std::iter::once(&self.policy).chain(forks.iter()).collect();
-            let outs: Vec<WorkerOut> = policies
-                .par_iter()
-                .enumerate()
-                .map(|(w, p)| run(w, p))
-                .collect::<Result<_, _>>()?;
-            let mut accum = GradientsAccumulator::new();
-            let mut value = 0f32;
+                    let wt = m.tokens as f32 * per_token;
+                    let stats = LossStats {
+                        clip_low: st.clip_low * wt,
+                        clip_high: st.clip_high * wt,
+                        kl: st.kl * wt,
+                        ratio_mean: st.ratio_mean * wt,
+                    };
+                    Ok::<_, GrpoError>(Some((loss, MicroStats { stats, entropy })))
+                })?;
             let mut stats = LossStats::default();
-            for mut o in outs {
-                value += o.value;
-                entropy += o.entropy;
-                stats.clip_low += o.stats.clip_low;
-                stats.clip_high += o.stats.clip_high;
-                stats.kl += o.stats.kl;
-                stats.ratio_mean += o.stats.ratio_mean;
-                if o.any {
-                    accum.accumulate(&self.policy.net, o.accum.grads());
-                }
+            for m in &g.extras {
+                out.entropy += m.entropy;
+                stats.clip_low += m.stats.clip_low;
+                stats.clip_high += m.stats.clip_high;
+                stats.kl += m.stats.kl;
+                stats.ratio_mean += m.stats.ratio_mean;
             }
-            if !value.is_finite() {
+            if !g.value.is_finite() {
                 // NaN/Inf guard: skip the update, count it, stop after too many in a row.
-                tracing::warn!(step = self.step, "non-finite loss; step skipped");
+                tracing::warn!(step = self.state.step, "non-finite loss; step skipped");
                 self.bad_steps += 1;
-                skipped = true;
+                out.skipped = true;
                 if self.bad_steps >= s.max_bad_steps {
                     return Err(GrpoError::Diverged(self.bad_steps));
                 }
                 break;
             }
             self.bad_steps = 0;
-            let net = self.policy.net.clone();
-            self.policy.net = self.optim.step_params(lr, net, accum.grads());
-            last = (value, stats);
+            apply_gradients(&mut self.policy, &mut self.optim, lr, g.grads);
+            out.loss = g.value;
+            out.stats = stats;
         }
-        let train_seconds = train_start.elapsed().as_secs_f64();
-        self.step += 1;
-        if s.ref_reset_every > 0
-            && self.step.is_multiple_of(s.ref_reset_every)
-            && self.reference.is_some()
-        {
-            self.reference = Some(self.policy.inference_copy());
-        }
-        // Metrics.
+        out.seconds = started.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    /// The step's line of `metrics.jsonl`.
+    fn metrics(
+        &self,
+        sampled: &Sampled,
+        rewards: &[f64],
+        batch: &TrainBatch,
+        update: &Update,
+        started: Instant,
+    ) -> StepMetrics {
+        let s = &self.settings;
         let n = rewards.len().max(1) as f64;
         let mean = rewards.iter().sum::<f64>() / n;
         let std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let names: Vec<String> = groups
-            .first()
-            .map(|g| g.parts[0].iter().map(|(n, _)| n.clone()).collect())
-            .unwrap_or_default();
-        let per_reward: Vec<(String, f64)> = names
-            .iter()
+        let per_reward: Vec<(String, f64)> = self
+            .rewards
+            .names()
+            .into_iter()
             .enumerate()
             .map(|(i, name)| {
-                let vals: Vec<f64> = groups
+                let vals: Vec<f64> = sampled
+                    .groups
                     .iter()
                     .flat_map(|g| g.parts.iter().filter_map(move |p| p[i].1))
                     .collect();
-                (
-                    name.clone(),
-                    vals.iter().sum::<f64>() / vals.len().max(1) as f64,
-                )
+                (name, vals.iter().sum::<f64>() / vals.len().max(1) as f64)
             })
             .collect();
         let accuracy = self
-            .accuracy_index
+            .rewards
+            .position(RewardKind::Accuracy)
             .and_then(|i| per_reward.get(i).map(|r| r.1))
             .unwrap_or(f64::NAN);
-        let lens: Vec<usize> = spans.iter().map(|x| x.1).collect();
-        let train_tokens: usize = seqs.iter().map(Vec::len).sum::<usize>() * s.mu;
-        let metrics = StepMetrics {
-            step: self.step,
-            lr,
-            loss: last.0,
+        let lens: Vec<usize> = batch.completions.iter().map(|x| x.0).collect();
+        let rows = batch.completions.len().max(1) as f64;
+        StepMetrics {
+            step: self.state.step,
+            lr: s.optim.lr_at(self.state.step - 1, s.steps),
+            loss: update.loss,
             reward_mean: mean,
             reward_std: std,
             rewards: per_reward,
             accuracy,
-            zero_variance_groups: zero_var as f64 / seen_groups.max(1) as f64,
-            clip_low: last.1.clip_low,
-            clip_high: last.1.clip_high,
-            kl: last.1.kl,
-            ratio_mean: last.1.ratio_mean,
-            entropy,
-            completion_len_mean: lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64,
+            zero_variance_groups: sampled.zero_variance as f64 / sampled.seen.max(1) as f64,
+            clip_low: update.stats.clip_low,
+            clip_high: update.stats.clip_high,
+            kl: update.stats.kl,
+            ratio_mean: update.stats.ratio_mean,
+            entropy: update.entropy,
+            completion_len_mean: lens.iter().sum::<usize>() as f64 / rows,
             completion_len_min: lens.iter().copied().min().unwrap_or(0),
             completion_len_max: lens.iter().copied().max().unwrap_or(0),
-            truncated: spans.iter().filter(|x| x.2).count() as f64 / spans.len().max(1) as f64,
-            gen_tokens_per_s: gen_tokens as f64 / gen_seconds.max(1e-9),
-            train_tokens_per_s: train_tokens as f64 / train_seconds.max(1e-9),
+            truncated: batch.completions.iter().filter(|x| x.1).count() as f64 / rows,
+            gen_tokens_per_s: sampled.gen_tokens as f64 / sampled.gen_seconds.max(1e-9),
+            train_tokens_per_s: (batch.seq_tokens * s.mu) as f64 / update.seconds.max(1e-9),
             step_seconds: started.elapsed().as_secs_f64(),
-            skipped,
-        };
-        Ok((metrics, rollouts))
+            skipped: update.skipped,
+        }
     }
 }

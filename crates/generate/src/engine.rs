@@ -1,0 +1,271 @@
+//! The local [`Engine`]: a model and its tokenizer behind the generation protocol.
+//!
+//! Requests with equal settings (all but the seed) decode together in one batch; sample `j` of
+//! a request uses seed `seed + j`, so an answer does not depend on its batch. Streaming sends
+//! text deltas as tokens are decoded, holding back as many bytes as the longest stop string
+//! (one may be forming) and an incomplete UTF-8 character.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use reasonlab_core::engine::{
+    Engine, EngineError, ModelInfo, Output, Prompt, Request, Sample, Sampling, TokenLogprob,
+    model_dir_hash,
+};
+use reasonlab_model::{BackendKind, Model, ModelError, device_for};
+use reasonlab_tokenize::{TokenizeError, Tokenizer};
+
+use crate::{SamplingParams, SeqRng, generate_streaming};
+
+/// Why a model directory could not become an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalEngineError {
+    #[error("loading model {path}: {source}")]
+    Model {
+        path: std::path::PathBuf,
+        source: ModelError,
+    },
+    #[error("loading the tokenizer of {path}: {source}")]
+    Tokenizer {
+        path: std::path::PathBuf,
+        source: TokenizeError,
+    },
+    #[error("{0} has no tokenizer.json")]
+    NoTokenizer(std::path::PathBuf),
+    #[error("hashing {path}: {source}")]
+    Hash {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A local model serving the generation protocol.
+pub struct LocalEngine {
+    model: Mutex<Model>,
+    tokenizer: Tokenizer,
+    info: ModelInfo,
+    max_batch: usize,
+}
+
+impl LocalEngine {
+    /// An engine over a loaded model; `info` names it.
+    pub fn new(model: Model, tokenizer: Tokenizer, info: ModelInfo) -> Self {
+        Self {
+            model: Mutex::new(model),
+            tokenizer,
+            info,
+            max_batch: 64,
+        }
+    }
+
+    /// Load `dir` (HF layout: weights and tokenizer) on `backend`; the model is named after
+    /// the directory and hashed by its files.
+    pub fn load(dir: &Path, backend: BackendKind) -> Result<Self, LocalEngineError> {
+        let device = device_for(backend, false).map_err(|source| LocalEngineError::Model {
+            path: dir.into(),
+            source,
+        })?;
+        let model = Model::load(dir, &device).map_err(|source| LocalEngineError::Model {
+            path: dir.into(),
+            source,
+        })?;
+        if !dir.join("tokenizer.json").exists() {
+            return Err(LocalEngineError::NoTokenizer(dir.into()));
+        }
+        let tokenizer = Tokenizer::from_dir(dir).map_err(|source| LocalEngineError::Tokenizer {
+            path: dir.into(),
+            source,
+        })?;
+        let info = ModelInfo {
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            hash: model_dir_hash(dir).map_err(|source| LocalEngineError::Hash {
+                path: dir.into(),
+                source,
+            })?,
+            location: dir.display().to_string(),
+        };
+        Ok(Self::new(model, tokenizer, info))
+    }
+
+    /// Rename the model (the id a server announces and checks).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.info.name = name.to_string();
+        self
+    }
+
+    /// Most sequences decoded at once (64 by default).
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt's token ids: text as is (with the tokenizer's special tokens), messages
+    /// through the chat template with the generation prompt.
+    pub fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, TokenizeError> {
+        match prompt {
+            Prompt::Text(t) => self.tokenizer.encode(t, true),
+            Prompt::Messages(m) => self.tokenizer.encode_chat(m, true),
+        }
+    }
+
+    /// The request's prompt ids, or why it cannot be served.
+    fn check(&self, model: &Model, r: &Request) -> Result<Vec<u32>, String> {
+        let ids = self.encode(&r.prompt).map_err(|e| e.to_string())?;
+        if ids.is_empty() {
+            return Err("the prompt encodes to no tokens".to_string());
+        }
+        let max = model.config.max_position_embeddings;
+        if ids.len() + r.sampling.max_new_tokens > max {
+            return Err(format!(
+                "the prompt has {} tokens; with max_tokens = {} that is more than the model's context of {max}",
+                ids.len(),
+                r.sampling.max_new_tokens
+            ));
+        }
+        model
+            .check_input(&ids, ids.len())
+            .map_err(|e| e.to_string())?;
+        Ok(ids)
+    }
+}
+
+impl Engine for LocalEngine {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn generate_streaming(
+        &self,
+        requests: &[Request],
+        on_delta: &mut dyn FnMut(usize, usize, &str),
+    ) -> Vec<Result<Output, EngineError>> {
+        let model = match self.model.lock() {
+            Ok(m) => m,
+            Err(e) => {
+                return requests
+                    .iter()
+                    .map(|_| Err(EngineError::Internal(e.to_string())))
+                    .collect();
+            }
+        };
+        let mut out: Vec<Result<Output, EngineError>> = Vec::with_capacity(requests.len());
+        let mut prompts: Vec<Vec<u32>> = Vec::with_capacity(requests.len());
+        for r in requests {
+            match self.check(&model, r) {
+                Ok(ids) => {
+                    out.push(Ok(Output {
+                        prompt_tokens: ids.len(),
+                        samples: Vec::with_capacity(r.n),
+                    }));
+                    prompts.push(ids);
+                }
+                Err(m) => {
+                    out.push(Err(EngineError::Invalid(m)));
+                    prompts.push(Vec::new());
+                }
+            }
+        }
+        // Valid requests grouped by everything but the seed.
+        type Key = (Sampling, usize, bool);
+        let mut groups: Vec<(Key, Vec<usize>)> = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            if out[i].is_err() {
+                continue;
+            }
+            let key = (
+                Sampling {
+                    seed: 0,
+                    ..r.sampling.clone()
+                },
+                r.n,
+                r.logprobs,
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some(g) => g.1.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        for ((settings, n, logprobs), members) in groups {
+            let group_prompts: Vec<Vec<u32>> =
+                members.iter().map(|&i| prompts[i].clone()).collect();
+            let params = SamplingParams {
+                logprobs,
+                ..SamplingParams::from_sampling(
+                    &settings,
+                    self.tokenizer.eos_id().into_iter().collect(),
+                    self.max_batch,
+                )
+            };
+            let seeds: Vec<u64> = members.iter().map(|&i| requests[i].sampling.seed).collect();
+            let rng_for = |p: usize, s: usize| SeqRng::new(seeds[p].wrapping_add(s as u64), 0, 0);
+            // Text deltas: decode the sample so far, send what is new, but hold back the last
+            // `hold` bytes (a stop string may be forming) and an incomplete UTF-8 character.
+            let hold = settings.stop.iter().map(String::len).max().unwrap_or(0);
+            let mut sent: HashMap<(usize, usize), (Vec<u32>, usize)> = HashMap::new();
+            let tokenizer = &self.tokenizer;
+            let mut on_token = |p: usize, j: usize, token: u32| {
+                let entry = sent.entry((p, j)).or_default();
+                entry.0.push(token);
+                let Ok(text) = tokenizer.decode(&entry.0, true) else {
+                    return;
+                };
+                let text = text.trim_end_matches('\u{fffd}');
+                let mut upto = text.len().saturating_sub(hold);
+                while !text.is_char_boundary(upto) {
+                    upto -= 1;
+                }
+                if upto > entry.1 {
+                    on_delta(members[p], j, &text[entry.1..upto]);
+                    entry.1 = upto;
+                }
+            };
+            match generate_streaming(
+                &model,
+                Some(&self.tokenizer),
+                &group_prompts,
+                n,
+                &params,
+                &rng_for,
+                &mut |_| {},
+                &mut on_token,
+            ) {
+                Ok((done, _)) => {
+                    for c in done {
+                        let logprobs = c.logprobs.as_ref().map(|lp| {
+                            c.token_ids
+                                .iter()
+                                .zip(lp)
+                                .map(|(&id, &logprob)| TokenLogprob {
+                                    token: self.tokenizer.decode(&[id], false).unwrap_or_default(),
+                                    logprob,
+                                })
+                                .collect()
+                        });
+                        if let Ok(o) = &mut out[members[c.prompt_index]] {
+                            o.samples.push(Sample {
+                                text: c.text,
+                                finish_reason: c.finish_reason,
+                                completion_tokens: c.token_ids.len(),
+                                logprobs,
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    for &i in &members {
+                        out[i] = Err(EngineError::Internal(e.to_string()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}

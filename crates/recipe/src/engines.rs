@@ -1,0 +1,138 @@
+//! Where completions come from, as a config table: a local model directory or an
+//! OpenAI-compatible endpoint. `[teacher]` in `distill.toml`, `[rollout]` in `grpo.toml` and
+//! the `eval run` / `sample` flags all read into an [`EngineSpec`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reasonlab_core::engine::Engine;
+use reasonlab_generate::LocalEngine;
+use reasonlab_model::BackendKind;
+use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
+use serde::{Deserialize, Serialize};
+
+/// A local model or an endpoint, and how to talk to the endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSpec {
+    /// A local model directory (HF layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// An OpenAI-compatible server, e.g. `http://127.0.0.1:8000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The model name the server knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    /// Environment variable holding the server's API key.
+    #[serde(default = "default_key_env")]
+    pub api_key_env: String,
+    /// Requests in flight to the server.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Ask the server for all n samples in one request (vLLM, SGLang) instead of n requests.
+    #[serde(default)]
+    pub native_n: bool,
+    /// Per-request timeout in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    /// Retries of a failed request (429, 5xx, timeouts), with exponential backoff.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+fn default_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_timeout() -> u64 {
+    1800
+}
+fn default_retries() -> u32 {
+    6
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineSpecError {
+    #[error(
+        "give either a local model (model = DIR) or an endpoint (endpoint = URL with model_name)"
+    )]
+    Neither,
+    #[error("an endpoint needs a model name (model_name)")]
+    NoModelName,
+    #[error(transparent)]
+    Local(#[from] reasonlab_generate::LocalEngineError),
+    #[error(transparent)]
+    Client(#[from] reasonlab_serve::ClientError),
+}
+
+impl EngineSpec {
+    /// A local model directory.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            model: Some(dir.into()),
+            ..Self::endpoint_spec(None, None)
+        }
+    }
+
+    /// An endpoint serving `model_name`.
+    pub fn endpoint(url: impl Into<String>, model_name: impl Into<String>) -> Self {
+        Self::endpoint_spec(Some(url.into()), Some(model_name.into()))
+    }
+
+    fn endpoint_spec(endpoint: Option<String>, model_name: Option<String>) -> Self {
+        Self {
+            model: None,
+            endpoint,
+            model_name,
+            api_key_env: default_key_env(),
+            concurrency: default_concurrency(),
+            native_n: false,
+            timeout_s: default_timeout(),
+            max_retries: default_retries(),
+        }
+    }
+
+    /// True for an endpoint.
+    pub fn is_remote(&self) -> bool {
+        self.endpoint.is_some()
+    }
+
+    /// The client settings of an endpoint spec.
+    pub fn client_config(&self) -> Result<ClientConfig, EngineSpecError> {
+        let url = self.endpoint.clone().ok_or(EngineSpecError::Neither)?;
+        let mut cfg = ClientConfig::new(
+            url,
+            self.model_name
+                .clone()
+                .ok_or(EngineSpecError::NoModelName)?,
+        );
+        cfg.api_key_env = Some(self.api_key_env.clone());
+        cfg.concurrency = self.concurrency;
+        cfg.timeout = Duration::from_secs(self.timeout_s);
+        cfg.max_retries = self.max_retries;
+        if self.native_n {
+            cfg.n_mode = NMode::Native;
+        }
+        Ok(cfg)
+    }
+
+    /// Build the engine; a relative model path is resolved against `base`.
+    pub fn build(&self, base: &Path) -> Result<Box<dyn Engine>, EngineSpecError> {
+        match (&self.model, &self.endpoint) {
+            (Some(dir), None) => {
+                let dir = if dir.is_absolute() {
+                    dir.clone()
+                } else {
+                    base.join(dir)
+                };
+                Ok(Box::new(LocalEngine::load(&dir, BackendKind::Flex)?))
+            }
+            (None, Some(_)) => Ok(Box::new(OpenAiClient::new(self.client_config()?)?)),
+            _ => Err(EngineSpecError::Neither),
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The GRPO run driver: `reasonlab grpo --config grpo.toml`.
+//!
+//! ```toml
+//! model = "ckpt/qwen2.5-math-1.5b"    # HF directory (config.json, safetensors, tokenizer.json)
+//! data = "train.jsonl"                 # JSONL / Parquet rows (see below)
+//! template = "r1"                      # "r1" (adds R1's instruction) or "plain"
+//! chat = true                          # render with the model's chat template
+//! system = "You are a helpful assistant."   # optional system message (chat only)
+//! rewards = "rewards.toml"
+//! out = "runs/grpo"
+//! preset = "r1-zero"                   # deepseekmath | r1-zero | dr-grpo | dapo | gspo
+//! save_every = 50
+//! long_prompts = "error"               # or "drop" (see below)
+//! max_prompt_length = 512              # optional, in tokens
+//! [rollout]                            # optional: sample on an OpenAI-compatible endpoint
+//! endpoint = "http://127.0.0.1:8000"
+//! model_name = "policy"
+//! [grpo]                               # any GrpoSettings field overrides the preset
+//! steps = 200
+//! group_size = 8
+//! ```
+//!
+//! **Rows.** The prompt is `problem`, `question` or a text `prompt`; a conversational row
+//! (`prompt` or `messages` as a list of `{role, content}`, TRL's format) is rendered with the
+//! chat template as it is. The gold answer is `answer` (text or number), else `solution`.
+//! Every other column reaches the rewards ([`reasonlab_reward::Sample::extra`]).
+//!
+//! **Prompt lengths** are checked before the first step: a prompt that leaves fewer than
+//! `max_new_tokens` positions of the model's context, or is longer than `max_prompt_length`,
+//! is an error listing every offender (`long_prompts = "error"`), or is dropped with a count
+//! (`"drop"`). TRL truncates such prompts from the left instead; a cut math problem scores
+//! noise, so we keep prompts whole.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use reasonlab_core::engine::{Engine, Message, Role};
+use reasonlab_core::jsonl::{self, BadLines};
+use reasonlab_model::{BackendKind, device_for};
+use reasonlab_tokenize::Tokenizer;
+use reasonlab_train::checkpoint;
+use reasonlab_train::grpo::{GrpoSettings, GrpoState, GrpoTrainer, Preset, StepMetrics, Task};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
+use crate::engines::EngineSpec;
+
+pub use reasonlab_eval::template::R1_INSTRUCTION;
+
+/// How a problem becomes the user's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Template {
+    /// `{problem}\n` + [`R1_INSTRUCTION`].
+    #[default]
+    R1,
+    /// The problem text as is.
+    Plain,
+}
+
+/// What to do with prompts too long for the context or `max_prompt_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongPrompts {
+    /// Stop before the first step, listing every offender.
+    #[default]
+    Error,
+    /// Leave them out and say how many.
+    Drop,
+}
+
+/// `grpo.toml` as written: the `[grpo]` table overrides the preset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoFile {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    #[serde(default)]
+    pub template: Template,
+    #[serde(default)]
+    pub chat: bool,
+    #[serde(default)]
+    pub system: Option<String>,
+    pub rewards: PathBuf,
+    pub out: PathBuf,
+    #[serde(default = "default_preset")]
+    pub preset: Preset,
+    #[serde(default)]
+    pub save_every: usize,
+    #[serde(default)]
+    pub long_prompts: LongPrompts,
+    #[serde(default)]
+    pub max_prompt_length: Option<usize>,
+    #[serde(default)]
+    pub rollout: Option<EngineSpec>,
+    #[serde(default)]
+    pub grpo: toml::Table,
+}
+
+fn default_preset() -> Preset {
+    Preset::R1Zero
+}
+
+/// A resolved GRPO run: paths resolved, the preset expanded into every setting. This is what
+/// the run folder's `config.toml` holds, and it reads back as a [`GrpoFile`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrpoConfig {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub template: Template,
+    pub chat: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub rewards: PathBuf,
+    pub out: PathBuf,
+    pub preset: Preset,
+    pub save_every: usize,
+    pub long_prompts: LongPrompts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prompt_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<EngineSpec>,
+    pub grpo: GrpoSettings,
+}
+
+impl GrpoConfig {
+    /// Read `grpo.toml`; its relative paths are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, RunError> {
+        let loaded: Loaded<GrpoFile> = load_toml(path)?;
+        Self::resolve(&loaded.config, &loaded.dir)
+    }
+
+    /// Resolve `file`'s paths against `base` and expand its preset.
+    pub fn resolve(file: &GrpoFile, base: &Path) -> Result<Self, RunError> {
+        let grpo = overlay(&GrpoSettings::preset(file.preset), &file.grpo, "grpo")?;
+        if let Some(r) = &file.rollout
+            && !r.is_remote()
+        {
+            return Err(RunError::Invalid(
+                "[rollout] takes an endpoint (endpoint, model_name); local rollouts sample the \
+                 policy itself, so leave [rollout] out"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            model: resolve(base, &file.model),
+            data: resolve(base, &file.data),
+            template: file.template,
+            chat: file.chat,
+            system: file.system.clone(),
+            rewards: resolve(base, &file.rewards),
+            out: resolve(base, &file.out),
+            preset: file.preset,
+            save_every: file.save_every,
+            long_prompts: file.long_prompts,
+            max_prompt_length: file.max_prompt_length,
+            rollout: file.rollout.clone(),
+            grpo,
+        })
+    }
+}
+
+/// What the driver reports as it goes.
+#[derive(Debug)]
+pub enum GrpoEvent<'a> {
+    /// Before the first step: where the run starts and what was left out.
+    Started {
+        total_steps: usize,
+        state: GrpoState,
+        resumed_from: Option<&'a Path>,
+        tasks: usize,
+        dropped_prompts: usize,
+        dropped_log_lines: usize,
+    },
+    Step(&'a StepMetrics),
+    Saved(&'a Path),
+}
+
+/// What a GRPO run did (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoSummary {
+    pub steps: usize,
+    pub resumed_from_step: Option<usize>,
+    pub tasks: usize,
+    pub dropped_prompts: usize,
+    pub last_reward_mean: Option<f64>,
+    pub last_accuracy: Option<f64>,
+    pub checkpoints: Vec<PathBuf>,
+    pub seconds: f64,
+}
+
+/// A row of the GRPO data.
+fn task_of(
+    index: usize,
+    row: Map<String, Value>,
+    cfg: &GrpoConfig,
+    tokenizer: &Tokenizer,
+) -> Result<Option<Task>, RunError> {
+    let mut row = row;
+    let text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let id = row
+        .remove("id")
+        .map(text)
+        .unwrap_or_else(|| index.to_string());
+    let gold = row
+        .remove("answer")
+        .or_else(|| row.remove("solution"))
+        .map(text);
+    let body = |problem: &str| match cfg.template {
+        Template::R1 => format!("{problem}\n{R1_INSTRUCTION}"),
+        Template::Plain => problem.to_string(),
+    };
+    let conversation = match row.get("messages").or_else(|| row.get("prompt")) {
+        Some(Value::Array(_)) => {
+            let key = if row.contains_key("messages") {
+                "messages"
+            } else {
+                "prompt"
+            };
+            let value = row.remove(key).unwrap_or_default();
+            let messages: Vec<Message> = serde_json::from_value(value).map_err(|e| {
+                RunError::Invalid(format!("row {id}: `{key}` is not a list of messages: {e}"))
+            })?;
+            Some(messages)
+        }
+        _ => None,
+    };
+    let (prompt, problem, add_special_tokens) = match conversation {
+        Some(mut messages) => {
+            if let (Some(system), false) =
+                (&cfg.system, messages.iter().any(|m| m.role == Role::System))
+            {
+                messages.insert(0, Message::system(system.clone()));
+            }
+            let problem = messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(|m| m.content.clone());
+            (tokenizer.render_chat(&messages, true)?, problem, false)
+        }
+        None => {
+            let Some(problem) = ["problem", "question", "prompt"]
+                .iter()
+                .find_map(|k| row.remove(*k))
+                .map(text)
+            else {
+                return Ok(None);
+            };
+            let body = body(&problem);
+            if cfg.chat {
+                let mut messages = Vec::new();
+                if let Some(system) = &cfg.system {
+                    messages.push(Message::system(system.clone()));
+                }
+                messages.push(Message::user(body));
+                (
+                    tokenizer.render_chat(&messages, true)?,
+                    Some(problem),
+                    false,
+                )
+            } else {
+                (body, Some(problem), true)
+            }
+        }
+    };
+    Ok(Some(Task {
+        id,
+        prompt,
+        gold,
+        add_special_tokens,
+        problem,
+        extra: row,
+    }))
+}
+
+/// Tasks whose prompt leaves fewer than `max_new_tokens` positions of `context` or exceeds
+/// `max_prompt_length`: `(index, id, length)`, with the limit they broke.
+pub fn long_prompts(
+    tasks: &[Task],
+    tokenizer: &Tokenizer,
+    context: usize,
+    max_new_tokens: usize,
+    max_prompt_length: Option<usize>,
+) -> Result<(Vec<(usize, String, usize)>, usize), RunError> {
+    let mut limit = context.saturating_sub(max_new_tokens);
+    if let Some(m) = max_prompt_length {
+        limit = limit.min(m);
+    }
+    let mut out = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let len = tokenizer.encode(&t.prompt, t.add_special_tokens)?.len();
+        if len > limit || len == 0 {
+            out.push((i, t.id.clone(), len));
+        }
+    }
+    Ok((out, limit))
+}
+
+/// Run GRPO as `cfg` says into `dir`, calling `on_event` as it goes.
+pub fn run(
+    cfg: &GrpoConfig,
+    dir: &RunDir,
+    resume: Resume,
+    on_event: &mut dyn FnMut(GrpoEvent<'_>),
+) -> Result<GrpoSummary, RunError> {
+    let started = Instant::now();
+    let rewards_cfg = reasonlab_reward::RewardConfig::load(&cfg.rewards)?;
+    let rewards = rewards_cfg.build();
+    let resume_from = dir.resume_from(resume)?;
+    let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
+    let tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let device = device_for(BackendKind::Flex, true)?;
+    let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?;
+    let context = policy.config.max_position_embeddings;
+
+    let rows: Vec<Map<String, Value>> = jsonl::read(&cfg.data, BadLines::Skip)?;
+    let mut tasks = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        tasks.extend(task_of(i, row, cfg, &tokenizer)?);
+    }
+    let (long, limit) = long_prompts(
+        &tasks,
+        &tokenizer,
+        context,
+        cfg.grpo.max_new_tokens,
+        cfg.max_prompt_length,
+    )?;
+    let dropped_prompts = long.len();
+    if !long.is_empty() {
+        match cfg.long_prompts {
+            LongPrompts::Error => {
+                let listed: Vec<String> = long
+                    .iter()
+                    .take(10)
+                    .map(|(_, id, len)| format!("{id} ({len} tokens)"))
+                    .collect();
+                return Err(RunError::Invalid(format!(
+                    "{} of {} prompts are longer than {limit} tokens (the context of {context} \
+                     less max_new_tokens = {}{}): {}{}; set long_prompts = \"drop\" to leave \
+                     them out, or raise the limits",
+                    long.len(),
+                    tasks.len(),
+                    cfg.grpo.max_new_tokens,
+                    cfg.max_prompt_length
+                        .map(|m| format!(", at most max_prompt_length = {m}"))
+                        .unwrap_or_default(),
+                    listed.join(", "),
+                    if long.len() > 10 { ", …" } else { "" },
+                )));
+            }
+            LongPrompts::Drop => {
+                let drop: std::collections::HashSet<usize> =
+                    long.iter().map(|(i, _, _)| *i).collect();
+                tasks = tasks
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !drop.contains(i))
+                    .map(|(_, t)| t)
+                    .collect();
+            }
+        }
+    }
+    if tasks.is_empty() {
+        return Err(RunError::Invalid(format!(
+            "no usable rows in {}",
+            cfg.data.display()
+        )));
+    }
+
+    let engine: Option<Box<dyn Engine>> = match &cfg.rollout {
+        Some(spec) => Some(spec.build(Path::new("."))?),
+        None => None,
+    };
+    let mut trainer = GrpoTrainer::new(cfg.grpo.clone(), policy, &tokenizer, &rewards)?;
+    if let Some(e) = &engine {
+        trainer = trainer.with_rollout_engine(e.as_ref());
+    }
+    let mut resumed_from_step = None;
+    if let Some(ckpt) = &resume_from {
+        let state: GrpoState = checkpoint::restore(ckpt, trainer.optim_mut())?;
+        trainer.restore_state(state);
+        resumed_from_step = Some(state.step);
+    }
+    dir.write_config(cfg)?;
+    let (mut logs, dropped_log_lines) = dir.open_logs(trainer.state().step)?;
+    let total = cfg.grpo.steps;
+    on_event(GrpoEvent::Started {
+        total_steps: total,
+        state: trainer.state(),
+        resumed_from: resume_from.as_deref(),
+        tasks: tasks.len(),
+        dropped_prompts,
+        dropped_log_lines,
+    });
+    let mut last: Option<StepMetrics> = None;
+    let mut checkpoints = Vec::new();
+    while trainer.state().step < total {
+        let (m, rollouts) = trainer.step(&tasks)?;
+        logs.metrics.write(&m).map_err(super::io(&dir.metrics()))?;
+        for r in &rollouts {
+            logs.completions
+                .write(r)
+                .map_err(super::io(&dir.completions()))?;
+        }
+        on_event(GrpoEvent::Step(&m));
+        let step = trainer.state().step;
+        if cfg.save_every > 0 && (step.is_multiple_of(cfg.save_every) || step == total) {
+            let saved = checkpoint::save(
+                dir.root(),
+                step,
+                trainer.policy(),
+                trainer.optim(),
+                &trainer.state(),
+                &cfg.model,
+            )?;
+            on_event(GrpoEvent::Saved(&saved));
+            checkpoints.push(saved);
+        }
+        last = Some(m);
+    }
+    drop(logs);
+    // DeepSeek-R1 Figure 3's two panels, then the training diagnostics.
+    crate::plots::write_curves(
+        dir,
+        "GRPO",
+        &[
+            ("reward and accuracy", &["reward_mean", "accuracy"]),
+            ("mean response length", &["completion_len_mean"]),
+            ("KL and clip fractions", &["kl", "clip_low", "clip_high"]),
+            ("policy entropy", &["entropy"]),
+        ],
+    )?;
+    let summary = GrpoSummary {
+        steps: trainer.state().step,
+        resumed_from_step,
+        tasks: tasks.len(),
+        dropped_prompts,
+        last_reward_mean: last.as_ref().map(|m| m.reward_mean),
+        last_accuracy: last.as_ref().map(|m| m.accuracy).filter(|a| a.is_finite()),
+        checkpoints,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    dir.write_summary(&summary)?;
+    Ok(summary)
+}

@@ -1,0 +1,299 @@
+//! Run drivers: each stage as `run(&Config, &RunDir, Resume, observer) -> Result<Summary>`,
+//! with its TOML schema owned here and one folder layout for every stage.
+//!
+//! ```text
+//! OUT/
+//!   config.toml          the resolved config: every default written out
+//!   metrics.jsonl        one line per step (`step` counts from 1)
+//!   completions.jsonl    sampled completions, each with its `step`
+//!   checkpoints/step-N/  HF-layout model + optimizer.bpk + trainer_state.json
+//!   plots/               training curves (SVG, PNG) and report.html
+//!   summary.json         what the run did
+//! ```
+//!
+//! Resuming from `checkpoints/step-N` first drops every log line written after step N (a run
+//! killed between checkpoints wrote some), so each file reads as one clean run. A fresh start
+//! empties the logs of an earlier run in the same folder.
+
+pub mod grpo;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use reasonlab_core::fs::atomic_write;
+use reasonlab_core::jsonl::JsonlWriter;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Whether a run continues from its newest checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Start from step 0.
+    #[default]
+    Fresh,
+    /// Continue from the newest complete checkpoint in `OUT/checkpoints`, or start fresh when
+    /// there is none.
+    Latest,
+}
+
+/// Errors of the run drivers, naming the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Jsonl(#[from] reasonlab_core::jsonl::JsonlError),
+    #[error(transparent)]
+    Checkpoint(#[from] reasonlab_train::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Tokenize(#[from] reasonlab_tokenize::TokenizeError),
+    #[error(transparent)]
+    Model(#[from] reasonlab_model::ModelError),
+    #[error(transparent)]
+    Grpo(#[from] reasonlab_train::grpo::GrpoError),
+    #[error("rewards: {0}")]
+    Reward(#[from] reasonlab_reward::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::engines::EngineSpecError),
+}
+
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A parsed config file and the directory its relative paths are resolved against.
+pub struct Loaded<T> {
+    pub config: T,
+    pub dir: PathBuf,
+}
+
+impl<T> Loaded<T> {
+    /// `p` relative to the config file (absolute paths unchanged).
+    pub fn path(&self, p: &Path) -> PathBuf {
+        resolve(&self.dir, p)
+    }
+}
+
+/// `p` against `base` (absolute paths unchanged).
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Read and parse a TOML config; relative paths in it are relative to its folder.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<Loaded<T>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let config: T = toml::from_str(&text).map_err(|e| RunError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Ok(Loaded { config, dir })
+}
+
+/// `base` with the TOML table `overrides` laid over it (nested tables merge key by key);
+/// `what` names the table in errors.
+pub fn overlay<T: Serialize + DeserializeOwned>(
+    base: &T,
+    overrides: &toml::Table,
+    what: &str,
+) -> Result<T, RunError> {
+    fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+        match (base, over) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+                for (k, v) in o {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, o) => *b = o,
+        }
+    }
+    let invalid = |e: serde_json::Error| RunError::Invalid(format!("[{what}] table: {e}"));
+    let mut value = serde_json::to_value(base).map_err(invalid)?;
+    merge(
+        &mut value,
+        serde_json::to_value(overrides).map_err(invalid)?,
+    );
+    serde_json::from_value(value).map_err(invalid)
+}
+
+/// A run folder (layout in the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The folder `root`, created with its `checkpoints/` if needed.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self, RunError> {
+        let root = root.into();
+        let checkpoints = root.join("checkpoints");
+        std::fs::create_dir_all(&checkpoints).map_err(io(&checkpoints))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn completions(&self) -> PathBuf {
+        self.root.join("completions.jsonl")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+
+    /// The newest complete checkpoint, when resuming.
+    pub fn resume_from(&self, resume: Resume) -> Result<Option<PathBuf>, RunError> {
+        Ok(match resume {
+            Resume::Fresh => None,
+            Resume::Latest => reasonlab_train::checkpoint::latest(&self.root)?,
+        })
+    }
+
+    /// Write the resolved config (every default spelled out) atomically.
+    pub fn write_config<T: Serialize>(&self, config: &T) -> Result<(), RunError> {
+        let path = self.config();
+        let text = toml::to_string_pretty(config).map_err(|e| RunError::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        atomic_write(&path, text.as_bytes()).map_err(io(&path))
+    }
+
+    /// Write `summary.json` atomically.
+    pub fn write_summary<T: Serialize>(&self, summary: &T) -> Result<(), RunError> {
+        let path = self.summary();
+        let text = serde_json::to_string_pretty(summary)
+            .map_err(|e| RunError::Invalid(format!("summary: {e}")))?;
+        atomic_write(&path, text.as_bytes()).map_err(io(&path))
+    }
+
+    /// The metrics and completions logs, opened for appending after dropping every line of a
+    /// step later than `step` (0 on a fresh start: the logs are emptied). Returns the writers
+    /// and how many lines were dropped.
+    pub fn open_logs(&self, step: usize) -> Result<(Logs, usize), RunError> {
+        let mut dropped = 0;
+        for path in [self.metrics(), self.completions()] {
+            dropped += keep_steps_up_to(&path, step)?;
+        }
+        let open = |p: PathBuf| JsonlWriter::append(&p).map_err(io(&p));
+        Ok((
+            Logs {
+                metrics: open(self.metrics())?,
+                completions: open(self.completions())?,
+            },
+            dropped,
+        ))
+    }
+}
+
+/// A run's append-only logs.
+pub struct Logs {
+    pub metrics: JsonlWriter<File>,
+    pub completions: JsonlWriter<File>,
+}
+
+/// Keep the lines of the JSONL file `path` whose `step` is at most `step` (lines without a
+/// readable `step` are kept), rewriting it atomically; returns how many were dropped. A file
+/// that does not exist is left so.
+pub fn keep_steps_up_to(path: &Path, step: usize) -> Result<usize, RunError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut kept = Vec::new();
+    let mut dropped = 0;
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(io(path))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let later = serde_json::from_slice::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("step")?.as_u64())
+            .is_some_and(|s| s > step as u64);
+        if later {
+            dropped += 1;
+        } else {
+            kept.extend_from_slice(&line);
+            kept.push(b'\n');
+        }
+    }
+    if dropped > 0 {
+        atomic_write(path, &kept).map_err(io(path))?;
+    }
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_keep_only_steps_up_to_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        let lines: String = (1..=6)
+            .map(|s| format!("{{\"step\": {s}, \"loss\": 0.5}}\n"))
+            .collect();
+        std::fs::write(run.metrics(), &lines).unwrap();
+        std::fs::write(
+            run.completions(),
+            "{\"step\": 2}\n{\"step\": 5}\nnot json\n",
+        )
+        .unwrap();
+        let (mut logs, dropped) = run.open_logs(4).unwrap();
+        assert_eq!(dropped, 3);
+        logs.metrics.write(&serde_json::json!({"step": 5})).unwrap();
+        drop(logs);
+        let text = std::fs::read_to_string(run.metrics()).unwrap();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            std::fs::read_to_string(run.completions()).unwrap(),
+            "{\"step\": 2}\nnot json\n"
+        );
+        // A fresh start empties them.
+        let (_, dropped) = run.open_logs(0).unwrap();
+        assert_eq!(dropped, 6);
+    }
+}
