@@ -179,7 +179,7 @@ fn grpo_runs_checkpoints_and_resumes_exactly() {
     let straight = tempfile::tempdir().unwrap();
     let write_config = |steps: usize, dir: &std::path::Path| {
         let cfg = format!(
-            "model = {:?}\ndata = {:?}\nrewards = {:?}\nout = {:?}\nchat = true\nsave_every = 1\n[grpo]\nsteps = {steps}\ngroup_size = 2\nprompts_per_step = 2\nmax_new_tokens = 6\n",
+            "model = {:?}\ndata = {:?}\nrewards = {:?}\nout = {:?}\nchat = true\nsave_every = 1\nlong_prompts = \"drop\"\n[grpo]\nsteps = {steps}\ngroup_size = 2\nprompts_per_step = 2\nmax_new_tokens = 6\n",
             root.join("fixtures/tiny-qwen2"),
             root.join("examples/data/gsm8k_train_32.jsonl"),
             root.join("examples/rewards.toml"),

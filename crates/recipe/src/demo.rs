@@ -380,7 +380,7 @@ pub fn run(
         on_event(Event::Tick);
     }
     let held_out_loss_after_sft = trainer.held_out_loss()?;
-    let model = trainer.model;
+    let model = trainer.into_model();
     on_event(Event::Phase("eval (before)", 1));
     let before = evaluate(&model.inference_copy(), &tok, held_out, s, eos)?;
     on_event(Event::Tick);

@@ -362,10 +362,10 @@ fn resume_from_a_checkpoint_continues_exactly() {
     }
     let ckpt = checkpoint::save(
         dir.path(),
-        first.state.step,
-        &first.model,
-        &first.optim,
-        &first.state,
+        first.state().step,
+        first.model(),
+        first.optim(),
+        first.state(),
         &fixture(),
     )
     .unwrap();
@@ -373,7 +373,7 @@ fn resume_from_a_checkpoint_continues_exactly() {
     assert_eq!(checkpoint::latest(dir.path()).unwrap(), Some(ckpt.clone()));
     let reloaded = Model::load(&ckpt, &device).unwrap();
     let mut second = SftTrainer::new(settings(), reloaded, examples(), vec![], 0).unwrap();
-    let state: SftState = checkpoint::restore(&ckpt, &mut second.optim).unwrap();
+    let state: SftState = checkpoint::restore(&ckpt, second.optim_mut()).unwrap();
     second.set_state(state);
     while let Some(m) = second.step().unwrap() {
         resumed.push(m.loss);
@@ -384,7 +384,7 @@ fn resume_from_a_checkpoint_continues_exactly() {
     }
     let worst = weights(&full.model)
         .iter()
-        .zip(&weights(&second.model))
+        .zip(&weights(second.model()))
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-5, "final weights differ by {worst}");
@@ -398,17 +398,17 @@ fn without_optimizer_state_the_resume_diverges() {
     for _ in 0..2 {
         a.step().unwrap();
     }
-    let mut b = SftTrainer::new(settings(), a.model.clone(), examples(), vec![], 0).unwrap();
-    b.set_state(a.state);
+    let mut b = SftTrainer::new(settings(), a.model().clone(), examples(), vec![], 0).unwrap();
+    b.set_state(a.state().clone());
     let la = a.step().unwrap().unwrap().loss;
     let lb = b.step().unwrap().unwrap().loss;
     assert!(
         (la - lb).abs() < 1e-6,
         "same weights, same batch, same loss"
     );
-    let worst = weights(&a.model)
+    let worst = weights(a.model())
         .iter()
-        .zip(&weights(&b.model))
+        .zip(&weights(b.model()))
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(
@@ -454,10 +454,10 @@ fn lora_trains_only_the_adapters_and_saves_merged_weights() {
         "LoRA SFT should lower the loss: {first} → {last}"
     );
     // Base weights (what visit_named sees, un-merged) did not move.
-    assert_eq!(weights(&t.model), base);
+    assert_eq!(weights(t.model()), base);
     // The saved checkpoint is the merged model: same log-probs as the adapted one.
     let dir = tempfile::tempdir().unwrap();
-    t.model
+    t.into_model()
         .save(dir.path(), reasonlab_model::SaveDtype::F32)
         .unwrap();
     assert!(dir.path().join("adapter_model.safetensors").exists());
@@ -470,7 +470,7 @@ fn lora_trains_only_the_adapters_and_saves_merged_weights() {
             .try_into_vec_as::<f32>()
             .unwrap()
     };
-    let adapted = lp(&t.model.clone().to_device(&cpu));
+    let adapted = lp(t.model().clone().to_device(&cpu));
     let merged = lp(&Model::load(dir.path(), &cpu).unwrap());
     let reattached = lp(&model(&cpu).load_adapter(dir.path()).unwrap());
     let original = lp(&model(&cpu));
@@ -506,10 +506,10 @@ fn lora_resume_continues_exactly() {
     }
     let ckpt = checkpoint::save(
         dir.path(),
-        first.state.step,
-        &first.model,
-        &first.optim,
-        &first.state,
+        first.state().step,
+        first.model(),
+        first.optim(),
+        first.state(),
         &fixture(),
     )
     .unwrap();
@@ -517,7 +517,7 @@ fn lora_resume_continues_exactly() {
     let reloaded = checkpoint::load_model(&ckpt, &fixture(), &device).unwrap();
     assert!(reloaded.lora().is_some());
     let mut second = SftTrainer::new(lora_settings(), reloaded, examples(), vec![], 0).unwrap();
-    let state: SftState = checkpoint::restore(&ckpt, &mut second.optim).unwrap();
+    let state: SftState = checkpoint::restore(&ckpt, second.optim_mut()).unwrap();
     second.set_state(state);
     while let Some(m) = second.step().unwrap() {
         resumed.push(m.loss);

@@ -1,12 +1,11 @@
-//! `reasonlab grpo --config grpo.toml [--resume]`: the library's GRPO driver with a progress
-//! bar (schema in `reasonlab_recipe::run::grpo`).
+//! `reasonlab grpo --config grpo.toml [--resume]` (schema: `reasonlab_recipe::run::grpo`).
 
 use std::path::PathBuf;
 
-use reasonlab_recipe::run::grpo::{self, GrpoConfig, GrpoEvent};
-use reasonlab_recipe::run::{Resume, RunDir};
+use reasonlab_recipe::run::RunDir;
+use reasonlab_recipe::run::grpo::{self, GrpoConfig};
 
-use super::runcfg;
+use super::runcfg::{self, Printer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,56 +20,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = GrpoConfig::load(&args.config)?;
     let dir = RunDir::create(&cfg.out)?;
-    let resume = if args.resume {
-        Resume::Latest
-    } else {
-        Resume::Fresh
-    };
-    let mut bar = None;
-    let summary = grpo::run(&cfg, &dir, resume, &mut |event| match event {
-        GrpoEvent::Started {
-            total_steps,
-            state,
-            resumed_from,
-            tasks,
-            dropped_prompts,
-            dropped_log_lines,
-        } => {
-            if let Some(from) = resumed_from {
-                eprintln!("resuming from {} (step {})", from.display(), state.step);
-            }
-            if dropped_log_lines > 0 {
-                eprintln!(
-                    "dropped {dropped_log_lines} log lines written after step {}",
-                    state.step
-                );
-            }
-            if dropped_prompts > 0 {
-                eprintln!(
-                    "left out {dropped_prompts} prompts too long to train on; {tasks} remain"
-                );
-            }
-            bar = Some(runcfg::bar("grpo", total_steps as u64, state.step as u64));
-        }
-        GrpoEvent::Step(m) => {
-            if let Some(bar) = &bar {
-                bar.set_message(format!(
-                    "reward {:.3}  acc {:.3}  len {:.1}",
-                    m.reward_mean, m.accuracy, m.completion_len_mean
-                ));
-                bar.inc(1);
-            }
-        }
-        GrpoEvent::Saved(_) => {}
+    let mut printer = Printer::default();
+    let summary = grpo::run(&cfg, &dir, runcfg::resume(args.resume), &mut |e| {
+        printer.event(e)
     })?;
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    eprintln!(
-        "{} steps in {:.1} s → {}",
-        summary.steps,
-        summary.seconds,
-        dir.root().display()
-    );
+    printer.finish();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

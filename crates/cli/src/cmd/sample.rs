@@ -2,18 +2,14 @@
 //! filtered (`--keep correct` is rejection sampling) and written as SFT-ready JSONL with
 //! provenance. Resumable: rerunning the same command finishes what is missing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use reasonlab_eval::{Benchmark, PromptTemplate, Sampling};
-use reasonlab_recipe::traces::{self, FilterSettings, Keep};
-use reasonlab_reward::RewardConfig;
+use reasonlab_core::engine::Sampling;
+use reasonlab_recipe::run::sample::{self, SampleConfig};
+use reasonlab_recipe::traces::{FilterSettings, Keep};
 
-use super::runcfg;
+use super::runcfg::Printer;
 use super::source::GeneratorArgs;
-
-/// The rewards used when no `--rewards` file is given (examples/rewards.toml).
-pub const DEFAULT_REWARDS: &str = include_str!("../../../../examples/rewards.toml");
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -76,95 +72,37 @@ enum KeepArg {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let generator = args.source.build(std::path::Path::new("."))?;
-    let benchmark = Benchmark::parse(&args.data)?;
-    let mut rows = benchmark.load()?;
-    if let Some(n) = args.limit {
-        rows.truncate(n);
-    }
-    let template = PromptTemplate::parse(&args.template)?;
-    let problems = traces::problems_from(
-        &rows,
-        template,
-        benchmark.language(),
-        benchmark.few_shot_style(),
-    );
-    let reward_cfg = match &args.rewards {
-        Some(p) => RewardConfig::load(p)?,
-        None => RewardConfig::from_toml(DEFAULT_REWARDS)?,
-    };
-    let rewards = reward_cfg.build();
-    let filter = FilterSettings {
-        keep: match args.keep {
-            KeepArg::Correct => Keep::Correct,
-            KeepArg::All => Keep::All,
+    let cfg = SampleConfig {
+        data: args.data.clone(),
+        engine: args.source.spec(),
+        k: args.k,
+        template: args.template.clone(),
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            max_new_tokens: args.max_new_tokens,
+            seed: args.seed,
+            ..Sampling::default()
         },
-        drop_truncated: !args.keep_truncated,
-        max_completion_tokens: args.max_completion_tokens,
-        require_think_format: args.require_think,
-        min_language_consistency: args.min_language_consistency,
-        dedup: !args.no_dedup,
+        rewards: args.rewards.clone(),
+        filter: FilterSettings {
+            keep: match args.keep {
+                KeepArg::Correct => Keep::Correct,
+                KeepArg::All => Keep::All,
+            },
+            drop_truncated: !args.keep_truncated,
+            max_completion_tokens: args.max_completion_tokens,
+            require_think_format: args.require_think,
+            min_language_consistency: args.min_language_consistency,
+            dedup: !args.no_dedup,
+        },
+        limit: args.limit,
+        chunk_size: args.chunk_size,
+        out: args.out.clone(),
     };
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: None,
-        max_new_tokens: args.max_new_tokens,
-        seed: args.seed,
-        ..Sampling::default()
-    };
-    let summary = sample_traces(
-        generator.as_ref(),
-        &problems,
-        args.k,
-        &sampling,
-        &rewards,
-        &filter,
-        &args.out,
-        args.chunk_size,
-    )?;
+    let mut printer = Printer::default();
+    let summary = sample::run(&cfg, Path::new("."), &mut |e| printer.event(e))?;
+    printer.finish();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
-}
-
-/// Run the trace loop with a progress bar; shared with `distill`.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_traces(
-    generator: &dyn reasonlab_core::engine::Engine,
-    problems: &[traces::TraceProblem],
-    k: usize,
-    sampling: &Sampling,
-    rewards: &reasonlab_reward::WeightedSum,
-    filter: &FilterSettings,
-    out: &std::path::Path,
-    chunk: usize,
-) -> anyhow::Result<traces::TraceSummary> {
-    let bar = runcfg::bar("sample", problems.len() as u64, 0);
-    let summary = traces::run(
-        generator,
-        problems,
-        k,
-        sampling,
-        rewards,
-        filter,
-        out,
-        chunk,
-        &mut |s| {
-            bar.set_position((s.already_done + s.done + s.failed) as u64);
-            bar.set_message(format!(
-                "kept {}/{}  failed {}",
-                s.kept, s.generated, s.failed
-            ));
-        },
-    )
-    .with_context(|| format!("sampling into {}", out.display()))?;
-    bar.finish();
-    if summary.failed > 0 {
-        eprintln!(
-            "{} problems failed (see {}); rerun the same command to retry them",
-            summary.failed,
-            traces::ledger_path(out).display()
-        );
-    }
-    Ok(summary)
 }

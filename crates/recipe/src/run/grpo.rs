@@ -43,7 +43,7 @@ use reasonlab_train::grpo::{GrpoSettings, GrpoState, GrpoTrainer, Preset, StepMe
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
+use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
 use crate::engines::EngineSpec;
 
 pub use reasonlab_eval::template::R1_INSTRUCTION;
@@ -159,22 +159,6 @@ impl GrpoConfig {
             grpo,
         })
     }
-}
-
-/// What the driver reports as it goes.
-#[derive(Debug)]
-pub enum GrpoEvent<'a> {
-    /// Before the first step: where the run starts and what was left out.
-    Started {
-        total_steps: usize,
-        state: GrpoState,
-        resumed_from: Option<&'a Path>,
-        tasks: usize,
-        dropped_prompts: usize,
-        dropped_log_lines: usize,
-    },
-    Step(&'a StepMetrics),
-    Saved(&'a Path),
 }
 
 /// What a GRPO run did (`summary.json`).
@@ -306,7 +290,7 @@ pub fn run(
     cfg: &GrpoConfig,
     dir: &RunDir,
     resume: Resume,
-    on_event: &mut dyn FnMut(GrpoEvent<'_>),
+    on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<GrpoSummary, RunError> {
     let started = Instant::now();
     let rewards_cfg = reasonlab_reward::RewardConfig::load(&cfg.rewards)?;
@@ -389,14 +373,24 @@ pub fn run(
     dir.write_config(cfg)?;
     let (mut logs, dropped_log_lines) = dir.open_logs(trainer.state().step)?;
     let total = cfg.grpo.steps;
-    on_event(GrpoEvent::Started {
-        total_steps: total,
-        state: trainer.state(),
+    on_event(Event::Started {
+        stage: "grpo",
+        total,
+        done: trainer.state().step,
         resumed_from: resume_from.as_deref(),
-        tasks: tasks.len(),
-        dropped_prompts,
-        dropped_log_lines,
     });
+    if dropped_log_lines > 0 {
+        on_event(Event::Note(format!(
+            "dropped {dropped_log_lines} log lines written after step {}",
+            trainer.state().step
+        )));
+    }
+    if dropped_prompts > 0 {
+        on_event(Event::Note(format!(
+            "left out {dropped_prompts} prompts too long to train on; {} remain",
+            tasks.len()
+        )));
+    }
     let mut last: Option<StepMetrics> = None;
     let mut checkpoints = Vec::new();
     while trainer.state().step < total {
@@ -407,7 +401,13 @@ pub fn run(
                 .write(r)
                 .map_err(super::io(&dir.completions()))?;
         }
-        on_event(GrpoEvent::Step(&m));
+        on_event(Event::Progress {
+            done: m.step,
+            message: format!(
+                "reward {:.3}  acc {:.3}  len {:.1}",
+                m.reward_mean, m.accuracy, m.completion_len_mean
+            ),
+        });
         let step = trainer.state().step;
         if cfg.save_every > 0 && (step.is_multiple_of(cfg.save_every) || step == total) {
             let saved = checkpoint::save(
@@ -418,7 +418,7 @@ pub fn run(
                 &trainer.state(),
                 &cfg.model,
             )?;
-            on_event(GrpoEvent::Saved(&saved));
+            on_event(Event::Saved(&saved));
             checkpoints.push(saved);
         }
         last = Some(m);

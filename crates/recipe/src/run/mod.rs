@@ -15,7 +15,11 @@
 //! killed between checkpoints wrote some), so each file reads as one clean run. A fresh start
 //! empties the logs of an earlier run in the same folder.
 
+pub mod distill;
 pub mod grpo;
+pub mod pretrain;
+pub mod sample;
+pub mod sft;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -25,6 +29,24 @@ use reasonlab_core::fs::atomic_write;
 use reasonlab_core::jsonl::JsonlWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// What a driver reports as it goes (the CLI draws a progress bar from these).
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Before the first step: `done` of `total` steps are behind (a resumed run).
+    Started {
+        stage: &'static str,
+        total: usize,
+        done: usize,
+        resumed_from: Option<&'a Path>,
+    },
+    /// A step finished; `message` is its headline numbers.
+    Progress { done: usize, message: String },
+    /// Something the user should know (prompts left out, log lines dropped, …).
+    Note(String),
+    /// A checkpoint was written.
+    Saved(&'a Path),
+}
 
 /// Whether a run continues from its newest checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,6 +82,10 @@ pub enum RunError {
     Model(#[from] reasonlab_model::ModelError),
     #[error(transparent)]
     Grpo(#[from] reasonlab_train::grpo::GrpoError),
+    #[error(transparent)]
+    Sft(#[from] reasonlab_train::sft::SftError),
+    #[error(transparent)]
+    Pretrain(#[from] reasonlab_train::pretrain::PretrainError),
     #[error("rewards: {0}")]
     Reward(#[from] reasonlab_reward::Error),
     #[error(transparent)]

@@ -122,10 +122,10 @@ pub struct SftMetrics {
 
 /// The SFT trainer.
 pub struct SftTrainer {
-    pub settings: SftSettings,
-    pub model: Model,
-    pub optim: AdamW,
-    pub state: SftState,
+    settings: SftSettings,
+    model: Model,
+    optim: AdamW,
+    state: SftState,
     train: Vec<Encoded>,
     held_out: Vec<Encoded>,
     pad_id: u32,
@@ -171,6 +171,27 @@ impl SftTrainer {
     }
 
     /// Continue from a saved state (the plan of its epoch is rebuilt from the seed).
+    pub fn settings(&self) -> &SftSettings {
+        &self.settings
+    }
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn optim(&self) -> &AdamW {
+        &self.optim
+    }
+    /// The optimiser, to restore its moments from a checkpoint.
+    pub fn optim_mut(&mut self) -> &mut AdamW {
+        &mut self.optim
+    }
+    pub fn state(&self) -> &SftState {
+        &self.state
+    }
+    /// The trained model.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
     pub fn set_state(&mut self, state: SftState) {
         self.state = state;
         self.plan = self.plan_epoch(state.epoch);

@@ -1,0 +1,122 @@
+//! The GRPO run driver end to end on the tiny Qwen2 fixture: prompt lengths checked before the
+//! first step, conversational rows with a system prompt, the resolved config, and a resume
+//! after a crash between checkpoints leaving one clean log.
+
+use std::path::{Path, PathBuf};
+
+use reasonlab_recipe::run::grpo::{self, GrpoConfig, GrpoFile, LongPrompts};
+use reasonlab_recipe::run::{Resume, RunDir};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A config over `rows` (JSON lines) in `dir`.
+fn config(dir: &Path, rows: &[serde_json::Value], extra: &str) -> GrpoConfig {
+    let data = dir.join("train.jsonl");
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&data, text).unwrap();
+    let toml = format!(
+        "model = {model:?}\ndata = {data:?}\nrewards = {rewards:?}\nout = {out:?}\n\
+         chat = true\nsave_every = 2\n{extra}\n\
+         [grpo]\nsteps = 4\ngroup_size = 2\nprompts_per_step = 2\nmax_new_tokens = 8\n",
+        model = repo().join("fixtures/tiny-qwen2"),
+        rewards = repo().join("examples/rewards.toml"),
+        out = dir.join("run"),
+    );
+    let path = dir.join("grpo.toml");
+    std::fs::write(&path, toml).unwrap();
+    GrpoConfig::load(&path).unwrap()
+}
+
+fn short(i: usize) -> serde_json::Value {
+    serde_json::json!({"id": format!("short-{i}"), "problem": format!("What is {i} + {i}?"), "answer": 2 * i})
+}
+
+fn long(i: usize) -> serde_json::Value {
+    let problem = "Add up all of these numbers one at a time. ".repeat(40);
+    serde_json::json!({"id": format!("long-{i}"), "problem": problem, "answer": "0"})
+}
+
+fn steps_of(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn long_prompts_are_all_reported_before_the_first_step_or_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = [short(1), long(1), short(2), long(2)];
+    let cfg = config(tmp.path(), &rows, "");
+    let dir = RunDir::create(&cfg.out).unwrap();
+    let err = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 of 4 prompts"), "{err}");
+    assert!(err.contains("long-1") && err.contains("long-2"), "{err}");
+    assert!(err.contains("256"), "names the context: {err}");
+    assert!(!dir.metrics().exists() || steps_of(&dir.metrics()).is_empty());
+    // Dropped under the setting, with a count.
+    let mut cfg = cfg;
+    cfg.long_prompts = LongPrompts::Drop;
+    cfg.grpo.steps = 1;
+    let summary = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap();
+    assert_eq!((summary.dropped_prompts, summary.tasks), (2, 2));
+    // max_prompt_length is a limit of its own.
+    cfg.max_prompt_length = Some(3);
+    let err = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no usable rows"), "{err}");
+}
+
+#[test]
+fn resume_after_a_crash_between_checkpoints_leaves_one_clean_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Conversational rows (TRL's format) with a system prompt and an extra column.
+    let rows: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            serde_json::json!({
+                "prompt": [{"role": "system", "content": "Answer briefly."},
+                           {"role": "user", "content": format!("What is {i} + {i}?")}],
+                "answer": (2 * i).to_string(),
+                "level": i,
+            })
+        })
+        .collect();
+    let cfg = config(tmp.path(), &rows, "");
+    let dir = RunDir::create(&cfg.out).unwrap();
+    let full = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap();
+    assert_eq!(full.steps, 4);
+    assert_eq!(steps_of(&dir.metrics()), [1, 2, 3, 4]);
+    // Killed after step 4's log lines but before its checkpoint was complete.
+    std::fs::remove_file(dir.checkpoints().join("step-4/trainer_state.json")).unwrap();
+    let resumed = grpo::run(&cfg, &dir, Resume::Latest, &mut |_| {}).unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(2));
+    assert_eq!(steps_of(&dir.metrics()), [1, 2, 3, 4]);
+    let completions = steps_of(&dir.completions());
+    for step in 1..=4 {
+        assert_eq!(
+            completions.iter().filter(|&&s| s == step).count(),
+            4,
+            "step {step}"
+        );
+    }
+    // The resolved config spells out every setting and reads back.
+    let text = std::fs::read_to_string(dir.config()).unwrap();
+    assert!(
+        text.contains("epsilon_high") && text.contains("group_size = 2"),
+        "{text}"
+    );
+    let back: GrpoFile = toml::from_str(&text).unwrap();
+    let again = GrpoConfig::resolve(&back, Path::new("/")).unwrap();
+    assert_eq!(again, cfg);
+    assert!(dir.summary().exists() && dir.plots().join("report.html").exists());
+}
