@@ -1,0 +1,1022 @@
+//! reasonlab's benchmarks: our side of each workload and the Python peer's (PyTorch / HF
+//! transformers, TRL) run in the same invocation, with the ratio written out.
+//!
+//! Everything a benchmark needs ships inside the library: the peer scripts, the tiny Qwen2
+//! fixture's tokenizer and the GSM8K prompts are embedded and written to a temporary folder
+//! ([`Assets`]), so an installed `reasonlab bench …` works from any directory. Reports go to the
+//! writer the caller passes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use reasonlab_generate::SamplingParams;
+use reasonlab_model::{Model, PadSide, TokenBatch, bench_config, device_for};
+use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
+use serde_json::{Value, json};
+
+/// A benchmark that could not run, with what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<std::io::Error> for BenchError {
+    fn from(e: std::io::Error) -> Self {
+        BenchError::Failed(e.to_string())
+    }
+}
+
+/// Errors of the stages a benchmark drives, kept as their message.
+macro_rules! from_errors {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for BenchError {
+            fn from(e: $t) -> Self {
+                BenchError::Failed(e.to_string())
+            }
+        })*
+    };
+}
+
+from_errors!(
+    serde_json::Error,
+    std::net::AddrParseError,
+    reasonlab_model::ModelError,
+    reasonlab_generate::GenerateError,
+    reasonlab_generate::LocalEngineError,
+    reasonlab_core::engine::EngineError,
+    reasonlab_core::jsonl::JsonlError,
+    reasonlab_tokenize::TokenizeError,
+    reasonlab_train::sft::SftError,
+    reasonlab_train::grpo::GrpoError,
+    reasonlab_reward::Error,
+    reasonlab_serve::ClientError,
+    reasonlab_serve::server::ServerError,
+);
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            return Err(BenchError::Failed(format!($($fmt)*)));
+        }
+    };
+}
+
+macro_rules! bail {
+    ($($fmt:tt)*) => {
+        return Err(BenchError::Failed(format!($($fmt)*)))
+    };
+}
+
+/// `context` / `with_context` on results and options, as the benchmarks read best.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T, BenchError>;
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, BenchError>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: &str) -> Result<T, BenchError> {
+        self.map_err(|e| BenchError::Failed(format!("{what}: {e}")))
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, BenchError> {
+        self.map_err(|e| BenchError::Failed(format!("{}: {e}", what())))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, what: &str) -> Result<T, BenchError> {
+        self.ok_or_else(|| BenchError::Failed(what.to_string()))
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, BenchError> {
+        self.ok_or_else(|| BenchError::Failed(what()))
+    }
+}
+
+/// The files a benchmark needs, embedded at build time and written to a temporary folder in
+/// the repository's layout (`scripts/`, `fixtures/tiny-qwen2/`, `examples/data/`), which the
+/// peer scripts expect around them. Removed on drop.
+pub struct Assets {
+    root: PathBuf,
+}
+
+const EMBEDDED: &[(&str, &[u8])] = &[
+    (
+        "scripts/bench_torch.py",
+        include_bytes!("../../../scripts/bench_torch.py"),
+    ),
+    (
+        "scripts/bench_trl_sft.py",
+        include_bytes!("../../../scripts/bench_trl_sft.py"),
+    ),
+    (
+        "scripts/bench_trl_grpo.py",
+        include_bytes!("../../../scripts/bench_trl_grpo.py"),
+    ),
+    (
+        "fixtures/tiny-qwen2/tokenizer.json",
+        include_bytes!("../../../fixtures/tiny-qwen2/tokenizer.json"),
+    ),
+    (
+        "fixtures/tiny-qwen2/tokenizer_config.json",
+        include_bytes!("../../../fixtures/tiny-qwen2/tokenizer_config.json"),
+    ),
+    (
+        "fixtures/tiny-qwen2/generation_config.json",
+        include_bytes!("../../../fixtures/tiny-qwen2/generation_config.json"),
+    ),
+    (
+        "examples/data/gsm8k_short_32.jsonl",
+        include_bytes!("../../../examples/data/gsm8k_short_32.jsonl"),
+    ),
+    (
+        "data/answer_suite.jsonl",
+        include_bytes!("../../../crates/answer/tests/data/suite.jsonl"),
+    ),
+];
+
+impl Assets {
+    /// Write the embedded files to a fresh temporary folder.
+    pub fn unpack() -> Result<Self, BenchError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "reasonlab-bench-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        for (path, bytes) in EMBEDDED {
+            let p = root.join(path);
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&p, bytes)?;
+        }
+        Ok(Self { root })
+    }
+
+    /// A file of the embedded layout.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The folder everything is in (peer scripts run from here).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for Assets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Timed repetitions (best is reported).
+    pub repeats: usize,
+    /// Rounds in one sitting, ours then the peer's in turn, each round's ratio printed and then
+    /// their median and range: both sides move with the machine's load, so one ratio is one
+    /// sample of a spread. Needs a peer.
+    pub rounds: u32,
+    pub peer: PeerFlags,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateBench {
+    /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone (the
+    /// peer script runs 128 only).
+    pub new_tokens: usize,
+    pub args: PeerConfig,
+}
+
+/// Where the peer's numbers come from, and where ours go.
+#[derive(Debug, Clone)]
+pub struct PeerFlags {
+    /// A Python with the peer installed (torch + transformers, trl): runs the committed peer
+    /// script (`scripts/bench_*.py`) in the same sitting for the ratio.
+    pub peer_python: Option<PathBuf>,
+    /// Or a JSON line the peer script printed earlier.
+    pub peer_json: Option<PathBuf>,
+    /// Write our result as JSON here.
+    pub json: Option<PathBuf>,
+}
+
+impl PeerFlags {
+    /// Whether the peer's numbers come from anywhere (a script to run or a saved line).
+    fn given(&self) -> bool {
+        self.peer_python.is_some() || self.peer_json.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpoBench {
+    /// KL weight; > 0 builds the reference model.
+    pub beta: f32,
+    /// Timed steps (after one warm-up step); the best is reported.
+    pub steps: usize,
+    /// Sequences per forward/backward (GRPO's default 16; 0: all 64 at once).
+    pub micro_batch_size: usize,
+    pub peer: PeerFlags,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeBench {
+    /// The model to serve (default: the model-core benchmark's tiny Qwen2, random weights, with
+    /// the fixture tokenizer of the same 512-token vocabulary).
+    pub model: Option<PathBuf>,
+    /// Requests sent, all at once.
+    pub requests: usize,
+    /// Tokens generated per request (chat, temperature 1).
+    pub max_tokens: usize,
+    /// Most requests per engine call.
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SftBench {
+    /// Examples in the epoch (lengths 96..256, prompts 16..64 tokens, seeded).
+    pub examples: usize,
+    pub batch: usize,
+    pub peer: PeerFlags,
+}
+
+/// `rows` sequences of `len` token ids below `vocab`, from a seeded LCG (same workload every run).
+fn random_ids(seed: u64, rows: usize, len: usize, vocab: u64) -> Vec<Vec<u32>> {
+    let mut state = seed;
+    (0..rows)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % vocab) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Worker threads this machine offers.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPU as `/proc/cpuinfo` names it, with its family and model numbers (a VM may give only
+/// a vendor name), so that sittings on different machines are not compared by accident.
+fn cpu() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    Some(format!(
+        "{} (family {}, model {})",
+        field("model name")?,
+        field("cpu family").unwrap_or_default(),
+        field("model").unwrap_or_default()
+    ))
+}
+
+/// Peak resident set size of this process, MB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn peer(args: &PeerConfig, assets: &Assets, only: &str) -> Result<Option<Value>, BenchError> {
+    let script = assets.path("scripts/bench_torch.py").display().to_string();
+    run_peer(
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
+        &[&script, "--only", only],
+    )
+}
+
+/// The peer's JSON line: read from `json`, or printed by `python script_args…`.
+fn run_peer(
+    json: Option<&std::path::Path>,
+    python: Option<&std::path::Path>,
+    script_args: &[&str],
+) -> Result<Option<Value>, BenchError> {
+    if let Some(path) = json {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        return Ok(Some(serde_json::from_str(text.trim())?));
+    }
+    let Some(py) = python else {
+        return Ok(None);
+    };
+    tracing::info!(
+        "running the peer: {} {}",
+        py.display(),
+        script_args.join(" ")
+    );
+    let out = std::process::Command::new(py)
+        .args(script_args)
+        .output()
+        .with_context(|| format!("running {}", py.display()))?;
+    ensure!(
+        out.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("no JSON line from peer")?;
+    Ok(Some(serde_json::from_str(line)?))
+}
+
+/// Which way a benchmark's number improves.
+#[derive(Debug, Clone, Copy)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// The number a benchmark compares: its JSON key on both sides, and which way is better.
+#[derive(Debug, Clone, Copy)]
+struct Metric {
+    key: &'static str,
+    better: Better,
+}
+
+impl Metric {
+    const fn higher(key: &'static str) -> Self {
+        Metric {
+            key,
+            better: Better::Higher,
+        }
+    }
+
+    const fn lower(key: &'static str) -> Self {
+        Metric {
+            key,
+            better: Better::Lower,
+        }
+    }
+
+    /// How many times better `ours` is than `peer`'s (both JSON objects holding the key).
+    fn ratio(self, ours: &Value, peer: &Value) -> Option<f64> {
+        let (a, b) = (ours[self.key].as_f64()?, peer[self.key].as_f64()?);
+        Some(match self.better {
+            Better::Higher => a / b,
+            Better::Lower => b / a,
+        })
+    }
+}
+
+fn report(
+    out: &mut dyn Write,
+    ours: Value,
+    peer: Option<Value>,
+    metric: Metric,
+    json_out: &Option<PathBuf>,
+) -> Result<(), BenchError> {
+    writeln!(out, "reasonlab: {ours}")?;
+    if let Some(p) = &peer {
+        writeln!(out, "pytorch:   {p}")?;
+        if let Some(ratio) = metric.ratio(&ours, p) {
+            writeln!(out, "speed-up ({}): {ratio:.2}x", metric.key)?;
+        }
+        if let (Some(a), Some(b)) = (ours["peak_rss_mb"].as_f64(), p["peak_rss_mb"].as_f64()) {
+            writeln!(out, "peak RSS: {a:.0} MB vs {b:.0} MB ({:.2}x)", a / b)?;
+        }
+    } else {
+        writeln!(
+            out,
+            "(peer not run: pass --peer-python .venv/bin/python or --peer-json FILE for the ratio)"
+        )?;
+    }
+    if let Some(path) = json_out {
+        std::fs::write(path, ours.to_string())?;
+    }
+    Ok(())
+}
+
+/// `args.rounds` rounds of `ours()` then the peer's script (`only` of `bench_torch.py`) in one
+/// sitting. One round is [`report`]; more print each round's ratio, then the median and the
+/// range, and `--json` gets every round: `{"rounds": [{"ours", "peer", "ratio"}…],
+/// "median_ratio", "min_ratio", "max_ratio"}`.
+fn compare(
+    out: &mut dyn Write,
+    args: &PeerConfig,
+    only: &str,
+    metric: Metric,
+    mut ours: impl FnMut() -> Result<Value, BenchError>,
+) -> Result<(), BenchError> {
+    if args.rounds == 1 {
+        let assets = Assets::unpack()?;
+        return report(
+            out,
+            ours()?,
+            peer(args, &assets, only)?,
+            metric,
+            &args.peer.json,
+        );
+    }
+    ensure!(
+        args.peer.given(),
+        "--rounds {}: rounds compare with a peer; pass --peer-python (or --peer-json)",
+        args.rounds
+    );
+    let assets = Assets::unpack()?;
+    let mut rounds = Vec::new();
+    let mut ratios = Vec::new();
+    for r in 1..=args.rounds {
+        let mine = ours()?;
+        let theirs = peer(args, &assets, only)?.context("the peer gave no result")?;
+        let ratio = metric
+            .ratio(&mine, &theirs)
+            .with_context(|| format!("no number `{}` in {mine} or {theirs}", metric.key))?;
+        let number = |v: &Value| v[metric.key].as_f64().unwrap_or(f64::NAN);
+        writeln!(
+            out,
+            "round {r}/{}: {} reasonlab {:.3}, peer {:.3}: speed-up {ratio:.2}x",
+            args.rounds,
+            metric.key,
+            number(&mine),
+            number(&theirs)
+        )?;
+        ratios.push(ratio);
+        rounds.push(json!({"ours": mine, "peer": theirs, "ratio": ratio}));
+    }
+    let (median, min, max) = spread(&ratios);
+    writeln!(
+        out,
+        "speed-up ({}) over {} rounds: median {median:.2}x, range {min:.2}–{max:.2}x",
+        metric.key, args.rounds
+    )?;
+    if let Some(path) = &args.peer.json {
+        let all = json!({
+            "rounds": rounds,
+            "median_ratio": median,
+            "min_ratio": min,
+            "max_ratio": max,
+        });
+        std::fs::write(path, all.to_string())?;
+    }
+    Ok(())
+}
+
+/// (median, min, max) of a non-empty sample; an even count's median is the mean of the middle
+/// two.
+fn spread(xs: &[f64]) -> (f64, f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+/// Sampling: 16 prompts × 32 tokens, then `new_tokens` (the workload's 128) sampled at T = 1
+/// on the tiny Qwen2 workload, against HF transformers (`scripts/bench_torch.py`).
+pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    let (new_tokens, args) = (cfg.new_tokens, &cfg.args);
+
+    if new_tokens != 128 && args.peer.given() {
+        bail!(
+            "--new-tokens {new_tokens}: the peer script runs the workload's 128 new tokens; \
+             drop --peer-python/--peer-json to time other lengths"
+        );
+    }
+    let device = device_for(Default::default(), false)?;
+    let model = Model::random(bench_config(), 0, &device);
+    let prompts = random_ids(12345, 16, 32, 512);
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: new_tokens.max(1),
+        max_batch: 16,
+        ..Default::default()
+    };
+    // Warm-up, then best of `repeats` (per round).
+    reasonlab_generate::generate(&model, None, &prompts, 1, &params, &mut |_| {})?;
+    let ours = || -> Result<Value, BenchError> {
+        let mut best = f64::INFINITY;
+        let mut tokens = 0;
+        for r in 0..args.repeats.max(1) {
+            let p = SamplingParams {
+                seed: r as u64,
+                ..params.clone()
+            };
+            let (_, stats) =
+                reasonlab_generate::generate(&model, None, &prompts, 1, &p, &mut |_| {})?;
+            best = best.min(stats.seconds);
+            tokens = stats.new_tokens;
+        }
+        Ok(json!({
+            "generate_tokens_per_s": tokens as f64 / best,
+            "seconds": best,
+            "new_tokens": tokens,
+            "peak_rss_mb": peak_rss_mb(),
+            "threads": threads(),
+            "cpu": cpu(),
+        }))
+    };
+    let metric = Metric::higher("generate_tokens_per_s");
+    compare(out, args, "generate", metric, ours)
+}
+
+/// A batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 workload, against
+/// PyTorch (`scripts/bench_torch.py`).
+pub fn train_step(args: &PeerConfig, out: &mut dyn Write) -> Result<(), BenchError> {
+    let device = device_for(Default::default(), true)?;
+    let model = Model::random(bench_config(), 0, &device);
+    let mut optim = AdamW::new(AdamWSettings {
+        lr: 1e-4,
+        max_grad_norm: 0.0,
+        ..Default::default()
+    });
+    let seqs = random_ids(99, 8, 256, 512);
+    let batch = TokenBatch::pad(&seqs, 0, PadSide::Right);
+    let (m, _) = lm_train_step(model, &batch, &mut optim, 1e-4)?;
+    let mut model = Some(m);
+    let ours = || -> Result<Value, BenchError> {
+        let mut best = f64::INFINITY;
+        let mut loss = 0.0;
+        for _ in 0..args.repeats.max(1) {
+            let t = Instant::now();
+            let current = model.take().context("an earlier train step failed")?;
+            let (m, l) = lm_train_step(current, &batch, &mut optim, 1e-4)?;
+            model = Some(m);
+            loss = l;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(json!({
+            "train_step_s": best,
+            "loss": loss,
+            "tokens_per_s": (8 * 256) as f64 / best,
+            "peak_rss_mb": peak_rss_mb(),
+            "threads": threads(),
+            "cpu": cpu(),
+        }))
+    };
+    let metric = Metric::lower("train_step_s");
+    compare(out, args, "train", metric, ours)
+}
+
+/// Two recall rounds (train, score, merge) on a synthetic pool of `pool_gb` GB in `dir`: time
+/// per round, pages/s and peak memory. No peer has this loop.
+pub fn recall(
+    pool_gb: f64,
+    dir: &Path,
+    threads: i32,
+    out: &mut dyn Write,
+) -> Result<(), BenchError> {
+    let r = reasonlab_corpus::bench::recall_scale(dir, (pool_gb * 1e9) as u64, threads)
+        .context("recall")?;
+    writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    writeln!(
+        out,
+        "pool {:.2} GB, {} pages: rounds [train, score, merge] {:?} s, {:.0} pages/s scored, {:.0} MB/s read, peak RSS {}",
+        r.pool_bytes as f64 / 1e9,
+        r.pool_docs,
+        r.round_s
+            .iter()
+            .map(|s| s.map(|x| (x * 10.0).round() / 10.0))
+            .collect::<Vec<_>>(),
+        r.docs_per_s,
+        r.bytes_per_s / 1e6,
+        r.peak_rss_bytes.map_or("unknown".to_string(), |b| format!(
+            "{:.0} MB",
+            b as f64 / 1e6
+        ))
+    )?;
+    Ok(())
+}
+
+/// The verifier on an answer suite (JSONL `{gold, pred, expected}`; `None`: the shipped suite),
+/// cases/s and accuracy.
+pub fn verify(suite: Option<&Path>, out: &mut dyn Write) -> Result<(), BenchError> {
+    let assets;
+    let suite = match suite {
+        Some(p) => p.to_path_buf(),
+        None => {
+            assets = Assets::unpack()?;
+            assets.path("data/answer_suite.jsonl")
+        }
+    };
+    let r = reasonlab_reward::bench_verify(&suite)?;
+    writeln!(out, "{r}")?;
+    Ok(())
+}
+
+/// The SFT workload: `n` examples of 96..256 tokens whose first 16..64 are the prompt.
+fn sft_workload(n: usize) -> Vec<reasonlab_train::sft::Encoded> {
+    let mut rng = reasonlab_core::rng::SplitMix64::seeded(2024);
+    (0..n)
+        .map(|i| {
+            let len = 96 + rng.below(161) as usize;
+            let prompt = 16 + rng.below(49) as usize;
+            let ids = random_ids(i as u64 + 7, 1, len, 512).remove(0);
+            let loss = (0..len).map(|j| j >= prompt).collect();
+            reasonlab_train::sft::Encoded { ids, loss }
+        })
+        .collect()
+}
+
+/// One SFT epoch (completion-only loss, padded batches) on the tiny Qwen2 workload, against
+/// TRL's SFTTrainer (`scripts/bench_trl_sft.py`).
+pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    let assets = Assets::unpack()?;
+    use reasonlab_train::sft::{SftSettings, SftTrainer};
+    let examples = sft_workload(args.examples);
+    let tokens: usize = examples.iter().map(|e| e.len()).sum();
+    let data =
+        std::env::temp_dir().join(format!("reasonlab-bench-sft-{}.jsonl", std::process::id()));
+    {
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&data)?);
+        for e in &examples {
+            let mask: Vec<u8> = e.loss.iter().map(|&l| u8::from(l)).collect();
+            w.write(&json!({"input_ids": e.ids, "completion_mask": mask}))?;
+        }
+    }
+    let device = device_for(Default::default(), true)?;
+    let model = Model::random(bench_config(), 0, &device);
+    let settings = SftSettings {
+        epochs: 1,
+        batch_size: args.batch,
+        optim: AdamWSettings {
+            lr: 1e-4,
+            max_grad_norm: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut trainer = SftTrainer::new(settings, model, examples, Vec::new(), 0)?;
+    let mut steps = 0;
+    let mut loss = 0.0;
+    while let Some(m) = trainer.step()? {
+        steps += 1;
+        loss = m.loss;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ours = json!({
+        "tokens_per_s": tokens as f64 / seconds,
+        "train_seconds": seconds,
+        "steps": steps,
+        "last_loss": loss,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": threads(),
+    });
+    let data_arg = data.display().to_string();
+    let batch = args.batch.to_string();
+    let peer = run_peer(
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
+        &[
+            &assets
+                .path("scripts/bench_trl_sft.py")
+                .display()
+                .to_string(),
+            "--data",
+            &data_arg,
+            "--batch",
+            &batch,
+        ],
+    );
+    std::fs::remove_file(&data).ok();
+    let metric = Metric::higher("tokens_per_s");
+    report(out, ours, peer?, metric, &args.peer.json)
+}
+
+/// `reasonlab serve` on loopback under `requests` concurrent requests: p50/p99 latency and
+/// tokens/s. No CPU peer (vLLM and SGLang need a GPU).
+pub fn serve(args: &ServeBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    let assets = Assets::unpack()?;
+    use reasonlab_core::engine::{Engine, Message, Prompt, Request, Sampling};
+    use reasonlab_serve::client::{ClientConfig, OpenAiClient};
+    let tmp;
+    let dir = match &args.model {
+        Some(d) => d.clone(),
+        None => {
+            tmp = assets.path("served");
+            let model = Model::random(bench_config(), 0, &device_for(Default::default(), false)?);
+            model.save(&tmp, reasonlab_model::SaveDtype::F32)?;
+            reasonlab_tokenize::copy_side_files(&assets.path("fixtures/tiny-qwen2"), &tmp)?;
+            tmp.clone()
+        }
+    };
+    let engine =
+        reasonlab_generate::LocalEngine::load(&dir, Default::default())?.with_name("bench");
+    let name = engine.info().name;
+    let server = reasonlab_serve::spawn(
+        std::sync::Arc::new(engine),
+        reasonlab_serve::ServerConfig {
+            addr: "127.0.0.1:0".parse()?,
+            max_batch: args.max_batch,
+            ..Default::default()
+        },
+    )?;
+    let url = server.url();
+    let run = |i: usize| -> Result<(f64, usize), BenchError> {
+        let mut cfg = ClientConfig::new(url.clone(), name.clone());
+        cfg.api_key_env = None;
+        cfg.concurrency = 1;
+        cfg.max_retries = 0;
+        let client = OpenAiClient::new(cfg)?;
+        let req = Request {
+            prompt: Prompt::Messages(vec![Message::user(format!(
+                "Question {i}: what is {i} + {i}?"
+            ))]),
+            n: 1,
+            sampling: Sampling {
+                temperature: 1.0,
+                top_p: 1.0,
+                max_new_tokens: args.max_tokens,
+                seed: i as u64,
+                ..Sampling::default()
+            },
+            logprobs: false,
+        };
+        let t = Instant::now();
+        let out = client
+            .generate(std::slice::from_ref(&req))
+            .pop()
+            .context("no result")??;
+        let tokens = out.samples.first().map_or(0, |o| o.completion_tokens);
+        Ok((t.elapsed().as_secs_f64() * 1000.0, tokens))
+    };
+    run(0)?; // warm-up
+    // One client, one request at a time.
+    let mut single = Vec::new();
+    for i in 0..8 {
+        single.push(run(1000 + i)?.0);
+    }
+    single.sort_by(f64::total_cmp);
+    let single_p50 = single[single.len() / 2];
+    let started = Instant::now();
+    let results: Vec<Result<(f64, usize), BenchError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.requests)
+            .map(|i| scope.spawn(move || run(i + 1)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(BenchError::Failed("request thread panicked".into())))
+            })
+            .collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let mut ms: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|x| x.0))
+        .collect();
+    let tokens: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|x| x.1))
+        .sum();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1]
+    };
+    let ours = json!({
+        "single_client_p50_ms": single_p50,
+        "single_client_tokens_per_s": args.max_tokens as f64 / (single_p50 / 1000.0),
+        "requests": args.requests,
+        "answered": args.requests - failed,
+        "failed": failed,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+        "wall_s": wall,
+        "completion_tokens_per_s": tokens as f64 / wall,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    server.shutdown()?;
+    writeln!(out, "reasonlab serve: {ours}")?;
+    writeln!(
+        out,
+        "(no CPU peer: vLLM and SGLang need a GPU; point `eval run --endpoint` at them to compare)"
+    )?;
+    ensure!(failed == 0, "{failed} requests failed");
+    Ok(())
+}
+
+/// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the tiny Qwen2 workload, against
+/// TRL's GRPOTrainer (`scripts/bench_trl_grpo.py`).
+pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    let assets = Assets::unpack()?;
+    use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
+    let tokenizer = reasonlab_tokenize::Tokenizer::from_dir(&assets.path("fixtures/tiny-qwen2"))?;
+    #[derive(serde::Deserialize)]
+    struct Row {
+        problem: String,
+        answer: String,
+    }
+    let rows: Vec<Row> = reasonlab_core::jsonl::read(
+        &assets.path("examples/data/gsm8k_short_32.jsonl"),
+        reasonlab_core::jsonl::BadLines::Reject,
+    )?;
+    let tasks: Vec<Task> = rows
+        .iter()
+        .take(8)
+        .enumerate()
+        .map(|(i, r)| {
+            Task::new(
+                i.to_string(),
+                format!(
+                    "{}\n{}",
+                    r.problem,
+                    reasonlab_eval::template::R1_INSTRUCTION
+                ),
+                Some(r.answer.clone()),
+            )
+        })
+        .collect();
+    let prompts =
+        std::env::temp_dir().join(format!("reasonlab-bench-grpo-{}.jsonl", std::process::id()));
+    {
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&prompts)?);
+        for (t, r) in tasks.iter().zip(&rows) {
+            w.write(&json!({"prompt": t.prompt, "answer": r.answer}))?;
+        }
+    }
+    let rewards_cfg = reasonlab_reward::RewardConfig::from_toml(
+        "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\nfallback = \"last_number\"\n",
+    )?;
+    let rewards = rewards_cfg.build();
+    let mut settings = GrpoSettings::preset(Preset::Deepseekmath);
+    settings.loss.beta = args.beta;
+    settings.group_size = 8;
+    settings.prompts_per_step = 8;
+    settings.max_new_tokens = 128;
+    settings.temperature = 1.0;
+    settings.steps = args.steps + 1;
+    settings.optim.lr = 1e-6;
+    settings.micro_batch_size = args.micro_batch_size;
+    let device = device_for(Default::default(), true)?;
+    let model = Model::random(bench_config(), 0, &device);
+    let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards)?;
+    let mut best = f64::INFINITY;
+    let mut tokens = 0.0;
+    for i in 0..=args.steps {
+        let t = Instant::now();
+        let (m, _) = trainer.step(&tasks)?;
+        let secs = t.elapsed().as_secs_f64();
+        tracing::info!(step = i, secs, gen_tokens_per_s = m.gen_tokens_per_s, train_tokens_per_s = m.train_tokens_per_s, rss = ?peak_rss_mb(), "grpo bench step");
+        if i > 0 && secs < best {
+            best = secs;
+            tokens = m.completion_len_mean * 64.0;
+        }
+    }
+    let ours = json!({
+        "step_s": best,
+        "gen_tokens_per_step": tokens,
+        "s_per_1k_gen_tokens": best / tokens.max(1.0) * 1000.0,
+        "beta": args.beta,
+        "micro_batch_size": args.micro_batch_size,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": threads(),
+    });
+    let beta = args.beta.to_string();
+    let steps = args.steps.to_string();
+    let prompts_arg = prompts.display().to_string();
+    let peer = run_peer(
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
+        &[
+            &assets
+                .path("scripts/bench_trl_grpo.py")
+                .display()
+                .to_string(),
+            "--prompts",
+            &prompts_arg,
+            "--beta",
+            &beta,
+            "--steps",
+            &steps,
+        ],
+    );
+    std::fs::remove_file(&prompts).ok();
+    let mut peer = peer?;
+    if let Some(p) = &mut peer
+        && let (Some(s), Some(t)) = (p["step_s"].as_f64(), p["gen_tokens_per_step"].as_f64())
+    {
+        // Equal generated tokens: compare time per generated token.
+        p["s_per_1k_gen_tokens"] = json!(s / t.max(1.0) * 1000.0);
+    }
+    let metric = Metric::lower("s_per_1k_gen_tokens");
+    report(out, ours, peer, metric, &args.peer.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for the peer's Python (a shell script): logs each call and prints one JSON line whose number
+    /// grows by 100 per call (100, 200, …).
+    #[cfg(unix)]
+    fn fake_peer(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("python");
+        let log = dir.join("calls.log");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {log}\nn=$(wc -l < {log})\n\
+                 echo 'peer warming up'\necho \"{{\\\"generate_tokens_per_s\\\": $((n * 100))}}\"\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    fn args(rounds: u32, peer_python: Option<PathBuf>, json: Option<PathBuf>) -> PeerConfig {
+        PeerConfig {
+            repeats: 1,
+            rounds,
+            peer: PeerFlags {
+                peer_python,
+                peer_json: None,
+                json,
+            },
+        }
+    }
+
+    /// Each round runs ours, then the peer once; the JSON holds every round's pair and ratio,
+    /// and the median and range of the ratios.
+    #[test]
+    #[cfg(unix)]
+    fn rounds_alternate_with_the_peer_and_summarise_the_ratios() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rounds.json");
+        let args = args(4, Some(fake_peer(dir.path())), Some(out.clone()));
+        let ours_per_round = [1000.0, 1000.0, 1200.0, 2000.0];
+        let calls = std::cell::Cell::new(0);
+        let log = dir.path().join("calls.log");
+        let ours = || {
+            let i = calls.get();
+            // The peer has run exactly once per earlier round when ours starts.
+            let peer_runs = std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
+            assert_eq!(
+                peer_runs, i,
+                "round {i}: ours runs before that round's peer"
+            );
+            calls.set(i + 1);
+            Ok(json!({ "generate_tokens_per_s": ours_per_round[i] }))
+        };
+        let metric = Metric::higher("generate_tokens_per_s");
+        compare(&mut std::io::sink(), &args, "generate", metric, ours).unwrap();
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(log.lines().count(), 4);
+        assert!(
+            log.lines()
+                .all(|l| l.ends_with("scripts/bench_torch.py --only generate"))
+        );
+        let all: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let ratios: Vec<f64> = all["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ratio"].as_f64().unwrap())
+            .collect();
+        // 1000/100, 1000/200, 1200/300, 2000/400.
+        assert_eq!(ratios, [10.0, 5.0, 4.0, 5.0]);
+        assert_eq!(all["median_ratio"], 5.0);
+        assert_eq!(all["min_ratio"], 4.0);
+        assert_eq!(all["max_ratio"], 10.0);
+    }
+
+    /// Lower-is-better numbers invert the ratio; rounds without a peer are refused up front.
+    #[test]
+    fn a_lower_number_is_a_speed_up_and_rounds_need_a_peer() {
+        let metric = Metric::lower("train_step_s");
+        let r = metric.ratio(&json!({"train_step_s": 0.5}), &json!({"train_step_s": 1.5}));
+        assert_eq!(r, Some(3.0));
+        assert_eq!(
+            metric.ratio(&json!({}), &json!({"train_step_s": 1.5})),
+            None
+        );
+        let err = compare(
+            &mut std::io::sink(),
+            &args(3, None, None),
+            "train",
+            metric,
+            || panic!("nothing runs without a peer"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--peer-python"), "{err}");
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+    }
+}
