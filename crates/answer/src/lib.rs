@@ -15,6 +15,8 @@
 //! assert!(!verify("2", "\\boxed{2} or \\boxed{3}", None, &cfg).correct);
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod equiv;
 pub mod eval;
 pub mod extract;

@@ -6,6 +6,8 @@
 //! ([`Assets`]), so an installed `reasonlab bench …` works from any directory. Reports go to the
 //! writer the caller passes.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -114,6 +114,12 @@ impl Decontaminator {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
+        Ok(self.add_rows(&file, &rows))
+    }
+
+    /// Index the `problem` and `answer` of benchmark records; `file` names them in reports.
+    /// Returns how many texts were indexed.
+    pub fn add_rows(&mut self, file: &str, rows: &[serde_json::Value]) -> usize {
         let before = self.items.len();
         for (i, r) in rows.iter().enumerate() {
             let id = r
@@ -124,7 +130,7 @@ impl Decontaminator {
                 if let Some(t) = r.get(field).and_then(|v| v.as_str()) {
                     self.add(
                         Item {
-                            file: file.clone(),
+                            file: file.to_string(),
                             id: id.clone(),
                             field: field.into(),
                         },
@@ -133,7 +139,7 @@ impl Decontaminator {
                 }
             }
         }
-        Ok(self.items.len() - before)
+        self.items.len() - before
     }
 
     /// All matches in `text`.

@@ -10,9 +10,11 @@
 //! use reasonlab_eval::{Benchmark, BuiltIn, EvalConfig, PromptTemplate, run_eval};
 //! let cfg = EvalConfig::new(vec![Benchmark::BuiltIn(BuiltIn::Math500)], PromptTemplate::R1, 4);
 //! let results = run_eval(engine, &cfg, std::path::Path::new("runs/eval-1"))?;
-//! println!("{:?}", results.benchmarks[0].scores.metrics["pass@1"]);
+//! println!("{:?}", results.benchmarks[0].scores.metrics[&reasonlab_eval::MetricKey::PassAt(1)]);
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
 
 pub mod benchmark;
 pub mod error;
@@ -25,12 +27,12 @@ pub mod template;
 
 pub use benchmark::{Benchmark, BuiltIn, FewShotStyle, FieldMap, Language, Problem};
 pub use error::EvalError;
-pub use metrics::{Estimate, Vote, classify, pass_at_k, vote};
+pub use metrics::{Estimate, MetricKey, Vote, classify, pass_at_k, vote};
 pub use reasonlab_core::engine::{
     Engine, EngineError, FinishReason, Message, ModelInfo, Output, Prompt, Request, Role, Sample,
     Sampling, model_dir_hash, sha256_hex,
 };
 pub use report::{RunResults, compare, load_results, render_html, render_markdown};
 pub use run::{EvalConfig, RunCounts, run_eval, settings_hash};
-pub use score::{BadLines, BenchmarkScores, Scored, score, score_offline};
+pub use score::{BadLines, BenchmarkScores, OfflineScores, Scored, score, score_offline};
 pub use template::{PromptTemplate, RenderedPrompt};

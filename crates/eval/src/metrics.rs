@@ -291,3 +291,73 @@ mod tests {
         assert_eq!(Estimate::of(&[0.7]).se, 0.0);
     }
 }
+
+/// A metric of a score table, written `pass@k` or `cons@k` in files and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetricKey {
+    /// Unbiased pass@k (Chen et al. 2021); pass@1 is the mean accuracy over samples.
+    PassAt(usize),
+    /// Majority vote over the first k samples (DeepSeekMath's maj@k, DeepSeek-R1's cons@64).
+    ConsAt(usize),
+}
+
+impl std::fmt::Display for MetricKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricKey::PassAt(k) => write!(f, "pass@{k}"),
+            MetricKey::ConsAt(k) => write!(f, "cons@{k}"),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, k) = s
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?} is not a metric (pass@k or cons@k)"))?;
+        let k: usize = k
+            .parse()
+            .ok()
+            .filter(|&k| k > 0)
+            .ok_or_else(|| format!("{s:?}: k must be a positive integer"))?;
+        match name {
+            "pass" => Ok(MetricKey::PassAt(k)),
+            "cons" | "maj" => Ok(MetricKey::ConsAt(k)),
+            _ => Err(format!("{s:?} is not a metric (pass@k or cons@k)")),
+        }
+    }
+}
+
+impl Serialize for MetricKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod metric_key_tests {
+    use super::MetricKey;
+
+    #[test]
+    fn metric_keys_read_and_write_as_pass_at_k() {
+        for k in [MetricKey::PassAt(1), MetricKey::ConsAt(64)] {
+            assert_eq!(k.to_string().parse::<MetricKey>().unwrap(), k);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<MetricKey>(&json).unwrap(), k);
+        }
+        assert_eq!("maj@8".parse::<MetricKey>().unwrap(), MetricKey::ConsAt(8));
+        assert!("pass@0".parse::<MetricKey>().is_err());
+        assert!("acc".parse::<MetricKey>().is_err());
+        let map: std::collections::BTreeMap<MetricKey, f64> =
+            serde_json::from_str(r#"{"pass@1": 0.5, "cons@4": 0.75}"#).unwrap();
+        assert_eq!(map[&MetricKey::ConsAt(4)], 0.75);
+    }
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::RunCounts;
 use crate::score::{BenchmarkScores, GroupRow};
-use crate::{EvalError, ModelInfo, PromptTemplate, Sampling};
+use crate::{EvalError, MetricKey, ModelInfo, PromptTemplate, Sampling};
 
 pub const RESULTS_FILE: &str = "results.json";
 
@@ -122,13 +122,13 @@ fn settings_lines(run: &RunResults) -> Vec<(String, String)> {
     ]
 }
 
-fn metric_keys(run: &RunResults) -> Vec<String> {
-    let mut keys: Vec<String> = run.ks.iter().map(|k| format!("pass@{k}")).collect();
+fn metric_keys(run: &RunResults) -> Vec<MetricKey> {
+    let mut keys: Vec<MetricKey> = run.ks.iter().map(|&k| MetricKey::PassAt(k)).collect();
     keys.extend(
         run.ks
             .iter()
             .filter(|&&k| k > 1)
-            .map(|k| format!("cons@{k}")),
+            .map(|&k| MetricKey::ConsAt(k)),
     );
     keys
 }
@@ -436,7 +436,8 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<String, EvalError> {
             let _ = writeln!(out, "| {} | (only in A) | | | |", ra.benchmark);
             continue;
         };
-        let mut rows: Vec<(&String, f64, f64, f64, f64)> = ra
+        // pass@ before cons@, then by k: the key's own order.
+        let rows: Vec<(&MetricKey, f64, f64, f64, f64)> = ra
             .scores
             .metrics
             .iter()
@@ -447,11 +448,6 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<String, EvalError> {
                     .map(|eb| (k, ea.mean, ea.se, eb.mean, eb.se))
             })
             .collect();
-        // pass@ before cons@, then by k.
-        rows.sort_by_key(|(k, ..)| {
-            let (kind, n) = k.split_once('@').unwrap_or((k, "0"));
-            (kind != "pass", n.parse::<usize>().unwrap_or(0))
-        });
         for (k, ma, sea, mb, seb) in rows {
             let _ = writeln!(
                 out,

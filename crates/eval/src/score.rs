@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use reasonlab_answer::{Method, VerifyConfig, equivalent, parse_prediction, verify};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::benchmark::{Benchmark, Problem};
-use crate::metrics::{Estimate, classify, pass_at_k, vote};
+use crate::metrics::{Estimate, MetricKey, classify, pass_at_k, vote};
 use crate::{EvalError, FinishReason};
 
 /// One completion to score.
@@ -85,8 +85,8 @@ pub struct BenchmarkScores {
     pub n_missing: usize,
     /// Samples per problem (the smallest, when they differ).
     pub n_samples: usize,
-    /// `"pass@k"` and `"cons@k"` for the requested k.
-    pub metrics: BTreeMap<String, Estimate>,
+    /// pass@k and cons@k for the requested k.
+    pub metrics: BTreeMap<MetricKey, Estimate>,
     /// pass@k and cons@k for every k in 1..=n_samples (plots).
     pub pass_curve: Vec<f64>,
     pub cons_curve: Vec<f64>,
@@ -176,8 +176,8 @@ pub fn score(
     for &k in ks {
         let pass: Vec<f64> = per.iter().map(|pp| pass_k(pp, k)).collect();
         let cons: Vec<f64> = per.iter().map(|pp| cons_k(pp, k)).collect();
-        metrics.insert(format!("pass@{k}"), Estimate::of(&pass));
-        metrics.insert(format!("cons@{k}"), Estimate::of(&cons));
+        metrics.insert(MetricKey::PassAt(k), Estimate::of(&pass));
+        metrics.insert(MetricKey::ConsAt(k), Estimate::of(&cons));
     }
     let mean = |f: &dyn Fn(&PerProblem) -> f64| {
         if per.is_empty() {
@@ -328,7 +328,7 @@ pub fn score_offline(
     ks: &[usize],
     bad: BadLines,
     cfg: &VerifyConfig,
-) -> Result<Value, EvalError> {
+) -> Result<OfflineScores, EvalError> {
     let problems = Benchmark::parse(benchmark)?.load()?;
     let index: HashMap<&str, usize> = problems
         .iter()
@@ -380,28 +380,47 @@ pub fn score_offline(
         }
     }
     let scores = score(&problems, &samples, ks, cfg)?;
-    let mut out = serde_json::Map::new();
-    let mut stderr = serde_json::Map::new();
-    for (key, est) in &scores.metrics {
-        out.insert(key.clone(), json!(est.mean));
-        stderr.insert(key.clone(), json!(est.se));
-    }
-    out.insert("stderr".into(), Value::Object(stderr));
-    out.insert("n_problems".into(), json!(scores.n_problems));
-    out.insert("n_samples".into(), json!(scores.n_samples));
-    out.insert("n_missing".into(), json!(scores.n_missing));
-    out.insert("n_unknown_ids".into(), json!(unknown.len()));
-    out.insert("n_bad_lines".into(), json!(bad_lines.len()));
-    out.insert("bad_lines".into(), json!(bad_lines));
-    out.insert("no_answer_rate".into(), json!(scores.no_answer_rate));
-    out.insert("methods".into(), json!(scores.methods));
-    out.insert("truncated_rate".into(), json!(scores.length.truncated_rate));
-    Ok(Value::Object(out))
+    Ok(OfflineScores {
+        metrics: scores.metrics.iter().map(|(k, e)| (*k, e.mean)).collect(),
+        stderr: scores.metrics.iter().map(|(k, e)| (*k, e.se)).collect(),
+        n_problems: scores.n_problems,
+        n_samples: scores.n_samples,
+        n_missing: scores.n_missing,
+        n_unknown_ids: unknown.len(),
+        n_bad_lines: bad_lines.len(),
+        bad_lines,
+        no_answer_rate: scores.no_answer_rate,
+        methods: scores.methods.clone(),
+        truncated_rate: scores.length.truncated_rate,
+    })
+}
+
+/// What [`score_offline`] found; as JSON, the metrics sit at the top level (`"pass@1": 0.42`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfflineScores {
+    #[serde(flatten)]
+    pub metrics: BTreeMap<MetricKey, f64>,
+    /// Standard error of each metric over problems.
+    pub stderr: BTreeMap<MetricKey, f64>,
+    pub n_problems: usize,
+    pub n_samples: usize,
+    /// Problems without any completion.
+    pub n_missing: usize,
+    /// Completion ids that are not in the benchmark.
+    pub n_unknown_ids: usize,
+    pub n_bad_lines: usize,
+    /// `file:line: message` of every skipped line.
+    pub bad_lines: Vec<String>,
+    pub no_answer_rate: f64,
+    /// Samples per extraction rule that found their answer.
+    pub methods: BTreeMap<Method, usize>,
+    pub truncated_rate: f64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn problem(id: &str, answer: &str) -> Problem {
         Problem {
@@ -435,13 +454,13 @@ mod tests {
             s("\\boxed{3}"),
         ]];
         let sc = score(&problems, &samples, &[1, 2, 4, 5], &VerifyConfig::default()).unwrap();
-        assert!((sc.metrics["pass@1"].mean - 0.4).abs() < 1e-12);
+        assert!((sc.metrics[&MetricKey::PassAt(1)].mean - 0.4).abs() < 1e-12);
         // k=2: 0.5 and 1/2 are one class (string equality would make a 1-1 tie, still 0.5
         // first), k=4: 2-2 tie, the 1/2 class appears first → correct.
-        assert_eq!(sc.metrics["cons@2"].mean, 1.0);
-        assert_eq!(sc.metrics["cons@4"].mean, 1.0);
+        assert_eq!(sc.metrics[&MetricKey::ConsAt(2)].mean, 1.0);
+        assert_eq!(sc.metrics[&MetricKey::ConsAt(4)].mean, 1.0);
         // k=5: 3 has three votes → wrong.
-        assert_eq!(sc.metrics["cons@5"].mean, 0.0);
+        assert_eq!(sc.metrics[&MetricKey::ConsAt(5)].mean, 0.0);
         assert_eq!(sc.cons_curve, vec![1.0, 1.0, 1.0, 1.0, 0.0]);
         assert_eq!(sc.by_level[0].group, "2");
         assert_eq!(sc.by_subject[0].n_problems, 1);
@@ -456,7 +475,7 @@ mod tests {
             s("I counted 3 red and 5 blue"),
         ]];
         let sc = score(&problems, &samples, &[1], &VerifyConfig::default()).unwrap();
-        assert_eq!(sc.metrics["pass@1"].mean, 1.0);
+        assert_eq!(sc.metrics[&MetricKey::PassAt(1)].mean, 1.0);
         let fired: Vec<(Method, usize)> = sc.methods.clone().into_iter().collect();
         assert_eq!(
             fired,
@@ -469,7 +488,7 @@ mod tests {
         let mut json_only = VerifyConfig::default();
         json_only.extract.format = reasonlab_answer::AnswerFormat::Json;
         let sc = score(&problems, &samples, &[1], &json_only).unwrap();
-        assert!((sc.metrics["pass@1"].mean - 1.0 / 3.0).abs() < 1e-12);
+        assert!((sc.metrics[&MetricKey::PassAt(1)].mean - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(sc.methods.len(), 1);
     }
 
@@ -485,7 +504,7 @@ mod tests {
             s("\\boxed{0.50}"),
         ]];
         let sc = score(&problems, &samples, &[5], &VerifyConfig::default()).unwrap();
-        assert_eq!(sc.metrics["cons@5"].mean, 1.0);
+        assert_eq!(sc.metrics[&MetricKey::ConsAt(5)].mean, 1.0);
     }
 
     #[test]
@@ -535,14 +554,19 @@ mod tests {
             &cfg,
         )
         .unwrap();
-        assert_eq!(v["pass@1"], json!(0.5));
-        assert_eq!(v["pass@2"], json!(1.0));
+        assert_eq!(v.metrics[&MetricKey::PassAt(1)], 0.5);
+        assert_eq!(v.metrics[&MetricKey::PassAt(2)], 1.0);
         // Both problems are 1-1 ties; the first sample wins: x right, y wrong.
-        assert_eq!(v["cons@2"], json!(0.5));
-        assert_eq!(v["n_problems"], json!(2));
-        assert_eq!(v["n_unknown_ids"], json!(1));
-        assert_eq!(v["n_bad_lines"], json!(1));
-        assert_eq!(v["truncated_rate"], json!(0.25));
-        assert!(v["bad_lines"][0].as_str().unwrap().contains("c.jsonl:3:"));
+        assert_eq!(v.metrics[&MetricKey::ConsAt(2)], 0.5);
+        assert_eq!((v.n_problems, v.n_unknown_ids, v.n_bad_lines), (2, 1, 1));
+        assert_eq!(v.truncated_rate, 0.25);
+        assert!(v.bad_lines[0].contains("c.jsonl:3:"));
+        // The JSON keeps the flat shape `eval score --json` always printed.
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["pass@1"], json!(0.5));
+        assert_eq!(
+            json["stderr"]["cons@2"],
+            json!(v.stderr[&MetricKey::ConsAt(2)])
+        );
     }
 }

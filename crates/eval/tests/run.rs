@@ -155,8 +155,8 @@ fn crash_midway_then_resume_loses_nothing() {
     assert_eq!(lines(&log).len(), 20, "torn line skipped, new lines intact");
     let s = &run.benchmarks[0].scores;
     assert_eq!(s.n_problems, 5);
-    assert_eq!(s.metrics["pass@1"].mean, 1.0);
-    assert_eq!(s.metrics["cons@4"].mean, 1.0);
+    assert_eq!(s.metrics[&reasonlab_eval::MetricKey::PassAt(1)].mean, 1.0);
+    assert_eq!(s.metrics[&reasonlab_eval::MetricKey::ConsAt(4)].mean, 1.0);
     assert_eq!(s.length.truncated, 5);
     assert_eq!(s.length.truncated_rate, 0.25);
     assert_eq!(s.by_subject.len(), 2);
@@ -202,10 +202,19 @@ fn settings_change_regenerates_and_reports_carry_settings() {
     let g = Fake::new(None, true);
     let run = run_eval(&g, &hot, &a).unwrap();
     assert_eq!(g.samples_requested(), 20);
-    assert_eq!(run.benchmarks[0].scores.metrics["pass@1"].mean, 0.5);
+    assert_eq!(
+        run.benchmarks[0].scores.metrics[&reasonlab_eval::MetricKey::PassAt(1)].mean,
+        0.5
+    );
     // Two right, two wrong per problem: the tie goes to sample 0's class (right).
-    assert_eq!(run.benchmarks[0].scores.metrics["cons@4"].mean, 1.0);
-    assert_eq!(run.benchmarks[0].scores.metrics["cons@2"].mean, 1.0);
+    assert_eq!(
+        run.benchmarks[0].scores.metrics[&reasonlab_eval::MetricKey::ConsAt(4)].mean,
+        1.0
+    );
+    assert_eq!(
+        run.benchmarks[0].scores.metrics[&reasonlab_eval::MetricKey::ConsAt(2)].mean,
+        1.0
+    );
     run_eval(&Fake::new(None, true), &hot, &b).unwrap();
 
     let results = std::fs::read_to_string(a.join("results.json")).unwrap();

@@ -10,6 +10,8 @@
 //! `(seed, prompt index, sample index)` — the same seed gives the same output whatever the
 //! batch composition. Temperature 0 is greedy.
 
+#![forbid(unsafe_code)]
+
 mod engine;
 mod sampler;
 

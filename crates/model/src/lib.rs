@@ -11,13 +11,12 @@
 
 pub mod backend;
 pub mod config;
-pub mod decode;
 pub mod decoder;
 pub mod error;
-pub mod fused;
+pub mod kernels;
 pub mod lora;
-pub mod skinny;
 mod step;
+pub use kernels::{decode, fused, skinny};
 pub mod weights;
 
 use std::collections::BTreeMap;

@@ -76,13 +76,47 @@ impl DemoSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
     /// The random model, before any training.
-    pub initial: serde_json::Value,
+    pub initial: InitialEval,
     /// After the SFT warm-up (before GRPO).
-    pub before: serde_json::Value,
-    pub after: serde_json::Value,
+    pub before: DemoEval,
+    pub after: DemoEval,
     pub settings: DemoSettings,
-    pub sampling: serde_json::Value,
+    pub sampling: DemoSampling,
     pub seconds: f64,
+}
+
+/// The random model's held-out scores and the SFT warm-up's held-out loss.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InitialEval {
+    pub eval: DemoEval,
+    pub held_out_loss: f64,
+    pub held_out_loss_after_sft: f64,
+}
+
+/// Held-out scores of one model: pass@1, pass@k and cons@k (as `"pass@1"`, … in JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DemoEval {
+    #[serde(flatten)]
+    pub metrics: std::collections::BTreeMap<reasonlab_eval::MetricKey, f64>,
+    pub problems: usize,
+    pub samples_per_problem: usize,
+    pub no_answer_rate: f64,
+}
+
+impl DemoEval {
+    /// A metric, NaN when it was not measured.
+    pub fn get(&self, key: reasonlab_eval::MetricKey) -> f64 {
+        self.metrics.get(&key).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// How the held-out completions were sampled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DemoSampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_new_tokens: usize,
+    pub k: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +309,7 @@ fn evaluate(
     held_out: &[Problem],
     s: &DemoSettings,
     eos: u32,
-) -> Result<serde_json::Value, DemoError> {
+) -> Result<DemoEval, DemoError> {
     let prompts: Vec<Vec<u32>> = held_out
         .iter()
         .map(|p| tok.encode(&prompt(p), true))
@@ -305,15 +339,12 @@ fn evaluate(
     let k = s.eval_k;
     let verify = reasonlab_answer::VerifyConfig::default();
     let scores = reasonlab_eval::score(&problems, &samples, &[1, k], &verify)?;
-    let get = |name: &str| scores.metrics.get(name).map(|e| e.mean).unwrap_or(f64::NAN);
-    Ok(json!({
-        "pass@1": get("pass@1"),
-        format!("pass@{k}"): get(&format!("pass@{k}")),
-        format!("cons@{k}"): get(&format!("cons@{k}")),
-        "problems": held_out.len(),
-        "samples_per_problem": k,
-        "no_answer_rate": scores.no_answer_rate,
-    }))
+    Ok(DemoEval {
+        metrics: scores.metrics.iter().map(|(m, e)| (*m, e.mean)).collect(),
+        problems: held_out.len(),
+        samples_per_problem: k,
+        no_answer_rate: scores.no_answer_rate,
+    })
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
@@ -431,15 +462,20 @@ pub fn run(
     crate::plots::write_report(&out.join("plots"), &history, &before, &after)
         .map_err(io_err(out))?;
     let summary = DemoSummary {
-        initial: json!({
-            "eval": initial,
-            "held_out_loss": held_out_loss_initial,
-            "held_out_loss_after_sft": held_out_loss_after_sft,
-        }),
+        initial: InitialEval {
+            eval: initial,
+            held_out_loss: held_out_loss_initial,
+            held_out_loss_after_sft,
+        },
         before,
         after,
         settings: s.clone(),
-        sampling: json!({"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "k": s.eval_k}),
+        sampling: DemoSampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            max_new_tokens: 24,
+            k: s.eval_k,
+        },
         seconds: started.elapsed().as_secs_f64(),
     };
     let path = out.join("summary.json");

@@ -2,6 +2,8 @@
 //! run folder), where completions come from ([`engines`]), the trace sampling behind rejection
 //! sampling and distillation ([`traces`]), plots, and the R1-Zero demo.
 
+#![forbid(unsafe_code)]
+
 pub mod demo;
 pub mod engines;
 pub mod plots;

@@ -452,8 +452,8 @@ fn write_chart(dir: &Path, name: &str, scene: &Scene) -> std::io::Result<String>
 pub fn write_report(
     dir: &Path,
     history: &[StepMetrics],
-    before: &serde_json::Value,
-    after: &serde_json::Value,
+    before: &crate::demo::DemoEval,
+    after: &crate::demo::DemoEval,
 ) -> std::io::Result<()> {
     let xy = |f: &dyn Fn(&StepMetrics) -> f64| -> Vec<(f64, f64)> {
         history.iter().map(|m| (m.step as f64, f(m))).collect()
@@ -474,14 +474,12 @@ pub fn write_report(
     let reward = write_chart(dir, "reward", &reward)?;
     let length = write_chart(dir, "length", &length)?;
     let mut rows = String::new();
-    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
-        for (k, v) in b {
-            let _ = write!(
-                rows,
-                "<tr><td>{k}</td><td>{v}</td><td>{}</td></tr>",
-                a.get(k).cloned().unwrap_or_default()
-            );
-        }
+    for (k, v) in &before.metrics {
+        let _ = write!(
+            rows,
+            "<tr><td>{k}</td><td>{v:.3}</td><td>{:.3}</td></tr>",
+            after.get(*k)
+        );
     }
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>reasonlab demo</title>\
@@ -537,6 +535,19 @@ pub fn write_metric_report(
          <body><h1>{title}</h1>{body}</body></html>"
     );
     std::fs::write(dir.join("report.html"), html)
+}
+
+/// `plots/*.svg|png` and `plots/report.html` of a run folder from its `metrics.jsonl`: one
+/// panel per `(title, keys)`, each key plotted against `step`.
+pub fn write_curves(
+    dir: &crate::run::RunDir,
+    title: &str,
+    panels: &[(&str, &[&str])],
+) -> Result<(), crate::run::RunError> {
+    let rows: Vec<serde_json::Value> =
+        reasonlab_core::jsonl::read(&dir.metrics(), reasonlab_core::jsonl::BadLines::Skip)?;
+    let plots = dir.plots();
+    write_metric_report(&plots, title, &rows, panels).map_err(crate::run::io(&plots))
 }
 
 #[cfg(test)]
@@ -616,17 +627,4 @@ mod tests {
         let svg = scene.to_svg();
         assert!(svg.contains(">Title here</text>") && svg.contains("#1f77b4"));
     }
-}
-
-/// `plots/*.svg|png` and `plots/report.html` of a run folder from its `metrics.jsonl`: one
-/// panel per `(title, keys)`, each key plotted against `step`.
-pub fn write_curves(
-    dir: &crate::run::RunDir,
-    title: &str,
-    panels: &[(&str, &[&str])],
-) -> Result<(), crate::run::RunError> {
-    let rows: Vec<serde_json::Value> =
-        reasonlab_core::jsonl::read(&dir.metrics(), reasonlab_core::jsonl::BadLines::Skip)?;
-    let plots = dir.plots();
-    write_metric_report(&plots, title, &rows, panels).map_err(crate::run::io(&plots))
 }

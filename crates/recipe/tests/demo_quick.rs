@@ -1,6 +1,7 @@
 //! The demo's quick variant end to end: SFT must raise held-out pass@1 over the random model
 //! and lower held-out loss; GRPO must raise pass@1 further.
 
+use reasonlab_eval::MetricKey;
 use reasonlab_recipe::demo::{self, DemoSettings};
 
 #[test]
@@ -8,16 +9,17 @@ fn quick_demo_improves_pass_at_1_and_writes_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let s = DemoSettings::quick(0);
     let summary = demo::run(dir.path(), &s, &mut |_| {}).unwrap();
-    let initial = summary.initial["eval"]["pass@1"].as_f64().unwrap();
-    let before = summary.before["pass@1"].as_f64().unwrap();
+    let pass1 = MetricKey::PassAt(1);
+    let initial = summary.initial.eval.get(pass1);
+    let before = summary.before.get(pass1);
     assert!(
         before - initial >= 0.1,
         "pass@1 {initial:.3} → {before:.3}: the SFT warm-up should gain ≥ 10 points"
     );
-    let l0 = summary.initial["held_out_loss"].as_f64().unwrap();
-    let l1 = summary.initial["held_out_loss_after_sft"].as_f64().unwrap();
+    let l0 = summary.initial.held_out_loss;
+    let l1 = summary.initial.held_out_loss_after_sft;
     assert!(l1 < 0.5 * l0, "held-out loss {l0:.3} → {l1:.3}");
-    let after = summary.after["pass@1"].as_f64().unwrap();
+    let after = summary.after.get(pass1);
     assert!(
         after - before >= 0.05,
         "pass@1 {before:.3} → {after:.3}: GRPO should gain ≥ 5 points on the quick demo"

@@ -7,6 +7,8 @@
 //! any thread of a rollout worker. The JSONL entry points behind `reasonlab verify` and
 //! `reasonlab reward` live in [`stream`]; the verifier benchmark in [`bench`].
 
+#![forbid(unsafe_code)]
+
 pub mod accuracy;
 pub mod bench;
 pub mod config;

@@ -2,6 +2,8 @@
 //! to generate through any server that speaks the protocol (vLLM, SGLang, llama.cpp's server,
 //! ours), and the [`server`] (`reasonlab serve`) that puts any [`reasonlab_core::engine::Engine`] behind it.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod server;
 pub mod wire;

@@ -398,7 +398,10 @@ fn run_eval_through_http_end_to_end() {
     let out = dir.path().join("run");
     let run = reasonlab_eval::run_eval(&client, &cfg, &out).unwrap();
     // Split mode: seeds s, s+1, s+2, s+3 per problem → exactly half are right.
-    assert_eq!(run.benchmarks[0].scores.metrics["pass@1"].mean, 0.5);
+    assert_eq!(
+        run.benchmarks[0].scores.metrics[&reasonlab_eval::MetricKey::PassAt(1)].mean,
+        0.5
+    );
     assert_eq!(server.seen.lock().unwrap().len(), 16);
     assert_eq!(run.model.location, server.url);
     // Rerun: everything reused, no HTTP traffic.

@@ -5,6 +5,8 @@
 //! reward uses to measure how much of a chain of thought is written in the target script
 //! (DeepSeek-R1 §2.3.3: "the proportion of target language words in the CoT").
 
+#![forbid(unsafe_code)]
+
 pub mod minhash;
 pub mod ngram;
 pub mod script;

@@ -11,6 +11,8 @@
 //! (`.strip()`, `.split()`, …), `raise_exception`, a `tojson` that does not escape HTML, and
 //! `strftime_now`.
 
+#![forbid(unsafe_code)]
+
 mod template;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! Every burn call of training lives here (with `model` and `generate`); the rest of the
 //! workspace sees plain Rust types.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod grpo;
 pub mod lm;

@@ -97,6 +97,13 @@ pub struct Gradients<S> {
     pub extras: Vec<S>,
 }
 
+/// A piece's scalar loss and extra output, or `None` to skip the piece.
+pub type PieceLoss<'a, P, S, E> =
+    dyn Fn(&Model, &P) -> Result<Option<(Tensor<1>, S)>, E> + Sync + 'a;
+
+/// One worker's share: its gradients, loss sum and `(piece index, extra)` outputs.
+type WorkerShare<S> = (Option<GradientsParams>, f32, Vec<(usize, S)>);
+
 /// The data-parallel backward pass shared by every trainer: `pieces` are spread over
 /// [`data_parallel_threads`] workers (worker `w` takes pieces `w, w + workers, …`), each with
 /// its own [`Model::fork`] (shared weights, separate autodiff graph); `loss(model, piece)`
@@ -111,7 +118,7 @@ pub struct Gradients<S> {
 pub fn parallel_gradients<P, S, E>(
     model: &Model,
     pieces: &[P],
-    loss: &(dyn Fn(&Model, &P) -> Result<Option<(Tensor<1>, S)>, E> + Sync),
+    loss: &PieceLoss<'_, P, S, E>,
 ) -> Result<Gradients<S>, E>
 where
     P: Sync,
@@ -119,28 +126,27 @@ where
     E: From<ModelError> + Send,
 {
     let workers = data_parallel_threads().min(pieces.len()).max(1);
-    let run =
-        |w: usize, model: &Model| -> Result<(Option<GradientsParams>, f32, Vec<(usize, S)>), E> {
-            let mut accum = GradientsAccumulator::new();
-            let (mut value, mut any, mut extras) = (0f32, false, Vec::new());
-            for (i, piece) in pieces.iter().enumerate().skip(w).step_by(workers) {
-                let Some((l, extra)) = loss(model, piece)? else {
-                    continue;
-                };
-                let v = l
-                    .clone()
-                    .try_into_scalar::<f32>()
-                    .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-                value += v;
-                extras.push((i, extra));
-                if v.is_finite() {
-                    let grads = l.backward();
-                    accum.accumulate(&model.net, GradientsParams::from_grads(grads, &model.net));
-                    any = true;
-                }
+    let run = |w: usize, model: &Model| -> Result<WorkerShare<S>, E> {
+        let mut accum = GradientsAccumulator::new();
+        let (mut value, mut any, mut extras) = (0f32, false, Vec::new());
+        for (i, piece) in pieces.iter().enumerate().skip(w).step_by(workers) {
+            let Some((l, extra)) = loss(model, piece)? else {
+                continue;
+            };
+            let v = l
+                .clone()
+                .try_into_scalar::<f32>()
+                .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+            value += v;
+            extras.push((i, extra));
+            if v.is_finite() {
+                let grads = l.backward();
+                accum.accumulate(&model.net, GradientsParams::from_grads(grads, &model.net));
+                any = true;
             }
-            Ok((any.then(|| accum.grads()), value, extras))
-        };
+        }
+        Ok((any.then(|| accum.grads()), value, extras))
+    };
     let forks: Vec<Model> = (1..workers).map(|_| model.fork()).collect();
     let models: Vec<&Model> = std::iter::once(model).chain(forks.iter()).collect();
     let results: Vec<Result<_, E>> = models

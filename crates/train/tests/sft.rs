@@ -382,7 +382,7 @@ fn resume_from_a_checkpoint_continues_exactly() {
     for (i, (a, b)) in straight.iter().zip(&resumed).enumerate() {
         assert!((a - b).abs() < 1e-5, "step {i}: {a} vs {b}");
     }
-    let worst = weights(&full.model)
+    let worst = weights(full.model())
         .iter()
         .zip(&weights(second.model()))
         .map(|(x, y)| (x - y).abs())
@@ -399,7 +399,7 @@ fn without_optimizer_state_the_resume_diverges() {
         a.step().unwrap();
     }
     let mut b = SftTrainer::new(settings(), a.model().clone(), examples(), vec![], 0).unwrap();
-    b.set_state(a.state().clone());
+    b.set_state(*a.state());
     let la = a.step().unwrap().unwrap().loss;
     let lb = b.step().unwrap().unwrap().loss;
     assert!(
@@ -457,7 +457,8 @@ fn lora_trains_only_the_adapters_and_saves_merged_weights() {
     assert_eq!(weights(t.model()), base);
     // The saved checkpoint is the merged model: same log-probs as the adapted one.
     let dir = tempfile::tempdir().unwrap();
-    t.into_model()
+    t.model()
+        .clone()
         .save(dir.path(), reasonlab_model::SaveDtype::F32)
         .unwrap();
     assert!(dir.path().join("adapter_model.safetensors").exists());
@@ -470,7 +471,7 @@ fn lora_trains_only_the_adapters_and_saves_merged_weights() {
             .try_into_vec_as::<f32>()
             .unwrap()
     };
-    let adapted = lp(t.model().clone().to_device(&cpu));
+    let adapted = lp(&t.model().clone().to_device(&cpu));
     let merged = lp(&Model::load(dir.path(), &cpu).unwrap());
     let reattached = lp(&model(&cpu).load_adapter(dir.path()).unwrap());
     let original = lp(&model(&cpu));

@@ -135,6 +135,7 @@ pub fn run_classifier(cmd: ClassifierCommand) -> anyhow::Result<()> {
                 } else {
                     args.bucket
                 });
+            create_parent(&a.output)?;
             let r = classifier::train_file(&a.input, &a.output, &args, a.segment)?;
             eprintln!(
                 "Read {} tokens; {} words, {} labels; {} examples in {:.1}s; loss {:.4}",
@@ -195,8 +196,9 @@ pub enum CurateCommand {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
-        /// Benchmark JSONL files or folders of them (`problem`, `answer`).
-        #[arg(long, default_value = "../shared/data")]
+        /// Benchmark JSONL files or folders of them (`problem`, `answer`); default: the
+        /// built-in benchmarks (GSM8K test, MATH-500, AIME 2024, AMC 2023, CMATH, MGSM-zh).
+        #[arg(long)]
         benchmarks: Vec<PathBuf>,
         /// drop-document or drop-segment.
         #[arg(long, default_value = "drop-document", value_parser = serde_enum::<Action>)]
@@ -295,9 +297,10 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             format,
         } => {
             let fixed = format;
-            let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&output).with_context(|| output.display().to_string())?,
-            );
+            let mut w = std::io::BufWriter::new({
+                create_parent(&output)?;
+                std::fs::File::create(&output).with_context(|| output.display().to_string())?
+            });
             let mut total = ReadStats::default();
             let mut err = None;
             for p in &inputs {
@@ -339,6 +342,7 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 },
             );
+            create_parent(&output)?;
             let n = write_docs(&output, r.kept().map(|i| &docs[i]))?;
             if let Some(c) = clusters {
                 let mut w = std::io::BufWriter::new(std::fs::File::create(&c)?);
@@ -374,6 +378,16 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
                 action,
                 ..Default::default()
             });
+            if benchmarks.is_empty() {
+                for b in reasonlab_eval::BuiltIn::ALL {
+                    let rows: Vec<serde_json::Value> = b
+                        .jsonl()
+                        .lines()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect();
+                    d.add_rows(&format!("{}.jsonl", b.name()), &rows);
+                }
+            }
             for b in &benchmarks {
                 let files: Vec<PathBuf> = if b.is_dir() {
                     let mut v: Vec<PathBuf> = std::fs::read_dir(b)?
@@ -403,6 +417,7 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
                     });
                 }
             }
+            create_parent(&output)?;
             write_docs(&output, kept.iter())?;
             eprintln!(
                 "{} documents, {} contaminated, {} dropped; {} benchmark items hit ({} indexed)",
@@ -530,5 +545,13 @@ pub fn run_bench_minhash(a: BenchMinhashArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::to_string(&bench::minhash(&texts, a.threads))?
     );
+    Ok(())
+}
+
+/// Create the folder `path` goes in, so outputs can name a new folder.
+fn create_parent(path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reasonlab_eval::{BadLines, Benchmark, EvalConfig, PromptTemplate, Sampling};
+use reasonlab_eval::{BadLines, Benchmark, EvalConfig, MetricKey, PromptTemplate, Sampling};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -143,24 +143,26 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
-    for line in v["bad_lines"].as_array().into_iter().flatten() {
-        eprintln!("warning: skipped {}", line.as_str().unwrap_or_default());
+    for line in &v.bad_lines {
+        eprintln!("warning: skipped {line}");
     }
     println!(
         "{} problems, {} samples each ({} without completions, {} unknown ids)",
-        v["n_problems"], v["n_samples"], v["n_missing"], v["n_unknown_ids"]
+        v.n_problems, v.n_samples, v.n_missing, v.n_unknown_ids
     );
-    for kind in ["pass", "cons"] {
-        for k in &args.k {
-            let key = format!("{kind}@{k}");
-            if let Some(x) = v[&key].as_f64() {
-                let se = v["stderr"][&key].as_f64().unwrap_or(0.0);
-                println!("{key:>9}  {:5.1} ± {:.1}", 100.0 * x, 100.0 * se);
-            }
-        }
+    let mut keys: Vec<&MetricKey> = v.metrics.keys().collect();
+    keys.sort_by_key(|k| matches!(k, MetricKey::ConsAt(_)));
+    for key in keys {
+        let se = v.stderr.get(key).copied().unwrap_or(0.0);
+        println!(
+            "{:>9}  {:5.1} ± {:.1}",
+            key.to_string(),
+            100.0 * v.metrics[key],
+            100.0 * se
+        );
     }
-    if let Some(methods) = v["methods"].as_object().filter(|m| !m.is_empty()) {
-        let found: Vec<String> = methods.iter().map(|(m, n)| format!("{m} {n}")).collect();
+    if !v.methods.is_empty() {
+        let found: Vec<String> = v.methods.iter().map(|(m, n)| format!("{m} {n}")).collect();
         println!("answers found by: {}", found.join(", "));
     }
     Ok(())

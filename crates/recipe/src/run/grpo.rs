@@ -262,15 +262,24 @@ fn task_of(
     }))
 }
 
+/// A prompt too long to train on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LongPrompt {
+    /// Position among the tasks.
+    pub index: usize,
+    pub id: String,
+    pub tokens: usize,
+}
+
 /// Tasks whose prompt leaves fewer than `max_new_tokens` positions of `context` or exceeds
-/// `max_prompt_length`: `(index, id, length)`, with the limit they broke.
+/// `max_prompt_length`, with the limit they broke.
 pub fn long_prompts(
     tasks: &[Task],
     tokenizer: &Tokenizer,
     context: usize,
     max_new_tokens: usize,
     max_prompt_length: Option<usize>,
-) -> Result<(Vec<(usize, String, usize)>, usize), RunError> {
+) -> Result<(Vec<LongPrompt>, usize), RunError> {
     let mut limit = context.saturating_sub(max_new_tokens);
     if let Some(m) = max_prompt_length {
         limit = limit.min(m);
@@ -279,7 +288,11 @@ pub fn long_prompts(
     for (i, t) in tasks.iter().enumerate() {
         let len = tokenizer.encode(&t.prompt, t.add_special_tokens)?.len();
         if len > limit || len == 0 {
-            out.push((i, t.id.clone(), len));
+            out.push(LongPrompt {
+                index: i,
+                id: t.id.clone(),
+                tokens: len,
+            });
         }
     }
     Ok((out, limit))
@@ -321,7 +334,7 @@ pub fn run(
                 let listed: Vec<String> = long
                     .iter()
                     .take(10)
-                    .map(|(_, id, len)| format!("{id} ({len} tokens)"))
+                    .map(|p| format!("{} ({} tokens)", p.id, p.tokens))
                     .collect();
                 return Err(RunError::Invalid(format!(
                     "{} of {} prompts are longer than {limit} tokens (the context of {context} \
@@ -338,8 +351,7 @@ pub fn run(
                 )));
             }
             LongPrompts::Drop => {
-                let drop: std::collections::HashSet<usize> =
-                    long.iter().map(|(i, _, _)| *i).collect();
+                let drop: std::collections::HashSet<usize> = long.iter().map(|p| p.index).collect();
                 tasks = tasks
                     .into_iter()
                     .enumerate()

@@ -276,13 +276,16 @@ pub fn soft_overlong_penalty(len: usize, max_new: usize, cache: usize) -> f64 {
     }
 }
 
+/// Each reward's `(name, score)` for one completion (`None`: not applicable).
+type RewardParts = Vec<(String, Option<f64>)>;
+
 /// One prompt's rollouts: completions, total rewards and per-reward scores.
 struct SampledGroup {
     task: Task,
     prompt: Vec<u32>,
     comps: Vec<Completion>,
     totals: Vec<f64>,
-    parts: Vec<Vec<(String, Option<f64>)>>,
+    parts: Vec<RewardParts>,
 }
 
 /// The rollout and score phases' result: the groups that train, and what was seen on the way.
@@ -603,11 +606,7 @@ impl<'a> GrpoTrainer<'a> {
 
     /// Every completion's total reward (with the soft overlong penalty when configured) and
     /// per-reward scores.
-    fn score(
-        &self,
-        task: &Task,
-        comps: &[Completion],
-    ) -> (Vec<f64>, Vec<Vec<(String, Option<f64>)>>) {
+    fn score(&self, task: &Task, comps: &[Completion]) -> (Vec<f64>, Vec<RewardParts>) {
         let s = &self.settings;
         let mut totals = Vec::with_capacity(comps.len());
         let mut parts = Vec::with_capacity(comps.len());

@@ -690,7 +690,7 @@ mod avx512 {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return false;
         }
-        // SAFETY (all arms): AVX-512F is available; `group` checks every slice bound.
+        // SAFETY: (all arms) AVX-512F is available; `group` checks every slice bound.
         unsafe {
             match geo.d {
                 16 => group::<1>(out, qs, ks, vs, bias, geo, bg),
@@ -809,7 +809,7 @@ mod avx512 {
         let (s, d) = (cache.s, 16 * DV);
         let stride = s.next_multiple_of(16);
         assert!(q.len() >= H * d && o.len() >= H * d && scores.len() >= H * stride);
-        // SAFETY (whole body): bounds as asserted above and promised by the caller.
+        // SAFETY: (whole body) bounds as asserted above and promised by the caller.
         unsafe {
             let qv: [[__m512; DV]; H] = std::array::from_fn(|hh| {
                 std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(hh * d + 16 * c)))
@@ -898,7 +898,7 @@ mod avx512 {
         /// the kernel takes, with and without a bias (leading keys masked).
         #[test]
         fn two_head_passes_equal_one_head_passes() {
-            if !std::arch::is_x86_feature_detected!("avx512f") {
+            if !crate::kernels::avx512_or_say("decode attention (grouped heads)") {
                 return;
             }
             for d in [16, 32, 64, 128] {
