@@ -317,3 +317,76 @@ fn rewards_see_extra_columns_and_accuracy_is_found_by_kind() {
     assert!((m.reward_mean - 0.25).abs() < 1e-12, "{}", m.reward_mean);
     assert!(m.accuracy.is_nan(), "no accuracy reward, no accuracy");
 }
+
+#[test]
+fn rollouts_can_come_from_an_engine() {
+    use reasonlab_core::engine::{
+        Engine, EngineError, FinishReason, ModelInfo, Output, Request, Sample as Completion,
+    };
+    /// A server stand-in: even samples answer 4, odd ones ramble until cut off.
+    struct Canned;
+    impl Engine for Canned {
+        fn info(&self) -> ModelInfo {
+            ModelInfo {
+                name: "canned".into(),
+                hash: "0".into(),
+                location: "memory".into(),
+            }
+        }
+        fn generate_streaming(
+            &self,
+            requests: &[Request],
+            _: &mut dyn FnMut(usize, usize, &str),
+        ) -> Vec<Result<Output, EngineError>> {
+            requests
+                .iter()
+                .map(|r| {
+                    let samples = (0..r.n)
+                        .map(|j| Completion {
+                            text: if j % 2 == 0 {
+                                "\\boxed{4}"
+                            } else {
+                                "hmm hmm hmm"
+                            }
+                            .into(),
+                            finish_reason: if j % 2 == 0 {
+                                FinishReason::Stop
+                            } else {
+                                FinishReason::Length
+                            },
+                            completion_tokens: 3,
+                            logprobs: None,
+                        })
+                        .collect();
+                    Ok(Output {
+                        prompt_tokens: 0,
+                        samples,
+                    })
+                })
+                .collect()
+        }
+    }
+    let cfg = reasonlab_reward::RewardConfig::from_toml(
+        "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\n",
+    )
+    .unwrap();
+    let rewards = cfg.build();
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "4")).collect();
+    let engine = Canned;
+    let mut t = trainer(settings(), &tok, &rewards).with_rollout_engine(&engine);
+    let before = weights(t.policy());
+    let (m, rollouts) = t.step(&tasks).unwrap();
+    assert_eq!(rollouts.len(), 8);
+    for r in &rollouts {
+        let right = r.completion == "\\boxed{4}";
+        assert_eq!(r.reward, if right { 1.0 } else { 0.0 }, "{r:?}");
+    }
+    assert_eq!(m.accuracy, 0.5);
+    assert_eq!(m.truncated, 0.5);
+    assert_ne!(
+        weights(t.policy()),
+        before,
+        "the engine's rollouts trained the policy"
+    );
+}
