@@ -13,5 +13,6 @@ pub mod reader;
 pub mod recall;
 mod rng;
 pub mod segment;
+pub mod stages;
 
 pub use rng::Rng;

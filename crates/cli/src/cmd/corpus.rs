@@ -1,22 +1,32 @@
 //! `reasonlab classifier …` (fastText-compatible train / test / predict) and
 //! `reasonlab curate …` (read, dedup, decontam, recall rounds), plus the corpus benchmarks.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
-use reasonlab_corpus::decontam::{Action, DecontamConfig, DecontamReport, Decontaminator};
-use reasonlab_corpus::dedup::{DedupConfig, KeepPolicy, dedup};
+use reasonlab_corpus::decontam::{Action, DecontamConfig, Decontaminator};
+use reasonlab_corpus::dedup::{DedupConfig, KeepPolicy};
 use reasonlab_corpus::fasttext::{Args, Loss};
-use reasonlab_corpus::reader::{self, Document, Format, ReadLimits, ReadStats};
+use reasonlab_corpus::reader::{Format, ReadStats};
 use reasonlab_corpus::recall::{self, RecallConfig, Shard};
 use reasonlab_corpus::segment::Segmentation;
-use reasonlab_corpus::{bench, classifier};
+use reasonlab_corpus::{bench, classifier, stages};
 
 /// clap value parser for the library's serde-named enums (`drop-document` = `drop_document`).
 fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
         .map_err(|e| e.to_string())
+}
+
+/// One stage of a recall round.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RecallStage {
+    /// Train the round's classifier on the seed and the earlier rounds' positives.
+    Train,
+    /// Score the pool (or one shard of it) with the round's classifier.
+    Score,
+    /// Merge the scored shards into the round's collected pages.
+    Merge,
 }
 
 #[derive(clap::Subcommand)]
@@ -213,9 +223,9 @@ pub enum CurateCommand {
     Recall {
         #[arg(long)]
         config: PathBuf,
-        /// Run one stage: train, score or merge (all rounds, all stages by default).
-        #[arg(long)]
-        stage: Option<String>,
+        /// Run one stage of one round (all rounds, all stages by default).
+        #[arg(long, value_enum)]
+        stage: Option<RecallStage>,
         /// Round for `--stage`.
         #[arg(long, default_value_t = 0)]
         round: usize,
@@ -223,29 +233,6 @@ pub enum CurateCommand {
         #[arg(long)]
         shard: Option<Shard>,
     },
-}
-
-fn read_jsonl_docs(path: &Path) -> anyhow::Result<(Vec<Document>, ReadStats)> {
-    let mut docs = Vec::new();
-    let stats = reader::read_file(path, Format::Jsonl, ReadLimits::default(), &mut |d| {
-        docs.push(d)
-    })
-    .with_context(|| path.display().to_string())?;
-    Ok((docs, stats))
-}
-
-fn write_docs<'a>(path: &Path, docs: impl Iterator<Item = &'a Document>) -> anyhow::Result<u64> {
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| path.display().to_string())?,
-    );
-    let mut n = 0;
-    for d in docs {
-        serde_json::to_writer(&mut w, d)?;
-        w.write_all(b"\n")?;
-        n += 1;
-    }
-    w.flush()?;
-    Ok(n)
 }
 
 fn report_stats(stats: &ReadStats) {
@@ -296,34 +283,10 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             output,
             format,
         } => {
-            let fixed = format;
-            let mut w = std::io::BufWriter::new({
-                create_parent(&output)?;
-                std::fs::File::create(&output).with_context(|| output.display().to_string())?
-            });
-            let mut total = ReadStats::default();
-            let mut err = None;
-            for p in &inputs {
-                let f = fixed.unwrap_or_else(|| Format::from_path(p));
-                let s = reader::read_file(p, f, ReadLimits::default(), &mut |d| {
-                    if err.is_none()
-                        && let Err(e) = serde_json::to_writer(&mut w, &d)
-                            .map_err(std::io::Error::from)
-                            .and_then(|_| w.write_all(b"\n"))
-                    {
-                        err = Some(e);
-                    }
-                });
-                match s {
-                    Ok(s) => total.merge(&s),
-                    Err(e) => eprintln!("warning: skipping {}: {e}", p.display()),
-                }
-            }
-            if let Some(e) = err {
-                return Err(e).context(output.display().to_string());
-            }
-            w.flush()?;
-            report_stats(&total);
+            let stats = stages::read_to_jsonl(&inputs, format, &output, &mut |p, e| {
+                eprintln!("warning: skipping {}: {e}", p.display())
+            })?;
+            report_stats(&stats);
         }
         CurateCommand::Dedup {
             input,
@@ -332,37 +295,16 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             keep,
             threads,
         } => {
-            let (docs, stats) = read_jsonl_docs(&input)?;
-            report_stats(&stats);
-            let r = dedup(
-                &docs,
-                &DedupConfig {
-                    keep,
-                    threads,
-                    ..Default::default()
-                },
-            );
-            create_parent(&output)?;
-            let n = write_docs(&output, r.kept().map(|i| &docs[i]))?;
-            if let Some(c) = clusters {
-                let mut w = std::io::BufWriter::new(std::fs::File::create(&c)?);
-                for cl in &r.clusters {
-                    let ids: Vec<&str> = cl.iter().map(|&i| docs[i].id.as_str()).collect();
-                    serde_json::to_writer(
-                        &mut w,
-                        &serde_json::json!({"kept": ids[0], "dropped": &ids[1..]}),
-                    )?;
-                    w.write_all(b"\n")?;
-                }
-                w.flush()?;
-            }
+            let cfg = DedupConfig {
+                keep,
+                threads,
+                ..Default::default()
+            };
+            let r = stages::dedup_jsonl(&input, &output, clusters.as_deref(), &cfg)?;
+            report_stats(&r.read);
             eprintln!(
-                "kept {n} of {}: {} URL, {} exact-text, {} near duplicates in {} clusters",
-                docs.len(),
-                r.url_dups,
-                r.text_dups,
-                r.near_dups,
-                r.clusters.len()
+                "kept {} of {}: {} URL, {} exact-text, {} near duplicates in {} clusters",
+                r.kept, r.documents, r.url_dups, r.text_dups, r.near_dups, r.clusters
             );
         }
         CurateCommand::Decontam {
@@ -389,46 +331,21 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
                 }
             }
             for b in &benchmarks {
-                let files: Vec<PathBuf> = if b.is_dir() {
-                    let mut v: Vec<PathBuf> = std::fs::read_dir(b)?
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.to_string_lossy().contains(".jsonl"))
-                        .collect();
-                    v.sort();
-                    v
-                } else {
-                    vec![b.clone()]
-                };
-                for f in files {
-                    d.add_jsonl(&f)?;
-                }
+                stages::add_benchmark_path(&mut d, b)?;
             }
-            let (docs, stats) = read_jsonl_docs(&input)?;
-            report_stats(&stats);
-            let mut rep = DecontamReport::default();
-            let mut kept = Vec::new();
-            for doc in &docs {
-                let (text, hits) = d.clean(&doc.text);
-                rep.log(&d, &hits, text.is_none());
-                if let Some(t) = text {
-                    kept.push(Document {
-                        text: t,
-                        ..doc.clone()
-                    });
-                }
-            }
-            create_parent(&output)?;
-            write_docs(&output, kept.iter())?;
+            let r = stages::decontam_jsonl(&input, &output, &d)?;
+            report_stats(&r.read);
+            let rep = &r.report;
             eprintln!(
                 "{} documents, {} contaminated, {} dropped; {} benchmark items hit ({} indexed)",
                 rep.documents,
                 rep.contaminated,
                 rep.dropped,
                 rep.items_hit.len(),
-                d.items().len()
+                r.indexed
             );
             if let Some(p) = report {
-                std::fs::write(&p, serde_json::to_string_pretty(&rep)?)?;
+                std::fs::write(&p, serde_json::to_string_pretty(rep)?)?;
             }
         }
         CurateCommand::Recall {
@@ -438,25 +355,26 @@ pub fn run_curate(cmd: CurateCommand) -> anyhow::Result<()> {
             shard,
         } => {
             let cfg = RecallConfig::load(&config)?;
-            match stage.as_deref() {
+            match stage {
                 None => {
                     for r in recall::run_all(&cfg)? {
                         println!("{}", serde_json::to_string(&r)?);
                     }
                 }
-                Some("train") => println!("{}", recall::train_round(&cfg, round)?.display()),
-                Some("score") => println!(
+                Some(RecallStage::Train) => {
+                    println!("{}", recall::train_round(&cfg, round)?.display())
+                }
+                Some(RecallStage::Score) => println!(
                     "{}",
                     recall::score_round(&cfg, round, shard.unwrap_or(Shard::ALL))?.display()
                 ),
-                Some("merge") => {
+                Some(RecallStage::Merge) => {
                     let n = shard.map_or(1, |s| s.count);
                     println!(
                         "{}",
                         serde_json::to_string(&recall::merge_round(&cfg, round, n)?)?
                     );
                 }
-                Some(s) => anyhow::bail!("unknown stage {s:?}: expected train, score or merge"),
             }
         }
     }

@@ -45,8 +45,9 @@ impl Printer {
                 }
             }
             Event::Note(note) => match &self.bar {
-                Some(bar) => bar.println(note),
-                None => eprintln!("{note}"),
+                // A hidden bar (stderr not a terminal) prints nothing, notes included.
+                Some(bar) if !bar.is_hidden() => bar.println(note),
+                _ => eprintln!("{note}"),
             },
             Event::Saved(dir) => tracing::info!(checkpoint = %dir.display(), "saved"),
         }

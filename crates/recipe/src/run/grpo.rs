@@ -383,20 +383,14 @@ pub fn run(
         resumed_from_step = Some(state.step);
     }
     dir.write_config(cfg)?;
-    let (mut logs, dropped_log_lines) = dir.open_logs(trainer.state().step)?;
     let total = cfg.grpo.steps;
-    on_event(Event::Started {
-        stage: "grpo",
+    let mut logs = dir.begin(
+        "grpo",
         total,
-        done: trainer.state().step,
-        resumed_from: resume_from.as_deref(),
-    });
-    if dropped_log_lines > 0 {
-        on_event(Event::Note(format!(
-            "dropped {dropped_log_lines} log lines written after step {}",
-            trainer.state().step
-        )));
-    }
+        trainer.state().step,
+        resume_from.as_deref(),
+        on_event,
+    )?;
     if dropped_prompts > 0 {
         on_event(Event::Note(format!(
             "left out {dropped_prompts} prompts too long to train on; {} remain",

@@ -244,6 +244,33 @@ impl RunDir {
     }
 }
 
+impl RunDir {
+    /// Open the logs at step `done` ([`RunDir::open_logs`]) and tell `on_event` that `stage`
+    /// starts there, and how many log lines were dropped.
+    pub fn begin(
+        &self,
+        stage: &'static str,
+        total: usize,
+        done: usize,
+        resumed_from: Option<&Path>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Logs, RunError> {
+        let (logs, dropped) = self.open_logs(done)?;
+        on_event(Event::Started {
+            stage,
+            total,
+            done,
+            resumed_from,
+        });
+        if dropped > 0 {
+            on_event(Event::Note(format!(
+                "dropped {dropped} log lines written after step {done}"
+            )));
+        }
+        Ok(logs)
+    }
+}
+
 /// A run's append-only logs.
 pub struct Logs {
     pub metrics: JsonlWriter<File>,

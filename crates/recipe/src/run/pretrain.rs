@@ -148,18 +148,13 @@ pub fn run(
         )));
     }
     dir.write_config(cfg)?;
-    let (mut logs, dropped) = dir.open_logs(step)?;
-    on_event(Event::Started {
-        stage: "pretrain",
-        total: settings.steps,
-        done: step,
-        resumed_from: resume_from.as_deref(),
-    });
-    if dropped > 0 {
-        on_event(Event::Note(format!(
-            "dropped {dropped} log lines written after step {step}"
-        )));
-    }
+    let mut logs = dir.begin(
+        "pretrain",
+        settings.steps,
+        step,
+        resume_from.as_deref(),
+        on_event,
+    )?;
     let mut last = None;
     let mut final_dir = None;
     while step < settings.steps {

@@ -169,19 +169,13 @@ pub fn train(
         None
     };
     let total = trainer.total_steps();
-    let (mut logs, dropped) = dir.open_logs(trainer.state().step)?;
-    on_event(Event::Started {
-        stage: "sft",
+    let mut logs = dir.begin(
+        "sft",
         total,
-        done: trainer.state().step,
-        resumed_from: resume_from.as_deref(),
-    });
-    if dropped > 0 {
-        on_event(Event::Note(format!(
-            "dropped {dropped} log lines written after step {}",
-            trainer.state().step
-        )));
-    }
+        trainer.state().step,
+        resume_from.as_deref(),
+        on_event,
+    )?;
     let mut last = None;
     let mut after = None;
     while let Some(m) = trainer.step()? {
