@@ -1022,3 +1022,92 @@ mod tests {
         assert_eq!(spread(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
     }
 }
+
+/// The fastText-compatible classifier benchmark's inputs: a labelled math-vs-other set built
+/// by `scripts/build_math_vs_other.py` (from public datasets; too large to ship).
+#[derive(Debug, Clone)]
+pub struct ClassifierBenchConfig {
+    pub train: PathBuf,
+    pub test: PathBuf,
+    /// Where our model is written.
+    pub model: PathBuf,
+    pub threads: usize,
+    /// Train and predict this many times; the best time of each and the mean F1 are reported
+    /// (Hogwild training is not deterministic across threads).
+    pub runs: usize,
+    /// The JSON line `scripts/bench_classifier_fasttext.py` printed, for the side-by-side.
+    pub peer_json: Option<PathBuf>,
+}
+
+fn need_file(path: &Path, how: &str) -> Result<(), BenchError> {
+    ensure!(path.is_file(), "{} does not exist: {how}", path.display());
+    Ok(())
+}
+
+const BUILD_SET: &str = "build it with `python3 scripts/build_math_vs_other.py OUT --data DIR` \
+                         (see docs/corpus.md) and pass --train/--test";
+
+/// Ours against fastText 0.9 on a labelled math-vs-other set (DeepSeekMath's hyper-parameters).
+pub fn classifier(cfg: &ClassifierBenchConfig, out: &mut dyn Write) -> Result<(), BenchError> {
+    use reasonlab_corpus::bench;
+    need_file(&cfg.train, BUILD_SET)?;
+    need_file(&cfg.test, BUILD_SET)?;
+    let args = reasonlab_corpus::fasttext::Args {
+        thread: cfg.threads as i32,
+        ..reasonlab_corpus::fasttext::Args::deepseekmath()
+    };
+    let mut all = Vec::new();
+    for _ in 0..cfg.runs.max(1) {
+        let run = bench::classifier(&cfg.train, &cfg.test, &cfg.model, &args, cfg.threads)
+            .context("classifier")?;
+        tracing::info!("{}", serde_json::to_string(&run)?);
+        all.push(run);
+    }
+    let ours = bench::ClassifierBench::best_of(&all);
+    writeln!(out, "{}", serde_json::to_string(&ours)?)?;
+    if let Some(p) = &cfg.peer_json {
+        let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+        let peer: Value = serde_json::from_str(text.trim())?;
+        let f = |k: &str| peer.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        writeln!(
+            out,
+            "F1 {:.4} vs {:.4} (diff {:+.4}); train {:.1}s vs {:.1}s; predict {:.0} vs {:.0} docs/s ({:.2}x); model {} vs {} bytes",
+            ours.f1_math,
+            f("f1_math"),
+            ours.f1_math - f("f1_math"),
+            ours.train_s,
+            f("train_s"),
+            ours.predict_docs_per_s,
+            f("predict_docs_per_s"),
+            ours.predict_docs_per_s / f("predict_docs_per_s"),
+            ours.model_bytes,
+            f("model_bytes")
+        )?;
+    }
+    Ok(())
+}
+
+/// MinHash LSH documents/s on the texts of a fastText-format file (labels dropped), the first
+/// `docs` lines.
+pub fn minhash(
+    input: &Path,
+    docs: usize,
+    threads: usize,
+    out: &mut dyn Write,
+) -> Result<(), BenchError> {
+    need_file(input, BUILD_SET)?;
+    let text = std::fs::read_to_string(input).with_context(|| input.display().to_string())?;
+    let texts: Vec<String> = text
+        .lines()
+        .take(docs)
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|t| !t.starts_with("__label__"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let r = reasonlab_corpus::bench::minhash(&texts, threads);
+    writeln!(out, "{}", serde_json::to_string(&r)?)?;
+    Ok(())
+}

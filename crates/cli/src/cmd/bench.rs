@@ -183,8 +183,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             },
             out,
         )?,
-        BenchCommand::Classifier(a) => crate::cmd::corpus::run_bench_classifier(a)?,
-        BenchCommand::Minhash(a) => crate::cmd::corpus::run_bench_minhash(a)?,
+        BenchCommand::Classifier(a) => bench::classifier(&a.config(), out)?,
+        BenchCommand::Minhash(a) => bench::minhash(&a.input, a.docs, a.threads, out)?,
         BenchCommand::Recall {
             pool_gb,
             dir,

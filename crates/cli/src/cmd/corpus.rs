@@ -10,7 +10,7 @@ use reasonlab_corpus::fasttext::{Args, Loss};
 use reasonlab_corpus::reader::{Format, ReadStats};
 use reasonlab_corpus::recall::{self, RecallConfig, Shard};
 use reasonlab_corpus::segment::Segmentation;
-use reasonlab_corpus::{bench, classifier, stages};
+use reasonlab_corpus::{classifier, stages};
 
 /// clap value parser for the library's serde-named enums (`drop-document` = `drop_document`).
 fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -403,67 +403,28 @@ pub struct BenchClassifierArgs {
     peer_json: Option<PathBuf>,
 }
 
-pub fn run_bench_classifier(a: BenchClassifierArgs) -> anyhow::Result<()> {
-    let args = Args {
-        thread: a.threads as i32,
-        ..Args::deepseekmath()
-    };
-    let mut all = Vec::new();
-    for _ in 0..a.runs.max(1) {
-        let run = bench::classifier(&a.train, &a.test, &a.model, &args, a.threads)?;
-        eprintln!("{}", serde_json::to_string(&run)?);
-        all.push(run);
+impl BenchClassifierArgs {
+    pub fn config(self) -> reasonlab_bench::ClassifierBenchConfig {
+        reasonlab_bench::ClassifierBenchConfig {
+            train: self.train,
+            test: self.test,
+            model: self.model,
+            threads: self.threads,
+            runs: self.runs,
+            peer_json: self.peer_json,
+        }
     }
-    let ours = bench::ClassifierBench::best_of(&all);
-    println!("{}", serde_json::to_string(&ours)?);
-    if let Some(p) = a.peer_json {
-        let peer: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&p)?.trim())?;
-        let f = |k: &str| peer.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        println!(
-            "F1 {:.4} vs {:.4} (diff {:+.4}); train {:.1}s vs {:.1}s; predict {:.0} vs {:.0} docs/s ({:.2}x); model {} vs {} bytes",
-            ours.f1_math,
-            f("f1_math"),
-            ours.f1_math - f("f1_math"),
-            ours.train_s,
-            f("train_s"),
-            ours.predict_docs_per_s,
-            f("predict_docs_per_s"),
-            ours.predict_docs_per_s / f("predict_docs_per_s"),
-            ours.model_bytes,
-            f("model_bytes")
-        );
-    }
-    Ok(())
 }
 
 /// `reasonlab bench minhash`: MinHash LSH docs/s on the texts of a fastText-format file.
 #[derive(clap::Args)]
 pub struct BenchMinhashArgs {
     #[arg(long, default_value = "runs/bench-classifier/train.txt")]
-    input: PathBuf,
+    pub input: PathBuf,
     #[arg(long, default_value_t = 20000)]
-    docs: usize,
+    pub docs: usize,
     #[arg(long, default_value_t = 2)]
-    threads: usize,
-}
-
-pub fn run_bench_minhash(a: BenchMinhashArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.input).with_context(|| a.input.display().to_string())?;
-    let texts: Vec<String> = text
-        .lines()
-        .take(a.docs)
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|t| !t.starts_with("__label__"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    println!(
-        "{}",
-        serde_json::to_string(&bench::minhash(&texts, a.threads))?
-    );
-    Ok(())
+    pub threads: usize,
 }
 
 /// Create the folder `path` goes in, so outputs can name a new folder.

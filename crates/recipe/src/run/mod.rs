@@ -16,6 +16,7 @@
 //! empties the logs of an earlier run in the same folder.
 
 pub mod distill;
+pub mod generate;
 pub mod grpo;
 pub mod pretrain;
 pub mod sample;

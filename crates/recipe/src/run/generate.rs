@@ -1,0 +1,116 @@
+//! `reasonlab generate`: sample completions for a JSONL (or Parquet) file of prompts into a
+//! JSONL file, one line per sample with its id, indices, finish reason, token count and the
+//! sampling settings.
+
+use std::path::PathBuf;
+
+use reasonlab_core::engine::{Message, Role};
+use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
+use reasonlab_generate::{GenStats, SamplingParams, generate};
+use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_tokenize::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+use super::{Event, RunError, io};
+
+/// A generation job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateConfig {
+    /// HF model directory (with `tokenizer.json`).
+    pub model: PathBuf,
+    pub backend: BackendKind,
+    /// `prompt` (text), `messages` (chat) or `problem` per line; `id` is echoed.
+    pub prompts: PathBuf,
+    pub out: PathBuf,
+    /// Samples per prompt.
+    pub n: usize,
+    /// Render `problem` / `prompt` as a user message with the model's chat template.
+    pub chat: bool,
+    pub bad_lines: BadLines,
+    pub sampling: SamplingParams,
+}
+
+#[derive(Deserialize)]
+struct PromptLine {
+    id: Option<serde_json::Value>,
+    prompt: Option<String>,
+    problem: Option<String>,
+    messages: Option<Vec<Message>>,
+}
+
+/// What a generation job did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerateSummary {
+    pub completions: usize,
+    pub stats: GenStats,
+}
+
+/// Run the job, reporting progress in tokens out of prompts × n × max_new_tokens (the most
+/// there can be).
+pub fn run(
+    cfg: &GenerateConfig,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<GenerateSummary, RunError> {
+    let device = device_for(cfg.backend, false)?;
+    let model = Model::load(&cfg.model, &device)?;
+    let tok = Tokenizer::from_dir(&cfg.model)?;
+    let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;
+    let mut prompts = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        let ids = match (&l.messages, l.prompt.as_ref().or(l.problem.as_ref())) {
+            (Some(m), _) => tok.encode_chat(m, true)?,
+            (None, Some(text)) if cfg.chat => {
+                tok.encode_chat(&[Message::new(Role::User, text.clone())], true)?
+            }
+            (None, Some(text)) => tok.encode(text, true)?,
+            (None, None) => {
+                return Err(RunError::Invalid(format!(
+                    "{}: record {} has none of `prompt`, `problem`, `messages`",
+                    cfg.prompts.display(),
+                    i + 1
+                )));
+            }
+        };
+        prompts.push(ids);
+    }
+    let params = SamplingParams {
+        stop_token_ids: tok.eos_id().into_iter().collect(),
+        ..cfg.sampling.clone()
+    };
+    on_event(Event::Started {
+        stage: "generate",
+        total: prompts.len() * cfg.n * params.max_new_tokens,
+        done: 0,
+        resumed_from: None,
+    });
+    let mut done = 0;
+    let (out, stats) = generate(&model, Some(&tok), &prompts, cfg.n, &params, &mut |k| {
+        done += k;
+        on_event(Event::Progress {
+            done,
+            message: "tokens (at most)".into(),
+        })
+    })
+    .map_err(|e| RunError::Invalid(e.to_string()))?;
+    if let Some(dir) = cfg.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let file = std::fs::File::create(&cfg.out).map_err(io(&cfg.out))?;
+    let mut w = JsonlWriter::new(std::io::BufWriter::new(file));
+    for c in &out {
+        w.write(&serde_json::json!({
+            "id": lines[c.prompt_index].id,
+            "prompt_index": c.prompt_index,
+            "sample_index": c.sample_index,
+            "completion": c.text,
+            "finish_reason": c.finish_reason,
+            "completion_tokens": c.token_ids.len(),
+            "sampling": params,
+        }))
+        .map_err(io(&cfg.out))?;
+    }
+    Ok(GenerateSummary {
+        completions: out.len(),
+        stats,
+    })
+}
