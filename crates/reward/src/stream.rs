@@ -246,17 +246,19 @@ pub fn reward_stream(
                             text_field(&obj, "completion")?.ok_or("missing field `completion`")?;
                         let gold = text_field(&obj, "gold")?;
                         let problem = text_field(&obj, "problem")?;
-                        Ok((completion, gold, problem, obj.get("id").cloned()))
+                        Ok((completion, gold, problem, obj))
                     });
                     match parsed {
                         Err(message) => (error_line(*n, &message), None),
-                        Ok((completion, gold, problem, id)) => {
+                        Ok((completion, gold, problem, obj)) => {
+                            // The whole record reaches the rewards, as a dataset row does.
                             let s = sum.score_all(&Sample {
                                 completion: &completion,
                                 gold: gold.as_deref(),
                                 problem: problem.as_deref(),
-                                extra: None,
+                                extra: Some(&obj),
                             });
+                            let id = obj.get("id").cloned();
                             let mut rewards = Map::new();
                             for (name, score) in s.scores {
                                 rewards.insert(name, score.map_or(Value::Null, |v| json!(v)));

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use reasonlab_eval::{BadLines, Benchmark, EvalConfig, MetricKey, PromptTemplate, Sampling};
+use reasonlab_recipe::run::RunDir;
+use reasonlab_recipe::run::eval::{self, EvalRun};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -102,7 +103,6 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         .map(|b| Benchmark::parse(b))
         .collect::<Result<Vec<_>, _>>()?;
     let template = PromptTemplate::parse(&args.template)?;
-    let generator = args.source.build(std::path::Path::new("."))?;
     let mut cfg = EvalConfig::new(benchmarks, template, args.n);
     cfg.sampling = Sampling {
         temperature: args.temperature,
@@ -116,11 +116,16 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     cfg.ks = args.k.clone();
     cfg.limit = args.limit;
     cfg.chunk_size = args.chunk_size;
-    let results = reasonlab_eval::run_eval(generator.as_ref(), &cfg, &args.out)
-        .with_context(|| format!("eval into {}", args.out.display()))?;
+    let run = EvalRun {
+        out: args.out.clone(),
+        engine: args.source.spec(),
+        eval: cfg,
+    };
+    let dir = RunDir::create(&run.out)?;
+    let results = eval::run(&run, &dir, std::path::Path::new("."), &mut |_| {})?;
     print!("{}", reasonlab_eval::render_markdown(&results));
     eprintln!(
-        "wrote {}/{{completions.jsonl, results.json, report.md, report.html}}",
+        "wrote {}/{{completions.jsonl, results.json, report.md, report.html, config.toml, summary.json}}",
         args.out.display()
     );
     Ok(())

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use reasonlab_core::engine::Engine;
 use reasonlab_recipe::engines::EngineSpec;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -47,10 +46,5 @@ impl GeneratorArgs {
             timeout_s: self.timeout_s,
             max_retries: self.max_retries,
         }
-    }
-
-    /// Build the engine; relative model paths are resolved against `base`.
-    pub fn build(&self, base: &std::path::Path) -> anyhow::Result<Box<dyn Engine>> {
-        Ok(self.spec().build(base)?)
     }
 }

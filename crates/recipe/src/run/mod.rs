@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! OUT/
-//!   config.toml          the resolved config: every default written out
+//!   config.toml          the resolved config: every default written out (eval: [`eval::EvalRun`])
 //!   metrics.jsonl        one line per step (`step` counts from 1)
 //!   completions.jsonl    sampled completions, each with its `step`
 //!   checkpoints/step-N/  HF-layout model + optimizer.bpk + trainer_state.json
@@ -16,6 +16,7 @@
 //! empties the logs of an earlier run in the same folder.
 
 pub mod distill;
+pub mod eval;
 pub mod generate;
 pub mod grpo;
 pub mod pretrain;
@@ -170,11 +171,10 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// The folder `root`, created with its `checkpoints/` if needed.
+    /// The folder `root`, created if needed (`checkpoints/` appears with the first one).
     pub fn create(root: impl Into<PathBuf>) -> Result<Self, RunError> {
         let root = root.into();
-        let checkpoints = root.join("checkpoints");
-        std::fs::create_dir_all(&checkpoints).map_err(io(&checkpoints))?;
+        std::fs::create_dir_all(&root).map_err(io(&root))?;
         Ok(Self { root })
     }
 
