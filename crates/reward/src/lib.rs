@@ -39,6 +39,22 @@ pub struct Sample<'a> {
     pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
+/// One reasoning step's reward: the step ends at byte `end` of the completion (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepScore {
+    pub end: usize,
+    pub score: f64,
+}
+
+/// A process reward (DeepSeekMath §4.1.3, Math-Shepherd): a score at the end of every reasoning
+/// step of a completion, instead of one at its end. A process reward model implements it; the
+/// GRPO trainer turns the step scores into per-token advantages.
+pub trait ProcessReward: Send + Sync {
+    fn name(&self) -> &str;
+    /// The steps of `sample.completion` with their scores, in order of their ends.
+    fn score_steps(&self, sample: &Sample<'_>) -> Vec<StepScore>;
+}
+
 /// What a reward measures, so that callers find a reward by its kind rather than its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

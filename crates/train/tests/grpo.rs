@@ -390,3 +390,115 @@ fn rollouts_can_come_from_an_engine() {
         "the engine's rollouts trained the policy"
     );
 }
+
+#[test]
+fn a_process_reward_lowers_only_the_tokens_up_to_the_penalised_step() {
+    use reasonlab_core::engine::{
+        Engine, EngineError, FinishReason, ModelInfo, Output, Request, Sample as Completion,
+    };
+    use reasonlab_reward::{ProcessReward, StepScore};
+    /// Every sample is the same three-step solution.
+    struct SameText;
+    impl Engine for SameText {
+        fn info(&self) -> ModelInfo {
+            ModelInfo {
+                name: "same".into(),
+                hash: "0".into(),
+                location: "memory".into(),
+            }
+        }
+        fn generate_streaming(
+            &self,
+            requests: &[Request],
+            _: &mut dyn FnMut(usize, usize, &str),
+        ) -> Vec<Result<Output, EngineError>> {
+            requests
+                .iter()
+                .map(|r| {
+                    Ok(Output {
+                        prompt_tokens: 0,
+                        samples: (0..r.n)
+                            .map(|_| Completion {
+                                text: "add two\nthen three\nso five".into(),
+                                finish_reason: FinishReason::Stop,
+                                completion_tokens: 0,
+                                logprobs: None,
+                            })
+                            .collect(),
+                    })
+                })
+                .collect()
+        }
+    }
+    /// Steps are lines; the second step of the first completion it sees is wrong (score 0),
+    /// every other step is right (score 1).
+    struct FirstSecondStepWrong(std::sync::atomic::AtomicUsize);
+    impl ProcessReward for FirstSecondStepWrong {
+        fn name(&self) -> &str {
+            "prm"
+        }
+        fn score_steps(&self, sample: &Sample<'_>) -> Vec<StepScore> {
+            let call = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut end = 0;
+            sample
+                .completion
+                .split_inclusive('\n')
+                .enumerate()
+                .map(|(j, line)| {
+                    end += line.len();
+                    let wrong = call == 0 && j == 1;
+                    StepScore {
+                        end: end - usize::from(line.ends_with('\n')),
+                        score: if wrong { 0.0 } else { 1.0 },
+                    }
+                })
+                .collect()
+        }
+    }
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    // No outcome rewards: pure process supervision.
+    let rewards = WeightedSum::from_parts(Vec::new(), NotApplicable::Skip);
+    let prm = FirstSecondStepWrong(Default::default());
+    let engine = SameText;
+    let mut s = settings();
+    s.prompts_per_step = 1;
+    s.max_new_tokens = 64;
+    let mut t = trainer(s, &tok, &rewards)
+        .with_rollout_engine(&engine)
+        .with_process_reward(&prm);
+    let (_, rollouts) = t.step(&[task(0, "5")]).unwrap();
+    let adv: Vec<&Vec<f64>> = rollouts
+        .iter()
+        .map(|r| r.token_advantages.as_ref().expect("per-token advantages"))
+        .collect();
+    let (penalised, clean) = (adv[0], adv[1]);
+    assert_eq!(penalised.len(), clean.len());
+    // The tokens of "so five" (after the second step's end) see only the third step's reward,
+    // the same in both completions; every token up to the second step's end is lower.
+    let ids = tok.encode("add two\nthen three\nso five", false).unwrap();
+    let second_end = (1..=ids.len())
+        .find(|&t| tok.decode(&ids[..t], true).unwrap().len() >= "add two\nthen three".len())
+        .unwrap()
+        - 1;
+    for k in 0..penalised.len() {
+        if k <= second_end {
+            assert!(
+                penalised[k] < clean[k] - 1e-6,
+                "token {k}: {} vs {}",
+                penalised[k],
+                clean[k]
+            );
+        } else {
+            assert!(
+                (penalised[k] - clean[k]).abs() < 1e-9,
+                "token {k}: {} vs {}",
+                penalised[k],
+                clean[k]
+            );
+        }
+    }
+    assert!(
+        second_end + 1 < penalised.len(),
+        "the third step has tokens"
+    );
+}

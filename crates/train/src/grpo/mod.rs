@@ -15,7 +15,7 @@ use reasonlab_core::engine::{Engine, Prompt, Request, Sampling};
 use reasonlab_generate::{Completion, FinishReason, SamplingParams, generate};
 use reasonlab_model::tensor::{Device, Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, PadSide, TokenBatch};
-use reasonlab_reward::{RewardKind, Sample, WeightedSum};
+use reasonlab_reward::{ProcessReward, RewardKind, Sample, StepScore, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +237,10 @@ pub struct Rollout {
     pub completion: String,
     pub reward: f64,
     pub advantage: f64,
+    /// Per-token advantages when a process reward is on (outcome advantage plus the process
+    /// part, one per completion token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_advantages: Option<Vec<f64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +290,8 @@ struct SampledGroup {
     comps: Vec<Completion>,
     totals: Vec<f64>,
     parts: Vec<RewardParts>,
+    /// Step rewards by token, when a process reward is on.
+    steps: Option<Vec<StepRewards>>,
 }
 
 /// The rollout and score phases' result: the groups that train, and what was seen on the way.
@@ -340,6 +346,32 @@ struct MicroStats {
     entropy: f32,
 }
 
+/// For each step (ending at a byte of the decoded completion), the index of the first token
+/// whose decoded prefix reaches that byte; steps past the text end at the last token.
+fn token_ends(
+    tokenizer: &Tokenizer,
+    ids: &[u32],
+    steps: &[StepScore],
+) -> Result<Vec<usize>, GrpoError> {
+    let n = ids.len();
+    let mut ends = Vec::with_capacity(steps.len());
+    for s in steps {
+        // Smallest t in 1..=n whose prefix decodes to at least `end` bytes (prefix lengths grow
+        // with t), as a token index.
+        let (mut lo, mut hi) = (1usize, n.max(1));
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if tokenizer.decode(&ids[..mid.min(n)], true)?.len() >= s.end {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        ends.push(lo.saturating_sub(1).min(n.saturating_sub(1)));
+    }
+    Ok(ends)
+}
+
 fn tensor(values: Vec<f32>, b: usize, l: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [b, l]), device)
 }
@@ -355,6 +387,8 @@ pub struct GrpoTrainer<'a> {
     rewards: &'a WeightedSum,
     /// Where rollouts come from: `None` samples the policy itself.
     engine: Option<&'a dyn Engine>,
+    /// A reward at every step end (process supervision), on top of the outcome rewards.
+    process: Option<&'a dyn ProcessReward>,
     state: GrpoState,
     bad_steps: usize,
 }
@@ -389,6 +423,7 @@ impl<'a> GrpoTrainer<'a> {
             tokenizer,
             rewards,
             engine: None,
+            process: None,
             state: GrpoState::default(),
             bad_steps: 0,
         })
@@ -400,6 +435,15 @@ impl<'a> GrpoTrainer<'a> {
     /// it serves the weights the trainer holds (see the GRPO docs).
     pub fn with_rollout_engine(mut self, engine: &'a dyn Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+
+    /// Add process supervision (DeepSeekMath §4.1.3): `process` scores every reasoning step;
+    /// its step rewards are normalised over the whole group and each token's advantage gains
+    /// the sum of the normalised rewards of the steps that end at or after it. The outcome
+    /// rewards' group advantage is still added (an empty outcome reward set makes it 0).
+    pub fn with_process_reward(mut self, process: &'a dyn ProcessReward) -> Self {
+        self.process = Some(process);
         self
     }
 
@@ -441,7 +485,25 @@ impl<'a> GrpoTrainer<'a> {
             .collect();
         let advantages =
             outcome_advantages(&rewards, self.settings.group_size, self.settings.scaling);
-        let batch = self.training_batch(&actor, &sampled.groups, &advantages)?;
+        // Per-token advantages of every row under process supervision.
+        let token_advantages: Option<Vec<Vec<f64>>> = self.process.map(|_| {
+            let mut rows = Vec::new();
+            for g in &sampled.groups {
+                let lengths: Vec<usize> = g.comps.iter().map(|c| c.token_ids.len()).collect();
+                let steps = g.steps.as_deref().unwrap_or_default();
+                rows.extend(process_advantages(steps, &lengths));
+            }
+            rows.iter_mut()
+                .zip(&advantages)
+                .for_each(|(row, a)| row.iter_mut().for_each(|x| *x += a));
+            rows
+        });
+        let batch = self.training_batch(
+            &actor,
+            &sampled.groups,
+            &advantages,
+            token_advantages.as_deref(),
+        )?;
         let update = self.update(&batch)?;
         self.state.step += 1;
         let s = &self.settings;
@@ -458,12 +520,14 @@ impl<'a> GrpoTrainer<'a> {
             .iter()
             .flat_map(|g| g.comps.iter().zip(&g.totals).map(move |(c, r)| (g, c, *r)))
             .zip(&advantages)
-            .map(|((g, c, reward), &advantage)| Rollout {
+            .enumerate()
+            .map(|(i, ((g, c, reward), &advantage))| Rollout {
                 step: self.state.step,
                 task: g.task.id.clone(),
                 completion: c.text.clone(),
                 reward,
                 advantage,
+                token_advantages: token_advantages.as_ref().map(|t| t[i].clone()),
             })
             .collect();
         Ok((metrics, rollouts))
@@ -507,6 +571,10 @@ impl<'a> GrpoTrainer<'a> {
             let last_round = round == s.dynamic_sampling_rounds;
             for ((task, prompt), comps) in batch.into_iter().zip(prompts).zip(groups) {
                 let (totals, parts) = self.score(&task, &comps);
+                let steps = match self.process {
+                    Some(p) => Some(self.process_steps(p, &task, &comps)?),
+                    None => None,
+                };
                 out.seen += 1;
                 let varies = totals.iter().any(|r| (r - totals[0]).abs() > 1e-12);
                 if !varies {
@@ -519,6 +587,7 @@ impl<'a> GrpoTrainer<'a> {
                         comps,
                         totals,
                         parts,
+                        steps,
                     });
                 }
             }
@@ -629,6 +698,32 @@ impl<'a> GrpoTrainer<'a> {
         (totals, parts)
     }
 
+    /// The process reward's step scores of each completion, with each step end moved from a
+    /// byte of the text to the completion token that finishes it.
+    fn process_steps(
+        &self,
+        process: &dyn ProcessReward,
+        task: &Task,
+        comps: &[Completion],
+    ) -> Result<Vec<StepRewards>, GrpoError> {
+        comps
+            .iter()
+            .map(|c| {
+                let scores = process.score_steps(&Sample {
+                    completion: &c.text,
+                    gold: task.gold.as_deref(),
+                    problem: Some(task.problem.as_deref().unwrap_or(&task.prompt)),
+                    extra: Some(&task.extra),
+                });
+                let ends = token_ends(self.tokenizer, &c.token_ids, &scores)?;
+                Ok(StepRewards {
+                    ends,
+                    rewards: scores.iter().map(|s| s.score).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// Rows (prompt + completion) in micro-batches with their completion masks, advantages and
     /// the old / reference log-probs the loss needs, dealt to the data-parallel workers.
     fn training_batch(
@@ -636,6 +731,7 @@ impl<'a> GrpoTrainer<'a> {
         actor: &Model,
         groups: &[SampledGroup],
         advantages: &[f64],
+        token_advantages: Option<&[Vec<f64>]>,
     ) -> Result<TrainBatch, GrpoError> {
         let s = &self.settings;
         let mut seqs = Vec::new();
@@ -685,7 +781,10 @@ impl<'a> GrpoTrainer<'a> {
                 for k in 0..n {
                     let at = row * l + p + k - 1;
                     mask[at] = 1.0;
-                    adv[at] = advantages[i] as f32;
+                    adv[at] = match token_advantages {
+                        Some(t) => t[i][k] as f32,
+                        None => advantages[i] as f32,
+                    };
                 }
             }
             let tokens = mask.iter().filter(|&&m| m > 0.0).count();
