@@ -63,6 +63,9 @@ enum Command {
     Distill(cmd::distill::Args),
     /// GRPO (R1-Zero, DeepSeekMath, Dr. GRPO, DAPO, GSPO presets) on a local HF checkpoint.
     Grpo(cmd::grpo::Args),
+    /// Reward models: score completions with an outcome reward model.
+    #[command(subcommand)]
+    Rm(cmd::rm::RmCommand),
     /// Evaluate on benchmarks (pass@1, pass@k, cons@k), re-score offline, compare runs.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
@@ -99,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Distill(args) => cmd::distill::run(args),
         Command::Grpo(args) => cmd::grpo::run(args),
         Command::Eval(c) => cmd::eval::run(c),
+        Command::Rm(c) => cmd::rm::run(c),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Classifier(c) => cmd::corpus::run_classifier(c),
         Command::Curate(c) => cmd::corpus::run_curate(c),

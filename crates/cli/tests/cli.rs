@@ -429,3 +429,51 @@ fn bench_generate_times_other_lengths_but_compares_only_the_workload() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("128 new tokens"));
 }
+
+#[test]
+fn rm_score_answers_every_line_in_order() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"id\": \"a\", \"prompt\": \"1 + 1 = \", \"completion\": \"2\"}\n",
+            "not json\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"1 + 1?\"}, {\"role\": \"assistant\", \"content\": \"2\"}]}\n",
+            "{\"prompt\": \"1 + 1 = \", \"completion\": \"2\"}\n",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("new/scores.jsonl");
+    let status = bin()
+        .args(["rm", "score", "--model"])
+        .arg(root.join("fixtures/tiny-qwen2-rm"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--batch-size", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["id"], "a");
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("in.jsonl:2:"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2]["score"].as_f64().unwrap().is_finite());
+    // The same text scores the same whatever it was batched with.
+    assert_eq!(lines[0]["score"], lines[3]["score"]);
+}

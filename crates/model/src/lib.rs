@@ -15,6 +15,7 @@ pub mod decoder;
 pub mod error;
 pub mod kernels;
 pub mod lora;
+pub mod reward;
 mod step;
 pub use kernels::{decode, fused, skinny};
 pub mod weights;
@@ -34,6 +35,7 @@ pub use decoder::CausalLm;
 use decoder::{LayerCache, Rope};
 pub use error::ModelError;
 pub use lora::{LoraConfig, LoraTarget};
+pub use reward::RewardModel;
 pub use weights::{Checkpoint, SaveDtype};
 
 /// Tensor types used at this crate's boundary.

@@ -20,6 +20,7 @@ pub mod eval;
 pub mod generate;
 pub mod grpo;
 pub mod pretrain;
+pub mod rm;
 pub mod sample;
 pub mod sft;
 
