@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+use reasonlab_core::engine::{
+    Engine, EngineError, FinishReason, ModelInfo, Output, Request, Sample as Completion,
+};
 use reasonlab_model::Model;
 use reasonlab_model::tensor::Device;
 use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
@@ -121,6 +124,45 @@ fn task(i: usize, gold: &str) -> Task {
         format!("Question {i}: what is {i} + {i}?"),
         Some(gold.into()),
     )
+}
+
+/// A server stand-in: sample `j` of every request is `texts[j % len]`.
+struct ScriptedEngine(Vec<(&'static str, FinishReason)>);
+
+impl Engine for ScriptedEngine {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            name: "scripted".into(),
+            hash: "0".into(),
+            location: "memory".into(),
+        }
+    }
+    fn generate_streaming(
+        &self,
+        requests: &[Request],
+        _: &mut dyn FnMut(usize, usize, &str),
+    ) -> Vec<Result<Output, EngineError>> {
+        requests
+            .iter()
+            .map(|r| {
+                let samples = (0..r.n)
+                    .map(|j| {
+                        let (text, finish_reason) = self.0[j % self.0.len()];
+                        Completion {
+                            text: text.into(),
+                            finish_reason,
+                            completion_tokens: 0,
+                            logprobs: None,
+                        }
+                    })
+                    .collect();
+                Ok(Output {
+                    prompt_tokens: 0,
+                    samples,
+                })
+            })
+            .collect()
+    }
 }
 
 fn settings() -> GrpoSettings {
@@ -320,52 +362,6 @@ fn rewards_see_extra_columns_and_accuracy_is_found_by_kind() {
 
 #[test]
 fn rollouts_can_come_from_an_engine() {
-    use reasonlab_core::engine::{
-        Engine, EngineError, FinishReason, ModelInfo, Output, Request, Sample as Completion,
-    };
-    /// A server stand-in: even samples answer 4, odd ones ramble until cut off.
-    struct Canned;
-    impl Engine for Canned {
-        fn info(&self) -> ModelInfo {
-            ModelInfo {
-                name: "canned".into(),
-                hash: "0".into(),
-                location: "memory".into(),
-            }
-        }
-        fn generate_streaming(
-            &self,
-            requests: &[Request],
-            _: &mut dyn FnMut(usize, usize, &str),
-        ) -> Vec<Result<Output, EngineError>> {
-            requests
-                .iter()
-                .map(|r| {
-                    let samples = (0..r.n)
-                        .map(|j| Completion {
-                            text: if j % 2 == 0 {
-                                "\\boxed{4}"
-                            } else {
-                                "hmm hmm hmm"
-                            }
-                            .into(),
-                            finish_reason: if j % 2 == 0 {
-                                FinishReason::Stop
-                            } else {
-                                FinishReason::Length
-                            },
-                            completion_tokens: 3,
-                            logprobs: None,
-                        })
-                        .collect();
-                    Ok(Output {
-                        prompt_tokens: 0,
-                        samples,
-                    })
-                })
-                .collect()
-        }
-    }
     let cfg = reasonlab_reward::RewardConfig::from_toml(
         "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\n",
     )
@@ -373,7 +369,11 @@ fn rollouts_can_come_from_an_engine() {
     let rewards = cfg.build();
     let tok = Tokenizer::from_dir(&fixture()).unwrap();
     let tasks: Vec<Task> = (0..2).map(|i| task(i, "4")).collect();
-    let engine = Canned;
+    // A server stand-in: even samples answer 4, odd ones ramble until cut off.
+    let engine = ScriptedEngine(vec![
+        ("\\boxed{4}", FinishReason::Stop),
+        ("hmm hmm hmm", FinishReason::Length),
+    ]);
     let mut t = trainer(settings(), &tok, &rewards).with_rollout_engine(&engine);
     let before = weights(t.policy());
     let (m, rollouts) = t.step(&tasks).unwrap();
@@ -393,43 +393,7 @@ fn rollouts_can_come_from_an_engine() {
 
 #[test]
 fn a_process_reward_lowers_only_the_tokens_up_to_the_penalised_step() {
-    use reasonlab_core::engine::{
-        Engine, EngineError, FinishReason, ModelInfo, Output, Request, Sample as Completion,
-    };
     use reasonlab_reward::{ProcessReward, StepScore};
-    /// Every sample is the same three-step solution.
-    struct SameText;
-    impl Engine for SameText {
-        fn info(&self) -> ModelInfo {
-            ModelInfo {
-                name: "same".into(),
-                hash: "0".into(),
-                location: "memory".into(),
-            }
-        }
-        fn generate_streaming(
-            &self,
-            requests: &[Request],
-            _: &mut dyn FnMut(usize, usize, &str),
-        ) -> Vec<Result<Output, EngineError>> {
-            requests
-                .iter()
-                .map(|r| {
-                    Ok(Output {
-                        prompt_tokens: 0,
-                        samples: (0..r.n)
-                            .map(|_| Completion {
-                                text: "add two\nthen three\nso five".into(),
-                                finish_reason: FinishReason::Stop,
-                                completion_tokens: 0,
-                                logprobs: None,
-                            })
-                            .collect(),
-                    })
-                })
-                .collect()
-        }
-    }
     /// Steps are lines; the second step of the first completion it sees is wrong (score 0),
     /// every other step is right (score 1).
     struct FirstSecondStepWrong(std::sync::atomic::AtomicUsize);
@@ -459,7 +423,8 @@ fn a_process_reward_lowers_only_the_tokens_up_to_the_penalised_step() {
     // No outcome rewards: pure process supervision.
     let rewards = WeightedSum::from_parts(Vec::new(), NotApplicable::Skip);
     let prm = FirstSecondStepWrong(Default::default());
-    let engine = SameText;
+    // Every sample is the same three-step solution.
+    let engine = ScriptedEngine(vec![("add two\nthen three\nso five", FinishReason::Stop)]);
     let mut s = settings();
     s.prompts_per_step = 1;
     s.max_new_tokens = 64;
