@@ -178,7 +178,7 @@ impl Drop for Assets {
 pub struct PeerConfig {
     /// Timed repetitions (best is reported).
     pub repeats: usize,
-    /// Rounds in one sitting, ours then the peer's in turn, each round's ratio printed and then
+    /// Rounds in one invocation, ours then the peer's in turn, each round's ratio printed and then
     /// their median and range: both sides move with the machine's load, so one ratio is one
     /// sample of a spread. Needs a peer.
     pub rounds: u32,
@@ -197,7 +197,7 @@ pub struct GenerateBench {
 #[derive(Debug, Clone)]
 pub struct PeerFlags {
     /// A Python with the peer installed (torch + transformers, trl): runs the committed peer
-    /// script (`scripts/bench_*.py`) in the same sitting for the ratio.
+    /// script (`scripts/bench_*.py`) in the same invocation for the ratio.
     pub peer_python: Option<PathBuf>,
     /// Or a JSON line the peer script printed earlier.
     pub peer_json: Option<PathBuf>,
@@ -267,7 +267,7 @@ fn threads() -> usize {
 }
 
 /// The CPU as `/proc/cpuinfo` names it, with its family and model numbers (a VM may give only
-/// a vendor name), so that sittings on different machines are not compared by accident.
+/// a vendor name), so that runs on different machines are not compared by accident.
 fn cpu() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let field = |name: &str| {
@@ -405,7 +405,7 @@ fn report(
 }
 
 /// `args.rounds` rounds of `ours()` then the peer's script (`only` of `bench_torch.py`) in one
-/// sitting. One round is [`report`]; more print each round's ratio, then the median and the
+/// invocation. One round is [`report`]; more print each round's ratio, then the median and the
 /// range, and `--json` gets every round: `{"rounds": [{"ours", "peer", "ratio"}…],
 /// "median_ratio", "min_ratio", "max_ratio"}`.
 fn compare(

@@ -6,7 +6,7 @@
 //! (after q/k/v, o, gate/up and down of each layer, and the head: 17 meetings per step, the
 //! activations double-buffered so that one meeting per stage suffices).
 //!
-//! Measured here (session 6, five runs): 0.46–0.51 ms for the groups, 0.46–0.50 ms for the
+//! Measured (five runs): 0.46–0.51 ms for the groups, 0.46–0.50 ms for the
 //! team, and 0.44–0.48 ms for the team without its meetings: at 16 rows on half the columns
 //! the few-row kernel is compute-bound, so sharing the weight stream saves at most 5–10% of the
 //! dense products, and the meetings take about all of it.
