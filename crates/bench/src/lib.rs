@@ -137,6 +137,9 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// The shipped 654-case answer suite (`crates/answer/tests/data/suite.jsonl`).
+const ANSWER_SUITE: &[u8] = include_bytes!("../../../crates/answer/tests/data/suite.jsonl");
+
 impl Assets {
     /// Write the embedded files to a fresh temporary folder.
     pub fn unpack() -> Result<Self, BenchError> {
@@ -292,8 +295,16 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn peer(args: &PeerConfig, assets: &Assets, only: &str) -> Result<Option<Value>, BenchError> {
-    let script = assets.path("scripts/bench_torch.py").display().to_string();
+/// The peer's line for `bench_torch.py --only ONLY`; the script is unpacked only when it runs.
+fn peer(args: &PeerConfig, only: &str) -> Result<Option<Value>, BenchError> {
+    let assets = match args.peer.peer_python {
+        Some(_) if args.peer.peer_json.is_none() => Some(Assets::unpack()?),
+        _ => None,
+    };
+    let script = assets
+        .as_ref()
+        .map(|a| a.path("scripts/bench_torch.py").display().to_string())
+        .unwrap_or_default();
     run_peer(
         args.peer.peer_json.as_deref(),
         args.peer.peer_python.as_deref(),
@@ -416,26 +427,18 @@ fn compare(
     mut ours: impl FnMut() -> Result<Value, BenchError>,
 ) -> Result<(), BenchError> {
     if args.rounds == 1 {
-        let assets = Assets::unpack()?;
-        return report(
-            out,
-            ours()?,
-            peer(args, &assets, only)?,
-            metric,
-            &args.peer.json,
-        );
+        return report(out, ours()?, peer(args, only)?, metric, &args.peer.json);
     }
     ensure!(
         args.peer.given(),
         "--rounds {}: rounds compare with a peer; pass --peer-python (or --peer-json)",
         args.rounds
     );
-    let assets = Assets::unpack()?;
     let mut rounds = Vec::new();
     let mut ratios = Vec::new();
     for r in 1..=args.rounds {
         let mine = ours()?;
-        let theirs = peer(args, &assets, only)?.context("the peer gave no result")?;
+        let theirs = peer(args, only)?.context("the peer gave no result")?;
         let ratio = metric
             .ratio(&mine, &theirs)
             .with_context(|| format!("no number `{}` in {mine} or {theirs}", metric.key))?;
@@ -607,7 +610,9 @@ pub fn verify(suite: Option<&Path>, out: &mut dyn Write) -> Result<(), BenchErro
         Some(p) => p.to_path_buf(),
         None => {
             assets = Assets::unpack()?;
-            assets.path("data/answer_suite.jsonl")
+            let p = assets.path("answer_suite.jsonl");
+            std::fs::write(&p, ANSWER_SUITE)?;
+            p
         }
     };
     let r = reasonlab_reward::bench_verify(&suite)?;

@@ -113,18 +113,6 @@ impl Default for Sampling {
     }
 }
 
-impl Sampling {
-    /// Greedy decoding of at most `max_new_tokens`.
-    pub fn greedy(max_new_tokens: usize) -> Self {
-        Self {
-            temperature: 0.0,
-            top_p: 1.0,
-            max_new_tokens,
-            ..Self::default()
-        }
-    }
-}
-
 /// `n` samples of one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {

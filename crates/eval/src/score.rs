@@ -318,10 +318,8 @@ pub use reasonlab_core::jsonl::BadLines;
 
 /// Score a completions file (`{"id": …, "completion": …}` per line, several per id, in sample
 /// order; optional `finish_reason` and `completion_tokens`) against a benchmark (a built-in name
-/// or a JSONL path). Returns a JSON object with `pass@k` and `cons@k` for every k given,
-/// `stderr` (standard errors by the same keys), `n_problems`, `n_samples`, `n_missing`,
-/// `n_unknown_ids`, `n_bad_lines`, `bad_lines` (`file:line: message`), `no_answer_rate`,
-/// `truncated_rate`.
+/// or a JSONL path): pass@k and cons@k for every k given, their standard errors, and the
+/// counts of [`OfflineScores`].
 pub fn score_offline(
     benchmark: &str,
     completions: &Path,

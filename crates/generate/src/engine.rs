@@ -45,8 +45,10 @@ pub struct LocalEngine {
     model: Mutex<Model>,
     tokenizer: Tokenizer,
     info: ModelInfo,
-    max_batch: usize,
 }
+
+/// Most sequences decoded at once.
+const MAX_BATCH: usize = 64;
 
 impl LocalEngine {
     /// An engine over a loaded model; `info` names it.
@@ -55,7 +57,6 @@ impl LocalEngine {
             model: Mutex::new(model),
             tokenizer,
             info,
-            max_batch: 64,
         }
     }
 
@@ -95,16 +96,6 @@ impl LocalEngine {
     pub fn with_name(mut self, name: &str) -> Self {
         self.info.name = name.to_string();
         self
-    }
-
-    /// Most sequences decoded at once (64 by default).
-    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
-        self.max_batch = max_batch.max(1);
-        self
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
     }
 
     /// The prompt's token ids: text as is (with the tokenizer's special tokens), messages
@@ -201,7 +192,7 @@ impl Engine for LocalEngine {
                 ..SamplingParams::from_sampling(
                     &settings,
                     self.tokenizer.eos_id().into_iter().collect(),
-                    self.max_batch,
+                    MAX_BATCH,
                 )
             };
             let seeds: Vec<u64> = members.iter().map(|&i| requests[i].sampling.seed).collect();

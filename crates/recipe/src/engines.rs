@@ -70,24 +70,12 @@ pub enum EngineSpecError {
 }
 
 impl EngineSpec {
-    /// A local model directory.
+    /// A local model directory, with the endpoint settings at their defaults.
     pub fn local(dir: impl Into<PathBuf>) -> Self {
         Self {
             model: Some(dir.into()),
-            ..Self::endpoint_spec(None, None)
-        }
-    }
-
-    /// An endpoint serving `model_name`.
-    pub fn endpoint(url: impl Into<String>, model_name: impl Into<String>) -> Self {
-        Self::endpoint_spec(Some(url.into()), Some(model_name.into()))
-    }
-
-    fn endpoint_spec(endpoint: Option<String>, model_name: Option<String>) -> Self {
-        Self {
-            model: None,
-            endpoint,
-            model_name,
+            endpoint: None,
+            model_name: None,
             api_key_env: default_key_env(),
             concurrency: default_concurrency(),
             native_n: false,

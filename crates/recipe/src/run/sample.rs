@@ -60,23 +60,6 @@ pub struct SampleConfig {
 }
 
 impl SampleConfig {
-    /// A job with the defaults: `k` = 4, the chat template, R1's sampling settings, the default
-    /// rewards, rejection sampling.
-    pub fn new(data: impl Into<String>, engine: EngineSpec, out: impl Into<PathBuf>) -> Self {
-        Self {
-            data: data.into(),
-            engine,
-            k: default_k(),
-            template: default_template(),
-            sampling: Sampling::default(),
-            rewards: None,
-            filter: FilterSettings::default(),
-            limit: None,
-            chunk_size: default_chunk(),
-            out: out.into(),
-        }
-    }
-
     /// The problems rendered with the template.
     pub fn problems(&self) -> Result<Vec<TraceProblem>, RunError> {
         let bad = |e: reasonlab_eval::EvalError| RunError::Invalid(e.to_string());
