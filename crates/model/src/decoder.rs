@@ -36,6 +36,30 @@ pub struct LoraAdapter {
 }
 
 impl Linear {
+    /// A zeroed (in, out) layer: the placeholder a checkpoint load fills.
+    pub fn zeros(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
+        Self::normal(d_in, d_out, bias, 0.0, 0, device)
+    }
+
+    /// An (in, out) layer initialised as transformers does: weights normal(0, `std`) from a
+    /// seeded generator, bias zero.
+    pub fn normal(
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        std: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let mut rng = SplitMix64::from_state(seed);
+        Init {
+            rng: &mut rng,
+            std,
+            device,
+        }
+        .linear(d_in, d_out, bias)
+    }
+
     /// `x`: (b, t, in) → (b, t, out)
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d_in] = x.dims();
@@ -382,6 +406,8 @@ pub struct Backbone {
 pub struct CausalLm {
     pub model: Backbone,
     pub lm_head: Option<Linear>,
+    /// A classification head, `score` in transformers (reward models): (hidden, num_labels).
+    pub score: Option<Linear>,
 }
 
 impl CausalLm {
@@ -531,5 +557,6 @@ pub(crate) fn random_init(config: &ModelConfig, seed: u64, device: &Device) -> C
             norm,
         },
         lm_head,
+        score: None,
     }
 }

@@ -35,7 +35,7 @@ pub use decoder::CausalLm;
 use decoder::{LayerCache, Rope};
 pub use error::ModelError;
 pub use lora::{LoraConfig, LoraTarget};
-pub use reward::RewardModel;
+pub use reward::{RewardHead, RewardModel};
 pub use weights::{Checkpoint, SaveDtype};
 
 /// Tensor types used at this crate's boundary.
@@ -244,7 +244,7 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 impl Model {
-    fn wrap(config: ModelConfig, mut net: CausalLm, device: tensor::Device) -> Self {
+    pub(crate) fn wrap(config: ModelConfig, mut net: CausalLm, device: tensor::Device) -> Self {
         assign_stable_ids(&mut net, config.tie_word_embeddings);
         let inv_freq = config
             .rope_inv_freq()
@@ -267,7 +267,9 @@ impl Model {
                 "LoRA adapters are already attached".into(),
             ));
         }
-        let net = lora::attach(self.net, cfg, &self.device)?;
+        let mut net = lora::attach(self.net, cfg, &self.device)?;
+        // A classification head is new and small: it trains whole (PEFT's `modules_to_save`).
+        net.score = net.score.map(|s| s.set_require_grad(true));
         Ok(Self {
             net,
             lora: Some(cfg.clone()),
@@ -321,6 +323,17 @@ impl Model {
         ckpt: &Checkpoint,
         device: &tensor::Device,
     ) -> Result<Self, ModelError> {
+        Self::from_checkpoint_with(config, ckpt, device, None)
+    }
+
+    /// [`Model::from_checkpoint`], with a `score` head of `(num_labels, bias)` read too when
+    /// given (reward models).
+    pub(crate) fn from_checkpoint_with(
+        config: ModelConfig,
+        ckpt: &Checkpoint,
+        device: &tensor::Device,
+        score: Option<(usize, bool)>,
+    ) -> Result<Self, ModelError> {
         // A checkpoint with tie_word_embeddings=true but an explicit lm_head keeps the head.
         let has_head = ckpt.contains("lm_head.weight");
         let config = ModelConfig {
@@ -335,6 +348,14 @@ impl Model {
             0,
             device,
         );
+        if let Some((labels, bias)) = score {
+            net.score = Some(decoder::Linear::zeros(
+                config.hidden_size,
+                labels,
+                bias,
+                device,
+            ));
+        }
         let mut missing = Ok(());
         let mut load = |name: &str, shape: &[usize], hf_transposed: bool| {
             let values = if hf_transposed {
@@ -813,9 +834,12 @@ pub fn visit_named(net: &mut CausalLm, skip_head: bool, f: &mut dyn FnMut(&str, 
     if !skip_head && let Some(head) = &mut net.lm_head {
         linear("lm_head", head, f);
     }
+    if let Some(score) = &mut net.score {
+        linear("score", score, f);
+    }
 }
 
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     core_atomic_write(path, bytes).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
