@@ -49,6 +49,54 @@ impl RewardHead {
     pub fn is_process(self) -> bool {
         !matches!(self, RewardHead::Sequence)
     }
+
+    /// One reward logit per position of `model` (this head's backbone), (b, t),
+    /// differentiable on an autodiff device: the outcome score (one-label sequence head), or
+    /// the logit whose sigmoid is P(good) (`l₁ − l₀` for a two-label token head, `l₀` for a
+    /// one-label one, `l_good − l_bad` for the Math-Shepherd convention). Errors for a
+    /// sequence head with more than one label.
+    pub fn reward_logits(self, model: &Model, batch: &TokenBatch) -> Result<Tensor<2>, ModelError> {
+        let (b, t) = (batch.b, batch.t);
+        let h = model.hidden(batch, None)?; // (b, t, hidden)
+        let logits = match self {
+            RewardHead::GoodToken { good, bad } => {
+                let idx = Tensor::<1, Int>::from_data(
+                    TensorData::new(vec![good as i64, bad as i64], [2]),
+                    model.device(),
+                );
+                let w = match &model.net.lm_head {
+                    Some(head) => head.weight.val().select(1, idx), // (hidden, 2)
+                    None => model
+                        .net
+                        .model
+                        .embed_tokens
+                        .val()
+                        .select(0, idx)
+                        .transpose(),
+                };
+                let hidden = w.dims()[0];
+                h.reshape([b * t, hidden]).matmul(w).reshape([b, t, 2])
+            }
+            RewardHead::Sequence | RewardHead::Token => {
+                let score = model.net.score.as_ref().ok_or_else(|| {
+                    ModelError::Input("the reward model has no score head".into())
+                })?;
+                score.forward(h) // (b, t, num_labels)
+            }
+        };
+        let labels = logits.dims()[2];
+        let pick = |i: usize| logits.clone().narrow(2, i, 1).reshape([b, t]);
+        Ok(match (self, labels) {
+            (RewardHead::GoodToken { .. }, _) => pick(0) - pick(1),
+            (_, 1) => pick(0),
+            (RewardHead::Token, 2) => pick(1) - pick(0),
+            (head, n) => {
+                return Err(ModelError::Input(format!(
+                    "a {head:?} head with {n} labels has no single reward logit"
+                )));
+            }
+        })
+    }
 }
 
 /// A reward model: a backbone and its head.
@@ -183,51 +231,9 @@ impl RewardModel {
         self.num_labels
     }
 
-    /// One reward logit per position, (b, t), differentiable on an autodiff device: the outcome
-    /// score (one-label sequence head), or the logit whose sigmoid is P(good) (`l₁ − l₀` for
-    /// a two-label token head, `l₀` for a one-label one, `l_good − l_bad` for the Math-Shepherd
-    /// convention). Errors for a sequence head with more than one label.
+    /// One reward logit per position, (b, t): [`RewardHead::reward_logits`] of this model.
     pub fn reward_logits(&self, batch: &TokenBatch) -> Result<Tensor<2>, ModelError> {
-        let (b, t) = (batch.b, batch.t);
-        let h = self.model.hidden(batch, None)?; // (b, t, hidden)
-        let logits = match self.head {
-            RewardHead::GoodToken { good, bad } => {
-                let idx = Tensor::<1, Int>::from_data(
-                    TensorData::new(vec![good as i64, bad as i64], [2]),
-                    self.model.device(),
-                );
-                let w = match &self.model.net.lm_head {
-                    Some(head) => head.weight.val().select(1, idx), // (hidden, 2)
-                    None => self
-                        .model
-                        .net
-                        .model
-                        .embed_tokens
-                        .val()
-                        .select(0, idx)
-                        .transpose(),
-                };
-                let hidden = w.dims()[0];
-                h.reshape([b * t, hidden]).matmul(w).reshape([b, t, 2])
-            }
-            RewardHead::Sequence | RewardHead::Token => {
-                let score = self.model.net.score.as_ref().ok_or_else(|| {
-                    ModelError::Input("the reward model has no score head".into())
-                })?;
-                score.forward(h) // (b, t, num_labels)
-            }
-        };
-        let pick = |i: usize| logits.clone().narrow(2, i, 1).reshape([b, t]);
-        Ok(match (self.head, self.num_labels) {
-            (_, 1) => pick(0),
-            (RewardHead::Token, 2) => pick(1) - pick(0),
-            (RewardHead::GoodToken { .. }, _) => pick(0) - pick(1),
-            (head, n) => {
-                return Err(ModelError::Input(format!(
-                    "a {head:?} head with {n} labels has no single reward logit"
-                )));
-            }
-        })
+        self.head.reward_logits(&self.model, batch)
     }
 
     /// The scores of every row of `batch`, read at its last non-pad token: (b, num_labels)

@@ -49,8 +49,28 @@ pub fn save<S: Serialize>(
     state: &S,
     source: &Path,
 ) -> Result<PathBuf, CheckpointError> {
+    save_with(
+        out,
+        step,
+        &|dir| model.save(dir, SaveDtype::F32),
+        optim,
+        state,
+        source,
+    )
+}
+
+/// [`save`] with the model written by `write_model(dir)` (a reward model writes its own
+/// layout).
+pub fn save_with<S: Serialize>(
+    out: &Path,
+    step: usize,
+    write_model: &dyn Fn(&Path) -> Result<(), ModelError>,
+    optim: &AdamW,
+    state: &S,
+    source: &Path,
+) -> Result<PathBuf, CheckpointError> {
     let dir = out.join("checkpoints").join(format!("step-{step}"));
-    model.save(&dir, SaveDtype::F32)?;
+    write_model(&dir)?;
     reasonlab_tokenize::copy_side_files(source, &dir)?;
     let path = dir.join(OPTIMIZER);
     let bytes = optim

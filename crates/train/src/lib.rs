@@ -11,6 +11,7 @@ pub mod grpo;
 pub mod lm;
 pub mod optim;
 pub mod pretrain;
+pub mod rm;
 pub mod sft;
 
 pub use lm::{causal_lm_loss, lm_train_step, masked_nll_sum};
