@@ -89,6 +89,8 @@ pub enum RunError {
     Sft(#[from] reasonlab_train::sft::SftError),
     #[error(transparent)]
     Pretrain(#[from] reasonlab_train::pretrain::PretrainError),
+    #[error(transparent)]
+    Rm(#[from] reasonlab_train::rm::RmError),
     #[error("rewards: {0}")]
     Reward(#[from] reasonlab_reward::Error),
     #[error(transparent)]

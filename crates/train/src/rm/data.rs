@@ -153,19 +153,7 @@ pub fn encode_record(
                 .enumerate()
                 .map(|(i, l)| label(l, &format!("label {i}")))
                 .collect::<Result<_, _>>()?;
-            let sep = tok
-                .encode(&settings.step_separator, false)
-                .map_err(|e| e.to_string())?;
-            let mut ids = tok.encode(&prompt, false).map_err(|e| e.to_string())?;
-            let mut ends = Vec::new();
-            for step in &steps {
-                ids.extend(tok.encode(step, false).map_err(|e| e.to_string())?);
-                ids.extend(&sep);
-                if ids.is_empty() {
-                    return Err("an empty prompt with an empty first step".into());
-                }
-                ends.push(ids.len() - 1);
-            }
+            let (mut ids, mut ends) = encode_steps(tok, &prompt, &steps, &settings.step_separator)?;
             ids.truncate(max);
             let kept = ends.iter().filter(|&&e| e < max).count();
             ends.truncate(kept);
@@ -179,4 +167,26 @@ pub fn encode_record(
             Ok((!ends.is_empty()).then_some(RmExample::Steps { ids, ends, labels }))
         }
     }
+}
+
+/// A prompt and its steps as TRL's `PRMTrainer` tokenises them (see the module docs): the ids
+/// and the index of each step's last token.
+pub fn encode_steps(
+    tok: &Tokenizer,
+    prompt: &str,
+    steps: &[String],
+    separator: &str,
+) -> Result<(Vec<u32>, Vec<usize>), String> {
+    let sep = tok.encode(separator, false).map_err(|e| e.to_string())?;
+    let mut ids = tok.encode(prompt, false).map_err(|e| e.to_string())?;
+    let mut ends = Vec::with_capacity(steps.len());
+    for step in steps {
+        ids.extend(tok.encode(step, false).map_err(|e| e.to_string())?);
+        ids.extend(&sep);
+        if ids.is_empty() {
+            return Err("an empty prompt with an empty first step".into());
+        }
+        ends.push(ids.len() - 1);
+    }
+    Ok((ids, ends))
 }

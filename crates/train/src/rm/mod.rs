@@ -26,7 +26,7 @@ use reasonlab_model::tensor::{Int, Tensor, TensorData};
 use reasonlab_model::{LoraConfig, Model, ModelError, PadSide, RewardHead, TokenBatch};
 use serde::{Deserialize, Serialize};
 
-pub use data::{RmEncodeSettings, encode_record};
+pub use data::{RmEncodeSettings, encode_record, encode_steps};
 
 use crate::lm::{apply_gradients, data_parallel_threads, parallel_gradients};
 use crate::optim::{AdamW, AdamWSettings};
@@ -185,8 +185,13 @@ pub struct RmMetrics {
     /// Non-pad tokens per second.
     pub tokens_per_s: f64,
     pub step_seconds: f64,
+    /// Held-out numbers ([`RmQuality`]) on the steps they were measured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub held_out: Option<RmQuality>,
+    pub held_out_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out_auc: Option<f64>,
     pub skipped: bool,
 }
 
@@ -557,7 +562,9 @@ impl RmTrainer {
             mean_reward: mean(&scores),
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             step_seconds: seconds,
-            held_out,
+            held_out_loss: held_out.map(|q| q.loss),
+            held_out_accuracy: held_out.map(|q| q.accuracy),
+            held_out_auc: held_out.map(|q| q.auc),
             skipped,
         }))
     }
