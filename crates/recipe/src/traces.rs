@@ -242,6 +242,7 @@ fn select(
             completion: &o.text,
             gold: problem.gold.as_deref(),
             problem: Some(&problem.user),
+            prompt: None,
             extra: None,
         });
         if filter.drop_truncated && o.finish_reason == FinishReason::Length {

@@ -120,3 +120,57 @@ fn resume_after_a_crash_between_checkpoints_leaves_one_clean_log() {
     assert_eq!(again, cfg);
     assert!(dir.summary().exists() && dir.plots().join("report.html").exists());
 }
+
+#[test]
+fn reward_models_join_the_rule_rewards_and_supervise_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = [short(1), short(2), short(3)];
+    let extra = format!(
+        "[[reward_model]]\nkind = \"outcome\"\nmodel = {orm:?}\nweight = 0.5\nsquash = \"sigmoid\"\n\
+         [[reward_model]]\nkind = \"process\"\nmodel = {prm:?}\n",
+        orm = repo().join("fixtures/tiny-qwen2-rm"),
+        prm = repo().join("fixtures/tiny-qwen2-prm"),
+    );
+    let mut cfg = config(tmp.path(), &rows, &extra);
+    cfg.grpo.steps = 1;
+    cfg.grpo.max_new_tokens = 16;
+    let dir = RunDir::create(&cfg.out).unwrap();
+    grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap();
+    let rollouts: Vec<serde_json::Value> = std::fs::read_to_string(dir.completions())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rollouts.len(), 4);
+    // The outcome model scored every completion, in (0, 1), next to the rule rewards.
+    let metrics: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.metrics())
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let orm = metrics["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "orm")
+        .map(|p| p[1].as_f64().unwrap())
+        .expect("the outcome model's mean");
+    assert!(orm > 0.0 && orm < 1.0, "{metrics}");
+    for r in &rollouts {
+        let text = r.to_string();
+        let adv = r["token_advantages"]
+            .as_array()
+            .expect("process supervision");
+        assert!(!adv.is_empty(), "{text}");
+    }
+    // The resolved config names both models and reads back.
+    let back: GrpoFile = toml::from_str(&std::fs::read_to_string(dir.config()).unwrap()).unwrap();
+    assert_eq!(back.reward_model.len(), 2);
+    // A process model given as an outcome one is refused.
+    cfg.reward_model[0].model = repo().join("fixtures/tiny-qwen2-prm");
+    let err = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("not a Outcome"), "{err}");
+}

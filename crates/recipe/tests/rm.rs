@@ -26,11 +26,16 @@ struct Chain {
 
 fn chain(rng: &mut SplitMix64) -> Chain {
     let start = 1 + rng.below(9) as i64;
-    let adds: Vec<i64> = (0..2 + rng.below(3)).map(|_| 1 + rng.below(9) as i64).collect();
+    let adds: Vec<i64> = (0..2 + rng.below(3))
+        .map(|_| 1 + rng.below(9) as i64)
+        .collect();
     let wrong = (rng.below(3) > 0).then(|| rng.below(adds.len() as u64) as usize);
     let prompt = format!(
         "Start at {start}, then add {}. What is the result?\n",
-        adds.iter().map(i64::to_string).collect::<Vec<_>>().join(", then ")
+        adds.iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", then ")
     );
     let (mut s, mut steps) = (start, Vec::new());
     for (i, a) in adds.iter().enumerate() {
@@ -52,7 +57,9 @@ fn chain(rng: &mut SplitMix64) -> Chain {
 
 /// The labels Math-Shepherd must give: good before the wrong step, bad from it on.
 fn expected(c: &Chain) -> Vec<bool> {
-    (0..c.steps.len()).map(|i| c.wrong.is_none_or(|w| i < w)).collect()
+    (0..c.steps.len())
+        .map(|i| c.wrong.is_none_or(|w| i < w))
+        .collect()
 }
 
 /// Continues a prefix correctly from its last sum, with the prompt's remaining addends.
@@ -110,7 +117,9 @@ impl Engine for Completer {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
 }
 
 fn write_chains(path: &Path, chains: &[Chain]) {
@@ -217,8 +226,18 @@ fn math_shepherd_labels_a_prm_that_ranks_chains_by_their_first_error() {
         .map(|v| serde_json::from_value(v["step_scores"].clone()).unwrap())
         .collect();
     let min = |s: &Vec<f32>| s.iter().copied().fold(f32::INFINITY, f32::min);
-    let clean: Vec<f32> = held.iter().zip(&scores).filter(|(c, _)| c.wrong.is_none()).map(|(_, s)| min(s)).collect();
-    let broken: Vec<f32> = held.iter().zip(&scores).filter(|(c, _)| c.wrong.is_some()).map(|(_, s)| min(s)).collect();
+    let clean: Vec<f32> = held
+        .iter()
+        .zip(&scores)
+        .filter(|(c, _)| c.wrong.is_none())
+        .map(|(_, s)| min(s))
+        .collect();
+    let broken: Vec<f32> = held
+        .iter()
+        .zip(&scores)
+        .filter(|(c, _)| c.wrong.is_some())
+        .map(|(_, s)| min(s))
+        .collect();
     assert!(!clean.is_empty() && !broken.is_empty());
     let auc = reasonlab_train::rm::auc(&clean, &broken);
     assert!(auc > 0.95, "clean {clean:?} broken {broken:?}");
@@ -234,10 +253,15 @@ fn math_shepherd_labels_a_prm_that_ranks_chains_by_their_first_error() {
             }
         }
     }
-    assert!(ordered as f64 >= 0.95 * pairs as f64, "{ordered} of {pairs}");
+    assert!(
+        ordered as f64 >= 0.95 * pairs as f64,
+        "{ordered} of {pairs}"
+    );
 
     // A run killed after its step-10 checkpoint resumes to the same model.
-    let last = dir.root().join(format!("checkpoints/step-{}", summary.steps));
+    let last = dir
+        .root()
+        .join(format!("checkpoints/step-{}", summary.steps));
     std::fs::remove_dir_all(&last).unwrap();
     let resumed = rm::train::run(
         &cfg,
@@ -249,5 +273,8 @@ fn math_shepherd_labels_a_prm_that_ranks_chains_by_their_first_error() {
     .unwrap();
     assert_eq!(resumed.steps, summary.steps);
     let again = resumed.held_out_after.unwrap();
-    assert!((again.loss - after.loss).abs() < 1e-4, "{again:?} vs {after:?}");
+    assert!(
+        (again.loss - after.loss).abs() < 1e-4,
+        "{again:?} vs {after:?}"
+    );
 }

@@ -37,6 +37,7 @@ mod tests {
             completion: c,
             gold: g,
             problem: None,
+            prompt: None,
             extra: None,
         };
         assert_eq!(

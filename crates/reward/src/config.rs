@@ -250,6 +250,31 @@ impl WeightedSum {
         }
         Scored { scores, total }
     }
+
+    /// [`WeightedSum::score_all`] of several samples, each reward scoring them as one batch.
+    pub fn score_batch_all(&self, samples: &[Sample<'_>]) -> Vec<Scored> {
+        let mut out: Vec<Scored> = samples
+            .iter()
+            .map(|_| Scored {
+                scores: Vec::with_capacity(self.parts.len()),
+                total: 0.0,
+            })
+            .collect();
+        for (name, weight, reward) in &self.parts {
+            for (o, s) in out.iter_mut().zip(reward.score_batch(samples)) {
+                if let Some(v) = s {
+                    o.total += weight * v;
+                }
+                o.scores.push((name.clone(), s));
+            }
+        }
+        out
+    }
+
+    /// Add a reward after the configured ones (a reward model, say).
+    pub fn push(&mut self, name: String, weight: f64, reward: Box<dyn Reward>) {
+        self.parts.push((name, weight, reward));
+    }
 }
 
 impl Reward for WeightedSum {
@@ -289,6 +314,7 @@ target = "latin"
             completion: "<think>we add the numbers</think> \\boxed{4}",
             gold: Some("4"),
             problem: None,
+            prompt: None,
             extra: None,
         });
         assert_eq!(s.scores.len(), 3);
@@ -297,6 +323,7 @@ target = "latin"
             completion: "\\boxed{5}",
             gold: Some("4"),
             problem: None,
+            prompt: None,
             extra: None,
         });
         // Accuracy 0, format 0, no words in the reasoning: language is not applicable.

@@ -70,6 +70,7 @@ mod tests {
             completion,
             gold: None,
             problem: None,
+            prompt: None,
             extra: None,
         })
     }

@@ -34,6 +34,9 @@ pub struct Sample<'a> {
     pub gold: Option<&'a str>,
     /// The problem text (used for multiple-choice options).
     pub problem: Option<&'a str>,
+    /// The text the model was prompted with, when known (a reward model scores prompt +
+    /// completion, as it was trained).
+    pub prompt: Option<&'a str>,
     /// The dataset row's other columns, for rewards that need them (as TRL passes extra
     /// columns to reward functions); `None` when the caller has none.
     pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
@@ -53,6 +56,11 @@ pub trait ProcessReward: Send + Sync {
     fn name(&self) -> &str;
     /// The steps of `sample.completion` with their scores, in order of their ends.
     fn score_steps(&self, sample: &Sample<'_>) -> Vec<StepScore>;
+    /// [`ProcessReward::score_steps`] of several samples at once (a model scores them in one
+    /// batch); one entry per sample, in order.
+    fn score_steps_batch(&self, samples: &[Sample<'_>]) -> Vec<Vec<StepScore>> {
+        samples.iter().map(|s| self.score_steps(s)).collect()
+    }
 }
 
 /// What a reward measures, so that callers find a reward by its kind rather than its name.
@@ -78,4 +86,9 @@ pub trait Reward: Send + Sync {
     }
     /// The score, usually in `[0, 1]`.
     fn score(&self, sample: &Sample<'_>) -> Option<f64>;
+    /// [`Reward::score`] of several samples at once (a reward model scores them in one batch);
+    /// one entry per sample, in order.
+    fn score_batch(&self, samples: &[Sample<'_>]) -> Vec<Option<f64>> {
+        samples.iter().map(|s| self.score(s)).collect()
+    }
 }

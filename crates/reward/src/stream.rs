@@ -256,6 +256,7 @@ pub fn reward_stream(
                                 completion: &completion,
                                 gold: gold.as_deref(),
                                 problem: problem.as_deref(),
+                                prompt: None,
                                 extra: Some(&obj),
                             });
                             let id = obj.get("id").cloned();

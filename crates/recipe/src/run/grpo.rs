@@ -18,7 +18,24 @@
 //! [grpo]                               # any GrpoSettings field overrides the preset
 //! steps = 200
 //! group_size = 8
+//! [[reward_model]]                     # optional: reward models beside the rule rewards
+//! kind = "outcome"                     # one score per completion, weighted into the sum
+//! model = "runs/orm/checkpoints/step-60"
+//! weight = 1.0
+//! squash = "none"                      # or "sigmoid" (a pointwise model's P(correct))
+//! [[reward_model]]
+//! kind = "process"                     # a score at every step end (at most one)
+//! model = "runs/prm/checkpoints/step-60"
+//! separator = "\n"
 //! ```
+//!
+//! **Reward models.** An outcome model is outcome supervision: its score joins the rule
+//! rewards' weighted sum, normalised per group. A process model is process supervision
+//! (DeepSeekMath §4.1.3): its step scores are normalised over the group and each token's
+//! advantage adds the normalised rewards of the steps ending at or after it, on top of the
+//! outcome advantage. Both read the prompt the policy saw followed by the completion, and score
+//! a group in one batch. A causal LM read Math-Shepherd style takes `head = { good_token = {
+//! good = "+", bad = "-" } }`.
 //!
 //! **Rows.** The prompt is `problem`, `question` or a text `prompt`; a conversational row
 //! (`prompt` or `messages` as a list of `{role, content}`, TRL's format) is rendered with the
@@ -43,6 +60,9 @@ use reasonlab_train::grpo::{GrpoSettings, GrpoState, GrpoTrainer, Preset, StepMe
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use reasonlab_train::rm::rewards::{OutcomeRewardModel, ProcessRewardModel, Squash};
+
+use super::rm::HeadSpec;
 use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
 use crate::engines::EngineSpec;
 
@@ -95,7 +115,99 @@ pub struct GrpoFile {
     #[serde(default)]
     pub rollout: Option<EngineSpec>,
     #[serde(default)]
+    pub reward_model: Vec<RewardModelSpec>,
+    #[serde(default)]
     pub grpo: toml::Table,
+}
+
+/// Which supervision a reward model gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Supervision {
+    /// One score per completion.
+    Outcome,
+    /// A score at every step end.
+    Process,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+fn default_separator() -> String {
+    "\n".into()
+}
+
+/// A `[[reward_model]]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardModelSpec {
+    pub kind: Supervision,
+    /// A reward checkpoint, or a causal LM with `head`.
+    pub model: PathBuf,
+    /// Output key (defaults to `orm` / `prm`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Weight in the sum with the rule rewards (outcome).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    #[serde(default)]
+    pub squash: Squash,
+    /// Between steps (process).
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
+}
+
+impl RewardModelSpec {
+    fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match self.kind {
+            Supervision::Outcome => "orm".into(),
+            Supervision::Process => "prm".into(),
+        })
+    }
+}
+
+/// The reward models of a run, loaded for inference: outcome models join the weighted sum,
+/// the process model (at most one) goes to the trainer.
+pub fn load_reward_models(
+    specs: &[RewardModelSpec],
+    rewards: &mut reasonlab_reward::WeightedSum,
+) -> Result<Option<ProcessRewardModel>, RunError> {
+    let device = device_for(BackendKind::Flex, false)?;
+    let mut process = None;
+    for spec in specs {
+        let rm = super::rm::load(&spec.model, spec.head.as_ref(), 0, &device)?;
+        let tok = Tokenizer::from_dir(&spec.model)?;
+        match (spec.kind, rm.head().is_process()) {
+            (Supervision::Outcome, false) => rewards.push(
+                spec.name(),
+                spec.weight,
+                Box::new(OutcomeRewardModel::new(spec.name(), rm, tok, spec.squash)),
+            ),
+            (Supervision::Process, true) if process.is_none() => {
+                process = Some(ProcessRewardModel::new(
+                    spec.name(),
+                    rm,
+                    tok,
+                    spec.separator.clone(),
+                ));
+            }
+            (Supervision::Process, true) => {
+                return Err(RunError::Invalid(
+                    "at most one process reward model per run".into(),
+                ));
+            }
+            (kind, _) => {
+                return Err(RunError::Invalid(format!(
+                    "{} is a {:?} reward model, not a {kind:?} one",
+                    spec.model.display(),
+                    rm.head()
+                )));
+            }
+        }
+    }
+    Ok(process)
 }
 
 fn default_preset() -> Preset {
@@ -121,6 +233,8 @@ pub struct GrpoConfig {
     pub max_prompt_length: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<EngineSpec>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reward_model: Vec<RewardModelSpec>,
     pub grpo: GrpoSettings,
 }
 
@@ -156,6 +270,14 @@ impl GrpoConfig {
             long_prompts: file.long_prompts,
             max_prompt_length: file.max_prompt_length,
             rollout: file.rollout.clone(),
+            reward_model: file
+                .reward_model
+                .iter()
+                .map(|r| RewardModelSpec {
+                    model: resolve(base, &r.model),
+                    ..r.clone()
+                })
+                .collect(),
             grpo,
         })
     }
@@ -307,7 +429,8 @@ pub fn run(
 ) -> Result<GrpoSummary, RunError> {
     let started = Instant::now();
     let rewards_cfg = reasonlab_reward::RewardConfig::load(&cfg.rewards)?;
-    let rewards = rewards_cfg.build();
+    let mut rewards = rewards_cfg.build();
+    let process = load_reward_models(&cfg.reward_model, &mut rewards)?;
     let resume_from = dir.resume_from(resume)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
@@ -375,6 +498,9 @@ pub fn run(
     let mut trainer = GrpoTrainer::new(cfg.grpo.clone(), policy, &tokenizer, &rewards)?;
     if let Some(e) = &engine {
         trainer = trainer.with_rollout_engine(e.as_ref());
+    }
+    if let Some(p) = &process {
+        trainer = trainer.with_process_reward(p);
     }
     let mut resumed_from_step = None;
     if let Some(ckpt) = &resume_from {

@@ -677,15 +677,10 @@ impl<'a> GrpoTrainer<'a> {
     /// per-reward scores.
     fn score(&self, task: &Task, comps: &[Completion]) -> (Vec<f64>, Vec<RewardParts>) {
         let s = &self.settings;
+        let samples = samples_of(task, comps);
         let mut totals = Vec::with_capacity(comps.len());
         let mut parts = Vec::with_capacity(comps.len());
-        for c in comps {
-            let scored = self.rewards.score_all(&Sample {
-                completion: &c.text,
-                gold: task.gold.as_deref(),
-                problem: Some(task.problem.as_deref().unwrap_or(&task.prompt)),
-                extra: Some(&task.extra),
-            });
+        for (c, scored) in comps.iter().zip(self.rewards.score_batch_all(&samples)) {
             let penalty = match s.overlong {
                 Overlong::SoftPenalty { cache } => {
                     soft_overlong_penalty(c.token_ids.len(), s.max_new_tokens, cache)
@@ -698,23 +693,19 @@ impl<'a> GrpoTrainer<'a> {
         (totals, parts)
     }
 
-    /// The process reward's step scores of each completion, with each step end moved from a
-    /// byte of the text to the completion token that finishes it.
+    /// The process reward's step scores of each completion (one batch per group), with each
+    /// step end moved from a byte of the text to the completion token that finishes it.
     fn process_steps(
         &self,
         process: &dyn ProcessReward,
         task: &Task,
         comps: &[Completion],
     ) -> Result<Vec<StepRewards>, GrpoError> {
+        let samples = samples_of(task, comps);
         comps
             .iter()
-            .map(|c| {
-                let scores = process.score_steps(&Sample {
-                    completion: &c.text,
-                    gold: task.gold.as_deref(),
-                    problem: Some(task.problem.as_deref().unwrap_or(&task.prompt)),
-                    extra: Some(&task.extra),
-                });
+            .zip(process.score_steps_batch(&samples))
+            .map(|(c, scores)| {
                 let ends = token_ends(self.tokenizer, &c.token_ids, &scores)?;
                 Ok(StepRewards {
                     ends,
@@ -969,4 +960,18 @@ impl<'a> GrpoTrainer<'a> {
             skipped: update.skipped,
         }
     }
+}
+
+/// The reward inputs of a group's completions.
+fn samples_of<'a>(task: &'a Task, comps: &'a [Completion]) -> Vec<Sample<'a>> {
+    comps
+        .iter()
+        .map(|c| Sample {
+            completion: &c.text,
+            gold: task.gold.as_deref(),
+            problem: Some(task.problem.as_deref().unwrap_or(&task.prompt)),
+            prompt: Some(&task.prompt),
+            extra: Some(&task.extra),
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@
 //! positions into its (b, t) reward logits.
 
 pub mod data;
+pub mod rewards;
 
 use std::time::Instant;
 
@@ -404,11 +405,13 @@ impl RmTrainer {
         if train.is_empty() {
             return Err(RmError::Settings("no training examples".into()));
         }
-        let fits = |e: &RmExample| match (settings.objective, e) {
-            (Objective::Pairwise, RmExample::Pair { .. })
-            | (Objective::Pointwise, RmExample::Labelled { .. })
-            | (Objective::Process, RmExample::Steps { .. }) => true,
-            _ => false,
+        let fits = |e: &RmExample| {
+            matches!(
+                (settings.objective, e),
+                (Objective::Pairwise, RmExample::Pair { .. })
+                    | (Objective::Pointwise, RmExample::Labelled { .. })
+                    | (Objective::Process, RmExample::Steps { .. })
+            )
         };
         if !train.iter().chain(&held_out).all(fits) {
             return Err(RmError::Settings(format!(

@@ -47,7 +47,10 @@ pub struct RmScoreSummary {
 }
 
 /// An input line's token ids, `id` and (process models) step ends, or why it cannot be scored.
-type Encoded = Result<(Vec<u32>, Option<Value>, Option<Vec<usize>>), String>;
+type Encoded = Result<Row, String>;
+
+/// Token ids, the input's `id`, and the step ends (process models).
+type Row = (Vec<u32>, Option<Value>, Option<Vec<usize>>);
 
 /// The token ids and step ends of one input line for a process model.
 fn encode_steps(line: &str, tok: &Tokenizer, context: usize, sep: &str) -> Encoded {
@@ -144,7 +147,7 @@ pub fn score_file(
     let ok: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_ok()).collect();
     let mut done = 0;
     for chunk in ok.chunks(cfg.batch_size.max(1)) {
-        let rows_of: Vec<&(Vec<u32>, Option<Value>, Option<Vec<usize>>)> = chunk
+        let rows_of: Vec<&Row> = chunk
             .iter()
             .filter_map(|&i| rows[i].as_ref().ok())
             .collect();
