@@ -34,6 +34,9 @@ pub enum EvalError {
     /// The engine rejected a request or failed (network, model, ...).
     #[error("engine: {0}")]
     Engine(#[from] reasonlab_core::engine::EngineError),
+    /// The best-of-N ranker could not score a problem's samples.
+    #[error("ranking the samples of {id}: {message}")]
+    Rank { id: String, message: String },
     /// The engine answered with the wrong number of outputs.
     #[error("the engine returned {got} outputs for request {request} (expected {expected})")]
     EngineShape {

@@ -33,6 +33,8 @@ pub use reasonlab_core::engine::{
     Sampling, model_dir_hash, sha256_hex,
 };
 pub use report::{RunResults, compare, load_results, render_html, render_markdown};
-pub use run::{EvalConfig, RunCounts, run_eval, settings_hash};
-pub use score::{BadLines, BenchmarkScores, OfflineScores, Scored, score, score_offline};
+pub use run::{EvalConfig, Ranker, RunCounts, run_eval, run_eval_ranked, settings_hash};
+pub use score::{
+    BadLines, BenchmarkScores, OfflineScores, Scored, best_of, score, score_offline, score_ranked,
+};
 pub use template::{PromptTemplate, RenderedPrompt};

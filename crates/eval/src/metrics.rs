@@ -299,6 +299,9 @@ pub enum MetricKey {
     PassAt(usize),
     /// Majority vote over the first k samples (DeepSeekMath's maj@k, DeepSeek-R1's cons@64).
     ConsAt(usize),
+    /// Best-of-N: the first k samples re-ranked by a reward model, the top one graded
+    /// (Math-Shepherd's and DeepSeekMath's reranking next to majority voting).
+    BestOfAt(usize),
 }
 
 impl std::fmt::Display for MetricKey {
@@ -306,6 +309,7 @@ impl std::fmt::Display for MetricKey {
         match self {
             MetricKey::PassAt(k) => write!(f, "pass@{k}"),
             MetricKey::ConsAt(k) => write!(f, "cons@{k}"),
+            MetricKey::BestOfAt(k) => write!(f, "bon@{k}"),
         }
     }
 }
@@ -315,7 +319,7 @@ impl std::str::FromStr for MetricKey {
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, k) = s
             .split_once('@')
-            .ok_or_else(|| format!("{s:?} is not a metric (pass@k or cons@k)"))?;
+            .ok_or_else(|| format!("{s:?} is not a metric (pass@k, cons@k or bon@k)"))?;
         let k: usize = k
             .parse()
             .ok()
@@ -324,7 +328,8 @@ impl std::str::FromStr for MetricKey {
         match name {
             "pass" => Ok(MetricKey::PassAt(k)),
             "cons" | "maj" => Ok(MetricKey::ConsAt(k)),
-            _ => Err(format!("{s:?} is not a metric (pass@k or cons@k)")),
+            "bon" | "best" => Ok(MetricKey::BestOfAt(k)),
+            _ => Err(format!("{s:?} is not a metric (pass@k, cons@k or bon@k)")),
         }
     }
 }

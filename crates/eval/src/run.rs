@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::benchmark::{Benchmark, Problem};
 use crate::report::{BenchmarkResult, RunResults, Settings, write_reports};
-use crate::score::{Scored, score};
-use crate::{Engine, EvalError, FinishReason, PromptTemplate, Request, Sampling, sha256_hex};
+use crate::score::{Scored, score_ranked};
+use crate::{
+    Engine, EvalError, FinishReason, Prompt, PromptTemplate, Request, Sampling, sha256_hex,
+};
 
 /// File name of the completion log inside the output folder.
 pub const COMPLETIONS_FILE: &str = "completions.jsonl";
@@ -223,12 +225,31 @@ pub struct RunCounts {
     pub reused: usize,
 }
 
+/// A benchmark's name, problems, prompt hashes and prompts.
+type Rendered = (String, Vec<Problem>, Vec<String>, Vec<Prompt>);
+
+/// Scores a problem's samples for best-of-N re-ranking (a reward model): one score per
+/// completion, higher is better.
+pub trait Ranker: Sync {
+    fn rank(&self, prompt: &Prompt, completions: &[&str]) -> Result<Vec<f64>, String>;
+}
+
 /// Run every benchmark of `cfg` through `engine`, writing `out/completions.jsonl`,
 /// `out/results.json`, `out/report.md` and `out/report.html`.
 pub fn run_eval(
     engine: &dyn Engine,
     cfg: &EvalConfig,
     out: &Path,
+) -> Result<RunResults, EvalError> {
+    run_eval_ranked(engine, cfg, out, None)
+}
+
+/// [`run_eval`], and with a `ranker` best-of-N (`bon@k` for every k) beside pass@k and cons@k.
+pub fn run_eval_ranked(
+    engine: &dyn Engine,
+    cfg: &EvalConfig,
+    out: &Path,
+    ranker: Option<&dyn Ranker>,
 ) -> Result<RunResults, EvalError> {
     cfg.validate()?;
     std::fs::create_dir_all(out).map_err(EvalError::io(out))?;
@@ -238,7 +259,7 @@ pub fn run_eval(
     let mut existing = load_existing(&log_path, &settings)?;
 
     // Load problems and render prompts.
-    let mut benches: Vec<(String, Vec<Problem>, Vec<String>)> = Vec::new();
+    let mut benches: Vec<Rendered> = Vec::new();
     let mut pending = Vec::new();
     let mut reused = 0;
     for (b, bench) in cfg.benchmarks.iter().enumerate() {
@@ -247,6 +268,7 @@ pub fn run_eval(
             problems.truncate(limit);
         }
         let mut prompt_hashes = Vec::with_capacity(problems.len());
+        let mut prompts = Vec::with_capacity(problems.len());
         for (p, problem) in problems.iter().enumerate() {
             let rendered =
                 cfg.template
@@ -298,8 +320,9 @@ pub fn run_eval(
                 });
             }
             prompt_hashes.push(prompt_hash);
+            prompts.push(rendered.input);
         }
-        benches.push((bench.name().to_string(), problems, prompt_hashes));
+        benches.push((bench.name().to_string(), problems, prompt_hashes, prompts));
     }
 
     let total: usize = pending.iter().map(|p| p.request.n).sum();
@@ -331,7 +354,7 @@ pub fn run_eval(
                         got: outs.len(),
                     });
                 }
-                let (bench_name, problems, _) = &benches[p.bench];
+                let (bench_name, problems, _, _) = &benches[p.bench];
                 let id = &problems[p.problem].id;
                 for (j, o) in outs.into_iter().enumerate() {
                     let rec = CompletionRecord {
@@ -366,7 +389,7 @@ pub fn run_eval(
     // Score.
     let ks = cfg.ks();
     let mut results = Vec::new();
-    for (bench_name, problems, prompt_hashes) in &benches {
+    for (bench_name, problems, prompt_hashes, prompts) in &benches {
         let samples: Vec<Vec<Scored>> = problems
             .iter()
             .zip(prompt_hashes)
@@ -381,7 +404,21 @@ pub fn run_eval(
                     .collect()
             })
             .collect();
-        let scores = score(problems, &samples, &ks, &cfg.verify)?;
+        let ranks = match ranker {
+            Some(r) => {
+                let mut all = Vec::with_capacity(samples.len());
+                for ((p, prompt), s) in problems.iter().zip(prompts).zip(&samples) {
+                    let texts: Vec<&str> = s.iter().map(|x| x.text.as_str()).collect();
+                    all.push(r.rank(prompt, &texts).map_err(|message| EvalError::Rank {
+                        id: p.id.clone(),
+                        message,
+                    })?);
+                }
+                Some(all)
+            }
+            None => None,
+        };
+        let scores = score_ranked(problems, &samples, ranks.as_deref(), &ks, &cfg.verify)?;
         results.push(BenchmarkResult {
             benchmark: bench_name.clone(),
             settings: Settings {

@@ -143,11 +143,40 @@ pub fn score(
     ks: &[usize],
     cfg: &VerifyConfig,
 ) -> Result<BenchmarkScores, EvalError> {
-    let pairs: Vec<(&Problem, &Vec<Scored>)> = problems
+    score_ranked(problems, samples, None, ks, cfg)
+}
+
+/// The sample a reward model ranks first among the first `k` (the earliest of ties).
+pub fn best_of(ranks: &[f64], k: usize) -> Option<usize> {
+    ranks[..k.min(ranks.len())]
         .iter()
-        .zip(samples)
-        .filter(|(_, s)| !s.is_empty())
+        .enumerate()
+        .fold(None, |best: Option<(usize, f64)>, (i, &r)| match best {
+            Some((_, b)) if b >= r => best,
+            _ if r.is_nan() => best,
+            _ => Some((i, r)),
+        })
+        .map(|(i, _)| i)
+}
+
+/// [`score`], and with `ranks` (a reward model's score of every sample, problem by problem)
+/// best-of-N too: `bon@k` grades the sample ranked first among the first k.
+pub fn score_ranked(
+    problems: &[Problem],
+    samples: &[Vec<Scored>],
+    ranks: Option<&[Vec<f64>]>,
+    ks: &[usize],
+    cfg: &VerifyConfig,
+) -> Result<BenchmarkScores, EvalError> {
+    let ranked: Vec<Option<&Vec<f64>>> = (0..problems.len())
+        .map(|i| ranks.and_then(|r| r.get(i)))
         .collect();
+    let kept: Vec<usize> = (0..problems.len())
+        .filter(|&i| !samples.get(i).is_none_or(|s| s.is_empty()))
+        .collect();
+    let pairs: Vec<(&Problem, &Vec<Scored>)> =
+        kept.iter().map(|&i| (&problems[i], &samples[i])).collect();
+    let pair_ranks: Vec<Option<&Vec<f64>>> = kept.iter().map(|&i| ranked[i]).collect();
     let n_missing = problems.len() - pairs.len();
     let n_samples = pairs.iter().map(|(_, s)| s.len()).min().unwrap_or(0);
     for &k in ks {
@@ -178,6 +207,17 @@ pub fn score(
         let cons: Vec<f64> = per.iter().map(|pp| cons_k(pp, k)).collect();
         metrics.insert(MetricKey::PassAt(k), Estimate::of(&pass));
         metrics.insert(MetricKey::ConsAt(k), Estimate::of(&cons));
+        if ranks.is_some() {
+            let bon: Vec<f64> = per
+                .iter()
+                .zip(&pair_ranks)
+                .map(|(pp, r)| {
+                    let pick = r.and_then(|r| best_of(r, k));
+                    f64::from(u8::from(pick.is_some_and(|i| pp.correct[i])))
+                })
+                .collect();
+            metrics.insert(MetricKey::BestOfAt(k), Estimate::of(&bon));
+        }
     }
     let mean = |f: &dyn Fn(&PerProblem) -> f64| {
         if per.is_empty() {
@@ -438,6 +478,45 @@ mod tests {
             finish_reason: Some(FinishReason::Stop),
             completion_tokens: Some(text.len()),
         }
+    }
+
+    #[test]
+    fn best_of_n_grades_the_sample_the_ranker_puts_first() {
+        // Gold 2: the majority (3) is wrong, the ranker prefers the one right sample.
+        let problems = vec![problem("a", "2"), problem("b", "5")];
+        let samples = vec![
+            vec![s("\\boxed{3}"), s("\\boxed{3}"), s("\\boxed{2}")],
+            vec![s("\\boxed{5}"), s("\\boxed{4}"), s("\\boxed{4}")],
+        ];
+        let ranks = vec![vec![0.1, 0.2, 0.9], vec![0.5, 0.7, 0.1]];
+        let sc = score_ranked(
+            &problems,
+            &samples,
+            Some(&ranks),
+            &[1, 2, 3],
+            &VerifyConfig::default(),
+        )
+        .unwrap();
+        let m = |k: MetricKey| sc.metrics[&k].mean;
+        // k=1: only the first sample (3 wrong, 5 right). k=2: b's top is 4 (wrong), a's is 3.
+        // k=3: a's top is 2 (right), b's is 4 (wrong).
+        assert_eq!(m(MetricKey::BestOfAt(1)), 0.5);
+        assert_eq!(m(MetricKey::BestOfAt(2)), 0.0);
+        assert_eq!(m(MetricKey::BestOfAt(3)), 0.5);
+        assert_eq!(m(MetricKey::ConsAt(3)), 0.0);
+        // Without a ranker there is no bon@k; ties go to the earliest sample.
+        assert!(
+            !score(&problems, &samples, &[1], &VerifyConfig::default())
+                .unwrap()
+                .metrics
+                .contains_key(&MetricKey::BestOfAt(1))
+        );
+        assert_eq!(best_of(&[1.0, 1.0, 0.0], 3), Some(0));
+        assert_eq!(best_of(&[], 3), None);
+        assert_eq!(
+            "bon@4".parse::<MetricKey>().unwrap(),
+            MetricKey::BestOfAt(4)
+        );
     }
 
     #[test]

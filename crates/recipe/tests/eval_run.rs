@@ -28,6 +28,7 @@ fn eval_run_folder_reads_back_and_resumes() {
         out: tmp.path().join("run"),
         engine: EngineSpec::local(root.join("fixtures/tiny-qwen2")),
         eval: cfg,
+        rerank: None,
     };
     let dir = RunDir::create(&run.out).unwrap();
     let first = eval::run(&run, &dir, tmp.path(), &mut |_| {}).unwrap();
@@ -44,4 +45,24 @@ fn eval_run_folder_reads_back_and_resumes() {
     assert_eq!(EvalRun::load(&dir.config()).unwrap(), run);
     let again = eval::run(&run, &dir, tmp.path(), &mut |_| {}).unwrap();
     assert_eq!((again.counts.generated, again.counts.reused), (0, 4));
+    // Best-of-N beside majority voting, on the same samples, with a process and an outcome
+    // model; the config names the reward model and reads back.
+    for (model, aggregate) in [("tiny-qwen2-prm", "last"), ("tiny-qwen2-rm", "min")] {
+        let mut ranked = run.clone();
+        ranked.rerank = Some(
+            toml::from_str(&format!(
+                "model = {:?}\naggregate = {aggregate:?}",
+                root.join("fixtures").join(model)
+            ))
+            .unwrap(),
+        );
+        let r = eval::run(&ranked, &dir, tmp.path(), &mut |_| {}).unwrap();
+        assert_eq!(r.counts.generated, 0, "the samples are reused");
+        let m = &r.benchmarks[0].scores.metrics;
+        let bon = m[&reasonlab_eval::MetricKey::BestOfAt(2)].mean;
+        assert!(
+            (0.0..=1.0).contains(&bon) && m.contains_key(&reasonlab_eval::MetricKey::ConsAt(2))
+        );
+        assert_eq!(EvalRun::load(&dir.config()).unwrap(), ranked);
+    }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use reasonlab_eval::{BadLines, Benchmark, EvalConfig, MetricKey, PromptTemplate, Sampling};
 use reasonlab_recipe::run::RunDir;
 use reasonlab_recipe::run::eval::{self, EvalRun};
+use reasonlab_recipe::run::rm::{Aggregate, RerankSpec};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -55,6 +56,20 @@ pub struct RunArgs {
     /// Output folder (completions.jsonl, results.json, report.md, report.html).
     #[arg(long, short)]
     out: PathBuf,
+    /// Best-of-N: re-rank each problem's samples with this reward model (bon@k beside
+    /// pass@k and cons@k).
+    #[arg(long)]
+    rerank_model: Option<PathBuf>,
+    /// How a process reward model's step scores combine for best-of-N.
+    #[arg(long, value_enum, default_value = "min")]
+    aggregate: AggregateArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum AggregateArg {
+    Min,
+    Product,
+    Last,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +135,16 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         engine: args.source.spec(),
         eval: cfg,
+        rerank: args.rerank_model.clone().map(|model| RerankSpec {
+            model,
+            head: None,
+            aggregate: match args.aggregate {
+                AggregateArg::Min => Aggregate::Min,
+                AggregateArg::Product => Aggregate::Product,
+                AggregateArg::Last => Aggregate::Last,
+            },
+            separator: "\n".into(),
+        }),
     };
     let dir = RunDir::create(&run.out)?;
     let results = eval::run(&run, &dir, std::path::Path::new("."), &mut |_| {})?;

@@ -10,6 +10,9 @@
 //! template = "r1"
 //! n = 4
 //! # sampling, ks, chunk_size, verify, limit
+//! [rerank]                      # optional: best-of-N (bon@k) with a reward model
+//! model = "runs/prm/checkpoints/step-60"
+//! aggregate = "min"             # process models: min | product | last
 //! ```
 //!
 //! Besides the run folder's `config.toml` and `summary.json` (the results), the folder holds
@@ -19,9 +22,10 @@
 
 use std::path::{Path, PathBuf};
 
-use reasonlab_eval::{EvalConfig, RunResults, run_eval};
+use reasonlab_eval::{EvalConfig, RunResults, run_eval_ranked};
 use serde::{Deserialize, Serialize};
 
+use super::rm::{RerankSpec, RmRanker};
 use super::{Event, Loaded, RunDir, RunError, load_toml};
 use crate::engines::EngineSpec;
 
@@ -32,6 +36,8 @@ pub struct EvalRun {
     pub out: PathBuf,
     pub engine: EngineSpec,
     pub eval: EvalConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<RerankSpec>,
 }
 
 impl EvalRun {
@@ -41,6 +47,9 @@ impl EvalRun {
         let mut run = loaded.config.clone();
         run.out = loaded.path(&run.out);
         run.engine.model = run.engine.model.as_ref().map(|m| loaded.path(m));
+        if let Some(r) = &mut run.rerank {
+            r.model = loaded.path(&r.model);
+        }
         Ok(run)
     }
 }
@@ -60,8 +69,14 @@ pub fn run(
         done: 0,
         resumed_from: None,
     });
-    let results = run_eval(engine.as_ref(), &cfg.eval, dir.root())
-        .map_err(|e| RunError::Invalid(format!("eval into {}: {e}", dir.root().display())))?;
+    let ranker = cfg.rerank.as_ref().map(RmRanker::load).transpose()?;
+    let results = run_eval_ranked(
+        engine.as_ref(),
+        &cfg.eval,
+        dir.root(),
+        ranker.as_ref().map(|r| r as &dyn reasonlab_eval::Ranker),
+    )
+    .map_err(|e| RunError::Invalid(format!("eval into {}: {e}", dir.root().display())))?;
     on_event(Event::Progress {
         done: cfg.eval.benchmarks.len(),
         message: format!(

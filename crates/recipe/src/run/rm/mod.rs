@@ -1,7 +1,9 @@
-//! Reward models: `reasonlab rm train` ([`train`]), `rm score` ([`score`]) and `rm label`
-//! ([`label`]), and how a reward model is named in a config ([`HeadSpec`], [`load`]).
+//! Reward models: `reasonlab rm train` ([`train`]), `rm score` ([`score`]), `rm label`
+//! ([`label`]), best-of-N in eval ([`rank`]), and how a reward model is named in a config
+//! ([`HeadSpec`], [`load`]).
 
 pub mod label;
+pub mod rank;
 pub mod score;
 pub mod train;
 
@@ -13,6 +15,7 @@ use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 pub use label::{Estimate, LabelConfig, LabelSummary};
+pub use rank::{Aggregate, RerankSpec, RmRanker};
 pub use score::{RmScoreConfig, RmScoreSummary, score_file};
 pub use train::{RmConfig, RmFile, RmSummary};
 
