@@ -174,3 +174,93 @@ fn reward_models_join_the_rule_rewards_and_supervise_steps() {
     let err = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("not a Outcome"), "{err}");
 }
+
+/// `[iterative]` over `rows` with one reward model of `kind` (a fixture).
+fn iterative_config(dir: &Path, kind: &str, model: &str) -> GrpoConfig {
+    let rows = [short(1), short(2), short(3)];
+    let extra = format!(
+        "[[reward_model]]\nkind = {kind:?}\nmodel = {model:?}\n\
+         [iterative]\nrounds = 2\nprompts = 2\nsamples_per_prompt = 2\nlabel_n = 2\n\
+         [iterative.rm]\nbatch_size = 4\n",
+        model = repo().join("fixtures").join(model),
+    );
+    let mut cfg = config(dir, &rows, &extra);
+    cfg.save_every = 0;
+    cfg
+}
+
+#[test]
+fn iterative_rl_retrains_the_reward_model_between_rounds_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = iterative_config(tmp.path(), "outcome", "tiny-qwen2-rm");
+    let dir = RunDir::create(&cfg.out).unwrap();
+    let summary = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap();
+    assert_eq!(summary.steps, 4);
+    assert_eq!(steps_of(&dir.metrics()), vec![1, 2, 3, 4], "one clean log");
+    let round = dir.root().join("rounds/round-0");
+    for f in [
+        "samples.jsonl",
+        "data.jsonl",
+        "rm-train.jsonl",
+        "rm/metrics.jsonl",
+        "summary.json",
+    ] {
+        assert!(round.join(f).exists(), "{f} missing");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(round.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (s["samples"].as_u64(), s["policy_step"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert_eq!(
+        s["new_examples"].as_u64(),
+        Some(4),
+        "one pointwise example per sample"
+    );
+    let rm = std::path::PathBuf::from(s["reward_model"].as_str().unwrap());
+    assert!(rm.join("config.json").exists() && rm.starts_with(&round));
+    // The last round is the only one without an update.
+    assert!(!dir.root().join("rounds/round-1").exists());
+    // The resolved config reads back with its [iterative] table.
+    let back: GrpoFile = toml::from_str(&std::fs::read_to_string(dir.config()).unwrap()).unwrap();
+    assert_eq!(back.iterative.unwrap().rounds, 2);
+
+    // Killed after round 0's GRPO, before its reward-model update finished: the resumed run
+    // redoes the update and finishes round 1.
+    std::fs::remove_file(round.join("summary.json")).unwrap();
+    std::fs::remove_dir_all(dir.root().join("checkpoints/step-4")).unwrap();
+    let resumed = grpo::run(&cfg, &dir, Resume::Latest, &mut |_| {}).unwrap();
+    assert_eq!(resumed.steps, 4);
+    assert!(round.join("summary.json").exists());
+    assert_eq!(steps_of(&dir.metrics()), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn iterative_rl_relabels_steps_for_a_process_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = iterative_config(tmp.path(), "process", "tiny-qwen2-prm");
+    let dir = RunDir::create(&cfg.out).unwrap();
+    grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap();
+    let round = dir.root().join("rounds/round-0");
+    assert!(round.join("solutions.jsonl").exists() && round.join("summary.json").exists());
+    // Every labelled solution is in TRL's stepwise format.
+    for line in std::fs::read_to_string(round.join("data.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            v["completions"].as_array().unwrap().len(),
+            v["labels"].as_array().unwrap().len()
+        );
+    }
+    // An [iterative] run needs exactly one reward model to retrain.
+    let file =
+        "model = \"m\"\ndata = \"d\"\nrewards = \"r\"\nout = \"o\"\n[iterative]\nrounds = 2\n";
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(&path, file).unwrap();
+    let err = GrpoConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("one reward model"), "{err}");
+}

@@ -62,6 +62,7 @@ use serde_json::{Map, Value};
 
 use reasonlab_train::rm::rewards::{OutcomeRewardModel, ProcessRewardModel, Squash};
 
+use super::iterative::{IterativeConfig, IterativeFile};
 use super::rm::HeadSpec;
 use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
 use crate::engines::EngineSpec;
@@ -116,6 +117,8 @@ pub struct GrpoFile {
     pub rollout: Option<EngineSpec>,
     #[serde(default)]
     pub reward_model: Vec<RewardModelSpec>,
+    #[serde(default)]
+    pub iterative: Option<IterativeFile>,
     #[serde(default)]
     pub grpo: toml::Table,
 }
@@ -235,6 +238,8 @@ pub struct GrpoConfig {
     pub rollout: Option<EngineSpec>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reward_model: Vec<RewardModelSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iterative: Option<IterativeConfig>,
     pub grpo: GrpoSettings,
 }
 
@@ -278,6 +283,11 @@ impl GrpoConfig {
                     ..r.clone()
                 })
                 .collect(),
+            iterative: file
+                .iterative
+                .as_ref()
+                .map(|i| IterativeConfig::resolve(i, &file.reward_model))
+                .transpose()?,
             grpo,
         })
     }
@@ -384,6 +394,40 @@ fn task_of(
     }))
 }
 
+/// Every usable row of the run's data as a task.
+fn all_tasks(cfg: &GrpoConfig, tokenizer: &Tokenizer) -> Result<Vec<Task>, RunError> {
+    let rows: Vec<Map<String, Value>> = jsonl::read(&cfg.data, BadLines::Skip)?;
+    let mut tasks = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        tasks.extend(task_of(i, row, cfg, tokenizer)?);
+    }
+    Ok(tasks)
+}
+
+/// The tasks a run trains on: every usable row whose prompt fits `context` with room for
+/// `max_new_tokens` (and `max_prompt_length`).
+pub(crate) fn tasks(
+    cfg: &GrpoConfig,
+    tokenizer: &Tokenizer,
+    context: usize,
+) -> Result<Vec<Task>, RunError> {
+    let tasks = all_tasks(cfg, tokenizer)?;
+    let (long, _) = long_prompts(
+        &tasks,
+        tokenizer,
+        context,
+        cfg.grpo.max_new_tokens,
+        cfg.max_prompt_length,
+    )?;
+    let drop: std::collections::HashSet<usize> = long.iter().map(|p| p.index).collect();
+    Ok(tasks
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, t)| t)
+        .collect())
+}
+
 /// A prompt too long to train on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LongPrompt {
@@ -420,11 +464,27 @@ pub fn long_prompts(
     Ok((out, limit))
 }
 
-/// Run GRPO as `cfg` says into `dir`, calling `on_event` as it goes.
+/// Run GRPO as `cfg` says into `dir`, calling `on_event` as it goes: in one go, or in
+/// `[iterative]` rounds (see [`super::iterative`]).
 pub fn run(
     cfg: &GrpoConfig,
     dir: &RunDir,
     resume: Resume,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<GrpoSummary, RunError> {
+    match &cfg.iterative {
+        Some(it) => super::iterative::run(cfg, it, dir, resume, on_event),
+        None => segment(cfg, dir, resume, false, on_event),
+    }
+}
+
+/// GRPO from the start (or `resume`'s checkpoint) to `cfg.grpo.steps`; with `save_last` the
+/// last step is checkpointed even when `save_every` is 0.
+pub(crate) fn segment(
+    cfg: &GrpoConfig,
+    dir: &RunDir,
+    resume: Resume,
+    save_last: bool,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<GrpoSummary, RunError> {
     let started = Instant::now();
@@ -438,11 +498,7 @@ pub fn run(
     let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?;
     let context = policy.config.max_position_embeddings;
 
-    let rows: Vec<Map<String, Value>> = jsonl::read(&cfg.data, BadLines::Skip)?;
-    let mut tasks = Vec::with_capacity(rows.len());
-    for (i, row) in rows.into_iter().enumerate() {
-        tasks.extend(task_of(i, row, cfg, &tokenizer)?);
-    }
+    let mut tasks = all_tasks(cfg, &tokenizer)?;
     let (long, limit) = long_prompts(
         &tasks,
         &tokenizer,
@@ -541,7 +597,8 @@ pub fn run(
             ),
         });
         let step = trainer.state().step;
-        if cfg.save_every > 0 && (step.is_multiple_of(cfg.save_every) || step == total) {
+        let periodic = cfg.save_every > 0 && step.is_multiple_of(cfg.save_every);
+        if periodic || (step == total && (cfg.save_every > 0 || save_last)) {
             let saved = checkpoint::save(
                 dir.root(),
                 step,

@@ -19,6 +19,7 @@ pub mod distill;
 pub mod eval;
 pub mod generate;
 pub mod grpo;
+pub mod iterative;
 pub mod pretrain;
 pub mod rm;
 pub mod sample;

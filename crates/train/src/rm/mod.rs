@@ -163,7 +163,7 @@ pub struct RmState {
 /// Held-out (or training-batch) quality: for pairs, accuracy is the fraction ranked right and
 /// AUC treats chosen rewards as positives and rejected ones as negatives; otherwise both
 /// compare the score with the label (≥ 0.5 is positive).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RmQuality {
     pub loss: f64,
     pub accuracy: f64,
