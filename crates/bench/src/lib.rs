@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::{Model, PadSide, TokenBatch, bench_config, device_for};
+use reasonlab_train::rm::RmExample;
 use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
 use serde_json::{Value, json};
 
@@ -52,6 +53,7 @@ from_errors!(
     reasonlab_tokenize::TokenizeError,
     reasonlab_train::sft::SftError,
     reasonlab_train::grpo::GrpoError,
+    reasonlab_train::rm::RmError,
     reasonlab_reward::Error,
     reasonlab_serve::ClientError,
     reasonlab_serve::server::ServerError,
@@ -114,6 +116,10 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     (
         "scripts/bench_trl_grpo.py",
         include_bytes!("../../../scripts/bench_trl_grpo.py"),
+    ),
+    (
+        "scripts/bench_trl_rm.py",
+        include_bytes!("../../../scripts/bench_trl_rm.py"),
     ),
     (
         "fixtures/tiny-qwen2/tokenizer.json",
@@ -223,6 +229,16 @@ pub struct GrpoBench {
     pub steps: usize,
     /// Sequences per forward/backward (GRPO's default 16; 0: all 64 at once).
     pub micro_batch_size: usize,
+    pub peer: PeerFlags,
+}
+
+#[derive(Debug, Clone)]
+pub struct RmBench {
+    pub objective: reasonlab_train::rm::Objective,
+    /// Pairs or step lists in the epoch (sequences of 96..256 tokens, seeded).
+    pub examples: usize,
+    /// Examples per optimiser step.
+    pub batch: usize,
     pub peer: PeerFlags,
 }
 
@@ -698,6 +714,139 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
     std::fs::remove_file(&data).ok();
     let metric = Metric::higher("tokens_per_s");
     report(out, ours, peer?, metric, &args.peer.json)
+}
+
+/// The reward-model workload: `n` preference pairs or step lists of 96..256 random tokens
+/// (a step ends every 32 tokens from token 40, labels drawn at random), seeded.
+fn rm_workload(objective: reasonlab_train::rm::Objective, n: usize) -> Vec<RmExample> {
+    let mut rng = reasonlab_core::rng::SplitMix64::seeded(2025);
+    let mut seq = |i: u64| {
+        let len = 96 + rng.below(161) as usize;
+        random_ids(i * 2 + 11, 1, len, 512).remove(0)
+    };
+    (0..n as u64)
+        .map(|i| match objective {
+            reasonlab_train::rm::Objective::Pairwise => RmExample::Pair {
+                chosen: seq(i),
+                rejected: seq(i + 100_000),
+                margin: 0.0,
+            },
+            reasonlab_train::rm::Objective::Pointwise => RmExample::Labelled {
+                ids: seq(i),
+                label: (i % 2) as f32,
+            },
+            reasonlab_train::rm::Objective::Process => {
+                let ids = seq(i);
+                let ends: Vec<usize> = (40..ids.len()).step_by(32).collect();
+                let labels = ends
+                    .iter()
+                    .enumerate()
+                    .map(|(j, _)| ((i as usize + j) % 3 != 0) as u8 as f32)
+                    .collect();
+                RmExample::Steps { ids, ends, labels }
+            }
+        })
+        .collect()
+}
+
+/// One reward-model epoch on the tiny Qwen2 workload, against TRL's RewardTrainer (pairwise)
+/// or PRMTrainer's training loop (process) (`scripts/bench_trl_rm.py`).
+pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    use reasonlab_model::{RewardHead, RewardModel};
+    use reasonlab_train::rm::{Objective, RmSettings, RmTrainer};
+    let assets = Assets::unpack()?;
+    let (head, name) = match args.objective {
+        Objective::Pairwise => (RewardHead::Sequence, "pairwise"),
+        Objective::Process => (RewardHead::Token, "process"),
+        Objective::Pointwise => {
+            return Err(BenchError::Failed(
+                "bench rm measures the pairwise and process objectives (TRL's two trainers)".into(),
+            ));
+        }
+    };
+    let examples = rm_workload(args.objective, args.examples);
+    let tokens: usize = examples
+        .iter()
+        .map(|e| match e {
+            RmExample::Pair {
+                chosen, rejected, ..
+            } => chosen.len() + rejected.len(),
+            RmExample::Labelled { ids, .. } | RmExample::Steps { ids, .. } => ids.len(),
+        })
+        .sum();
+    let data =
+        std::env::temp_dir().join(format!("reasonlab-bench-rm-{}.jsonl", std::process::id()));
+    {
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&data)?);
+        for e in &examples {
+            match e {
+                RmExample::Pair {
+                    chosen, rejected, ..
+                } => w.write(&json!({"chosen_ids": chosen, "rejected_ids": rejected}))?,
+                RmExample::Steps { ids, ends, labels } => {
+                    let mut grid = vec![-100i64; ids.len()];
+                    for (&at, &l) in ends.iter().zip(labels) {
+                        grid[at] = l as i64;
+                    }
+                    w.write(&json!({"input_ids": ids, "labels": grid}))?
+                }
+                RmExample::Labelled { .. } => {}
+            }
+        }
+    }
+    let device = device_for(Default::default(), true)?;
+    let rm = RewardModel::from_lm(Model::random(bench_config(), 0, &device), head, 0)?;
+    let settings = RmSettings {
+        objective: args.objective,
+        epochs: 1,
+        batch_size: args.batch,
+        optim: AdamWSettings {
+            lr: 1e-5,
+            max_grad_norm: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut trainer = RmTrainer::new(settings, head, rm.model().clone(), examples, Vec::new(), 0)?;
+    let (mut steps, mut loss) = (0, 0.0);
+    while let Some(m) = trainer.step()? {
+        steps += 1;
+        loss = m.loss;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ours = json!({
+        "objective": name,
+        "tokens_per_s": tokens as f64 / seconds,
+        "train_seconds": seconds,
+        "steps": steps,
+        "last_loss": loss,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": threads(),
+    });
+    let data_arg = data.display().to_string();
+    let batch = args.batch.to_string();
+    let peer = run_peer(
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
+        &[
+            &assets.path("scripts/bench_trl_rm.py").display().to_string(),
+            "--data",
+            &data_arg,
+            "--objective",
+            name,
+            "--batch",
+            &batch,
+        ],
+    );
+    std::fs::remove_file(&data).ok();
+    report(
+        out,
+        ours,
+        peer?,
+        Metric::higher("tokens_per_s"),
+        &args.peer.json,
+    )
 }
 
 /// `reasonlab serve` on loopback under `requests` concurrent requests: p50/p99 latency and

@@ -17,6 +17,9 @@ pub enum BenchCommand {
     /// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the tiny Qwen2 workload, against
     /// TRL's GRPOTrainer.
     Grpo(GrpoArgs),
+    /// One reward-model epoch (pairwise Bradley–Terry or per-step process loss, batches of 8) on
+    /// the tiny Qwen2 workload, against TRL's RewardTrainer or PRMTrainer's training loop.
+    Rm(RmArgs),
     /// `reasonlab serve` on loopback under N concurrent requests: p50/p99 latency, tokens/s.
     Serve(ServeArgs),
     /// fastText-compatible classifier against fastText 0.9 (see docs/corpus.md).
@@ -146,6 +149,25 @@ pub struct SftArgs {
     peer: PeerFlags,
 }
 
+#[derive(clap::Args)]
+pub struct RmArgs {
+    #[arg(long, value_enum, default_value = "pairwise")]
+    objective: RmObjectiveArg,
+    /// Pairs or step lists in the epoch (96..256 tokens each, seeded).
+    #[arg(long, default_value_t = 64)]
+    examples: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[command(flatten)]
+    peer: PeerFlags,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum RmObjectiveArg {
+    Pairwise,
+    Process,
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let out = &mut std::io::stdout();
     match cmd {
@@ -157,6 +179,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             out,
         )?,
         BenchCommand::TrainStep(a) => bench::train_step(&a.config(), out)?,
+        BenchCommand::Rm(a) => bench::rm(
+            &bench::RmBench {
+                objective: match a.objective {
+                    RmObjectiveArg::Pairwise => reasonlab_train::rm::Objective::Pairwise,
+                    RmObjectiveArg::Process => reasonlab_train::rm::Objective::Process,
+                },
+                examples: a.examples,
+                batch: a.batch,
+                peer: a.peer.config(),
+            },
+            out,
+        )?,
         BenchCommand::Sft(a) => bench::sft(
             &bench::SftBench {
                 examples: a.examples,

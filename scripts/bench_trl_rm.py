@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""TRL side of `reasonlab bench rm` (CPU, 2 threads by default).
+
+    .venv/bin/python scripts/bench_trl_rm.py --data WORKLOAD.jsonl --objective pairwise [--batch 8]
+
+`reasonlab bench rm` writes WORKLOAD.jsonl, pre-tokenised:
+
+- pairwise: `{"chosen_ids": [...], "rejected_ids": [...]}` per line, trained for one epoch with
+  TRL's RewardTrainer (Bradley–Terry loss) on a Qwen2ForSequenceClassification (num_labels 1)
+  with the backbone of scripts/bench_torch.py;
+- process: `{"input_ids": [...], "labels": [-100 or 0/1 ...]}` per line (TRL's stepwise layout:
+  a label at each step's last token), trained for one epoch on a Qwen2ForTokenClassification
+  (num_labels 2) the way TRL's PRMTrainer trains: transformers' Trainer with
+  DataCollatorForTokenClassification and the model's two-class cross-entropy. (PRMTrainer only
+  adds tokenisation on top of that loop, and TRL 1.x no longer ships it.)
+
+Both: AdamW lr 1e-5 constant, no clipping differences (max_grad_norm 1.0), padded batches, no
+evaluation, no checkpoints. Throughput counts real (non-pad) tokens of the epoch over the wall
+seconds of `trainer.train()`.
+
+Prints one JSON line: {"tokens_per_s": ..., "train_seconds": ..., "steps": ..., "peak_rss_mb":
+..., "trl": ..., "torch": ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--objective", choices=["pairwise", "process"], required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import datasets
+    import trl
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Qwen2ForSequenceClassification,
+        Qwen2ForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_torch import build_model, rss_mb
+
+    base_rss = rss_mb()
+    rows = [json.loads(l) for l in open(args.data)]
+    ds = datasets.Dataset.from_list(rows)
+    root = Path(__file__).resolve().parent.parent
+    tok = AutoTokenizer.from_pretrained(root / "fixtures" / "tiny-qwen2")
+    lm = build_model(args.seed)
+    cfg = lm.config
+    cfg.pad_token_id = tok.pad_token_id
+    common = dict(
+        per_device_train_batch_size=args.batch,
+        num_train_epochs=1,
+        learning_rate=1e-5,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=10_000,
+        use_cpu=True,
+        bf16=False,
+        dataloader_num_workers=0,
+        seed=args.seed,
+        disable_tqdm=True,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        if args.objective == "pairwise":
+            tokens = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+            cfg.num_labels = 1
+            model = Qwen2ForSequenceClassification(cfg).to(torch.float32)
+            model.model.load_state_dict(lm.model.state_dict())
+            rc = trl.RewardConfig(output_dir=out, max_length=None, **common)
+            trainer = trl.RewardTrainer(model=model, args=rc, train_dataset=ds, processing_class=tok)
+        else:
+            tokens = sum(len(r["input_ids"]) for r in rows)
+            cfg.num_labels = 2
+            model = Qwen2ForTokenClassification(cfg).to(torch.float32)
+            model.model.load_state_dict(lm.model.state_dict())
+            ta = TrainingArguments(output_dir=out, remove_unused_columns=False, **common)
+            trainer = Trainer(
+                model=model,
+                args=ta,
+                train_dataset=ds,
+                data_collator=DataCollatorForTokenClassification(tok),
+            )
+        t = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - t
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": tokens / seconds,
+                "train_seconds": seconds,
+                "steps": result.global_step,
+                "train_loss": result.training_loss,
+                "peak_rss_mb": rss_mb(),
+                "rss_after_imports_mb": base_rss,
+                "trl": trl.__version__,
+                "torch": torch.__version__,
+                "threads": args.threads,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
