@@ -741,7 +741,7 @@ fn rm_workload(objective: reasonlab_train::rm::Objective, n: usize) -> Vec<RmExa
                 let labels = ends
                     .iter()
                     .enumerate()
-                    .map(|(j, _)| ((i as usize + j) % 3 != 0) as u8 as f32)
+                    .map(|(j, _)| f32::from(u8::from(!(i as usize + j).is_multiple_of(3))))
                     .collect();
                 RmExample::Steps { ids, ends, labels }
             }
