@@ -143,6 +143,12 @@ pub enum DemoError {
     Eval(#[from] reasonlab_eval::EvalError),
     #[error(transparent)]
     Reward(#[from] reasonlab_reward::Error),
+    #[error(transparent)]
+    Rm(#[from] reasonlab_train::rm::RmError),
+    #[error(transparent)]
+    Run(#[from] Box<crate::run::RunError>),
+    #[error("engine: {0}")]
+    Engine(String),
 }
 
 /// Progress events for the caller's progress bar.
@@ -152,13 +158,14 @@ pub enum Event<'a> {
     Grpo(&'a StepMetrics),
 }
 
-struct Problem {
-    id: String,
-    question: String,
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    pub(crate) id: String,
+    pub(crate) question: String,
     a: u32,
     b: u32,
     op: char,
-    answer: i64,
+    pub(crate) answer: i64,
 }
 
 const NAMES: [&str; 6] = ["Tom", "Ana", "Li", "Sara", "Omar", "Mia"];
@@ -174,7 +181,7 @@ fn lcg(state: &mut u64) -> u64 {
 /// Every (a, b, op, name, item) with single-digit a, b (subtraction only when a ≥ b), shuffled
 /// by seed. Held-out problems share number pairs with training problems but not wording, so a
 /// tiny model can learn the arithmetic table and must generalise over the text.
-fn problems(seed: u64) -> Vec<Problem> {
+pub(crate) fn problems(seed: u64) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut rng = seed ^ 0xD1B5_4A32_D192_ED03;
     for a in 1..=9u32 {
@@ -220,11 +227,11 @@ fn problems(seed: u64) -> Vec<Problem> {
     out
 }
 
-fn prompt(p: &Problem) -> String {
+pub(crate) fn prompt(p: &Problem) -> String {
     format!("Q: {}\nA: ", p.question)
 }
 
-fn solution(p: &Problem) -> String {
+pub(crate) fn solution(p: &Problem) -> String {
     format!(
         "<think>{} {} {} = {}</think> \\boxed{{{}}}",
         p.a, p.op, p.b, p.answer, p.answer
@@ -234,7 +241,7 @@ fn solution(p: &Problem) -> String {
 const EOS: &str = "<|endoftext|>";
 
 /// Train a byte-level BPE tokenizer on the problems and worked solutions.
-fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, DemoError> {
+pub(crate) fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, DemoError> {
     use tokenizers::models::bpe::{BPE, BpeTrainer};
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
@@ -264,7 +271,7 @@ fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, DemoErro
 
 /// The model-core benchmark's Qwen2 shape (4 heads / 2 KV heads, RMSNorm 1e-6, θ 10000, tied),
 /// resized for the demo.
-fn config(vocab: usize, s: &DemoSettings, eos: u32) -> ModelConfig {
+pub(crate) fn config(vocab: usize, s: &DemoSettings, eos: u32) -> ModelConfig {
     ModelConfig {
         vocab_size: vocab,
         hidden_size: s.hidden_size,
@@ -277,7 +284,7 @@ fn config(vocab: usize, s: &DemoSettings, eos: u32) -> ModelConfig {
     }
 }
 
-const REWARDS: &str = r#"
+pub(crate) const REWARDS: &str = r#"
 not_applicable = "zero"
 [[reward]]
 kind = "accuracy"
@@ -303,7 +310,7 @@ fn sampling(eos: u32, seed: u64) -> SamplingParams {
 }
 
 /// pass@1 (mean over k samples) and cons@k on the held-out problems.
-fn evaluate(
+pub(crate) fn evaluate(
     model: &Model,
     tok: &Tokenizer,
     held_out: &[Problem],
@@ -347,11 +354,62 @@ fn evaluate(
     })
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
     move |source| DemoError::Io {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The SFT warm-up on worked solutions (loss on the solution tokens, stopped early): the model,
+/// and the held-out loss before and after.
+pub(crate) fn warm_up(
+    model: Model,
+    tok: &Tokenizer,
+    train: &[Problem],
+    held_out: &[Problem],
+    s: &DemoSettings,
+    tick: &mut dyn FnMut(),
+) -> Result<(Model, f64, f64), DemoError> {
+    let records = |ps: &[Problem]| -> Vec<SftRecord> {
+        ps.iter()
+            .map(|p| SftRecord::PromptCompletion {
+                prompt: prompt(p),
+                completion: solution(p),
+            })
+            .collect()
+    };
+    let sft = SftSettings {
+        epochs: 1000, // max_steps ends it
+        max_steps: s.warmup_steps,
+        batch_size: s.warmup_batch,
+        encode: EncodeSettings {
+            format: PromptFormat::Raw,
+            max_len: 128,
+            ..Default::default()
+        },
+        optim: AdamWSettings {
+            lr: s.warmup_lr,
+            warmup_steps: 10,
+            ..Default::default()
+        },
+        seed: s.seed ^ 0x5EED,
+        ..Default::default()
+    };
+    let (train_enc, _) = encode_all(&records(train), tok, &sft.encode)?;
+    let (held_enc, _) = encode_all(&records(held_out), tok, &sft.encode)?;
+    let eos = tok.eos_id().unwrap_or(0);
+    let mut trainer = SftTrainer::new(sft, model, train_enc, held_enc, eos)?;
+    let held_out_loss_initial = trainer.held_out_loss()?;
+    while trainer.step()?.is_some() {
+        tick();
+    }
+    let held_out_loss_after_sft = trainer.held_out_loss()?;
+    Ok((
+        trainer.into_model(),
+        held_out_loss_initial,
+        held_out_loss_after_sft,
+    ))
 }
 
 /// Run the whole demo, writing into `out`.
@@ -378,40 +436,10 @@ pub fn run(
     on_event(Event::Tick);
     // Warm-up: SFT (loss on solution tokens only) on worked solutions, stopped early.
     on_event(Event::Phase("warm-up (sft)", s.warmup_steps));
-    let records = |ps: &[Problem]| -> Vec<SftRecord> {
-        ps.iter()
-            .map(|p| SftRecord::PromptCompletion {
-                prompt: prompt(p),
-                completion: solution(p),
-            })
-            .collect()
-    };
-    let sft = SftSettings {
-        epochs: 1000, // max_steps ends it
-        max_steps: s.warmup_steps,
-        batch_size: s.warmup_batch,
-        encode: EncodeSettings {
-            format: PromptFormat::Raw,
-            max_len: 128,
-            ..Default::default()
-        },
-        optim: AdamWSettings {
-            lr: s.warmup_lr,
-            warmup_steps: 10,
-            ..Default::default()
-        },
-        seed: s.seed ^ 0x5EED,
-        ..Default::default()
-    };
-    let (train_enc, _) = encode_all(&records(train), &tok, &sft.encode)?;
-    let (held_enc, _) = encode_all(&records(held_out), &tok, &sft.encode)?;
-    let mut trainer = SftTrainer::new(sft, model, train_enc, held_enc, eos)?;
-    let held_out_loss_initial = trainer.held_out_loss()?;
-    while trainer.step()?.is_some() {
-        on_event(Event::Tick);
-    }
-    let held_out_loss_after_sft = trainer.held_out_loss()?;
-    let model = trainer.into_model();
+    let (model, held_out_loss_initial, held_out_loss_after_sft) =
+        warm_up(model, &tok, train, held_out, s, &mut || {
+            on_event(Event::Tick)
+        })?;
     on_event(Event::Phase("eval (before)", 1));
     let before = evaluate(&model.inference_copy(), &tok, held_out, s, eos)?;
     on_event(Event::Tick);

@@ -8,4 +8,5 @@ pub mod demo;
 pub mod engines;
 pub mod plots;
 pub mod run;
+pub mod supervision;
 pub mod traces;

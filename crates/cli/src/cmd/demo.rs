@@ -30,9 +30,46 @@ pub struct Args {
     /// Override the warm-up learning rate.
     #[arg(long)]
     warmup_lr: Option<f64>,
+    /// Instead of the demo: GRPO from the warmed-up policy with the rule reward, an outcome
+    /// reward model and a process reward model, same budget, held-out pass@1 curves over
+    /// `--seeds` (written to `--out`, default runs/supervision).
+    #[arg(long)]
+    compare_supervision: bool,
+    /// Seeds of the comparison.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+}
+
+fn compare_supervision(args: &Args) -> anyhow::Result<()> {
+    use reasonlab_recipe::supervision::{self, SupervisionEvent, SupervisionSettings};
+    let mut s = SupervisionSettings::new(args.seeds.clone());
+    if let Some(v) = args.grpo_steps {
+        s.steps = v;
+    }
+    if let Some(v) = args.grpo_lr {
+        s.demo.grpo_lr = v;
+    }
+    let out = if args.out.as_os_str() == "runs/demo" {
+        supervision::default_out()
+    } else {
+        args.out.clone()
+    };
+    let summary = supervision::run(&out, &s, &mut |e| match e {
+        SupervisionEvent::Phase(seed, phase) => eprintln!("seed {seed}: {phase}"),
+        SupervisionEvent::Point(p) => eprintln!(
+            "seed {}: {:?} step {:>3} pass@1 {:.3}",
+            p.seed, p.arm, p.step, p.pass1
+        ),
+    })?;
+    print!("{}", supervision::render_markdown(&summary));
+    println!("{:.0}s → {}", summary.seconds, out.display());
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.compare_supervision {
+        return compare_supervision(&args);
+    }
     let mut settings = if args.quick {
         DemoSettings::quick(args.seed)
     } else {
