@@ -130,6 +130,21 @@ fn metric_keys(run: &RunResults) -> Vec<MetricKey> {
             .filter(|&&k| k > 1)
             .map(|&k| MetricKey::ConsAt(k)),
     );
+    // Best-of-N, when a reward model re-ranked the samples.
+    let ranked = run.benchmarks.iter().any(|b| {
+        b.scores
+            .metrics
+            .keys()
+            .any(|m| matches!(m, MetricKey::BestOfAt(_)))
+    });
+    if ranked {
+        keys.extend(
+            run.ks
+                .iter()
+                .filter(|&&k| k > 1)
+                .map(|&k| MetricKey::BestOfAt(k)),
+        );
+    }
     keys
 }
 

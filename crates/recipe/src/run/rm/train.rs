@@ -153,10 +153,14 @@ pub fn run(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RmSummary, RunError> {
     let tok = Tokenizer::from_dir(&cfg.model)?;
-    let (mut train, mut too_long) = read_examples(&cfg.data, &cfg.rm, &tok, true, bad)?;
+    // Nothing longer than the model's context reaches it.
+    let context = reasonlab_model::ModelConfig::from_dir(&cfg.model)?.max_position_embeddings;
+    let mut settings = cfg.rm.clone();
+    settings.encode.max_length = settings.encode.max_length.min(context);
+    let (mut train, mut too_long) = read_examples(&cfg.data, &settings, &tok, true, bad)?;
     let mut held = match &cfg.eval_data {
         Some(p) => {
-            let (h, n) = read_examples(p, &cfg.rm, &tok, false, bad)?;
+            let (h, n) = read_examples(p, &settings, &tok, false, bad)?;
             too_long += n;
             h
         }
@@ -175,8 +179,8 @@ pub fn run(
     }
     if too_long > 0 {
         on_event(Event::Note(format!(
-            "{too_long} examples over rm.encode.max_length = {} left out",
-            cfg.rm.encode.max_length
+            "{too_long} examples over {} tokens (rm.encode.max_length, at most the context) left out",
+            settings.encode.max_length
         )));
     }
     dir.write_config(cfg)?;
@@ -197,7 +201,7 @@ pub fn run(
     };
     let template = rm.clone();
     let mut trainer = RmTrainer::new(
-        cfg.rm.clone(),
+        settings,
         rm.head(),
         rm.model().clone(),
         train,
