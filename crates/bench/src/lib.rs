@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::{Model, PadSide, TokenBatch, bench_config, device_for};
@@ -57,6 +57,7 @@ from_errors!(
     reasonlab_reward::Error,
     reasonlab_serve::ClientError,
     reasonlab_serve::server::ServerError,
+    reasonlab_sandbox::SandboxError,
 );
 
 macro_rules! ensure {
@@ -120,6 +121,10 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     (
         "scripts/bench_trl_rm.py",
         include_bytes!("../../../scripts/bench_trl_rm.py"),
+    ),
+    (
+        "scripts/bench_sandbox_pool.py",
+        include_bytes!("../../../scripts/bench_sandbox_pool.py"),
     ),
     (
         "fixtures/tiny-qwen2/tokenizer.json",
@@ -847,6 +852,161 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
         Metric::higher("tokens_per_s"),
         &args.peer.json,
     )
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxBench {
+    /// The interpreter both sides run.
+    pub python: PathBuf,
+    /// Programs per throughput batch.
+    pub batch: usize,
+    /// Programs run one at a time for the latency percentiles.
+    pub latency_runs: usize,
+    /// Interpreters (ours) and pool workers (the peer's).
+    pub workers: usize,
+    pub peer: PeerFlags,
+}
+
+/// A trivial snippet and a typical program-of-thought GSM8K program.
+const SANDBOX_TRIVIAL: &str = "print(1 + 1)";
+const SANDBOX_GSM8K: &str = "def solution():
+    \"\"\"Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes
+    muffins for her friends every day with four. She sells the remainder at the farmers' market
+    daily for $2 per fresh duck egg. How much in dollars does she make every day?\"\"\"
+    eggs_per_day = 16
+    eaten = 3
+    baked = 4
+    remaining = eggs_per_day - eaten - baked
+    price_per_egg = 2
+    result = remaining * price_per_egg
+    return result
+
+print(solution())
+";
+
+/// The sandbox's warm pool against the evaluation harnesses' process-pool executor: throughput
+/// over a batch and p50/p99 latency of one program at a time, for a trivial snippet and a
+/// GSM8K program.
+pub fn sandbox(args: &SandboxBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    use reasonlab_sandbox::{Isolation, Limits, Sandbox};
+    let limits = Limits {
+        timeout: Duration::from_secs(5),
+        preload: vec![],
+        ..Limits::default()
+    };
+    let sb = Sandbox::new(&args.python, limits, Isolation::Required, args.workers)?;
+    let active: Vec<&str> = sb
+        .probe()
+        .protections()
+        .into_iter()
+        .filter(|p| p.active)
+        .map(|p| p.name)
+        .collect();
+    let mut ours = json!({
+        "workers": args.workers,
+        "python": sb.probe().python_version,
+        "protections": active,
+    });
+    for (name, code) in [("trivial", SANDBOX_TRIVIAL), ("gsm8k", SANDBOX_GSM8K)] {
+        let expect = sb.run(code)?;
+        ensure!(expect.ok(), "{name}: {}", expect.stderr);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let started = Instant::now();
+        let failures = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..args.workers.max(1) {
+                s.spawn(|| {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < args.batch {
+                        let ok = sb
+                            .run(code)
+                            .map(|o| o.stdout == expect.stdout)
+                            .unwrap_or(false);
+                        if !ok {
+                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let per_s = args.batch as f64 / started.elapsed().as_secs_f64();
+        ensure!(
+            failures.into_inner() == 0,
+            "{name}: some runs gave another output"
+        );
+        let mut lat = Vec::with_capacity(args.latency_runs);
+        for _ in 0..args.latency_runs {
+            let t = Instant::now();
+            sb.run(code)?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        let pick = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+        ours[format!("{name}_per_s")] = json!(per_s);
+        ours[format!("{name}_p50_ms")] = json!(pick(0.5));
+        ours[format!("{name}_p99_ms")] = json!(pick(0.99));
+        ours[format!("{name}_output")] = json!(expect.stdout);
+    }
+    let snippets = std::env::temp_dir().join(format!(
+        "reasonlab-bench-sandbox-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &snippets,
+        json!({"trivial": SANDBOX_TRIVIAL, "gsm8k": SANDBOX_GSM8K, "batch": args.batch})
+            .to_string(),
+    )?;
+    let assets = Assets::unpack()?;
+    let peer = run_peer(
+        args.peer.peer_json.as_deref(),
+        args.peer.peer_python.as_deref(),
+        &[
+            &assets
+                .path("scripts/bench_sandbox_pool.py")
+                .display()
+                .to_string(),
+            "--snippets",
+            &snippets.display().to_string(),
+            "--workers",
+            &args.workers.to_string(),
+            "--latency-runs",
+            &args.latency_runs.to_string(),
+        ],
+    );
+    std::fs::remove_file(&snippets).ok();
+    let peer = peer?;
+    writeln!(out, "reasonlab: {ours}")?;
+    match &peer {
+        Some(p) => {
+            writeln!(out, "peer:      {p}")?;
+            writeln!(
+                out,
+                "\n| program | reasonlab runs/s | peer runs/s | ratio | reasonlab p50 / p99 ms | peer p50 / p99 ms |"
+            )?;
+            writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+            for name in ["trivial", "gsm8k"] {
+                let g = |v: &Value, k: &str| v[format!("{name}_{k}")].as_f64().unwrap_or(f64::NAN);
+                writeln!(
+                    out,
+                    "| {name} | {:.0} | {:.0} | {:.2}x | {:.2} / {:.2} | {:.2} / {:.2} |",
+                    g(&ours, "per_s"),
+                    g(p, "per_s"),
+                    g(&ours, "per_s") / g(p, "per_s"),
+                    g(&ours, "p50_ms"),
+                    g(&ours, "p99_ms"),
+                    g(p, "p50_ms"),
+                    g(p, "p99_ms"),
+                )?;
+            }
+        }
+        None => writeln!(
+            out,
+            "(peer not run: pass --peer-python PY, a Python with pebble, for the ratio)"
+        )?,
+    }
+    if let Some(path) = &args.peer.json {
+        std::fs::write(path, ours.to_string())?;
+    }
+    Ok(())
 }
 
 /// `reasonlab serve` on loopback under `requests` concurrent requests: p50/p99 latency and

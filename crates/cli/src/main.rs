@@ -63,9 +63,12 @@ enum Command {
     Distill(cmd::distill::Args),
     /// GRPO (R1-Zero, DeepSeekMath, Dr. GRPO, DAPO, GSPO presets) on a local HF checkpoint.
     Grpo(cmd::grpo::Args),
-    /// Reward models: score completions with an outcome reward model.
+    /// Reward models: Math-Shepherd process labels, training (outcome or process), scoring.
     #[command(subcommand)]
     Rm(cmd::rm::RmCommand),
+    /// The code sandbox for model-written Python: check the protections, run a program.
+    #[command(subcommand)]
+    Sandbox(cmd::sandbox::SandboxCommand),
     /// Evaluate on benchmarks (pass@1, pass@k, cons@k), re-score offline, compare runs.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
@@ -103,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Grpo(args) => cmd::grpo::run(args),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Rm(c) => cmd::rm::run(c),
+        Command::Sandbox(c) => cmd::sandbox::run(c),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Classifier(c) => cmd::corpus::run_classifier(c),
         Command::Curate(c) => cmd::corpus::run_curate(c),

@@ -22,6 +22,9 @@ pub enum BenchCommand {
     Rm(RmArgs),
     /// `reasonlab serve` on loopback under N concurrent requests: p50/p99 latency, tokens/s.
     Serve(ServeArgs),
+    /// The code sandbox's warm pool against the evaluation harnesses' process-pool executor:
+    /// runs/s and p50/p99 latency for a trivial snippet and a GSM8K program.
+    Sandbox(SandboxArgs),
     /// fastText-compatible classifier against fastText 0.9 (see docs/corpus.md).
     Classifier(crate::cmd::corpus::BenchClassifierArgs),
     /// MinHash signatures against datasketch (see docs/corpus.md).
@@ -162,6 +165,24 @@ pub struct RmArgs {
     peer: PeerFlags,
 }
 
+#[derive(clap::Args, Clone)]
+pub struct SandboxArgs {
+    /// The Python both sides run (the peer's needs pebble; see --peer-python).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Programs per throughput batch (a 500-problem benchmark × 8 samples is 4,000).
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
+    /// Programs run one at a time for the latency percentiles.
+    #[arg(long, default_value_t = 200)]
+    latency_runs: usize,
+    /// Interpreters (ours) and pool workers (the peer's).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[command(flatten)]
+    peer: PeerFlags,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy)]
 pub enum RmObjectiveArg {
     Pairwise,
@@ -187,6 +208,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 },
                 examples: a.examples,
                 batch: a.batch,
+                peer: a.peer.config(),
+            },
+            out,
+        )?,
+        BenchCommand::Sandbox(a) => bench::sandbox(
+            &bench::SandboxBench {
+                python: a.python.clone(),
+                batch: a.batch,
+                latency_runs: a.latency_runs,
+                workers: a.workers,
                 peer: a.peer.config(),
             },
             out,

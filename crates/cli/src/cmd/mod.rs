@@ -13,6 +13,7 @@ pub mod pretrain;
 pub mod rm;
 pub mod runcfg;
 pub mod sample;
+pub mod sandbox;
 pub mod serve;
 pub mod sft;
 pub mod source;
