@@ -63,7 +63,10 @@ impl Message {
     }
 }
 
-/// What is sent to the model: raw text to continue, or chat messages to render.
+/// What is sent to the model: raw text to continue, or chat messages to render. Messages that
+/// end with an assistant message ask the model to continue that message (no end of turn, no
+/// new generation prompt), as vLLM's `continue_final_message` does: that is how a tool's
+/// output goes back into a chat completion.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Prompt {

@@ -31,7 +31,21 @@ pub enum PromptTemplate {
     /// One user message, `problem + "\n" + instruction` (English or Chinese by benchmark), to be
     /// rendered with the model's own chat template by the generator.
     Chat,
+    /// Tool-integrated reasoning: one user message with Qwen2.5-Math's tool-integrated
+    /// instruction (interleave reasoning with Python, answer in `\boxed{}`); for `--tools tora`.
+    Tool,
+    /// Program of thought: one user message asking for a Python program that prints the
+    /// answer; for `--tools pot`.
+    Pot,
 }
+
+/// Qwen2.5-Math's tool-integrated reasoning instruction.
+pub const TOOL_INSTRUCTION: &str = "Please integrate natural language reasoning with programs to \
+solve the problem above, and put your final answer within \\boxed{}.";
+
+/// The program-of-thought instruction.
+pub const POT_INSTRUCTION: &str = "Write a Python program that solves the problem above and \
+prints the final answer.";
 
 /// A rendered prompt and the stop strings it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +62,8 @@ impl PromptTemplate {
             PromptTemplate::FewshotCot => "fewshot-cot",
             PromptTemplate::Plain => "plain",
             PromptTemplate::Chat => "chat",
+            PromptTemplate::Tool => "tool",
+            PromptTemplate::Pot => "pot",
         }
     }
 
@@ -57,6 +73,8 @@ impl PromptTemplate {
             "fewshot-cot" | "few-shot-cot" | "fewshot" | "cot" => Ok(PromptTemplate::FewshotCot),
             "plain" => Ok(PromptTemplate::Plain),
             "chat" => Ok(PromptTemplate::Chat),
+            "tool" | "tir" | "tora" => Ok(PromptTemplate::Tool),
+            "pot" => Ok(PromptTemplate::Pot),
             _ => Err(EvalError::UnknownTemplate {
                 name: name.to_string(),
             }),
@@ -78,6 +96,19 @@ impl PromptTemplate {
                 let instruction = match language {
                     Language::En => R1_INSTRUCTION,
                     Language::Zh => ZH_INSTRUCTION,
+                };
+                RenderedPrompt {
+                    input: Prompt::Messages(vec![Message::user(format!(
+                        "{problem}\n{instruction}"
+                    ))]),
+                    stop: Vec::new(),
+                }
+            }
+            PromptTemplate::Tool | PromptTemplate::Pot => {
+                let instruction = if self == PromptTemplate::Tool {
+                    TOOL_INSTRUCTION
+                } else {
+                    POT_INSTRUCTION
                 };
                 RenderedPrompt {
                     input: Prompt::Messages(vec![Message::user(format!(

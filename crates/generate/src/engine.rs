@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use reasonlab_core::engine::{
-    Engine, EngineError, ModelInfo, Output, Prompt, Request, Sample, Sampling, TokenLogprob,
+    Engine, EngineError, ModelInfo, Output, Prompt, Request, Role, Sample, Sampling, TokenLogprob,
     model_dir_hash,
 };
 use reasonlab_model::{BackendKind, Model, ModelError, device_for};
@@ -99,11 +99,19 @@ impl LocalEngine {
     }
 
     /// The prompt's token ids: text as is (with the tokenizer's special tokens), messages
-    /// through the chat template with the generation prompt.
+    /// through the chat template with the generation prompt. Messages ending with an assistant
+    /// message continue it: the earlier messages with the generation prompt, then that
+    /// message's text, with no end of turn (vLLM's `continue_final_message`).
     pub fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, TokenizeError> {
         match prompt {
             Prompt::Text(t) => self.tokenizer.encode(t, true),
-            Prompt::Messages(m) => self.tokenizer.encode_chat(m, true),
+            Prompt::Messages(m) => match m.split_last() {
+                Some((last, head)) if last.role == Role::Assistant => {
+                    let text = self.tokenizer.render_chat(head, true)? + &last.content;
+                    self.tokenizer.encode(&text, false)
+                }
+                _ => self.tokenizer.encode_chat(m, true),
+            },
         }
     }
 

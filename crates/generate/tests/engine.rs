@@ -206,3 +206,21 @@ fn prompts_longer_than_the_context_are_rejected() {
     let e = generate(&model, None, &[vec![]], 1, &greedy(10), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
 }
+
+#[test]
+fn a_final_assistant_message_is_continued() {
+    use reasonlab_core::engine::{Message, Prompt};
+    let engine =
+        reasonlab_generate::LocalEngine::load(&fixture("tiny-qwen2"), Default::default()).unwrap();
+    let tok = Tokenizer::from_dir(&fixture("tiny-qwen2")).unwrap();
+    let question = vec![Message::user("What is 6 * 7?")];
+    let partial = "Let me compute.\n```output\n42\n```\n";
+    let mut continued = question.clone();
+    continued.push(Message::assistant(partial));
+    let ids = engine.encode(&Prompt::Messages(continued)).unwrap();
+    let text = tok.render_chat(&question, true).unwrap() + partial;
+    assert_eq!(ids, tok.encode(&text, false).unwrap());
+    // Not a closed turn followed by a new generation prompt.
+    let closed = tok.encode_chat(&[question[0].clone(), Message::assistant(partial)], true);
+    assert_ne!(ids, closed.unwrap());
+}

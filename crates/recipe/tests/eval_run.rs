@@ -29,6 +29,7 @@ fn eval_run_folder_reads_back_and_resumes() {
         engine: EngineSpec::local(root.join("fixtures/tiny-qwen2")),
         eval: cfg,
         rerank: None,
+        tools: None,
     };
     let dir = RunDir::create(&run.out).unwrap();
     let first = eval::run(&run, &dir, tmp.path(), &mut |_| {}).unwrap();

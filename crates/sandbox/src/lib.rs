@@ -28,6 +28,7 @@
 
 mod landlock;
 mod seccomp;
+pub mod tools;
 mod worker;
 
 use std::path::{Path, PathBuf};

@@ -243,6 +243,14 @@ impl OpenAiClient {
         };
         let chat = matches!(req.prompt, Prompt::Messages(_));
         let obj = body.as_object_mut().expect("json! object");
+        // A final assistant message is continued (vLLM's and reasonlab serve's reading).
+        if let Prompt::Messages(m) = &req.prompt
+            && m.last()
+                .is_some_and(|l| l.role == reasonlab_core::engine::Role::Assistant)
+        {
+            obj.insert("continue_final_message".into(), json!(true));
+            obj.insert("add_generation_prompt".into(), json!(false));
+        }
         obj.insert("n".into(), json!(n));
         obj.insert("temperature".into(), json!(s.temperature));
         obj.insert("top_p".into(), json!(s.top_p));

@@ -96,6 +96,8 @@ pub enum RunError {
     Reward(#[from] reasonlab_reward::Error),
     #[error(transparent)]
     Engine(#[from] crate::engines::EngineSpecError),
+    #[error(transparent)]
+    Sandbox(#[from] reasonlab_sandbox::SandboxError),
 }
 
 pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
