@@ -264,3 +264,28 @@ fn iterative_rl_relabels_steps_for_a_process_model() {
     let err = GrpoConfig::load(&path).unwrap_err().to_string();
     assert!(err.contains("one reward model"), "{err}");
 }
+
+#[test]
+fn a_tool_integrated_run_trains_the_tiny_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = (1..5).map(short).collect();
+    let cfg = config(
+        tmp.path(),
+        &rows,
+        "[tools]\nformat = \"tora\"\nmax_calls = 2\n[tools.limits]\ntimeout = 5\npreload = []\n",
+    );
+    assert!(cfg.tools.is_some());
+    let dir = RunDir::create(&cfg.out).unwrap();
+    let summary = grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {}).unwrap_or_else(|e| {
+        panic!("tool-integrated GRPO (needs the sandbox: python3, Landlock, seccomp): {e}")
+    });
+    assert_eq!(summary.steps, 4);
+    let metrics = std::fs::read_to_string(dir.metrics()).unwrap();
+    for line in metrics.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(m["tool_calls"].as_f64().is_some(), "{line}");
+    }
+    let resolved = std::fs::read_to_string(dir.config()).unwrap();
+    assert!(resolved.contains("[tools]"), "{resolved}");
+    assert_eq!(GrpoConfig::load(&dir.config()).unwrap().tools, cfg.tools);
+}

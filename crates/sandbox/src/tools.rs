@@ -109,6 +109,33 @@ impl ToolFormat {
         }
     }
 
+    /// Byte ranges of the output blocks the tool calls appended to `text` (wrapper included):
+    /// text the model did not write, left out of a policy-gradient loss.
+    pub fn output_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        let (open, close) = match self {
+            ToolFormat::Pot | ToolFormat::Tora => {
+                (format!("{FENCE_OUT}\n"), format!("\n{FENCE}\n"))
+            }
+            ToolFormat::Tags {
+                output_open,
+                output_close,
+                ..
+            } => (output_open.clone(), output_close.clone()),
+        };
+        let mut spans = Vec::new();
+        let mut from = 0;
+        while let Some(i) = text[from..].find(open.as_str()) {
+            let start = from + i;
+            let body = start + open.len();
+            let end = text[body..]
+                .find(close.as_str())
+                .map_or(text.len(), |j| body + j + close.len());
+            spans.push(start..end);
+            from = end;
+        }
+        spans
+    }
+
     /// Output blocks in a completion (one per tool call).
     pub fn count_outputs(&self, text: &str) -> usize {
         match self {

@@ -467,3 +467,82 @@ fn a_process_reward_lowers_only_the_tokens_up_to_the_penalised_step() {
         "the third step has tokens"
     );
 }
+
+/// Writes a python block first; once the interpreter's output is in the context, boxes it.
+struct ToolUser;
+
+impl Engine for ToolUser {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            name: "tool-user".into(),
+            hash: "0".into(),
+            location: "memory".into(),
+        }
+    }
+    fn generate_streaming(
+        &self,
+        requests: &[Request],
+        _: &mut dyn FnMut(usize, usize, &str),
+    ) -> Vec<Result<Output, EngineError>> {
+        requests
+            .iter()
+            .map(|r| {
+                let reasonlab_core::engine::Prompt::Text(p) = &r.prompt else {
+                    panic!("text prompts")
+                };
+                let text = if p.contains("```output\n4\n```") {
+                    " so \\boxed{4}"
+                } else {
+                    "```python\nprint(2 + 2)\n```\n"
+                };
+                Ok(Output {
+                    prompt_tokens: 0,
+                    samples: (0..r.n)
+                        .map(|_| Completion {
+                            text: text.into(),
+                            finish_reason: FinishReason::Stop,
+                            completion_tokens: 3,
+                            logprobs: None,
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn tool_integrated_rollouts_run_code_and_train() {
+    use reasonlab_sandbox::tools::{ToolConfig, ToolFormat};
+    let cfg = reasonlab_reward::RewardConfig::from_toml(
+        "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\n",
+    )
+    .unwrap();
+    let rewards = cfg.build();
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "4")).collect();
+    let limits = reasonlab_sandbox::Limits {
+        preload: vec![],
+        ..Default::default()
+    };
+    let sandbox = reasonlab_sandbox::Sandbox::new(
+        "python3".as_ref(),
+        limits,
+        reasonlab_sandbox::Isolation::Required,
+        2,
+    )
+    .unwrap_or_else(|e| panic!("THE SANDBOX TESTS CANNOT RUN ON THIS MACHINE: {e}"));
+    let engine = ToolUser;
+    let mut t = trainer(settings(), &tok, &rewards)
+        .with_rollout_engine(&engine)
+        .with_tools(sandbox, ToolConfig::new(ToolFormat::Tora));
+    let (m, rollouts) = t.step(&tasks).unwrap();
+    for r in &rollouts {
+        assert_eq!(
+            r.completion,
+            "```python\nprint(2 + 2)\n```\n```output\n4\n```\n so \\boxed{4}"
+        );
+    }
+    assert_eq!(m.tool_calls, Some(1.0));
+    assert_eq!(m.accuracy, 1.0);
+}

@@ -62,6 +62,7 @@ use serde_json::{Map, Value};
 
 use reasonlab_train::rm::rewards::{OutcomeRewardModel, ProcessRewardModel, Squash};
 
+use super::eval::ToolSetup;
 use super::iterative::{IterativeConfig, IterativeFile};
 use super::rm::HeadSpec;
 use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
@@ -119,6 +120,9 @@ pub struct GrpoFile {
     pub reward_model: Vec<RewardModelSpec>,
     #[serde(default)]
     pub iterative: Option<IterativeFile>,
+    /// Tool-integrated rollouts: the code the completions write runs in the sandbox.
+    #[serde(default)]
+    pub tools: Option<ToolSetup>,
     #[serde(default)]
     pub grpo: toml::Table,
 }
@@ -240,6 +244,8 @@ pub struct GrpoConfig {
     pub reward_model: Vec<RewardModelSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iterative: Option<IterativeConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolSetup>,
     pub grpo: GrpoSettings,
 }
 
@@ -288,6 +294,7 @@ impl GrpoConfig {
                 .as_ref()
                 .map(|i| IterativeConfig::resolve(i, &file.reward_model))
                 .transpose()?,
+            tools: file.tools.clone(),
             grpo,
         })
     }
@@ -557,6 +564,9 @@ pub(crate) fn segment(
     }
     if let Some(p) = &process {
         trainer = trainer.with_process_reward(p);
+    }
+    if let Some(t) = &cfg.tools {
+        trainer = trainer.with_tools(t.sandbox()?, t.config());
     }
     let mut resumed_from_step = None;
     if let Some(ckpt) = &resume_from {

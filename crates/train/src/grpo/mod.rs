@@ -11,11 +11,13 @@ pub mod loss;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use reasonlab_core::engine::{Engine, Prompt, Request, Sampling};
-use reasonlab_generate::{Completion, FinishReason, SamplingParams, generate};
+use reasonlab_core::engine::{Engine, ModelInfo, Prompt, Request, Sampling};
+use reasonlab_generate::{Completion, FinishReason, LocalEngine, SamplingParams, generate};
 use reasonlab_model::tensor::{Device, Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, PadSide, TokenBatch};
 use reasonlab_reward::{ProcessReward, RewardKind, Sample, StepScore, WeightedSum};
+use reasonlab_sandbox::Sandbox;
+use reasonlab_sandbox::tools::{ToolConfig, ToolEngine};
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -226,6 +228,9 @@ pub struct StepMetrics {
     pub train_tokens_per_s: f64,
     pub step_seconds: f64,
     pub skipped: bool,
+    /// Tool calls per completion, with tools on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<f64>,
 }
 
 /// A sampled completion, for `completions.jsonl`.
@@ -292,6 +297,8 @@ struct SampledGroup {
     parts: Vec<RewardParts>,
     /// Step rewards by token, when a process reward is on.
     steps: Option<Vec<StepRewards>>,
+    /// Per completion, token ranges left out of the loss (tool outputs).
+    masked: Vec<Vec<std::ops::Range<usize>>>,
 }
 
 /// The rollout and score phases' result: the groups that train, and what was seen on the way.
@@ -372,6 +379,36 @@ fn token_ends(
     Ok(ends)
 }
 
+/// The fewest leading tokens of `ids` that decode to at least `byte` bytes.
+fn tokens_covering(tokenizer: &Tokenizer, ids: &[u32], byte: usize) -> Result<usize, GrpoError> {
+    let (mut lo, mut hi) = (0usize, ids.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if tokenizer.decode(&ids[..mid], true)?.len() >= byte {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
+/// The token ranges of a completion's tool-output blocks.
+fn tool_token_spans(
+    tokenizer: &Tokenizer,
+    c: &Completion,
+    cfg: &ToolConfig,
+) -> Result<Vec<std::ops::Range<usize>>, GrpoError> {
+    cfg.format
+        .output_spans(&c.text)
+        .into_iter()
+        .map(|r| {
+            Ok(tokens_covering(tokenizer, &c.token_ids, r.start)?
+                ..tokens_covering(tokenizer, &c.token_ids, r.end)?)
+        })
+        .collect()
+}
+
 fn tensor(values: Vec<f32>, b: usize, l: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [b, l]), device)
 }
@@ -389,6 +426,8 @@ pub struct GrpoTrainer<'a> {
     engine: Option<&'a dyn Engine>,
     /// A reward at every step end (process supervision), on top of the outcome rewards.
     process: Option<&'a dyn ProcessReward>,
+    /// Tool use in rollouts: the sandbox runs the code completions write.
+    tools: Option<(Sandbox, ToolConfig)>,
     state: GrpoState,
     bad_steps: usize,
 }
@@ -424,6 +463,7 @@ impl<'a> GrpoTrainer<'a> {
             rewards,
             engine: None,
             process: None,
+            tools: None,
             state: GrpoState::default(),
             bad_steps: 0,
         })
@@ -435,6 +475,15 @@ impl<'a> GrpoTrainer<'a> {
     /// it serves the weights the trainer holds (see the GRPO docs).
     pub fn with_rollout_engine(mut self, engine: &'a dyn Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+
+    /// Tool-integrated rollouts: the code the completions write runs in `sandbox` and its output
+    /// goes back into the completion ([`ToolEngine`], around the rollout engine or the policy
+    /// itself). The output blocks are left out of the loss: the policy is trained on the tokens
+    /// it wrote, not on the interpreter's.
+    pub fn with_tools(mut self, sandbox: Sandbox, cfg: ToolConfig) -> Self {
+        self.tools = Some((sandbox, cfg));
         self
     }
 
@@ -581,6 +630,13 @@ impl<'a> GrpoTrainer<'a> {
                     out.zero_variance += 1;
                 }
                 if varies || s.dynamic_sampling_rounds == 0 || last_round {
+                    let masked = match &self.tools {
+                        Some((_, cfg)) => comps
+                            .iter()
+                            .map(|c| tool_token_spans(self.tokenizer, c, cfg))
+                            .collect::<Result<_, _>>()?,
+                        None => vec![Vec::new(); comps.len()],
+                    };
                     out.groups.push(SampledGroup {
                         task,
                         prompt,
@@ -588,6 +644,7 @@ impl<'a> GrpoTrainer<'a> {
                         totals,
                         parts,
                         steps,
+                        masked,
                     });
                 }
             }
@@ -606,7 +663,33 @@ impl<'a> GrpoTrainer<'a> {
         let s = &self.settings;
         let g = s.group_size;
         let eos: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
-        let Some(engine) = self.engine else {
+        // With tools, rollouts go through a tool engine around the rollout engine, or around
+        // the policy as it is now.
+        let policy_engine;
+        let tool_engine;
+        let engine: Option<&dyn Engine> = match (&self.tools, self.engine) {
+            (Some((sandbox, cfg)), inner) => {
+                let inner: &dyn Engine = match inner {
+                    Some(e) => e,
+                    None => {
+                        policy_engine = LocalEngine::new(
+                            actor.clone(),
+                            self.tokenizer.clone(),
+                            ModelInfo {
+                                name: "policy".into(),
+                                hash: String::new(),
+                                location: String::new(),
+                            },
+                        );
+                        &policy_engine
+                    }
+                };
+                tool_engine = ToolEngine::new(inner, sandbox.clone(), cfg.clone());
+                Some(&tool_engine)
+            }
+            (None, e) => e,
+        };
+        let Some(engine) = engine else {
             let params = SamplingParams {
                 temperature: s.temperature,
                 top_p: s.top_p,
@@ -727,8 +810,10 @@ impl<'a> GrpoTrainer<'a> {
         let s = &self.settings;
         let mut seqs = Vec::new();
         let mut spans = Vec::new(); // (prompt_len, completion_len, truncated)
+        let mut masked: Vec<&[std::ops::Range<usize>]> = Vec::new();
         for group in groups {
-            for c in &group.comps {
+            for (c, m) in group.comps.iter().zip(&group.masked) {
+                masked.push(m);
                 let mut seq = group.prompt.clone();
                 seq.extend(&c.token_ids);
                 let truncated = c.finish_reason == FinishReason::Length;
@@ -770,6 +855,9 @@ impl<'a> GrpoTrainer<'a> {
                     continue;
                 }
                 for k in 0..n {
+                    if masked[i].iter().any(|r| r.contains(&k)) {
+                        continue; // a tool's output: not the policy's tokens
+                    }
                     let at = row * l + p + k - 1;
                     mask[at] = 1.0;
                     adv[at] = match token_advantages {
@@ -958,6 +1046,14 @@ impl<'a> GrpoTrainer<'a> {
             train_tokens_per_s: (batch.seq_tokens * s.mu) as f64 / update.seconds.max(1e-9),
             step_seconds: started.elapsed().as_secs_f64(),
             skipped: update.skipped,
+            tool_calls: self.tools.as_ref().map(|(_, cfg)| {
+                let comps = sampled.groups.iter().flat_map(|g| &g.comps);
+                let calls: usize = comps
+                    .clone()
+                    .map(|c| cfg.format.count_outputs(&c.text))
+                    .sum();
+                calls as f64 / comps.count().max(1) as f64
+            }),
         }
     }
 }
@@ -974,4 +1070,35 @@ fn samples_of<'a>(task: &'a Task, comps: &'a [Completion]) -> Vec<Sample<'a>> {
             extra: Some(&task.extra),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reasonlab_sandbox::tools::ToolFormat;
+
+    #[test]
+    fn tool_outputs_are_the_masked_tokens() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2");
+        let tok = Tokenizer::from_dir(&dir).unwrap();
+        let text = "Compute.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo 42.";
+        let c = Completion {
+            prompt_index: 0,
+            sample_index: 0,
+            token_ids: tok.encode(text, false).unwrap(),
+            text: text.into(),
+            finish_reason: FinishReason::Stop,
+            logprobs: None,
+        };
+        let spans = tool_token_spans(&tok, &c, &ToolConfig::new(ToolFormat::Tora)).unwrap();
+        assert_eq!(spans.len(), 1);
+        let masked = tok.decode(&c.token_ids[spans[0].clone()], true).unwrap();
+        assert_eq!(masked, "```output\n42\n```\n");
+        let kept: Vec<u32> = (0..c.token_ids.len())
+            .filter(|k| !spans[0].contains(k))
+            .map(|k| c.token_ids[k])
+            .collect();
+        assert!(tok.decode(&kept, true).unwrap().starts_with("Compute."));
+    }
 }
