@@ -289,3 +289,27 @@ fn a_tool_integrated_run_trains_the_tiny_model() {
     assert!(resolved.contains("[tools]"), "{resolved}");
     assert_eq!(GrpoConfig::load(&dir.config()).unwrap().tools, cfg.tools);
 }
+
+#[test]
+fn code_rewards_join_the_weighted_sum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = (1..5).map(short).collect();
+    let cfg = config(
+        tmp.path(),
+        &rows,
+        "[[code_reward]]\nkind = \"pot_answer\"\nweight = 0.5\n[code_reward.sandbox]\nformat = \"pot\"\n[code_reward.sandbox.limits]\npreload = []\n",
+    );
+    assert_eq!(cfg.code_reward.len(), 1);
+    let dir = RunDir::create(&cfg.out).unwrap();
+    grpo::run(&cfg, &dir, Resume::Fresh, &mut |_| {})
+        .unwrap_or_else(|e| panic!("GRPO with a code reward (needs the sandbox): {e}"));
+    let metrics = std::fs::read_to_string(dir.metrics()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    let names: Vec<&str> = first["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"pot_answer"), "{names:?}");
+}

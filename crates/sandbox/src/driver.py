@@ -141,6 +141,7 @@ def _run(ns, req):
             err.write(type(e).__name__ + "\n")
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        sys.stdin = sys.__stdin__
     truncated = out.truncated or err.truncated
     if stopped is None and truncated:
         stopped = "output"

@@ -27,6 +27,7 @@
 //! [`check`] reports what this machine offers.
 
 mod landlock;
+pub mod rewards;
 mod seccomp;
 pub mod tools;
 mod worker;

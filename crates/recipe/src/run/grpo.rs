@@ -67,6 +67,7 @@ use super::iterative::{IterativeConfig, IterativeFile};
 use super::rm::HeadSpec;
 use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
 use crate::engines::EngineSpec;
+use reasonlab_sandbox::rewards::{CodeTests, PotAnswer};
 
 pub use reasonlab_eval::template::R1_INSTRUCTION;
 
@@ -124,7 +125,68 @@ pub struct GrpoFile {
     #[serde(default)]
     pub tools: Option<ToolSetup>,
     #[serde(default)]
+    pub code_reward: Vec<CodeRewardSpec>,
+    #[serde(default)]
     pub grpo: toml::Table,
+}
+
+/// What a `[[code_reward]]` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeRewardKind {
+    /// DeepSeek-R1's code reward: the fraction of the row's test cases the program passes.
+    Tests,
+    /// Program of thought: the program's printed output against the gold answer.
+    PotAnswer,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A `[[code_reward]]` table: a reward that runs the completion's program in the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRewardSpec {
+    pub kind: CodeRewardKind,
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Output key (defaults to `code_tests` / `pot_answer`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The interpreter and the limits of every run.
+    #[serde(default)]
+    pub sandbox: Option<ToolSetup>,
+}
+
+impl CodeRewardSpec {
+    fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match self.kind {
+            CodeRewardKind::Tests => "code_tests".into(),
+            CodeRewardKind::PotAnswer => "pot_answer".into(),
+        })
+    }
+
+    /// Add the reward to `rewards`.
+    pub fn push_into(&self, rewards: &mut reasonlab_reward::WeightedSum) -> Result<(), RunError> {
+        if !self.weight.is_finite() {
+            return Err(RunError::Invalid(format!(
+                "[[code_reward]] {}: the weight must be finite",
+                self.name()
+            )));
+        }
+        let setup = self
+            .sandbox
+            .clone()
+            .unwrap_or_else(|| ToolSetup::new(reasonlab_sandbox::tools::ToolFormat::Pot));
+        let sandbox = setup.sandbox()?;
+        let reward: Box<dyn reasonlab_reward::Reward> = match self.kind {
+            CodeRewardKind::Tests => Box::new(CodeTests::new(self.name(), sandbox)),
+            CodeRewardKind::PotAnswer => Box::new(PotAnswer::new(self.name(), sandbox)),
+        };
+        rewards.push(self.name(), self.weight, reward);
+        Ok(())
+    }
 }
 
 /// Which supervision a reward model gives.
@@ -246,6 +308,8 @@ pub struct GrpoConfig {
     pub iterative: Option<IterativeConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolSetup>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub code_reward: Vec<CodeRewardSpec>,
     pub grpo: GrpoSettings,
 }
 
@@ -295,6 +359,7 @@ impl GrpoConfig {
                 .map(|i| IterativeConfig::resolve(i, &file.reward_model))
                 .transpose()?,
             tools: file.tools.clone(),
+            code_reward: file.code_reward.clone(),
             grpo,
         })
     }
@@ -498,6 +563,9 @@ pub(crate) fn segment(
     let rewards_cfg = reasonlab_reward::RewardConfig::load(&cfg.rewards)?;
     let mut rewards = rewards_cfg.build();
     let process = load_reward_models(&cfg.reward_model, &mut rewards)?;
+    for spec in &cfg.code_reward {
+        spec.push_into(&mut rewards)?;
+    }
     let resume_from = dir.resume_from(resume)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
