@@ -155,3 +155,29 @@ fn the_tool_setup_reads_from_toml() {
     assert!(matches!(tags.format, ToolFormat::Tags { .. }));
     assert!(toml::from_str::<ToolSetup>("format = \"tora\"\nbogus = 1\n").is_err());
 }
+
+#[test]
+fn tool_integrated_traces_for_sft() {
+    use reasonlab_recipe::run::sample::{SampleConfig, sample_with};
+    let bench = Benchmark::parse("gsm8k_test").unwrap();
+    let coder = Coder::new(&bench, false);
+    let mut setup = ToolSetup::new(ToolFormat::Tora);
+    setup.limits.preload = vec![];
+    let tools = ToolEngine::new(&coder, setup.sandbox().unwrap(), setup.config());
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg: SampleConfig = toml::from_str(&format!(
+        "data = \"gsm8k_test\"\ntemplate = \"tool\"\nk = 2\nlimit = 3\nout = {:?}\n\
+         [engine]\nmodel = \"unused\"\n[tools]\nformat = \"tora\"\n",
+        tmp.path().join("traces.jsonl")
+    ))
+    .unwrap();
+    assert!(cfg.tools.is_some());
+    let summary = sample_with(&tools, &cfg, &mut |_| {}).unwrap();
+    // The scripted model writes the same solution twice: one of each pair is a duplicate.
+    assert_eq!((summary.kept, summary.dropped_duplicate), (3, 3), "{summary:?}");
+    let traces = std::fs::read_to_string(tmp.path().join("traces.jsonl")).unwrap();
+    assert_eq!(traces.lines().count(), 3);
+    for line in traces.lines() {
+        assert!(line.contains("```output\\n"), "{line}");
+    }
+}

@@ -4,11 +4,8 @@ use std::path::PathBuf;
 
 use reasonlab_eval::{BadLines, Benchmark, EvalConfig, MetricKey, PromptTemplate, Sampling};
 use reasonlab_recipe::run::RunDir;
-use reasonlab_recipe::run::eval::ToolSetup;
 use reasonlab_recipe::run::eval::{self, EvalRun};
 use reasonlab_recipe::run::rm::{Aggregate, RerankSpec};
-use reasonlab_sandbox::Isolation;
-use reasonlab_sandbox::tools::ToolFormat;
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -66,29 +63,8 @@ pub struct RunArgs {
     /// How a process reward model's step scores combine for best-of-N.
     #[arg(long, value_enum, default_value = "min")]
     aggregate: AggregateArg,
-    /// Run the code the model writes in the sandbox: `pot` (the completion is a program; its
-    /// output is the answer) or `tora` (```python blocks interleaved with ```output blocks).
-    /// Pair with `--template pot` or `--template tool`.
-    #[arg(long, value_enum)]
-    tools: Option<ToolsArg>,
-    /// Tool calls per completion.
-    #[arg(long, default_value_t = 4)]
-    max_tool_calls: usize,
-    /// Wall-clock limit of one code block, seconds.
-    #[arg(long, default_value_t = 10.0)]
-    tool_timeout: f64,
-    /// The interpreter the sandbox runs.
-    #[arg(long, default_value = "python3")]
-    python: PathBuf,
-    /// Run tools even where Landlock or seccomp is missing (weaker isolation).
-    #[arg(long)]
-    allow_weak_isolation: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy)]
-pub enum ToolsArg {
-    Pot,
-    Tora,
+    #[command(flatten)]
+    tools: super::sandbox::ToolArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -171,27 +147,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             },
             separator: "\n".into(),
         }),
-        tools: match args.tools {
-            None => None,
-            Some(t) => {
-                anyhow::ensure!(
-                    args.tool_timeout.is_finite() && args.tool_timeout > 0.0,
-                    "--tool-timeout must be a positive number of seconds"
-                );
-                let mut setup = ToolSetup::new(match t {
-                    ToolsArg::Pot => ToolFormat::Pot,
-                    ToolsArg::Tora => ToolFormat::Tora,
-                });
-                setup.max_calls = args.max_tool_calls;
-                setup.python = args.python.clone();
-                setup.limits.timeout = std::time::Duration::from_secs_f64(args.tool_timeout);
-                setup.limits.cpu = std::time::Duration::from_secs_f64(args.tool_timeout.ceil());
-                if args.allow_weak_isolation {
-                    setup.isolation = Isolation::AcceptWeak;
-                }
-                Some(setup)
-            }
-        },
+        tools: args.tools.setup()?,
     };
     let dir = RunDir::create(&run.out)?;
     let results = eval::run(&run, &dir, std::path::Path::new("."), &mut |_| {})?;

@@ -49,10 +49,14 @@ pub struct Args {
     skip_bad_lines: bool,
     #[arg(long, value_enum, default_value_t = super::model::Backend::Flex)]
     backend: super::model::Backend,
+    #[command(flatten)]
+    tools: super::sandbox::ToolArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let tools = args.tools.setup()?;
     let cfg = GenerateConfig {
+        tools,
         model: args.model,
         backend: args.backend.into(),
         prompts: args.prompts,

@@ -63,6 +63,8 @@ pub struct Args {
     /// Output JSONL (a `.ledger.jsonl` beside it records finished problems).
     #[arg(long, short)]
     out: PathBuf,
+    #[command(flatten)]
+    tools: super::sandbox::ToolArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -99,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         limit: args.limit,
         chunk_size: args.chunk_size,
         out: args.out.clone(),
+        tools: args.tools.setup()?,
     };
     let mut printer = Printer::default();
     let summary = sample::run(&cfg, Path::new("."), &mut |e| printer.event(e))?;

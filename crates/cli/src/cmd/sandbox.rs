@@ -4,7 +4,61 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reasonlab_recipe::run::eval::ToolSetup;
+use reasonlab_sandbox::tools::ToolFormat;
 use reasonlab_sandbox::{Isolation, Limits, Sandbox};
+
+/// Tool use in generation (`eval run`, `sample`, `generate`).
+#[derive(clap::Args, Clone)]
+pub struct ToolArgs {
+    /// Run the code the model writes in the sandbox: `pot` (the completion is a program; its
+    /// output is appended) or `tora` (```python blocks interleaved with ```output blocks).
+    #[arg(long, value_enum)]
+    tools: Option<ToolsArg>,
+    /// Tool calls per completion.
+    #[arg(long, default_value_t = 4)]
+    max_tool_calls: usize,
+    /// Wall-clock limit of one code block, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    tool_timeout: f64,
+    /// The interpreter the sandbox runs.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Run tools even where Landlock or seccomp is missing (weaker isolation).
+    #[arg(long)]
+    allow_weak_isolation: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum ToolsArg {
+    Pot,
+    Tora,
+}
+
+impl ToolArgs {
+    /// The tool setup the flags ask for (`None` without `--tools`).
+    pub fn setup(&self) -> anyhow::Result<Option<ToolSetup>> {
+        let Some(t) = self.tools else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            self.tool_timeout.is_finite() && self.tool_timeout > 0.0,
+            "--tool-timeout must be a positive number of seconds"
+        );
+        let mut setup = ToolSetup::new(match t {
+            ToolsArg::Pot => ToolFormat::Pot,
+            ToolsArg::Tora => ToolFormat::Tora,
+        });
+        setup.max_calls = self.max_tool_calls;
+        setup.python = self.python.clone();
+        setup.limits.timeout = Duration::from_secs_f64(self.tool_timeout);
+        setup.limits.cpu = Duration::from_secs_f64(self.tool_timeout.ceil());
+        if self.allow_weak_isolation {
+            setup.isolation = Isolation::AcceptWeak;
+        }
+        Ok(Some(setup))
+    }
+}
 
 #[derive(clap::Subcommand)]
 pub enum SandboxCommand {

@@ -26,6 +26,7 @@ use reasonlab_eval::Benchmark;
 use reasonlab_train::sft::{SftRecord, SftSettings};
 use serde::{Deserialize, Serialize};
 
+use super::eval::ToolSetup;
 use super::sample::SampleConfig;
 use super::sft::SftSummary;
 use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay};
@@ -64,6 +65,9 @@ pub struct DistillFile {
     #[serde(default)]
     pub save_every: usize,
     pub teacher: EngineSpec,
+    /// The teacher's code runs in the sandbox: tool-integrated traces.
+    #[serde(default)]
+    pub tools: Option<ToolSetup>,
     #[serde(default)]
     pub sampling: toml::Table,
     #[serde(default)]
@@ -114,6 +118,7 @@ impl DistillConfig {
                 limit: c.limit,
                 chunk_size: c.chunk_size,
                 out: out.join("traces.jsonl"),
+                tools: c.tools.clone(),
             },
             sft: overlay(&SftSettings::default(), &c.sft, "sft")?,
             out,

@@ -4,13 +4,15 @@
 
 use std::path::PathBuf;
 
-use reasonlab_core::engine::{Message, Role};
+use reasonlab_core::engine::{Engine, Message, ModelInfo, Prompt, Request, Role, Sampling};
 use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
-use reasonlab_generate::{GenStats, SamplingParams, generate};
+use reasonlab_generate::{GenStats, LocalEngine, SamplingParams, generate};
 use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_sandbox::tools::ToolEngine;
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
 
+use super::eval::ToolSetup;
 use super::{Event, RunError, io};
 
 /// A generation job.
@@ -28,6 +30,8 @@ pub struct GenerateConfig {
     pub chat: bool,
     pub bad_lines: BadLines,
     pub sampling: SamplingParams,
+    /// Tool use: the completions' code runs in the sandbox and its output goes back into them.
+    pub tools: Option<ToolSetup>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +59,9 @@ pub fn run(
     let model = Model::load(&cfg.model, &device)?;
     let tok = Tokenizer::from_dir(&cfg.model)?;
     let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;
+    if let Some(t) = &cfg.tools {
+        return run_with_tools(cfg, t, model, tok, &lines);
+    }
     let mut prompts = Vec::with_capacity(lines.len());
     for (i, l) in lines.iter().enumerate() {
         let ids = match (&l.messages, l.prompt.as_ref().or(l.problem.as_ref())) {
@@ -112,5 +119,90 @@ pub fn run(
     Ok(GenerateSummary {
         completions: out.len(),
         stats,
+    })
+}
+
+/// [`run`] through the tool engine: every request's code blocks run in the sandbox.
+fn run_with_tools(
+    cfg: &GenerateConfig,
+    tools: &ToolSetup,
+    model: Model,
+    tok: Tokenizer,
+    lines: &[PromptLine],
+) -> Result<GenerateSummary, RunError> {
+    let p = &cfg.sampling;
+    let sampling = Sampling {
+        temperature: p.temperature,
+        top_p: p.top_p,
+        top_k: (p.top_k > 0).then_some(p.top_k),
+        min_p: p.min_p,
+        max_new_tokens: p.max_new_tokens,
+        seed: p.seed,
+        stop: p.stop.clone(),
+    };
+    let mut requests = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        let prompt = match (&l.messages, l.prompt.as_ref().or(l.problem.as_ref())) {
+            (Some(m), _) => Prompt::Messages(m.clone()),
+            (None, Some(text)) if cfg.chat => Prompt::Messages(vec![Message::user(text.clone())]),
+            (None, Some(text)) => Prompt::Text(text.clone()),
+            (None, None) => {
+                return Err(RunError::Invalid(format!(
+                    "{}: record {} has none of `prompt`, `problem`, `messages`",
+                    cfg.prompts.display(),
+                    i + 1
+                )));
+            }
+        };
+        requests.push(Request {
+            prompt,
+            n: cfg.n,
+            sampling: sampling.clone(),
+            logprobs: false,
+        });
+    }
+    let info = ModelInfo {
+        name: cfg.model.display().to_string(),
+        hash: String::new(),
+        location: cfg.model.display().to_string(),
+    };
+    let inner = LocalEngine::new(model, tok, info);
+    let engine = ToolEngine::new(&inner, tools.sandbox()?, tools.config());
+    let started = std::time::Instant::now();
+    let outputs = engine.generate(&requests);
+    if let Some(dir) = cfg.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let file = std::fs::File::create(&cfg.out).map_err(io(&cfg.out))?;
+    let mut w = JsonlWriter::new(std::io::BufWriter::new(file));
+    let (mut completions, mut tokens) = (0, 0);
+    for (i, out) in outputs.into_iter().enumerate() {
+        let out = out.map_err(|e| {
+            RunError::Invalid(format!("{}: record {}: {e}", cfg.prompts.display(), i + 1))
+        })?;
+        for (j, s) in out.samples.iter().enumerate() {
+            w.write(&serde_json::json!({
+                "id": lines[i].id,
+                "prompt_index": i,
+                "sample_index": j,
+                "completion": s.text,
+                "finish_reason": s.finish_reason,
+                "completion_tokens": s.completion_tokens,
+                "tool_calls": tools.format.count_outputs(&s.text),
+                "sampling": sampling,
+            }))
+            .map_err(io(&cfg.out))?;
+            completions += 1;
+            tokens += s.completion_tokens;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(GenerateSummary {
+        completions,
+        stats: GenStats {
+            new_tokens: tokens,
+            prompt_tokens: 0,
+            seconds,
+        },
     })
 }

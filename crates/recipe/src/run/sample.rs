@@ -10,9 +10,11 @@ use reasonlab_eval::{Benchmark, PromptTemplate};
 use reasonlab_reward::{RewardConfig, WeightedSum};
 use serde::{Deserialize, Serialize};
 
+use super::eval::ToolSetup;
 use super::{Event, RunError};
 use crate::engines::EngineSpec;
 use crate::traces::{self, FilterSettings, TraceProblem, TraceSummary};
+use reasonlab_sandbox::tools::ToolEngine;
 
 /// The rewards used when none are configured: accuracy, the `<think>` format and language
 /// consistency (the shipped `examples/rewards.toml`).
@@ -57,6 +59,10 @@ pub struct SampleConfig {
     pub chunk_size: usize,
     /// Output JSONL (a `.ledger.jsonl` beside it records finished problems).
     pub out: PathBuf,
+    /// Tool use: the completions' code runs in the sandbox and its output goes back into them
+    /// (tool-integrated or program-of-thought traces; SFT masks the output blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolSetup>,
 }
 
 impl SampleConfig {
@@ -94,7 +100,13 @@ pub fn run(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<TraceSummary, RunError> {
     let engine = cfg.engine.build(base)?;
-    sample_with(engine.as_ref(), cfg, on_event)
+    match &cfg.tools {
+        Some(t) => {
+            let tools = ToolEngine::new(engine.as_ref(), t.sandbox()?, t.config());
+            sample_with(&tools, cfg, on_event)
+        }
+        None => sample_with(engine.as_ref(), cfg, on_event),
+    }
 }
 
 /// [`run`] on an engine the caller already holds.
