@@ -174,7 +174,11 @@ fn tool_integrated_traces_for_sft() {
     assert!(cfg.tools.is_some());
     let summary = sample_with(&tools, &cfg, &mut |_| {}).unwrap();
     // The scripted model writes the same solution twice: one of each pair is a duplicate.
-    assert_eq!((summary.kept, summary.dropped_duplicate), (3, 3), "{summary:?}");
+    assert_eq!(
+        (summary.kept, summary.dropped_duplicate),
+        (3, 3),
+        "{summary:?}"
+    );
     let traces = std::fs::read_to_string(tmp.path().join("traces.jsonl")).unwrap();
     assert_eq!(traces.lines().count(), 3);
     for line in traces.lines() {

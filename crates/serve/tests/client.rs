@@ -408,3 +408,30 @@ fn run_eval_through_http_end_to_end() {
     reasonlab_eval::run_eval(&client, &cfg, &out).unwrap();
     assert_eq!(server.seen.lock().unwrap().len(), 16);
 }
+
+#[test]
+fn a_final_assistant_message_is_sent_to_be_continued() {
+    let reply = json!({"choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "42"}}], "usage": {"completion_tokens": 1}})
+    .to_string();
+    let server = serve(Box::new(move |_, _| (200, reply.clone(), None)));
+    let client = OpenAiClient::new(config(&format!("{}/v1/", server.url))).unwrap();
+    let plain = Prompt::Messages(vec![Message::user("6 * 7?")]);
+    let partial = Prompt::Messages(vec![
+        Message::user("6 * 7?"),
+        Message::assistant("```python\nprint(6 * 7)\n```\n```output\n42\n```\n"),
+    ]);
+    samples_of(&client, &[request(plain, 1), request(partial, 1)]).unwrap();
+    let seen = server.seen.lock().unwrap();
+    let by_len = |n: usize| {
+        seen.iter()
+            .find(|s| s.body["messages"].as_array().map(Vec::len) == Some(n))
+            .unwrap()
+            .body
+            .clone()
+    };
+    let (first, second) = (by_len(1), by_len(2));
+    assert!(first.get("continue_final_message").is_none());
+    assert_eq!(second["continue_final_message"], true);
+    assert_eq!(second["add_generation_prompt"], false);
+}
