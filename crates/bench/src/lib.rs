@@ -885,8 +885,8 @@ print(solution())
 ";
 
 /// The sandbox's warm pool against the evaluation harnesses' process-pool executor: throughput
-/// over a batch and p50/p99 latency of one program at a time, for a trivial snippet and a
-/// GSM8K program.
+/// over a batch (`Sandbox::run_batch` against the harness's `batch_apply`) and p50/p99 latency
+/// of one program at a time, for a trivial snippet and a GSM8K program.
 pub fn sandbox(args: &SandboxBench, out: &mut dyn Write) -> Result<(), BenchError> {
     use reasonlab_sandbox::{Isolation, Limits, Sandbox};
     let limits = Limits {
@@ -910,27 +910,12 @@ pub fn sandbox(args: &SandboxBench, out: &mut dyn Write) -> Result<(), BenchErro
     for (name, code) in [("trivial", SANDBOX_TRIVIAL), ("gsm8k", SANDBOX_GSM8K)] {
         let expect = sb.run(code)?;
         ensure!(expect.ok(), "{name}: {}", expect.stderr);
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let batch = vec![code; args.batch];
         let started = Instant::now();
-        let failures = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..args.workers.max(1) {
-                s.spawn(|| {
-                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < args.batch {
-                        let ok = sb
-                            .run(code)
-                            .map(|o| o.stdout == expect.stdout)
-                            .unwrap_or(false);
-                        if !ok {
-                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
+        let outs = sb.run_batch(&batch);
         let per_s = args.batch as f64 / started.elapsed().as_secs_f64();
         ensure!(
-            failures.into_inner() == 0,
+            outs.iter().all(|o| o.ok() && o.stdout == expect.stdout),
             "{name}: some runs gave another output"
         );
         let mut lat = Vec::with_capacity(args.latency_runs);

@@ -553,6 +553,125 @@ impl Sandbox {
     pub fn run(&self, code: &str) -> Result<RunOutput, SandboxError> {
         Ok(self.session()?.run(code))
     }
+
+    /// Run independent programs, each in a fresh namespace and an emptied working directory
+    /// as if in a session of its own, over `warm` interpreters (at least one). Each interpreter
+    /// has its next program queued while it runs the current one, so it never waits for the
+    /// caller. Outputs come back in input order; a program that crashes or times out its
+    /// interpreter is reported as such, and the programs queued behind it run on a new one.
+    pub fn run_batch(&self, codes: &[&str]) -> Vec<RunOutput> {
+        let n = codes.len();
+        let slots: Vec<Mutex<Option<RunOutput>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let pull = || {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (i < n).then_some(i)
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..self.inner.warm.max(1).min(n) {
+                scope.spawn(|| self.lane(codes, &pull, &slots));
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// One interpreter's share of [`Sandbox::run_batch`], two programs in flight.
+    fn lane(
+        &self,
+        codes: &[&str],
+        pull: &(dyn Fn() -> Option<usize> + Sync),
+        slots: &[Mutex<Option<RunOutput>>],
+    ) {
+        use std::collections::VecDeque;
+        use std::time::Instant;
+        let limits = &self.inner.limits;
+        let put = |i: usize, out: RunOutput| {
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+        };
+        let failed = |e: &SandboxError| RunOutput {
+            stderr: e.to_string(),
+            stopped: Some(Stopped::Crashed),
+            ..RunOutput::default()
+        };
+        let mut session = match self.session() {
+            Ok(s) => s,
+            Err(e) => {
+                while let Some(i) = pull() {
+                    put(i, failed(&e));
+                }
+                return;
+            }
+        };
+        let mut retry: VecDeque<usize> = VecDeque::new();
+        let mut inflight: VecDeque<usize> = VecDeque::new();
+        let mut started = Instant::now();
+        let mut lost_sends = 0;
+        loop {
+            while inflight.len() < 2 {
+                let Some(i) = retry.pop_front().or_else(pull) else {
+                    break;
+                };
+                if lost_sends >= 3 {
+                    put(
+                        i,
+                        failed(&SandboxError::Spawn("interpreters die on start".into())),
+                    );
+                    continue;
+                }
+                let worker = match session.worker_mut() {
+                    Ok(w) => w,
+                    Err(e) => {
+                        put(i, failed(&e));
+                        continue;
+                    }
+                };
+                if worker.send_code(codes[i], limits, false, true).is_err() {
+                    // The interpreter is gone: what was queued on it runs on the next one.
+                    lost_sends += 1;
+                    session.worker = None;
+                    retry.push_front(i);
+                    retry.extend(inflight.drain(..));
+                    continue;
+                }
+                lost_sends = 0;
+                if inflight.is_empty() {
+                    started = Instant::now();
+                }
+                inflight.push_back(i);
+            }
+            let Some(i) = inflight.pop_front() else {
+                break;
+            };
+            let Some(worker) = session.worker.as_mut() else {
+                retry.push_front(i);
+                continue;
+            };
+            match worker.recv_output(started, limits) {
+                Ok(out) => {
+                    worker.sessions += 1;
+                    let rogue = worker.threads > 1;
+                    put(i, out);
+                    if rogue {
+                        session.worker = None;
+                        retry.extend(inflight.drain(..));
+                    }
+                }
+                Err(out) => {
+                    put(i, out);
+                    session.worker = None;
+                    retry.extend(inflight.drain(..));
+                }
+            }
+            started = Instant::now();
+        }
+    }
 }
 
 /// Code blocks sharing one namespace on one interpreter.
@@ -562,6 +681,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session's interpreter, started anew if the last one died.
+    fn worker_mut(&mut self) -> Result<&mut Worker, SandboxError> {
+        if self.worker.is_none() {
+            self.worker = Some(Worker::spawn(&self.inner.probe, &self.inner.limits)?);
+        }
+        Ok(self.worker.as_mut().expect("just set"))
+    }
+
     /// Modules the interpreter imported at start.
     pub fn preloaded(&self) -> &[String] {
         self.worker.as_ref().map_or(&[], |w| &w.preloaded)

@@ -124,18 +124,23 @@ impl Reward for CodeTests {
                 Some(if ok { 1.0 } else { 0.0 })
             }
             Tests::Io(cases) => {
-                let passed = cases
+                // Each case runs as a program of its own that reads the case's input on stdin.
+                let codes: Vec<String> = cases
                     .iter()
-                    .filter(|c| {
-                        // The program reads the case's input as its stdin.
-                        let code = format!(
+                    .map(|c| {
+                        format!(
                             "import io as __io, sys as __sys\n__sys.stdin = __io.StringIO({})\n{program}",
                             serde_json::to_string(&c.input).unwrap_or_default()
-                        );
-                        self.sandbox
-                            .run(&code)
-                            .is_ok_and(|o| o.ok() && same_output(&o.stdout, &c.output))
+                        )
                     })
+                    .collect();
+                let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+                let passed = self
+                    .sandbox
+                    .run_batch(&refs)
+                    .iter()
+                    .zip(&cases)
+                    .filter(|(o, c)| o.ok() && same_output(&o.stdout, &c.output))
                     .count();
                 Some(passed as f64 / cases.len() as f64)
             }

@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -250,13 +250,6 @@ impl Worker {
         }
     }
 
-    /// Send one request and wait for its reply.
-    pub fn call(&mut self, req: &Value, timeout: Duration) -> Result<Value, Lost> {
-        let deadline = Instant::now() + timeout;
-        self.send(req)?;
-        self.recv(deadline)
-    }
-
     /// Run a code block; `Err` means the worker is gone (and the output says why).
     pub fn run(
         &mut self,
@@ -265,14 +258,37 @@ impl Worker {
         echo_last: bool,
     ) -> Result<RunOutput, RunOutput> {
         let started = Instant::now();
-        let req = json!({
+        let fresh = std::mem::take(&mut self.dirty);
+        if let Err(lost) = self.send_code(code, limits, echo_last, fresh) {
+            return Err(lost_output(lost, started, limits));
+        }
+        self.recv_output(started, limits)
+    }
+
+    /// Queue a code block (it runs after those already queued).
+    pub fn send_code(
+        &mut self,
+        code: &str,
+        limits: &Limits,
+        echo_last: bool,
+        fresh: bool,
+    ) -> Result<(), Lost> {
+        self.send(&json!({
             "code": code,
             "cpu": limits.cpu.as_secs().max(1),
             "max_output": limits.max_output,
             "echo_last": echo_last,
-            "fresh": std::mem::take(&mut self.dirty),
-        });
-        let reply = self.call(&req, limits.timeout);
+            "fresh": fresh,
+        }))
+    }
+
+    /// The reply to the oldest queued block, which started at `started`.
+    pub fn recv_output(
+        &mut self,
+        started: Instant,
+        limits: &Limits,
+    ) -> Result<RunOutput, RunOutput> {
+        let reply = self.recv(started + limits.timeout);
         let seconds = started.elapsed().as_secs_f64();
         match reply {
             Ok(v) => {
@@ -287,42 +303,46 @@ impl Worker {
                 out.seconds = seconds;
                 Ok(out)
             }
-            Err(lost) => {
-                let (stopped, detail) = match lost {
-                    Lost::Timeout => (
-                        Stopped::Timeout,
-                        format!("stopped after {:.1} s (wall-clock limit)", seconds),
-                    ),
-                    Lost::Died(s) => match s.signal() {
-                        Some(libc::SIGXCPU) => (
-                            Stopped::Cpu,
-                            format!("stopped: CPU-time limit of {} s", limits.cpu.as_secs()),
-                        ),
-                        Some(sig) => (
-                            Stopped::Crashed,
-                            format!("the interpreter died (signal {sig})"),
-                        ),
-                        None => (
-                            Stopped::Crashed,
-                            format!("the interpreter exited ({})", s.code().unwrap_or(-1)),
-                        ),
-                    },
-                    Lost::Garbled => (
-                        Stopped::Crashed,
-                        "the interpreter broke the protocol".into(),
-                    ),
-                };
-                Err(RunOutput {
-                    stdout: String::new(),
-                    stderr: detail,
-                    exit_code: None,
-                    timed_out: stopped == Stopped::Timeout,
-                    truncated: false,
-                    stopped: Some(stopped),
-                    seconds,
-                })
-            }
+            Err(lost) => Err(lost_output(lost, started, limits)),
         }
+    }
+}
+
+/// What a block that lost its interpreter reports.
+fn lost_output(lost: Lost, started: Instant, limits: &Limits) -> RunOutput {
+    let seconds = started.elapsed().as_secs_f64();
+    let (stopped, detail) = match lost {
+        Lost::Timeout => (
+            Stopped::Timeout,
+            format!("stopped after {seconds:.1} s (wall-clock limit)"),
+        ),
+        Lost::Died(s) => match s.signal() {
+            Some(libc::SIGXCPU) => (
+                Stopped::Cpu,
+                format!("stopped: CPU-time limit of {} s", limits.cpu.as_secs()),
+            ),
+            Some(sig) => (
+                Stopped::Crashed,
+                format!("the interpreter died (signal {sig})"),
+            ),
+            None => (
+                Stopped::Crashed,
+                format!("the interpreter exited ({})", s.code().unwrap_or(-1)),
+            ),
+        },
+        Lost::Garbled => (
+            Stopped::Crashed,
+            "the interpreter broke the protocol".into(),
+        ),
+    };
+    RunOutput {
+        stdout: String::new(),
+        stderr: detail,
+        exit_code: None,
+        timed_out: stopped == Stopped::Timeout,
+        truncated: false,
+        stopped: Some(stopped),
+        seconds,
     }
 }
 

@@ -319,3 +319,32 @@ fn a_thread_left_running_retires_its_interpreter() {
         .unwrap();
     assert_eq!(out.stdout, "1\n", "{out:?}");
 }
+
+#[test]
+fn a_batch_comes_back_in_order_through_crashes_and_timeouts() {
+    let sb = sandbox();
+    let codes: Vec<String> = (0..40)
+        .map(|i| match i {
+            7 => "import os\nos.abort()".to_string(),
+            13 => "while True:\n    pass".to_string(),
+            21 => "import threading, time\nthreading.Thread(target=lambda: time.sleep(60), daemon=True).start()".to_string(),
+            22 => "import threading\nprint(threading.active_count())".to_string(),
+            30 => "print(x)".to_string(),
+            _ => format!("x = {i}\nprint(x * 2)"),
+        })
+        .collect();
+    let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let outs = sb.run_batch(&refs);
+    assert_eq!(outs.len(), 40);
+    for (i, out) in outs.iter().enumerate() {
+        match i {
+            7 => assert_eq!(out.stopped, Some(Stopped::Crashed), "{out:?}"),
+            13 => assert!(out.timed_out, "{out:?}"),
+            21 => assert!(out.ok(), "{out:?}"),
+            22 => assert_eq!(out.stdout, "1\n", "no thread of another program: {out:?}"),
+            30 => failed_with(out, "NameError"),
+            _ => assert_eq!(out.stdout, format!("{}\n", i * 2), "{i}: {out:?}"),
+        }
+    }
+    still_works(&sb);
+}
