@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build and run the libFuzzer targets in fuzz/ without cargo-fuzz (same flags it passes):
-#   scripts/fuzz.sh TARGET SECONDS        TARGET: verify | corpus_readers | fasttext_bin
+#   scripts/fuzz.sh TARGET SECONDS        TARGET: verify | corpus_readers | fasttext_bin | tool_parse
 # Needs a nightly toolchain (AddressSanitizer); without one, the stable toolchain is asked to
 # accept the unstable flags (RUSTC_BOOTSTRAP=1). Crashes land in runs/fuzz/TARGET/.
 set -eu

@@ -58,7 +58,7 @@ impl ToolFormat {
 
     /// The code of a tool call when `text` (the completion so far, the stop string cut) ends in
     /// one.
-    fn pending_call<'t>(&self, text: &'t str) -> Option<&'t str> {
+    pub fn pending_call<'t>(&self, text: &'t str) -> Option<&'t str> {
         match self {
             ToolFormat::Pot => None,
             ToolFormat::Tora => {
@@ -80,7 +80,7 @@ impl ToolFormat {
     }
 
     /// The program of a finished program-of-thought completion.
-    fn program<'t>(&self, text: &'t str) -> &'t str {
+    pub fn program<'t>(&self, text: &'t str) -> &'t str {
         match last_fenced(text) {
             Some((code, _)) => code,
             None => text,

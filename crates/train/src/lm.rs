@@ -245,3 +245,49 @@ pub fn lm_train_step(
     let (value, _) = accumulated_step(&mut model, optim, lr, &micro)?;
     Ok((model, value))
 }
+
+/// Consecutive optimiser steps skipped for a non-finite loss (the NaN/Inf guard every trainer
+/// shares).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BadSteps(usize);
+
+impl BadSteps {
+    /// Record `step`: applied, or skipped (logged). `Err(n)` once `max` steps in a row were
+    /// skipped: the run has diverged.
+    pub fn record(&mut self, applied: bool, step: usize, max: usize) -> Result<(), usize> {
+        if applied {
+            self.0 = 0;
+            return Ok(());
+        }
+        tracing::warn!(step, "non-finite loss; step skipped");
+        self.0 += 1;
+        if self.0 >= max { Err(self.0) } else { Ok(()) }
+    }
+}
+
+/// Whether held-out metrics are due after `step`: every `every` steps (0: never) and at the end.
+pub fn eval_due(step: usize, every: usize, done: bool) -> bool {
+    (every > 0 && step.is_multiple_of(every)) || done
+}
+
+#[cfg(test)]
+mod bad_step_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_diverges_after_max_skipped_steps_in_a_row() {
+        let mut b = BadSteps::default();
+        assert_eq!(b.record(false, 1, 3), Ok(()));
+        assert_eq!(b.record(false, 2, 3), Ok(()));
+        assert_eq!(
+            b.record(true, 3, 3),
+            Ok(()),
+            "an applied step resets the count"
+        );
+        assert_eq!(b.record(false, 4, 3), Ok(()));
+        assert_eq!(b.record(false, 5, 3), Ok(()));
+        assert_eq!(b.record(false, 6, 3), Err(3));
+        assert!(eval_due(10, 5, false) && !eval_due(11, 5, false) && eval_due(11, 0, true));
+        assert!(!eval_due(10, 0, false));
+    }
+}

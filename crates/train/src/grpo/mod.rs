@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use advantage::{Scaling, StepRewards, outcome_advantages, process_advantages};
 pub use loss::{LossAgg, LossInputs, LossSettings, LossStats, RatioLevel, grpo_loss};
 
-use crate::lm::{apply_gradients, data_parallel_threads, parallel_gradients};
+use crate::lm::{BadSteps, apply_gradients, data_parallel_threads, parallel_gradients};
 use crate::optim::{AdamW, AdamWSettings};
 
 /// Published recipes.
@@ -429,7 +429,7 @@ pub struct GrpoTrainer<'a> {
     /// Tool use in rollouts: the sandbox runs the code completions write.
     tools: Option<(Sandbox, ToolConfig)>,
     state: GrpoState,
-    bad_steps: usize,
+    bad_steps: BadSteps,
 }
 
 impl<'a> GrpoTrainer<'a> {
@@ -465,7 +465,7 @@ impl<'a> GrpoTrainer<'a> {
             process: None,
             tools: None,
             state: GrpoState::default(),
-            bad_steps: 0,
+            bad_steps: BadSteps::default(),
         })
     }
 
@@ -971,17 +971,15 @@ impl<'a> GrpoTrainer<'a> {
                 stats.kl += m.stats.kl;
                 stats.ratio_mean += m.stats.ratio_mean;
             }
-            if !g.value.is_finite() {
-                // NaN/Inf guard: skip the update, count it, stop after too many in a row.
-                tracing::warn!(step = self.state.step, "non-finite loss; step skipped");
-                self.bad_steps += 1;
+            // NaN/Inf guard: skip the update, count it, stop after too many in a row.
+            let finite = g.value.is_finite();
+            self.bad_steps
+                .record(finite, self.state.step, s.max_bad_steps)
+                .map_err(GrpoError::Diverged)?;
+            if !finite {
                 out.skipped = true;
-                if self.bad_steps >= s.max_bad_steps {
-                    return Err(GrpoError::Diverged(self.bad_steps));
-                }
                 break;
             }
-            self.bad_steps = 0;
             apply_gradients(&mut self.policy, &mut self.optim, lr, g.grads);
             out.loss = g.value;
             out.stats = stats;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::{RmEncodeSettings, encode_record, encode_steps};
 
-use crate::lm::{apply_gradients, data_parallel_threads, parallel_gradients};
+use crate::lm::{BadSteps, apply_gradients, data_parallel_threads, eval_due, parallel_gradients};
 use crate::optim::{AdamW, AdamWSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -383,7 +383,7 @@ pub struct RmTrainer {
     held_out: Vec<RmExample>,
     pad_id: u32,
     plan: Vec<Vec<usize>>,
-    bad_steps: usize,
+    bad_steps: BadSteps,
 }
 
 impl RmTrainer {
@@ -443,7 +443,7 @@ impl RmTrainer {
             held_out,
             pad_id,
             plan: Vec::new(),
-            bad_steps: 0,
+            bad_steps: BadSteps::default(),
         };
         t.plan = t.plan_epoch(0);
         Ok(t)
@@ -538,18 +538,11 @@ impl RmTrainer {
         self.state.batch += 1;
         self.state.step += 1;
         let skipped = !applied;
-        if skipped {
-            tracing::warn!(step = self.state.step, "non-finite loss; step skipped");
-            self.bad_steps += 1;
-            if self.bad_steps >= self.settings.max_bad_steps {
-                return Err(RmError::Diverged(self.bad_steps));
-            }
-        } else {
-            self.bad_steps = 0;
-        }
-        let every = self.settings.eval_every;
+        self.bad_steps
+            .record(applied, self.state.step, self.settings.max_bad_steps)
+            .map_err(RmError::Diverged)?;
         let held_out = if !self.held_out.is_empty()
-            && ((every > 0 && self.state.step.is_multiple_of(every)) || self.done())
+            && eval_due(self.state.step, self.settings.eval_every, self.done())
         {
             Some(self.evaluate()?)
         } else {

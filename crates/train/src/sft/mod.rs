@@ -26,7 +26,7 @@ pub use data::{
 };
 pub use pack::{LossBatch, batch_rows, pack_best_fit};
 
-use crate::lm::{MicroBatch, accumulated_step, masked_nll_sum};
+use crate::lm::{BadSteps, MicroBatch, accumulated_step, eval_due, masked_nll_sum};
 use crate::optim::{AdamW, AdamWSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ pub struct SftTrainer {
     pad_id: u32,
     /// Micro-batches of the current epoch (example indices per row, rows per micro-batch).
     plan: Vec<Vec<Vec<usize>>>,
-    bad_steps: usize,
+    bad_steps: BadSteps,
 }
 
 impl SftTrainer {
@@ -164,7 +164,7 @@ impl SftTrainer {
             held_out,
             pad_id,
             plan: Vec::new(),
-            bad_steps: 0,
+            bad_steps: BadSteps::default(),
         };
         t.plan = t.plan_epoch(0);
         Ok(t)
@@ -283,18 +283,11 @@ impl SftTrainer {
         self.state.micro = end;
         self.state.step += 1;
         let skipped = !applied;
-        if skipped {
-            tracing::warn!(step = self.state.step, "non-finite loss; step skipped");
-            self.bad_steps += 1;
-            if self.bad_steps >= self.settings.max_bad_steps {
-                return Err(SftError::Diverged(self.bad_steps));
-            }
-        } else {
-            self.bad_steps = 0;
-        }
-        let every = self.settings.eval_every;
+        self.bad_steps
+            .record(applied, self.state.step, self.settings.max_bad_steps)
+            .map_err(SftError::Diverged)?;
         let held_out_loss = if !self.held_out.is_empty()
-            && ((every > 0 && self.state.step.is_multiple_of(every)) || self.done())
+            && eval_due(self.state.step, self.settings.eval_every, self.done())
         {
             Some(self.held_out_loss()?)
         } else {
