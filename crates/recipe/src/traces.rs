@@ -49,6 +49,40 @@ pub struct FilterSettings {
     pub min_language_consistency: Option<f64>,
     /// Keep one copy of solutions that are equal after whitespace normalisation (per problem).
     pub dedup: bool,
+    /// Drop mixed-language chains: completions whose words outside their main script (Greek
+    /// letters, usually math, not counted) are more than this share of them.
+    pub max_mixed_script: Option<f64>,
+    /// Drop completions with a paragraph (text between blank lines) longer than this many
+    /// characters.
+    pub max_paragraph_chars: Option<usize>,
+    /// Drop completions with a fenced code block (leave off for tool-integrated traces).
+    pub drop_code_blocks: bool,
+}
+
+/// The share of a text's words outside its main script, Greek letters left out (they are
+/// mostly math symbols); 0 for a text without words.
+pub fn mixed_script_share(text: &str) -> f64 {
+    let c = reasonlab_text::script_counts(text);
+    let scripts = reasonlab_text::Script::ALL
+        .into_iter()
+        .filter(|&s| s != reasonlab_text::Script::Greek);
+    let counts: Vec<u64> = scripts.map(|s| c.get(s)).collect();
+    let total: u64 = counts.iter().sum();
+    let main = counts.iter().copied().max().unwrap_or(0);
+    if total == 0 {
+        0.0
+    } else {
+        (total - main) as f64 / total as f64
+    }
+}
+
+/// The longest paragraph of `text` (split at blank lines), in characters.
+pub fn longest_paragraph(text: &str) -> usize {
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .map(|p| p.trim().chars().count())
+        .max()
+        .unwrap_or(0)
 }
 
 impl Default for FilterSettings {
@@ -60,6 +94,9 @@ impl Default for FilterSettings {
             require_think_format: false,
             min_language_consistency: None,
             dedup: true,
+            max_mixed_script: None,
+            max_paragraph_chars: None,
+            drop_code_blocks: false,
         }
     }
 }
@@ -129,6 +166,8 @@ pub struct TraceSummary {
     pub dropped_too_long: usize,
     pub dropped_format: usize,
     pub dropped_language: usize,
+    pub dropped_long_paragraph: usize,
+    pub dropped_code: usize,
     pub dropped_duplicate: usize,
     /// Records and torn lines removed from an interrupted earlier run.
     pub repaired_records: usize,
@@ -268,6 +307,24 @@ fn select(
             && score_of(&scored.scores, "language_consistency").is_none_or(|s| s < min)
         {
             summary.dropped_language += 1;
+            continue;
+        }
+        if filter
+            .max_mixed_script
+            .is_some_and(|m| mixed_script_share(&o.text) > m)
+        {
+            summary.dropped_language += 1;
+            continue;
+        }
+        if filter
+            .max_paragraph_chars
+            .is_some_and(|m| longest_paragraph(&o.text) > m)
+        {
+            summary.dropped_long_paragraph += 1;
+            continue;
+        }
+        if filter.drop_code_blocks && o.text.contains("```") {
+            summary.dropped_code += 1;
             continue;
         }
         if filter.dedup && !seen.insert(normalise(&o.text)) {
@@ -481,4 +538,26 @@ pub fn ledger_counts(out: &Path) -> Result<HashMap<String, usize>, TraceError> {
         }
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    #[test]
+    fn r1_filters_measure_what_they_name() {
+        assert_eq!(mixed_script_share("The answer is 4."), 0.0);
+        assert_eq!(
+            mixed_script_share("Let α = 2, so β = 4."),
+            0.0,
+            "Greek is math"
+        );
+        // Han characters count one each: 2 of 6.
+        let mixed = mixed_script_share("First 我们 compute the sum");
+        assert!((mixed - 2.0 / 6.0).abs() < 1e-9, "{mixed}");
+        assert_eq!(mixed_script_share("12 + 30 = 42"), 0.0);
+        assert_eq!(longest_paragraph("ab\n\ncdef\n\ng"), 4);
+        assert_eq!(longest_paragraph("one line\nand another"), 20);
+        assert_eq!(longest_paragraph(""), 0);
+    }
 }

@@ -184,4 +184,23 @@ fn tool_integrated_traces_for_sft() {
     for line in traces.lines() {
         assert!(line.contains("```output\\n"), "{line}");
     }
+    // R1's filters: code blocks, long paragraphs, mixed languages.
+    let mut strict = cfg.clone();
+    strict.out = tmp.path().join("strict.jsonl");
+    strict.filter.drop_code_blocks = true;
+    let s = sample_with(&tools, &strict, &mut |_| {}).unwrap();
+    assert_eq!((s.kept, s.dropped_code), (0, 6), "{s:?}");
+    strict.out = tmp.path().join("short.jsonl");
+    strict.filter.drop_code_blocks = false;
+    strict.filter.max_paragraph_chars = Some(10);
+    let s = sample_with(&tools, &strict, &mut |_| {}).unwrap();
+    assert_eq!((s.kept, s.dropped_long_paragraph), (0, 6), "{s:?}");
+    strict.out = tmp.path().join("mixed.jsonl");
+    strict.filter.max_paragraph_chars = None;
+    strict.filter.max_mixed_script = Some(0.0);
+    let s = sample_with(&tools, &strict, &mut |_| {}).unwrap();
+    assert_eq!(
+        s.dropped_language, 0,
+        "English-only traces are not mixed: {s:?}"
+    );
 }

@@ -51,6 +51,17 @@ pub struct Args {
     /// Require the language_consistency reward to be at least this (0..1).
     #[arg(long)]
     min_language_consistency: Option<f64>,
+    /// Drop mixed-language chains: more than this share of words outside the main script
+    /// (DeepSeek-R1 §2.3.3).
+    #[arg(long)]
+    max_mixed_script: Option<f64>,
+    /// Drop completions with a paragraph longer than this many characters (R1's long
+    /// paragraphs).
+    #[arg(long)]
+    max_paragraph_chars: Option<usize>,
+    /// Drop completions with a fenced code block (R1's filter; not for tool-integrated traces).
+    #[arg(long)]
+    drop_code_blocks: bool,
     /// Keep duplicate solutions of a problem.
     #[arg(long)]
     no_dedup: bool,
@@ -96,6 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_completion_tokens: args.max_completion_tokens,
             require_think_format: args.require_think,
             min_language_consistency: args.min_language_consistency,
+            max_mixed_script: args.max_mixed_script,
+            max_paragraph_chars: args.max_paragraph_chars,
+            drop_code_blocks: args.drop_code_blocks,
             dedup: !args.no_dedup,
         },
         limit: args.limit,
