@@ -465,6 +465,10 @@ impl Inner {
     }
 }
 
+/// Largest program queued behind a running one in [`Sandbox::run_batch`]: JSON-escaped (at
+/// most six bytes a byte) it stays within a pipe's 64 KiB.
+const QUEUE_MAX: usize = 8 * 1024;
+
 /// A pool of sandboxed interpreters.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -625,6 +629,12 @@ impl Sandbox {
                     );
                     continue;
                 }
+                // Queue behind a running program only what fits the pipe: a blocking write
+                // would not see the running program's deadline.
+                if !inflight.is_empty() && codes[i].len() > QUEUE_MAX {
+                    retry.push_front(i);
+                    break;
+                }
                 let worker = match session.worker_mut() {
                     Ok(w) => w,
                     Err(e) => {
@@ -656,9 +666,9 @@ impl Sandbox {
             match worker.recv_output(started, limits) {
                 Ok(out) => {
                     worker.sessions += 1;
-                    let rogue = worker.threads > 1;
+                    let retire = worker.threads > 1 || worker.sessions >= limits.recycle_after;
                     put(i, out);
-                    if rogue {
+                    if retire {
                         session.worker = None;
                         retry.extend(inflight.drain(..));
                     }

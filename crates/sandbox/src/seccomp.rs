@@ -19,6 +19,12 @@ const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
 
+// fcntl and ioctl commands (asm-generic/fcntl.h, asm-generic/sockios.h).
+const F_SETSIG: u32 = 10;
+const F_SETOWN_EX: u32 = 15;
+const FIOSETOWN: u32 = 0x8901;
+const SIOCSPGRP: u32 = 0x8902;
+
 // Offsets into `struct seccomp_data`.
 const NR: u32 = 0;
 const ARCH: u32 = 4;
@@ -82,6 +88,12 @@ fn denied() -> Vec<(libc::c_long, i32)> {
         (SYS_rt_tgsigqueueinfo, EPERM),
         (SYS_name_to_handle_at, EPERM),
         (SYS_open_by_handle_at, EPERM),
+        // Scheduling and priorities of other processes (or of the whole uid).
+        (SYS_setpriority, EPERM),
+        (SYS_ioprio_set, EPERM),
+        (SYS_sched_setscheduler, EPERM),
+        (SYS_sched_setparam, EPERM),
+        (SYS_sched_setattr, EPERM),
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([
@@ -141,6 +153,43 @@ impl Filter {
         p.push(jump(JEQ_K, 0, 1, 0)); // pid
         p.push(stmt(RET_K, RET_ERRNO | libc::EPERM as u32));
         p.push(stmt(RET_K, RET_ALLOW));
+        // prlimit64 and sched_setaffinity: itself only (0 or its pid) — another process's
+        // limits could kill it (a CPU limit of 1 s).
+        for nr in [libc::SYS_prlimit64, libc::SYS_sched_setaffinity] {
+            p.push(stmt(LD_W_ABS, NR));
+            p.push(jump(JEQ_K, nr as u32, 0, 5));
+            p.push(stmt(LD_W_ABS, ARG0));
+            p.push(jump(JEQ_K, 0, 2, 0));
+            pid_slots.push(p.len());
+            p.push(jump(JEQ_K, 0, 1, 0)); // pid
+            p.push(stmt(RET_K, RET_ERRNO | libc::EPERM as u32));
+            p.push(stmt(RET_K, RET_ALLOW));
+        }
+        // fcntl / ioctl commands that send signals to another process (SIGIO ownership) or
+        // shrink a pipe under the parent's writes.
+        const ARG1: u32 = ARG0 + 8;
+        for (nr, cmds) in [
+            (
+                libc::SYS_fcntl,
+                &[
+                    libc::F_SETOWN as u32,
+                    F_SETOWN_EX,
+                    F_SETSIG,
+                    libc::F_SETPIPE_SZ as u32,
+                ][..],
+            ),
+            (libc::SYS_ioctl, &[FIOSETOWN, SIOCSPGRP][..]),
+        ] {
+            p.push(stmt(LD_W_ABS, NR));
+            p.push(jump(JEQ_K, nr as u32, 0, cmds.len() as u8 + 3));
+            p.push(stmt(LD_W_ABS, ARG1));
+            for (k, &cmd) in cmds.iter().enumerate() {
+                // Equal: jump to the EPERM after the remaining comparisons.
+                p.push(jump(JEQ_K, cmd, (cmds.len() - k - 1) as u8 + 1, 0));
+            }
+            p.push(stmt(RET_K, RET_ALLOW));
+            p.push(stmt(RET_K, RET_ERRNO | libc::EPERM as u32));
+        }
         p.push(stmt(RET_K, RET_ALLOW)); // everything else
         Self {
             program: p,
@@ -151,9 +200,13 @@ impl Filter {
     /// Write `pid` into the comparisons and install the filter on the calling thread (with
     /// `no_new_privs`). Async-signal-safe: no allocation, three system calls.
     pub fn install(&mut self, pid: i32) -> std::io::Result<()> {
-        let slots = [pid as u32, pid.wrapping_neg() as u32, pid as u32];
-        for (&i, k) in self.pid_slots.iter().zip(slots) {
-            self.program[i].k = k;
+        // The slots, in order: kill's pid and −pid, then every "itself only" pid.
+        for (n, &i) in self.pid_slots.iter().enumerate() {
+            self.program[i].k = if n == 1 {
+                pid.wrapping_neg() as u32
+            } else {
+                pid as u32
+            };
         }
         let prog = libc::sock_fprog {
             len: self.program.len() as u16,

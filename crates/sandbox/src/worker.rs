@@ -38,6 +38,8 @@ pub(crate) struct Worker {
     /// Its replacement is being started.
     pub replacing: bool,
     pub preloaded: Vec<String>,
+    /// Longest reply accepted: both outputs at their cap, JSON-escaped, and room for the rest.
+    max_frame: usize,
     // Dropped after the child is reaped: the working directory goes with the worker.
     _workdir: tempfile::TempDir,
 }
@@ -114,6 +116,12 @@ impl Worker {
                 if let Some(fd) = ruleset_fd {
                     landlock::restrict_self(fd)?;
                 }
+                // No descriptor of the parent's but stdio survives the exec (a connected
+                // socket would get around the socket ban).
+                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if let Some(f) = filter.as_mut() {
                     f.install(libc::getpid())?;
                 }
@@ -136,6 +144,7 @@ impl Worker {
             threads: 1,
             replacing: false,
             preloaded: Vec::new(),
+            max_frame: 12 * limits.max_output + (1 << 16),
             _workdir: workdir,
         };
         let deadline = Instant::now() + limits.startup;
@@ -182,6 +191,12 @@ impl Worker {
     }
 
     fn died(&mut self) -> Lost {
+        // Its pipe closed, but the process may live on (it closed the pipe itself): kill the
+        // group before waiting for it.
+        // SAFETY: signalling the process group this worker leads.
+        unsafe {
+            libc::killpg(self.pid(), libc::SIGKILL);
+        }
         match self.child.wait() {
             Ok(s) => Lost::Died(s),
             Err(_) => Lost::Garbled,
@@ -193,7 +208,7 @@ impl Worker {
         loop {
             if self.buf.len() >= 4 {
                 let n = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
-                if n > 1 << 30 {
+                if n > self.max_frame {
                     self.kill();
                     return Err(Lost::Garbled);
                 }

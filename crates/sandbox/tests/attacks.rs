@@ -348,3 +348,36 @@ fn a_batch_comes_back_in_order_through_crashes_and_timeouts() {
     }
     still_works(&sb);
 }
+
+#[test]
+fn other_processes_limits_priorities_and_signal_ownership_are_out_of_reach() {
+    let sb = sandbox();
+    for code in [
+        "import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))",
+        "import os\nos.sched_setaffinity(os.getppid(), {0})",
+        "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+        "import fcntl, os\nr, w = os.pipe()\nfcntl.fcntl(r, fcntl.F_SETOWN, os.getppid())",
+        "import fcntl, os\nr, w = os.pipe()\nfcntl.fcntl(r, fcntl.F_SETPIPE_SZ, 4096)",
+    ] {
+        let out = sb.run(code).unwrap();
+        failed_with(&out, "PermissionError");
+    }
+    // Its own limits it may still set.
+    let out = sb
+        .run("import resource\nresource.prlimit(0, resource.RLIMIT_NOFILE, (64, 64))\nprint('ok')")
+        .unwrap();
+    assert_eq!(out.stdout, "ok\n", "{out:?}");
+    still_works(&sb);
+}
+
+#[test]
+fn closing_the_protocol_pipes_does_not_hang_the_parent() {
+    let sb = sandbox();
+    let t = Instant::now();
+    let out = sb
+        .run("import __main__, time\n__main__._OUT.close()\ntime.sleep(60)")
+        .unwrap();
+    assert_eq!(out.stopped, Some(Stopped::Crashed), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    still_works(&sb);
+}

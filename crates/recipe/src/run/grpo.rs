@@ -175,10 +175,13 @@ impl CodeRewardSpec {
                 self.name()
             )));
         }
-        let setup = self
-            .sandbox
-            .clone()
-            .unwrap_or_else(|| ToolSetup::new(reasonlab_sandbox::tools::ToolFormat::Pot));
+        // By default every program gets an interpreter of its own: an interpreter is not
+        // trusted, and a program left in one could change the next program's verdict.
+        let setup = self.sandbox.clone().unwrap_or_else(|| {
+            let mut s = ToolSetup::new(reasonlab_sandbox::tools::ToolFormat::Pot);
+            s.limits.recycle_after = 1;
+            s
+        });
         let sandbox = setup.sandbox()?;
         let reward: Box<dyn reasonlab_reward::Reward> = match self.kind {
             CodeRewardKind::Tests => Box::new(CodeTests::new(self.name(), sandbox)),
