@@ -66,6 +66,9 @@ enum Command {
     /// Reward models: Math-Shepherd process labels, training (outcome or process), scoring.
     #[command(subcommand)]
     Rm(cmd::rm::RmCommand),
+    /// Recipes: pretrain, sft, grpo, sample, distill, rm train and eval stages chained by name.
+    #[command(subcommand)]
+    Recipe(cmd::recipe::RecipeCommand),
     /// The code sandbox for model-written Python: check the protections, run a program.
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCommand),
@@ -107,6 +110,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(c) => cmd::eval::run(c),
         Command::Rm(c) => cmd::rm::run(c),
         Command::Sandbox(c) => cmd::sandbox::run(c),
+        Command::Recipe(c) => cmd::recipe::run(c),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Classifier(c) => cmd::corpus::run_classifier(c),
         Command::Curate(c) => cmd::corpus::run_curate(c),

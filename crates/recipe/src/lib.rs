@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod engines;
+pub mod pipeline;
 pub mod plots;
 pub mod run;
 pub mod supervision;

@@ -10,6 +10,7 @@ pub mod grpo;
 pub mod local;
 pub mod model;
 pub mod pretrain;
+pub mod recipe;
 pub mod rm;
 pub mod runcfg;
 pub mod sample;

@@ -92,7 +92,11 @@ impl DistillConfig {
     /// Read `distill.toml`; its relative paths are resolved against its folder, and `data`
     /// names a built-in benchmark unless a file of that name exists there.
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let loaded: Loaded<DistillFile> = load_toml(path)?;
+        Self::from_loaded(load_toml(path)?)
+    }
+
+    /// From a parsed file whose relative paths are relative to `loaded.dir`.
+    pub fn from_loaded(loaded: Loaded<DistillFile>) -> Result<Self, RunError> {
         let c = &loaded.config;
         let out = loaded.path(&c.out);
         let data_path = loaded.path(Path::new(&c.data));

@@ -130,12 +130,21 @@ pub struct BenchmarkTools {
 impl EvalRun {
     /// Read `eval.toml`; relative paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let loaded: Loaded<EvalRun> = load_toml(path)?;
+        Self::from_loaded(load_toml(path)?)
+    }
+
+    /// From a parsed file whose relative paths are relative to `loaded.dir`.
+    pub fn from_loaded(loaded: Loaded<EvalRun>) -> Result<Self, RunError> {
         let mut run = loaded.config.clone();
         run.out = loaded.path(&run.out);
         run.engine.model = run.engine.model.as_ref().map(|m| loaded.path(m));
         if let Some(r) = &mut run.rerank {
             r.model = loaded.path(&r.model);
+        }
+        for b in &mut run.eval.benchmarks {
+            if let reasonlab_eval::Benchmark::File { path, .. } = b {
+                *path = loaded.path(path);
+            }
         }
         Ok(run)
     }

@@ -144,6 +144,25 @@ pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<Loaded<T>, RunError
     Ok(Loaded { config, dir })
 }
 
+/// A config given as a TOML table (a recipe's stage); relative paths in it are relative to
+/// `dir`; `what` names it in errors.
+pub fn from_table<T: DeserializeOwned>(
+    table: toml::Table,
+    dir: &Path,
+    what: &str,
+) -> Result<Loaded<T>, RunError> {
+    let config: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| RunError::Config {
+            path: PathBuf::from(what),
+            message: e.to_string(),
+        })?;
+    Ok(Loaded {
+        config,
+        dir: dir.to_path_buf(),
+    })
+}
+
 /// `base` with the TOML table `overrides` laid over it (nested tables merge key by key);
 /// `what` names the table in errors.
 pub fn overlay<T: Serialize + DeserializeOwned>(

@@ -59,7 +59,11 @@ pub struct SftConfig {
 impl SftConfig {
     /// Read `sft.toml`; its relative paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let loaded: Loaded<SftFile> = load_toml(path)?;
+        Self::from_loaded(load_toml(path)?)
+    }
+
+    /// From a parsed file whose relative paths are relative to `loaded.dir`.
+    pub fn from_loaded(loaded: Loaded<SftFile>) -> Result<Self, RunError> {
         let f = &loaded.config;
         Ok(Self {
             model: loaded.path(&f.model),

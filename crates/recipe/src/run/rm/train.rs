@@ -68,7 +68,11 @@ pub struct RmConfig {
 impl RmConfig {
     /// Read `rm.toml`; its relative paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let loaded: Loaded<RmFile> = load_toml(path)?;
+        Self::from_loaded(load_toml(path)?)
+    }
+
+    /// From a parsed file whose relative paths are relative to `loaded.dir`.
+    pub fn from_loaded(loaded: Loaded<RmFile>) -> Result<Self, RunError> {
         let f = &loaded.config;
         Ok(Self {
             model: loaded.path(&f.model),

@@ -1,0 +1,63 @@
+//! `reasonlab recipe run`: stages chained in one run directory (logic in
+//! `reasonlab_recipe::pipeline`).
+
+use std::path::PathBuf;
+
+use reasonlab_recipe::pipeline::{self, Recipe, Span};
+
+use super::runcfg::Printer;
+
+#[derive(clap::Subcommand)]
+pub enum RecipeCommand {
+    /// Run a recipe's stages in order into one run directory (manifest.json, summary.json,
+    /// stages/NAME/).
+    Run {
+        /// The recipe (TOML: `[[stage]]` tables with `name`, `kind` and `config`).
+        file: PathBuf,
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Skip finished stages; an unfinished one continues from its newest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Start at this stage (the stages before it must have run).
+        #[arg(long)]
+        from: Option<String>,
+        /// Stop after this stage.
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+pub fn run(cmd: RecipeCommand) -> anyhow::Result<()> {
+    match cmd {
+        RecipeCommand::Run {
+            file,
+            out,
+            resume,
+            from,
+            until,
+        } => {
+            let recipe = Recipe::load(&file)?;
+            let mut printer = Printer::default();
+            let mut current = String::new();
+            let summary = pipeline::run(
+                &recipe,
+                &out,
+                resume,
+                &Span { from, until },
+                &mut |stage, e| {
+                    if stage != current {
+                        printer.finish();
+                        eprintln!("== stage {stage}");
+                        current = stage.to_string();
+                    }
+                    printer.event(e)
+                },
+            );
+            printer.finish();
+            let summary = summary?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+    }
+    Ok(())
+}
