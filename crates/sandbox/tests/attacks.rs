@@ -339,7 +339,11 @@ fn a_batch_comes_back_in_order_through_crashes_and_timeouts() {
     for (i, out) in outs.iter().enumerate() {
         match i {
             7 => assert_eq!(out.stopped, Some(Stopped::Crashed), "{out:?}"),
-            13 => assert!(out.timed_out, "{out:?}"),
+            // The CPU-time and wall-clock limits are close: either may stop it first.
+            13 => assert!(
+                matches!(out.stopped, Some(Stopped::Timeout | Stopped::Cpu)),
+                "{out:?}"
+            ),
             21 => assert!(out.ok(), "{out:?}"),
             22 => assert_eq!(out.stdout, "1\n", "no thread of another program: {out:?}"),
             30 => failed_with(out, "NameError"),
