@@ -512,7 +512,7 @@ impl Engine for ToolUser {
 }
 
 #[test]
-fn tool_integrated_rollouts_run_code_and_train() {
+fn tool_integrated_rollouts_run_code_and_score_its_output() {
     use reasonlab_sandbox::tools::{ToolConfig, ToolFormat};
     let cfg = reasonlab_reward::RewardConfig::from_toml(
         "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\n",
