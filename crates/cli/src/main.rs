@@ -44,6 +44,8 @@ struct Cli {
 enum Command {
     /// Run the end-to-end demo on an embedded default (no downloads, CPU only).
     Demo(cmd::demo::Args),
+    /// The papers' claims in miniature: r1-zero, rl-vs-sft, distill-vs-rl, corpus, supervision.
+    Experiment(cmd::experiment::Args),
     /// Inspect a model or score token ids with it.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
@@ -98,6 +100,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Experiment(args) => cmd::experiment::run(args),
         Command::Model(c) => cmd::model::run(c),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Verify(args) => cmd::verify::run_verify(args),

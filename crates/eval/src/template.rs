@@ -17,6 +17,19 @@ pub const R1_INSTRUCTION: &str =
 /// `language == 'zh'`).
 pub const ZH_INSTRUCTION: &str = "请通过逐步推理来解答问题，并把最终答案放置于\\boxed{}中。";
 
+/// DeepSeek-R1-Zero's prompt (R1 paper, Table 1), for base models: `{problem}` is replaced by
+/// the problem. Reasoning goes in `<think> </think>`, the answer in `<answer> </answer>`.
+pub const R1_ZERO_TEMPLATE: &str = "A conversation between User and Assistant. The user asks a \
+question, and the Assistant solves it. The assistant first thinks about the reasoning process in \
+the mind and then provides the user with the answer. The reasoning process and answer are \
+enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> \
+reasoning process here </think> <answer> answer here </answer>. User: {problem}. Assistant:";
+
+/// [`R1_ZERO_TEMPLATE`] with `problem` filled in.
+pub fn r1_zero_prompt(problem: &str) -> String {
+    R1_ZERO_TEMPLATE.replace("{problem}", problem.trim_end_matches(['.', ' ']))
+}
+
 /// How a problem becomes a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -37,6 +50,9 @@ pub enum PromptTemplate {
     /// Program of thought: one user message asking for a Python program that prints the
     /// answer; for `--tools pot`.
     Pot,
+    /// DeepSeek-R1-Zero's plain-text conversation prompt for base models
+    /// ([`R1_ZERO_TEMPLATE`]).
+    R1Zero,
 }
 
 /// Qwen2.5-Math's tool-integrated reasoning instruction.
@@ -64,6 +80,7 @@ impl PromptTemplate {
             PromptTemplate::Chat => "chat",
             PromptTemplate::Tool => "tool",
             PromptTemplate::Pot => "pot",
+            PromptTemplate::R1Zero => "r1-zero",
         }
     }
 
@@ -75,6 +92,7 @@ impl PromptTemplate {
             "chat" => Ok(PromptTemplate::Chat),
             "tool" | "tir" | "tora" => Ok(PromptTemplate::Tool),
             "pot" => Ok(PromptTemplate::Pot),
+            "r1-zero" | "r1zero" => Ok(PromptTemplate::R1Zero),
             _ => Err(EvalError::UnknownTemplate {
                 name: name.to_string(),
             }),
@@ -90,6 +108,10 @@ impl PromptTemplate {
             },
             PromptTemplate::Plain => RenderedPrompt {
                 input: Prompt::Text(problem.to_string()),
+                stop: Vec::new(),
+            },
+            PromptTemplate::R1Zero => RenderedPrompt {
+                input: Prompt::Text(r1_zero_prompt(problem)),
                 stop: Vec::new(),
             },
             PromptTemplate::Chat => {

@@ -162,16 +162,18 @@ pub enum Event<'a> {
 pub(crate) struct Problem {
     pub(crate) id: String,
     pub(crate) question: String,
-    a: u32,
-    b: u32,
-    op: char,
+    pub(crate) a: u32,
+    pub(crate) b: u32,
+    pub(crate) op: char,
+    pub(crate) name: &'static str,
+    pub(crate) item: &'static str,
     pub(crate) answer: i64,
 }
 
 const NAMES: [&str; 6] = ["Tom", "Ana", "Li", "Sara", "Omar", "Mia"];
 const ITEMS: [&str; 6] = ["apple", "coin", "book", "pen", "card", "shell"];
 
-fn lcg(state: &mut u64) -> u64 {
+pub(crate) fn lcg(state: &mut u64) -> u64 {
     *state = state
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -212,6 +214,8 @@ pub(crate) fn problems(seed: u64) -> Vec<Problem> {
                             a,
                             b,
                             op,
+                            name,
+                            item,
                             answer,
                         });
                     }
@@ -242,6 +246,15 @@ const EOS: &str = "<|endoftext|>";
 
 /// Train a byte-level BPE tokenizer on the problems and worked solutions.
 pub(crate) fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, DemoError> {
+    train_tokenizer_with(texts, vocab, &["<think>", "</think>"])
+}
+
+/// [`train_tokenizer`] with `added` as the plain added tokens.
+pub(crate) fn train_tokenizer_with(
+    texts: &[String],
+    vocab: usize,
+    added: &[&str],
+) -> Result<Tokenizer, DemoError> {
     use tokenizers::models::bpe::{BPE, BpeTrainer};
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
@@ -259,10 +272,8 @@ pub(crate) fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenize
         .into();
     tok.train(&mut trainer, texts.iter()).map_err(err)?;
     // The think tags are plain added tokens: they survive `skip_special_tokens` decoding.
-    tok.add_tokens(&[
-        AddedToken::from("<think>", false),
-        AddedToken::from("</think>", false),
-    ]);
+    let added: Vec<AddedToken> = added.iter().map(|t| AddedToken::from(*t, false)).collect();
+    tok.add_tokens(&added);
     let mut t = Tokenizer::from_inner(tok);
     t.eos_token = Some(EOS.into());
     t.pad_token = Some(EOS.into());
@@ -297,7 +308,7 @@ weight = 0.1
 answer = "boxed"
 "#;
 
-fn sampling(eos: u32, seed: u64) -> SamplingParams {
+pub(crate) fn sampling(eos: u32, seed: u64) -> SamplingParams {
     SamplingParams {
         temperature: 1.0,
         top_p: 1.0,
@@ -412,6 +423,54 @@ pub(crate) fn warm_up(
     ))
 }
 
+/// The problems of `s.seed` split into (held-out, train), and the demo's tokenizer trained on
+/// the training problems and their worked solutions.
+pub(crate) fn task(s: &DemoSettings) -> Result<(Tokenizer, Vec<Problem>, Vec<Problem>), DemoError> {
+    let all = problems(s.seed);
+    let (held_out, train) = all.split_at(s.eval_problems);
+    let corpus: Vec<String> = train
+        .iter()
+        .map(|p| format!("{}{}", prompt(p), solution(p)))
+        .collect();
+    Ok((train_tokenizer(&corpus, 400)?, held_out.to_vec(), train.to_vec()))
+}
+
+/// A random model of `s`'s size for `tok`, warmed up with the demo's SFT.
+pub(crate) fn cold_start(
+    tok: &Tokenizer,
+    train: &[Problem],
+    held_out: &[Problem],
+    s: &DemoSettings,
+) -> Result<Model, DemoError> {
+    let eos = tok.eos_id().unwrap_or(0);
+    let device = Device::flex().autodiff();
+    let model = Model::random(config(tok.vocab_size(), s, eos), s.seed, &device);
+    Ok(warm_up(model, tok, train, held_out, s, &mut || {})?.0)
+}
+
+/// The demo's GRPO settings (R1-Zero preset, its batch, length, learning rate and seed).
+pub(crate) fn grpo_settings(s: &DemoSettings) -> GrpoSettings {
+    let mut settings = GrpoSettings::preset(Preset::R1Zero);
+    settings.group_size = s.group_size;
+    settings.prompts_per_step = s.prompts_per_step;
+    settings.steps = s.grpo_steps;
+    settings.max_new_tokens = 24;
+    settings.optim = AdamWSettings {
+        lr: s.grpo_lr,
+        ..Default::default()
+    };
+    settings.seed = s.seed;
+    settings
+}
+
+/// The training problems as GRPO tasks with the demo's prompt.
+pub(crate) fn tasks(train: &[Problem]) -> Vec<Task> {
+    train
+        .iter()
+        .map(|p| Task::new(p.id.clone(), prompt(p), Some(p.answer.to_string())))
+        .collect()
+}
+
 /// Run the whole demo, writing into `out`.
 pub fn run(
     out: &Path,
@@ -446,20 +505,8 @@ pub fn run(
     // R1-Zero GRPO.
     let reward_config = RewardConfig::from_toml(REWARDS)?;
     let rewards = reward_config.build();
-    let mut settings = GrpoSettings::preset(Preset::R1Zero);
-    settings.group_size = s.group_size;
-    settings.prompts_per_step = s.prompts_per_step;
-    settings.steps = s.grpo_steps;
-    settings.max_new_tokens = 24;
-    settings.optim = AdamWSettings {
-        lr: s.grpo_lr,
-        ..Default::default()
-    };
-    settings.seed = s.seed;
-    let tasks: Vec<Task> = train
-        .iter()
-        .map(|p| Task::new(p.id.clone(), prompt(p), Some(p.answer.to_string())))
-        .collect();
+    let settings = grpo_settings(s);
+    let tasks = tasks(train);
     let mut trainer = GrpoTrainer::new(settings.clone(), model, &tok, &rewards)?;
     let metrics_path = out.join("metrics.jsonl");
     let completions_path = out.join("completions.jsonl");

@@ -6,8 +6,10 @@
 
 pub mod demo;
 pub mod engines;
+pub mod experiments;
 pub mod pipeline;
 pub mod plots;
 pub mod run;
 pub mod supervision;
+pub mod task;
 pub mod traces;

@@ -60,13 +60,46 @@ use crate::run::{Event, Resume, RunDir, RunError, from_table, io, load_toml, res
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageKind {
+    /// The built-in arithmetic task's files and random models ([`crate::task`]).
+    Task,
     Pretrain,
     Sft,
     Grpo,
     Sample,
     Distill,
+    /// Math-Shepherd process labels (`reasonlab rm label`'s settings, [`RmLabelFile`]).
+    RmLabel,
     RmTrain,
     Eval,
+}
+
+/// An `rm_label` stage's config: `reasonlab rm label`'s flags as TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmLabelFile {
+    /// Solutions to label: `prompt`, `completion` (or `completions`), `answer`.
+    pub input: PathBuf,
+    /// The completer.
+    pub engine: crate::engines::EngineSpec,
+    /// Completions per step.
+    #[serde(default = "default_label_n")]
+    pub n: usize,
+    pub separator: String,
+    #[serde(default)]
+    pub estimate: crate::run::rm::Estimate,
+    #[serde(default)]
+    pub sampling: reasonlab_core::engine::Sampling,
+    #[serde(default = "default_chunk")]
+    pub chunk_size: usize,
+    pub out: PathBuf,
+}
+
+fn default_label_n() -> usize {
+    4
+}
+
+fn default_chunk() -> usize {
+    64
 }
 
 /// One `[[stage]]`.
@@ -163,6 +196,9 @@ pub struct StageRecord {
     pub name: String,
     pub kind: StageKind,
     pub state: StageState,
+    /// The stage's folder, DIR/stages/NAME.
+    #[serde(default)]
+    pub dir: PathBuf,
     /// The stage's config with every `@` reference and `out` filled in.
     pub config: toml::Table,
     pub outputs: Outputs,
@@ -275,6 +311,7 @@ pub fn run(
             name: stage.name.clone(),
             kind: stage.kind,
             state,
+            dir: stage_dir.clone(),
             config: config.clone(),
             outputs,
             seconds,
@@ -299,7 +336,79 @@ pub fn run(
         })
         .collect();
     dir.write_summary(&summary)?;
+    write_report(dir.root(), recipe, &manifest)?;
     Ok(summary)
+}
+
+/// `DIR/report.html` and `DIR/plots/pass1.{svg,png}`: the stages with their times and
+/// held-out pass@1, a chart of pass@1 after each evaluated stage, and every stage's own plots.
+fn write_report(root: &Path, recipe: &Recipe, manifest: &Manifest) -> Result<(), RunError> {
+    use std::fmt::Write as _;
+    let records: Vec<&StageRecord> = recipe
+        .stage
+        .iter()
+        .filter_map(|s| manifest.get(&s.name))
+        .collect();
+    let evals: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| r.pass1)
+        .enumerate()
+        .map(|(i, p)| (i as f64 + 1.0, p))
+        .collect();
+    let plots = root.join("plots");
+    std::fs::create_dir_all(&plots).map_err(io(&plots))?;
+    let names: Vec<&str> = records
+        .iter()
+        .filter(|r| r.pass1.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    let title = format!("held-out pass@1 after each evaluation ({})", names.join(", "));
+    let scene = crate::plots::chart_scene(&title, "evaluation", &[("pass@1", evals)]);
+    let chart = crate::plots::write_chart(&plots, "pass1", &scene).map_err(io(&plots))?;
+    let name = recipe.name.as_deref().unwrap_or("recipe");
+    let mut rows = String::new();
+    let mut curves = String::new();
+    for r in &records {
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{:?}</td><td>{:?}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+            r.name,
+            r.kind,
+            r.state,
+            r.seconds,
+            r.pass1.map_or(String::new(), |p| format!("{p:.3}")),
+            r.error.as_deref().unwrap_or("")
+        );
+        let stage_plots = r.dir.join("plots");
+        let Ok(entries) = std::fs::read_dir(&stage_plots) else {
+            continue;
+        };
+        let mut pngs: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".png"))
+            .collect();
+        pngs.sort();
+        if !pngs.is_empty() {
+            let _ = write!(curves, "<h3>{}</h3>", r.name);
+            for f in pngs {
+                let _ = write!(
+                    curves,
+                    "<img src=\"stages/{}/plots/{f}\" width=\"560\">",
+                    r.name
+                );
+            }
+        }
+    }
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 12px;border-bottom:1px solid #ddd}}</style>\
+         </head><body><h1>{name}</h1><table><tr><th>stage</th><th>kind</th><th>state</th>\
+         <th>seconds</th><th>held-out pass@1</th><th>error</th></tr>{rows}</table>\
+         <h2>Held-out pass@1 by stage</h2>{chart}<h2>Training curves</h2>{curves}</body></html>"
+    );
+    let path = root.join("report.html");
+    reasonlab_core::fs::atomic_write(&path, html.as_bytes()).map_err(io(&path))
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), RunError> {
@@ -315,7 +424,7 @@ fn resolve_stage(
 ) -> Result<toml::Table, RunError> {
     let mut config = stage.config.clone();
     let out = match stage.kind {
-        StageKind::Sample => stage_dir.join("data.jsonl"),
+        StageKind::Sample | StageKind::RmLabel => stage_dir.join("data.jsonl"),
         _ => stage_dir.to_path_buf(),
     };
     config.insert("out".into(), toml::Value::String(out.display().to_string()));
@@ -329,6 +438,26 @@ fn substitute(v: &mut toml::Value, stage: &str, manifest: &Manifest) -> Result<(
     match v {
         toml::Value::String(s) if s.starts_with('@') => {
             let reference = &s[1..];
+            if let Some((name, rel)) = reference.split_once('/') {
+                // A file the stage wrote: DIR/stages/NAME/REL.
+                let record = manifest
+                    .get(name)
+                    .filter(|r| r.state == StageState::Done)
+                    .ok_or_else(|| {
+                        RunError::Invalid(format!(
+                            "stage {stage}: {s} names a stage that has not run (it must come earlier)"
+                        ))
+                    })?;
+                let path = record.dir.join(rel);
+                if !path.exists() {
+                    return Err(RunError::Invalid(format!(
+                        "stage {stage}: {s}: stage {name} wrote no {}",
+                        path.display()
+                    )));
+                }
+                *s = path.display().to_string();
+                return Ok(());
+            }
             let (name, what) = match reference.split_once('.') {
                 Some((n, w)) => (n, Some(w)),
                 None => (reference, None),
@@ -391,6 +520,42 @@ fn run_stage(
     };
     let bad = BadLines::Skip;
     Ok(match kind {
+        StageKind::Task => {
+            let cfg: crate::task::TaskConfig = from_table(config, base, &what)?.config;
+            crate::task::write(&cfg).map_err(|e| RunError::Invalid(e.to_string()))?;
+            (
+                Outputs {
+                    model: None,
+                    data: Some(cfg.out),
+                },
+                None,
+            )
+        }
+        StageKind::RmLabel => {
+            let file: RmLabelFile = from_table(config, base, &what)?.config;
+            let cfg = crate::run::rm::LabelConfig {
+                input: resolve(base, &file.input),
+                out: file.out.clone(),
+                n: file.n,
+                separator: file.separator,
+                estimate: file.estimate,
+                sampling: file.sampling,
+                chunk_size: file.chunk_size,
+            };
+            let engine = file
+                .engine
+                .build(base)
+                .map_err(|e| RunError::Invalid(e.to_string()))?;
+            std::fs::create_dir_all(stage_dir).map_err(io(stage_dir))?;
+            crate::run::rm::label::label(&cfg, engine.as_ref(), on_event)?;
+            (
+                Outputs {
+                    model: None,
+                    data: Some(file.out),
+                },
+                None,
+            )
+        }
         StageKind::Pretrain => {
             let cfg = PretrainConfig::from_loaded(from_table(config, base, &what)?)?;
             let dir = RunDir::create(&cfg.out)?;

@@ -79,22 +79,34 @@ const COLORS: [[u8; 3]; 4] = [
 
 /// Lay out a line chart of `series` (name, points) with axes, ticks and a legend.
 pub fn chart_scene(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Scene {
+    let with: Vec<(&str, Vec<(f64, f64, f64)>)> = series
+        .iter()
+        .map(|(n, p)| (*n, p.iter().map(|&(x, y)| (x, y, 0.0)).collect()))
+        .collect();
+    error_chart_scene(title, x_label, &with)
+}
+
+/// A line chart of means with error bars: each point is `(x, mean, spread)`, drawn as the mean
+/// with a bar from `mean - spread` to `mean + spread` (no bar where the spread is 0).
+pub fn error_chart_scene(
+    title: &str,
+    x_label: &str,
+    series: &[(&str, Vec<(f64, f64, f64)>)],
+) -> Scene {
     const W: f64 = 560.0;
     const H: f64 = 300.0;
     const L: f64 = 56.0;
     const R: f64 = 16.0;
     const T: f64 = 32.0;
     const B: f64 = 40.0;
-    let pts = series
-        .iter()
-        .flat_map(|s| s.1.iter())
-        .filter(|p| p.0.is_finite() && p.1.is_finite());
+    let finite = |p: &&(f64, f64, f64)| p.0.is_finite() && p.1.is_finite() && p.2.is_finite();
+    let pts = series.iter().flat_map(|s| s.1.iter()).filter(finite);
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
+    for &(x, y, e) in pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
+        y0 = y0.min(y - e.abs());
+        y1 = y1.max(y + e.abs());
     }
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
@@ -163,11 +175,28 @@ pub fn chart_scene(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)
     }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        for &(x, y, e) in points.iter().filter(finite) {
+            if e != 0.0 {
+                let (px, lo, hi) = (sx(x), sy(y - e.abs()), sy(y + e.abs()));
+                prims.push(Prim::Polyline {
+                    points: vec![(px, lo), (px, hi)],
+                    color,
+                    width: 1.0,
+                });
+                for cap in [lo, hi] {
+                    prims.push(Prim::Polyline {
+                        points: vec![(px - 3.0, cap), (px + 3.0, cap)],
+                        color,
+                        width: 1.0,
+                    });
+                }
+            }
+        }
         prims.push(Prim::Polyline {
             points: points
                 .iter()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-                .map(|&(x, y)| (sx(x), sy(y)))
+                .filter(finite)
+                .map(|&(x, y, _)| (sx(x), sy(y)))
                 .collect(),
             color,
             width: 1.5,
@@ -440,7 +469,7 @@ impl Canvas {
 }
 
 /// Write `name.svg` and `name.png` of `scene` into `dir`; returns the SVG text.
-fn write_chart(dir: &Path, name: &str, scene: &Scene) -> std::io::Result<String> {
+pub fn write_chart(dir: &Path, name: &str, scene: &Scene) -> std::io::Result<String> {
     let svg = scene.to_svg();
     std::fs::write(dir.join(format!("{name}.svg")), &svg)?;
     std::fs::write(dir.join(format!("{name}.png")), scene.to_png())?;

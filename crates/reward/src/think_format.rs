@@ -26,6 +26,9 @@ pub enum AnswerCheck {
     NonEmpty,
     /// A `\boxed{…}` answer.
     Boxed,
+    /// One `<answer>…</answer>` block with something in it (R1-Zero's template): the format
+    /// reward then checks both tags.
+    AnswerTag,
 }
 
 /// 1 for a well-formed completion, 0 otherwise. Always applicable.
@@ -66,6 +69,15 @@ impl ThinkFormat {
         match self.answer {
             AnswerCheck::NonEmpty => true,
             AnswerCheck::Boxed => !reasonlab_answer::extract::boxed_contents(answer).is_empty(),
+            AnswerCheck::AnswerTag => {
+                let body = answer.trim();
+                body.matches("<answer>").count() == 1
+                    && body.matches("</answer>").count() == 1
+                    && body
+                        .strip_prefix("<answer>")
+                        .and_then(|b| b.strip_suffix("</answer>"))
+                        .is_some_and(|inner| !inner.trim().is_empty())
+            }
         }
     }
 }
@@ -120,5 +132,26 @@ mod tests {
         assert!(f.is_well_formed("reason</think> so \\boxed{4}"));
         assert!(!f.is_well_formed("reason</think> so 4"));
         assert!(!f.is_well_formed("<think>reason</think> \\boxed{4}"));
+    }
+
+    #[test]
+    fn answer_tag_variant_checks_both_tags() {
+        let f = ThinkFormat {
+            open_tag: OpenTag::InCompletion,
+            answer: AnswerCheck::AnswerTag,
+        };
+        assert!(f.is_well_formed("<think> 3 + 4 = 7 </think> <answer> 7 </answer>"));
+        assert!(f.is_well_formed("<think>3 + 4 = 7</think><answer>7</answer>\n"));
+        assert!(!f.is_well_formed("<think>3 + 4 = 7</think> 7"), "no answer tags");
+        assert!(!f.is_well_formed("<think>x</think> <answer> </answer>"), "empty answer");
+        assert!(
+            !f.is_well_formed("<think>x</think> <answer>7</answer> <answer>8</answer>"),
+            "two answers"
+        );
+        assert!(
+            !f.is_well_formed("<think>x</think> <answer>7</answer> and more"),
+            "text after the answer"
+        );
+        assert!(!f.is_well_formed("<think>x</think> <answer>7"), "unclosed");
     }
 }

@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod demo;
 pub mod distill;
 pub mod eval;
+pub mod experiment;
 pub mod generate;
 pub mod grpo;
 pub mod local;

@@ -80,6 +80,10 @@ pub enum Template {
     R1,
     /// The problem text as is.
     Plain,
+    /// DeepSeek-R1-Zero's conversation prompt for base models (with `chat = false`):
+    /// reasoning in `<think> </think>`, answer in `<answer> </answer>`.
+    #[serde(alias = "r1-zero")]
+    R1Zero,
 }
 
 /// What to do with prompts too long for the context or `max_prompt_length`.
@@ -404,6 +408,7 @@ fn task_of(
     let body = |problem: &str| match cfg.template {
         Template::R1 => format!("{problem}\n{R1_INSTRUCTION}"),
         Template::Plain => problem.to_string(),
+        Template::R1Zero => reasonlab_eval::template::r1_zero_prompt(problem),
     };
     let conversation = match row.get("messages").or_else(|| row.get("prompt")) {
         Some(Value::Array(_)) => {

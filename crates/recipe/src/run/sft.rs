@@ -32,6 +32,10 @@ use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay};
 pub struct SftFile {
     pub model: PathBuf,
     pub data: PathBuf,
+    /// Further files read after `data`, as one set (reasoning traces mixed with
+    /// non-reasoning data, say).
+    #[serde(default)]
+    pub more_data: Vec<PathBuf>,
     #[serde(default)]
     pub eval_data: Option<PathBuf>,
     #[serde(default)]
@@ -48,6 +52,8 @@ pub struct SftFile {
 pub struct SftConfig {
     pub model: PathBuf,
     pub data: PathBuf,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_data: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_data: Option<PathBuf>,
     pub held_out: f64,
@@ -68,6 +74,7 @@ impl SftConfig {
         Ok(Self {
             model: loaded.path(&f.model),
             data: loaded.path(&f.data),
+            more_data: f.more_data.iter().map(|p| loaded.path(p)).collect(),
             eval_data: f.eval_data.as_ref().map(|p| loaded.path(p)),
             held_out: f.held_out,
             out: loaded.path(&f.out),
@@ -98,7 +105,10 @@ pub fn run(
     bad: BadLines,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<SftSummary, RunError> {
-    let records: Vec<SftRecord> = jsonl::read(&cfg.data, bad)?;
+    let mut records: Vec<SftRecord> = jsonl::read(&cfg.data, bad)?;
+    for path in &cfg.more_data {
+        records.extend(jsonl::read::<SftRecord>(path, bad)?);
+    }
     let eval_records: Vec<SftRecord> = match &cfg.eval_data {
         Some(p) => jsonl::read(p, bad)?,
         None => Vec::new(),

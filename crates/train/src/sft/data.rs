@@ -41,7 +41,8 @@ pub enum PromptFormat {
     /// A user turn and an assistant turn through the chat template.
     #[default]
     Chat,
-    /// `prompt + completion + EOS`, no template.
+    /// `prompt + completion + EOS`, no template (a chat record of one user and one assistant
+    /// turn is read as prompt and completion).
     Raw,
 }
 
@@ -172,23 +173,34 @@ pub fn encode(
         let spans = assistant_spans(tok, messages, &full)?;
         Ok((full, spans, false))
     };
+    let raw = |prompt: &str, completion: &str| {
+        let text = format!("{prompt}{completion}");
+        let n = text.len();
+        (text, vec![(prompt.len(), n)], true)
+    };
     let (text, mut spans, add_eos) = match (record, settings.format) {
+        // Raw text for a base model without a chat template: a user turn and the assistant's
+        // answer read as prompt and completion.
+        (SftRecord::Chat { messages }, PromptFormat::Raw)
+            if messages.len() == 2
+                && messages[0].role == Role::User
+                && messages[1].role == Role::Assistant =>
+        {
+            raw(&messages[0].content, &messages[1].content)
+        }
         (SftRecord::Chat { messages }, _) => chat(messages)?,
         (SftRecord::PromptCompletion { prompt, completion }, PromptFormat::Chat) => chat(&[
             Message::new(Role::User, prompt.clone()),
             Message::new(Role::Assistant, completion.clone()),
         ])?,
         (SftRecord::PromptCompletion { prompt, completion }, PromptFormat::Raw) => {
-            let text = format!("{prompt}{completion}");
-            let n = text.len();
-            (text, vec![(prompt.len(), n)], true)
+            raw(prompt, completion)
         }
     };
     if settings.mask_tool_outputs {
         spans = cut_tool_outputs(&text, spans);
     }
-    let special = matches!(settings.format, PromptFormat::Raw)
-        && matches!(record, SftRecord::PromptCompletion { .. });
+    let special = add_eos;
     let (mut ids, offsets) = tok.encode_with_offsets(&text, special)?;
     let mut loss: Vec<bool> = offsets
         .iter()

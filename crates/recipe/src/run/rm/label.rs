@@ -9,7 +9,8 @@
 //!
 //! Input lines: `{"prompt", "completions": [step, …], "answer"}` or `{"prompt", "completion":
 //! text, "answer"}` (split on the separator); `problem` and `solution` are read as `prompt` and
-//! `completion`, and `id` is kept. The completer sees `prompt + step₁ + sep + … + stepᵢ + sep` as
+//! `completion`, a `messages` record (what `reasonlab sample` writes) gives its first user turn
+//! and last assistant turn, and `id` is kept. The completer sees `prompt + step₁ + sep + … + stepᵢ + sep` as
 //! plain text. Output lines are TRL's stepwise-supervision format, ready for `rm train`:
 //! `{"id", "prompt", "completions", "labels", "soft_labels", "answer"}` with `labels` the
 //! chosen estimate (booleans for hard, fractions for soft).
@@ -82,14 +83,35 @@ fn text<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
     names.iter().find_map(|n| v.get(*n).and_then(Value::as_str))
 }
 
+/// The first user turn and the last assistant turn of a `messages` record (what
+/// `reasonlab sample` writes).
+fn turns(v: &Value) -> (Option<&str>, Option<&str>) {
+    let Some(Value::Array(messages)) = v.get("messages") else {
+        return (None, None);
+    };
+    fn turn<'v>(m: &'v Value, role: &str) -> Option<&'v str> {
+        (m.get("role").and_then(Value::as_str) == Some(role))
+            .then(|| m.get("content").and_then(Value::as_str))
+            .flatten()
+    }
+    (
+        messages.iter().find_map(|m| turn(m, "user")),
+        messages.iter().rev().find_map(|m| turn(m, "assistant")),
+    )
+}
+
 fn parse(v: &Value, line: usize, sep: &str) -> Result<Solution, String> {
-    let prompt = text(v, &["prompt", "problem"]).ok_or("missing `prompt` (or `problem`)")?;
+    let (user, assistant) = turns(v);
+    let prompt = text(v, &["prompt", "problem"])
+        .or(user)
+        .ok_or("missing `prompt` (or `problem`, or a user turn in `messages`)")?;
     let answer = match v.get("answer") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err("missing `answer` (a string or a number)".into()),
     };
-    let steps: Vec<String> = match (v.get("completions"), text(v, &["completion", "solution"])) {
+    let completion = text(v, &["completion", "solution"]).or(assistant);
+    let steps: Vec<String> = match (v.get("completions"), completion) {
         (Some(list), _) => serde_json::from_value(list.clone())
             .map_err(|_| "`completions` must be a list of step strings".to_string())?,
         (None, Some(c)) => c

@@ -1,0 +1,439 @@
+//! R1-Zero from a base model (DeepSeek-R1 §2.2, Fig. 2–3): `reasonlab experiment r1-zero`.
+//!
+//! For every seed: a tokenizer and a tiny random model, pretrained by next-token prediction
+//! (loss on every token) on web-like text about the demo's training problems — stories with the
+//! sums worked in prose, worksheet pages ("Question: … Answer: 7"), and a share of tutoring
+//! transcripts in R1-Zero's conversation format whose reasoning varies in length and whose
+//! answers are sometimes wrong. No instruction data and no SFT stage: the base model's habits
+//! are whatever that text taught it. GRPO (R1-Zero preset) then trains it with R1-Zero's prompt
+//! ([`reasonlab_eval::template::R1_ZERO_TEMPLATE`]), an accuracy reward that reads the answer
+//! from `<answer> </answer>` only, and a format reward that checks both tag pairs. Held-out
+//! pass@1, the well-formed share and the mean response length are measured every
+//! `eval_every` steps (R1 Fig. 2 and Fig. 3).
+
+use std::path::Path;
+
+use reasonlab_answer::{AnswerFormat, ExtractConfig, Fallback, VerifyConfig};
+use reasonlab_eval::MetricKey;
+use reasonlab_eval::template::r1_zero_prompt;
+use reasonlab_model::tensor::Device;
+use reasonlab_model::{Model, ModelConfig};
+use reasonlab_reward::RewardConfig;
+use reasonlab_reward::think_format::{AnswerCheck, OpenTag, ThinkFormat};
+use reasonlab_tokenize::Tokenizer;
+use reasonlab_train::AdamWSettings;
+use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
+use reasonlab_train::sft::{
+    EncodeSettings, PromptFormat, SftRecord, SftSettings, SftTrainer, encode_all,
+};
+use serde::Serialize;
+
+use super::{Measured, Probe, Stat, chart, finish, measure, write_json};
+use crate::demo::{self, DemoError, Problem, io_err, lcg};
+
+/// The experiment's knobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct R1ZeroSettings {
+    pub seeds: Vec<u64>,
+    pub pretrain_steps: usize,
+    pub pretrain_batch: usize,
+    pub pretrain_lr: f64,
+    /// Share of pretraining documents that are conversation transcripts.
+    pub transcript_share: f64,
+    /// Share of transcripts whose answer is off by one.
+    pub wrong_share: f64,
+    pub grpo_steps: usize,
+    pub grpo_lr: f64,
+    pub group_size: usize,
+    pub prompts_per_step: usize,
+    pub max_new_tokens: usize,
+    pub eval_every: usize,
+    pub eval_problems: usize,
+    pub eval_k: usize,
+    pub hidden_size: usize,
+    pub layers: usize,
+}
+
+impl R1ZeroSettings {
+    pub fn new(seeds: Vec<u64>) -> Self {
+        Self {
+            seeds,
+            pretrain_steps: 300,
+            pretrain_batch: 32,
+            pretrain_lr: 3e-3,
+            transcript_share: 0.3,
+            wrong_share: 0.3,
+            grpo_steps: 200,
+            grpo_lr: 5e-4,
+            group_size: 8,
+            prompts_per_step: 16,
+            max_new_tokens: 48,
+            eval_every: 25,
+            eval_problems: 100,
+            eval_k: 4,
+            hidden_size: 96,
+            layers: 2,
+        }
+    }
+
+    /// A few steps of everything, for tests.
+    pub fn quick(seeds: Vec<u64>) -> Self {
+        Self {
+            pretrain_steps: 40,
+            grpo_steps: 4,
+            eval_every: 2,
+            eval_problems: 16,
+            eval_k: 2,
+            ..Self::new(seeds)
+        }
+    }
+}
+
+/// One measurement of one seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct R1ZeroPoint {
+    pub seed: u64,
+    pub step: usize,
+    #[serde(flatten)]
+    pub measured: Measured,
+    /// Mean reward and completion length of the GRPO step's rollouts (NaN at step 0).
+    pub train_reward: f64,
+    pub train_length: f64,
+}
+
+/// Mean ± std over seeds at one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct R1ZeroRow {
+    pub step: usize,
+    pub pass1: Stat,
+    pub format: Stat,
+    pub length: Stat,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct R1ZeroSummary {
+    pub settings: R1ZeroSettings,
+    pub points: Vec<R1ZeroPoint>,
+    pub rows: Vec<R1ZeroRow>,
+    pub seconds: f64,
+}
+
+const REWARDS: &str = r#"
+not_applicable = "zero"
+[[reward]]
+kind = "accuracy"
+weight = 1.0
+answer_format = "answer_tag"
+fallback = "none"
+[[reward]]
+kind = "think_format"
+weight = 0.2
+answer = "answer_tag"
+"#;
+
+const FORMAT: ThinkFormat = ThinkFormat {
+    open_tag: OpenTag::InCompletion,
+    answer: AnswerCheck::AnswerTag,
+};
+
+/// R1-Zero's prompt for one problem.
+pub(crate) fn prompt(p: &Problem) -> String {
+    r1_zero_prompt(&p.question)
+}
+
+/// R1-Zero's prompt for any question.
+pub(crate) fn prompt_for(question: &str) -> String {
+    r1_zero_prompt(question)
+}
+
+fn verb(p: &Problem) -> &'static str {
+    if p.op == '+' { "gets" } else { "gives away" }
+}
+
+/// A completion in R1-Zero's format with `answer` (right or not) and reasoning of `verbosity`
+/// 0 (the sum alone), 1 (the numbers restated) or 2 (the story retold).
+pub(crate) fn transcript(p: &Problem, answer: i64, verbosity: u64) -> String {
+    let sum = format!("{} {} {} = {answer}", p.a, p.op, p.b);
+    let reasoning = match verbosity {
+        0 => sum,
+        1 => format!("{} and {}. {sum}.", p.a, p.b),
+        _ => format!(
+            "{} has {} {}s. {} {} {}. {sum}.",
+            p.name,
+            p.a,
+            p.item,
+            p.name,
+            verb(p),
+            p.b
+        ),
+    };
+    format!(" <think> {reasoning} </think> <answer> {answer} </answer>")
+}
+
+/// Web-like pretraining documents about `train`'s problems (see the module documentation).
+pub(crate) fn documents(train: &[Problem], s: &R1ZeroSettings, seed: u64) -> Vec<String> {
+    let mut rng = seed ^ 0xA11C_E5ED;
+    let unit = |rng: &mut u64| (lcg(rng) % 10_000) as f64 / 10_000.0;
+    train
+        .iter()
+        .map(|p| {
+            let c = p.answer;
+            if unit(&mut rng) < s.transcript_share {
+                let wrong = unit(&mut rng) < s.wrong_share;
+                let answer = if wrong { c + 1 } else { c };
+                let verbosity = lcg(&mut rng) % 3;
+                format!("{}{}", prompt(p), transcript(p, answer, verbosity))
+            } else if lcg(&mut rng) % 2 == 0 {
+                let (did, now) = if p.op == '+' {
+                    (format!("got {} more", p.b), "has")
+                } else {
+                    (format!("gave away {}", p.b), "has left")
+                };
+                format!(
+                    "{} had {} {}s. Then {} {did}. {} {} {} = {c}, so {} {now} {c} {}s.",
+                    p.name, p.a, p.item, p.name, p.a, p.op, p.b, p.name, p.item
+                )
+            } else {
+                format!("Question: {}\nAnswer: {c}", p.question)
+            }
+        })
+        .collect()
+}
+
+fn config(vocab: usize, s: &R1ZeroSettings, eos: u32) -> ModelConfig {
+    ModelConfig {
+        vocab_size: vocab,
+        hidden_size: s.hidden_size,
+        intermediate_size: s.hidden_size * 3,
+        num_hidden_layers: s.layers,
+        head_dim: s.hidden_size / 4,
+        max_position_embeddings: 256,
+        eos_token_ids: vec![eos],
+        ..reasonlab_model::bench_config()
+    }
+}
+
+/// Next-token training on `docs` (loss on every token): the base model.
+pub(crate) fn pretrain(
+    tok: &Tokenizer,
+    docs: &[String],
+    config: ModelConfig,
+    steps: usize,
+    batch: usize,
+    lr: f64,
+    seed: u64,
+) -> Result<Model, DemoError> {
+    let device = Device::flex().autodiff();
+    let model = Model::random(config, seed, &device);
+    let records: Vec<SftRecord> = docs
+        .iter()
+        .map(|d| SftRecord::PromptCompletion {
+            prompt: String::new(),
+            completion: d.clone(),
+        })
+        .collect();
+    let settings = SftSettings {
+        epochs: 1000,
+        max_steps: steps,
+        batch_size: batch,
+        encode: EncodeSettings {
+            format: PromptFormat::Raw,
+            max_len: 192,
+            ..Default::default()
+        },
+        optim: AdamWSettings {
+            lr,
+            warmup_steps: 10,
+            ..Default::default()
+        },
+        seed: seed ^ 0x9E7,
+        ..Default::default()
+    };
+    let (enc, _) = encode_all(&records, tok, &settings.encode)?;
+    let eos = tok.eos_id().unwrap_or(0);
+    let mut trainer = SftTrainer::new(settings, model, enc, Vec::new(), eos)?;
+    while trainer.step()?.is_some() {}
+    Ok(trainer.into_model())
+}
+
+fn probe<'a>(s: &R1ZeroSettings, seed: u64, ks: &'a [usize]) -> Probe<'a> {
+    Probe {
+        prompt: &prompt,
+        n: s.eval_k,
+        ks,
+        max_new_tokens: s.max_new_tokens,
+        seed: seed ^ 0xE7A1,
+        verify: VerifyConfig {
+            extract: ExtractConfig {
+                format: AnswerFormat::AnswerTag,
+                fallback: Fallback::None,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        format: Some(FORMAT),
+    }
+}
+
+/// Run every seed into `out`.
+pub fn run(
+    out: &Path,
+    s: &R1ZeroSettings,
+    on_phase: &mut dyn FnMut(u64, &str),
+) -> Result<R1ZeroSummary, DemoError> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(out.join("plots")).map_err(io_err(out))?;
+    let mut points = Vec::new();
+    let ks = [1];
+    for &seed in &s.seeds {
+        let all = demo::problems(seed);
+        let (held_out, train) = all.split_at(s.eval_problems);
+        let docs = documents(train, s, seed);
+        let tok = tokenizer(&docs)?;
+        let eos = tok.eos_id().unwrap_or(0);
+        on_phase(seed, "pretrain");
+        let base = pretrain(
+            &tok,
+            &docs,
+            config(tok.vocab_size(), s, eos),
+            s.pretrain_steps,
+            s.pretrain_batch,
+            s.pretrain_lr,
+            seed,
+        )?;
+        let seed_dir = out.join(format!("seed-{seed}"));
+        base.save(&seed_dir.join("base"), reasonlab_model::SaveDtype::F32)?;
+        tok.save(&seed_dir.join("base"))?;
+        on_phase(seed, "grpo");
+        let rewards = RewardConfig::from_toml(REWARDS)?.build();
+        let mut settings = GrpoSettings::preset(Preset::R1Zero);
+        settings.group_size = s.group_size;
+        settings.prompts_per_step = s.prompts_per_step;
+        settings.steps = s.grpo_steps;
+        settings.max_new_tokens = s.max_new_tokens;
+        settings.optim = AdamWSettings {
+            lr: s.grpo_lr,
+            ..Default::default()
+        };
+        settings.seed = seed;
+        let tasks: Vec<Task> = train
+            .iter()
+            .map(|p| Task::new(p.id.clone(), prompt(p), Some(p.answer.to_string())))
+            .collect();
+        let mut trainer = GrpoTrainer::new(settings, base, &tok, &rewards)?;
+        let (mut reward_sum, mut len_sum, mut n) = (0.0, 0.0, 0usize);
+        for step in 0..=s.grpo_steps {
+            if step > 0 {
+                let (m, _) = trainer.step(&tasks)?;
+                reward_sum += m.reward_mean;
+                len_sum += m.completion_len_mean;
+                n += 1;
+            }
+            if step % s.eval_every.max(1) == 0 || step == s.grpo_steps {
+                let measured = measure(
+                    &trainer.policy().inference_copy(),
+                    &tok,
+                    held_out,
+                    &probe(s, seed, &ks),
+                )?;
+                let avg = |x: f64| if n > 0 { x / n as f64 } else { f64::NAN };
+                points.push(R1ZeroPoint {
+                    seed,
+                    step,
+                    measured,
+                    train_reward: avg(reward_sum),
+                    train_length: avg(len_sum),
+                });
+                (reward_sum, len_sum, n) = (0.0, 0.0, 0);
+                on_phase(seed, &format!("step {step}"));
+            }
+        }
+        let policy = trainer.into_policy();
+        policy.save(&seed_dir.join("policy"), reasonlab_model::SaveDtype::F32)?;
+        tok.save(&seed_dir.join("policy"))?;
+    }
+    let rows = rows(&points);
+    let summary = R1ZeroSummary {
+        settings: s.clone(),
+        points,
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_json(&out.join("summary.json"), &summary)?;
+    let series = |f: &dyn Fn(&R1ZeroRow) -> &Stat| -> Vec<(f64, f64, f64)> {
+        summary
+            .rows
+            .iter()
+            .map(|r| (r.step as f64, f(r).mean, f(r).std))
+            .collect()
+    };
+    let plots = out.join("plots");
+    let charts = vec![
+        chart(
+            &plots,
+            "accuracy",
+            "R1-Zero from a base model: held-out pass@1 and format",
+            "GRPO step",
+            &[
+                ("pass@1", series(&|r| &r.pass1)),
+                ("well-formed", series(&|r| &r.format)),
+            ],
+        )?,
+        chart(
+            &plots,
+            "length",
+            "Mean response length on held-out problems (tokens)",
+            "GRPO step",
+            &[("length", series(&|r| &r.length))],
+        )?,
+    ];
+    finish(out, "R1-Zero from a base model", &render_markdown(&summary), &charts)?;
+    Ok(summary)
+}
+
+/// The tokenizer: the demo's byte-level BPE trained on the documents, with the answer tags.
+pub(crate) fn tokenizer(docs: &[String]) -> Result<Tokenizer, DemoError> {
+    demo::train_tokenizer_with(docs, 512, &["<think>", "</think>", "<answer>", "</answer>"])
+}
+
+fn rows(points: &[R1ZeroPoint]) -> Vec<R1ZeroRow> {
+    let mut steps: Vec<usize> = points.iter().map(|p| p.step).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    steps
+        .into_iter()
+        .map(|step| {
+            let at: Vec<&R1ZeroPoint> = points.iter().filter(|p| p.step == step).collect();
+            let stat = |f: &dyn Fn(&R1ZeroPoint) -> f64| {
+                Stat::of(&at.iter().map(|p| f(p)).collect::<Vec<_>>())
+            };
+            R1ZeroRow {
+                step,
+                pass1: stat(&|p| p.measured.get(MetricKey::PassAt(1))),
+                format: stat(&|p| p.measured.format),
+                length: stat(&|p| p.measured.length),
+            }
+        })
+        .collect()
+}
+
+/// The table of `summary.json`'s rows.
+pub fn render_markdown(s: &R1ZeroSummary) -> String {
+    let mut out = format!(
+        "held-out ({} problems × {} samples, T = 1), mean ± std over seeds {:?}\n\n\
+         | GRPO step | pass@1 | well-formed | length (tokens) |\n| ---: | ---: | ---: | ---: |\n",
+        s.settings.eval_problems, s.settings.eval_k, s.settings.seeds
+    );
+    for r in &s.rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} ± {:.1} |\n",
+            r.step,
+            r.pass1.cell(),
+            r.format.cell(),
+            r.length.mean,
+            r.length.std
+        ));
+    }
+    out
+}
