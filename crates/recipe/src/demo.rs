@@ -1,4 +1,4 @@
-//! `reasonlab demo`: DeepSeek-R1-Zero in miniature, from nothing, on a CPU.
+//! `reasonlab demo`: DeepSeek-R1 in miniature (SFT cold start, then R1-Zero-style GRPO), from nothing, on a CPU.
 //!
 //! 1. Synthetic arithmetic word problems (seeded), split into train and held-out problems.
 //! 2. A byte-level BPE tokenizer trained on them (`tokenizers`), with `<think>`/`</think>`.
@@ -432,7 +432,11 @@ pub(crate) fn task(s: &DemoSettings) -> Result<(Tokenizer, Vec<Problem>, Vec<Pro
         .iter()
         .map(|p| format!("{}{}", prompt(p), solution(p)))
         .collect();
-    Ok((train_tokenizer(&corpus, 400)?, held_out.to_vec(), train.to_vec()))
+    Ok((
+        train_tokenizer(&corpus, 400)?,
+        held_out.to_vec(),
+        train.to_vec(),
+    ))
 }
 
 /// A random model of `s`'s size for `tok`, warmed up with the demo's SFT.

@@ -362,7 +362,10 @@ fn write_report(root: &Path, recipe: &Recipe, manifest: &Manifest) -> Result<(),
         .filter(|r| r.pass1.is_some())
         .map(|r| r.name.as_str())
         .collect();
-    let title = format!("held-out pass@1 after each evaluation ({})", names.join(", "));
+    let title = format!(
+        "held-out pass@1 after each evaluation ({})",
+        names.join(", ")
+    );
     let scene = crate::plots::chart_scene(&title, "evaluation", &[("pass@1", evals)]);
     let chart = crate::plots::write_chart(&plots, "pass1", &scene).map_err(io(&plots))?;
     let name = recipe.name.as_deref().unwrap_or("recipe");

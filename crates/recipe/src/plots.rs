@@ -77,9 +77,12 @@ const COLORS: [[u8; 3]; 4] = [
     [0x94, 0x67, 0xbd],
 ];
 
+/// A named series of `(x, mean, spread)` points for [`error_chart_scene`].
+pub type ErrorSeries<'a> = (&'a str, Vec<(f64, f64, f64)>);
+
 /// Lay out a line chart of `series` (name, points) with axes, ticks and a legend.
 pub fn chart_scene(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Scene {
-    let with: Vec<(&str, Vec<(f64, f64, f64)>)> = series
+    let with: Vec<ErrorSeries<'_>> = series
         .iter()
         .map(|(n, p)| (*n, p.iter().map(|&(x, y)| (x, y, 0.0)).collect()))
         .collect();
@@ -88,11 +91,7 @@ pub fn chart_scene(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)
 
 /// A line chart of means with error bars: each point is `(x, mean, spread)`, drawn as the mean
 /// with a bar from `mean - spread` to `mean + spread` (no bar where the spread is 0).
-pub fn error_chart_scene(
-    title: &str,
-    x_label: &str,
-    series: &[(&str, Vec<(f64, f64, f64)>)],
-) -> Scene {
+pub fn error_chart_scene(title: &str, x_label: &str, series: &[ErrorSeries<'_>]) -> Scene {
     const W: f64 = 560.0;
     const H: f64 = 300.0;
     const L: f64 = 56.0;

@@ -190,7 +190,11 @@ pub fn write(cfg: &TaskConfig) -> Result<TaskSummary, DemoError> {
     // One tokenizer for every model, trained on all the task's text.
     let mut corpus = pages.clone();
     corpus.extend(web);
-    corpus.extend(cot.iter().chain(&non_reasoning).map(|(p, c)| format!("{p}{c}")));
+    corpus.extend(
+        cot.iter()
+            .chain(&non_reasoning)
+            .map(|(p, c)| format!("{p}{c}")),
+    );
     let tok = r1_zero::tokenizer(&corpus)?;
     let eos = tok.eos_id().unwrap_or(0);
     let device = Device::flex();

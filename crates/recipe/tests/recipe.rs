@@ -181,3 +181,138 @@ fn recipes_are_checked_when_read() {
         assert!(err.contains(why), "{why}: {err}");
     }
 }
+
+/// The built-in task writes its files and models; later stages name them as `@task/FILE`; the
+/// run ends with `report.html` and a pass@1 chart; a missing file is an error naming it.
+#[test]
+fn task_stage_files_feed_later_stages_and_the_report_compares_evals() {
+    let dir = tempfile::tempdir().unwrap();
+    let eval = |name: &str, model: &str| {
+        format!(
+            r#"
+[[stage]]
+name = "{name}"
+kind = "eval"
+[stage.config]
+engine = {{ model = "{model}" }}
+[stage.config.eval]
+benchmarks = [{{ file = {{ name = "arithmetic", path = "@task/held_out.jsonl", language = "en", few_shot = "gsm8k", fields = {{ id = "id", problem = "problem", answer = "answer", solution = "solution", subject = "subject", level = "level" }} }} }}]
+template = "r1-zero"
+n = 2
+ks = [1, 2]
+chunk_size = 16
+sampling = {{ temperature = 1.0, top_p = 1.0, max_new_tokens = 8, seed = 0 }}
+verify = {{ answer_format = "answer_tag", fallback = "none", think = "after_think", multiple_boxed = "as_list", percent = "either" }}
+"#
+        )
+    };
+    let text = format!(
+        r#"name = "task-tiny"
+
+[[stage]]
+name = "task"
+kind = "task"
+[stage.config]
+seed = 3
+held_out = 6
+cot_examples = 16
+non_reasoning_examples = 8
+models = [{{ name = "small", hidden_size = 32, layers = 1 }}]
+{}
+[[stage]]
+name = "sft"
+kind = "sft"
+[stage.config]
+model = "@task/small"
+data = "@task/cot.jsonl"
+more_data = ["@task/non_reasoning.jsonl"]
+[stage.config.sft]
+epochs = 1
+max_steps = 2
+batch_size = 4
+optim = {{ lr = 1e-3 }}
+encode = {{ format = "raw", max_len = 192, overflow = "truncate" }}
+{}"#,
+        eval("eval_base", "@task/small"),
+        eval("eval_sft", "@sft")
+    );
+    let path = dir.path().join("task.toml");
+    std::fs::write(&path, &text).unwrap();
+    let recipe = Recipe::load(&path).unwrap();
+    let out = dir.path().join("run");
+    let summary = pipeline::run(&recipe, &out, false, &Span::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(summary.len(), 4);
+    let task = out.join("stages/task");
+    for f in [
+        "train.jsonl",
+        "held_out.jsonl",
+        "pretrain.jsonl",
+        "web.jsonl",
+        "cot.jsonl",
+        "short_cot.jsonl",
+        "non_reasoning.jsonl",
+        "small/config.json",
+        "small/tokenizer.json",
+    ] {
+        assert!(task.join(f).exists(), "{f}");
+    }
+    let held: Vec<serde_json::Value> = std::fs::read_to_string(task.join("held_out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(held.len(), 6);
+    let cot = std::fs::read_to_string(task.join("cot.jsonl")).unwrap();
+    assert!(cot.contains("<think>") && cot.contains("<answer>"));
+    // Both evals measured a pass@1 in [0, 1], and the SFT stage read both files.
+    for s in &summary {
+        if s.name.starts_with("eval") {
+            let p = s.pass1.expect("eval stages report pass@1");
+            assert!((0.0..=1.0).contains(&p));
+        }
+    }
+    let sft_summary = std::fs::read_to_string(out.join("stages/sft/summary.json")).unwrap();
+    let sft: serde_json::Value = serde_json::from_str(&sft_summary).unwrap();
+    assert_eq!(sft["train"]["kept"].as_u64(), Some(24), "{sft_summary}");
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("eval_sft") && report.contains("<svg"));
+    assert!(out.join("plots/pass1.png").exists());
+    // A file the stage did not write is named in the error.
+    let bad = text.replace("@task/cot.jsonl", "@task/nothing.jsonl");
+    std::fs::write(&path, bad).unwrap();
+    let recipe = Recipe::load(&path).unwrap();
+    let err = pipeline::run(
+        &recipe,
+        &dir.path().join("run2"),
+        false,
+        &Span::default(),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("nothing.jsonl"), "{err}");
+}
+
+/// Every shipped recipe reads, and every stage reference names an earlier stage.
+#[test]
+fn shipped_recipes_read_and_reference_earlier_stages() {
+    for name in ["r1-zero", "r1", "deepseekmath", "distill"] {
+        let path = repo().join(format!("recipes/{name}.toml"));
+        let recipe = Recipe::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let names: Vec<&str> = recipe.stage.iter().map(|s| s.name.as_str()).collect();
+        for (i, s) in recipe.stage.iter().enumerate() {
+            let config = toml::to_string(&s.config).unwrap();
+            for r in config.split('"').filter(|t| t.starts_with('@')) {
+                let target = r[1..].split(['/', '.']).next().unwrap();
+                let at = names.iter().position(|n| *n == target);
+                assert!(
+                    at.is_some_and(|a| a < i),
+                    "{name}: stage {} refers to {r}, not an earlier stage",
+                    s.name
+                );
+            }
+        }
+        assert!(text.contains("Scaled down") && text.contains("Published values kept"));
+    }
+}

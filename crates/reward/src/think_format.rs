@@ -142,8 +142,14 @@ mod tests {
         };
         assert!(f.is_well_formed("<think> 3 + 4 = 7 </think> <answer> 7 </answer>"));
         assert!(f.is_well_formed("<think>3 + 4 = 7</think><answer>7</answer>\n"));
-        assert!(!f.is_well_formed("<think>3 + 4 = 7</think> 7"), "no answer tags");
-        assert!(!f.is_well_formed("<think>x</think> <answer> </answer>"), "empty answer");
+        assert!(
+            !f.is_well_formed("<think>3 + 4 = 7</think> 7"),
+            "no answer tags"
+        );
+        assert!(
+            !f.is_well_formed("<think>x</think> <answer> </answer>"),
+            "empty answer"
+        );
         assert!(
             !f.is_well_formed("<think>x</think> <answer>7</answer> <answer>8</answer>"),
             "two answers"

@@ -1,4 +1,4 @@
-//! `reasonlab demo`: R1-Zero in miniature on the CPU (see the README).
+//! `reasonlab demo`: R1 in miniature (SFT cold start, then GRPO) on the CPU (see the README).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use reasonlab_eval::MetricKey;

@@ -13,9 +13,6 @@ pub enum Name {
     RlVsSft,
     /// Distillation from an RL-trained teacher against RL on a small student (R1 §4.1).
     DistillVsRl,
-    /// Pretraining on a classifier-recalled, a random and a keyword-filtered corpus
-    /// (DeepSeekMath §2.2).
-    Corpus,
     /// Outcome against process supervision (DeepSeekMath §5.2.1); the same as
     /// `reasonlab demo --compare-supervision`.
     Supervision,
@@ -27,7 +24,6 @@ impl Name {
             Name::R1Zero => Experiment::R1Zero,
             Name::RlVsSft => Experiment::RlVsSft,
             Name::DistillVsRl => Experiment::DistillVsRl,
-            Name::Corpus => Experiment::Corpus,
             Name::Supervision => Experiment::Supervision,
         }
     }
@@ -86,9 +82,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             let summary = distill::run(&out, &s, phase)?;
             (distill::render_markdown(&summary), summary.seconds)
-        }
-        Experiment::Corpus => {
-            anyhow::bail!("{} is not built yet", e.name())
         }
         Experiment::Supervision => {
             use reasonlab_recipe::supervision::{self, SupervisionSettings};

@@ -278,7 +278,8 @@ pub fn run(
     }
     let k = s.eval_k;
     type Pick = fn(&DistillSeed) -> &Measured;
-    let models: [(&str, Pick, Option<fn(&DistillSeed) -> f64>); 4] = [
+    type Seconds = Option<fn(&DistillSeed) -> f64>;
+    let models: [(&str, Pick, Seconds); 4] = [
         ("teacher (RL)", |x| &x.teacher, None),
         ("student after SFT warm-up", |x| &x.student_start, None),
         ("student + RL", |x| &x.rl, Some(|x| x.rl_seconds)),

@@ -7,8 +7,6 @@
 //! - [`rl_vs_sft`]: RL raises maj@K while pass@K stays near the SFT model (DeepSeekMath §5.2.2);
 //! - [`distill`]: a small student distilled from an RL-trained teacher against the same student
 //!   trained with RL (R1 §4.1);
-//! - [`corpus`]: tiny models pretrained on equal token budgets of a classifier-recalled, a
-//!   random and a keyword-filtered corpus from one web-like pool (DeepSeekMath §2.2);
 //! - outcome against process supervision is `reasonlab demo --compare-supervision`
 //!   ([`crate::supervision`]).
 
@@ -36,16 +34,14 @@ pub enum Experiment {
     R1Zero,
     RlVsSft,
     DistillVsRl,
-    Corpus,
     Supervision,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 5] = [
+    pub const ALL: [Experiment; 4] = [
         Experiment::R1Zero,
         Experiment::RlVsSft,
         Experiment::DistillVsRl,
-        Experiment::Corpus,
         Experiment::Supervision,
     ];
 
@@ -54,7 +50,6 @@ impl Experiment {
             Experiment::R1Zero => "r1-zero",
             Experiment::RlVsSft => "rl-vs-sft",
             Experiment::DistillVsRl => "distill-vs-rl",
-            Experiment::Corpus => "corpus",
             Experiment::Supervision => "supervision",
         }
     }
@@ -190,7 +185,7 @@ pub(crate) fn chart(
     name: &str,
     title: &str,
     x_label: &str,
-    series: &[(&str, Vec<(f64, f64, f64)>)],
+    series: &[crate::plots::ErrorSeries<'_>],
 ) -> Result<String, DemoError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let scene = crate::plots::error_chart_scene(title, x_label, series);

@@ -184,7 +184,7 @@ pub(crate) fn documents(train: &[Problem], s: &R1ZeroSettings, seed: u64) -> Vec
                 let answer = if wrong { c + 1 } else { c };
                 let verbosity = lcg(&mut rng) % 3;
                 format!("{}{}", prompt(p), transcript(p, answer, verbosity))
-            } else if lcg(&mut rng) % 2 == 0 {
+            } else if lcg(&mut rng).is_multiple_of(2) {
                 let (did, now) = if p.op == '+' {
                     (format!("got {} more", p.b), "has")
                 } else {
@@ -388,7 +388,12 @@ pub fn run(
             &[("length", series(&|r| &r.length))],
         )?,
     ];
-    finish(out, "R1-Zero from a base model", &render_markdown(&summary), &charts)?;
+    finish(
+        out,
+        "R1-Zero from a base model",
+        &render_markdown(&summary),
+        &charts,
+    )?;
     Ok(summary)
 }
 
