@@ -44,7 +44,7 @@ struct Cli {
 enum Command {
     /// Run the end-to-end demo on an embedded default (no downloads, CPU only).
     Demo(cmd::demo::Args),
-    /// The papers' claims in miniature: r1-zero, rl-vs-sft, distill-vs-rl, supervision.
+    /// The papers' claims in miniature: r1-zero, rl-vs-sft, distill-vs-rl, corpus, supervision.
     Experiment(cmd::experiment::Args),
     /// Inspect a model or score token ids with it.
     #[command(subcommand)]

@@ -2,7 +2,7 @@
 //! plots are written with one row per step, K or model. (The measurements themselves are in the
 //! README, from the full variants.)
 
-use reasonlab_recipe::experiments::{distill, r1_zero, rl_vs_sft};
+use reasonlab_recipe::experiments::{corpus, distill, r1_zero, rl_vs_sft};
 
 fn in_unit(x: f64) -> bool {
     (0.0..=1.0).contains(&x)
@@ -61,4 +61,30 @@ fn distill_vs_rl_compares_four_models() {
     assert!(seed.traces_kept <= seed.traces_sampled && seed.traces_sampled > 0);
     assert!(summary.rows.iter().all(|r| in_unit(r.pass1.mean)));
     files(dir.path(), &["models"]);
+}
+
+#[test]
+fn corpus_selects_three_corpora_of_one_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = corpus::CorpusSettings::quick(vec![0]);
+    let summary = corpus::run(dir.path(), &s, &mut |_, _| {}).unwrap();
+    assert_eq!(summary.arms.len(), 3);
+    for a in &summary.arms {
+        assert!(a.tokens <= s.token_budget && a.pages > 0, "{a:?}");
+        assert!(in_unit(a.pass1) && in_unit(a.math_share));
+    }
+    let share = |sel: corpus::Selection| {
+        summary
+            .arms
+            .iter()
+            .find(|a| a.selection == sel)
+            .unwrap()
+            .math_share
+    };
+    // The classifier trained on seed math pages recalls math pages well above their share of
+    // the pool (15%); the pool file is there for anyone to inspect.
+    assert!(share(corpus::Selection::Recalled) > 0.8, "{summary:?}");
+    assert!(share(corpus::Selection::Recalled) > share(corpus::Selection::Random));
+    assert!(dir.path().join("seed-0/pool.jsonl").exists());
+    files(dir.path(), &["corpora"]);
 }

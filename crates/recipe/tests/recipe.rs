@@ -182,8 +182,9 @@ fn recipes_are_checked_when_read() {
     }
 }
 
-/// The built-in task writes its files and models; later stages name them as `@task/FILE`; the
-/// run ends with `report.html` and a pass@1 chart; a missing file is an error naming it.
+/// The built-in task writes its files and models; later stages name them as `@task/FILE`; a
+/// sample stage's solutions are labelled by an rm_label stage; the run ends with `report.html`
+/// and a pass@1 chart; a missing file is an error naming it.
 #[test]
 fn task_stage_files_feed_later_stages_and_the_report_compares_evals() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +233,29 @@ max_steps = 2
 batch_size = 4
 optim = {{ lr = 1e-3 }}
 encode = {{ format = "raw", max_len = 192, overflow = "truncate" }}
-{}"#,
+{}
+[[stage]]
+name = "samples"
+kind = "sample"
+[stage.config]
+data = "@task/train.jsonl"
+engine = {{ model = "@sft" }}
+template = "r1-zero"
+k = 2
+limit = 3
+sampling = {{ temperature = 1.0, top_p = 1.0, max_new_tokens = 12, seed = 0 }}
+filter = {{ keep = "all", drop_truncated = false }}
+
+[[stage]]
+name = "labels"
+kind = "rm_label"
+[stage.config]
+input = "@samples"
+engine = {{ model = "@sft" }}
+n = 2
+separator = " "
+sampling = {{ temperature = 1.0, top_p = 1.0, max_new_tokens = 8, seed = 1 }}
+"#,
         eval("eval_base", "@task/small"),
         eval("eval_sft", "@sft")
     );
@@ -241,7 +264,7 @@ encode = {{ format = "raw", max_len = 192, overflow = "truncate" }}
     let recipe = Recipe::load(&path).unwrap();
     let out = dir.path().join("run");
     let summary = pipeline::run(&recipe, &out, false, &Span::default(), &mut |_, _| {}).unwrap();
-    assert_eq!(summary.len(), 4);
+    assert_eq!(summary.len(), 6);
     let task = out.join("stages/task");
     for f in [
         "train.jsonl",
@@ -274,6 +297,19 @@ encode = {{ format = "raw", max_len = 192, overflow = "truncate" }}
     let sft_summary = std::fs::read_to_string(out.join("stages/sft/summary.json")).unwrap();
     let sft: serde_json::Value = serde_json::from_str(&sft_summary).unwrap();
     assert_eq!(sft["train"]["kept"].as_u64(), Some(24), "{sft_summary}");
+    // The rm_label stage labelled every sampled solution step by step (TRL stepwise rows).
+    let labels: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("stages/labels/data.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(labels.len(), 6);
+    for l in &labels {
+        let steps = l["completions"].as_array().unwrap().len();
+        assert!(steps > 0);
+        assert_eq!(l["labels"].as_array().unwrap().len(), steps, "{l}");
+    }
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("eval_sft") && report.contains("<svg"));
     assert!(out.join("plots/pass1.png").exists());

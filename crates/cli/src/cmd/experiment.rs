@@ -13,6 +13,9 @@ pub enum Name {
     RlVsSft,
     /// Distillation from an RL-trained teacher against RL on a small student (R1 §4.1).
     DistillVsRl,
+    /// Pretraining on a classifier-recalled, a random and a keyword-filtered corpus of one
+    /// token budget (DeepSeekMath §2.2).
+    Corpus,
     /// Outcome against process supervision (DeepSeekMath §5.2.1); the same as
     /// `reasonlab demo --compare-supervision`.
     Supervision,
@@ -24,6 +27,7 @@ impl Name {
             Name::R1Zero => Experiment::R1Zero,
             Name::RlVsSft => Experiment::RlVsSft,
             Name::DistillVsRl => Experiment::DistillVsRl,
+            Name::Corpus => Experiment::Corpus,
             Name::Supervision => Experiment::Supervision,
         }
     }
@@ -82,6 +86,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             let summary = distill::run(&out, &s, phase)?;
             (distill::render_markdown(&summary), summary.seconds)
+        }
+        Experiment::Corpus => {
+            use experiments::corpus::{self, CorpusSettings};
+            let s = if args.quick {
+                CorpusSettings::quick(seeds)
+            } else {
+                CorpusSettings::new(seeds)
+            };
+            let summary = corpus::run(&out, &s, phase)?;
+            (corpus::render_markdown(&summary), summary.seconds)
         }
         Experiment::Supervision => {
             use reasonlab_recipe::supervision::{self, SupervisionSettings};

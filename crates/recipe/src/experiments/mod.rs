@@ -7,9 +7,12 @@
 //! - [`rl_vs_sft`]: RL raises maj@K while pass@K stays near the SFT model (DeepSeekMath §5.2.2);
 //! - [`distill`]: a small student distilled from an RL-trained teacher against the same student
 //!   trained with RL (R1 §4.1);
+//! - [`corpus`]: tiny models pretrained on equal token budgets of a classifier-recalled, a
+//!   random and a keyword-filtered corpus from one web-like pool (DeepSeekMath §2.2);
 //! - outcome against process supervision is `reasonlab demo --compare-supervision`
 //!   ([`crate::supervision`]).
 
+pub mod corpus;
 pub mod distill;
 pub mod r1_zero;
 pub mod rl_vs_sft;
@@ -34,14 +37,16 @@ pub enum Experiment {
     R1Zero,
     RlVsSft,
     DistillVsRl,
+    Corpus,
     Supervision,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 4] = [
+    pub const ALL: [Experiment; 5] = [
         Experiment::R1Zero,
         Experiment::RlVsSft,
         Experiment::DistillVsRl,
+        Experiment::Corpus,
         Experiment::Supervision,
     ];
 
@@ -50,6 +55,7 @@ impl Experiment {
             Experiment::R1Zero => "r1-zero",
             Experiment::RlVsSft => "rl-vs-sft",
             Experiment::DistillVsRl => "distill-vs-rl",
+            Experiment::Corpus => "corpus",
             Experiment::Supervision => "supervision",
         }
     }
