@@ -10,8 +10,12 @@
 //! runs start from the same policy with the same budget and seed, differing only in the
 //! reward: the rule reward of the demo (accuracy + format), the outcome model (σ of its score,
 //! normalised per group), or the process model (step rewards normalised over the group,
-//! DeepSeekMath §4.1.3; no outcome reward). Held-out pass@1 is measured every `eval_every`
-//! steps.
+//! DeepSeekMath §4.1.3; no outcome reward). A fourth arm runs the process model as iterative
+//! RL (DeepSeekMath §4.2): the same steps in `iterative_rounds` rounds, and before each round
+//! after the first a new process model, labelled and trained as above but from the current
+//! policy's samples, with the reference reset to the current policy. (The paper continues
+//! training the old model with 10% replay; here each round's model is trained afresh on the
+//! new samples.) Held-out pass@1 is measured every `eval_every` steps.
 //!
 //! Written under `out`: `curves.jsonl` (every seed, arm and step), `seed-S/ARM-completions.jsonl`
 //! (the first rollout of every group), `summary.json` (the mean
@@ -53,6 +57,9 @@ pub struct SupervisionSettings {
     pub label_n: usize,
     pub rm_epochs: usize,
     pub rm_lr: f64,
+    /// Rounds of the iterative process arm: its steps split evenly, a new process model from
+    /// the policy's own samples before each round after the first.
+    pub iterative_rounds: usize,
     /// The demo settings (model size, warm-up, GRPO batch, evaluation size).
     pub demo: DemoSettings,
 }
@@ -68,6 +75,7 @@ impl SupervisionSettings {
             label_n: 4,
             rm_epochs: 4,
             rm_lr: 1e-3,
+            iterative_rounds: 4,
             demo: DemoSettings::quick(0),
         }
     }
@@ -80,16 +88,24 @@ pub enum Arm {
     Rule,
     Outcome,
     Process,
+    /// The process model, retrained on the policy's samples between rounds.
+    ProcessIterative,
 }
 
 impl Arm {
-    const ALL: [Arm; 3] = [Arm::Rule, Arm::Outcome, Arm::Process];
+    const ALL: [Arm; 4] = [
+        Arm::Rule,
+        Arm::Outcome,
+        Arm::Process,
+        Arm::ProcessIterative,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Arm::Rule => "rule",
             Arm::Outcome => "outcome",
             Arm::Process => "process",
+            Arm::ProcessIterative => "process_iterative",
         }
     }
 }
@@ -167,82 +183,108 @@ pub fn run(
         models.push(seed_models);
         for arm in Arm::ALL {
             on_event(SupervisionEvent::Phase(seed, arm.name()));
-            let rule = RewardConfig::from_toml(demo::REWARDS)?.build();
-            let mut outcome = WeightedSum::from_parts(Vec::new(), NotApplicable::Skip);
-            let empty = WeightedSum::from_parts(Vec::new(), NotApplicable::Skip);
-            let process;
-            let (rewards, prm_ref) = match arm {
-                Arm::Rule => (&rule, None),
-                Arm::Outcome => {
-                    outcome.push(
-                        "orm".into(),
-                        1.0,
-                        Box::new(OutcomeRewardModel::new(
-                            "orm".into(),
-                            orm.clone(),
-                            tok.clone(),
-                            Squash::Sigmoid,
-                        )),
-                    );
-                    (&outcome, None)
-                }
-                Arm::Process => {
-                    process = ProcessRewardModel::new(
-                        "prm".into(),
-                        prm.clone(),
-                        tok.clone(),
-                        SEPARATOR.into(),
-                    );
-                    (&empty, Some(&process))
-                }
+            let rounds = if arm == Arm::ProcessIterative {
+                s.iterative_rounds.max(1)
+            } else {
+                1
             };
-            let mut settings = GrpoSettings::preset(Preset::Deepseekmath);
-            settings.group_size = d.group_size;
-            settings.prompts_per_step = d.prompts_per_step;
-            settings.steps = s.steps;
-            settings.max_new_tokens = 24;
-            settings.optim = AdamWSettings {
-                lr: d.grpo_lr,
-                ..Default::default()
-            };
-            settings.seed = seed;
+            let per_round = s.steps.div_ceil(rounds);
             let tasks: Vec<Task> = train
                 .iter()
                 .map(|p| Task::new(p.id.clone(), demo::prompt(p), Some(p.answer.to_string())))
                 .collect();
-            let mut trainer = GrpoTrainer::new(settings, policy.clone(), &tok, rewards)?;
-            if let Some(p) = prm_ref {
-                trainer = trainer.with_process_reward(p);
-            }
             let log_path = seed_dir.join(format!("{}-completions.jsonl", arm.name()));
             let mut log = reasonlab_core::jsonl::JsonlWriter::new(
                 std::fs::File::create(&log_path).map_err(demo::io_err(&log_path))?,
             );
-            for step in 0..=s.steps {
-                if step > 0 {
+            let mut current = policy.clone();
+            let mut round_prm = prm.clone();
+            let mut step = 0usize;
+            for round in 0..rounds {
+                if round > 0 {
+                    // DeepSeekMath §4.2: a new reward model from the current policy's samples,
+                    // and the reference reset to the current policy (a new trainer).
+                    on_event(SupervisionEvent::Phase(seed, "iterative: reward model update"));
+                    let dir = seed_dir.join(format!("round-{round}"));
+                    current.save(&dir.join("policy"), SaveDtype::F32)?;
+                    tok.save(&dir.join("policy"))?;
+                    round_prm = reward_models(&current, &tok, &train, &dir, s, &d)?.1;
+                }
+                let rule = RewardConfig::from_toml(demo::REWARDS)?.build();
+                let mut outcome = WeightedSum::from_parts(Vec::new(), NotApplicable::Skip);
+                let empty = WeightedSum::from_parts(Vec::new(), NotApplicable::Skip);
+                let process;
+                let (rewards, prm_ref) = match arm {
+                    Arm::Rule => (&rule, None),
+                    Arm::Outcome => {
+                        outcome.push(
+                            "orm".into(),
+                            1.0,
+                            Box::new(OutcomeRewardModel::new(
+                                "orm".into(),
+                                orm.clone(),
+                                tok.clone(),
+                                Squash::Sigmoid,
+                            )),
+                        );
+                        (&outcome, None)
+                    }
+                    Arm::Process | Arm::ProcessIterative => {
+                        process = ProcessRewardModel::new(
+                            "prm".into(),
+                            round_prm.clone(),
+                            tok.clone(),
+                            SEPARATOR.into(),
+                        );
+                        (&empty, Some(&process))
+                    }
+                };
+                let mut settings = GrpoSettings::preset(Preset::Deepseekmath);
+                settings.group_size = d.group_size;
+                settings.prompts_per_step = d.prompts_per_step;
+                settings.steps = s.steps;
+                settings.max_new_tokens = 24;
+                settings.optim = AdamWSettings {
+                    lr: d.grpo_lr,
+                    ..Default::default()
+                };
+                settings.seed = seed.wrapping_add(round as u64 * 7919);
+                let mut trainer = GrpoTrainer::new(settings, current.clone(), &tok, rewards)?;
+                if let Some(p) = prm_ref {
+                    trainer = trainer.with_process_reward(p);
+                }
+                let end = ((round + 1) * per_round).min(s.steps);
+                loop {
+                    let measure_now = step % s.eval_every.max(1) == 0 || step == s.steps;
+                    let first_of_round = round > 0 && step == round * per_round;
+                    if measure_now && !first_of_round {
+                        let e = demo::evaluate(
+                            &trainer.policy().inference_copy(),
+                            &tok,
+                            &held_out,
+                            &d,
+                            tok.eos_id().unwrap_or(0),
+                        )?;
+                        let point = Point {
+                            seed,
+                            arm,
+                            step,
+                            pass1: e.get(reasonlab_eval::MetricKey::PassAt(1)),
+                        };
+                        curves.write(&point).map_err(demo::io_err(&curves_path))?;
+                        on_event(SupervisionEvent::Point(&point));
+                        points.push(point);
+                    }
+                    if step == end {
+                        break;
+                    }
                     let (_, rollouts) = trainer.step(&tasks)?;
+                    step += 1;
                     for r in rollouts.iter().step_by(d.group_size) {
                         log.write(r).map_err(demo::io_err(&log_path))?;
                     }
                 }
-                if step % s.eval_every.max(1) == 0 || step == s.steps {
-                    let e = demo::evaluate(
-                        &trainer.policy().inference_copy(),
-                        &tok,
-                        &held_out,
-                        &d,
-                        tok.eos_id().unwrap_or(0),
-                    )?;
-                    let point = Point {
-                        seed,
-                        arm,
-                        step,
-                        pass1: e.get(reasonlab_eval::MetricKey::PassAt(1)),
-                    };
-                    curves.write(&point).map_err(demo::io_err(&curves_path))?;
-                    on_event(SupervisionEvent::Point(&point));
-                    points.push(point);
-                }
+                current = trainer.into_policy();
             }
         }
     }
@@ -269,7 +311,7 @@ pub fn run(
         &rows,
         &[(
             "held-out pass@1 (mean over seeds)",
-            &["rule", "outcome", "process"],
+            &["rule", "outcome", "process", "process_iterative"],
         )],
     )
     .map_err(demo::io_err(out))?;
@@ -486,7 +528,7 @@ pub fn render_markdown(s: &SupervisionSummary) -> String {
     steps.sort_unstable();
     steps.dedup();
     let mut out = format!(
-        "held-out pass@1 ({} problems × {} samples), mean ± std over seeds {:?}\n\n| step | rule | outcome RM | process RM |\n| ---: | ---: | ---: | ---: |\n",
+        "held-out pass@1 ({} problems × {} samples), mean ± std over seeds {:?}\n\n| step | rule | outcome RM | process RM | process RM, iterative |\n| ---: | ---: | ---: | ---: | ---: |\n",
         s.settings.demo.eval_problems, s.settings.demo.eval_k, s.settings.seeds
     );
     for step in steps {
@@ -497,10 +539,11 @@ pub fn render_markdown(s: &SupervisionSummary) -> String {
                 .map_or("".into(), |m| format!("{:.3} ± {:.3}", m.mean, m.std))
         };
         out.push_str(&format!(
-            "| {step} | {} | {} | {} |\n",
+            "| {step} | {} | {} | {} | {} |\n",
             cell(Arm::Rule),
             cell(Arm::Outcome),
-            cell(Arm::Process)
+            cell(Arm::Process),
+            cell(Arm::ProcessIterative)
         ));
     }
     out.push_str("\nreward models (held-out accuracy / AUC):\n\n| seed | policy accuracy | outcome RM | process RM |\n| ---: | ---: | ---: | ---: |\n");
