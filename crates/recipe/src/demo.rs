@@ -167,11 +167,13 @@ pub(crate) struct Problem {
     pub(crate) op: char,
     pub(crate) name: &'static str,
     pub(crate) item: &'static str,
+    /// A second step on the first one's result (`(op, operand)`), for two-step problems.
+    pub(crate) then: Option<(char, u32)>,
     pub(crate) answer: i64,
 }
 
-const NAMES: [&str; 6] = ["Tom", "Ana", "Li", "Sara", "Omar", "Mia"];
-const ITEMS: [&str; 6] = ["apple", "coin", "book", "pen", "card", "shell"];
+pub(crate) const NAMES: [&str; 6] = ["Tom", "Ana", "Li", "Sara", "Omar", "Mia"];
+pub(crate) const ITEMS: [&str; 6] = ["apple", "coin", "book", "pen", "card", "shell"];
 
 pub(crate) fn lcg(state: &mut u64) -> u64 {
     *state = state
@@ -216,6 +218,7 @@ pub(crate) fn problems(seed: u64) -> Vec<Problem> {
                             op,
                             name,
                             item,
+                            then: None,
                             answer,
                         });
                     }

@@ -93,12 +93,7 @@ pub enum Arm {
 }
 
 impl Arm {
-    const ALL: [Arm; 4] = [
-        Arm::Rule,
-        Arm::Outcome,
-        Arm::Process,
-        Arm::ProcessIterative,
-    ];
+    const ALL: [Arm; 4] = [Arm::Rule, Arm::Outcome, Arm::Process, Arm::ProcessIterative];
 
     fn name(self) -> &'static str {
         match self {
@@ -204,7 +199,10 @@ pub fn run(
                 if round > 0 {
                     // DeepSeekMath §4.2: a new reward model from the current policy's samples,
                     // and the reference reset to the current policy (a new trainer).
-                    on_event(SupervisionEvent::Phase(seed, "iterative: reward model update"));
+                    on_event(SupervisionEvent::Phase(
+                        seed,
+                        "iterative: reward model update",
+                    ));
                     let dir = seed_dir.join(format!("round-{round}"));
                     current.save(&dir.join("policy"), SaveDtype::F32)?;
                     tok.save(&dir.join("policy"))?;

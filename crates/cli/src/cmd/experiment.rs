@@ -46,6 +46,9 @@ pub struct Args {
     /// A few steps of everything: checks the plumbing in seconds, measures nothing.
     #[arg(long)]
     quick: bool,
+    /// r1-zero only: RL and evaluation on two-step problems.
+    #[arg(long)]
+    two_step: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -55,15 +58,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/experiments").join(e.name()));
     let seeds = args.seeds.clone();
+    if args.two_step && e != Experiment::R1Zero {
+        anyhow::bail!("--two-step is an option of the r1-zero experiment");
+    }
     let phase = &mut |seed: u64, p: &str| eprintln!("seed {seed}: {p}");
     let (table, seconds) = match e {
         Experiment::R1Zero => {
             use experiments::r1_zero::{self, R1ZeroSettings};
-            let s = if args.quick {
+            let mut s = if args.quick {
                 R1ZeroSettings::quick(seeds)
             } else {
                 R1ZeroSettings::new(seeds)
             };
+            if args.two_step {
+                s.problems = r1_zero::Problems::TwoStep;
+            }
             let summary = r1_zero::run(&out, &s, phase)?;
             (r1_zero::render_markdown(&summary), summary.seconds)
         }

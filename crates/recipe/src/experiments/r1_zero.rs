@@ -1,10 +1,13 @@
 //! R1-Zero from a base model (DeepSeek-R1 §2.2, Fig. 2–3): `reasonlab experiment r1-zero`.
 //!
 //! For every seed: a tokenizer and a tiny random model, pretrained by next-token prediction
-//! (loss on every token) on web-like text about the demo's training problems — stories with the
-//! sums worked in prose, worksheet pages ("Question: … Answer: 7"), and a share of tutoring
-//! transcripts in R1-Zero's conversation format whose reasoning varies in length and whose
-//! answers are sometimes wrong. No instruction data and no SFT stage: the base model's habits
+//! (loss on every token) on web-like text about the training problems (the demo's one-step
+//! problems, or with [`Problems::TwoStep`] two-step ones such as "has 3, gets 4 more and then
+//! gives away 2", plus every one-step problem) — stories with the
+//! sums worked in prose, worksheet pages ("Question: … Answer: 5"), and a share of tutoring
+//! transcripts in R1-Zero's conversation format whose reasoning comes in three lengths (the
+//! whole sum at once, one step at a time, the story retold step by step) and whose answers are
+//! sometimes wrong, whatever the length. No instruction data and no SFT stage: the base model's habits
 //! are whatever that text taught it. GRPO (R1-Zero preset) then trains it with R1-Zero's prompt
 //! ([`reasonlab_eval::template::R1_ZERO_TEMPLATE`]), an accuracy reward that reads the answer
 //! from `<answer> </answer>` only, and a format reward that checks both tag pairs. Held-out
@@ -31,10 +34,22 @@ use serde::Serialize;
 use super::{Measured, Probe, Stat, chart, finish, measure, write_json};
 use crate::demo::{self, DemoError, Problem, io_err, lcg};
 
+/// Which problems RL trains on and the evaluation asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problems {
+    /// The demo's one-step problems.
+    OneStep,
+    /// Two-step problems, where reasoning one step at a time is possible; the pretraining
+    /// text also covers every one-step problem.
+    TwoStep,
+}
+
 /// The experiment's knobs.
 #[derive(Debug, Clone, Serialize)]
 pub struct R1ZeroSettings {
     pub seeds: Vec<u64>,
+    pub problems: Problems,
     pub pretrain_steps: usize,
     pub pretrain_batch: usize,
     pub pretrain_lr: f64,
@@ -58,6 +73,7 @@ impl R1ZeroSettings {
     pub fn new(seeds: Vec<u64>) -> Self {
         Self {
             seeds,
+            problems: Problems::OneStep,
             pretrain_steps: 300,
             pretrain_batch: 32,
             pretrain_lr: 3e-3,
@@ -67,7 +83,7 @@ impl R1ZeroSettings {
             grpo_lr: 5e-4,
             group_size: 8,
             prompts_per_step: 16,
-            max_new_tokens: 48,
+            max_new_tokens: 64,
             eval_every: 25,
             eval_problems: 100,
             eval_k: 4,
@@ -147,26 +163,109 @@ pub(crate) fn prompt_for(question: &str) -> String {
     r1_zero_prompt(question)
 }
 
-fn verb(p: &Problem) -> &'static str {
-    if p.op == '+' { "gets" } else { "gives away" }
+fn verb(op: char) -> &'static str {
+    if op == '+' { "gets" } else { "gives away" }
+}
+
+fn past(op: char, n: u32) -> String {
+    if op == '+' {
+        format!("got {n} more")
+    } else {
+        format!("gave away {n}")
+    }
+}
+
+fn apply(x: i64, op: char, y: u32) -> i64 {
+    if op == '+' {
+        x + y as i64
+    } else {
+        x - y as i64
+    }
+}
+
+/// The result of the first step.
+fn first(p: &Problem) -> i64 {
+    apply(p.a as i64, p.op, p.b)
+}
+
+/// Two-step word problems (`a op b`, then `op2 c` on the result; never below zero), with a
+/// seeded name and item each, shuffled by seed.
+pub(crate) fn two_step_problems(seed: u64) -> Vec<Problem> {
+    let mut rng = seed ^ 0x2_57E9;
+    let mut out = Vec::new();
+    for a in 1..=9u32 {
+        for b in 1..=9u32 {
+            for c in 1..=9u32 {
+                for (op, op2) in [('+', '-'), ('-', '+')] {
+                    let m = apply(a as i64, op, b);
+                    let answer = apply(m, op2, c);
+                    if m < 0 || answer < 0 {
+                        continue;
+                    }
+                    let name = demo::NAMES[lcg(&mut rng) as usize % demo::NAMES.len()];
+                    let item = demo::ITEMS[lcg(&mut rng) as usize % demo::ITEMS.len()];
+                    let question = if op == '+' {
+                        format!(
+                            "{name} has {a} {item}s, gets {b} more and then gives away {c}. How many {item}s are left?"
+                        )
+                    } else {
+                        format!(
+                            "{name} has {a} {item}s, gives away {b} and then gets {c} more. How many {item}s now?"
+                        )
+                    };
+                    out.push(Problem {
+                        id: format!("{name}-{item}-{a}{op}{b}{op2}{c}"),
+                        question,
+                        a,
+                        b,
+                        op,
+                        name,
+                        item,
+                        then: Some((op2, c)),
+                        answer,
+                    });
+                }
+            }
+        }
+    }
+    for i in (1..out.len()).rev() {
+        let j = lcg(&mut rng) as usize % (i + 1);
+        out.swap(i, j);
+    }
+    out
 }
 
 /// A completion in R1-Zero's format with `answer` (right or not) and reasoning of `verbosity`
-/// 0 (the sum alone), 1 (the numbers restated) or 2 (the story retold).
+/// 0 (the whole sum at once), 1 (the numbers, one step at a time) or 2 (the story retold,
+/// one step at a time).
 pub(crate) fn transcript(p: &Problem, answer: i64, verbosity: u64) -> String {
-    let sum = format!("{} {} {} = {answer}", p.a, p.op, p.b);
-    let reasoning = match verbosity {
-        0 => sum,
-        1 => format!("{} and {}. {sum}.", p.a, p.b),
-        _ => format!(
-            "{} has {} {}s. {} {} {}. {sum}.",
+    let (a, b, op) = (p.a, p.b, p.op);
+    let reasoning = match (p.then, verbosity) {
+        (None, 0) => format!("{a} {op} {b} = {answer}"),
+        (None, 1) => format!("{a} and {b}. {a} {op} {b} = {answer}."),
+        (None, _) => format!(
+            "{} has {a} {}s. {} {} {b}. {a} {op} {b} = {answer}.",
             p.name,
-            p.a,
             p.item,
             p.name,
-            verb(p),
-            p.b
+            verb(op)
         ),
+        (Some((op2, c)), 0) => format!("{a} {op} {b} {op2} {c} = {answer}"),
+        (Some((op2, c)), 1) => {
+            let m = first(p);
+            format!("{a} {op} {b} = {m}. {m} {op2} {c} = {answer}.")
+        }
+        (Some((op2, c)), _) => {
+            let m = first(p);
+            format!(
+                "{} has {a} {}s. {} {} {b}, so {a} {op} {b} = {m}. Then {} {c}, so {m} {op2} {c} = {answer}.",
+                p.name,
+                p.item,
+                p.name,
+                verb(op),
+                verb(op2)
+            )
+        }
     };
     format!(" <think> {reasoning} </think> <answer> {answer} </answer>")
 }
@@ -185,14 +284,19 @@ pub(crate) fn documents(train: &[Problem], s: &R1ZeroSettings, seed: u64) -> Vec
                 let verbosity = lcg(&mut rng) % 3;
                 format!("{}{}", prompt(p), transcript(p, answer, verbosity))
             } else if lcg(&mut rng).is_multiple_of(2) {
-                let (did, now) = if p.op == '+' {
-                    (format!("got {} more", p.b), "has")
-                } else {
-                    (format!("gave away {}", p.b), "has left")
+                let (did, sums) = match p.then {
+                    None => (past(p.op, p.b), format!("{} {} {} = {c}", p.a, p.op, p.b)),
+                    Some((op2, n)) => {
+                        let m = first(p);
+                        (
+                            format!("{} and then {}", past(p.op, p.b), past(op2, n)),
+                            format!("{} {} {} = {m} and {m} {op2} {n} = {c}", p.a, p.op, p.b),
+                        )
+                    }
                 };
                 format!(
-                    "{} had {} {}s. Then {} {did}. {} {} {} = {c}, so {} {now} {c} {}s.",
-                    p.name, p.a, p.item, p.name, p.a, p.op, p.b, p.name, p.item
+                    "{} had {} {}s. Then {} {did}. {sums}, so {} has {c} {}s.",
+                    p.name, p.a, p.item, p.name, p.name, p.item
                 )
             } else {
                 format!("Question: {}\nAnswer: {c}", p.question)
@@ -287,9 +391,15 @@ pub fn run(
     let mut points = Vec::new();
     let ks = [1];
     for &seed in &s.seeds {
-        let all = demo::problems(seed);
+        let (all, mut pages) = match s.problems {
+            Problems::OneStep => (demo::problems(seed), Vec::new()),
+            // RL and evaluation on two-step problems; the pretraining text is about the
+            // training ones and about every one-step problem.
+            Problems::TwoStep => (two_step_problems(seed), demo::problems(seed)),
+        };
         let (held_out, train) = all.split_at(s.eval_problems);
-        let docs = documents(train, s, seed);
+        pages.extend_from_slice(train);
+        let docs = documents(&pages, s, seed);
         let tok = tokenizer(&docs)?;
         let eos = tok.eos_id().unwrap_or(0);
         on_phase(seed, "pretrain");
