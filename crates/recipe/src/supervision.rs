@@ -253,7 +253,7 @@ pub fn run(
                 }
                 let end = ((round + 1) * per_round).min(s.steps);
                 loop {
-                    let measure_now = step % s.eval_every.max(1) == 0 || step == s.steps;
+                    let measure_now = step.is_multiple_of(s.eval_every.max(1)) || step == s.steps;
                     let first_of_round = round > 0 && step == round * per_round;
                     if measure_now && !first_of_round {
                         let e = demo::evaluate(
