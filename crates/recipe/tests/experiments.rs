@@ -34,6 +34,13 @@ fn r1_zero_measures_every_eval_step_for_every_seed() {
     }
     files(dir.path(), &["accuracy", "length"]);
     assert!(dir.path().join("seed-1/policy/config.json").exists());
+    // The two-step variant asks two-step questions.
+    let mut s = r1_zero::R1ZeroSettings::quick(vec![0]);
+    s.problems = r1_zero::Problems::TwoStep;
+    s.grpo_steps = 1;
+    let two = tempfile::tempdir().unwrap();
+    let summary = r1_zero::run(two.path(), &s, &mut |_, _| {}).unwrap();
+    assert_eq!(summary.rows.len(), 2);
 }
 
 #[test]

@@ -33,6 +33,14 @@ impl Name {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProblemsArg {
+    /// The demo's one-step problems.
+    OneStep,
+    /// Two-step problems ("gets 4 more and then gives away 2").
+    TwoStep,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Which experiment.
@@ -46,9 +54,9 @@ pub struct Args {
     /// A few steps of everything: checks the plumbing in seconds, measures nothing.
     #[arg(long)]
     quick: bool,
-    /// r1-zero only: RL and evaluation on two-step problems.
-    #[arg(long)]
-    two_step: bool,
+    /// r1-zero only: the problems RL trains on and the evaluation asks.
+    #[arg(long, value_enum, default_value = "one-step")]
+    problems: ProblemsArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -58,8 +66,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/experiments").join(e.name()));
     let seeds = args.seeds.clone();
-    if args.two_step && e != Experiment::R1Zero {
-        anyhow::bail!("--two-step is an option of the r1-zero experiment");
+    if args.problems != ProblemsArg::OneStep && e != Experiment::R1Zero {
+        anyhow::bail!("--problems is an option of the r1-zero experiment");
     }
     let phase = &mut |seed: u64, p: &str| eprintln!("seed {seed}: {p}");
     let (table, seconds) = match e {
@@ -70,9 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 R1ZeroSettings::new(seeds)
             };
-            if args.two_step {
-                s.problems = r1_zero::Problems::TwoStep;
-            }
+            s.problems = match args.problems {
+                ProblemsArg::OneStep => r1_zero::Problems::OneStep,
+                ProblemsArg::TwoStep => r1_zero::Problems::TwoStep,
+            };
             let summary = r1_zero::run(&out, &s, phase)?;
             (r1_zero::render_markdown(&summary), summary.seconds)
         }
