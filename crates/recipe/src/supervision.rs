@@ -179,7 +179,7 @@ pub fn run(
         for arm in Arm::ALL {
             on_event(SupervisionEvent::Phase(seed, arm.name()));
             let rounds = if arm == Arm::ProcessIterative {
-                s.iterative_rounds.max(1)
+                s.iterative_rounds.clamp(1, s.steps.max(1))
             } else {
                 1
             };

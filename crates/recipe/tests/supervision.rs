@@ -1,12 +1,12 @@
 //! The outcome-vs-process comparison end to end at a toy budget: every arm has a curve from
-//! the same starting point, both reward models are trained and scored, and the report names
-//! them.
+//! the same starting point, both reward models are trained and scored, the iterative arm
+//! retrains its process model between rounds, and the report names them.
 
 use reasonlab_recipe::demo::DemoSettings;
 use reasonlab_recipe::supervision::{self, Arm, SupervisionSettings};
 
 #[test]
-fn three_arms_share_a_start_and_report_their_curves() {
+fn four_arms_share_a_start_and_report_their_curves() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = SupervisionSettings::new(vec![3]);
     s.steps = 2;
@@ -15,6 +15,7 @@ fn three_arms_share_a_start_and_report_their_curves() {
     s.rm_samples = 2;
     s.label_n = 2;
     s.rm_epochs = 1;
+    s.iterative_rounds = 2;
     s.demo = DemoSettings {
         warmup_steps: 30,
         eval_problems: 16,
@@ -24,8 +25,8 @@ fn three_arms_share_a_start_and_report_their_curves() {
         ..DemoSettings::quick(3)
     };
     let summary = supervision::run(tmp.path(), &s, &mut |_| {}).unwrap();
-    // Three arms × steps 0, 1, 2.
-    assert_eq!(summary.curves.len(), 9);
+    // Four arms × steps 0, 1, 2.
+    assert_eq!(summary.curves.len(), 12);
     let at = |arm: Arm, step: usize| {
         summary
             .curves
@@ -36,6 +37,8 @@ fn three_arms_share_a_start_and_report_their_curves() {
     };
     assert_eq!(at(Arm::Rule, 0), at(Arm::Outcome, 0));
     assert_eq!(at(Arm::Rule, 0), at(Arm::Process, 0));
+    // The iterative arm is the process arm until its first reward-model update (after step 1).
+    assert_eq!(at(Arm::Process, 1), at(Arm::ProcessIterative, 1));
     let m = &summary.reward_models[0];
     assert!((0.0..=1.0).contains(&m.outcome.auc) && (0.0..=1.0).contains(&m.process.auc));
     for f in [
@@ -45,6 +48,8 @@ fn three_arms_share_a_start_and_report_their_curves() {
         "plots/report.html",
         "seed-3/labels.jsonl",
         "seed-3/process-completions.jsonl",
+        "seed-3/round-1/labels.jsonl",
+        "seed-3/process_iterative-completions.jsonl",
     ] {
         assert!(tmp.path().join(f).exists(), "{f} missing");
     }
