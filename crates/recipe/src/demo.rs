@@ -286,13 +286,25 @@ pub(crate) fn train_tokenizer_with(
 /// The model-core benchmark's Qwen2 shape (4 heads / 2 KV heads, RMSNorm 1e-6, θ 10000, tied),
 /// resized for the demo.
 pub(crate) fn config(vocab: usize, s: &DemoSettings, eos: u32) -> ModelConfig {
+    tiny_config(vocab, s.hidden_size, s.layers, 128, eos)
+}
+
+/// That shape at any width, depth and context: 4 heads of `hidden / 4` (at least 8), an MLP
+/// three times as wide.
+pub(crate) fn tiny_config(
+    vocab: usize,
+    hidden: usize,
+    layers: usize,
+    context: usize,
+    eos: u32,
+) -> ModelConfig {
     ModelConfig {
         vocab_size: vocab,
-        hidden_size: s.hidden_size,
-        intermediate_size: s.hidden_size * 3,
-        num_hidden_layers: s.layers,
-        head_dim: s.hidden_size / 4,
-        max_position_embeddings: 128,
+        hidden_size: hidden,
+        intermediate_size: hidden * 3,
+        num_hidden_layers: layers,
+        head_dim: (hidden / 4).max(8),
+        max_position_embeddings: context,
         eos_token_ids: vec![eos],
         ..reasonlab_model::bench_config()
     }
@@ -323,6 +335,22 @@ pub(crate) fn sampling(eos: u32, seed: u64) -> SamplingParams {
     }
 }
 
+/// The problems as the evaluator grades them.
+pub(crate) fn eval_problems(problems: &[Problem]) -> Vec<reasonlab_eval::Problem> {
+    problems
+        .iter()
+        .map(|p| reasonlab_eval::Problem {
+            id: p.id.clone(),
+            problem: p.question.clone(),
+            answer: p.answer.to_string(),
+            solution: None,
+            subject: None,
+            level: None,
+            source: "arithmetic".into(),
+        })
+        .collect()
+}
+
 /// pass@1 (mean over k samples) and cons@k on the held-out problems.
 pub(crate) fn evaluate(
     model: &Model,
@@ -337,18 +365,7 @@ pub(crate) fn evaluate(
         .collect::<Result<_, _>>()?;
     let params = sampling(eos, s.seed ^ 0xE7A1);
     let (out, _) = generate(model, Some(tok), &prompts, s.eval_k, &params, &mut |_| {})?;
-    let problems: Vec<reasonlab_eval::Problem> = held_out
-        .iter()
-        .map(|p| reasonlab_eval::Problem {
-            id: p.id.clone(),
-            problem: p.question.clone(),
-            answer: p.answer.to_string(),
-            solution: None,
-            subject: None,
-            level: None,
-            source: "demo".into(),
-        })
-        .collect();
+    let problems = eval_problems(held_out);
     let mut samples = vec![Vec::new(); held_out.len()];
     for c in out {
         samples[c.prompt_index].push(reasonlab_eval::Scored {

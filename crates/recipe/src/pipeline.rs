@@ -441,16 +441,19 @@ fn substitute(v: &mut toml::Value, stage: &str, manifest: &Manifest) -> Result<(
     match v {
         toml::Value::String(s) if s.starts_with('@') => {
             let reference = &s[1..];
-            if let Some((name, rel)) = reference.split_once('/') {
-                // A file the stage wrote: DIR/stages/NAME/REL.
-                let record = manifest
+            let done = |name: &str| {
+                manifest
                     .get(name)
                     .filter(|r| r.state == StageState::Done)
                     .ok_or_else(|| {
                         RunError::Invalid(format!(
                             "stage {stage}: {s} names a stage that has not run (it must come earlier)"
                         ))
-                    })?;
+                    })
+            };
+            if let Some((name, rel)) = reference.split_once('/') {
+                // A file the stage wrote: DIR/stages/NAME/REL.
+                let record = done(name)?;
                 let path = record.dir.join(rel);
                 if !path.exists() {
                     return Err(RunError::Invalid(format!(
@@ -465,14 +468,7 @@ fn substitute(v: &mut toml::Value, stage: &str, manifest: &Manifest) -> Result<(
                 Some((n, w)) => (n, Some(w)),
                 None => (reference, None),
             };
-            let record = manifest
-                .get(name)
-                .filter(|r| r.state == StageState::Done)
-                .ok_or_else(|| {
-                    RunError::Invalid(format!(
-                        "stage {stage}: {s} names a stage that has not run (it must come earlier)"
-                    ))
-                })?;
+            let record = done(name)?;
             let o = &record.outputs;
             let path = match what {
                 None => o.model.as_ref().or(o.data.as_ref()),

@@ -106,16 +106,7 @@ fn web_page(p: &Problem, rng: &mut u64) -> String {
 }
 
 fn model_config(vocab: usize, m: &ModelSize, eos: u32) -> ModelConfig {
-    ModelConfig {
-        vocab_size: vocab,
-        hidden_size: m.hidden_size,
-        intermediate_size: m.hidden_size * 3,
-        num_hidden_layers: m.layers,
-        head_dim: (m.hidden_size / 4).max(8),
-        max_position_embeddings: 256,
-        eos_token_ids: vec![eos],
-        ..reasonlab_model::bench_config()
-    }
+    demo::tiny_config(vocab, m.hidden_size, m.layers, 256, eos)
 }
 
 /// Write the task's files into `cfg.out`.

@@ -348,16 +348,7 @@ fn recalled<'a>(
 }
 
 fn config(vocab: usize, s: &CorpusSettings, eos: u32) -> ModelConfig {
-    ModelConfig {
-        vocab_size: vocab,
-        hidden_size: s.hidden_size,
-        intermediate_size: s.hidden_size * 3,
-        num_hidden_layers: s.layers,
-        head_dim: s.hidden_size / 4,
-        max_position_embeddings: 256,
-        eos_token_ids: vec![eos],
-        ..reasonlab_model::bench_config()
-    }
+    demo::tiny_config(vocab, s.hidden_size, s.layers, 256, eos)
 }
 
 /// Few-shot pass@1 and pass@k on the held-out problems.
@@ -380,18 +371,7 @@ fn few_shot(
     let mut params = demo::sampling(tok.eos_id().unwrap_or(0), seed ^ 0xF5);
     params.max_new_tokens = 6;
     let (out, _) = generate(model, Some(tok), &prompts, s.eval_k, &params, &mut |_| {})?;
-    let problems: Vec<reasonlab_eval::Problem> = held_out
-        .iter()
-        .map(|p| reasonlab_eval::Problem {
-            id: p.id.clone(),
-            problem: p.question.clone(),
-            answer: p.answer.to_string(),
-            solution: None,
-            subject: None,
-            level: None,
-            source: "arithmetic".into(),
-        })
-        .collect();
+    let problems = crate::demo::eval_problems(held_out);
     let mut samples = vec![Vec::new(); held_out.len()];
     for c in out {
         let first_line = c.text.trim_start().lines().next().unwrap_or("").to_string();

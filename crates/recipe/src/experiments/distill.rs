@@ -24,14 +24,11 @@ use reasonlab_generate::generate;
 use reasonlab_model::Model;
 use reasonlab_reward::RewardConfig;
 use reasonlab_tokenize::Tokenizer;
-use reasonlab_train::AdamWSettings;
 use reasonlab_train::grpo::GrpoTrainer;
-use reasonlab_train::sft::{
-    EncodeSettings, PromptFormat, SftRecord, SftSettings, SftTrainer, encode_all,
-};
+use reasonlab_train::sft::SftRecord;
 use serde::Serialize;
 
-use super::{Measured, Probe, Stat, chart, finish, measure, write_json};
+use super::{Measured, Probe, Stat, Tune, chart, fine_tune, finish, measure, write_json};
 use crate::demo::{self, DemoError, DemoSettings, Problem, io_err};
 
 /// The experiment's knobs.
@@ -174,40 +171,6 @@ fn traces(
     Ok((kept, sampled))
 }
 
-/// Fine-tune `student` on `records` for `steps` steps of `batch` sequences.
-fn fine_tune(
-    student: Model,
-    tok: &Tokenizer,
-    records: &[SftRecord],
-    steps: usize,
-    batch: usize,
-    lr: f64,
-    seed: u64,
-) -> Result<Model, DemoError> {
-    let settings = SftSettings {
-        epochs: 1000,
-        max_steps: steps,
-        batch_size: batch,
-        encode: EncodeSettings {
-            format: PromptFormat::Raw,
-            max_len: 128,
-            ..Default::default()
-        },
-        optim: AdamWSettings {
-            lr,
-            warmup_steps: 10,
-            ..Default::default()
-        },
-        seed: seed ^ 0xD15,
-        ..Default::default()
-    };
-    let (enc, _) = encode_all(records, tok, &settings.encode)?;
-    let eos = tok.eos_id().unwrap_or(0);
-    let mut trainer = SftTrainer::new(settings, student, enc, Vec::new(), eos)?;
-    while trainer.step()?.is_some() {}
-    Ok(trainer.into_model())
-}
-
 /// Run every seed into `out`.
 pub fn run(
     out: &Path,
@@ -260,7 +223,14 @@ pub fn run(
         let traces_seconds = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
         let batch = d.prompts_per_step * d.group_size;
-        let distilled = fine_tune(student, &tok, &records, s.steps, batch, s.distill_lr, seed)?;
+        let tune = Tune {
+            steps: s.steps,
+            batch,
+            lr: s.distill_lr,
+            max_len: 128,
+            seed: seed ^ 0xD15,
+        };
+        let distilled = fine_tune(student, &tok, &records, tune)?;
         let distill_seconds = t.elapsed().as_secs_f64();
         let distilled_m = eval(&distilled)?;
         seeds.push(DistillSeed {

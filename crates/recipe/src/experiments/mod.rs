@@ -26,6 +26,10 @@ use reasonlab_generate::generate;
 use reasonlab_model::Model;
 use reasonlab_reward::think_format::ThinkFormat;
 use reasonlab_tokenize::Tokenizer;
+use reasonlab_train::AdamWSettings;
+use reasonlab_train::sft::{
+    EncodeSettings, PromptFormat, SftRecord, SftSettings, SftTrainer, encode_all,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::demo::{DemoError, Problem, io_err};
@@ -141,18 +145,7 @@ pub(crate) fn measure(
     let mut params = crate::demo::sampling(eos, probe.seed);
     params.max_new_tokens = probe.max_new_tokens;
     let (out, _) = generate(model, Some(tok), &prompts, probe.n, &params, &mut |_| {})?;
-    let problems: Vec<reasonlab_eval::Problem> = held_out
-        .iter()
-        .map(|p| reasonlab_eval::Problem {
-            id: p.id.clone(),
-            problem: p.question.clone(),
-            answer: p.answer.to_string(),
-            solution: None,
-            subject: None,
-            level: None,
-            source: "arithmetic".into(),
-        })
-        .collect();
+    let problems = crate::demo::eval_problems(held_out);
     let mut samples = vec![Vec::new(); held_out.len()];
     let (mut tokens, mut formatted) = (0usize, 0usize);
     let total = out.len().max(1);
@@ -177,6 +170,48 @@ pub(crate) fn measure(
             f64::NAN
         },
     })
+}
+
+/// A short fine-tuning run: raw `prompt + completion + EOS`, loss on the completion, no
+/// held-out set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tune {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub max_len: usize,
+    pub seed: u64,
+}
+
+/// Train `model` on `records` as `tune` says.
+pub(crate) fn fine_tune(
+    model: Model,
+    tok: &Tokenizer,
+    records: &[SftRecord],
+    tune: Tune,
+) -> Result<Model, DemoError> {
+    let settings = SftSettings {
+        epochs: 1000, // max_steps ends it
+        max_steps: tune.steps,
+        batch_size: tune.batch,
+        encode: EncodeSettings {
+            format: PromptFormat::Raw,
+            max_len: tune.max_len,
+            ..Default::default()
+        },
+        optim: AdamWSettings {
+            lr: tune.lr,
+            warmup_steps: 10,
+            ..Default::default()
+        },
+        seed: tune.seed,
+        ..Default::default()
+    };
+    let (enc, _) = encode_all(records, tok, &settings.encode)?;
+    let eos = tok.eos_id().unwrap_or(0);
+    let mut trainer = SftTrainer::new(settings, model, enc, Vec::new(), eos)?;
+    while trainer.step()?.is_some() {}
+    Ok(trainer.into_model())
 }
 
 /// Write `value` as pretty JSON, atomically.

@@ -26,12 +26,10 @@ use reasonlab_reward::think_format::{AnswerCheck, OpenTag, ThinkFormat};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::AdamWSettings;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
-use reasonlab_train::sft::{
-    EncodeSettings, PromptFormat, SftRecord, SftSettings, SftTrainer, encode_all,
-};
+use reasonlab_train::sft::SftRecord;
 use serde::Serialize;
 
-use super::{Measured, Probe, Stat, chart, finish, measure, write_json};
+use super::{Measured, Probe, Stat, Tune, chart, fine_tune, finish, measure, write_json};
 use crate::demo::{self, DemoError, Problem, io_err, lcg};
 
 /// Which problems RL trains on and the evaluation asks.
@@ -306,16 +304,7 @@ pub(crate) fn documents(train: &[Problem], s: &R1ZeroSettings, seed: u64) -> Vec
 }
 
 fn config(vocab: usize, s: &R1ZeroSettings, eos: u32) -> ModelConfig {
-    ModelConfig {
-        vocab_size: vocab,
-        hidden_size: s.hidden_size,
-        intermediate_size: s.hidden_size * 3,
-        num_hidden_layers: s.layers,
-        head_dim: s.hidden_size / 4,
-        max_position_embeddings: 256,
-        eos_token_ids: vec![eos],
-        ..reasonlab_model::bench_config()
-    }
+    demo::tiny_config(vocab, s.hidden_size, s.layers, 256, eos)
 }
 
 /// Next-token training on `docs` (loss on every token): the base model.
@@ -337,28 +326,14 @@ pub(crate) fn pretrain(
             completion: d.clone(),
         })
         .collect();
-    let settings = SftSettings {
-        epochs: 1000,
-        max_steps: steps,
-        batch_size: batch,
-        encode: EncodeSettings {
-            format: PromptFormat::Raw,
-            max_len: 192,
-            ..Default::default()
-        },
-        optim: AdamWSettings {
-            lr,
-            warmup_steps: 10,
-            ..Default::default()
-        },
+    let tune = Tune {
+        steps,
+        batch,
+        lr,
+        max_len: 192,
         seed: seed ^ 0x9E7,
-        ..Default::default()
     };
-    let (enc, _) = encode_all(&records, tok, &settings.encode)?;
-    let eos = tok.eos_id().unwrap_or(0);
-    let mut trainer = SftTrainer::new(settings, model, enc, Vec::new(), eos)?;
-    while trainer.step()?.is_some() {}
-    Ok(trainer.into_model())
+    fine_tune(model, tok, &records, tune)
 }
 
 fn probe<'a>(s: &R1ZeroSettings, seed: u64, ks: &'a [usize]) -> Probe<'a> {
