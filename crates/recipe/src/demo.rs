@@ -474,7 +474,12 @@ pub(crate) fn cold_start(
 
 /// The demo's GRPO settings (R1-Zero preset, its batch, length, learning rate and seed).
 pub(crate) fn grpo_settings(s: &DemoSettings) -> GrpoSettings {
-    let mut settings = GrpoSettings::preset(Preset::R1Zero);
+    grpo_settings_with(s, Preset::R1Zero)
+}
+
+/// The demo's GRPO settings on another preset.
+pub(crate) fn grpo_settings_with(s: &DemoSettings, preset: Preset) -> GrpoSettings {
+    let mut settings = GrpoSettings::preset(preset);
     settings.group_size = s.group_size;
     settings.prompts_per_step = s.prompts_per_step;
     settings.steps = s.grpo_steps;
@@ -503,14 +508,9 @@ pub fn run(
 ) -> Result<DemoSummary, DemoError> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out.join("plots")).map_err(io_err(out))?;
-    let all = problems(s.seed);
-    let (held_out, train) = all.split_at(s.eval_problems);
     // Tokenizer and model from scratch.
-    let corpus: Vec<String> = train
-        .iter()
-        .map(|p| format!("{}{}", prompt(p), solution(p)))
-        .collect();
-    let tok = train_tokenizer(&corpus, 400)?;
+    let (tok, held_out, train) = task(s)?;
+    let (held_out, train) = (&held_out[..], &train[..]);
     let eos = tok.eos_id().unwrap_or(0);
     let device = Device::flex().autodiff();
     let model = Model::random(config(tok.vocab_size(), s, eos), s.seed, &device);

@@ -26,12 +26,11 @@ use std::path::{Path, PathBuf};
 
 use reasonlab_core::engine::{Engine, Prompt, Request, Sampling};
 use reasonlab_generate::LocalEngine;
-use reasonlab_model::tensor::Device;
 use reasonlab_model::{Model, RewardModel, SaveDtype};
 use reasonlab_reward::{NotApplicable, RewardConfig, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::AdamWSettings;
-use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
+use reasonlab_train::grpo::{GrpoTrainer, Preset, Task};
 use reasonlab_train::rm::rewards::{OutcomeRewardModel, ProcessRewardModel, Squash};
 use reasonlab_train::rm::{
     Objective, RmEncodeSettings, RmQuality, RmSettings, RmTrainer, encode_record,
@@ -237,15 +236,8 @@ pub fn run(
                         (&empty, Some(&process))
                     }
                 };
-                let mut settings = GrpoSettings::preset(Preset::Deepseekmath);
-                settings.group_size = d.group_size;
-                settings.prompts_per_step = d.prompts_per_step;
+                let mut settings = demo::grpo_settings_with(&d, Preset::Deepseekmath);
                 settings.steps = s.steps;
-                settings.max_new_tokens = 24;
-                settings.optim = AdamWSettings {
-                    lr: d.grpo_lr,
-                    ..Default::default()
-                };
                 settings.seed = seed.wrapping_add(round as u64 * 7919);
                 let mut trainer = GrpoTrainer::new(settings, current.clone(), &tok, rewards)?;
                 if let Some(p) = prm_ref {
@@ -338,22 +330,13 @@ fn start(
     dir: &Path,
     phase: &mut dyn FnMut(&str),
 ) -> Result<(Model, Tokenizer, Vec<Problem>, Vec<Problem>), DemoError> {
-    let all = demo::problems(d.seed);
-    let (held_out, train) = all.split_at(d.eval_problems);
-    let corpus: Vec<String> = train
-        .iter()
-        .map(|p| format!("{}{}", demo::prompt(p), demo::solution(p)))
-        .collect();
-    let tok = demo::train_tokenizer(&corpus, 400)?;
-    let eos = tok.eos_id().unwrap_or(0);
-    let device = Device::flex().autodiff();
-    let model = Model::random(demo::config(tok.vocab_size(), d, eos), d.seed, &device);
+    let (tok, held_out, train) = demo::task(d)?;
     phase("warm-up (sft)");
-    let (policy, _, _) = demo::warm_up(model, &tok, train, held_out, d, &mut || {})?;
+    let policy = demo::cold_start(&tok, &train, &held_out, d)?;
     let policy_dir = dir.join("policy");
     policy.save(&policy_dir, SaveDtype::F32)?;
     tok.save(&policy_dir)?;
-    Ok((policy, tok, train.to_vec(), held_out.to_vec()))
+    Ok((policy, tok, train, held_out))
 }
 
 /// Sample the policy, label, and train the outcome and process reward models.
