@@ -1,16 +1,16 @@
 //! Runs untrusted Python from model output: program-of-thought answers, tool-integrated code
 //! blocks, code rewards.
 //!
-//! A [`Sandbox`] keeps a pool of warm interpreters. Each [`Session`] takes one and runs code
+//! A [`Sandbox`] keeps a pool of warm interpreters. Each [`Notebook`] takes one and runs code
 //! blocks in a shared namespace, as a notebook does (the blocks of one completion see each
-//! other's variables, which is how ToRA-style tool use works); when the session ends the
-//! interpreter goes back to the pool, and the next session on it starts with a fresh namespace
+//! other's variables, which is how ToRA-style tool use works); when the notebook ends the
+//! interpreter goes back to the pool, and the next notebook on it starts with a fresh namespace
 //! in an emptied working directory. An interpreter that died, timed out or left a thread running
-//! is replaced; one that served `recycle_after` sessions is replaced as soon as its successor,
+//! is replaced; one that served `recycle_after` notebooks is replaced as soon as its successor,
 //! started in the background, is ready.
 //!
 //! Every interpreter runs under, in this order of set-up:
-//! 1. its own session and process group (`setsid`), killed as a whole on timeout;
+//! 1. its own process group (made by `setsid`), killed as a whole on timeout;
 //! 2. resource limits: address space (`memory_mb`), CPU time (per block, and a hard cap for the
 //!    interpreter's life), file size, open files, no core dumps;
 //! 3. a scrubbed environment (nothing of the parent's) and a fresh temporary working directory,
@@ -89,7 +89,7 @@ pub struct Limits {
     /// How long an interpreter may take to start (preloads included).
     #[serde(with = "secs")]
     pub startup: Duration,
-    /// Sessions an interpreter serves before it is replaced (1: a fresh one for each).
+    /// Notebooks an interpreter serves before it is replaced (1: a fresh one for each).
     pub recycle_after: usize,
 }
 
@@ -401,7 +401,7 @@ pub fn check(python: &Path) -> Result<CheckReport, SandboxError> {
     let mut attacks = Vec::new();
     let mut preloaded = Vec::new();
     for (what, code) in tries {
-        let mut s = sb.session()?;
+        let mut s = sb.notebook()?;
         preloaded = s.preloaded().to_vec();
         let out = s.run(code);
         attacks.push((what.to_string(), !out.ok()));
@@ -415,7 +415,7 @@ pub fn check(python: &Path) -> Result<CheckReport, SandboxError> {
     })
 }
 
-/// The pool's interpreters: waiting, lent to sessions, and being started.
+/// The pool's interpreters: waiting, lent to notebooks, and being started.
 struct Pool {
     idle: Vec<Worker>,
     busy: usize,
@@ -455,7 +455,7 @@ impl Inner {
                 p.idle.push(w);
                 let recycle = inner.limits.recycle_after;
                 let retired = (p.idle.len() + p.busy > inner.warm.max(1))
-                    .then(|| p.idle.iter().position(|w| w.sessions >= recycle))
+                    .then(|| p.idle.iter().position(|w| w.notebooks >= recycle))
                     .flatten()
                     .map(|i| p.idle.swap_remove(i));
                 drop(p);
@@ -528,8 +528,8 @@ impl Sandbox {
         self.inner.pool().idle.len()
     }
 
-    /// A session on a warm interpreter (a new one when none is idle).
-    pub fn session(&self) -> Result<Session, SandboxError> {
+    /// A notebook on a warm interpreter (a new one when none is idle).
+    pub fn notebook(&self) -> Result<Notebook, SandboxError> {
         let w = {
             let mut p = self.inner.pool();
             let w = p.idle.pop();
@@ -547,19 +547,19 @@ impl Sandbox {
             },
         };
         self.inner.top_up();
-        Ok(Session {
+        Ok(Notebook {
             inner: Arc::clone(&self.inner),
             worker: Some(w),
         })
     }
 
-    /// Run one program in a session of its own.
+    /// Run one program in a notebook of its own.
     pub fn run(&self, code: &str) -> Result<RunOutput, SandboxError> {
-        Ok(self.session()?.run(code))
+        Ok(self.notebook()?.run(code))
     }
 
     /// Run independent programs, each in a fresh namespace and an emptied working directory
-    /// as if in a session of its own, over `warm` interpreters (at least one). Each interpreter
+    /// as if in a notebook of its own, over `warm` interpreters (at least one). Each interpreter
     /// has its next program queued while it runs the current one, so it never waits for the
     /// caller. Outputs come back in input order; a program that crashes or times out its
     /// interpreter is reported as such, and the programs queued behind it run on a new one.
@@ -604,7 +604,7 @@ impl Sandbox {
             stopped: Some(Stopped::Crashed),
             ..RunOutput::default()
         };
-        let mut session = match self.session() {
+        let mut notebook = match self.notebook() {
             Ok(s) => s,
             Err(e) => {
                 while let Some(i) = pull() {
@@ -635,7 +635,7 @@ impl Sandbox {
                     retry.push_front(i);
                     break;
                 }
-                let worker = match session.worker_mut() {
+                let worker = match notebook.worker_mut() {
                     Ok(w) => w,
                     Err(e) => {
                         put(i, failed(&e));
@@ -645,7 +645,7 @@ impl Sandbox {
                 if worker.send_code(codes[i], limits, false, true).is_err() {
                     // The interpreter is gone: what was queued on it runs on the next one.
                     lost_sends += 1;
-                    session.worker = None;
+                    notebook.worker = None;
                     retry.push_front(i);
                     retry.extend(inflight.drain(..));
                     continue;
@@ -659,23 +659,23 @@ impl Sandbox {
             let Some(i) = inflight.pop_front() else {
                 break;
             };
-            let Some(worker) = session.worker.as_mut() else {
+            let Some(worker) = notebook.worker.as_mut() else {
                 retry.push_front(i);
                 continue;
             };
             match worker.recv_output(started, limits) {
                 Ok(out) => {
-                    worker.sessions += 1;
-                    let retire = worker.threads > 1 || worker.sessions >= limits.recycle_after;
+                    worker.notebooks += 1;
+                    let retire = worker.threads > 1 || worker.notebooks >= limits.recycle_after;
                     put(i, out);
                     if retire {
-                        session.worker = None;
+                        notebook.worker = None;
                         retry.extend(inflight.drain(..));
                     }
                 }
                 Err(out) => {
                     put(i, out);
-                    session.worker = None;
+                    notebook.worker = None;
                     retry.extend(inflight.drain(..));
                 }
             }
@@ -685,13 +685,13 @@ impl Sandbox {
 }
 
 /// Code blocks sharing one namespace on one interpreter.
-pub struct Session {
+pub struct Notebook {
     inner: Arc<Inner>,
     worker: Option<Worker>,
 }
 
-impl Session {
-    /// The session's interpreter, started anew if the last one died.
+impl Notebook {
+    /// The notebook's interpreter, started anew if the last one died.
     fn worker_mut(&mut self) -> Result<&mut Worker, SandboxError> {
         if self.worker.is_none() {
             self.worker = Some(Worker::spawn(&self.inner.probe, &self.inner.limits)?);
@@ -741,12 +741,12 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for Notebook {
     /// The interpreter goes back to the pool. The namespace and the working directory are reset
-    /// lazily, with the next session's first block, so ending a session costs no round trip.
+    /// lazily, with the next notebook's first block, so ending a notebook costs no round trip.
     /// One that left a thread running is retired at once; one that has served `recycle_after`
-    /// sessions keeps serving until its replacement, started in the background, is ready (at
-    /// most twice as long), so no session waits for an interpreter to start.
+    /// notebooks keeps serving until its replacement, started in the background, is ready (at
+    /// most twice as long), so no notebook waits for an interpreter to start.
     fn drop(&mut self) {
         let recycle = self.inner.limits.recycle_after;
         let warm = self.inner.warm.max(1);
@@ -757,12 +757,12 @@ impl Drop for Session {
             self.inner.top_up();
             return;
         };
-        w.sessions += 1;
+        w.notebooks += 1;
         w.dirty = true;
         let ready_others = p.idle.len() + p.busy;
-        let keep = if w.threads > 1 || w.sessions >= 2 * recycle {
+        let keep = if w.threads > 1 || w.notebooks >= 2 * recycle {
             false
-        } else if w.sessions >= recycle {
+        } else if w.notebooks >= recycle {
             if ready_others >= warm {
                 false
             } else {

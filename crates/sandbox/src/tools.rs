@@ -3,7 +3,7 @@
 //!
 //! [`ToolEngine`] wraps any engine (the local model, an OpenAI-compatible endpoint). For a
 //! tool-integrated format, generation stops where the model would start reading a tool's output;
-//! the last code block runs in the completion's own sandbox session (so the blocks of one
+//! the last code block runs in the completion's own sandbox notebook (so the blocks of one
 //! completion share variables), the output is appended in the format's wrapper, and generation
 //! resumes from there — at most `max_calls` times per completion. For program of thought, the
 //! completion is a program that runs once when it ends, and its output is appended.
@@ -18,7 +18,7 @@ use reasonlab_core::engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{RunOutput, Sandbox, Session, Stopped};
+use crate::{Notebook, RunOutput, Sandbox, Stopped};
 
 /// How code and its output are written in a completion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +276,7 @@ struct Slot {
     text: String,
     tokens: usize,
     calls: usize,
-    session: Option<Session>,
+    notebook: Option<Notebook>,
     done: Option<FinishReason>,
 }
 
@@ -323,7 +323,7 @@ impl Engine for ToolEngine<'_> {
                     text: String::new(),
                     tokens: 0,
                     calls: 0,
-                    session: None,
+                    notebook: None,
                     done: None,
                 })
             })
@@ -428,7 +428,7 @@ impl Engine for ToolEngine<'_> {
 }
 
 impl ToolEngine<'_> {
-    /// Run the pending calls (a few at a time, each in its completion's session) and append
+    /// Run the pending calls (a few at a time, each in its completion's notebook) and append
     /// their outputs.
     fn run_calls(&self, slots: &mut [Slot], calls: Vec<(usize, String)>) {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -446,11 +446,11 @@ impl ToolEngine<'_> {
                     let sandbox = &self.sandbox;
                     let cfg = &self.cfg;
                     scope.spawn(move || {
-                        if slot.session.is_none() {
-                            slot.session = sandbox.session().ok();
+                        if slot.notebook.is_none() {
+                            slot.notebook = sandbox.notebook().ok();
                         }
-                        let out = match slot.session.as_mut() {
-                            Some(session) => session.run(code),
+                        let out = match slot.notebook.as_mut() {
+                            Some(notebook) => notebook.run(code),
                             None => RunOutput {
                                 stderr: "Error: no sandbox interpreter".into(),
                                 stopped: Some(Stopped::Crashed),
@@ -471,7 +471,7 @@ impl ToolEngine<'_> {
         }
         // Finished completions give their interpreters back to the pool.
         for s in slots.iter_mut().filter(|s| s.done.is_some()) {
-            s.session = None;
+            s.notebook = None;
         }
     }
 }

@@ -29,9 +29,9 @@ pub(crate) struct Worker {
     stdin: ChildStdin,
     stdout: ChildStdout,
     buf: Vec<u8>,
-    /// Sessions served since the worker started.
-    pub sessions: usize,
-    /// A session ran here: the next block starts a fresh namespace in an emptied directory.
+    /// Notebooks served since the worker started.
+    pub notebooks: usize,
+    /// A notebook ran here: the next block starts a fresh namespace in an emptied directory.
     pub dirty: bool,
     /// Threads alive after the last block (1: only the interpreter's own).
     pub threads: usize,
@@ -139,7 +139,7 @@ impl Worker {
             stdin,
             stdout,
             buf: Vec::new(),
-            sessions: 0,
+            notebooks: 0,
             dirty: false,
             threads: 1,
             replacing: false,

@@ -46,7 +46,7 @@ fn failed_with(out: &RunOutput, needle: &str) {
 #[test]
 fn code_blocks_of_a_session_share_variables_and_sessions_do_not() {
     let sb = sandbox();
-    let mut s = sb.session().unwrap();
+    let mut s = sb.notebook().unwrap();
     assert!(s.run("x = 21").ok());
     assert_eq!(s.run("print(x * 2)").stdout, "42\n");
     assert_eq!(s.run_cell("x + 1").stdout, "22\n");
@@ -65,7 +65,7 @@ fn code_blocks_of_a_session_share_variables_and_sessions_do_not() {
     assert_eq!(
         s.run("print(x)").stdout,
         "21\n",
-        "the session survives errors"
+        "the notebook survives errors"
     );
     assert!(s.run("open('left.txt', 'w').write('x')").ok());
     drop(s);
@@ -74,7 +74,7 @@ fn code_blocks_of_a_session_share_variables_and_sessions_do_not() {
     let out = sb.run("import os\nprint(os.listdir('.'))").unwrap();
     assert_eq!(
         out.stdout, "[]\n",
-        "the next session starts in an empty directory"
+        "the next notebook starts in an empty directory"
     );
 }
 
@@ -296,8 +296,8 @@ fn a_crashed_interpreter_is_replaced() {
         assert_eq!(out.exit_code, None);
         still_works(&sb);
     }
-    // Within a session, the next block gets a fresh interpreter.
-    let mut s = sb.session().unwrap();
+    // Within a notebook, the next block gets a fresh interpreter.
+    let mut s = sb.notebook().unwrap();
     s.run("x = 1");
     assert_eq!(
         s.run("import os\nos.abort()").stopped,
