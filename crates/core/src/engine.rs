@@ -164,6 +164,32 @@ pub struct Sample {
     /// could give them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The generated token ids (a final end-of-sequence token included), when the engine gives
+    /// them: a trainer takes them as they are instead of re-tokenising the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<u32>>,
+    /// Which weights sampled it: the version of the last [`Engine::update_weights`] the engine
+    /// applied (0 before any), when it tracks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
+}
+
+impl Sample {
+    /// A sample with text and finish reason only.
+    pub fn new(
+        text: impl Into<String>,
+        finish_reason: FinishReason,
+        completion_tokens: usize,
+    ) -> Self {
+        Self {
+            text: text.into(),
+            finish_reason,
+            completion_tokens,
+            logprobs: None,
+            token_ids: None,
+            policy_version: None,
+        }
+    }
 }
 
 /// Everything a request produced: exactly `n` samples, in sample order.
@@ -196,6 +222,21 @@ pub struct ModelInfo {
     pub location: String,
 }
 
+/// New weights for an engine, written to disk by a trainer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WeightUpdate {
+    /// A whole checkpoint in HF layout (`config.json`, safetensors): SGLang's
+    /// `/update_weights_from_disk`.
+    Full { dir: std::path::PathBuf },
+    /// A LoRA adapter in PEFT layout (`adapter_config.json`, `adapter_model.safetensors`) for
+    /// the engine's base model, served under `name`: vLLM's `/v1/load_lora_adapter`.
+    Lora {
+        name: String,
+        dir: std::path::PathBuf,
+    },
+}
+
 /// Produces completions: the local engine (`reasonlab-generate`), an OpenAI-compatible endpoint
 /// (`reasonlab-serve`'s client), or anything a user plugs in.
 pub trait Engine: Send + Sync {
@@ -216,6 +257,16 @@ pub trait Engine: Send + Sync {
         requests: &[Request],
         on_delta: &mut dyn FnMut(usize, usize, &str),
     ) -> Vec<Result<Output, EngineError>>;
+
+    /// Load new weights; the samples of later calls report `version` as their
+    /// [`Sample::policy_version`]. Engines that cannot reload say so.
+    fn update_weights(&self, update: &WeightUpdate, version: u64) -> Result<(), EngineError> {
+        let _ = (update, version);
+        Err(EngineError::Invalid(format!(
+            "{} cannot load new weights",
+            self.info().name
+        )))
+    }
 }
 
 /// Hex sha256 of `bytes`.

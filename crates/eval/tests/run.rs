@@ -70,6 +70,8 @@ impl Engine for Fake {
                         },
                         completion_tokens: 10 + j,
                         logprobs: None,
+                        token_ids: None,
+                        policy_version: None,
                     })
                     .collect();
                 Ok(Output {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use reasonlab_core::engine::{
     Engine, EngineError, ModelInfo, Output, Prompt, Request, Role, Sample, Sampling, TokenLogprob,
-    model_dir_hash,
+    WeightUpdate, model_dir_hash,
 };
 use reasonlab_model::{BackendKind, Model, ModelError, device_for};
 use reasonlab_tokenize::{TokenizeError, Tokenizer};
@@ -42,7 +42,9 @@ pub enum LocalEngineError {
 
 /// A local model serving the generation protocol.
 pub struct LocalEngine {
-    model: Mutex<Model>,
+    /// The weights served and their version ([`Engine::update_weights`] swaps both between
+    /// batches).
+    model: Mutex<(Model, u64)>,
     tokenizer: Tokenizer,
     info: ModelInfo,
 }
@@ -54,7 +56,7 @@ impl LocalEngine {
     /// An engine over a loaded model; `info` names it.
     pub fn new(model: Model, tokenizer: Tokenizer, info: ModelInfo) -> Self {
         Self {
-            model: Mutex::new(model),
+            model: Mutex::new((model, 0)),
             tokenizer,
             info,
         }
@@ -146,7 +148,7 @@ impl Engine for LocalEngine {
         requests: &[Request],
         on_delta: &mut dyn FnMut(usize, usize, &str),
     ) -> Vec<Result<Output, EngineError>> {
-        let model = match self.model.lock() {
+        let loaded = match self.model.lock() {
             Ok(m) => m,
             Err(e) => {
                 return requests
@@ -155,10 +157,11 @@ impl Engine for LocalEngine {
                     .collect();
             }
         };
+        let (model, version) = (&loaded.0, loaded.1);
         let mut out: Vec<Result<Output, EngineError>> = Vec::with_capacity(requests.len());
         let mut prompts: Vec<Vec<u32>> = Vec::with_capacity(requests.len());
         for r in requests {
-            match self.check(&model, r) {
+            match self.check(model, r) {
                 Ok(ids) => {
                     out.push(Ok(Output {
                         prompt_tokens: ids.len(),
@@ -227,7 +230,7 @@ impl Engine for LocalEngine {
                 }
             };
             match generate_streaming(
-                &model,
+                model,
                 Some(&self.tokenizer),
                 &group_prompts,
                 n,
@@ -254,6 +257,8 @@ impl Engine for LocalEngine {
                                 finish_reason: c.finish_reason,
                                 completion_tokens: c.token_ids.len(),
                                 logprobs,
+                                token_ids: Some(c.token_ids),
+                                policy_version: Some(version),
                             });
                         }
                     }
@@ -266,5 +271,51 @@ impl Engine for LocalEngine {
             }
         }
         out
+    }
+
+    /// A full checkpoint replaces the weights; an adapter is attached to the base model this
+    /// engine was loaded from (read again from its directory) and merged. The swap waits for
+    /// the batch being decoded, so no sample mixes two versions.
+    fn update_weights(&self, update: &WeightUpdate, version: u64) -> Result<(), EngineError> {
+        let device = {
+            let loaded = self
+                .model
+                .lock()
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            loaded.0.device().clone()
+        };
+        let failed = |what: &Path, e: ModelError| {
+            EngineError::Invalid(format!("loading {}: {e}", what.display()))
+        };
+        let model = match update {
+            WeightUpdate::Full { dir } => Model::load(dir, &device).map_err(|e| failed(dir, e))?,
+            WeightUpdate::Lora { dir, .. } => {
+                let base = Path::new(&self.info.location);
+                if !base.join("config.json").exists() {
+                    return Err(EngineError::Invalid(format!(
+                        "an adapter needs the base model's directory; this engine's weights \
+                         did not come from one ({})",
+                        self.info.location
+                    )));
+                }
+                Model::load(base, &device)
+                    .map_err(|e| failed(base, e))?
+                    .load_adapter(dir)
+                    .map_err(|e| failed(dir, e))?
+                    .merge_lora()
+            }
+        };
+        let mut loaded = self
+            .model
+            .lock()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        if model.config.vocab_size != loaded.0.config.vocab_size {
+            return Err(EngineError::Invalid(format!(
+                "the new weights have a vocabulary of {}, the served model {}",
+                model.config.vocab_size, loaded.0.config.vocab_size
+            )));
+        }
+        *loaded = (model, version);
+        Ok(())
     }
 }

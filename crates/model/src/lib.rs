@@ -417,6 +417,19 @@ impl Model {
         Ok(out)
     }
 
+    /// Write only the adapters, in PEFT's layout (`adapter_config.json`,
+    /// `adapter_model.safetensors`), into `dir`; an error without LoRA attached.
+    pub fn save_adapter(&self, dir: &Path) -> Result<(), ModelError> {
+        let Some(cfg) = &self.lora else {
+            return Err(ModelError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("the model has no LoRA adapters to save"),
+            });
+        };
+        let mut net = self.net.clone();
+        lora::save_adapter(&mut net, cfg, dir)
+    }
+
     /// Write `config.json` and `model.safetensors` into `dir` (created if needed), each
     /// atomically (temp file, fsync, rename).
     ///

@@ -1,6 +1,7 @@
 //! Where completions come from, as a config table: a local model directory or an
-//! OpenAI-compatible endpoint. `[teacher]` in `distill.toml`, `[rollout]` in `grpo.toml` and
-//! the `eval run` / `sample` flags all read into an [`EngineSpec`].
+//! OpenAI-compatible endpoint. `[teacher]` in `distill.toml` and the `eval run` / `sample`
+//! flags read into an [`EngineSpec`]; GRPO's `[rollout]` (one or more servers and their weight
+//! sync) into a [`RolloutSpec`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,8 @@ use reasonlab_core::engine::Engine;
 use reasonlab_generate::LocalEngine;
 use reasonlab_model::BackendKind;
 use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
+use reasonlab_serve::pool::{PoolError, RolloutPool};
+use reasonlab_train::grpo::{SyncMode, WeightSync};
 use serde::{Deserialize, Serialize};
 
 /// A local model or an endpoint, and how to talk to the endpoint.
@@ -121,6 +124,115 @@ impl EngineSpec {
             }
             (None, Some(_)) => Ok(Box::new(OpenAiClient::new(self.client_config()?)?)),
             _ => Err(EngineSpecError::Neither),
+        }
+    }
+}
+
+fn default_pool_retries() -> u32 {
+    2
+}
+fn default_sync_every() -> usize {
+    1
+}
+fn default_adapter_name() -> String {
+    "policy".into()
+}
+
+/// GRPO's `[rollout]` table: where rollouts are sampled when not by the policy itself — one or
+/// more OpenAI-compatible servers — and how their weights follow the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The servers, e.g. `["http://10.0.0.1:8000", "http://10.0.0.2:8000"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// One server (the same as `endpoints = [endpoint]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The model name the servers know (the base model's, with LoRA sync).
+    pub model_name: String,
+    /// Environment variable holding the servers' API key.
+    #[serde(default = "default_key_env")]
+    pub api_key_env: String,
+    /// Requests in flight to each server.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Ask for all n samples in one request (vLLM, SGLang) instead of n requests.
+    #[serde(default)]
+    pub native_n: bool,
+    /// Per-request timeout in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    /// Retries of a failed request on the same server before it is taken out of rotation.
+    #[serde(default = "default_pool_retries")]
+    pub max_retries: u32,
+    /// What the servers are sent after an update: `none`, `full` (HF checkpoint, SGLang's
+    /// `/update_weights_from_disk`) or `lora` (PEFT adapter, vLLM's `/v1/load_lora_adapter`).
+    #[serde(default)]
+    pub sync: SyncMode,
+    /// Push the weights every this many updates.
+    #[serde(default = "default_sync_every")]
+    pub sync_every: usize,
+    /// Where pushed weights are written (default `OUT/sync`); the servers must read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_dir: Option<PathBuf>,
+    /// LoRA sync serves version N as `{adapter_name}-vN`.
+    #[serde(default = "default_adapter_name")]
+    pub adapter_name: String,
+}
+
+impl RolloutSpec {
+    /// Servers on `endpoints` with every other setting at its default.
+    pub fn new(endpoints: Vec<String>, model_name: impl Into<String>) -> Self {
+        Self {
+            endpoints,
+            endpoint: None,
+            model_name: model_name.into(),
+            api_key_env: default_key_env(),
+            concurrency: default_concurrency(),
+            native_n: false,
+            timeout_s: default_timeout(),
+            max_retries: default_pool_retries(),
+            sync: SyncMode::None,
+            sync_every: default_sync_every(),
+            sync_dir: None,
+            adapter_name: default_adapter_name(),
+        }
+    }
+
+    /// Every server, `endpoint` first.
+    pub fn all_endpoints(&self) -> Vec<String> {
+        self.endpoint
+            .iter()
+            .chain(&self.endpoints)
+            .cloned()
+            .collect()
+    }
+
+    /// The pool over the servers.
+    pub fn pool(&self) -> Result<RolloutPool, EngineSpecError> {
+        let mut cfg = ClientConfig::new(String::new(), self.model_name.clone());
+        cfg.api_key_env = Some(self.api_key_env.clone());
+        cfg.concurrency = self.concurrency;
+        cfg.timeout = Duration::from_secs(self.timeout_s);
+        cfg.max_retries = self.max_retries;
+        cfg.initial_backoff = Duration::from_millis(200);
+        if self.native_n {
+            cfg.n_mode = NMode::Native;
+        }
+        RolloutPool::new(&self.all_endpoints(), &cfg).map_err(|e| match e {
+            PoolError::Empty => EngineSpecError::Neither,
+            PoolError::Client(c) => EngineSpecError::Client(c),
+        })
+    }
+
+    /// The trainer's sync settings; `out` is the run folder (for the default `sync_dir`).
+    pub fn weight_sync(&self, out: &Path) -> WeightSync {
+        WeightSync {
+            mode: self.sync,
+            every: self.sync_every.max(1),
+            dir: self.sync_dir.clone().unwrap_or_else(|| out.join("sync")),
+            adapter_name: self.adapter_name.clone(),
         }
     }
 }

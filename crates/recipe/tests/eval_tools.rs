@@ -81,6 +81,8 @@ impl Engine for Coder {
                             finish_reason: FinishReason::Stop,
                             completion_tokens: 10,
                             logprobs: None,
+                            token_ids: None,
+                            policy_version: None,
                         })
                         .collect(),
                 })

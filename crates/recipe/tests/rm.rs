@@ -106,6 +106,8 @@ impl Engine for Completer {
                     finish_reason: FinishReason::Stop,
                     completion_tokens: 0,
                     logprobs: None,
+                    token_ids: None,
+                    policy_version: None,
                 };
                 Ok(Output {
                     prompt_tokens: 0,

@@ -410,6 +410,8 @@ impl Engine for ToolEngine<'_> {
                 finish_reason: s.done.unwrap_or(FinishReason::Length),
                 completion_tokens: s.tokens,
                 logprobs: None,
+                token_ids: None,
+                policy_version: None,
             });
         }
         outputs

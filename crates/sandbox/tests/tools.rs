@@ -87,6 +87,8 @@ impl Engine for Scripted {
                             finish_reason: FinishReason::Stop,
                             completion_tokens: 5,
                             logprobs: None,
+                            token_ids: None,
+                            policy_version: None,
                         })
                         .collect(),
                 })

@@ -16,9 +16,16 @@
 //! `/v1/chat/completions`) and reads them back in either shape. A request the server rejects
 //! (4xx) fails alone; a server that stays down fails the request and abandons the rest of the
 //! batch.
+//!
+//! With `return_token_ids` the client asks for each choice's token ids (vLLM's
+//! `return_token_ids`, reasonlab serve's too) and hands them on in [`Sample::token_ids`], so a
+//! trainer never re-tokenises text; a response's `policy_version` (reasonlab serve) lands in
+//! [`Sample::policy_version`]. [`OpenAiClient::update_weights_from_disk`],
+//! [`OpenAiClient::load_lora_adapter`] and [`OpenAiClient::unload_lora_adapter`] call SGLang's and
+//! vLLM's weight-update endpoints.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use reasonlab_core::engine::{
@@ -58,6 +65,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub n_mode: NMode,
+    /// Ask for each choice's token ids (`return_token_ids`; vLLM ≥ 0.10.2, reasonlab serve).
+    pub return_token_ids: bool,
 }
 
 impl ClientConfig {
@@ -73,6 +82,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(1800),
             connect_timeout: Duration::from_secs(10),
             n_mode: NMode::Split,
+            return_token_ids: false,
         }
     }
 }
@@ -117,6 +127,8 @@ impl From<ClientError> for EngineError {
 /// The client. Cheap to share across threads.
 pub struct OpenAiClient {
     cfg: ClientConfig,
+    /// The `model` of requests: `cfg.model`, or the adapter loaded last.
+    model: RwLock<String>,
     http: reqwest::blocking::Client,
     api_key: Option<String>,
     root: String,
@@ -152,6 +164,7 @@ impl OpenAiClient {
             .and_then(|name| std::env::var(name).ok())
             .filter(|k| !k.is_empty());
         Ok(Self {
+            model: RwLock::new(cfg.model.clone()),
             cfg,
             http,
             api_key,
@@ -163,8 +176,98 @@ impl OpenAiClient {
         &self.cfg
     }
 
+    /// The server root (no `/v1`).
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The `model` requests name now.
+    pub fn model(&self) -> String {
+        self.model
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|_| self.cfg.model.clone())
+    }
+
+    /// Name `model` in later requests (a LoRA adapter the server loaded).
+    pub fn set_model(&self, model: &str) {
+        if let Ok(mut m) = self.model.write() {
+            *m = model.to_string();
+        }
+    }
+
+    /// Whether the server answers `GET /v1/models` within `timeout`.
+    pub fn is_up(&self, timeout: Duration) -> bool {
+        let mut req = self
+            .http
+            .get(format!("{}/v1/models", self.root))
+            .timeout(timeout);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        req.send().is_ok_and(|r| r.status().is_success())
+    }
+
+    /// SGLang's `POST /update_weights_from_disk`: the server loads the HF checkpoint in `dir`
+    /// (a path the server can read) and reports `version` from then on.
+    pub fn update_weights_from_disk(
+        &self,
+        dir: &std::path::Path,
+        version: u64,
+    ) -> Result<(), ClientError> {
+        let path = "/update_weights_from_disk";
+        let v = self.post(
+            path,
+            &json!({"model_path": dir.display().to_string(), "policy_version": version}),
+        )?;
+        if v.get("success").and_then(Value::as_bool) == Some(false) {
+            return Err(ClientError::BadResponse {
+                url: format!("{}{path}", self.root),
+                message: v
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("update failed")
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// vLLM's `POST /v1/load_lora_adapter`: the server serves the PEFT adapter in `dir` as
+    /// `name`, and later requests name it.
+    pub fn load_lora_adapter(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        version: u64,
+    ) -> Result<(), ClientError> {
+        self.post_raw(
+            "/v1/load_lora_adapter",
+            &json!({"lora_name": name, "lora_path": dir.display().to_string(),
+                    "policy_version": version}),
+        )?;
+        self.set_model(name);
+        Ok(())
+    }
+
+    /// vLLM's `POST /v1/unload_lora_adapter`.
+    pub fn unload_lora_adapter(&self, name: &str) -> Result<(), ClientError> {
+        self.post_raw("/v1/unload_lora_adapter", &json!({ "lora_name": name }))
+            .map(|_| ())
+    }
+
     /// POST `body` to `path` with retries; the parsed JSON response.
     fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.root);
+        let text = self.post_raw(path, body)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::BadResponse {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// POST `body` to `path` with retries; the response's text.
+    fn post_raw(&self, path: &str, body: &Value) -> Result<String, ClientError> {
         let url = format!("{}{path}", self.root);
         let mut backoff = self.cfg.initial_backoff;
         let mut last = String::new();
@@ -188,7 +291,7 @@ impl OpenAiClient {
             };
             let status = resp.status();
             if status.is_success() {
-                return resp.json::<Value>().map_err(|e| ClientError::BadResponse {
+                return resp.text().map_err(|e| ClientError::BadResponse {
                     url: url.clone(),
                     message: e.to_string(),
                 });
@@ -230,14 +333,12 @@ impl OpenAiClient {
         seed: u64,
     ) -> Result<(Vec<Sample>, usize), ClientError> {
         let s = &req.sampling;
+        let model = self.model();
         let (path, mut body) = match &req.prompt {
-            Prompt::Text(t) => (
-                "/v1/completions",
-                json!({ "model": self.cfg.model, "prompt": t }),
-            ),
+            Prompt::Text(t) => ("/v1/completions", json!({ "model": model, "prompt": t })),
             Prompt::Messages(m) => (
                 "/v1/chat/completions",
-                json!({ "model": self.cfg.model,
+                json!({ "model": model,
                         "messages": m.iter().map(WireMessage::from).collect::<Vec<_>>() }),
             ),
         };
@@ -267,6 +368,9 @@ impl OpenAiClient {
         }
         if req.logprobs {
             obj.insert("logprobs".into(), if chat { json!(true) } else { json!(1) });
+        }
+        if self.cfg.return_token_ids {
+            obj.insert("return_token_ids".into(), json!(true));
         }
         let url = format!("{}{path}", self.root);
         let value = self.post(path, &body)?;
@@ -307,6 +411,8 @@ impl OpenAiClient {
                 } else {
                     None
                 },
+                token_ids: c.token_ids,
+                policy_version: resp.policy_version,
             });
         }
         // usage.completion_tokens covers all choices: exact for one, split by length otherwise.
@@ -363,7 +469,7 @@ type JobResult = Result<(Vec<Sample>, usize), ClientError>;
 impl Engine for OpenAiClient {
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            name: self.cfg.model.clone(),
+            name: self.model(),
             // No model files to hash behind an endpoint: the server and model name stand in.
             hash: sha256_hex(format!("{}\n{}", self.root, self.cfg.model).as_bytes()),
             location: self.root.clone(),

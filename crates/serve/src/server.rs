@@ -17,14 +17,25 @@
 //! `api_key` is set), 404 unknown model or route, 413 body over `max_body_bytes`, 500 engine
 //! failure. Shutdown is graceful: in-flight requests finish.
 //!
+//! **Weight updates** (what a trainer calls between steps): `POST /update_weights_from_disk`
+//! with `{"model_path": DIR}` loads a checkpoint in HF layout (SGLang's endpoint and reply,
+//! `{"success", "message"}`); `POST /v1/load_lora_adapter` with `{"lora_name", "lora_path"}`
+//! attaches a PEFT adapter to the base model the server started with and serves it under
+//! `lora_name` as well as the base name (vLLM's endpoint; vLLM keeps several adapters at once,
+//! this server one set of weights), and `POST /v1/unload_lora_adapter` forgets a name. Either
+//! body may carry `policy_version` (reasonlab's extension; otherwise the count of updates so
+//! far), which every later response reports as `policy_version`. The swap waits for the batch
+//! being decoded. `return_token_ids: true` (vLLM's extension) adds each choice's `token_ids`.
+//!
 //! **Streaming** (`stream: true`): chunks in OpenAI's format as the engine decodes (text deltas;
 //! the engine holds back as many bytes as the longest stop string, and incomplete UTF-8), then
 //! each sample's finish reason and `data: [DONE]`. An error found before the first delta is
 //! still a 4xx/5xx JSON response.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -34,7 +45,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use reasonlab_core::engine::{
-    Engine, EngineError, FinishReason, Message, Output, Prompt, Request, Sampling,
+    Engine, EngineError, FinishReason, Message, Output, Prompt, Request, Sampling, WeightUpdate,
 };
 use serde::Deserialize;
 
@@ -102,9 +113,24 @@ struct Job {
 
 struct AppState {
     model_id: String,
+    /// Names of loaded LoRA adapters, also accepted as `model`.
+    adapters: RwLock<Vec<String>>,
+    /// Weight updates applied so far.
+    updates: AtomicU64,
+    engine: Arc<dyn Engine>,
     cfg: ServerConfig,
     queue: std_mpsc::Sender<Job>,
     created: u64,
+}
+
+impl AppState {
+    fn serves(&self, name: &str) -> bool {
+        name == self.model_id
+            || self
+                .adapters
+                .read()
+                .is_ok_and(|a| a.iter().any(|n| n == name))
+    }
 }
 
 /// The batcher: blocks for a first job, gathers more for `wait` (up to `max`), runs them.
@@ -239,6 +265,8 @@ struct CommonBody {
     #[serde(default)]
     stream: bool,
     logprobs: Option<Value>,
+    #[serde(default)]
+    return_token_ids: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,7 +290,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
 /// Validate the shared fields into an engine request (prompt filled in by the caller).
 fn engine_request(state: &AppState, c: &CommonBody, prompt: Prompt) -> Result<Request, ApiError> {
     match &c.model {
-        Some(m) if *m == state.model_id => {}
+        Some(m) if state.serves(m) => {}
         Some(m) => {
             return Err(error(
                 StatusCode::NOT_FOUND,
@@ -443,8 +471,8 @@ fn usage(out: &Output) -> Usage {
     }
 }
 
-/// The `choices` of a response; `chat` picks the chat shapes.
-fn choices(out: &Output, chat: bool) -> Vec<Choice> {
+/// The `choices` of a response; `chat` picks the chat shapes, `token_ids` adds the ids.
+fn choices(out: &Output, chat: bool, token_ids: bool) -> Vec<Choice> {
     out.samples
         .iter()
         .enumerate()
@@ -458,6 +486,7 @@ fn choices(out: &Output, chat: bool) -> Vec<Choice> {
             }),
             finish_reason: Some(s.finish_reason.as_str().into()),
             logprobs: s.logprobs.as_ref().map(|lp| Logprobs::new(lp, chat)),
+            token_ids: if token_ids { s.token_ids.clone() } else { None },
         })
         .collect()
 }
@@ -660,9 +689,10 @@ async fn completions(
         id,
         object: "text_completion".into(),
         created: now(),
-        model: state.model_id.clone(),
-        choices: choices(&out, false),
+        model: req.common.model.clone().unwrap_or_default(),
+        choices: choices(&out, false, req.common.return_token_ids),
         usage: Some(usage(&out)),
+        policy_version: out.samples.first().and_then(|s| s.policy_version),
     }))
 }
 
@@ -696,9 +726,10 @@ async fn chat_completions(
         id,
         object: "chat.completion".into(),
         created: now(),
-        model: state.model_id.clone(),
-        choices: choices(&out, true),
+        model: req.common.model.clone().unwrap_or_default(),
+        choices: choices(&out, true, req.common.return_token_ids),
         usage: Some(usage(&out)),
+        policy_version: out.samples.first().and_then(|s| s.policy_version),
     }))
 }
 
@@ -707,11 +738,160 @@ async fn models(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_auth(&state, &headers)?;
-    Ok(json_response(json!({
-        "object": "list",
-        "data": [{"id": state.model_id, "object": "model", "created": state.created,
-                  "owned_by": "reasonlab"}]
-    })))
+    let mut names = vec![state.model_id.clone()];
+    if let Ok(a) = state.adapters.read() {
+        names.extend(a.iter().cloned());
+    }
+    let data: Vec<Value> = names
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": state.created, "owned_by": "reasonlab"}))
+        .collect();
+    Ok(json_response(json!({"object": "list", "data": data})))
+}
+
+/// `/update_weights_from_disk` (SGLang).
+#[derive(Debug, Deserialize)]
+struct FromDiskBody {
+    model_path: String,
+    policy_version: Option<u64>,
+}
+
+/// `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (vLLM).
+#[derive(Debug, Deserialize)]
+struct LoraBody {
+    lora_name: String,
+    #[serde(default)]
+    lora_path: Option<String>,
+    policy_version: Option<u64>,
+}
+
+/// Apply `update` on a blocking thread (it waits for the batch in flight); its version.
+async fn apply_update(
+    state: &Arc<AppState>,
+    update: WeightUpdate,
+    version: Option<u64>,
+) -> Result<u64, ApiError> {
+    let version = version.unwrap_or_else(|| state.updates.load(Ordering::SeqCst) + 1);
+    let engine = state.engine.clone();
+    let result = tokio::task::spawn_blocking(move || engine.update_weights(&update, version))
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                e.to_string(),
+                None,
+            )
+        })?;
+    match result {
+        Ok(()) => {
+            state.updates.fetch_add(1, Ordering::SeqCst);
+            tracing::info!(version, "weights updated");
+            Ok(version)
+        }
+        Err(EngineError::Invalid(m)) => Err(bad_request(m, None)),
+        Err(EngineError::Internal(m)) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            m,
+            None,
+        )),
+    }
+}
+
+async fn update_from_disk(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = check_auth(&state, &headers) {
+        return e.into_response();
+    }
+    let req: FromDiskBody = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let update = WeightUpdate::Full {
+        dir: req.model_path.clone().into(),
+    };
+    // SGLang answers {"success", "message"}, with 400 on failure.
+    match apply_update(&state, update, req.policy_version).await {
+        Ok(v) => json_response(json!({"success": true, "policy_version": v,
+            "message": format!("loaded {} as version {v}", req.model_path)})),
+        Err(e) => (
+            e.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"success": false, "message": e.message}).to_string(),
+        )
+            .into_response(),
+    }
+}
+
+async fn load_lora(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_auth(&state, &headers)?;
+    let req: LoraBody = parse(&body)?;
+    let Some(path) = req.lora_path.clone() else {
+        return Err(bad_request("`lora_path` is required", Some("lora_path")));
+    };
+    if req.lora_name.is_empty() || req.lora_name == state.model_id {
+        return Err(bad_request(
+            "`lora_name` must be a new, non-empty name",
+            Some("lora_name"),
+        ));
+    }
+    let update = WeightUpdate::Lora {
+        name: req.lora_name.clone(),
+        dir: path.into(),
+    };
+    let v = apply_update(&state, update, req.policy_version).await?;
+    if let Ok(mut a) = state.adapters.write()
+        && !a.contains(&req.lora_name)
+    {
+        a.push(req.lora_name.clone());
+    }
+    // vLLM answers with a plain-text line.
+    Ok((
+        StatusCode::OK,
+        format!(
+            "Success: LoRA adapter '{}' added successfully (version {v}).",
+            req.lora_name
+        ),
+    )
+        .into_response())
+}
+
+async fn unload_lora(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_auth(&state, &headers)?;
+    let req: LoraBody = parse(&body)?;
+    let removed = state.adapters.write().is_ok_and(|mut a| {
+        let before = a.len();
+        a.retain(|n| *n != req.lora_name);
+        a.len() < before
+    });
+    if !removed {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("no adapter named `{}`", req.lora_name),
+            Some("lora_name"),
+        ));
+    }
+    Ok((
+        StatusCode::OK,
+        format!(
+            "Success: LoRA adapter '{}' removed successfully.",
+            req.lora_name
+        ),
+    )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {
@@ -743,6 +923,9 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/update_weights_from_disk", post(update_from_disk))
+        .route("/v1/load_lora_adapter", post(load_lora))
+        .route("/v1/unload_lora_adapter", post(unload_lora))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
@@ -788,10 +971,14 @@ fn build(engine: Arc<dyn Engine>, cfg: ServerConfig) -> (Router, std::thread::Jo
     let (tx, rx) = std_mpsc::channel();
     let (max, wait) = (cfg.max_batch.max(1), cfg.batch_wait);
     let model_id = engine.info().name;
-    let batch_thread = std::thread::spawn(move || batcher(engine, rx, max, wait));
+    let batch_engine = engine.clone();
+    let batch_thread = std::thread::spawn(move || batcher(batch_engine, rx, max, wait));
     let max_body = cfg.max_body_bytes;
     let state = Arc::new(AppState {
         model_id,
+        adapters: RwLock::new(Vec::new()),
+        updates: AtomicU64::new(0),
+        engine,
         cfg,
         queue: tx,
         created: now(),

@@ -185,6 +185,9 @@ pub struct Choice {
     pub finish_reason: Option<String>,
     #[serde(default)]
     pub logprobs: Option<Logprobs>,
+    /// The generated token ids, when the request set `return_token_ids` (vLLM's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<u32>>,
 }
 
 impl Choice {
@@ -211,6 +214,10 @@ pub struct CompletionResponse {
     pub choices: Vec<Choice>,
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// reasonlab's extension: the version of the weights that answered (the last weight
+    /// update's), so a trainer can check each sample's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 #[cfg(test)]

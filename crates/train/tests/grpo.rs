@@ -153,6 +153,8 @@ impl Engine for ScriptedEngine {
                             finish_reason,
                             completion_tokens: 0,
                             logprobs: None,
+                            token_ids: None,
+                            policy_version: None,
                         }
                     })
                     .collect();
@@ -503,6 +505,8 @@ impl Engine for ToolUser {
                             finish_reason: FinishReason::Stop,
                             completion_tokens: 3,
                             logprobs: None,
+                            token_ids: None,
+                            policy_version: None,
                         })
                         .collect(),
                 })

@@ -34,7 +34,7 @@ use reasonlab_model::{Model, ModelConfig};
 use reasonlab_tokenize::Tokenizer;
 use serde::Serialize;
 
-use super::{Stat, chart, finish, write_json};
+use super::{Stat, chart, finish, stat_series, write_json};
 use crate::demo::{self, DemoError, Problem, io_err, lcg};
 
 /// Words the keyword filter looks for.
@@ -472,14 +472,12 @@ pub fn run(
         .iter()
         .map(|&sel| {
             let at: Vec<&CorpusArm> = arms.iter().filter(|a| a.selection == sel).collect();
-            let stat = |f: &dyn Fn(&CorpusArm) -> f64| {
-                Stat::of(&at.iter().map(|a| f(a)).collect::<Vec<_>>())
-            };
+            let stat = |f: fn(&CorpusArm) -> f64| Stat::over(&at, |a| f(a));
             CorpusRow {
                 selection: sel,
-                math_share: stat(&|a| a.math_share),
-                pass1: stat(&|a| a.pass1),
-                pass_k: stat(&|a| a.pass_k),
+                math_share: stat(|a| a.math_share),
+                pass1: stat(|a| a.pass1),
+                pass_k: stat(|a| a.pass_k),
             }
         })
         .collect();
@@ -490,14 +488,7 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
     };
     write_json(&out.join("summary.json"), &summary)?;
-    let series = |f: &dyn Fn(&CorpusRow) -> &Stat| -> Vec<(f64, f64, f64)> {
-        summary
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as f64, f(r).mean, f(r).std))
-            .collect()
-    };
+    let series = |f: fn(&CorpusRow) -> &Stat| stat_series(&summary.rows, |i, _| i as f64, f);
     let pass_k = format!("pass@{}", s.eval_k);
     let charts = vec![chart(
         &out.join("plots"),
@@ -505,9 +496,9 @@ pub fn run(
         "few-shot held-out accuracy: 0 recalled, 1 random, 2 keyword",
         "corpus",
         &[
-            ("pass@1", series(&|r| &r.pass1)),
-            (&pass_k, series(&|r| &r.pass_k)),
-            ("math share", series(&|r| &r.math_share)),
+            ("pass@1", series(|r| &r.pass1)),
+            (&pass_k, series(|r| &r.pass_k)),
+            ("math share", series(|r| &r.math_share)),
         ],
     )?];
     finish(

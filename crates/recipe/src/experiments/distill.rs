@@ -28,7 +28,9 @@ use reasonlab_train::grpo::GrpoTrainer;
 use reasonlab_train::sft::SftRecord;
 use serde::Serialize;
 
-use super::{Measured, Probe, Stat, Tune, chart, fine_tune, finish, measure, write_json};
+use super::{
+    Measured, Probe, Stat, Tune, chart, fine_tune, finish, measure, stat_series, write_json,
+};
 use crate::demo::{self, DemoError, DemoSettings, Problem, io_err};
 
 /// The experiment's knobs.
@@ -262,9 +264,7 @@ pub fn run(
     let rows = models
         .iter()
         .map(|(name, pick, secs)| {
-            let stat = |f: &dyn Fn(&DistillSeed) -> f64| {
-                Stat::of(&seeds.iter().map(f).collect::<Vec<_>>())
-            };
+            let stat = |f: &dyn Fn(&DistillSeed) -> f64| Stat::over(&seeds, f);
             DistillRow {
                 model: (*name).into(),
                 pass1: stat(&|x| pick(x).get(MetricKey::PassAt(1))),
@@ -281,14 +281,7 @@ pub fn run(
     };
     write_json(&out.join("summary.json"), &summary)?;
     // One bar-like chart: each model's pass@1 and cons@k as points at x = 0..3.
-    let series = |f: &dyn Fn(&DistillRow) -> &Stat| -> Vec<(f64, f64, f64)> {
-        summary
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as f64, f(r).mean, f(r).std))
-            .collect()
-    };
+    let series = |f: fn(&DistillRow) -> &Stat| stat_series(&summary.rows, |i, _| i as f64, f);
     let cons_name = format!("cons@{k}");
     let charts = vec![chart(
         &out.join("plots"),
@@ -296,8 +289,8 @@ pub fn run(
         "0 teacher, 1 student start, 2 student + RL, 3 student + distillation",
         "model",
         &[
-            ("pass@1", series(&|r| &r.pass1)),
-            (&cons_name, series(&|r| &r.cons)),
+            ("pass@1", series(|r| &r.pass1)),
+            (&cons_name, series(|r| &r.cons)),
         ],
     )?];
     finish(

@@ -93,6 +93,11 @@ impl Stat {
         }
     }
 
+    /// The statistic of `f` over `items` (seeds, or one arm's runs).
+    pub fn over<T>(items: &[T], f: impl Fn(&T) -> f64) -> Stat {
+        Stat::of(&items.iter().map(f).collect::<Vec<_>>())
+    }
+
     /// `0.512 ± 0.031`.
     pub fn cell(&self) -> String {
         format!("{:.3} ± {:.3}", self.mean, self.std)
@@ -221,6 +226,18 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Dem
 }
 
 /// One chart with error bars as `dir/name.{svg,png}`; returns the SVG for a report.
+/// One chart series: `(x, mean, std)` of a row's statistic for each row.
+pub(crate) fn stat_series<R>(
+    rows: &[R],
+    x: impl Fn(usize, &R) -> f64,
+    stat: impl Fn(&R) -> &Stat,
+) -> Vec<(f64, f64, f64)> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| (x(i, r), stat(r).mean, stat(r).std))
+        .collect()
+}
+
 pub(crate) fn chart(
     dir: &Path,
     name: &str,

@@ -29,7 +29,9 @@ use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
 use reasonlab_train::sft::SftRecord;
 use serde::Serialize;
 
-use super::{Measured, Probe, Stat, Tune, chart, fine_tune, finish, measure, write_json};
+use super::{
+    Measured, Probe, Stat, Tune, chart, fine_tune, finish, measure, stat_series, write_json,
+};
 use crate::demo::{self, DemoError, Problem, io_err, lcg};
 
 /// Which problems RL trains on and the evaluation asks.
@@ -446,13 +448,7 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
     };
     write_json(&out.join("summary.json"), &summary)?;
-    let series = |f: &dyn Fn(&R1ZeroRow) -> &Stat| -> Vec<(f64, f64, f64)> {
-        summary
-            .rows
-            .iter()
-            .map(|r| (r.step as f64, f(r).mean, f(r).std))
-            .collect()
-    };
+    let series = |f: fn(&R1ZeroRow) -> &Stat| stat_series(&summary.rows, |_, r| r.step as f64, f);
     let plots = out.join("plots");
     let charts = vec![
         chart(
@@ -461,8 +457,8 @@ pub fn run(
             "R1-Zero from a base model: held-out pass@1 and format",
             "GRPO step",
             &[
-                ("pass@1", series(&|r| &r.pass1)),
-                ("well-formed", series(&|r| &r.format)),
+                ("pass@1", series(|r| &r.pass1)),
+                ("well-formed", series(|r| &r.format)),
             ],
         )?,
         chart(
@@ -470,7 +466,7 @@ pub fn run(
             "length",
             "Mean response length on held-out problems (tokens)",
             "GRPO step",
-            &[("length", series(&|r| &r.length))],
+            &[("length", series(|r| &r.length))],
         )?,
     ];
     finish(
@@ -495,14 +491,12 @@ fn rows(points: &[R1ZeroPoint]) -> Vec<R1ZeroRow> {
         .into_iter()
         .map(|step| {
             let at: Vec<&R1ZeroPoint> = points.iter().filter(|p| p.step == step).collect();
-            let stat = |f: &dyn Fn(&R1ZeroPoint) -> f64| {
-                Stat::of(&at.iter().map(|p| f(p)).collect::<Vec<_>>())
-            };
+            let stat = |f: fn(&R1ZeroPoint) -> f64| Stat::over(&at, |p| f(p));
             R1ZeroRow {
                 step,
-                pass1: stat(&|p| p.measured.get(MetricKey::PassAt(1))),
-                format: stat(&|p| p.measured.format),
-                length: stat(&|p| p.measured.length),
+                pass1: stat(|p| p.measured.get(MetricKey::PassAt(1))),
+                format: stat(|p| p.measured.format),
+                length: stat(|p| p.measured.length),
             }
         })
         .collect()

@@ -14,7 +14,7 @@ use reasonlab_reward::RewardConfig;
 use reasonlab_train::grpo::GrpoTrainer;
 use serde::Serialize;
 
-use super::{Measured, Probe, Stat, chart, finish, measure, write_json};
+use super::{Measured, Probe, Stat, chart, finish, measure, stat_series, write_json};
 use crate::demo::{self, DemoError, DemoSettings, io_err};
 
 /// The experiment's knobs.
@@ -124,9 +124,7 @@ pub fn run(
     let rows: Vec<RlVsSftRow> = ks
         .iter()
         .map(|&k| {
-            let stat = |f: &dyn Fn(&RlVsSftSeed) -> f64| {
-                Stat::of(&seeds.iter().map(f).collect::<Vec<_>>())
-            };
+            let stat = |f: &dyn Fn(&RlVsSftSeed) -> f64| Stat::over(&seeds, f);
             RlVsSftRow {
                 k,
                 sft_pass: stat(&|x| x.sft.get(MetricKey::PassAt(k))),
@@ -143,13 +141,8 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
     };
     write_json(&out.join("summary.json"), &summary)?;
-    let series = |f: &dyn Fn(&RlVsSftRow) -> &Stat| -> Vec<(f64, f64, f64)> {
-        summary
-            .rows
-            .iter()
-            .map(|r| ((r.k as f64).log2(), f(r).mean, f(r).std))
-            .collect()
-    };
+    let series =
+        |f: fn(&RlVsSftRow) -> &Stat| stat_series(&summary.rows, |_, r| (r.k as f64).log2(), f);
     let plots = out.join("plots");
     let charts = vec![
         chart(
@@ -158,8 +151,8 @@ pub fn run(
             "pass@K: SFT and RL (held-out)",
             "log2 K",
             &[
-                ("SFT", series(&|r| &r.sft_pass)),
-                ("RL", series(&|r| &r.rl_pass)),
+                ("SFT", series(|r| &r.sft_pass)),
+                ("RL", series(|r| &r.rl_pass)),
             ],
         )?,
         chart(
@@ -168,8 +161,8 @@ pub fn run(
             "maj@K: SFT and RL (held-out)",
             "log2 K",
             &[
-                ("SFT", series(&|r| &r.sft_maj)),
-                ("RL", series(&|r| &r.rl_maj)),
+                ("SFT", series(|r| &r.sft_maj)),
+                ("RL", series(|r| &r.rl_maj)),
             ],
         )?,
     ];

@@ -12,9 +12,11 @@
 //! save_every = 50
 //! long_prompts = "error"               # or "drop" (see below)
 //! max_prompt_length = 512              # optional, in tokens
-//! [rollout]                            # optional: sample on an OpenAI-compatible endpoint
-//! endpoint = "http://127.0.0.1:8000"
+//! [rollout]                            # optional: sample on OpenAI-compatible servers
+//! endpoints = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
 //! model_name = "policy"
+//! sync = "full"                        # none | full (update_weights_from_disk) | lora
+//! sync_every = 1
 //! [grpo]                               # any GrpoSettings field overrides the preset
 //! steps = 200
 //! group_size = 8
@@ -51,12 +53,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use reasonlab_core::engine::{Engine, Message, Role};
+use reasonlab_core::engine::{Message, Role};
 use reasonlab_core::jsonl::{self, BadLines};
 use reasonlab_model::{BackendKind, device_for};
+use reasonlab_serve::pool::{PoolEvent, RolloutPool};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
-use reasonlab_train::grpo::{GrpoSettings, GrpoState, GrpoTrainer, Preset, StepMetrics, Task};
+use reasonlab_train::grpo::{
+    GrpoSettings, GrpoState, GrpoTrainer, Preset, StepMetrics, SyncMode, Task,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -66,7 +71,7 @@ use super::eval::ToolSetup;
 use super::iterative::{IterativeConfig, IterativeFile};
 use super::rm::HeadSpec;
 use super::{Event, Loaded, Resume, RunDir, RunError, load_toml, overlay, resolve};
-use crate::engines::EngineSpec;
+use crate::engines::RolloutSpec;
 use reasonlab_sandbox::rewards::{CodeTests, PotAnswer};
 
 pub use reasonlab_eval::template::R1_INSTRUCTION;
@@ -120,7 +125,7 @@ pub struct GrpoFile {
     #[serde(default)]
     pub max_prompt_length: Option<usize>,
     #[serde(default)]
-    pub rollout: Option<EngineSpec>,
+    pub rollout: Option<RolloutSpec>,
     #[serde(default)]
     pub reward_model: Vec<RewardModelSpec>,
     #[serde(default)]
@@ -308,7 +313,7 @@ pub struct GrpoConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prompt_length: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<EngineSpec>,
+    pub rollout: Option<RolloutSpec>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reward_model: Vec<RewardModelSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -330,14 +335,21 @@ impl GrpoConfig {
     /// Resolve `file`'s paths against `base` and expand its preset.
     pub fn resolve(file: &GrpoFile, base: &Path) -> Result<Self, RunError> {
         let grpo = overlay(&GrpoSettings::preset(file.preset), &file.grpo, "grpo")?;
-        if let Some(r) = &file.rollout
-            && !r.is_remote()
-        {
-            return Err(RunError::Invalid(
-                "[rollout] takes an endpoint (endpoint, model_name); local rollouts sample the \
-                 policy itself, so leave [rollout] out"
-                    .into(),
-            ));
+        if let Some(r) = &file.rollout {
+            if r.all_endpoints().is_empty() {
+                return Err(RunError::Invalid(
+                    "[rollout] needs at least one server (endpoints = [URL, …] or endpoint = \
+                     URL); local rollouts sample the policy itself, so leave [rollout] out"
+                        .into(),
+                ));
+            }
+            if r.sync == SyncMode::Lora && grpo.lora.is_none() {
+                return Err(RunError::Invalid(
+                    "[rollout] sync = \"lora\" pushes LoRA adapters: train with [grpo.lora], \
+                     or use sync = \"full\""
+                        .into(),
+                ));
+            }
         }
         Ok(Self {
             model: resolve(base, &file.model),
@@ -351,7 +363,10 @@ impl GrpoConfig {
             save_every: file.save_every,
             long_prompts: file.long_prompts,
             max_prompt_length: file.max_prompt_length,
-            rollout: file.rollout.clone(),
+            rollout: file.rollout.clone().map(|r| RolloutSpec {
+                sync_dir: r.sync_dir.as_ref().map(|d| resolve(base, d)),
+                ..r
+            }),
             reward_model: file
                 .reward_model
                 .iter()
@@ -544,6 +559,41 @@ pub fn long_prompts(
     Ok((out, limit))
 }
 
+/// A rollout server's fall or return: `DIR/rollout_events.jsonl` (with the step) and a note.
+fn report_pool_events(
+    pool: &RolloutPool,
+    dir: &RunDir,
+    step: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(), RunError> {
+    let events = pool.take_events();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let path = dir.root().join("rollout_events.jsonl");
+    let mut text = String::new();
+    for e in &events {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        v["step"] = serde_json::json!(step);
+        text.push_str(&format!("{v}\n"));
+        on_event(Event::Note(match e {
+            PoolEvent::Down { url, reason } => {
+                format!("rollout server {url} taken out of rotation: {reason}")
+            }
+            PoolEvent::Rejoined { url, version } => {
+                format!("rollout server {url} rejoined with weights version {version}")
+            }
+        }));
+    }
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(super::io(&path))
+}
+
 /// Run GRPO as `cfg` says into `dir`, calling `on_event` as it goes: in one go, or in
 /// `[iterative]` rounds (see [`super::iterative`]).
 pub fn run(
@@ -630,13 +680,15 @@ pub(crate) fn segment(
         )));
     }
 
-    let engine: Option<Box<dyn Engine>> = match &cfg.rollout {
-        Some(spec) => Some(spec.build(Path::new("."))?),
+    let pool = match &cfg.rollout {
+        Some(spec) => Some(spec.pool()?),
         None => None,
     };
     let mut trainer = GrpoTrainer::new(cfg.grpo.clone(), policy, &tokenizer, &rewards)?;
-    if let Some(e) = &engine {
-        trainer = trainer.with_rollout_engine(e.as_ref());
+    if let (Some(pool), Some(spec)) = (&pool, &cfg.rollout) {
+        trainer = trainer
+            .with_rollout_engine(pool)
+            .with_weight_sync(spec.weight_sync(dir.root()));
     }
     if let Some(p) = &process {
         trainer = trainer.with_process_reward(p);
@@ -668,7 +720,11 @@ pub(crate) fn segment(
     let mut last: Option<StepMetrics> = None;
     let mut checkpoints = Vec::new();
     while trainer.state().step < total {
-        let (m, rollouts) = trainer.step(&tasks)?;
+        let stepped = trainer.step(&tasks);
+        if let Some(pool) = &pool {
+            report_pool_events(pool, dir, trainer.state().step, on_event)?;
+        }
+        let (m, rollouts) = stepped?;
         logs.metrics.write(&m).map_err(super::io(&dir.metrics()))?;
         for r in &rollouts {
             logs.completions

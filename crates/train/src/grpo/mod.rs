@@ -11,7 +11,7 @@ pub mod loss;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use reasonlab_core::engine::{Engine, ModelInfo, Prompt, Request, Sampling};
+use reasonlab_core::engine::{Engine, ModelInfo, Prompt, Request, Sampling, WeightUpdate};
 use reasonlab_generate::{Completion, FinishReason, LocalEngine, SamplingParams, generate};
 use reasonlab_model::tensor::{Device, Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, PadSide, TokenBatch};
@@ -58,6 +58,52 @@ pub enum Overlong {
     SoftPenalty { cache: usize },
 }
 
+/// How the trainer treats a sampler whose log-probs differ from its own (a rollout server in
+/// another precision or with other kernels, or one step behind).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RolloutCorrection {
+    /// Train as if the trainer had sampled.
+    Off,
+    /// Truncated importance sampling (Yao et al. 2025; verl's `tis_imp_ratio_cap`, TRL's
+    /// `vllm_importance_sampling_cap`): each token's advantage is weighted by
+    /// `min(π_trainer / π_sampler, cap)`, the ratio of the trainer's log-prob of the sampled
+    /// token (before the update) to the sampler's.
+    TruncatedIs { cap: f32 },
+}
+
+impl Default for RolloutCorrection {
+    fn default() -> Self {
+        RolloutCorrection::TruncatedIs { cap: 2.0 }
+    }
+}
+
+/// What a rollout engine is sent after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Nothing: the engine keeps its own weights (off-policy rollouts).
+    #[default]
+    None,
+    /// The whole checkpoint in HF layout (SGLang's update-from-disk).
+    Full,
+    /// The LoRA adapters in PEFT layout (vLLM's dynamic LoRA); needs `lora` training.
+    Lora,
+}
+
+/// Keeping a rollout engine's weights in step with the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightSync {
+    pub mode: SyncMode,
+    /// Push after every `every` updates (1: on-policy).
+    pub every: usize,
+    /// Where the weights are written for the engine to read (`v{step}/` under it; only the
+    /// newest is kept). Servers on other machines need it on a shared filesystem.
+    pub dir: std::path::PathBuf,
+    /// Adapters are served as `{adapter_name}-v{step}`.
+    pub adapter_name: String,
+}
+
 /// The GRPO algorithm's settings: the `[grpo]` table of `grpo.toml`, laid over a [`Preset`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,6 +135,8 @@ pub struct GrpoSettings {
     pub micro_batch_size: usize,
     /// Train LoRA adapters instead of every weight (merged into saved checkpoints).
     pub lora: Option<reasonlab_model::LoraConfig>,
+    /// Correcting for a rollout engine's log-probs (applies when the engine returns them).
+    pub rollout_correction: RolloutCorrection,
 }
 
 impl Default for GrpoSettings {
@@ -120,6 +168,7 @@ impl GrpoSettings {
             seed: 0,
             micro_batch_size: 16,
             lora: None,
+            rollout_correction: RolloutCorrection::default(),
         };
         match p {
             Preset::Deepseekmath => base,
@@ -231,6 +280,20 @@ pub struct StepMetrics {
     /// Tool calls per completion, with tools on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<f64>,
+    /// The oldest policy version among the step's samples (updates applied to the weights that
+    /// sampled them; this step trains version `step − 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
+    /// Mean of `step − 1 − version` over the samples: 0 on-policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<f64>,
+    /// Mean |log π_trainer − log π_sampler| over the sampled tokens, when the rollout engine
+    /// returned log-probs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler_logprob_diff: Option<f64>,
+    /// Fraction of those tokens whose importance weight hit the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_clipped: Option<f64>,
 }
 
 /// A sampled completion, for `completions.jsonl`.
@@ -246,6 +309,9 @@ pub struct Rollout {
     /// part, one per completion token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_advantages: Option<Vec<f64>>,
+    /// The version of the weights that sampled it (see [`StepMetrics::policy_version`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +328,8 @@ pub enum GrpoError {
     Settings(String),
     #[error("rollout engine: {0}")]
     Rollout(String),
+    #[error("writing weights for the rollout engine: {0}")]
+    Sync(String),
 }
 
 /// Where a trainer is in its run: what a checkpoint's `trainer_state.json` holds.
@@ -299,7 +367,12 @@ struct SampledGroup {
     steps: Option<Vec<StepRewards>>,
     /// Per completion, token ranges left out of the loss (tool outputs).
     masked: Vec<Vec<std::ops::Range<usize>>>,
+    /// Per completion, the version of the weights that sampled it.
+    versions: Vec<Option<u64>>,
 }
+
+/// One prompt's completions and the policy version that drew each.
+type Drawn = (Vec<Completion>, Vec<Option<u64>>);
 
 /// The rollout and score phases' result: the groups that train, and what was seen on the way.
 struct Sampled {
@@ -321,6 +394,8 @@ struct Micro {
     batch: TokenBatch,
     /// Completion tokens in the loss.
     tokens: usize,
+    /// Against the sampler's log-probs: (Σ |Δ|, tokens at the cap, tokens compared).
+    mismatch: Option<(f64, usize, usize)>,
 }
 
 /// The batch phase's result: micro-batches dealt to the workers, and the whole batch's sizes
@@ -335,6 +410,8 @@ struct TrainBatch {
     seq_tokens: usize,
     /// Per row: (completion length, truncated).
     completions: Vec<(usize, bool)>,
+    /// Sampler against trainer: (Σ |Δ log-prob|, tokens whose weight hit the cap, tokens).
+    mismatch: Option<(f64, usize, usize)>,
 }
 
 /// The update phase's result.
@@ -428,6 +505,9 @@ pub struct GrpoTrainer<'a> {
     process: Option<&'a dyn ProcessReward>,
     /// Tool use in rollouts: the sandbox runs the code completions write.
     tools: Option<(Sandbox, ToolConfig)>,
+    /// Pushing the policy to the rollout engine, and the version it holds (`None`: not yet).
+    sync: Option<WeightSync>,
+    synced: Option<u64>,
     state: GrpoState,
     bad_steps: BadSteps,
 }
@@ -464,6 +544,8 @@ impl<'a> GrpoTrainer<'a> {
             engine: None,
             process: None,
             tools: None,
+            sync: None,
+            synced: None,
             state: GrpoState::default(),
             bad_steps: BadSteps::default(),
         })
@@ -475,6 +557,15 @@ impl<'a> GrpoTrainer<'a> {
     /// it serves the weights the trainer holds (see the GRPO docs).
     pub fn with_rollout_engine(mut self, engine: &'a dyn Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+
+    /// Keep the rollout engine's weights in step with the policy: before a step's rollouts,
+    /// once `sync.every` updates have passed since the last push (and before the first step,
+    /// resumed runs included), the policy is written under `sync.dir` and the engine told to
+    /// load it ([`Engine::update_weights`]) with the number of updates as its version.
+    pub fn with_weight_sync(mut self, sync: WeightSync) -> Self {
+        self.sync = (sync.mode != SyncMode::None).then_some(sync);
         self
     }
 
@@ -525,6 +616,7 @@ impl<'a> GrpoTrainer<'a> {
     /// and score (with dynamic-sampling refills), advantages, batch, update, metrics.
     pub fn step(&mut self, tasks: &[Task]) -> Result<(StepMetrics, Vec<Rollout>), GrpoError> {
         let started = Instant::now();
+        self.sync_weights()?;
         let actor = self.policy.inference_copy();
         let sampled = self.sample_groups(&actor, tasks)?;
         let rewards: Vec<f64> = sampled
@@ -564,6 +656,11 @@ impl<'a> GrpoTrainer<'a> {
             self.reference = Some(self.policy.inference_copy());
         }
         let metrics = self.metrics(&sampled, &rewards, &batch, &update, started);
+        let versions: Vec<Option<u64>> = sampled
+            .groups
+            .iter()
+            .flat_map(|g| g.versions.iter().copied())
+            .collect();
         let rollouts = sampled
             .groups
             .iter()
@@ -577,9 +674,58 @@ impl<'a> GrpoTrainer<'a> {
                 reward,
                 advantage,
                 token_advantages: token_advantages.as_ref().map(|t| t[i].clone()),
+                policy_version: versions[i],
             })
             .collect();
         Ok((metrics, rollouts))
+    }
+
+    /// Push the policy to the rollout engine when a push is due (see
+    /// [`GrpoTrainer::with_weight_sync`]).
+    fn sync_weights(&mut self) -> Result<(), GrpoError> {
+        let (Some(sync), Some(engine)) = (&self.sync, self.engine) else {
+            return Ok(());
+        };
+        let step = self.state.step as u64;
+        let due = match self.synced {
+            None => true,
+            Some(v) => step >= v + sync.every.max(1) as u64,
+        };
+        if !due {
+            return Ok(());
+        }
+        let dir = sync.dir.join(format!("v{step}"));
+        let failed = |e: &dyn std::fmt::Display| GrpoError::Sync(format!("{}: {e}", dir.display()));
+        let update = match sync.mode {
+            SyncMode::Full => {
+                self.policy
+                    .save(&dir, reasonlab_model::SaveDtype::F32)
+                    .map_err(|e| failed(&e))?;
+                WeightUpdate::Full { dir: dir.clone() }
+            }
+            SyncMode::Lora => {
+                self.policy.save_adapter(&dir).map_err(|e| failed(&e))?;
+                WeightUpdate::Lora {
+                    name: format!("{}-v{step}", sync.adapter_name),
+                    dir: dir.clone(),
+                }
+            }
+            SyncMode::None => return Ok(()),
+        };
+        engine
+            .update_weights(&update, step)
+            .map_err(|e| GrpoError::Rollout(format!("pushing weights version {step}: {e}")))?;
+        // Only the newest version stays on disk (a server that rejoins is sent that one).
+        if let Ok(entries) = std::fs::read_dir(&sync.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('v') && e.path() != dir {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        self.synced = Some(step);
+        Ok(())
     }
 
     /// Rollout and score, refilling groups whose rewards are all equal for up to
@@ -614,11 +760,11 @@ impl<'a> GrpoTrainer<'a> {
             out.gen_seconds += started.elapsed().as_secs_f64();
             out.gen_tokens += groups
                 .iter()
-                .flatten()
+                .flat_map(|(g, _)| g)
                 .map(|c| c.token_ids.len())
                 .sum::<usize>();
             let last_round = round == s.dynamic_sampling_rounds;
-            for ((task, prompt), comps) in batch.into_iter().zip(prompts).zip(groups) {
+            for ((task, prompt), (comps, versions)) in batch.into_iter().zip(prompts).zip(groups) {
                 let (totals, parts) = self.score(&task, &comps);
                 let steps = match self.process {
                     Some(p) => Some(self.process_steps(p, &task, &comps)?),
@@ -645,6 +791,7 @@ impl<'a> GrpoTrainer<'a> {
                         parts,
                         steps,
                         masked,
+                        versions,
                     });
                 }
             }
@@ -652,14 +799,17 @@ impl<'a> GrpoTrainer<'a> {
         Ok(out)
     }
 
-    /// `group_size` completions of each prompt, from the policy or the rollout engine.
+    /// `group_size` completions of each prompt, from the policy or the rollout engine, with
+    /// the version of the weights that sampled each. A rollout engine is asked for log-probs
+    /// (kept on the completions when they come with the engine's token ids) unless tools are
+    /// on: a tool engine's completions hold the interpreter's text too.
     fn rollout(
         &self,
         actor: &Model,
         batch: &[Task],
         prompts: &[Vec<u32>],
         seed: u64,
-    ) -> Result<Vec<Vec<Completion>>, GrpoError> {
+    ) -> Result<Vec<Drawn>, GrpoError> {
         let s = &self.settings;
         let g = s.group_size;
         let eos: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
@@ -707,8 +857,13 @@ impl<'a> GrpoTrainer<'a> {
                 &params,
                 &mut |_| {},
             )?;
-            return Ok(done.chunks(g).map(<[Completion]>::to_vec).collect());
+            let version = Some(self.state.step as u64);
+            return Ok(done
+                .chunks(g)
+                .map(|c| (c.to_vec(), vec![version; g]))
+                .collect());
         };
+        let logprobs = self.tools.is_none();
         let requests: Vec<Request> = batch
             .iter()
             .enumerate()
@@ -722,7 +877,7 @@ impl<'a> GrpoTrainer<'a> {
                     seed: seed.wrapping_add((k * g) as u64),
                     ..Sampling::default()
                 },
-                logprobs: false,
+                logprobs,
             })
             .collect();
         let mut groups = Vec::with_capacity(batch.len());
@@ -735,23 +890,40 @@ impl<'a> GrpoTrainer<'a> {
                 )));
             }
             let mut comps = Vec::with_capacity(g);
+            let mut versions = Vec::with_capacity(g);
             for (j, sample) in out.samples.into_iter().enumerate() {
-                let mut token_ids = self.tokenizer.encode(&sample.text, false)?;
-                token_ids.truncate(s.max_new_tokens);
-                if sample.finish_reason == FinishReason::Stop && token_ids.len() < s.max_new_tokens
-                {
-                    token_ids.extend(eos.first());
-                }
+                versions.push(sample.policy_version);
+                // The engine's own token ids (and log-probs aligned with them) when it gives
+                // them; otherwise the text re-tokenised, with no log-probs.
+                let (token_ids, logprobs) = match sample.token_ids {
+                    Some(ids) if ids.len() <= s.max_new_tokens => {
+                        let lp = sample
+                            .logprobs
+                            .filter(|lp| lp.len() == ids.len())
+                            .map(|lp| lp.iter().map(|t| t.logprob).collect());
+                        (ids, lp)
+                    }
+                    _ => {
+                        let mut ids = self.tokenizer.encode(&sample.text, false)?;
+                        ids.truncate(s.max_new_tokens);
+                        if sample.finish_reason == FinishReason::Stop
+                            && ids.len() < s.max_new_tokens
+                        {
+                            ids.extend(eos.first());
+                        }
+                        (ids, None)
+                    }
+                };
                 comps.push(Completion {
                     prompt_index: k,
                     sample_index: j,
                     token_ids,
                     text: sample.text,
                     finish_reason: sample.finish_reason,
-                    logprobs: None,
+                    logprobs,
                 });
             }
-            groups.push(comps);
+            groups.push((comps, versions));
         }
         Ok(groups)
     }
@@ -811,9 +983,12 @@ impl<'a> GrpoTrainer<'a> {
         let mut seqs = Vec::new();
         let mut spans = Vec::new(); // (prompt_len, completion_len, truncated)
         let mut masked: Vec<&[std::ops::Range<usize>]> = Vec::new();
+        // The sampler's log-probs of each row's completion tokens, when the engine gave them.
+        let mut sampler: Vec<Option<&[f32]>> = Vec::new();
         for group in groups {
             for (c, m) in group.comps.iter().zip(&group.masked) {
                 masked.push(m);
+                sampler.push(c.logprobs.as_deref());
                 let mut seq = group.prompt.clone();
                 seq.extend(&c.token_ids);
                 let truncated = c.finish_reason == FinishReason::Length;
@@ -867,11 +1042,46 @@ impl<'a> GrpoTrainer<'a> {
                 }
             }
             let tokens = mask.iter().filter(|&&m| m > 0.0).count();
-            let old_logp = if s.mu > 1 {
-                Some(actor.token_logprobs(&batch)?.to_device(&device))
-            } else {
-                None
-            };
+            // With the sampler's log-probs: the trainer's own (before the update) against them,
+            // and the truncated importance weights folded into the advantages (a positive
+            // per-token weight on Â weights the clipped surrogate the same way).
+            let mut old_logp = None;
+            let mut mismatch = None;
+            if rows.iter().any(|&i| sampler[i].is_some()) {
+                let old = actor.token_logprobs(&batch)?;
+                let host = old
+                    .clone()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+                let (mut diff, mut clipped, mut count) = (0f64, 0usize, 0usize);
+                for (row, &i) in rows.iter().enumerate() {
+                    let Some(lp) = sampler[i] else { continue };
+                    let (p, n, _) = spans[i];
+                    for (k, &sampled) in lp.iter().enumerate().take(n) {
+                        let at = row * l + p + k - 1;
+                        if mask[at] == 0.0 {
+                            continue;
+                        }
+                        let d = host[at] - sampled;
+                        diff += f64::from(d.abs());
+                        count += 1;
+                        if let RolloutCorrection::TruncatedIs { cap } = s.rollout_correction {
+                            let w = d.exp();
+                            if w > cap {
+                                clipped += 1;
+                            }
+                            adv[at] *= w.min(cap);
+                        }
+                    }
+                }
+                mismatch = Some((diff, clipped, count));
+                if s.mu > 1 {
+                    old_logp = Some(old.to_device(&device));
+                }
+            } else if s.mu > 1 {
+                old_logp = Some(actor.token_logprobs(&batch)?.to_device(&device));
+            }
             let ref_logp = match reference {
                 Some(r) => Some(r.token_logprobs(&batch)?.to_device(&device)),
                 None => None,
@@ -883,6 +1093,7 @@ impl<'a> GrpoTrainer<'a> {
                 ref_logp,
                 batch,
                 tokens,
+                mismatch,
             })
         };
         let mut micro: Vec<Micro> = groups_of_rows
@@ -890,6 +1101,10 @@ impl<'a> GrpoTrainer<'a> {
             .map(|rows| build(rows))
             .collect::<Result<_, _>>()?;
         let tokens = micro.iter().map(|m| m.tokens).sum();
+        let mismatch = micro
+            .iter()
+            .filter_map(|m| m.mismatch)
+            .reduce(|a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
         // Worker w takes micro-batches w, w + workers, …; with lengths ascending, deal them in
         // a snake order (0 1 | 3 2 | 4 5 …) so that each worker gets a similar token count.
         let workers = workers.min(micro.len()).max(1);
@@ -910,6 +1125,7 @@ impl<'a> GrpoTrainer<'a> {
             max_len,
             seq_tokens: seqs.iter().map(Vec::len).sum(),
             completions: spans.iter().map(|&(_, n, t)| (n, t)).collect(),
+            mismatch,
         })
     }
 
@@ -1022,6 +1238,11 @@ impl<'a> GrpoTrainer<'a> {
             .unwrap_or(f64::NAN);
         let lens: Vec<usize> = batch.completions.iter().map(|x| x.0).collect();
         let rows = batch.completions.len().max(1) as f64;
+        let versions: Vec<u64> = sampled
+            .groups
+            .iter()
+            .flat_map(|g| g.versions.iter().flatten().copied())
+            .collect();
         StepMetrics {
             step: self.state.step,
             lr: s.optim.lr_at(self.state.step - 1, s.steps),
@@ -1044,6 +1265,13 @@ impl<'a> GrpoTrainer<'a> {
             train_tokens_per_s: (batch.seq_tokens * s.mu) as f64 / update.seconds.max(1e-9),
             step_seconds: started.elapsed().as_secs_f64(),
             skipped: update.skipped,
+            policy_version: versions.iter().copied().min(),
+            staleness: (!versions.is_empty()).then(|| {
+                let trained = (self.state.step - 1) as f64;
+                versions.iter().map(|&v| trained - v as f64).sum::<f64>() / versions.len() as f64
+            }),
+            sampler_logprob_diff: batch.mismatch.map(|(d, _, n)| d / n.max(1) as f64),
+            is_clipped: batch.mismatch.map(|(_, c, n)| c as f64 / n.max(1) as f64),
             tool_calls: self.tools.as_ref().map(|(_, cfg)| {
                 let comps = sampled.groups.iter().flat_map(|g| &g.comps);
                 let calls: usize = comps
