@@ -57,6 +57,7 @@ from_errors!(
     reasonlab_reward::Error,
     reasonlab_serve::ClientError,
     reasonlab_serve::server::ServerError,
+    reasonlab_serve::PoolError,
     reasonlab_sandbox::SandboxError,
 );
 
@@ -234,6 +235,9 @@ pub struct GrpoBench {
     pub steps: usize,
     /// Sequences per forward/backward (GRPO's default 16; 0: all 64 at once).
     pub micro_batch_size: usize,
+    /// With N > 0: the step on 1 and on N `reasonlab serve` servers over loopback (full weight
+    /// sync every step) against in-process sampling, instead of the peer comparison.
+    pub rollout_endpoints: usize,
     pub peer: PeerFlags,
 }
 
@@ -1166,19 +1170,14 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     settings.micro_batch_size = args.micro_batch_size;
     let device = device_for(Default::default(), true)?;
     let model = Model::random(bench_config(), 0, &device);
-    let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards)?;
-    let mut best = f64::INFINITY;
-    let mut tokens = 0.0;
-    for i in 0..=args.steps {
-        let t = Instant::now();
-        let (m, _) = trainer.step(&tasks)?;
-        let secs = t.elapsed().as_secs_f64();
-        tracing::info!(step = i, secs, gen_tokens_per_s = m.gen_tokens_per_s, train_tokens_per_s = m.train_tokens_per_s, rss = ?peak_rss_mb(), "grpo bench step");
-        if i > 0 && secs < best {
-            best = secs;
-            tokens = m.completion_len_mean * 64.0;
-        }
+    if args.rollout_endpoints > 0 {
+        std::fs::remove_file(&prompts).ok();
+        return grpo_rollouts(
+            args, &assets, settings, model, &tokenizer, &rewards, &tasks, out,
+        );
     }
+    let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards)?;
+    let (best, tokens) = timed_grpo_steps(&mut trainer, &tasks, args.steps)?;
     let ours = json!({
         "step_s": best,
         "gen_tokens_per_step": tokens,
@@ -1217,6 +1216,119 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     }
     let metric = Metric::lower("s_per_1k_gen_tokens");
     report(out, ours, peer, metric, &args.peer.json)
+}
+
+/// The best of `steps` timed GRPO steps after one warm-up: (seconds, generated tokens).
+fn timed_grpo_steps(
+    trainer: &mut reasonlab_train::grpo::GrpoTrainer<'_>,
+    tasks: &[reasonlab_train::grpo::Task],
+    steps: usize,
+) -> Result<(f64, f64), BenchError> {
+    let mut best = f64::INFINITY;
+    let mut tokens = 0.0;
+    for i in 0..=steps {
+        let t = Instant::now();
+        let (m, _) = trainer.step(tasks)?;
+        let secs = t.elapsed().as_secs_f64();
+        tracing::info!(step = i, secs, gen_tokens_per_s = m.gen_tokens_per_s, train_tokens_per_s = m.train_tokens_per_s, rss = ?peak_rss_mb(), "grpo bench step");
+        if i > 0 && secs < best {
+            best = secs;
+            tokens = m.completion_len_mean * 64.0;
+        }
+    }
+    Ok((best, tokens))
+}
+
+/// `bench grpo --rollout-endpoints N`: the same steps sampled in process, on one loopback
+/// server and on N, each server a `reasonlab serve` on the benchmark model with the weights
+/// pushed from disk before every step.
+#[allow(clippy::too_many_arguments)]
+fn grpo_rollouts(
+    args: &GrpoBench,
+    assets: &Assets,
+    settings: reasonlab_train::grpo::GrpoSettings,
+    model: Model,
+    tokenizer: &reasonlab_tokenize::Tokenizer,
+    rewards: &reasonlab_reward::WeightedSum,
+    tasks: &[reasonlab_train::grpo::Task],
+    out: &mut dyn Write,
+) -> Result<(), BenchError> {
+    use reasonlab_serve::client::ClientConfig;
+    use reasonlab_serve::pool::RolloutPool;
+    use reasonlab_train::grpo::{GrpoTrainer, SyncMode, WeightSync};
+    let tmp = std::env::temp_dir().join(format!("reasonlab-bench-rollout-{}", std::process::id()));
+    let base = tmp.join("model");
+    model.save(&base, reasonlab_model::SaveDtype::F32)?;
+    reasonlab_tokenize::copy_side_files(&assets.path("fixtures/tiny-qwen2"), &base)?;
+    let mut rows = Vec::new();
+    let mut counts = vec![0];
+    counts.extend([1, args.rollout_endpoints]);
+    counts.dedup();
+    for servers in counts {
+        let handles = (0..servers)
+            .map(|_| {
+                let engine = reasonlab_generate::LocalEngine::load(&base, Default::default())?
+                    .with_name("bench");
+                reasonlab_serve::spawn(
+                    std::sync::Arc::new(engine),
+                    reasonlab_serve::ServerConfig {
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                        max_batch: 256,
+                        ..Default::default()
+                    },
+                )
+                .map_err(BenchError::from)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let urls: Vec<String> = handles.iter().map(|h| h.url()).collect();
+        let pool = match servers {
+            0 => None,
+            _ => Some(RolloutPool::new(&urls, &ClientConfig::new("", "bench"))?),
+        };
+        let mut trainer = GrpoTrainer::new(settings.clone(), model.clone(), tokenizer, rewards)?;
+        if let Some(p) = &pool {
+            trainer = trainer.with_rollout_engine(p).with_weight_sync(WeightSync {
+                mode: SyncMode::Full,
+                every: 1,
+                dir: tmp.join(format!("sync-{servers}")),
+                adapter_name: "policy".into(),
+            });
+        }
+        let (best, tokens) = timed_grpo_steps(&mut trainer, tasks, args.steps)?;
+        rows.push(json!({
+            "servers": servers,
+            "step_s": best,
+            "gen_tokens_per_step": tokens,
+            "s_per_1k_gen_tokens": best / tokens.max(1.0) * 1000.0,
+        }));
+        drop(handles);
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    let local = rows[0]["s_per_1k_gen_tokens"].as_f64().unwrap_or(f64::NAN);
+    writeln!(
+        out,
+        "GRPO step, 8 prompts x 8 samples, <= 128 new tokens; servers on loopback, full weights \
+         pushed every step"
+    )?;
+    for r in &rows {
+        let per_k = r["s_per_1k_gen_tokens"].as_f64().unwrap_or(f64::NAN);
+        let name = match r["servers"].as_u64() {
+            Some(0) => "in process".to_string(),
+            Some(1) => "1 server".to_string(),
+            Some(n) => format!("{n} servers"),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "{name:<12} step {:.3} s  {per_k:.3} s per 1k generated tokens  ({:.2}x in-process time)",
+            r["step_s"].as_f64().unwrap_or(f64::NAN),
+            per_k / local
+        )?;
+    }
+    if let Some(path) = &args.peer.json {
+        std::fs::write(path, json!({ "rollouts": rows }).to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,8 +21,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A child process, killed when dropped (a failing test leaves none behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A server process on `port`, once it answers.
-fn serve(port: u16) -> Child {
+fn serve(port: u16) -> Killed {
     let mut child = Command::new(env!("CARGO_BIN_EXE_reasonlab"))
         .args(["serve", "--model"])
         .arg(repo().join("fixtures/tiny-qwen2"))
@@ -42,7 +52,7 @@ fn serve(port: u16) -> Child {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
+    Killed(child)
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
@@ -69,8 +79,8 @@ fn wait_for(run: &mut Child, what: &str, done: &dyn Fn() -> bool) {
 fn grpo_on_two_servers_survives_a_killed_server_and_takes_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
-    let mut a = serve(pa);
-    let mut b = serve(pb);
+    let a = serve(pa);
+    let b = serve(pb);
     let data = dir.path().join("train.jsonl");
     let rows: String = (1..=8)
         .map(|i| {
@@ -97,25 +107,25 @@ fn grpo_on_two_servers_survives_a_killed_server_and_takes_it_back() {
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_reasonlab"))
-        .args(["grpo", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = Killed(
+        Command::new(env!("CARGO_BIN_EXE_reasonlab"))
+            .args(["grpo", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let metrics = out.join("metrics.jsonl");
     let events = out.join("rollout_events.jsonl");
-    wait_for(&mut run, "step 3", &|| lines(&metrics).len() >= 3);
-    b.kill().unwrap();
-    b.wait().unwrap();
-    wait_for(&mut run, "the fall was reported", &|| {
+    wait_for(&mut run.0, "step 3", &|| lines(&metrics).len() >= 3);
+    drop(b);
+    wait_for(&mut run.0, "the fall was reported", &|| {
         lines(&events).iter().any(|e| e["event"] == "down")
     });
-    let mut b = serve(pb);
-    let status = run.wait().unwrap();
-    a.kill().unwrap();
-    b.kill().unwrap();
+    let b = serve(pb);
+    let status = run.0.wait().unwrap();
+    drop((a, b));
     assert!(status.success(), "{status}");
 
     let events = lines(&events);

@@ -120,6 +120,10 @@ pub struct GrpoArgs {
     /// Sequences per forward/backward (GRPO's default 16; 0: all 64 at once).
     #[arg(long, default_value_t = 16)]
     micro_batch_size: usize,
+    /// Time the step with rollouts on 1 and on N loopback `reasonlab serve` servers (full
+    /// weights pushed every step) against in-process sampling, instead of the peer.
+    #[arg(long, default_value_t = 0)]
+    rollout_endpoints: usize,
     #[command(flatten)]
     peer: PeerFlags,
 }
@@ -235,6 +239,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 beta: a.beta,
                 steps: a.steps,
                 micro_batch_size: a.micro_batch_size,
+                rollout_endpoints: a.rollout_endpoints,
                 peer: a.peer.config(),
             },
             out,
