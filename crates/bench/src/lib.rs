@@ -1283,7 +1283,14 @@ fn grpo_rollouts(
         let urls: Vec<String> = handles.iter().map(|h| h.url()).collect();
         let pool = match servers {
             0 => None,
-            _ => Some(RolloutPool::new(&urls, &ClientConfig::new("", "bench"))?),
+            _ => {
+                // Each group in one request (vLLM's and SGLang's `n`), all of them in flight:
+                // a server decodes the whole step's batch together, as the trainer does.
+                let mut cfg = ClientConfig::new("", "bench");
+                cfg.n_mode = reasonlab_serve::client::NMode::Native;
+                cfg.concurrency = 64;
+                Some(RolloutPool::new(&urls, &cfg)?)
+            }
         };
         let mut trainer = GrpoTrainer::new(settings.clone(), model.clone(), tokenizer, rewards)?;
         if let Some(p) = &pool {

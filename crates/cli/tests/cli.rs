@@ -474,6 +474,12 @@ fn rm_score_answers_every_line_in_order() {
         lines[1]
     );
     assert!(lines[2]["score"].as_f64().unwrap().is_finite());
-    // The same text scores the same whatever it was batched with.
-    assert_eq!(lines[0]["score"], lines[3]["score"]);
+    // The same text scores the same whatever it was batched with: bit for bit where
+    // reasonlab's kernels run, to float rounding where burn's gemm does (x86-64 without
+    // AVX-512, whose summation order follows the batch's shape).
+    let (a, b) = (
+        lines[0]["score"].as_f64().unwrap(),
+        lines[3]["score"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
 }

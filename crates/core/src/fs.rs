@@ -6,16 +6,27 @@ use std::path::Path;
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 /// A reader sees the old file or the new one, never a torn write.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write_with(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+}
+
+/// [`atomic_write`] for content too large to hold in memory: `write` fills the temp file at
+/// the path it is given (streaming), then it is fsynced and renamed over `path`. On an error
+/// the temp file is removed and `path` is untouched.
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     // Persist the rename itself.
     if let Ok(d) = std::fs::File::open(dir) {

@@ -446,8 +446,8 @@ impl Model {
             source,
         })?;
         let tensors = self.hf_tensors()?;
-        let bytes = weights::to_safetensors_bytes(&tensors, dtype)?;
-        atomic_write(&dir.join("model.safetensors"), &bytes)?;
+        weights::write_safetensors(&dir.join("model.safetensors"), &tensors, dtype)?;
+        drop(tensors);
         let mut config = self.config.to_hf_json();
         if dtype == SaveDtype::Bf16 {
             config["torch_dtype"] = "bfloat16".into();

@@ -278,6 +278,70 @@ impl safetensors::View for &OwnedView {
     }
 }
 
+/// A tensor converted to its file dtype only when written.
+struct LazyView<'a> {
+    dtype: SaveDtype,
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl safetensors::View for LazyView<'_> {
+    fn dtype(&self) -> Dtype {
+        match self.dtype {
+            SaveDtype::F32 => Dtype::F32,
+            SaveDtype::Bf16 => Dtype::BF16,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(match self.dtype {
+            SaveDtype::F32 => self.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            SaveDtype::Bf16 => self
+                .values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        })
+    }
+    fn data_len(&self) -> usize {
+        self.values.len()
+            * match self.dtype {
+                SaveDtype::F32 => 4,
+                SaveDtype::Bf16 => 2,
+            }
+    }
+}
+
+/// Write named f32 tensors to `path` as safetensors (`{"format": "pt"}` metadata), atomically
+/// and streaming: one tensor's bytes at a time are held beside the values, where
+/// [`to_safetensors_bytes`] holds the whole file (a 1.5B model in f32: 6 GB less peak memory).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    dtype: SaveDtype,
+) -> Result<(), ModelError> {
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let views = tensors.iter().map(|(name, (shape, values))| {
+        (
+            name.as_str(),
+            LazyView {
+                dtype,
+                shape,
+                values,
+            },
+        )
+    });
+    reasonlab_core::fs::atomic_write_with(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(std::io::Error::other)
+    })
+    .map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Serialise named f32 tensors into safetensors bytes (`{"format": "pt"}` metadata, which
 /// transformers expects).
 pub fn to_safetensors_bytes(

@@ -332,8 +332,33 @@ fn the_fused_path_equals_the_op_by_op_kernels() {
 /// they are bit-identical at the prefill and at every decode step — attention starts at a
 /// row's first visible key, so the padding does not shift which partial sums the keys land in.
 /// (What makes generation's "same seed, same output, whatever the batch" exact.)
+///
+/// Bit-identity holds where reasonlab's own kernels run (AVX-512 x86-64, and other
+/// architectures). An x86-64 CPU without AVX-512 multiplies through burn's gemm, whose AVX2
+/// kernels sum in an order that depends on the number of rows: there the logits agree to
+/// 1e-5 and the test says so.
 #[test]
 fn a_prompt_gives_the_same_logits_alone_or_padded_in_a_batch() {
+    let exact = !cfg!(target_arch = "x86_64") || reasonlab_model::kernels::avx512_available();
+    if !exact {
+        eprintln!(
+            "WARNING: this CPU has no AVX-512F: burn's gemm runs the matmuls, and logits alone \
+             and padded are compared to 1e-5, NOT bit for bit"
+        );
+    }
+    let same = |a: &[Vec<f32>], b: &[Vec<f32>], what: &str| {
+        if exact {
+            assert_eq!(a, b, "{what}");
+        } else {
+            let worst = a
+                .iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{what}: logits differ by {worst}");
+        }
+    };
     let short: Vec<u32> = vec![5, 9, 2, 7];
     let long: Vec<u32> = (0..21).map(|i| (i * 5 + 1) % 97).collect();
     for c in [
@@ -370,15 +395,15 @@ fn a_prompt_gives_the_same_logits_alone_or_padded_in_a_batch() {
         };
         let alone = run(&[&short], 0);
         assert!(alone[0].iter().any(|x| x.abs() > 1e-3), "{label}: trivial");
-        assert_eq!(
-            alone,
-            run(&[&long, &short], 1),
-            "{label}: short prompt, padded"
+        same(
+            &alone,
+            &run(&[&long, &short], 1),
+            &format!("{label}: short prompt, padded"),
         );
-        assert_eq!(
-            run(&[&long], 0),
-            run(&[&long, &short], 0),
-            "{label}: long prompt"
+        same(
+            &run(&[&long], 0),
+            &run(&[&long, &short], 0),
+            &format!("{label}: long prompt"),
         );
     }
 }

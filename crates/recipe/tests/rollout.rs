@@ -366,3 +366,33 @@ fn reqwest_get(url: &str) -> Option<serde_json::Value> {
     let body = text.split_once("\r\n\r\n")?.1;
     serde_json::from_str(body).ok()
 }
+
+#[test]
+fn a_weight_push_the_server_cannot_load_fails_and_changes_nothing() {
+    let server = serve();
+    let pool = pool(&[server.url()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere");
+    let err = pool
+        .update_weights(&WeightUpdate::Full { dir: missing }, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nowhere") && err.contains("400"), "{err}");
+    // A refused push is the trainer's problem, not the server's: it stays in rotation, with
+    // its old weights.
+    assert!(pool.status()[0].up);
+    let local = LocalEngine::load(&fixture(), BackendKind::Flex).unwrap();
+    same_answers(&pool, &local, 0);
+    // An adapter for a model the server was not started from cannot be attached either.
+    let err = pool
+        .update_weights(
+            &WeightUpdate::Lora {
+                name: "policy-v1".into(),
+                dir: tmp.path().to_path_buf(),
+            },
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("adapter_config.json"), "{err}");
+}

@@ -285,10 +285,9 @@ impl Engine for RolloutPool {
     }
 
     /// Push `update` to every server in rotation. A server that cannot be reached is taken out
-    /// (it gets the weights when it rejoins); one that refuses the weights fails the call.
+    /// (it gets the weights when it rejoins); one that refuses the weights (a 4xx: a path it
+    /// cannot read, an adapter for another base) fails the call, and the pool's version stays.
     fn update_weights(&self, update: &WeightUpdate, version: u64) -> Result<(), EngineError> {
-        *lock(&self.last_update) = Some((update.clone(), version));
-        self.version.store(version, Ordering::SeqCst);
         let results: Vec<Result<(), ClientError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .members
@@ -312,6 +311,9 @@ impl Engine for RolloutPool {
         for r in results {
             r.map_err(EngineError::from)?;
         }
+        // Recorded only once taken: a server that rejoins is sent weights that loaded.
+        *lock(&self.last_update) = Some((update.clone(), version));
+        self.version.store(version, Ordering::SeqCst);
         if !self.members.iter().any(|m| m.up.load(Ordering::SeqCst)) {
             return Err(EngineError::Internal(
                 "no rollout server is up to take the new weights".into(),

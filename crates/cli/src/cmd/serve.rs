@@ -68,6 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let id = reasonlab_core::engine::Engine::info(&engine).name;
     reasonlab_serve::serve_blocking(Arc::new(engine), cfg, |addr| {
         eprintln!("serving `{id}` on http://{addr}/v1 (Ctrl-C stops after in-flight requests)");
+        eprintln!(
+            "new weights: POST /update_weights_from_disk {{\"model_path\"}} or \
+             /v1/load_lora_adapter {{\"lora_name\", \"lora_path\"}}"
+        );
     })?;
     Ok(())
 }

@@ -288,7 +288,7 @@ pub struct StepMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staleness: Option<f64>,
     /// Mean |log π_trainer − log π_sampler| over the sampled tokens, when the rollout engine
-    /// returned log-probs.
+    /// returned log-probs (and the correction is on, or μ > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler_logprob_diff: Option<f64>,
     /// Fraction of those tokens whose importance weight hit the cap.
@@ -1047,7 +1047,10 @@ impl<'a> GrpoTrainer<'a> {
             // per-token weight on Â weights the clipped surrogate the same way).
             let mut old_logp = None;
             let mut mismatch = None;
-            if rows.iter().any(|&i| sampler[i].is_some()) {
+            // The comparison costs a forward pass over the batch; with the correction off it is
+            // only made when μ > 1 needs those log-probs anyway.
+            let compare = s.rollout_correction != RolloutCorrection::Off || s.mu > 1;
+            if compare && rows.iter().any(|&i| sampler[i].is_some()) {
                 let old = actor.token_logprobs(&batch)?;
                 let host = old
                     .clone()
