@@ -57,6 +57,29 @@ fn default_retries() -> u32 {
     6
 }
 
+/// The endpoint settings [`EngineSpec`] and [`RolloutSpec`] share.
+struct Connection<'a> {
+    api_key_env: &'a str,
+    concurrency: usize,
+    native_n: bool,
+    timeout_s: u64,
+    max_retries: u32,
+}
+
+impl Connection<'_> {
+    fn client(&self, url: String, model: String) -> ClientConfig {
+        let mut cfg = ClientConfig::new(url, model);
+        cfg.api_key_env = Some(self.api_key_env.to_string());
+        cfg.concurrency = self.concurrency;
+        cfg.timeout = Duration::from_secs(self.timeout_s);
+        cfg.max_retries = self.max_retries;
+        if self.native_n {
+            cfg.n_mode = NMode::Native;
+        }
+        cfg
+    }
+}
+
 /// Why an engine could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineSpecError {
@@ -95,20 +118,18 @@ impl EngineSpec {
     /// The client settings of an endpoint spec.
     pub fn client_config(&self) -> Result<ClientConfig, EngineSpecError> {
         let url = self.endpoint.clone().ok_or(EngineSpecError::Neither)?;
-        let mut cfg = ClientConfig::new(
-            url,
-            self.model_name
-                .clone()
-                .ok_or(EngineSpecError::NoModelName)?,
-        );
-        cfg.api_key_env = Some(self.api_key_env.clone());
-        cfg.concurrency = self.concurrency;
-        cfg.timeout = Duration::from_secs(self.timeout_s);
-        cfg.max_retries = self.max_retries;
-        if self.native_n {
-            cfg.n_mode = NMode::Native;
+        let model = self
+            .model_name
+            .clone()
+            .ok_or(EngineSpecError::NoModelName)?;
+        Ok(Connection {
+            api_key_env: &self.api_key_env,
+            concurrency: self.concurrency,
+            native_n: self.native_n,
+            timeout_s: self.timeout_s,
+            max_retries: self.max_retries,
         }
-        Ok(cfg)
+        .client(url, model))
     }
 
     /// Build the engine; a relative model path is resolved against `base`.
@@ -130,6 +151,12 @@ impl EngineSpec {
 
 fn default_pool_retries() -> u32 {
     2
+}
+fn default_pool_concurrency() -> usize {
+    64
+}
+fn yes() -> bool {
+    true
 }
 fn default_sync_every() -> usize {
     1
@@ -154,11 +181,12 @@ pub struct RolloutSpec {
     /// Environment variable holding the servers' API key.
     #[serde(default = "default_key_env")]
     pub api_key_env: String,
-    /// Requests in flight to each server.
-    #[serde(default = "default_concurrency")]
+    /// Requests in flight to each server (enough for a step's groups to decode together).
+    #[serde(default = "default_pool_concurrency")]
     pub concurrency: usize,
-    /// Ask for all n samples in one request (vLLM, SGLang) instead of n requests.
-    #[serde(default)]
+    /// Ask for a group's n samples in one request (vLLM, SGLang, reasonlab serve), so they
+    /// share the prompt's prefill; `false` sends n requests (servers without `n`).
+    #[serde(default = "yes")]
     pub native_n: bool,
     /// Per-request timeout in seconds.
     #[serde(default = "default_timeout")]
@@ -189,8 +217,8 @@ impl RolloutSpec {
             endpoint: None,
             model_name: model_name.into(),
             api_key_env: default_key_env(),
-            concurrency: default_concurrency(),
-            native_n: false,
+            concurrency: default_pool_concurrency(),
+            native_n: true,
             timeout_s: default_timeout(),
             max_retries: default_pool_retries(),
             sync: SyncMode::None,
@@ -211,15 +239,16 @@ impl RolloutSpec {
 
     /// The pool over the servers.
     pub fn pool(&self) -> Result<RolloutPool, EngineSpecError> {
-        let mut cfg = ClientConfig::new(String::new(), self.model_name.clone());
-        cfg.api_key_env = Some(self.api_key_env.clone());
-        cfg.concurrency = self.concurrency;
-        cfg.timeout = Duration::from_secs(self.timeout_s);
-        cfg.max_retries = self.max_retries;
-        cfg.initial_backoff = Duration::from_millis(200);
-        if self.native_n {
-            cfg.n_mode = NMode::Native;
+        let mut cfg = Connection {
+            api_key_env: &self.api_key_env,
+            concurrency: self.concurrency,
+            native_n: self.native_n,
+            timeout_s: self.timeout_s,
+            max_retries: self.max_retries,
         }
+        .client(String::new(), self.model_name.clone());
+        // A server that fails is left out soon: the others can take its requests.
+        cfg.initial_backoff = Duration::from_millis(200);
         RolloutPool::new(&self.all_endpoints(), &cfg).map_err(|e| match e {
             PoolError::Empty => EngineSpecError::Neither,
             PoolError::Client(c) => EngineSpecError::Client(c),
