@@ -207,6 +207,9 @@ pub struct RolloutSpec {
     /// LoRA sync serves version N as `{adapter_name}-vN`.
     #[serde(default = "default_adapter_name")]
     pub adapter_name: String,
+    /// Draw step t + 1's rollouts while step t trains (one-step off-policy; not with `[tools]`).
+    #[serde(default)]
+    pub overlap: bool,
 }
 
 impl RolloutSpec {
@@ -225,6 +228,7 @@ impl RolloutSpec {
             sync_every: default_sync_every(),
             sync_dir: None,
             adapter_name: default_adapter_name(),
+            overlap: false,
         }
     }
 

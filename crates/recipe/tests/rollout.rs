@@ -396,3 +396,58 @@ fn a_weight_push_the_server_cannot_load_fails_and_changes_nothing() {
         .to_string();
     assert!(err.contains("adapter_config.json"), "{err}");
 }
+
+#[test]
+fn overlap_draws_the_next_step_ahead_one_version_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve();
+    let pool = pool(&[server.url()]);
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = rewards();
+    let tasks: Vec<Task> = (0..6)
+        .map(|i| {
+            Task::new(
+                i.to_string(),
+                format!("Question {i}: what is {i} + {i}?"),
+                None,
+            )
+        })
+        .collect();
+    let run = |overlap: bool| {
+        let policy = Model::load(&fixture(), &Device::flex().autodiff()).unwrap();
+        let mut t = GrpoTrainer::new(settings(false), policy, &tok, &rewards)
+            .unwrap()
+            .with_rollout_engine(&pool)
+            .with_weight_sync(sync(SyncMode::Full, tmp.path()));
+        if overlap {
+            t = t.with_overlap();
+        }
+        (1..=4)
+            .map(|_| {
+                let (m, rollouts) = t.step(&tasks).unwrap();
+                let ids: Vec<String> = rollouts.iter().map(|r| r.task.clone()).collect();
+                let versions: Vec<Option<u64>> =
+                    rollouts.iter().map(|r| r.policy_version).collect();
+                (m, ids, versions)
+            })
+            .collect::<Vec<_>>()
+    };
+    let ahead = run(true);
+    let plain = run(false);
+    for (i, ((m, ids, versions), (_, plain_ids, _))) in ahead.iter().zip(&plain).enumerate() {
+        // The same prompts in the same order as without overlap.
+        assert_eq!(ids, plain_ids, "step {}", i + 1);
+        // Step 1 samples with the initial weights; every later step was drawn during the
+        // previous update, with the weights pushed before it: one version behind.
+        let want = i.saturating_sub(1) as u64;
+        assert!(versions.iter().all(|&v| v == Some(want)), "{versions:?}");
+        assert_eq!(m.staleness, Some(if i == 0 { 0.0 } else { 1.0 }));
+        let diff = m.sampler_logprob_diff.unwrap();
+        if i == 0 {
+            assert!(diff < 1e-4, "{diff}");
+        } else {
+            // The trainer's log-probs moved on by one update: the correction has work to do.
+            assert!(diff > 1e-4, "step {}: {diff}", i + 1);
+        }
+    }
+}

@@ -343,6 +343,13 @@ impl GrpoConfig {
                         .into(),
                 ));
             }
+            if r.overlap && file.tools.is_some() {
+                return Err(RunError::Invalid(
+                    "[rollout] overlap draws rollouts ahead on the servers, which [tools] \
+                     rollouts cannot do; leave one out"
+                        .into(),
+                ));
+            }
             if r.sync == SyncMode::Lora && grpo.lora.is_none() {
                 return Err(RunError::Invalid(
                     "[rollout] sync = \"lora\" pushes LoRA adapters: train with [grpo.lora], \
@@ -689,6 +696,9 @@ pub(crate) fn segment(
         trainer = trainer
             .with_rollout_engine(pool)
             .with_weight_sync(spec.weight_sync(dir.root()));
+        if spec.overlap {
+            trainer = trainer.with_overlap();
+        }
     }
     if let Some(p) = &process {
         trainer = trainer.with_process_reward(p);

@@ -374,6 +374,16 @@ struct SampledGroup {
 /// One prompt's completions and the policy version that drew each.
 type Drawn = (Vec<Completion>, Vec<Option<u64>>);
 
+/// The next step's first round of rollouts, drawn while this step trained.
+struct Prefetched {
+    /// The data position it was drawn at (it is used only there).
+    position: usize,
+    batch: Vec<Task>,
+    prompts: Vec<Vec<u32>>,
+    groups: Vec<Drawn>,
+    seconds: f64,
+}
+
 /// The rollout and score phases' result: the groups that train, and what was seen on the way.
 struct Sampled {
     groups: Vec<SampledGroup>,
@@ -508,6 +518,9 @@ pub struct GrpoTrainer<'a> {
     /// Pushing the policy to the rollout engine, and the version it holds (`None`: not yet).
     sync: Option<WeightSync>,
     synced: Option<u64>,
+    /// Draw step t + 1's rollouts while step t trains (one-step off-policy).
+    overlap: bool,
+    prefetched: Option<Prefetched>,
     state: GrpoState,
     bad_steps: BadSteps,
 }
@@ -546,6 +559,8 @@ impl<'a> GrpoTrainer<'a> {
             tools: None,
             sync: None,
             synced: None,
+            overlap: false,
+            prefetched: None,
             state: GrpoState::default(),
             bad_steps: BadSteps::default(),
         })
@@ -566,6 +581,16 @@ impl<'a> GrpoTrainer<'a> {
     /// load it ([`Engine::update_weights`]) with the number of updates as its version.
     pub fn with_weight_sync(mut self, sync: WeightSync) -> Self {
         self.sync = (sync.mode != SyncMode::None).then_some(sync);
+        self
+    }
+
+    /// One-step off-policy overlap: while step t's update runs, the rollout engine draws step
+    /// t + 1's rollouts (the first round) with the weights it has, so they are one version
+    /// stale (`staleness` 1 with a push every step); the truncated importance weights correct
+    /// for it. Only with a rollout engine and no tools; a failed draw ahead is dropped and the
+    /// next step samples as usual.
+    pub fn with_overlap(mut self) -> Self {
+        self.overlap = true;
         self
     }
 
@@ -645,7 +670,10 @@ impl<'a> GrpoTrainer<'a> {
             &advantages,
             token_advantages.as_deref(),
         )?;
-        let update = self.update(&batch)?;
+        let update = match (self.overlap, self.engine, &self.tools) {
+            (true, Some(engine), None) => self.update_drawing_ahead(engine, tasks, &batch)?,
+            _ => self.update(&batch)?,
+        };
         self.state.step += 1;
         let s = &self.settings;
         if s.ref_reset_every > 0
@@ -678,6 +706,62 @@ impl<'a> GrpoTrainer<'a> {
             })
             .collect();
         Ok((metrics, rollouts))
+    }
+
+    /// The seed of a step's sampling round (`step`: steps taken before it).
+    fn rollout_seed(&self, step: usize, round: usize) -> u64 {
+        self.settings
+            .seed
+            .wrapping_add(step as u64 * 1_000_003)
+            .wrapping_add(round as u64 * 7_919)
+    }
+
+    /// [`Self::update`] while `engine` draws the next step's first round.
+    fn update_drawing_ahead(
+        &mut self,
+        engine: &'a dyn Engine,
+        tasks: &[Task],
+        batch: &TrainBatch,
+    ) -> Result<Update, GrpoError> {
+        let s = self.settings.clone();
+        let position = self.state.data_position;
+        if tasks.is_empty() {
+            return self.update(batch);
+        }
+        let next: Vec<Task> = (0..s.prompts_per_step)
+            .map(|i| tasks[(position + i) % tasks.len()].clone())
+            .collect();
+        let prompts: Vec<Vec<u32>> = next
+            .iter()
+            .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
+            .collect::<Result<_, _>>()?;
+        let seed = self.rollout_seed(self.state.step + 1, 0);
+        let tokenizer = self.tokenizer;
+        let (update, drawn) = std::thread::scope(|scope| {
+            let ahead = scope.spawn(|| {
+                let started = Instant::now();
+                let r = engine_rollout(engine, tokenizer, &s, &next, seed, true);
+                (r, started.elapsed().as_secs_f64())
+            });
+            let update = self.update(batch);
+            (update, ahead.join())
+        });
+        match drawn {
+            Ok((Ok(groups), seconds)) => {
+                self.prefetched = Some(Prefetched {
+                    position,
+                    batch: next,
+                    prompts,
+                    groups,
+                    seconds,
+                })
+            }
+            Ok((Err(e), _)) => {
+                tracing::warn!(error = %e, "drawing the next step's rollouts ahead failed; it samples as usual")
+            }
+            Err(_) => tracing::warn!("the thread drawing rollouts ahead panicked"),
+        }
+        update
     }
 
     /// Push the policy to the rollout engine when a push is due (see
@@ -740,24 +824,38 @@ impl<'a> GrpoTrainer<'a> {
             gen_tokens: 0,
             gen_seconds: 0.0,
         };
-        let step_seed = s.seed.wrapping_add(self.state.step as u64 * 1_000_003);
         for round in 0..=s.dynamic_sampling_rounds {
             let need = s.prompts_per_step - out.groups.len();
             if need == 0 || tasks.is_empty() {
                 break;
             }
-            let batch: Vec<Task> = (0..need)
-                .map(|i| tasks[(self.state.data_position + i) % tasks.len()].clone())
-                .collect();
-            self.state.data_position += need;
-            let prompts: Vec<Vec<u32>> = batch
-                .iter()
-                .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
-                .collect::<Result<_, _>>()?;
-            let seed = step_seed.wrapping_add(round as u64 * 7_919);
-            let started = Instant::now();
-            let groups = self.rollout(actor, &batch, &prompts, seed)?;
-            out.gen_seconds += started.elapsed().as_secs_f64();
+            // The first round may have been drawn ahead, during the last update.
+            let ahead = self
+                .prefetched
+                .take()
+                .filter(|p| round == 0 && p.position == self.state.data_position);
+            let (batch, prompts, groups) = match ahead {
+                Some(p) => {
+                    self.state.data_position += p.batch.len();
+                    out.gen_seconds += p.seconds;
+                    (p.batch, p.prompts, p.groups)
+                }
+                None => {
+                    let batch: Vec<Task> = (0..need)
+                        .map(|i| tasks[(self.state.data_position + i) % tasks.len()].clone())
+                        .collect();
+                    self.state.data_position += need;
+                    let prompts: Vec<Vec<u32>> = batch
+                        .iter()
+                        .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
+                        .collect::<Result<_, _>>()?;
+                    let seed = self.rollout_seed(self.state.step, round);
+                    let started = Instant::now();
+                    let groups = self.rollout(actor, &batch, &prompts, seed)?;
+                    out.gen_seconds += started.elapsed().as_secs_f64();
+                    (batch, prompts, groups)
+                }
+            };
             out.gen_tokens += groups
                 .iter()
                 .flat_map(|(g, _)| g)
@@ -863,69 +961,7 @@ impl<'a> GrpoTrainer<'a> {
                 .map(|c| (c.to_vec(), vec![version; g]))
                 .collect());
         };
-        let logprobs = self.tools.is_none();
-        let requests: Vec<Request> = batch
-            .iter()
-            .enumerate()
-            .map(|(k, t)| Request {
-                prompt: Prompt::Text(t.prompt.clone()),
-                n: g,
-                sampling: Sampling {
-                    temperature: s.temperature,
-                    top_p: s.top_p,
-                    max_new_tokens: s.max_new_tokens,
-                    seed: seed.wrapping_add((k * g) as u64),
-                    ..Sampling::default()
-                },
-                logprobs,
-            })
-            .collect();
-        let mut groups = Vec::with_capacity(batch.len());
-        for (k, out) in engine.generate(&requests).into_iter().enumerate() {
-            let out = out.map_err(|e| GrpoError::Rollout(e.to_string()))?;
-            if out.samples.len() != g {
-                return Err(GrpoError::Rollout(format!(
-                    "the engine returned {} samples for a group of {g}",
-                    out.samples.len()
-                )));
-            }
-            let mut comps = Vec::with_capacity(g);
-            let mut versions = Vec::with_capacity(g);
-            for (j, sample) in out.samples.into_iter().enumerate() {
-                versions.push(sample.policy_version);
-                // The engine's own token ids (and log-probs aligned with them) when it gives
-                // them; otherwise the text re-tokenised, with no log-probs.
-                let (token_ids, logprobs) = match sample.token_ids {
-                    Some(ids) if ids.len() <= s.max_new_tokens => {
-                        let lp = sample
-                            .logprobs
-                            .filter(|lp| lp.len() == ids.len())
-                            .map(|lp| lp.iter().map(|t| t.logprob).collect());
-                        (ids, lp)
-                    }
-                    _ => {
-                        let mut ids = self.tokenizer.encode(&sample.text, false)?;
-                        ids.truncate(s.max_new_tokens);
-                        if sample.finish_reason == FinishReason::Stop
-                            && ids.len() < s.max_new_tokens
-                        {
-                            ids.extend(eos.first());
-                        }
-                        (ids, None)
-                    }
-                };
-                comps.push(Completion {
-                    prompt_index: k,
-                    sample_index: j,
-                    token_ids,
-                    text: sample.text,
-                    finish_reason: sample.finish_reason,
-                    logprobs,
-                });
-            }
-            groups.push((comps, versions));
-        }
-        Ok(groups)
+        engine_rollout(engine, self.tokenizer, s, batch, seed, self.tools.is_none())
     }
 
     /// Every completion's total reward (with the soft overlong penalty when configured) and
@@ -1285,6 +1321,80 @@ impl<'a> GrpoTrainer<'a> {
             }),
         }
     }
+}
+
+/// `group_size` completions of each task from `engine`, with the version that drew each. With
+/// `logprobs`, the engine is asked for them (kept when they come with its token ids).
+fn engine_rollout(
+    engine: &dyn Engine,
+    tokenizer: &Tokenizer,
+    s: &GrpoSettings,
+    batch: &[Task],
+    seed: u64,
+    logprobs: bool,
+) -> Result<Vec<Drawn>, GrpoError> {
+    let g = s.group_size;
+    let eos: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+    let requests: Vec<Request> = batch
+        .iter()
+        .enumerate()
+        .map(|(k, t)| Request {
+            prompt: Prompt::Text(t.prompt.clone()),
+            n: g,
+            sampling: Sampling {
+                temperature: s.temperature,
+                top_p: s.top_p,
+                max_new_tokens: s.max_new_tokens,
+                seed: seed.wrapping_add((k * g) as u64),
+                ..Sampling::default()
+            },
+            logprobs,
+        })
+        .collect();
+    let mut groups = Vec::with_capacity(batch.len());
+    for (k, out) in engine.generate(&requests).into_iter().enumerate() {
+        let out = out.map_err(|e| GrpoError::Rollout(e.to_string()))?;
+        if out.samples.len() != g {
+            return Err(GrpoError::Rollout(format!(
+                "the engine returned {} samples for a group of {g}",
+                out.samples.len()
+            )));
+        }
+        let mut comps = Vec::with_capacity(g);
+        let mut versions = Vec::with_capacity(g);
+        for (j, sample) in out.samples.into_iter().enumerate() {
+            versions.push(sample.policy_version);
+            // The engine's own token ids (and log-probs aligned with them) when it gives
+            // them; otherwise the text re-tokenised, with no log-probs.
+            let (token_ids, logprobs) = match sample.token_ids {
+                Some(ids) if ids.len() <= s.max_new_tokens => {
+                    let lp = sample
+                        .logprobs
+                        .filter(|lp| lp.len() == ids.len())
+                        .map(|lp| lp.iter().map(|t| t.logprob).collect());
+                    (ids, lp)
+                }
+                _ => {
+                    let mut ids = tokenizer.encode(&sample.text, false)?;
+                    ids.truncate(s.max_new_tokens);
+                    if sample.finish_reason == FinishReason::Stop && ids.len() < s.max_new_tokens {
+                        ids.extend(eos.first());
+                    }
+                    (ids, None)
+                }
+            };
+            comps.push(Completion {
+                prompt_index: k,
+                sample_index: j,
+                token_ids,
+                text: sample.text,
+                finish_reason: sample.finish_reason,
+                logprobs,
+            });
+        }
+        groups.push((comps, versions));
+    }
+    Ok(groups)
 }
 
 /// The reward inputs of a group's completions.
