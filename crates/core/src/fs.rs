@@ -22,12 +22,13 @@ pub fn atomic_write_with(
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    if let Err(e) = write(&tmp) {
+    let written = write(&tmp)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
     // Persist the rename itself.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

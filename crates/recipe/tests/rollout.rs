@@ -119,7 +119,7 @@ fn the_pool_answers_as_one_engine_spreads_and_survives_a_dead_server() {
     assert!(!pool.status()[1].up);
 
     // It comes back with the fixture's weights; the pool sends it version 7 before using it.
-    let _b = serve_at(b_addr);
+    let b = serve_at(b_addr);
     let before = pool.status()[1].requests;
     same_answers(&pool, &new, 7);
     let events = pool.take_events();
@@ -129,6 +129,17 @@ fn the_pool_answers_as_one_engine_spreads_and_survives_a_dead_server() {
     );
     let status = pool.status();
     assert!(status[1].up && status[1].requests > before, "{status:?}");
+
+    // Restarted between two calls, unseen: it answers with version 0, so the pool sends it
+    // version 7 again and draws its share again.
+    b.shutdown().unwrap();
+    let _b = serve_at(b_addr);
+    same_answers(&pool, &new, 7);
+    let events = pool.take_events();
+    assert!(
+        matches!(&events[..], [PoolEvent::Resynced { version: 7, .. }]),
+        "{events:?}"
+    );
 }
 
 /// A reward that varies whatever the random model writes (a byte checksum).

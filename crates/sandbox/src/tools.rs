@@ -278,6 +278,8 @@ struct Slot {
     calls: usize,
     notebook: Option<Notebook>,
     done: Option<FinishReason>,
+    /// The oldest policy version among the engine calls that wrote the text.
+    version: Option<u64>,
 }
 
 /// The prompt with the completion so far as the start of the model's reply.
@@ -325,6 +327,7 @@ impl Engine for ToolEngine<'_> {
                     calls: 0,
                     notebook: None,
                     done: None,
+                    version: None,
                 })
             })
             .collect();
@@ -385,6 +388,10 @@ impl Engine for ToolEngine<'_> {
                 };
                 s.text.push_str(&sample.text);
                 s.tokens += sample.completion_tokens;
+                s.version = match (s.version, sample.policy_version) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 let budget_left = s.tokens < req.sampling.max_new_tokens;
                 let pending = (sample.finish_reason == FinishReason::Stop
                     && s.calls < self.cfg.max_calls
@@ -411,7 +418,7 @@ impl Engine for ToolEngine<'_> {
                 completion_tokens: s.tokens,
                 logprobs: None,
                 token_ids: None,
-                policy_version: None,
+                policy_version: s.version,
             });
         }
         outputs

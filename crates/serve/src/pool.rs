@@ -12,7 +12,11 @@
 //!
 //! **Rejoin.** At the start of every call the pool asks each server that is out
 //! (`GET /v1/models`); one that answers is sent the last weight update before it takes requests
-//! again ([`PoolEvent::Rejoined`]), so it never serves stale weights.
+//! again ([`PoolEvent::Rejoined`]). A server that restarted between calls without being seen
+//! down answers with its start-up weights: when it reports its version (`reasonlab serve`), the
+//! pool sends it the current weights and draws its share again ([`PoolEvent::Resynced`]).
+//! vLLM and SGLang do not report one: a server of theirs restarted unseen serves its start-up
+//! weights until the next push (with LoRA sync, its requests for the adapter fail).
 //!
 //! **Weights.** [`Engine::update_weights`] goes to every server that is up: a full checkpoint
 //! through SGLang's `/update_weights_from_disk`, an adapter through vLLM's
@@ -38,6 +42,9 @@ pub enum PoolEvent {
     Down { url: String, reason: String },
     /// Answered again, was sent the current weights, and takes requests again.
     Rejoined { url: String, version: u64 },
+    /// Answered with older weights than the pool pushed (restarted between calls): sent the
+    /// current weights again, and its answers were drawn again.
+    Resynced { url: String, version: u64 },
 }
 
 /// One server's share of the work so far.
@@ -145,7 +152,16 @@ impl RolloutPool {
             WeightUpdate::Full { dir } => m.client.update_weights_from_disk(dir, version),
             WeightUpdate::Lora { name, dir } => {
                 let previous = m.client.model();
-                m.client.load_lora_adapter(name, dir, version)?;
+                match m.client.load_lora_adapter(name, dir, version) {
+                    // A server that kept its adapters while it was out (vLLM refuses a name it
+                    // has loaded) serves this one already.
+                    Err(ClientError::Status {
+                        status: 400, body, ..
+                    }) if body.contains("already") => {
+                        m.client.set_model(name);
+                    }
+                    r => r?,
+                }
                 if previous != m.client.config().model && previous != *name {
                     // The old adapter's memory goes back; failing to free it is not fatal.
                     if let Err(e) = m.client.unload_lora_adapter(&previous) {
@@ -210,6 +226,7 @@ impl Engine for RolloutPool {
         self.revive();
         let mut out: Vec<Option<Result<Output, EngineError>>> = vec![None; requests.len()];
         let mut pending: Vec<usize> = (0..requests.len()).collect();
+        let mut resynced = std::collections::HashSet::new();
         while !pending.is_empty() {
             let up: Vec<&Member> = self
                 .members
@@ -252,8 +269,33 @@ impl Engine for RolloutPool {
                     .collect()
             });
             let version = self.version();
+            let last = lock(&self.last_update).clone();
             let mut retry = Vec::new();
             for ((m, share), answer) in up.iter().zip(&shares).zip(answers) {
+                // A server that reports older weights than were pushed restarted since: send
+                // them again (once per call) and draw its share again.
+                let behind = answer.iter().flatten().flat_map(|o| &o.samples).any(|s| {
+                    s.policy_version
+                        .zip(last.as_ref())
+                        .is_some_and(|(v, (_, pushed))| v != *pushed)
+                });
+                if let (true, Some((update, pushed))) = (behind, &last)
+                    && resynced.insert(m.client.root().to_string())
+                {
+                    match Self::push(m, update, *pushed) {
+                        Ok(()) => {
+                            let url = m.client.root().to_string();
+                            tracing::warn!(%url, version = pushed, "rollout server had older weights; sent them again");
+                            lock(&self.events).push(PoolEvent::Resynced {
+                                url,
+                                version: *pushed,
+                            });
+                        }
+                        Err(e) => self.down(m, format!("resending weights: {e}")),
+                    }
+                    retry.extend(share);
+                    continue;
+                }
                 let mut answer = answer.into_iter();
                 for &i in share {
                     match answer.next() {
@@ -293,18 +335,22 @@ impl Engine for RolloutPool {
                 .members
                 .iter()
                 .filter(|m| m.up.load(Ordering::SeqCst))
-                .map(|m| scope.spawn(move || (m, Self::push(m, update, version))))
+                .map(|m| (m, scope.spawn(move || Self::push(m, update, version))))
                 .collect();
             handles
                 .into_iter()
-                .filter_map(|h| h.join().ok())
-                .map(|(m, r)| match r {
-                    Err(e @ ClientError::Status { status, .. }) if status < 500 => Err(e),
-                    Err(e) => {
+                .map(|(m, h)| match h.join() {
+                    Err(_) => {
+                        // Its weights are unknown: out until it rejoins with the current ones.
+                        self.down(m, "the weight push panicked".into());
+                        Ok(())
+                    }
+                    Ok(Err(e @ ClientError::Status { status, .. })) if status < 500 => Err(e),
+                    Ok(Err(e)) => {
                         self.down(m, format!("weight update: {e}"));
                         Ok(())
                     }
-                    Ok(()) => Ok(()),
+                    Ok(Ok(())) => Ok(()),
                 })
                 .collect()
         });

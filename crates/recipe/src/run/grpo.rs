@@ -590,6 +590,9 @@ fn report_pool_events(
             PoolEvent::Rejoined { url, version } => {
                 format!("rollout server {url} rejoined with weights version {version}")
             }
+            PoolEvent::Resynced { url, version } => {
+                format!("rollout server {url} had older weights; sent version {version} again")
+            }
         }));
     }
     use std::io::Write;

@@ -803,7 +803,10 @@ impl<'a> GrpoTrainer<'a> {
         if let Ok(entries) = std::fs::read_dir(&sync.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('v') && e.path() != dir {
+                let pushed = name
+                    .strip_prefix('v')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if pushed && e.path() != dir {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -1099,7 +1102,8 @@ impl<'a> GrpoTrainer<'a> {
                     let (p, n, _) = spans[i];
                     for (k, &sampled) in lp.iter().enumerate().take(n) {
                         let at = row * l + p + k - 1;
-                        if mask[at] == 0.0 {
+                        // A log-prob the sampler did not give (null on the wire) is no evidence.
+                        if mask[at] == 0.0 || !sampled.is_finite() {
                             continue;
                         }
                         let d = host[at] - sampled;
