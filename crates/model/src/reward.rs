@@ -296,8 +296,8 @@ impl RewardModel {
             source,
         })?;
         let tensors = model.hf_tensors()?;
-        let bytes = crate::weights::to_safetensors_bytes(&tensors, dtype)?;
-        crate::atomic_write(&dir.join("model.safetensors"), &bytes)?;
+        crate::weights::write_safetensors(&dir.join("model.safetensors"), &tensors, dtype)?;
+        drop(tensors);
         let mut config = model.config.to_hf_json();
         let arch = config["architectures"][0]
             .as_str()
