@@ -67,10 +67,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let id = reasonlab_core::engine::Engine::info(&engine).name;
     reasonlab_serve::serve_blocking(Arc::new(engine), cfg, |addr| {
-        eprintln!("serving `{id}` on http://{addr}/v1 (Ctrl-C stops after in-flight requests)");
+        // One line: scripts read it for the address (and may close the pipe after).
         eprintln!(
-            "new weights: POST /update_weights_from_disk {{\"model_path\"}} or \
-             /v1/load_lora_adapter {{\"lora_name\", \"lora_path\"}}"
+            "serving `{id}` on http://{addr}/v1 (new weights: POST /update_weights_from_disk or \
+             /v1/load_lora_adapter; Ctrl-C stops after in-flight requests)"
         );
     })?;
     Ok(())
