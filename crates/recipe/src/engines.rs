@@ -110,11 +110,6 @@ impl EngineSpec {
         }
     }
 
-    /// True for an endpoint.
-    pub fn is_remote(&self) -> bool {
-        self.endpoint.is_some()
-    }
-
     /// The client settings of an endpoint spec.
     pub fn client_config(&self) -> Result<ClientConfig, EngineSpecError> {
         let url = self.endpoint.clone().ok_or(EngineSpecError::Neither)?;

@@ -340,7 +340,7 @@ fn lora_sync_serves_the_trainers_adapter() {
     let v2 = tmp.path().join("v2");
     assert!(v2.join("adapter_config.json").exists());
     assert!(v2.join("adapter_model.safetensors").exists());
-    let models: serde_json::Value = reqwest_get(&format!("{}/v1/models", server.url())).unwrap();
+    let models: serde_json::Value = http_get(&format!("{}/v1/models", server.url())).unwrap();
     let names: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -362,7 +362,7 @@ fn lora_sync_serves_the_trainers_adapter() {
 }
 
 /// `GET url` as JSON, over a bare TCP request (the tests need no HTTP client of their own).
-fn reqwest_get(url: &str) -> Option<serde_json::Value> {
+fn http_get(url: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/')?;

@@ -708,6 +708,23 @@ impl<'a> GrpoTrainer<'a> {
         Ok((metrics, rollouts))
     }
 
+    /// `need` tasks from `position` on (cycling) and their prompts' token ids.
+    fn draw(
+        &self,
+        tasks: &[Task],
+        position: usize,
+        need: usize,
+    ) -> Result<(Vec<Task>, Vec<Vec<u32>>), GrpoError> {
+        let batch: Vec<Task> = (0..need)
+            .map(|i| tasks[(position + i) % tasks.len()].clone())
+            .collect();
+        let prompts = batch
+            .iter()
+            .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
+            .collect::<Result<_, _>>()?;
+        Ok((batch, prompts))
+    }
+
     /// The seed of a step's sampling round (`step`: steps taken before it).
     fn rollout_seed(&self, step: usize, round: usize) -> u64 {
         self.settings
@@ -728,13 +745,7 @@ impl<'a> GrpoTrainer<'a> {
         if tasks.is_empty() {
             return self.update(batch);
         }
-        let next: Vec<Task> = (0..s.prompts_per_step)
-            .map(|i| tasks[(position + i) % tasks.len()].clone())
-            .collect();
-        let prompts: Vec<Vec<u32>> = next
-            .iter()
-            .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
-            .collect::<Result<_, _>>()?;
+        let (next, prompts) = self.draw(tasks, position, s.prompts_per_step)?;
         let seed = self.rollout_seed(self.state.step + 1, 0);
         let tokenizer = self.tokenizer;
         let (update, drawn) = std::thread::scope(|scope| {
@@ -844,14 +855,8 @@ impl<'a> GrpoTrainer<'a> {
                     (p.batch, p.prompts, p.groups)
                 }
                 None => {
-                    let batch: Vec<Task> = (0..need)
-                        .map(|i| tasks[(self.state.data_position + i) % tasks.len()].clone())
-                        .collect();
+                    let (batch, prompts) = self.draw(tasks, self.state.data_position, need)?;
                     self.state.data_position += need;
-                    let prompts: Vec<Vec<u32>> = batch
-                        .iter()
-                        .map(|t| self.tokenizer.encode(&t.prompt, t.add_special_tokens))
-                        .collect::<Result<_, _>>()?;
                     let seed = self.rollout_seed(self.state.step, round);
                     let started = Instant::now();
                     let groups = self.rollout(actor, &batch, &prompts, seed)?;
