@@ -2,10 +2,18 @@
 """PyTorch side of the reasonlab speed benchmark (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
+        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16] [--batch 8] [--seq 256]
 
-Model: randomly initialised Qwen2ForCausalLM, f32 — vocab 512, hidden 256, 4 layers,
-4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm eps 1e-6,
-rope theta 10000, tied embeddings, default (sdpa) attention.
+Model (--shape tiny, the default): randomly initialised Qwen2ForCausalLM, f32 — vocab 512,
+hidden 256, 4 layers, 4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm
+eps 1e-6, rope theta 10000, tied embeddings, default (sdpa) attention. --shape qwen2.5-0.5b:
+Qwen2.5-0.5B's shapes (vocab 151936, hidden 896, 24 layers, 14 / 2 heads, intermediate 4864,
+q/k/v biases, rope theta 1e6, tied embeddings; 494M parameters), random weights.
+
+On --device cuda the timings synchronise the GPU, and the JSON line adds the peak GPU memory
+torch's allocator reserved (cuda_reserved_mb). --dtype bf16: generation runs the model in
+bf16; the train step keeps f32 weights and AdamW state and runs the forward under bf16 autocast
+(PyTorch's mixed precision).
 
 (i)  generation: 16 prompts x 32 random token ids (equal length, no padding), then 128 new
      tokens sampled at temperature 1 (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=128,
@@ -43,34 +51,59 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def build_model(seed: int):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(
+SHAPES = {
+    "tiny": dict(
         vocab_size=512,
         hidden_size=256,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
         intermediate_size=688,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+        rope_theta=10000.0,
         max_position_embeddings=512,
+    ),
+    "qwen2.5-0.5b": dict(
+        vocab_size=151936,
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        rope_theta=1000000.0,
+        max_position_embeddings=32768,
+    ),
+}
+
+
+def build_model(seed: int, shape: str = "tiny", device: str = "cpu"):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    s = dict(SHAPES[shape])
+    theta = s.pop("rope_theta")
+    cfg = Qwen2Config(
+        **s,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_theta": theta, "rope_type": "default"},
         tie_word_embeddings=True,
         use_sliding_window=False,
         initializer_range=0.02,
     )
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(cfg).to(torch.float32)
+    return Qwen2ForCausalLM(cfg).to(torch.float32).to(device)
 
 
-def bench_generate(model, seed: int, batch=16, prompt_len=32, new_tokens=128, reps=3):
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_generate(model, seed: int, device="cpu", batch=16, prompt_len=32, new_tokens=128, reps=3):
     from transformers import GenerationConfig
 
     model.eval()
     model.generation_config = GenerationConfig()
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g)
+    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
     mask = torch.ones_like(ids)
     gc = GenerationConfig(
         do_sample=True,
@@ -86,8 +119,10 @@ def bench_generate(model, seed: int, batch=16, prompt_len=32, new_tokens=128, re
 
     def run():
         with torch.no_grad():
+            sync(device)
             t0 = time.perf_counter()
             out = model.generate(ids, attention_mask=mask, generation_config=gc)
+            sync(device)
             dt = time.perf_counter() - t0
         assert out.shape == (batch, prompt_len + new_tokens), out.shape
         return dt
@@ -98,18 +133,21 @@ def bench_generate(model, seed: int, batch=16, prompt_len=32, new_tokens=128, re
     return batch * new_tokens / best, times
 
 
-def bench_train(model, seed: int, batch=8, seq=256, reps=5):
+def bench_train(model, seed: int, device="cpu", autocast=False, batch=8, seq=256, reps=5):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(seed + 1)
-    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g).to(device)
 
     def step():
+        sync(device)
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync(device)
         dt = time.perf_counter() - t0
         return dt, loss.detach().item()
 
@@ -124,6 +162,11 @@ def main() -> int:
     ap.add_argument("--only", choices=["generate", "train"], default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--batch", type=int, default=8, help="train step: sequences")
+    ap.add_argument("--seq", type=int, default=256, help="train step: tokens per sequence")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -136,6 +179,9 @@ def main() -> int:
         "peak_rss_mb": None,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "shape": args.shape,
+        "dtype": args.dtype,
     }
     detail = {
         "threads": torch.get_num_threads(),
@@ -146,20 +192,26 @@ def main() -> int:
     }
 
     if args.only in (None, "generate"):
-        model = build_model(args.seed)
-        tps, times = bench_generate(model, args.seed)
+        model = build_model(args.seed, args.shape, args.device)
+        if args.dtype == "bf16":
+            model = model.to(torch.bfloat16)
+        tps, times = bench_generate(model, args.seed, args.device)
         result["generate_tokens_per_s"] = round(tps, 1)
         detail["generate_times_s"] = [round(t, 3) for t in times]
         del model
     if args.only in (None, "train"):
-        model = build_model(args.seed)
-        best, times, loss = bench_train(model, args.seed)
+        model = build_model(args.seed, args.shape, args.device)
+        best, times, loss = bench_train(
+            model, args.seed, args.device, args.dtype == "bf16", args.batch, args.seq
+        )
         result["train_step_s"] = round(best, 4)
         detail["train_times_s"] = [round(t, 4) for t in times]
         detail["last_loss"] = round(loss, 4)
         del model
 
     result["peak_rss_mb"] = round(rss_mb(), 1)
+    if args.device == "cuda":
+        result["cuda_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     detail["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(detail), file=sys.stderr)
     print(json.dumps(result))

@@ -2,8 +2,9 @@
 """TRL side of `reasonlab bench grpo` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_grpo.py --prompts PROMPTS.jsonl [--beta 0.04] [--steps 3]
+        [--device cpu|cuda]
 
-The workload of the GRPO issue: the model-core benchmark's tiny Qwen2 (scripts/bench_torch.py,
+The workload: the model-core benchmark's tiny Qwen2 (scripts/bench_torch.py,
 random init, f32) with the tiny fixture's tokenizer (vocab 512), 8 prompts x 8 generations per
 step, at most 128 new tokens at temperature 1, one optimiser step per generation batch
 (per_device_train_batch_size 64 = 8 x 8), AdamW lr 1e-6, beta as given (0.04 builds a reference
@@ -33,6 +34,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--shape", choices=["tiny"], default="tiny")
     args = ap.parse_args()
 
     import torch
@@ -93,7 +96,7 @@ def main() -> None:
             logging_steps=1,
             report_to="none",
             save_strategy="no",
-            use_cpu=True,
+            use_cpu=args.device == "cpu",
             disable_tqdm=True,
             seed=0,
         )
@@ -119,6 +122,10 @@ def main() -> None:
                 "trl": trl.__version__,
                 "torch": torch.__version__,
                 "threads": args.threads,
+                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                "cuda_reserved_mb": torch.cuda.max_memory_reserved() / 2**20
+                if args.device == "cuda"
+                else None,
             }
         )
     )

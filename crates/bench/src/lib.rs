@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reasonlab_generate::SamplingParams;
-use reasonlab_model::{Model, PadSide, TokenBatch, bench_config, device_for};
+use reasonlab_model::{
+    BackendKind, DeviceInfo, Model, ModelConfig, PadSide, TokenBatch, bench_config, device_for,
+};
 use reasonlab_train::rm::RmExample;
 use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
 use serde_json::{Value, json};
@@ -189,8 +191,123 @@ impl Drop for Assets {
     }
 }
 
+/// The model a benchmark builds (random weights, Qwen2 architecture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// vocab 512, hidden 256, 4 layers, 4 heads / 2 KV heads (3.5M parameters): the CPU workload.
+    #[default]
+    Tiny,
+    /// Qwen2.5-0.5B's shapes: vocab 151,936, hidden 896, 24 layers, 14 heads / 2 KV heads,
+    /// intermediate 4,864, q/k/v biases, tied embeddings (494M parameters): the GPU workload.
+    Qwen25Half,
+}
+
+impl Shape {
+    /// The name `--shape` takes and the peer scripts read.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Tiny => "tiny",
+            Shape::Qwen25Half => "qwen2.5-0.5b",
+        }
+    }
+
+    /// The model config of this shape.
+    pub fn config(self) -> ModelConfig {
+        match self {
+            Shape::Tiny => bench_config(),
+            Shape::Qwen25Half => ModelConfig {
+                vocab_size: 151_936,
+                hidden_size: 896,
+                intermediate_size: 4864,
+                num_hidden_layers: 24,
+                num_attention_heads: 14,
+                num_key_value_heads: 2,
+                head_dim: 64,
+                max_position_embeddings: 32_768,
+                rope_theta: 1_000_000.0,
+                attention_bias: true,
+                ..bench_config()
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Shape {
+    type Err = BenchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Shape::Tiny, Shape::Qwen25Half]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                BenchError::Failed(format!(
+                    "unknown shape {s:?}; expected tiny or qwen2.5-0.5b"
+                ))
+            })
+    }
+}
+
+/// Where a model benchmark runs: our backend and the model's shape. The peer runs the same
+/// shape on the CPU when our backend is the CPU's, and on CUDA otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Target {
+    pub backend: BackendKind,
+    pub shape: Shape,
+}
+
+impl Target {
+    /// Open our device, say on stderr where it landed, and build the shape's model on it.
+    fn model(&self, autodiff: bool) -> Result<(Model, DeviceInfo), BenchError> {
+        let (device, info) = reasonlab_model::open(self.backend, autodiff)?;
+        eprintln!("{info}");
+        if let Some(warning) = info.warning() {
+            tracing::warn!("{warning}");
+        }
+        Ok((Model::random(self.shape.config(), 0, &device), info))
+    }
+
+    /// The peer scripts' flags for this target.
+    fn peer_flags(&self) -> Vec<String> {
+        let device = if self.backend == BackendKind::Flex {
+            "cpu"
+        } else {
+            "cuda"
+        };
+        vec![
+            "--shape".into(),
+            self.shape.name().into(),
+            "--device".into(),
+            device.into(),
+        ]
+    }
+
+    /// What our side reports besides its numbers: backend, device, and the device allocator's
+    /// reserved bytes when it keeps count (GPU backends).
+    fn describe(&self, info: &DeviceInfo, model: &Model) -> Value {
+        let reserved = model
+            .device()
+            .memory_pool_usage()
+            .map(|u| u.bytes_reserved as f64 / (1u64 << 20) as f64);
+        json!({
+            "backend": self.backend.name(),
+            "device": info.name,
+            "shape": self.shape.name(),
+            "device_reserved_mb": reserved,
+        })
+    }
+}
+
+/// `extra`'s keys added to the JSON object `v`.
+fn merged(mut v: Value, extra: Value) -> Value {
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v
+}
+
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
+    /// Our backend and the model's shape.
+    pub target: Target,
     /// Timed repetitions (best is reported).
     pub repeats: usize,
     /// Rounds in one invocation, ours then the peer's in turn, each round's ratio printed and then
@@ -238,6 +355,8 @@ pub struct GrpoBench {
     /// With N > 0: the step on 1 and on N `reasonlab serve` servers over loopback (full weight
     /// sync every step) against in-process sampling, instead of the peer comparison.
     pub rollout_endpoints: usize,
+    /// Our backend (the model is the tiny shape, whose vocabulary the fixture tokenizer has).
+    pub backend: BackendKind,
     pub peer: PeerFlags,
 }
 
@@ -320,8 +439,9 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The peer's line for `bench_torch.py --only ONLY`; the script is unpacked only when it runs.
-fn peer(args: &PeerConfig, only: &str) -> Result<Option<Value>, BenchError> {
+/// The peer's line for `bench_torch.py --only ONLY EXTRA…` on `args.target`'s shape and
+/// device; the script is unpacked only when it runs.
+fn peer(args: &PeerConfig, only: &str, extra: &[String]) -> Result<Option<Value>, BenchError> {
     let assets = match args.peer.peer_python {
         Some(_) if args.peer.peer_json.is_none() => Some(Assets::unpack()?),
         _ => None,
@@ -330,10 +450,14 @@ fn peer(args: &PeerConfig, only: &str) -> Result<Option<Value>, BenchError> {
         .as_ref()
         .map(|a| a.path("scripts/bench_torch.py").display().to_string())
         .unwrap_or_default();
+    let mut script_args = vec![script, "--only".into(), only.into()];
+    script_args.extend(args.target.peer_flags());
+    script_args.extend(extra.iter().cloned());
+    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
     run_peer(
         args.peer.peer_json.as_deref(),
         args.peer.peer_python.as_deref(),
-        &[&script, "--only", only],
+        &script_args,
     )
 }
 
@@ -448,11 +572,18 @@ fn compare(
     out: &mut dyn Write,
     args: &PeerConfig,
     only: &str,
+    extra: &[String],
     metric: Metric,
     mut ours: impl FnMut() -> Result<Value, BenchError>,
 ) -> Result<(), BenchError> {
     if args.rounds == 1 {
-        return report(out, ours()?, peer(args, only)?, metric, &args.peer.json);
+        return report(
+            out,
+            ours()?,
+            peer(args, only, extra)?,
+            metric,
+            &args.peer.json,
+        );
     }
     ensure!(
         args.peer.given(),
@@ -463,7 +594,7 @@ fn compare(
     let mut ratios = Vec::new();
     for r in 1..=args.rounds {
         let mine = ours()?;
-        let theirs = peer(args, only)?.context("the peer gave no result")?;
+        let theirs = peer(args, only, extra)?.context("the peer gave no result")?;
         let ratio = metric
             .ratio(&mine, &theirs)
             .with_context(|| format!("no number `{}` in {mine} or {theirs}", metric.key))?;
@@ -522,9 +653,8 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
              drop --peer-python/--peer-json to time other lengths"
         );
     }
-    let device = device_for(Default::default(), false)?;
-    let model = Model::random(bench_config(), 0, &device);
-    let prompts = random_ids(12345, 16, 32, 512);
+    let (model, info) = args.target.model(false)?;
+    let prompts = random_ids(12345, 16, 32, model.config.vocab_size as u64);
     let params = SamplingParams {
         temperature: 1.0,
         max_new_tokens: new_tokens.max(1),
@@ -546,30 +676,46 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
             best = best.min(stats.seconds);
             tokens = stats.new_tokens;
         }
-        Ok(json!({
+        let mine = json!({
             "generate_tokens_per_s": tokens as f64 / best,
             "seconds": best,
             "new_tokens": tokens,
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
-        }))
+        });
+        Ok(merged(mine, args.target.describe(&info, &model)))
     };
     let metric = Metric::higher("generate_tokens_per_s");
-    compare(out, args, "generate", metric, ours)
+    compare(out, args, "generate", &[], metric, ours)
 }
 
-/// A batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 workload, against
-/// PyTorch (`scripts/bench_torch.py`).
-pub fn train_step(args: &PeerConfig, out: &mut dyn Write) -> Result<(), BenchError> {
-    let device = device_for(Default::default(), true)?;
-    let model = Model::random(bench_config(), 0, &device);
+/// A train step's workload: `batch` sequences of `seq` random token ids.
+#[derive(Debug, Clone)]
+pub struct TrainStepBench {
+    pub batch: usize,
+    pub seq: usize,
+    pub args: PeerConfig,
+}
+
+/// A batch `batch × seq` causal-LM loss, backward and AdamW step (8 × 256 on the tiny Qwen2
+/// workload by default), against PyTorch (`scripts/bench_torch.py`).
+pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), BenchError> {
+    let (args, rows, seq) = (&cfg.args, cfg.batch, cfg.seq);
+    let (model, info) = args.target.model(true)?;
+    let vocab = model.config.vocab_size as u64;
+    ensure!(
+        seq <= model.config.max_position_embeddings,
+        "--seq {seq}: the {} shape's context is {}",
+        args.target.shape.name(),
+        model.config.max_position_embeddings
+    );
     let mut optim = AdamW::new(AdamWSettings {
         lr: 1e-4,
         max_grad_norm: 0.0,
         ..Default::default()
     });
-    let seqs = random_ids(99, 8, 256, 512);
+    let seqs = random_ids(99, rows, seq, vocab);
     let batch = TokenBatch::pad(&seqs, 0, PadSide::Right);
     let (m, _) = lm_train_step(model, &batch, &mut optim, 1e-4)?;
     let mut model = Some(m);
@@ -584,17 +730,25 @@ pub fn train_step(args: &PeerConfig, out: &mut dyn Write) -> Result<(), BenchErr
             loss = l;
             best = best.min(t.elapsed().as_secs_f64());
         }
-        Ok(json!({
+        let mine = json!({
             "train_step_s": best,
             "loss": loss,
-            "tokens_per_s": (8 * 256) as f64 / best,
+            "tokens_per_s": (rows * seq) as f64 / best,
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
-        }))
+        });
+        let device = model.as_ref().context("an earlier train step failed")?;
+        Ok(merged(mine, args.target.describe(&info, device)))
     };
     let metric = Metric::lower("train_step_s");
-    compare(out, args, "train", metric, ours)
+    let extra = [
+        "--batch".to_string(),
+        rows.to_string(),
+        "--seq".into(),
+        seq.to_string(),
+    ];
+    compare(out, args, "train", &extra, metric, ours)
 }
 
 /// Two recall rounds (train, score, merge) on a synthetic pool of `pool_gb` GB in `dir`: time
@@ -1168,8 +1322,11 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     settings.steps = args.steps + 1;
     settings.optim.lr = 1e-6;
     settings.micro_batch_size = args.micro_batch_size;
-    let device = device_for(Default::default(), true)?;
-    let model = Model::random(bench_config(), 0, &device);
+    let target = Target {
+        backend: args.backend,
+        shape: Shape::Tiny,
+    };
+    let (model, info) = target.model(true)?;
     if args.rollout_endpoints > 0 {
         std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(
@@ -1178,6 +1335,7 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     }
     let mut trainer = GrpoTrainer::new(settings, model, &tokenizer, &rewards)?;
     let (best, tokens) = timed_grpo_steps(&mut trainer, &tasks, args.steps)?;
+    let described = target.describe(&info, trainer.policy());
     let ours = json!({
         "step_s": best,
         "gen_tokens_per_step": tokens,
@@ -1187,24 +1345,27 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "peak_rss_mb": peak_rss_mb(),
         "threads": threads(),
     });
+    let ours = merged(ours, described);
     let beta = args.beta.to_string();
     let steps = args.steps.to_string();
-    let prompts_arg = prompts.display().to_string();
+    let mut script_args = vec![
+        assets
+            .path("scripts/bench_trl_grpo.py")
+            .display()
+            .to_string(),
+        "--prompts".into(),
+        prompts.display().to_string(),
+        "--beta".into(),
+        beta,
+        "--steps".into(),
+        steps,
+    ];
+    script_args.extend(target.peer_flags());
+    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
     let peer = run_peer(
         args.peer.peer_json.as_deref(),
         args.peer.peer_python.as_deref(),
-        &[
-            &assets
-                .path("scripts/bench_trl_grpo.py")
-                .display()
-                .to_string(),
-            "--prompts",
-            &prompts_arg,
-            "--beta",
-            &beta,
-            "--steps",
-            &steps,
-        ],
+        &script_args,
     );
     std::fs::remove_file(&prompts).ok();
     let mut peer = peer?;
@@ -1364,6 +1525,7 @@ mod tests {
 
     fn args(rounds: u32, peer_python: Option<PathBuf>, json: Option<PathBuf>) -> PeerConfig {
         PeerConfig {
+            target: Target::default(),
             repeats: 1,
             rounds,
             peer: PeerFlags {
@@ -1397,13 +1559,12 @@ mod tests {
             Ok(json!({ "generate_tokens_per_s": ours_per_round[i] }))
         };
         let metric = Metric::higher("generate_tokens_per_s");
-        compare(&mut std::io::sink(), &args, "generate", metric, ours).unwrap();
+        compare(&mut std::io::sink(), &args, "generate", &[], metric, ours).unwrap();
         let log = std::fs::read_to_string(&log).unwrap();
         assert_eq!(log.lines().count(), 4);
-        assert!(
-            log.lines()
-                .all(|l| l.ends_with("scripts/bench_torch.py --only generate"))
-        );
+        assert!(log.lines().all(|l| {
+            l.ends_with("scripts/bench_torch.py --only generate --shape tiny --device cpu")
+        }));
         let all: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         let ratios: Vec<f64> = all["rounds"]
             .as_array()
@@ -1432,6 +1593,7 @@ mod tests {
             &mut std::io::sink(),
             &args(3, None, None),
             "train",
+            &[],
             metric,
             || panic!("nothing runs without a peer"),
         )

@@ -483,3 +483,86 @@ fn rm_score_answers_every_line_in_order() {
     );
     assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
 }
+
+/// `--backend` is one flag on every command that runs a model: an unknown name is refused with
+/// the list, a backend this build lacks with the feature to rebuild with (before any output
+/// is written), and flex names its device on stderr.
+#[test]
+fn every_model_command_takes_the_backend_flag() {
+    let model = fixture("tiny-qwen2");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"1 + 1 =\"}\n").unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let m = model.to_str().unwrap();
+    let (p, o) = (prompts.to_str().unwrap(), out.to_str().unwrap());
+    // The SFT example with its paths made absolute and its output in the temporary folder.
+    let sft = tmp.path().join("sft.toml");
+    let text = std::fs::read_to_string(examples.join("sft-tiny.toml"))
+        .unwrap()
+        .replace("\"../fixtures/tiny-qwen2\"", &format!("{m:?}"))
+        .replace("\"data/", &format!("\"{}/data/", examples.display()))
+        .replace(
+            "\"../runs/sft-tiny\"",
+            &format!("{:?}", tmp.path().join("sft")),
+        );
+    std::fs::write(&sft, text).unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["generate", "--model", m, "--prompts", p, "--out", o],
+        vec!["model", "logprobs", "--model", m, "--ids", "1,2,3"],
+        vec!["serve", "--model", m, "--port", "0"],
+        vec!["rm", "score", "--model", m, "--input", p, "--out", o],
+        vec!["sft", "--config", sft.to_str().unwrap()],
+        vec!["bench", "generate", "--new-tokens", "1"],
+    ];
+    for args in &commands {
+        let run = bin()
+            .args(args)
+            .args(["--backend", "tpu"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains("expected flex, wgpu, vulkan or cuda"),
+            "{args:?}: {err}"
+        );
+        let Some(missing) = reasonlab_model::BackendKind::ALL
+            .into_iter()
+            .find(|k| !k.compiled())
+        else {
+            panic!("every backend is compiled in; this test needs a build without one")
+        };
+        let run = bin()
+            .args(args)
+            .args(["--backend", missing.name()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains(&format!("--features {missing}")),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!out.exists(), "a refused run wrote its output");
+    assert!(
+        !tmp.path().join("sft/checkpoints").exists(),
+        "a refused SFT run trained"
+    );
+    let run = bin()
+        .args([
+            "model",
+            "logprobs",
+            "--model",
+            m,
+            "--ids",
+            "1,2,3",
+            "--backend",
+            "flex",
+        ])
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.starts_with("device: flex (CPU, "), "{err}");
+}

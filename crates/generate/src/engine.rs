@@ -13,7 +13,7 @@ use reasonlab_core::engine::{
     Engine, EngineError, ModelInfo, Output, Prompt, Request, Role, Sample, Sampling, TokenLogprob,
     WeightUpdate, model_dir_hash,
 };
-use reasonlab_model::{BackendKind, Model, ModelError, device_for};
+use reasonlab_model::{BackendKind, DeviceInfo, Model, ModelError, open};
 use reasonlab_tokenize::{TokenizeError, Tokenizer};
 
 use crate::{SamplingParams, SeqRng, generate_streaming};
@@ -47,6 +47,8 @@ pub struct LocalEngine {
     model: Mutex<(Model, u64)>,
     tokenizer: Tokenizer,
     info: ModelInfo,
+    /// Where the model runs (`None` for a model handed to [`LocalEngine::new`]).
+    device: Option<DeviceInfo>,
 }
 
 /// Most sequences decoded at once.
@@ -59,16 +61,18 @@ impl LocalEngine {
             model: Mutex::new((model, 0)),
             tokenizer,
             info,
+            device: None,
         }
     }
 
     /// Load `dir` (HF layout: weights and tokenizer) on `backend`; the model is named after
     /// the directory and hashed by its files.
     pub fn load(dir: &Path, backend: BackendKind) -> Result<Self, LocalEngineError> {
-        let device = device_for(backend, false).map_err(|source| LocalEngineError::Model {
-            path: dir.into(),
-            source,
-        })?;
+        let (device, device_info) =
+            open(backend, false).map_err(|source| LocalEngineError::Model {
+                path: dir.into(),
+                source,
+            })?;
         let model = Model::load(dir, &device).map_err(|source| LocalEngineError::Model {
             path: dir.into(),
             source,
@@ -91,7 +95,14 @@ impl LocalEngine {
             })?,
             location: dir.display().to_string(),
         };
-        Ok(Self::new(model, tokenizer, info))
+        let mut engine = Self::new(model, tokenizer, info);
+        engine.device = Some(device_info);
+        Ok(engine)
+    }
+
+    /// The device the model runs on, when the engine loaded it.
+    pub fn device(&self) -> Option<&DeviceInfo> {
+        self.device.as_ref()
     }
 
     /// Rename the model (the id a server announces and checks).

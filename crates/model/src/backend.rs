@@ -1,35 +1,83 @@
-//! The one place the tensor backend is chosen.
+//! The one place the tensor backend is chosen, and the device it landed on described.
 //!
-//! `flex` (pure-Rust CPU, SIMD + rayon) is always built. `wgpu` (Vulkan/Metal/DX12) builds
-//! offline behind the `wgpu` feature. `cuda` is behind the `cuda` feature: its build downloads an
-//! LLVM bundle, so it needs network at build time.
+//! `flex` (pure-Rust CPU, SIMD + rayon) is always built. `wgpu` (Vulkan/Metal/DX12 through
+//! WGSL) and `vulkan` (wgpu pinned to Vulkan with the SPIR-V compiler) build offline behind the
+//! features of the same names. `cuda` is behind the `cuda` feature: its build downloads an LLVM
+//! bundle, so it needs network at build time.
+//!
+//! Every command and run config takes the same choice (`--backend`, `backend = "…"`), and every
+//! run reports the device it opened ([`DeviceInfo`]). A GPU backend that lands on a software
+//! adapter (Mesa's llvmpipe/lavapipe, on a machine without a GPU driver) still runs, correctly
+//! and slowly; [`DeviceInfo::warning`] says so rather than let it pass for a GPU.
+
+use std::fmt;
 
 use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
 /// Where tensors run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// Pure-Rust CPU backend (default).
     #[default]
+    #[serde(alias = "cpu")]
     Flex,
-    /// GPU through wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
+    /// GPU through wgpu, the graphics API chosen at run time (Vulkan, Metal, DX12); needs the
+    /// `wgpu` feature.
     Wgpu,
+    /// GPU through wgpu pinned to Vulkan, kernels compiled to SPIR-V; needs the `vulkan` feature.
+    Vulkan,
     /// NVIDIA GPU through CUDA; needs the `cuda` feature.
     Cuda,
+}
+
+impl BackendKind {
+    /// Every backend, in the order the error messages list them.
+    pub const ALL: [BackendKind; 4] = [Self::Flex, Self::Wgpu, Self::Vulkan, Self::Cuda];
+
+    /// The name `--backend` and `backend =` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Wgpu => "wgpu",
+            Self::Vulkan => "vulkan",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build can open the backend (its cargo feature is on).
+    pub fn compiled(self) -> bool {
+        match self {
+            Self::Flex => true,
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Vulkan => cfg!(feature = "vulkan"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for BackendKind {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "flex" | "cpu" => Ok(Self::Flex),
-            "wgpu" => Ok(Self::Wgpu),
-            "cuda" => Ok(Self::Cuda),
-            other => Err(ModelError::Input(format!(
-                "unknown backend {other:?}; expected flex, wgpu or cuda"
-            ))),
+            "cpu" => Ok(Self::Flex),
+            _ => Self::ALL
+                .into_iter()
+                .find(|k| k.name() == s)
+                .ok_or_else(|| {
+                    ModelError::Input(format!(
+                        "unknown backend {s:?}; expected flex, wgpu, vulkan or cuda"
+                    ))
+                }),
         }
     }
 }
@@ -40,15 +88,154 @@ pub fn device_for(kind: BackendKind, autodiff: bool) -> Result<Device, ModelErro
         BackendKind::Flex => Device::flex(),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => Device::wgpu(Default::default()),
+        #[cfg(feature = "vulkan")]
+        BackendKind::Vulkan => Device::vulkan(Default::default()),
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => Device::cuda(0),
         #[allow(unreachable_patterns)]
         other => {
             return Err(ModelError::Input(format!(
-                "backend {other:?} is not compiled in; rebuild with `--features {}`",
-                format!("{other:?}").to_lowercase()
+                "backend {other} is not compiled in; rebuild with `--features {other}`"
             )));
         }
     };
     Ok(if autodiff { device.autodiff() } else { device })
+}
+
+/// Open the device for `kind` and say what it is.
+pub fn open(kind: BackendKind, autodiff: bool) -> Result<(Device, DeviceInfo), ModelError> {
+    let device = device_for(kind, autodiff)?;
+    let info = DeviceInfo::of(kind, &device)?;
+    Ok((device, info))
+}
+
+/// The device a run landed on, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    pub backend: BackendKind,
+    /// The adapter as it names itself (`NVIDIA H200`, `llvmpipe (LLVM 15.0.6, 256 bits)`), or
+    /// the CPU backend's thread count.
+    pub name: String,
+    /// A GPU backend that runs on no card: a software rasterizer such as llvmpipe/lavapipe.
+    pub software: bool,
+}
+
+impl DeviceInfo {
+    /// Describe an opened `device` of backend `kind` (opening a GPU device initialises it, so a
+    /// missing driver fails here with the runtime's message instead of at the first tensor).
+    pub fn of(kind: BackendKind, device: &Device) -> Result<Self, ModelError> {
+        if kind == BackendKind::Flex {
+            return Ok(Self {
+                backend: kind,
+                name: format!("CPU, {} threads", rayon::current_num_threads()),
+                software: false,
+            });
+        }
+        Self::of_gpu(kind, device)
+    }
+
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+    fn of_gpu(kind: BackendKind, device: &Device) -> Result<Self, ModelError> {
+        let identity = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.identity()))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("the runtime panicked");
+                ModelError::Backend(format!("could not open a {kind} device: {why}"))
+            })?;
+        Ok(match identity {
+            Some(id) => Self {
+                backend: kind,
+                software: id.physical.is_none(),
+                name: id.name,
+            },
+            None => Self {
+                backend: kind,
+                name: "unnamed device".into(),
+                software: false,
+            },
+        })
+    }
+
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
+    fn of_gpu(kind: BackendKind, _device: &Device) -> Result<Self, ModelError> {
+        // `device_for` refuses GPU backends that are not compiled in, so this is not reached.
+        Err(ModelError::Input(format!(
+            "backend {kind} is not compiled in; rebuild with `--features {kind}`"
+        )))
+    }
+
+    /// A warning when a GPU backend runs on a software adapter.
+    pub fn warning(&self) -> Option<String> {
+        self.software.then(|| {
+            format!(
+                "backend {} is running on a software adapter ({}), not a GPU: results are \
+                 correct but slower than `--backend flex`; install the GPU's Vulkan driver or \
+                 use flex",
+                self.backend, self.name
+            )
+        })
+    }
+}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device: {} ({})", self.backend, self.name)?;
+        if self.software {
+            f.write_str(", software adapter")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_flags_and_toml() {
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.name().parse::<BackendKind>().unwrap(), kind);
+            let toml = format!("backend = {:?}", kind.name());
+            #[derive(Deserialize)]
+            struct T {
+                backend: BackendKind,
+            }
+            assert_eq!(toml::from_str::<T>(&toml).unwrap().backend, kind);
+        }
+        assert_eq!("cpu".parse::<BackendKind>().unwrap(), BackendKind::Flex);
+        let err = "tpu".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(err.contains("flex, wgpu, vulkan or cuda"), "{err}");
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_says_which_feature_to_add() {
+        for kind in BackendKind::ALL.into_iter().filter(|k| !k.compiled()) {
+            let err = device_for(kind, false).unwrap_err().to_string();
+            assert!(err.contains(&format!("--features {kind}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_cpu_backend_reports_itself_and_never_warns() {
+        let (_, info) = open(BackendKind::Flex, true).unwrap();
+        assert_eq!(info.backend, BackendKind::Flex);
+        assert!(info.name.contains("threads"), "{info}");
+        assert!(info.warning().is_none());
+        assert!(info.to_string().starts_with("device: flex"));
+    }
+
+    #[test]
+    fn a_software_adapter_is_warned_about() {
+        let info = DeviceInfo {
+            backend: BackendKind::Wgpu,
+            name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+            software: true,
+        };
+        let warning = info.warning().unwrap();
+        assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));
+        assert!(info.to_string().ends_with("software adapter"));
+    }
 }

@@ -29,7 +29,7 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-pub use backend::{BackendKind, device_for};
+pub use backend::{BackendKind, DeviceInfo, device_for, open};
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
 use decoder::{LayerCache, Rope};

@@ -14,6 +14,8 @@ use reasonlab_serve::pool::{PoolError, RolloutPool};
 use reasonlab_train::grpo::{SyncMode, WeightSync};
 use serde::{Deserialize, Serialize};
 
+use crate::run::Event;
+
 /// A local model or an endpoint, and how to talk to the endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +23,10 @@ pub struct EngineSpec {
     /// A local model directory (HF layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
+    /// The local model's tensor backend (`flex`, `wgpu`, `vulkan`, `cuda`); unset: the run's
+    /// own `backend`, else flex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
     /// An OpenAI-compatible server, e.g. `http://127.0.0.1:8000`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -100,6 +106,7 @@ impl EngineSpec {
     pub fn local(dir: impl Into<PathBuf>) -> Self {
         Self {
             model: Some(dir.into()),
+            backend: None,
             endpoint: None,
             model_name: None,
             api_key_env: default_key_env(),
@@ -127,8 +134,13 @@ impl EngineSpec {
         .client(url, model))
     }
 
-    /// Build the engine; a relative model path is resolved against `base`.
-    pub fn build(&self, base: &Path) -> Result<Box<dyn Engine>, EngineSpecError> {
+    /// Build the engine; a relative model path is resolved against `base`. A local model's
+    /// device is reported through `on_event` (and a software adapter warned about).
+    pub fn build(
+        &self,
+        base: &Path,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Box<dyn Engine>, EngineSpecError> {
         match (&self.model, &self.endpoint) {
             (Some(dir), None) => {
                 let dir = if dir.is_absolute() {
@@ -136,7 +148,11 @@ impl EngineSpec {
                 } else {
                     base.join(dir)
                 };
-                Ok(Box::new(LocalEngine::load(&dir, BackendKind::Flex)?))
+                let engine = LocalEngine::load(&dir, self.backend.unwrap_or_default())?;
+                if let Some(info) = engine.device() {
+                    crate::run::report_device(info, on_event);
+                }
+                Ok(Box::new(engine))
             }
             (None, Some(_)) => Ok(Box::new(OpenAiClient::new(self.client_config()?)?)),
             _ => Err(EngineSpecError::Neither),

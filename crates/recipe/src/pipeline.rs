@@ -45,6 +45,7 @@ use std::time::Instant;
 
 use reasonlab_core::jsonl::BadLines;
 use reasonlab_eval::MetricKey;
+use reasonlab_model::BackendKind;
 use serde::{Deserialize, Serialize};
 
 use crate::run::distill::DistillConfig;
@@ -118,6 +119,10 @@ pub struct Stage {
 pub struct Recipe {
     #[serde(default)]
     pub name: Option<String>,
+    /// Every stage's tensor backend (`flex`, `wgpu`, `vulkan`, `cuda`), unless its config sets
+    /// its own (`backend = …`, or `[engine] backend = …` for a local engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
     pub stage: Vec<Stage>,
     /// The recipe file's folder: relative paths in stage configs are relative to it.
     #[serde(skip)]
@@ -287,7 +292,10 @@ pub fn run(
             continue;
         }
         let stage_dir = dir.root().join("stages").join(&stage.name);
-        let config = resolve_stage(stage, &stage_dir, &manifest)?;
+        let mut config = resolve_stage(stage, &stage_dir, &manifest)?;
+        if let Some(backend) = recipe.backend {
+            default_backend(stage.kind, &mut config, backend);
+        }
         let started = Instant::now();
         let result = run_stage(
             stage.kind,
@@ -503,6 +511,29 @@ fn substitute(v: &mut toml::Value, stage: &str, manifest: &Manifest) -> Result<(
 }
 
 /// Run one stage; its outputs and held-out pass@1 (eval).
+/// Give a stage's config `backend` where it sets none: top-level for the training stages, in
+/// `[engine]` for the sampling stages when the engine is a local model.
+fn default_backend(kind: StageKind, config: &mut toml::Table, backend: BackendKind) {
+    let value = toml::Value::String(backend.name().into());
+    match kind {
+        StageKind::Pretrain
+        | StageKind::Sft
+        | StageKind::Grpo
+        | StageKind::Distill
+        | StageKind::RmTrain => {
+            config.entry("backend").or_insert(value);
+        }
+        StageKind::Sample | StageKind::Eval | StageKind::RmLabel => {
+            if let Some(toml::Value::Table(engine)) = config.get_mut("engine")
+                && engine.contains_key("model")
+            {
+                engine.entry("backend").or_insert(value);
+            }
+        }
+        StageKind::Task => {}
+    }
+}
+
 fn run_stage(
     kind: StageKind,
     config: toml::Table,
@@ -543,7 +574,7 @@ fn run_stage(
             };
             let engine = file
                 .engine
-                .build(base)
+                .build(base, on_event)
                 .map_err(|e| RunError::Invalid(e.to_string()))?;
             std::fs::create_dir_all(stage_dir).map_err(io(stage_dir))?;
             crate::run::rm::label::label(&cfg, engine.as_ref(), on_event)?;

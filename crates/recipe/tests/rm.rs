@@ -221,6 +221,7 @@ fn math_shepherd_labels_a_prm_that_ranks_chains_by_their_first_error() {
         input: held_in,
         out: scores_out.clone(),
         batch_size: 8,
+        backend: Default::default(),
     };
     rm::score_file(&score_cfg, &mut |_| {}).unwrap();
     let scores: Vec<Vec<f32>> = read_lines(&scores_out)

@@ -10,7 +10,7 @@ pub enum BenchCommand {
     /// 16 prompts × 32 tokens, then 128 new tokens sampled at T=1, on the tiny Qwen2 workload.
     Generate(GenerateArgs),
     /// Batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 workload.
-    TrainStep(PeerArgs),
+    TrainStep(TrainStepArgs),
     /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 workload,
     /// against TRL's SFTTrainer.
     Sft(SftArgs),
@@ -77,6 +77,14 @@ impl PeerFlags {
 
 #[derive(clap::Args, Clone)]
 pub struct PeerArgs {
+    /// Our tensor backend: flex (CPU), wgpu, vulkan or cuda. The peer runs on CUDA when this is
+    /// a GPU backend.
+    #[arg(long, default_value = "flex")]
+    backend: reasonlab_model::BackendKind,
+    /// The model: tiny (the CPU workload) or qwen2.5-0.5b (Qwen2.5-0.5B's shapes, random
+    /// weights: the GPU workload).
+    #[arg(long, default_value = "tiny")]
+    shape: bench::Shape,
     /// Timed repetitions (best is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
@@ -92,6 +100,10 @@ pub struct PeerArgs {
 impl PeerArgs {
     fn config(&self) -> bench::PeerConfig {
         bench::PeerConfig {
+            target: bench::Target {
+                backend: self.backend,
+                shape: self.shape,
+            },
             repeats: self.repeats,
             rounds: self.rounds,
             peer: self.peer.config(),
@@ -105,6 +117,18 @@ pub struct GenerateArgs {
     /// peer script runs 128 only).
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
+    #[command(flatten)]
+    args: PeerArgs,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct TrainStepArgs {
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
     #[command(flatten)]
     args: PeerArgs,
 }
@@ -124,6 +148,10 @@ pub struct GrpoArgs {
     /// weights pushed every step) against in-process sampling, instead of the peer.
     #[arg(long, default_value_t = 0)]
     rollout_endpoints: usize,
+    /// Our tensor backend: flex (CPU), wgpu, vulkan or cuda. The peer runs on CUDA when this is
+    /// a GPU backend.
+    #[arg(long, default_value = "flex")]
+    backend: reasonlab_model::BackendKind,
     #[command(flatten)]
     peer: PeerFlags,
 }
@@ -203,7 +231,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             },
             out,
         )?,
-        BenchCommand::TrainStep(a) => bench::train_step(&a.config(), out)?,
+        BenchCommand::TrainStep(a) => bench::train_step(
+            &bench::TrainStepBench {
+                batch: a.batch,
+                seq: a.seq,
+                args: a.args.config(),
+            },
+            out,
+        )?,
         BenchCommand::Rm(a) => bench::rm(
             &bench::RmBench {
                 objective: match a.objective {
@@ -240,6 +275,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 steps: a.steps,
                 micro_batch_size: a.micro_batch_size,
                 rollout_endpoints: a.rollout_endpoints,
+                backend: a.backend,
                 peer: a.peer.config(),
             },
             out,

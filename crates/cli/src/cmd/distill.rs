@@ -13,6 +13,8 @@ pub struct Args {
     /// Run configuration (TOML).
     #[arg(long)]
     config: PathBuf,
+    #[command(flatten)]
+    backend: super::runcfg::BackendFlag,
     /// Continue the student's SFT from its newest checkpoint (trace sampling always resumes).
     #[arg(long)]
     resume: bool,
@@ -22,7 +24,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = DistillConfig::load(&args.config)?;
+    let mut cfg = DistillConfig::load(&args.config)?;
+    if let Some(b) = args.backend.backend {
+        cfg.backend = b;
+        if cfg.traces.engine.model.is_some() {
+            cfg.traces.engine.backend = Some(b);
+        }
+    }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();
     let summary = distill::run(

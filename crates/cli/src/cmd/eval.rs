@@ -146,6 +146,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 AggregateArg::Last => Aggregate::Last,
             },
             separator: "\n".into(),
+            backend: args.source.backend,
         }),
         tools: args.tools.setup()?,
     };

@@ -47,8 +47,9 @@ pub struct Args {
     /// Skip malformed input lines instead of stopping.
     #[arg(long)]
     skip_bad_lines: bool,
-    #[arg(long, value_enum, default_value_t = super::model::Backend::Flex)]
-    backend: super::model::Backend,
+    /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: reasonlab_model::BackendKind,
     #[command(flatten)]
     tools: super::sandbox::ToolArgs,
 }
@@ -58,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = GenerateConfig {
         tools,
         model: args.model,
-        backend: args.backend.into(),
+        backend: args.backend,
         prompts: args.prompts,
         out: args.out,
         n: args.n,

@@ -12,13 +12,18 @@ pub struct Args {
     /// Run configuration (TOML).
     #[arg(long)]
     config: PathBuf,
+    #[command(flatten)]
+    backend: super::runcfg::BackendFlag,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     #[arg(long)]
     resume: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = GrpoConfig::load(&args.config)?;
+    let mut cfg = GrpoConfig::load(&args.config)?;
+    if let Some(b) = args.backend.backend {
+        cfg.backend = b;
+    }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();
     let summary = grpo::run(&cfg, &dir, runcfg::resume(args.resume), &mut |e| {

@@ -3,8 +3,24 @@
 use std::path::Path;
 
 use anyhow::Context;
-use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_model::tensor::Device;
+use reasonlab_model::{BackendKind, DeviceInfo, Model, device_for};
 use reasonlab_tokenize::Tokenizer;
+
+/// Open `backend`'s device for inference and say on stderr where it landed.
+pub fn open(backend: BackendKind) -> anyhow::Result<Device> {
+    let (device, info) = reasonlab_model::open(backend, false)?;
+    report(&info);
+    Ok(device)
+}
+
+/// The device line on stderr, and a warning when a GPU backend runs on a software adapter.
+pub fn report(info: &DeviceInfo) {
+    eprintln!("{info}");
+    if let Some(warning) = info.warning() {
+        tracing::warn!("{warning}");
+    }
+}
 
 /// Load `DIR` on the chosen backend; the tokenizer is optional (some subcommands take ids).
 pub fn load(dir: &Path, backend: BackendKind) -> anyhow::Result<(Model, Option<Tokenizer>)> {

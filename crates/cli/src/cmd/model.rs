@@ -30,8 +30,9 @@ pub enum ModelCommand {
         /// Comma-separated token ids, e.g. 3,17,42.
         #[arg(long, value_delimiter = ',', required = true)]
         ids: Vec<u32>,
-        #[arg(long, value_enum, default_value_t = Backend::Flex)]
-        backend: Backend,
+        /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: BackendKind,
     },
 }
 
@@ -40,24 +41,6 @@ pub enum ModelCommand {
 pub enum Dtype {
     F32,
     Bf16,
-}
-
-/// Tensor backend flag.
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Backend {
-    Flex,
-    Wgpu,
-    Cuda,
-}
-
-impl From<Backend> for BackendKind {
-    fn from(b: Backend) -> Self {
-        match b {
-            Backend::Flex => BackendKind::Flex,
-            Backend::Wgpu => BackendKind::Wgpu,
-            Backend::Cuda => BackendKind::Cuda,
-        }
-    }
 }
 
 pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
@@ -104,7 +87,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             ids,
             backend,
         } => {
-            let device = reasonlab_model::device_for(backend.into(), false)?;
+            let device = super::local::open(backend)?;
             let m = reasonlab_model::Model::load(&model, &device)
                 .with_context(|| format!("loading model {}", model.display()))?;
             anyhow::ensure!(ids.len() >= 2, "--ids needs at least 2 token ids");

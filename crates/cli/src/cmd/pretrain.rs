@@ -13,6 +13,8 @@ pub struct Args {
     /// Run configuration (TOML).
     #[arg(long)]
     config: PathBuf,
+    #[command(flatten)]
+    backend: super::runcfg::BackendFlag,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     #[arg(long)]
     resume: bool,
@@ -22,7 +24,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = PretrainConfig::load(&args.config)?;
+    let mut cfg = PretrainConfig::load(&args.config)?;
+    if let Some(b) = args.backend.backend {
+        cfg.backend = b;
+    }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();
     let summary = pretrain::run(

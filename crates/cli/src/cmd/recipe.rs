@@ -25,6 +25,10 @@ pub enum RecipeCommand {
         /// Stop after this stage.
         #[arg(long)]
         until: Option<String>,
+        /// Every stage's tensor backend (flex, wgpu, vulkan, cuda), overriding the recipe's
+        /// `backend`; a stage that sets its own keeps it.
+        #[arg(long)]
+        backend: Option<reasonlab_model::BackendKind>,
     },
 }
 
@@ -36,8 +40,12 @@ pub fn run(cmd: RecipeCommand) -> anyhow::Result<()> {
             resume,
             from,
             until,
+            backend,
         } => {
-            let recipe = Recipe::load(&file)?;
+            let mut recipe = Recipe::load(&file)?;
+            if backend.is_some() {
+                recipe.backend = backend;
+            }
             let mut printer = Printer::default();
             let mut current = String::new();
             let summary = pipeline::run(

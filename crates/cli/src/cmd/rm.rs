@@ -17,6 +17,8 @@ pub enum RmCommand {
         /// Run configuration (TOML).
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        backend: super::runcfg::BackendFlag,
         /// Continue from the newest checkpoint in `out/checkpoints`.
         #[arg(long)]
         resume: bool,
@@ -46,6 +48,9 @@ pub enum RmCommand {
         /// Between steps, when a process model splits a `completion`.
         #[arg(long, default_value = "\n")]
         separator: String,
+        /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: reasonlab_model::BackendKind,
     },
     /// Math-Shepherd process labels: complete each step prefix `n` times and label the step by
     /// whether (hard) or how often (soft) the completions reach the gold answer. Resumable.
@@ -90,10 +95,14 @@ pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
     match cmd {
         RmCommand::Train {
             config,
+            backend,
             resume,
             strict,
         } => {
-            let cfg = RmConfig::load(&config)?;
+            let mut cfg = RmConfig::load(&config)?;
+            if let Some(b) = backend.backend {
+                cfg.backend = b;
+            }
             let dir = RunDir::create(&cfg.out)?;
             let summary = rm::train::run(
                 &cfg,
@@ -113,6 +122,7 @@ pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
             good_token,
             bad_token,
             separator,
+            backend,
         } => {
             let head = good_token
                 .zip(bad_token)
@@ -124,6 +134,7 @@ pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
                 input,
                 out,
                 batch_size,
+                backend,
             };
             let s = rm::score_file(&cfg, &mut |e| printer.event(e))?;
             printer.finish();
@@ -166,7 +177,9 @@ pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
                 },
                 chunk_size,
             };
-            let engine = source.spec().build(Path::new("."))?;
+            let engine = source
+                .spec()
+                .build(Path::new("."), &mut |e| printer.event(e))?;
             let s = rm::label::label(&cfg, engine.as_ref(), &mut |e| printer.event(e))?;
             printer.finish();
             println!("{}", serde_json::to_string_pretty(&s)?);

@@ -61,6 +61,14 @@ impl Printer {
     }
 }
 
+/// `--backend` on a command driven by a config file: it overrides the file's `backend`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct BackendFlag {
+    /// Tensor backend, overriding the config's `backend`: flex (CPU), wgpu, vulkan or cuda.
+    #[arg(long)]
+    pub backend: Option<reasonlab_model::BackendKind>,
+}
+
 /// `--resume` as the drivers take it.
 pub fn resume(flag: bool) -> Resume {
     if flag { Resume::Latest } else { Resume::Fresh }

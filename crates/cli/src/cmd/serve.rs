@@ -13,6 +13,9 @@ pub struct Args {
     /// A local model directory (HF layout).
     #[arg(long)]
     model: PathBuf,
+    /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -41,7 +44,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut engine = reasonlab_generate::LocalEngine::load(&args.model, BackendKind::Flex)?;
+    let mut engine = reasonlab_generate::LocalEngine::load(&args.model, args.backend)?;
+    let device = engine
+        .device()
+        .map(|d| {
+            if let Some(warning) = d.warning() {
+                tracing::warn!("{warning}");
+            }
+            d.to_string()
+        })
+        .unwrap_or_default();
     if let Some(name) = &args.served_model_name {
         engine = engine.with_name(name);
     }
@@ -69,8 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     reasonlab_serve::serve_blocking(Arc::new(engine), cfg, |addr| {
         // One line: scripts read it for the address (and may close the pipe after).
         eprintln!(
-            "serving `{id}` on http://{addr}/v1 (new weights: POST /update_weights_from_disk or \
-             /v1/load_lora_adapter; Ctrl-C stops after in-flight requests)"
+            "serving `{id}` on http://{addr}/v1 ({device}; new weights: POST \
+             /update_weights_from_disk or /v1/load_lora_adapter; Ctrl-C stops after in-flight \
+             requests)"
         );
     })?;
     Ok(())

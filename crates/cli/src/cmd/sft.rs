@@ -14,6 +14,8 @@ pub struct Args {
     /// Run configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub backend: super::runcfg::BackendFlag,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     #[arg(long)]
     pub resume: bool,
@@ -32,7 +34,10 @@ pub fn bad_lines(strict: bool) -> BadLines {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = SftConfig::load(&args.config)?;
+    let mut cfg = SftConfig::load(&args.config)?;
+    if let Some(b) = args.backend.backend {
+        cfg.backend = b;
+    }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();
     let summary = sft::run(

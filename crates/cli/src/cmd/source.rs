@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use reasonlab_model::BackendKind;
 use reasonlab_recipe::engines::EngineSpec;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -10,6 +11,9 @@ pub struct GeneratorArgs {
     /// A local model directory (HF layout).
     #[arg(long, conflicts_with = "endpoint")]
     pub model: Option<PathBuf>,
+    /// The local model's tensor backend: flex (CPU), wgpu, vulkan or cuda.
+    #[arg(long, default_value = "flex", conflicts_with = "endpoint")]
+    pub backend: BackendKind,
     /// An OpenAI-compatible server, e.g. http://127.0.0.1:8000.
     #[arg(long, requires = "model_name")]
     pub endpoint: Option<String>,
@@ -38,6 +42,7 @@ impl GeneratorArgs {
     pub fn spec(&self) -> EngineSpec {
         EngineSpec {
             model: self.model.clone(),
+            backend: self.model.as_ref().map(|_| self.backend),
             endpoint: self.endpoint.clone(),
             model_name: self.model_name.clone(),
             api_key_env: self.api_key_env.clone(),

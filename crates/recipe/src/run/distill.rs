@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use reasonlab_core::engine::Sampling;
 use reasonlab_core::jsonl::{self, BadLines};
 use reasonlab_eval::Benchmark;
+use reasonlab_model::BackendKind;
 use reasonlab_train::sft::{SftRecord, SftSettings};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,9 @@ pub struct DistillFile {
     pub held_out: f64,
     #[serde(default)]
     pub save_every: usize,
+    /// The student's tensor backend, and a local teacher's unless `[teacher]` sets its own.
+    #[serde(default)]
+    pub backend: BackendKind,
     pub teacher: EngineSpec,
     /// The teacher's code runs in the sandbox: tool-integrated traces.
     #[serde(default)]
@@ -83,6 +87,8 @@ pub struct DistillConfig {
     pub out: PathBuf,
     pub held_out: f64,
     pub save_every: usize,
+    /// The student's tensor backend.
+    pub backend: BackendKind,
     /// The teacher's sampling job (its `out` is `OUT/traces.jsonl`).
     pub traces: SampleConfig,
     pub sft: SftSettings,
@@ -107,10 +113,14 @@ impl DistillConfig {
         };
         let mut teacher = c.teacher.clone();
         teacher.model = teacher.model.map(|m| loaded.path(&m));
+        if teacher.model.is_some() && teacher.backend.is_none() {
+            teacher.backend = Some(c.backend);
+        }
         Ok(Self {
             student: loaded.path(&c.student),
             held_out: c.held_out,
             save_every: c.save_every,
+            backend: c.backend,
             traces: SampleConfig {
                 data,
                 engine: teacher,
@@ -169,6 +179,7 @@ pub fn run(
         Vec::new(),
         cfg.held_out,
         cfg.sft.clone(),
+        cfg.backend,
         dir,
         cfg.save_every,
         resume,

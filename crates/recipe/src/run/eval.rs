@@ -157,7 +157,7 @@ pub fn run(
     base: &Path,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunResults, RunError> {
-    let engine = cfg.engine.build(base)?;
+    let engine = cfg.engine.build(base, on_event)?;
     dir.write_config(cfg)?;
     on_event(Event::Started {
         stage: "eval",

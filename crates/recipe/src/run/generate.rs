@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use reasonlab_core::engine::{Engine, Message, ModelInfo, Prompt, Request, Role, Sampling};
 use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
 use reasonlab_generate::{GenStats, LocalEngine, SamplingParams, generate};
-use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_model::{BackendKind, Model};
 use reasonlab_sandbox::tools::ToolEngine;
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ pub fn run(
     cfg: &GenerateConfig,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<GenerateSummary, RunError> {
-    let device = device_for(cfg.backend, false)?;
+    let device = super::open_device(cfg.backend, false, on_event)?;
     let model = Model::load(&cfg.model, &device)?;
     let tok = Tokenizer::from_dir(&cfg.model)?;
     let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;

@@ -120,6 +120,9 @@ pub struct GrpoFile {
     pub preset: Preset,
     #[serde(default)]
     pub save_every: usize,
+    /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
+    #[serde(default)]
+    pub backend: BackendKind,
     #[serde(default)]
     pub long_prompts: LongPrompts,
     #[serde(default)]
@@ -253,9 +256,10 @@ impl RewardModelSpec {
 /// the process model (at most one) goes to the trainer.
 pub fn load_reward_models(
     specs: &[RewardModelSpec],
+    backend: BackendKind,
     rewards: &mut reasonlab_reward::WeightedSum,
 ) -> Result<Option<ProcessRewardModel>, RunError> {
-    let device = device_for(BackendKind::Flex, false)?;
+    let device = device_for(backend, false)?;
     let mut process = None;
     for spec in specs {
         let rm = super::rm::load(&spec.model, spec.head.as_ref(), 0, &device)?;
@@ -309,6 +313,8 @@ pub struct GrpoConfig {
     pub out: PathBuf,
     pub preset: Preset,
     pub save_every: usize,
+    /// The policy's and the reward models' backend.
+    pub backend: BackendKind,
     pub long_prompts: LongPrompts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prompt_length: Option<usize>,
@@ -368,6 +374,7 @@ impl GrpoConfig {
             out: resolve(base, &file.out),
             preset: file.preset,
             save_every: file.save_every,
+            backend: file.backend,
             long_prompts: file.long_prompts,
             max_prompt_length: file.max_prompt_length,
             rollout: file.rollout.clone().map(|r| RolloutSpec {
@@ -630,14 +637,14 @@ pub(crate) fn segment(
     let started = Instant::now();
     let rewards_cfg = reasonlab_reward::RewardConfig::load(&cfg.rewards)?;
     let mut rewards = rewards_cfg.build();
-    let process = load_reward_models(&cfg.reward_model, &mut rewards)?;
+    let process = load_reward_models(&cfg.reward_model, cfg.backend, &mut rewards)?;
     for spec in &cfg.code_reward {
         spec.push_into(&mut rewards)?;
     }
     let resume_from = dir.resume_from(resume)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
-    let device = device_for(BackendKind::Flex, true)?;
+    let device = super::open_device(cfg.backend, true, on_event)?;
     let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?;
     let context = policy.config.max_position_embeddings;
 

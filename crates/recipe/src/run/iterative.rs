@@ -36,7 +36,6 @@ use reasonlab_core::engine::{Engine, Prompt, Request, Sampling};
 use reasonlab_core::jsonl::BadLines;
 use reasonlab_core::rng::SplitMix64;
 use reasonlab_generate::LocalEngine;
-use reasonlab_model::BackendKind;
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::rm::rewards::split_steps;
 use reasonlab_train::rm::{Objective, RmQuality, RmSettings};
@@ -224,8 +223,8 @@ fn update_reward_model(
     let policy = reasonlab_train::checkpoint::latest(dir.root())?
         .ok_or_else(|| RunError::Invalid("no policy checkpoint after the round".into()))?;
     let policy_step = step_of(&policy);
-    let engine = LocalEngine::load(&policy, BackendKind::Flex)
-        .map_err(crate::engines::EngineSpecError::from)?;
+    let engine =
+        LocalEngine::load(&policy, cfg.backend).map_err(crate::engines::EngineSpecError::from)?;
     let tokenizer = Tokenizer::from_dir(&policy)?;
     let context = reasonlab_model::ModelConfig::from_dir(&policy)?.max_position_embeddings;
     let tasks = super::grpo::tasks(cfg, &tokenizer, context)?;
@@ -354,6 +353,7 @@ fn update_reward_model(
         out: rdir.join("rm"),
         save_every: 0,
         head: cfg.reward_model[0].head.clone(),
+        backend: cfg.backend,
         rm: it.rm.clone(),
     };
     let rm_dir = RunDir::create(&rm_cfg.out)?;

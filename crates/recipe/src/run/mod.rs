@@ -100,6 +100,29 @@ pub enum RunError {
     Sandbox(#[from] reasonlab_sandbox::SandboxError),
 }
 
+/// Open `backend`'s device for a run and say where it landed: a note naming the device, and a
+/// warning when a GPU backend runs on a software adapter.
+pub(crate) fn open_device(
+    backend: reasonlab_model::BackendKind,
+    autodiff: bool,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<reasonlab_model::tensor::Device, RunError> {
+    let (device, info) = reasonlab_model::open(backend, autodiff)?;
+    report_device(&info, on_event);
+    Ok(device)
+}
+
+/// Say which device a run landed on; warn when a GPU backend runs on a software adapter.
+pub(crate) fn report_device(
+    info: &reasonlab_model::DeviceInfo,
+    on_event: &mut dyn FnMut(Event<'_>),
+) {
+    on_event(Event::Note(info.to_string()));
+    if let Some(warning) = info.warning() {
+        tracing::warn!("{warning}");
+    }
+}
+
 pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use reasonlab_core::jsonl::BadLines;
-use reasonlab_model::{BackendKind, Model, device_for};
+use reasonlab_model::{BackendKind, Model};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::AdamW;
 use reasonlab_train::checkpoint;
@@ -44,6 +44,9 @@ pub struct PretrainFile {
     pub preset: Option<MixturePreset>,
     #[serde(default)]
     pub save_every: usize,
+    /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
+    #[serde(default)]
+    pub backend: BackendKind,
     #[serde(default)]
     pub train: toml::Table,
     pub source: Vec<SourceSpec>,
@@ -57,6 +60,7 @@ pub struct PretrainConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<MixturePreset>,
     pub save_every: usize,
+    pub backend: BackendKind,
     pub train: PretrainSettings,
     pub source: Vec<SourceSpec>,
 }
@@ -75,6 +79,7 @@ impl PretrainConfig {
             out: loaded.path(&f.out),
             preset: f.preset,
             save_every: f.save_every,
+            backend: f.backend,
             train: overlay(&PretrainSettings::default(), &f.train, "train")?,
             source: f
                 .source
@@ -143,7 +148,7 @@ pub fn run(
         stream.restore(state.stream);
     }
     let source = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
-    let device = device_for(BackendKind::Flex, true)?;
+    let device = super::open_device(cfg.backend, true, on_event)?;
     let mut model = Model::load(&source, &device)?;
     if settings.seq_len > model.config.max_position_embeddings {
         return Err(RunError::Invalid(format!(

@@ -99,7 +99,7 @@ pub fn run(
     base: &Path,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<TraceSummary, RunError> {
-    let engine = cfg.engine.build(base)?;
+    let engine = cfg.engine.build(base, on_event)?;
     match &cfg.tools {
         Some(t) => {
             let tools = ToolEngine::new(engine.as_ref(), t.sandbox()?, t.config());

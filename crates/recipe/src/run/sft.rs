@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{BackendKind, device_for};
+use reasonlab_model::BackendKind;
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::sft::{EncodeSummary, SftRecord, SftSettings, SftState, SftTrainer};
@@ -43,6 +43,9 @@ pub struct SftFile {
     pub out: PathBuf,
     #[serde(default)]
     pub save_every: usize,
+    /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
+    #[serde(default)]
+    pub backend: BackendKind,
     #[serde(default)]
     pub sft: toml::Table,
 }
@@ -59,6 +62,7 @@ pub struct SftConfig {
     pub held_out: f64,
     pub out: PathBuf,
     pub save_every: usize,
+    pub backend: BackendKind,
     pub sft: SftSettings,
 }
 
@@ -79,6 +83,7 @@ impl SftConfig {
             held_out: f.held_out,
             out: loaded.path(&f.out),
             save_every: f.save_every,
+            backend: f.backend,
             sft: overlay(&SftSettings::default(), &f.sft, "sft")?,
         })
     }
@@ -120,6 +125,7 @@ pub fn run(
         eval_records,
         cfg.held_out,
         cfg.sft.clone(),
+        cfg.backend,
         dir,
         cfg.save_every,
         resume,
@@ -136,6 +142,7 @@ pub fn train(
     mut eval_records: Vec<SftRecord>,
     held_out: f64,
     settings: SftSettings,
+    backend: BackendKind,
     dir: &RunDir,
     save_every: usize,
     resume: Resume,
@@ -169,7 +176,7 @@ pub fn train(
     let source = resume_from
         .clone()
         .unwrap_or_else(|| model_dir.to_path_buf());
-    let device = device_for(BackendKind::Flex, true)?;
+    let device = super::open_device(backend, true, on_event)?;
     let model = checkpoint::load_model(&source, model_dir, &device)?;
     let pad = tokenizer.pad_id();
     let mut trainer = SftTrainer::new(settings, model, train, held, pad)?;

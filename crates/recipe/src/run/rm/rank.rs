@@ -53,6 +53,9 @@ pub struct RerankSpec {
     /// Process models: between steps.
     #[serde(default = "newline")]
     pub separator: String,
+    /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
+    #[serde(default)]
+    pub backend: BackendKind,
 }
 
 fn newline() -> String {
@@ -72,7 +75,7 @@ pub struct RmRanker {
 
 impl RmRanker {
     pub fn load(spec: &RerankSpec) -> Result<Self, RunError> {
-        let device = device_for(BackendKind::Flex, false)?;
+        let device = device_for(spec.backend, false)?;
         let rm = super::load(&spec.model, spec.head.as_ref(), 0, &device)?;
         let tok = Tokenizer::from_dir(&spec.model)?;
         let scorer = if rm.head().is_process() {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use reasonlab_core::engine::Message;
 use reasonlab_core::jsonl;
-use reasonlab_model::{BackendKind, PadSide, TokenBatch, device_for};
+use reasonlab_model::{BackendKind, PadSide, TokenBatch};
 use reasonlab_tokenize::Tokenizer;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -36,6 +36,8 @@ pub struct RmScoreConfig {
     pub out: PathBuf,
     /// Sequences per forward pass.
     pub batch_size: usize,
+    /// Tensor backend.
+    pub backend: BackendKind,
 }
 
 /// What a scoring job did.
@@ -118,7 +120,7 @@ pub fn score_file(
     cfg: &RmScoreConfig,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RmScoreSummary, RunError> {
-    let device = device_for(BackendKind::Flex, false)?;
+    let device = super::super::open_device(cfg.backend, false, on_event)?;
     let rm = super::load(&cfg.model, cfg.head.as_ref(), 0, &device)?;
     let process = rm.head().is_process();
     let tok = Tokenizer::from_dir(&cfg.model)?;

@@ -20,7 +20,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{BackendKind, RewardModel, SaveDtype, device_for};
+use reasonlab_model::{BackendKind, RewardModel, SaveDtype};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::rm::{RmExample, RmQuality, RmSettings, RmState, RmTrainer, encode_record};
@@ -45,6 +45,9 @@ pub struct RmFile {
     pub save_every: usize,
     #[serde(default)]
     pub head: Option<HeadSpec>,
+    /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
+    #[serde(default)]
+    pub backend: BackendKind,
     #[serde(default)]
     pub rm: toml::Table,
 }
@@ -62,6 +65,7 @@ pub struct RmConfig {
     /// The head to read or add; `None` keeps a reward checkpoint's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head: Option<HeadSpec>,
+    pub backend: BackendKind,
     pub rm: RmSettings,
 }
 
@@ -82,6 +86,7 @@ impl RmConfig {
             out: loaded.path(&f.out),
             save_every: f.save_every,
             head: f.head.clone(),
+            backend: f.backend,
             rm: overlay(&RmSettings::default(), &f.rm, "rm")?,
         })
     }
@@ -190,7 +195,7 @@ pub fn run(
     dir.write_config(cfg)?;
     let (n_train, n_held) = (train.len(), held.len());
     let resume_from = dir.resume_from(resume)?;
-    let device = device_for(BackendKind::Flex, true)?;
+    let device = super::super::open_device(cfg.backend, true, on_event)?;
     let head = cfg.head();
     let rm: RewardModel = match &resume_from {
         // A checkpoint holds the head already (a good-token one is a causal LM again).

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU check: reasonlab against its PyTorch peers on one GPU, from a release binary built
+# elsewhere. Needs the GPU's Vulkan driver (for --backend wgpu/vulkan) and a Python with torch,
+# transformers and trl; no network, no Rust.
+#
+#   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend vulkan] [--python python3]
+#                        [--shape qwen2.5-0.5b] [--out gpu-check] [--quick]
+#
+# 1. parity: a random checkpoint of the shape (scripts/gpu_parity.py make); log-probs of 64 ids
+#    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32);
+# 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
+#    transformers' `generate` on CUDA;
+# 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager;
+# 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA.
+# Every result is a JSON file in OUT, and a table of them ends the run. Each step has a time
+# limit, so the whole check stays under ten minutes. `--quick` runs the tiny shape with fewer
+# repetitions (a smoke test of the script itself; on a machine without a GPU pass
+# `--backend flex --peer-device cpu`).
+set -uo pipefail
+
+BIN=target/release/reasonlab
+BACKEND=vulkan
+PY=python3
+SHAPE=qwen2.5-0.5b
+OUT=gpu-check
+QUICK=0
+REPEATS=3
+SEQ=512
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN=$2; shift 2 ;;
+    --backend) BACKEND=$2; shift 2 ;;
+    --python) PY=$2; shift 2 ;;
+    --shape) SHAPE=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --peer-device) PEER_DEVICE=$2; shift 2 ;;
+    --quick) QUICK=1; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+PEER_DEVICE=${PEER_DEVICE:-cuda}
+[ "$BACKEND" = flex ] && PEER_DEVICE=cpu
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+FAILED=()
+
+step() { # name, seconds, command…
+  local name=$1 limit=$2; shift 2
+  echo "== $name" | tee -a "$OUT/log.txt"
+  local started=$SECONDS
+  timeout "$limit" "$@" > >(tee "$OUT/$name.out") 2> >(tee -a "$OUT/log.txt" >&2)
+  local rc=$?
+  echo "-- $name: exit $rc after $((SECONDS - started)) s" | tee -a "$OUT/log.txt"
+  [ $rc -eq 0 ] || FAILED+=("$name")
+  return 0
+}
+
+echo "binary: $BIN ($("$BIN" --version 2>/dev/null))" | tee "$OUT/log.txt"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
+  --format=csv,noheader | tee -a "$OUT/log.txt"
+"$PY" -c 'import torch, transformers, trl; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__, "trl", trl.__version__)' \
+  | tee -a "$OUT/log.txt"
+
+# 1. parity
+CKPT="$OUT/ckpt-$SHAPE"
+[ -f "$CKPT/config.json" ] || step make-checkpoint 300 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
+IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
+step logprobs 120 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
+step parity 120 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
+  --device "$PEER_DEVICE"
+
+# 2-4. speed against the peers on the same card
+step generate 240 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
+  --peer-python "$PY" --json "$OUT/generate.json"
+step train-step 240 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
+  --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
+step grpo 300 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
+  --json "$OUT/grpo.json"
+
+echo "== summary ($OUT)"
+grep -h -E '^(speed-up|peak RSS|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "FAILED: ${FAILED[*]} (see $OUT/log.txt)"
+  exit 1
+fi
+echo "all steps ran"
