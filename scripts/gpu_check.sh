@@ -3,7 +3,7 @@
 # elsewhere. Needs the GPU's Vulkan driver (for --backend wgpu/vulkan) and a Python with torch,
 # transformers and trl; no network, no Rust.
 #
-#   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend vulkan] [--python python3]
+#   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--out gpu-check] [--quick]
 #
 # 1. parity: a random checkpoint of the shape (scripts/gpu_parity.py make); log-probs of 64 ids
@@ -19,7 +19,7 @@
 set -uo pipefail
 
 BIN=target/release/reasonlab
-BACKEND=vulkan
+BACKEND=wgpu
 PY=python3
 SHAPE=qwen2.5-0.5b
 OUT=gpu-check

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::{
-    BackendKind, DeviceInfo, Model, ModelConfig, PadSide, TokenBatch, bench_config, device_for,
+    ActivationCheckpointing, BackendKind, DeviceInfo, Model, ModelConfig, PadSide, TokenBatch,
+    bench_config, device_for,
 };
 use reasonlab_train::rm::RmExample;
 use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
@@ -255,9 +256,16 @@ pub struct Target {
 }
 
 impl Target {
-    /// Open our device, say on stderr where it landed, and build the shape's model on it.
-    fn model(&self, autodiff: bool) -> Result<(Model, DeviceInfo), BenchError> {
-        let (device, info) = reasonlab_model::open(self.backend, autodiff)?;
+    /// Open our device (for training when `training` says how to checkpoint), say on stderr
+    /// where it landed, and build the shape's model on it.
+    fn model(
+        &self,
+        training: Option<ActivationCheckpointing>,
+    ) -> Result<(Model, DeviceInfo), BenchError> {
+        let (device, info) = match training {
+            None => reasonlab_model::open(self.backend, false)?,
+            Some(c) => reasonlab_model::open_for_training(self.backend, c)?,
+        };
         eprintln!("{info}");
         if let Some(warning) = info.warning() {
             tracing::warn!("{warning}");
@@ -653,7 +661,7 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
              drop --peer-python/--peer-json to time other lengths"
         );
     }
-    let (model, info) = args.target.model(false)?;
+    let (model, info) = args.target.model(None)?;
     let prompts = random_ids(12345, 16, 32, model.config.vocab_size as u64);
     let params = SamplingParams {
         temperature: 1.0,
@@ -695,6 +703,7 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
 pub struct TrainStepBench {
     pub batch: usize,
     pub seq: usize,
+    pub checkpointing: ActivationCheckpointing,
     pub args: PeerConfig,
 }
 
@@ -702,7 +711,7 @@ pub struct TrainStepBench {
 /// workload by default), against PyTorch (`scripts/bench_torch.py`).
 pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (args, rows, seq) = (&cfg.args, cfg.batch, cfg.seq);
-    let (model, info) = args.target.model(true)?;
+    let (model, info) = args.target.model(Some(cfg.checkpointing))?;
     let vocab = model.config.vocab_size as u64;
     ensure!(
         seq <= model.config.max_position_embeddings,
@@ -734,6 +743,7 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
             "train_step_s": best,
             "loss": loss,
             "tokens_per_s": (rows * seq) as f64 / best,
+            "activation_checkpointing": format!("{:?}", cfg.checkpointing).to_lowercase(),
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
@@ -1326,7 +1336,7 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         backend: args.backend,
         shape: Shape::Tiny,
     };
-    let (model, info) = target.model(true)?;
+    let (model, info) = target.model(Some(ActivationCheckpointing::Off))?;
     if args.rollout_endpoints > 0 {
         std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(

@@ -109,6 +109,31 @@ pub fn open(kind: BackendKind, autodiff: bool) -> Result<(Device, DeviceInfo), M
     Ok((device, info))
 }
 
+/// Whether training keeps every activation for the backward pass or recomputes some of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationCheckpointing {
+    /// Keep every activation: the fastest step, the most memory.
+    #[default]
+    Off,
+    /// burn's balanced strategy: the outputs of memory-bound ops (elementwise ops, softmax and
+    /// norms composed of burn ops) are recomputed in the backward pass, those of compute-bound
+    /// ops (matmuls, reasonlab's fused CPU kernels) kept. Gradients are unchanged.
+    Balanced,
+}
+
+/// Open a training (autodiff) device for `kind` with `checkpointing`, and say what it is.
+pub fn open_for_training(
+    kind: BackendKind,
+    checkpointing: ActivationCheckpointing,
+) -> Result<(Device, DeviceInfo), ModelError> {
+    let (device, info) = open(kind, true)?;
+    Ok(match checkpointing {
+        ActivationCheckpointing::Off => (device, info),
+        ActivationCheckpointing::Balanced => (device.gradient_checkpointing(), info),
+    })
+}
+
 /// The device a run landed on, as it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceInfo {

@@ -29,7 +29,9 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-pub use backend::{BackendKind, DeviceInfo, device_for, open};
+pub use backend::{
+    ActivationCheckpointing, BackendKind, DeviceInfo, device_for, open, open_for_training,
+};
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
 use decoder::{LayerCache, Rope};

@@ -4,11 +4,13 @@
 //! Built only with a GPU backend compiled in:
 //!
 //! ```text
-//! cargo test -p reasonlab-train --features wgpu --test gpu_path
-//! REASONLAB_GPU_BACKEND=vulkan cargo test -p reasonlab-train --features vulkan --test gpu_path
+//! cargo test --workspace --features reasonlab-train/wgpu --test gpu_path
+//! REASONLAB_GPU_BACKEND=vulkan cargo test --workspace --features reasonlab-train/vulkan --test gpu_path
 //! ```
 //!
-//! Each test fails, naming the missing driver, when the GPU backend cannot open a device.
+//! Each test fails, naming the missing driver, when the GPU backend cannot open a device. With
+//! the `vulkan` feature compiled in, wgpu compiles its kernels to SPIR-V too, which Mesa 22.3's
+//! lavapipe (Debian 12) crashes on: on such a machine run the `wgpu` feature alone.
 //! Tolerances: the GPU kernels sum in another order than the CPU's (tiled matmuls, tree
 //! reductions), so log-probs agree to 1e-4 absolute, gradients to 1e-3 relative to their norm,
 //! and greedy generation (an argmax over logits) exactly, on a model whose logits are far apart.

@@ -129,6 +129,9 @@ pub struct TrainStepArgs {
     /// Tokens per sequence.
     #[arg(long, default_value_t = 256)]
     seq: usize,
+    /// Recompute memory-bound activations in the backward pass (PyTorch keeps them all).
+    #[arg(long, value_enum, default_value = "off")]
+    activation_checkpointing: CheckpointingArg,
     #[command(flatten)]
     args: PeerArgs,
 }
@@ -216,6 +219,12 @@ pub struct SandboxArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
+pub enum CheckpointingArg {
+    Off,
+    Balanced,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
 pub enum RmObjectiveArg {
     Pairwise,
     Process,
@@ -235,6 +244,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             &bench::TrainStepBench {
                 batch: a.batch,
                 seq: a.seq,
+                checkpointing: match a.activation_checkpointing {
+                    CheckpointingArg::Off => reasonlab_model::ActivationCheckpointing::Off,
+                    CheckpointingArg::Balanced => {
+                        reasonlab_model::ActivationCheckpointing::Balanced
+                    }
+                },
                 args: a.args.config(),
             },
             out,

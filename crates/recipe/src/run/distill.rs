@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use reasonlab_core::engine::Sampling;
 use reasonlab_core::jsonl::{self, BadLines};
 use reasonlab_eval::Benchmark;
-use reasonlab_model::BackendKind;
+use reasonlab_model::{ActivationCheckpointing, BackendKind};
 use reasonlab_train::sft::{SftRecord, SftSettings};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,9 @@ pub struct DistillFile {
     /// The student's tensor backend, and a local teacher's unless `[teacher]` sets its own.
     #[serde(default)]
     pub backend: BackendKind,
+    /// The student's fine-tuning: recompute memory-bound activations (`"balanced"`) or not.
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
     pub teacher: EngineSpec,
     /// The teacher's code runs in the sandbox: tool-integrated traces.
     #[serde(default)]
@@ -89,6 +92,7 @@ pub struct DistillConfig {
     pub save_every: usize,
     /// The student's tensor backend.
     pub backend: BackendKind,
+    pub activation_checkpointing: ActivationCheckpointing,
     /// The teacher's sampling job (its `out` is `OUT/traces.jsonl`).
     pub traces: SampleConfig,
     pub sft: SftSettings,
@@ -121,6 +125,7 @@ impl DistillConfig {
             held_out: c.held_out,
             save_every: c.save_every,
             backend: c.backend,
+            activation_checkpointing: c.activation_checkpointing,
             traces: SampleConfig {
                 data,
                 engine: teacher,
@@ -180,6 +185,7 @@ pub fn run(
         cfg.held_out,
         cfg.sft.clone(),
         cfg.backend,
+        cfg.activation_checkpointing,
         dir,
         cfg.save_every,
         resume,

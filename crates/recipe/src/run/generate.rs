@@ -55,7 +55,7 @@ pub fn run(
     cfg: &GenerateConfig,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<GenerateSummary, RunError> {
-    let device = super::open_device(cfg.backend, false, on_event)?;
+    let device = super::open_device(cfg.backend, None, on_event)?;
     let model = Model::load(&cfg.model, &device)?;
     let tok = Tokenizer::from_dir(&cfg.model)?;
     let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;

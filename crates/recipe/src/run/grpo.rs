@@ -55,7 +55,7 @@ use std::time::Instant;
 
 use reasonlab_core::engine::{Message, Role};
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{BackendKind, device_for};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, device_for};
 use reasonlab_serve::pool::{PoolEvent, RolloutPool};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
@@ -123,6 +123,10 @@ pub struct GrpoFile {
     /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
     #[serde(default)]
     pub backend: BackendKind,
+    /// Recompute memory-bound activations in the backward pass (`"balanced"`) or keep them all
+    /// (`"off"`).
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
     #[serde(default)]
     pub long_prompts: LongPrompts,
     #[serde(default)]
@@ -315,6 +319,7 @@ pub struct GrpoConfig {
     pub save_every: usize,
     /// The policy's and the reward models' backend.
     pub backend: BackendKind,
+    pub activation_checkpointing: ActivationCheckpointing,
     pub long_prompts: LongPrompts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prompt_length: Option<usize>,
@@ -375,6 +380,7 @@ impl GrpoConfig {
             preset: file.preset,
             save_every: file.save_every,
             backend: file.backend,
+            activation_checkpointing: file.activation_checkpointing,
             long_prompts: file.long_prompts,
             max_prompt_length: file.max_prompt_length,
             rollout: file.rollout.clone().map(|r| RolloutSpec {
@@ -644,7 +650,7 @@ pub(crate) fn segment(
     let resume_from = dir.resume_from(resume)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
-    let device = super::open_device(cfg.backend, true, on_event)?;
+    let device = super::open_device(cfg.backend, Some(cfg.activation_checkpointing), on_event)?;
     let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?;
     let context = policy.config.max_position_embeddings;
 

@@ -354,6 +354,7 @@ fn update_reward_model(
         save_every: 0,
         head: cfg.reward_model[0].head.clone(),
         backend: cfg.backend,
+        activation_checkpointing: cfg.activation_checkpointing,
         rm: it.rm.clone(),
     };
     let rm_dir = RunDir::create(&rm_cfg.out)?;

@@ -100,14 +100,18 @@ pub enum RunError {
     Sandbox(#[from] reasonlab_sandbox::SandboxError),
 }
 
-/// Open `backend`'s device for a run and say where it landed: a note naming the device, and a
-/// warning when a GPU backend runs on a software adapter.
+/// Open `backend`'s inference device, or its training device with `checkpointing`, and say
+/// where it landed: a note naming the device, a warning when a GPU backend runs on a software
+/// adapter.
 pub(crate) fn open_device(
     backend: reasonlab_model::BackendKind,
-    autodiff: bool,
+    training: Option<reasonlab_model::ActivationCheckpointing>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<reasonlab_model::tensor::Device, RunError> {
-    let (device, info) = reasonlab_model::open(backend, autodiff)?;
+    let (device, info) = match training {
+        None => reasonlab_model::open(backend, false)?,
+        Some(checkpointing) => reasonlab_model::open_for_training(backend, checkpointing)?,
+    };
     report_device(&info, on_event);
     Ok(device)
 }

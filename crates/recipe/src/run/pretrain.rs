@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use reasonlab_core::jsonl::BadLines;
-use reasonlab_model::{BackendKind, Model};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, Model};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::AdamW;
 use reasonlab_train::checkpoint;
@@ -47,6 +47,10 @@ pub struct PretrainFile {
     /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
     #[serde(default)]
     pub backend: BackendKind,
+    /// Recompute memory-bound activations in the backward pass (`"balanced"`) or keep them all
+    /// (`"off"`).
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
     #[serde(default)]
     pub train: toml::Table,
     pub source: Vec<SourceSpec>,
@@ -61,6 +65,7 @@ pub struct PretrainConfig {
     pub preset: Option<MixturePreset>,
     pub save_every: usize,
     pub backend: BackendKind,
+    pub activation_checkpointing: ActivationCheckpointing,
     pub train: PretrainSettings,
     pub source: Vec<SourceSpec>,
 }
@@ -80,6 +85,7 @@ impl PretrainConfig {
             preset: f.preset,
             save_every: f.save_every,
             backend: f.backend,
+            activation_checkpointing: f.activation_checkpointing,
             train: overlay(&PretrainSettings::default(), &f.train, "train")?,
             source: f
                 .source
@@ -148,7 +154,7 @@ pub fn run(
         stream.restore(state.stream);
     }
     let source = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
-    let device = super::open_device(cfg.backend, true, on_event)?;
+    let device = super::open_device(cfg.backend, Some(cfg.activation_checkpointing), on_event)?;
     let mut model = Model::load(&source, &device)?;
     if settings.seq_len > model.config.max_position_embeddings {
         return Err(RunError::Invalid(format!(

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::BackendKind;
+use reasonlab_model::{ActivationCheckpointing, BackendKind};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::sft::{EncodeSummary, SftRecord, SftSettings, SftState, SftTrainer};
@@ -46,6 +46,10 @@ pub struct SftFile {
     /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
     #[serde(default)]
     pub backend: BackendKind,
+    /// Recompute memory-bound activations in the backward pass (`"balanced"`) or keep them all
+    /// (`"off"`).
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
     #[serde(default)]
     pub sft: toml::Table,
 }
@@ -63,6 +67,7 @@ pub struct SftConfig {
     pub out: PathBuf,
     pub save_every: usize,
     pub backend: BackendKind,
+    pub activation_checkpointing: ActivationCheckpointing,
     pub sft: SftSettings,
 }
 
@@ -84,6 +89,7 @@ impl SftConfig {
             out: loaded.path(&f.out),
             save_every: f.save_every,
             backend: f.backend,
+            activation_checkpointing: f.activation_checkpointing,
             sft: overlay(&SftSettings::default(), &f.sft, "sft")?,
         })
     }
@@ -126,6 +132,7 @@ pub fn run(
         cfg.held_out,
         cfg.sft.clone(),
         cfg.backend,
+        cfg.activation_checkpointing,
         dir,
         cfg.save_every,
         resume,
@@ -143,6 +150,7 @@ pub fn train(
     held_out: f64,
     settings: SftSettings,
     backend: BackendKind,
+    checkpointing: ActivationCheckpointing,
     dir: &RunDir,
     save_every: usize,
     resume: Resume,
@@ -176,7 +184,7 @@ pub fn train(
     let source = resume_from
         .clone()
         .unwrap_or_else(|| model_dir.to_path_buf());
-    let device = super::open_device(backend, true, on_event)?;
+    let device = super::open_device(backend, Some(checkpointing), on_event)?;
     let model = checkpoint::load_model(&source, model_dir, &device)?;
     let pad = tokenizer.pad_id();
     let mut trainer = SftTrainer::new(settings, model, train, held, pad)?;

@@ -20,7 +20,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{BackendKind, RewardModel, SaveDtype};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, RewardModel, SaveDtype};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::rm::{RmExample, RmQuality, RmSettings, RmState, RmTrainer, encode_record};
@@ -48,6 +48,10 @@ pub struct RmFile {
     /// Tensor backend: `flex` (CPU), `wgpu`, `vulkan` or `cuda`.
     #[serde(default)]
     pub backend: BackendKind,
+    /// Recompute memory-bound activations in the backward pass (`"balanced"`) or keep them all
+    /// (`"off"`).
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
     #[serde(default)]
     pub rm: toml::Table,
 }
@@ -66,6 +70,7 @@ pub struct RmConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head: Option<HeadSpec>,
     pub backend: BackendKind,
+    pub activation_checkpointing: ActivationCheckpointing,
     pub rm: RmSettings,
 }
 
@@ -87,6 +92,7 @@ impl RmConfig {
             save_every: f.save_every,
             head: f.head.clone(),
             backend: f.backend,
+            activation_checkpointing: f.activation_checkpointing,
             rm: overlay(&RmSettings::default(), &f.rm, "rm")?,
         })
     }
@@ -195,7 +201,8 @@ pub fn run(
     dir.write_config(cfg)?;
     let (n_train, n_held) = (train.len(), held.len());
     let resume_from = dir.resume_from(resume)?;
-    let device = super::super::open_device(cfg.backend, true, on_event)?;
+    let device =
+        super::super::open_device(cfg.backend, Some(cfg.activation_checkpointing), on_event)?;
     let head = cfg.head();
     let rm: RewardModel = match &resume_from {
         // A checkpoint holds the head already (a good-token one is a causal LM again).
