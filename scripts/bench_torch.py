@@ -2,7 +2,7 @@
 """PyTorch side of the reasonlab speed benchmark (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
-        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16] [--batch 8] [--seq 256]
+        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
 
 Model (--shape tiny, the default): randomly initialised Qwen2ForCausalLM, f32 — vocab 512,
 hidden 256, 4 layers, 4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm
@@ -12,8 +12,8 @@ q/k/v biases, rope theta 1e6, tied embeddings; 494M parameters), random weights.
 
 On --device cuda the timings synchronise the GPU, and the JSON line adds the peak GPU memory
 torch's allocator reserved (cuda_reserved_mb). --dtype bf16: generation runs the model in
-bf16; the train step keeps f32 weights and AdamW state and runs the forward under bf16 autocast
-(PyTorch's mixed precision).
+bf16 (--dtype f16: f16); the train step keeps f32 weights and AdamW state and runs the forward
+under bf16 autocast (PyTorch's mixed precision).
 
 (i)  generation: 16 prompts x 32 random token ids (equal length, no padding), then 128 new
      tokens sampled at temperature 1 (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=128,
@@ -164,7 +164,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
     ap.add_argument("--batch", type=int, default=8, help="train step: sequences")
     ap.add_argument("--seq", type=int, default=256, help="train step: tokens per sequence")
     args = ap.parse_args()
@@ -193,8 +193,8 @@ def main() -> int:
 
     if args.only in (None, "generate"):
         model = build_model(args.seed, args.shape, args.device)
-        if args.dtype == "bf16":
-            model = model.to(torch.bfloat16)
+        if args.dtype != "f32":
+            model = model.to({"bf16": torch.bfloat16, "f16": torch.float16}[args.dtype])
         tps, times = bench_generate(model, args.seed, args.device)
         result["generate_tokens_per_s"] = round(tps, 1)
         detail["generate_times_s"] = [round(t, 3) for t in times]
@@ -202,7 +202,7 @@ def main() -> int:
     if args.only in (None, "train"):
         model = build_model(args.seed, args.shape, args.device)
         best, times, loss = bench_train(
-            model, args.seed, args.device, args.dtype == "bf16", args.batch, args.seq
+            model, args.seed, args.device, args.dtype != "f32", args.batch, args.seq
         )
         result["train_step_s"] = round(best, 4)
         detail["train_times_s"] = [round(t, 4) for t in times]

@@ -4,18 +4,19 @@
 # transformers and trl; no network, no Rust.
 #
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
-#                        [--shape qwen2.5-0.5b] [--out gpu-check] [--quick]
+#                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
 #
 # 1. parity: a random checkpoint of the shape (scripts/gpu_parity.py make); log-probs of 64 ids
 #    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32);
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
-#    transformers' `generate` on CUDA;
+#    transformers' `generate` on CUDA, in f32 and in the reduced --dtype (f16 by default: wgpu
+#    has no bf16; pass --dtype bf16 for a backend that has it), both sides in the same type;
 # 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager;
 # 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA.
-# Every result is a JSON file in OUT, and a table of them ends the run. Each step has a time
-# limit, so the whole check stays under ten minutes. `--quick` runs the tiny shape with fewer
-# repetitions (a smoke test of the script itself; on a machine without a GPU pass
-# `--backend flex --peer-device cpu`).
+# Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
+# (together 9 minutes), so the check stays under ten. `--quick` runs the tiny shape with one
+# repetition and three times the limits: a smoke test of the script itself, which on a machine
+# without a GPU runs with `--backend flex` (the peers then run on the CPU).
 set -uo pipefail
 
 BIN=target/release/reasonlab
@@ -23,7 +24,9 @@ BACKEND=wgpu
 PY=python3
 SHAPE=qwen2.5-0.5b
 OUT=gpu-check
-QUICK=0
+
+SCALE=1
+DTYPE=f16
 REPEATS=3
 SEQ=512
 while [ $# -gt 0 ]; do
@@ -32,9 +35,10 @@ while [ $# -gt 0 ]; do
     --backend) BACKEND=$2; shift 2 ;;
     --python) PY=$2; shift 2 ;;
     --shape) SHAPE=$2; shift 2 ;;
+    --dtype) DTYPE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
-    --quick) QUICK=1; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
+    --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -50,7 +54,7 @@ step() { # name, seconds, command…
   local name=$1 limit=$2; shift 2
   echo "== $name" | tee -a "$OUT/log.txt"
   local started=$SECONDS
-  timeout "$limit" "$@" > >(tee "$OUT/$name.out") 2> >(tee -a "$OUT/log.txt" >&2)
+  timeout "$((limit * SCALE))" "$@" > >(tee "$OUT/$name.out") 2> >(tee -a "$OUT/log.txt" >&2)
   local rc=$?
   echo "-- $name: exit $rc after $((SECONDS - started)) s" | tee -a "$OUT/log.txt"
   [ $rc -eq 0 ] || FAILED+=("$name")
@@ -65,18 +69,22 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 
 # 1. parity
 CKPT="$OUT/ckpt-$SHAPE"
-[ -f "$CKPT/config.json" ] || step make-checkpoint 300 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
+[ -f "$CKPT/config.json" ] || step make-checkpoint 60 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
 IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
-step logprobs 120 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
-step parity 120 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
+step logprobs 45 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
+step parity 45 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
   --device "$PEER_DEVICE"
 
 # 2-4. speed against the peers on the same card
-step generate 240 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
+step generate 75 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
   --peer-python "$PY" --json "$OUT/generate.json"
-step train-step 240 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
+if [ "$BACKEND" != flex ]; then
+  step generate-$DTYPE 75 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
+    --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/generate-$DTYPE.json"
+fi
+step train-step 90 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
   --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
-step grpo 300 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
+step grpo 150 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
   --json "$OUT/grpo.json"
 
 echo "== summary ($OUT)"

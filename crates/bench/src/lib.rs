@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::{
-    ActivationCheckpointing, BackendKind, DeviceInfo, Model, ModelConfig, PadSide, TokenBatch,
-    bench_config, device_for,
+    ActivationCheckpointing, BackendKind, DeviceInfo, Model, ModelConfig, PadSide, Precision,
+    TokenBatch, bench_config, device_for,
 };
 use reasonlab_train::rm::RmExample;
 use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
@@ -256,15 +256,12 @@ pub struct Target {
 }
 
 impl Target {
-    /// Open our device (for training when `training` says how to checkpoint), say on stderr
-    /// where it landed, and build the shape's model on it.
-    fn model(
-        &self,
-        training: Option<ActivationCheckpointing>,
-    ) -> Result<(Model, DeviceInfo), BenchError> {
-        let (device, info) = match training {
-            None => reasonlab_model::open(self.backend, false)?,
-            Some(c) => reasonlab_model::open_for_training(self.backend, c)?,
+    /// Open our device for `mode`, say on stderr where it landed, and build the shape's model
+    /// on it.
+    fn model(&self, mode: Mode) -> Result<(Model, DeviceInfo), BenchError> {
+        let (device, info) = match mode {
+            Mode::Inference(p) => reasonlab_model::open_inference(self.backend, p)?,
+            Mode::Training(c) => reasonlab_model::open_for_training(self.backend, c)?,
         };
         eprintln!("{info}");
         if let Some(warning) = info.warning() {
@@ -304,6 +301,15 @@ impl Target {
     }
 }
 
+/// What a benchmark's model is for.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Inference with weights and activations in this float type.
+    Inference(Precision),
+    /// Training (autodiff), with this activation checkpointing.
+    Training(ActivationCheckpointing),
+}
+
 /// `extra`'s keys added to the JSON object `v`.
 fn merged(mut v: Value, extra: Value) -> Value {
     if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
@@ -330,6 +336,8 @@ pub struct GenerateBench {
     /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone (the
     /// peer script runs 128 only).
     pub new_tokens: usize,
+    /// Our float type, and the peer's (`bench_torch.py --dtype`).
+    pub precision: Precision,
     pub args: PeerConfig,
 }
 
@@ -661,7 +669,7 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
              drop --peer-python/--peer-json to time other lengths"
         );
     }
-    let (model, info) = args.target.model(None)?;
+    let (model, info) = args.target.model(Mode::Inference(cfg.precision))?;
     let prompts = random_ids(12345, 16, 32, model.config.vocab_size as u64);
     let params = SamplingParams {
         temperature: 1.0,
@@ -695,7 +703,8 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
         Ok(merged(mine, args.target.describe(&info, &model)))
     };
     let metric = Metric::higher("generate_tokens_per_s");
-    compare(out, args, "generate", &[], metric, ours)
+    let extra = ["--dtype".to_string(), cfg.precision.name().into()];
+    compare(out, args, "generate", &extra, metric, ours)
 }
 
 /// A train step's workload: `batch` sequences of `seq` random token ids.
@@ -711,7 +720,7 @@ pub struct TrainStepBench {
 /// workload by default), against PyTorch (`scripts/bench_torch.py`).
 pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (args, rows, seq) = (&cfg.args, cfg.batch, cfg.seq);
-    let (model, info) = args.target.model(Some(cfg.checkpointing))?;
+    let (model, info) = args.target.model(Mode::Training(cfg.checkpointing))?;
     let vocab = model.config.vocab_size as u64;
     ensure!(
         seq <= model.config.max_position_embeddings,
@@ -1336,7 +1345,7 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         backend: args.backend,
         shape: Shape::Tiny,
     };
-    let (model, info) = target.model(Some(ActivationCheckpointing::Off))?;
+    let (model, info) = target.model(Mode::Training(ActivationCheckpointing::Off))?;
     if args.rollout_endpoints > 0 {
         std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(

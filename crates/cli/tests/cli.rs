@@ -565,4 +565,25 @@ fn every_model_command_takes_the_backend_flag() {
     assert!(run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.starts_with("device: flex (CPU, "), "{err}");
+    // Reduced precision is for the GPU backends.
+    let run = bin()
+        .args([
+            "generate",
+            "--model",
+            m,
+            "--prompts",
+            p,
+            "--out",
+            o,
+            "--dtype",
+            "bf16",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("flex computes in f32"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

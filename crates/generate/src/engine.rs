@@ -13,7 +13,7 @@ use reasonlab_core::engine::{
     Engine, EngineError, ModelInfo, Output, Prompt, Request, Role, Sample, Sampling, TokenLogprob,
     WeightUpdate, model_dir_hash,
 };
-use reasonlab_model::{BackendKind, DeviceInfo, Model, ModelError, open};
+use reasonlab_model::{BackendKind, DeviceInfo, Model, ModelError, Precision, open_inference};
 use reasonlab_tokenize::{TokenizeError, Tokenizer};
 
 use crate::{SamplingParams, SeqRng, generate_streaming};
@@ -68,8 +68,18 @@ impl LocalEngine {
     /// Load `dir` (HF layout: weights and tokenizer) on `backend`; the model is named after
     /// the directory and hashed by its files.
     pub fn load(dir: &Path, backend: BackendKind) -> Result<Self, LocalEngineError> {
+        Self::load_in(dir, backend, Precision::F32)
+    }
+
+    /// [`LocalEngine::load`] with the weights and activations in `precision` (GPU backends;
+    /// see [`reasonlab_model::open_inference`]).
+    pub fn load_in(
+        dir: &Path,
+        backend: BackendKind,
+        precision: Precision,
+    ) -> Result<Self, LocalEngineError> {
         let (device, device_info) =
-            open(backend, false).map_err(|source| LocalEngineError::Model {
+            open_inference(backend, precision).map_err(|source| LocalEngineError::Model {
                 path: dir.into(),
                 source,
             })?;

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -109,6 +109,95 @@ pub fn open(kind: BackendKind, autodiff: bool) -> Result<(Device, DeviceInfo), M
     Ok((device, info))
 }
 
+/// The float type of an inference model's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The name `--dtype` and `dtype =` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+
+    fn float_dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::Bf16 => FloatDType::BF16,
+            Self::F16 => FloatDType::F16,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::F32, Self::Bf16, Self::F16]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                ModelError::Input(format!("unknown dtype {s:?}; expected f32, bf16 or f16"))
+            })
+    }
+}
+
+/// Open an inference device for `kind` whose float tensors are `precision`: every tensor made
+/// on it — weights loaded from any checkpoint dtype, activations, caches — takes that type.
+///
+/// Reduced precision is for the GPU backends (`flex` computes in f32, and its fused kernels
+/// read f32), where the adapter must support the type: wgpu's WGSL kernels have f16 but no
+/// bf16. A device's float type is set once per process, before its first tensor, so one
+/// process runs its models on a device in one precision.
+pub fn open_inference(
+    kind: BackendKind,
+    precision: Precision,
+) -> Result<(Device, DeviceInfo), ModelError> {
+    let (mut device, mut info) = open(kind, false)?;
+    if precision == Precision::F32 {
+        return Ok((device, info));
+    }
+    if kind == BackendKind::Flex {
+        return Err(ModelError::Input(format!(
+            "dtype {precision} is for the GPU backends; flex computes in f32"
+        )));
+    }
+    let dtype = precision.float_dtype();
+    if !device.supports_dtype(dtype) {
+        return Err(ModelError::Input(format!(
+            "backend {kind} on {} has no {precision} support; try {}",
+            info.name,
+            if precision == Precision::Bf16 {
+                "--dtype f16 (or f32)"
+            } else {
+                "--dtype f32"
+            }
+        )));
+    }
+    device.configure(dtype).map_err(|e| {
+        ModelError::Backend(format!(
+            "could not set the {kind} device to {precision} ({e:?}); it already holds tensors of \
+             another type in this process"
+        ))
+    })?;
+    info.precision = precision;
+    Ok((device, info))
+}
+
 /// Whether training keeps every activation for the backward pass or recomputes some of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,6 +232,8 @@ pub struct DeviceInfo {
     pub name: String,
     /// A GPU backend that runs on no card: a software rasterizer such as llvmpipe/lavapipe.
     pub software: bool,
+    /// The float type of tensors made on the device ([`open_inference`]).
+    pub precision: Precision,
 }
 
 impl DeviceInfo {
@@ -154,6 +245,7 @@ impl DeviceInfo {
                 backend: kind,
                 name: format!("CPU, {} threads", rayon::current_num_threads()),
                 software: false,
+                precision: Precision::F32,
             });
         }
         Self::of_gpu(kind, device)
@@ -175,11 +267,13 @@ impl DeviceInfo {
                 backend: kind,
                 software: id.physical.is_none(),
                 name: id.name,
+                precision: Precision::F32,
             },
             None => Self {
                 backend: kind,
                 name: "unnamed device".into(),
                 software: false,
+                precision: Precision::F32,
             },
         })
     }
@@ -208,6 +302,9 @@ impl DeviceInfo {
 impl fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "device: {} ({})", self.backend, self.name)?;
+        if self.precision != Precision::F32 {
+            write!(f, ", {}", self.precision)?;
+        }
         if self.software {
             f.write_str(", software adapter")?;
         }
@@ -258,9 +355,27 @@ mod tests {
             backend: BackendKind::Wgpu,
             name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
             software: true,
+            precision: Precision::F16,
         };
         let warning = info.warning().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));
-        assert!(info.to_string().ends_with("software adapter"));
+        assert!(
+            info.to_string().ends_with(", f16, software adapter"),
+            "{info}"
+        );
+    }
+
+    #[test]
+    fn reduced_precision_is_refused_on_the_cpu_backend() {
+        for p in [Precision::Bf16, Precision::F16] {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+            let err = open_inference(BackendKind::Flex, p)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("flex computes in f32"), "{err}");
+        }
+        let (_, info) = open_inference(BackendKind::Flex, Precision::F32).unwrap();
+        assert_eq!(info.precision, Precision::F32);
+        assert!("fp8".parse::<Precision>().is_err());
     }
 }

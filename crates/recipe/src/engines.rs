@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reasonlab_core::engine::Engine;
 use reasonlab_generate::LocalEngine;
-use reasonlab_model::BackendKind;
+use reasonlab_model::{BackendKind, Precision};
 use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
 use reasonlab_serve::pool::{PoolError, RolloutPool};
 use reasonlab_train::grpo::{SyncMode, WeightSync};
@@ -27,6 +27,9 @@ pub struct EngineSpec {
     /// own `backend`, else flex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendKind>,
+    /// The local model's float type: `f32` (default), or `bf16` / `f16` on a GPU backend.
+    #[serde(default)]
+    pub dtype: Precision,
     /// An OpenAI-compatible server, e.g. `http://127.0.0.1:8000`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -107,6 +110,7 @@ impl EngineSpec {
         Self {
             model: Some(dir.into()),
             backend: None,
+            dtype: Precision::F32,
             endpoint: None,
             model_name: None,
             api_key_env: default_key_env(),
@@ -148,7 +152,8 @@ impl EngineSpec {
                 } else {
                     base.join(dir)
                 };
-                let engine = LocalEngine::load(&dir, self.backend.unwrap_or_default())?;
+                let engine =
+                    LocalEngine::load_in(&dir, self.backend.unwrap_or_default(), self.dtype)?;
                 if let Some(info) = engine.device() {
                     crate::run::report_device(info, on_event);
                 }

@@ -117,6 +117,9 @@ pub struct GenerateArgs {
     /// peer script runs 128 only).
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
+    /// Our float type (bf16 / f16 on a GPU backend), and the peer's: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: reasonlab_model::Precision,
     #[command(flatten)]
     args: PeerArgs,
 }
@@ -236,6 +239,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Generate(a) => bench::generate(
             &bench::GenerateBench {
                 new_tokens: a.new_tokens,
+                precision: a.dtype,
                 args: a.args.config(),
             },
             out,

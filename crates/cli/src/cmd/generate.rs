@@ -50,6 +50,9 @@ pub struct Args {
     /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
     #[arg(long, default_value = "flex")]
     backend: reasonlab_model::BackendKind,
+    /// The model's float type: f32, or bf16 / f16 on a GPU backend.
+    #[arg(long, default_value = "f32")]
+    dtype: reasonlab_model::Precision,
     #[command(flatten)]
     tools: super::sandbox::ToolArgs,
 }
@@ -60,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tools,
         model: args.model,
         backend: args.backend,
+        dtype: args.dtype,
         prompts: args.prompts,
         out: args.out,
         n: args.n,

@@ -4,12 +4,12 @@ use std::path::Path;
 
 use anyhow::Context;
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{BackendKind, DeviceInfo, Model, device_for};
+use reasonlab_model::{BackendKind, DeviceInfo, Model, Precision, device_for};
 use reasonlab_tokenize::Tokenizer;
 
-/// Open `backend`'s device for inference and say on stderr where it landed.
-pub fn open(backend: BackendKind) -> anyhow::Result<Device> {
-    let (device, info) = reasonlab_model::open(backend, false)?;
+/// Open `backend`'s device for inference in `precision` and say on stderr where it landed.
+pub fn open(backend: BackendKind, precision: Precision) -> anyhow::Result<Device> {
+    let (device, info) = reasonlab_model::open_inference(backend, precision)?;
     report(&info);
     Ok(device)
 }

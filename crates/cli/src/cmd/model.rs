@@ -33,6 +33,9 @@ pub enum ModelCommand {
         /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
         #[arg(long, default_value = "flex")]
         backend: BackendKind,
+        /// The model's float type: f32, or bf16 / f16 on a GPU backend.
+        #[arg(long, default_value = "f32")]
+        dtype: reasonlab_model::Precision,
     },
 }
 
@@ -86,8 +89,9 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             model,
             ids,
             backend,
+            dtype,
         } => {
-            let device = super::local::open(backend)?;
+            let device = super::local::open(backend, dtype)?;
             let m = reasonlab_model::Model::load(&model, &device)
                 .with_context(|| format!("loading model {}", model.display()))?;
             anyhow::ensure!(ids.len() >= 2, "--ids needs at least 2 token ids");

@@ -16,6 +16,9 @@ pub struct Args {
     /// Tensor backend: flex (CPU), wgpu, vulkan or cuda.
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
+    /// The model's float type: f32, or bf16 / f16 on a GPU backend.
+    #[arg(long, default_value = "f32")]
+    dtype: reasonlab_model::Precision,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -44,7 +47,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut engine = reasonlab_generate::LocalEngine::load(&args.model, args.backend)?;
+    let mut engine =
+        reasonlab_generate::LocalEngine::load_in(&args.model, args.backend, args.dtype)?;
     let device = engine
         .device()
         .map(|d| {

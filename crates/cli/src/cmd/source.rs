@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use reasonlab_model::BackendKind;
+use reasonlab_model::{BackendKind, Precision};
 use reasonlab_recipe::engines::EngineSpec;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -14,6 +14,9 @@ pub struct GeneratorArgs {
     /// The local model's tensor backend: flex (CPU), wgpu, vulkan or cuda.
     #[arg(long, default_value = "flex", conflicts_with = "endpoint")]
     pub backend: BackendKind,
+    /// The local model's float type: f32, or bf16 / f16 on a GPU backend.
+    #[arg(long, default_value = "f32", conflicts_with = "endpoint")]
+    pub dtype: Precision,
     /// An OpenAI-compatible server, e.g. http://127.0.0.1:8000.
     #[arg(long, requires = "model_name")]
     pub endpoint: Option<String>,
@@ -43,6 +46,7 @@ impl GeneratorArgs {
         EngineSpec {
             model: self.model.clone(),
             backend: self.model.as_ref().map(|_| self.backend),
+            dtype: self.dtype,
             endpoint: self.endpoint.clone(),
             model_name: self.model_name.clone(),
             api_key_env: self.api_key_env.clone(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use reasonlab_core::engine::{Engine, Message, ModelInfo, Prompt, Request, Role, Sampling};
 use reasonlab_core::jsonl::{self, BadLines, JsonlWriter};
 use reasonlab_generate::{GenStats, LocalEngine, SamplingParams, generate};
-use reasonlab_model::{BackendKind, Model};
+use reasonlab_model::{BackendKind, Model, Precision};
 use reasonlab_sandbox::tools::ToolEngine;
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,8 @@ pub struct GenerateConfig {
     /// HF model directory (with `tokenizer.json`).
     pub model: PathBuf,
     pub backend: BackendKind,
+    /// The model's float type (`bf16` / `f16` on a GPU backend).
+    pub dtype: Precision,
     /// `prompt` (text), `messages` (chat) or `problem` per line; `id` is echoed.
     pub prompts: PathBuf,
     pub out: PathBuf,
@@ -55,7 +57,8 @@ pub fn run(
     cfg: &GenerateConfig,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<GenerateSummary, RunError> {
-    let device = super::open_device(cfg.backend, None, on_event)?;
+    let (device, info) = reasonlab_model::open_inference(cfg.backend, cfg.dtype)?;
+    super::report_device(&info, on_event);
     let model = Model::load(&cfg.model, &device)?;
     let tok = Tokenizer::from_dir(&cfg.model)?;
     let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;

@@ -1,0 +1,126 @@
+//! Reduced-precision inference on the GPU path against f32 on the CPU: the model loads in the
+//! device's float type and its log-probs stay within that type's rounding. A separate test
+//! binary from `gpu_path.rs`: a device's float type is set once per process.
+//!
+//! ```text
+//! cargo test --workspace --features reasonlab-train/wgpu --test gpu_precision
+//! ```
+//!
+//! wgpu's WGSL kernels have f16 and no bf16, so on wgpu this runs f16 (and checks that bf16 is
+//! refused with a way out); `REASONLAB_GPU_DTYPE=bf16` picks bf16 on a backend that has it.
+#![cfg(any(feature = "wgpu", feature = "vulkan"))]
+
+use std::path::PathBuf;
+
+use reasonlab_generate::SamplingParams;
+use reasonlab_model::burn::tensor::{DType, FloatDType};
+use reasonlab_model::tensor::Device;
+use reasonlab_model::{BackendKind, Model, PadSide, Precision, TokenBatch};
+use reasonlab_tokenize::Tokenizer;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2")
+}
+
+fn backend() -> BackendKind {
+    match std::env::var("REASONLAB_GPU_BACKEND") {
+        Ok(name) => name.parse().expect("REASONLAB_GPU_BACKEND"),
+        Err(_) if cfg!(feature = "wgpu") => BackendKind::Wgpu,
+        Err(_) => BackendKind::Vulkan,
+    }
+}
+
+#[test]
+fn a_reduced_precision_model_stays_close_to_f32() {
+    let kind = backend();
+    let precision: Precision = std::env::var("REASONLAB_GPU_DTYPE")
+        .map(|p| p.parse().expect("REASONLAB_GPU_DTYPE"))
+        .unwrap_or(Precision::F16);
+    // Where the adapter lacks bf16, asking for it is refused (before the device's type is set)
+    // with the way out.
+    let (probe, _) = reasonlab_model::open(kind, false).unwrap();
+    if !probe.supports_dtype(FloatDType::BF16) {
+        let err = reasonlab_model::open_inference(kind, Precision::Bf16)
+            .err()
+            .expect("bf16 refused")
+            .to_string();
+        assert!(
+            err.contains("no bf16 support") && err.contains("f16"),
+            "{err}"
+        );
+    }
+    let (device, info) = reasonlab_model::open_inference(kind, precision).unwrap_or_else(|e| {
+        panic!(
+            "no {kind} device in {precision}: {e}. These tests need a Vulkan driver: a GPU's, \
+             or Mesa's lavapipe (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
+        )
+    });
+    eprintln!("{info}");
+    assert_eq!(info.precision, precision);
+
+    let reduced = Model::load(&fixture(), &device).unwrap();
+    let expected = match precision {
+        Precision::F16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+        Precision::F32 => DType::F32,
+    };
+    let weight = reduced.net.model.layers[0].self_attn.q_proj.weight.val();
+    assert_eq!(
+        weight.dtype(),
+        expected,
+        "weights were not loaded in {precision}"
+    );
+
+    let full = Model::load(&fixture(), &Device::flex()).unwrap();
+    let batch = TokenBatch::pad(
+        &[
+            vec![5, 17, 42, 9, 300, 7, 88, 61, 2, 19, 230, 11],
+            vec![3, 8, 400, 21, 6],
+        ],
+        0,
+        PadSide::Right,
+    );
+    let mask = full.target_mask(&batch).try_into_vec_as::<f32>().unwrap();
+    let masked = |m: &Model| -> Vec<f32> {
+        let lp = m
+            .token_logprobs(&batch)
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        lp.iter().zip(&mask).map(|(l, k)| l * k).collect()
+    };
+    let (a, b) = (masked(&full), masked(&reduced));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    eprintln!("{precision}: max |Δ log p| against f32 = {diff:.2e}");
+    // A 10–11-bit mantissa over a few layers: a few hundredths of a nat, not more.
+    let tolerance = if precision == Precision::Bf16 {
+        0.2
+    } else {
+        0.05
+    };
+    assert!(
+        diff.is_finite() && diff < tolerance,
+        "{precision} log-probs off by {diff}"
+    );
+    assert!(
+        diff > 0.0,
+        "the reduced model gave f32's exact log-probs: was it reduced?"
+    );
+
+    // Generation runs end to end in the reduced type.
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let prompts = vec![tok.encode("What is 2 + 3?", true).unwrap()];
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let (out, _) =
+        reasonlab_generate::generate(&reduced, Some(&tok), &prompts, 1, &params, &mut |_| {})
+            .unwrap();
+    assert_eq!(out[0].token_ids.len(), 12);
+}
