@@ -16,29 +16,16 @@
 //! and greedy generation (an argmax over logits) exactly, on a model whose logits are far apart.
 #![cfg(any(feature = "wgpu", feature = "vulkan"))]
 
-use std::path::PathBuf;
+mod gpu_common;
 
+use gpu_common::{backend, fixture, max_abs_diff, no_device, ragged_batch};
 use reasonlab_generate::SamplingParams;
+use reasonlab_model::Model;
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{BackendKind, Model, PadSide, TokenBatch};
 use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
 use reasonlab_train::{AdamW, AdamWSettings};
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2")
-}
-
-/// The GPU backend under test: `REASONLAB_GPU_BACKEND` (wgpu or vulkan), else the first
-/// compiled in.
-fn backend() -> BackendKind {
-    match std::env::var("REASONLAB_GPU_BACKEND") {
-        Ok(name) => name.parse().expect("REASONLAB_GPU_BACKEND"),
-        Err(_) if cfg!(feature = "wgpu") => BackendKind::Wgpu,
-        Err(_) => BackendKind::Vulkan,
-    }
-}
 
 /// The GPU device, or a failure that says what to install.
 fn gpu(autodiff: bool) -> Device {
@@ -48,30 +35,8 @@ fn gpu(autodiff: bool) -> Device {
             eprintln!("{info}");
             device
         }
-        Err(e) => panic!(
-            "no {kind} device: {e}. These tests need a Vulkan driver: a GPU's, or Mesa's \
-             lavapipe (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
-        ),
+        Err(e) => no_device(&format!("{kind} device"), e),
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn ragged_batch() -> TokenBatch {
-    TokenBatch::pad(
-        &[
-            vec![5, 17, 42, 9, 300, 7, 88, 61, 2, 19, 230, 11],
-            vec![3, 8, 400, 21, 6],
-        ],
-        0,
-        PadSide::Right,
-    )
 }
 
 #[test]

@@ -10,25 +10,14 @@
 //! refused with a way out); `REASONLAB_GPU_DTYPE=bf16` picks bf16 on a backend that has it.
 #![cfg(any(feature = "wgpu", feature = "vulkan"))]
 
-use std::path::PathBuf;
+mod gpu_common;
 
+use gpu_common::{backend, fixture, max_abs_diff, no_device, ragged_batch};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::{DType, FloatDType};
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{BackendKind, Model, PadSide, Precision, TokenBatch};
+use reasonlab_model::{Model, Precision};
 use reasonlab_tokenize::Tokenizer;
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2")
-}
-
-fn backend() -> BackendKind {
-    match std::env::var("REASONLAB_GPU_BACKEND") {
-        Ok(name) => name.parse().expect("REASONLAB_GPU_BACKEND"),
-        Err(_) if cfg!(feature = "wgpu") => BackendKind::Wgpu,
-        Err(_) => BackendKind::Vulkan,
-    }
-}
 
 #[test]
 fn a_reduced_precision_model_stays_close_to_f32() {
@@ -38,7 +27,8 @@ fn a_reduced_precision_model_stays_close_to_f32() {
         .unwrap_or(Precision::F16);
     // Where the adapter lacks bf16, asking for it is refused (before the device's type is set)
     // with the way out.
-    let (probe, _) = reasonlab_model::open(kind, false).unwrap();
+    let (probe, _) = reasonlab_model::open(kind, false)
+        .unwrap_or_else(|e| no_device(&format!("{kind} device"), e));
     if !probe.supports_dtype(FloatDType::BF16) {
         let err = reasonlab_model::open_inference(kind, Precision::Bf16)
             .err()
@@ -49,12 +39,8 @@ fn a_reduced_precision_model_stays_close_to_f32() {
             "{err}"
         );
     }
-    let (device, info) = reasonlab_model::open_inference(kind, precision).unwrap_or_else(|e| {
-        panic!(
-            "no {kind} device in {precision}: {e}. These tests need a Vulkan driver: a GPU's, \
-             or Mesa's lavapipe (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
-        )
-    });
+    let (device, info) = reasonlab_model::open_inference(kind, precision)
+        .unwrap_or_else(|e| no_device(&format!("{kind} device in {precision}"), e));
     eprintln!("{info}");
     assert_eq!(info.precision, precision);
 
@@ -72,14 +58,7 @@ fn a_reduced_precision_model_stays_close_to_f32() {
     );
 
     let full = Model::load(&fixture(), &Device::flex()).unwrap();
-    let batch = TokenBatch::pad(
-        &[
-            vec![5, 17, 42, 9, 300, 7, 88, 61, 2, 19, 230, 11],
-            vec![3, 8, 400, 21, 6],
-        ],
-        0,
-        PadSide::Right,
-    );
+    let batch = ragged_batch();
     let mask = full.target_mask(&batch).try_into_vec_as::<f32>().unwrap();
     let masked = |m: &Model| -> Vec<f32> {
         let lp = m
@@ -90,11 +69,7 @@ fn a_reduced_precision_model_stays_close_to_f32() {
         lp.iter().zip(&mask).map(|(l, k)| l * k).collect()
     };
     let (a, b) = (masked(&full), masked(&reduced));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let diff = max_abs_diff(&a, &b);
     eprintln!("{precision}: max |Δ log p| against f32 = {diff:.2e}");
     // A 10–11-bit mantissa over a few layers: a few hundredths of a nat, not more.
     let tolerance = if precision == Precision::Bf16 {

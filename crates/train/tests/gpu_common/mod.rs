@@ -1,0 +1,47 @@
+//! What the GPU-path test binaries share: the fixture, the backend under test, a ragged batch.
+
+use std::path::PathBuf;
+
+use reasonlab_model::{BackendKind, PadSide, TokenBatch};
+
+pub fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2")
+}
+
+/// The GPU backend under test: `REASONLAB_GPU_BACKEND` (wgpu or vulkan), else the first
+/// compiled in.
+pub fn backend() -> BackendKind {
+    match std::env::var("REASONLAB_GPU_BACKEND") {
+        Ok(name) => name.parse().expect("REASONLAB_GPU_BACKEND"),
+        Err(_) if cfg!(feature = "wgpu") => BackendKind::Wgpu,
+        Err(_) => BackendKind::Vulkan,
+    }
+}
+
+/// The failure when the GPU backend opens no device: what to install.
+pub fn no_device(what: &str, e: impl std::fmt::Display) -> ! {
+    panic!(
+        "no {what}: {e}. These tests need a Vulkan driver: a GPU's, or Mesa's lavapipe \
+         (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
+    )
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Two sequences of 12 and 5 tokens, right-padded.
+pub fn ragged_batch() -> TokenBatch {
+    TokenBatch::pad(
+        &[
+            vec![5, 17, 42, 9, 300, 7, 88, 61, 2, 19, 230, 11],
+            vec![3, 8, 400, 21, 6],
+        ],
+        0,
+        PadSide::Right,
+    )
+}
