@@ -31,8 +31,7 @@ fn a_reduced_precision_model_stays_close_to_f32() {
         .unwrap_or_else(|e| no_device(&format!("{kind} device"), e));
     if !probe.supports_dtype(FloatDType::BF16) {
         let err = reasonlab_model::open_inference(kind, Precision::Bf16)
-            .err()
-            .expect("bf16 refused")
+            .expect_err("bf16 refused")
             .to_string();
         assert!(
             err.contains("no bf16 support") && err.contains("f16"),
