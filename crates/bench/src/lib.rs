@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::{
     ActivationCheckpointing, BackendKind, DeviceInfo, Model, ModelConfig, PadSide, Precision,
-    TokenBatch, bench_config, device_for,
+    Purpose, TokenBatch, bench_config, device_for,
 };
 use reasonlab_train::rm::RmExample;
 use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
@@ -256,13 +256,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// Open our device for `mode`, say on stderr where it landed, and build the shape's model
+    /// Open our device for `purpose`, say on stderr where it landed, and build the shape's model
     /// on it.
-    fn model(&self, mode: Mode) -> Result<(Model, DeviceInfo), BenchError> {
-        let (device, info) = match mode {
-            Mode::Inference(p) => reasonlab_model::open_inference(self.backend, p)?,
-            Mode::Training(c) => reasonlab_model::open_for_training(self.backend, c)?,
-        };
+    fn model(&self, purpose: Purpose) -> Result<(Model, DeviceInfo), BenchError> {
+        let (device, info) = reasonlab_model::open_for(self.backend, purpose)?;
         eprintln!("{info}");
         if let Some(warning) = info.warning() {
             tracing::warn!("{warning}");
@@ -299,15 +296,6 @@ impl Target {
             "device_reserved_mb": reserved,
         })
     }
-}
-
-/// What a benchmark's model is for.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    /// Inference with weights and activations in this float type.
-    Inference(Precision),
-    /// Training (autodiff), with this activation checkpointing.
-    Training(ActivationCheckpointing),
 }
 
 /// `extra`'s keys added to the JSON object `v`.
@@ -669,7 +657,7 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
              drop --peer-python/--peer-json to time other lengths"
         );
     }
-    let (model, info) = args.target.model(Mode::Inference(cfg.precision))?;
+    let (model, info) = args.target.model(Purpose::Inference(cfg.precision))?;
     let prompts = random_ids(12345, 16, 32, model.config.vocab_size as u64);
     let params = SamplingParams {
         temperature: 1.0,
@@ -720,7 +708,7 @@ pub struct TrainStepBench {
 /// workload by default), against PyTorch (`scripts/bench_torch.py`).
 pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (args, rows, seq) = (&cfg.args, cfg.batch, cfg.seq);
-    let (model, info) = args.target.model(Mode::Training(cfg.checkpointing))?;
+    let (model, info) = args.target.model(Purpose::Training(cfg.checkpointing))?;
     let vocab = model.config.vocab_size as u64;
     ensure!(
         seq <= model.config.max_position_embeddings,
@@ -1345,7 +1333,7 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         backend: args.backend,
         shape: Shape::Tiny,
     };
-    let (model, info) = target.model(Mode::Training(ActivationCheckpointing::Off))?;
+    let (model, info) = target.model(Purpose::Training(ActivationCheckpointing::Off))?;
     if args.rollout_endpoints > 0 {
         std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(

@@ -211,6 +211,23 @@ pub enum ActivationCheckpointing {
     Balanced,
 }
 
+/// What a device is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Inference, with float tensors in this type ([`open_inference`]).
+    Inference(Precision),
+    /// Training (autodiff), with this activation checkpointing ([`open_for_training`]).
+    Training(ActivationCheckpointing),
+}
+
+/// Open the device for `kind` as `purpose` needs it, and say what it is.
+pub fn open_for(kind: BackendKind, purpose: Purpose) -> Result<(Device, DeviceInfo), ModelError> {
+    match purpose {
+        Purpose::Inference(precision) => open_inference(kind, precision),
+        Purpose::Training(checkpointing) => open_for_training(kind, checkpointing),
+    }
+}
+
 /// Open a training (autodiff) device for `kind` with `checkpointing`, and say what it is.
 pub fn open_for_training(
     kind: BackendKind,

@@ -30,8 +30,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 pub use backend::{
-    ActivationCheckpointing, BackendKind, DeviceInfo, Precision, device_for, open,
-    open_for_training, open_inference,
+    ActivationCheckpointing, BackendKind, DeviceInfo, Precision, Purpose, device_for, open,
+    open_for, open_for_training, open_inference,
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;

@@ -18,7 +18,7 @@
 
 mod gpu_common;
 
-use gpu_common::{backend, fixture, max_abs_diff, no_device, ragged_batch};
+use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, ragged_batch};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::Model;
 use reasonlab_model::tensor::Device;
@@ -44,16 +44,7 @@ fn log_probs_match_the_cpu_backend() {
     let cpu = Model::load(&fixture(), &Device::flex()).unwrap();
     let gpu = Model::load(&fixture(), &gpu(false)).unwrap();
     let batch = ragged_batch();
-    let mask = cpu.target_mask(&batch).try_into_vec_as::<f32>().unwrap();
-    let masked = |m: &Model| -> Vec<f32> {
-        let lp = m
-            .token_logprobs(&batch)
-            .unwrap()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        lp.iter().zip(&mask).map(|(l, k)| l * k).collect()
-    };
-    let (a, b) = (masked(&cpu), masked(&gpu));
+    let (a, b) = (masked_logprobs(&cpu, &batch), masked_logprobs(&gpu, &batch));
     assert!(
         a.iter().any(|&x| x < -1.0),
         "log-probs too close to 0 to compare: {a:?}"

@@ -12,7 +12,7 @@
 
 mod gpu_common;
 
-use gpu_common::{backend, fixture, max_abs_diff, no_device, ragged_batch};
+use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, ragged_batch};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::{DType, FloatDType};
 use reasonlab_model::tensor::Device;
@@ -58,16 +58,10 @@ fn a_reduced_precision_model_stays_close_to_f32() {
 
     let full = Model::load(&fixture(), &Device::flex()).unwrap();
     let batch = ragged_batch();
-    let mask = full.target_mask(&batch).try_into_vec_as::<f32>().unwrap();
-    let masked = |m: &Model| -> Vec<f32> {
-        let lp = m
-            .token_logprobs(&batch)
-            .unwrap()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        lp.iter().zip(&mask).map(|(l, k)| l * k).collect()
-    };
-    let (a, b) = (masked(&full), masked(&reduced));
+    let (a, b) = (
+        masked_logprobs(&full, &batch),
+        masked_logprobs(&reduced, &batch),
+    );
     let diff = max_abs_diff(&a, &b);
     eprintln!("{precision}: max |Δ log p| against f32 = {diff:.2e}");
     // A 10–11-bit mantissa over a few layers: a few hundredths of a nat, not more.

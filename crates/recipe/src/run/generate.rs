@@ -57,8 +57,11 @@ pub fn run(
     cfg: &GenerateConfig,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<GenerateSummary, RunError> {
-    let (device, info) = reasonlab_model::open_inference(cfg.backend, cfg.dtype)?;
-    super::report_device(&info, on_event);
+    let device = super::open_device(
+        cfg.backend,
+        reasonlab_model::Purpose::Inference(cfg.dtype),
+        on_event,
+    )?;
     let model = Model::load(&cfg.model, &device)?;
     let tok = Tokenizer::from_dir(&cfg.model)?;
     let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;

@@ -650,7 +650,11 @@ pub(crate) fn segment(
     let resume_from = dir.resume_from(resume)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
-    let device = super::open_device(cfg.backend, Some(cfg.activation_checkpointing), on_event)?;
+    let device = super::open_device(
+        cfg.backend,
+        reasonlab_model::Purpose::Training(cfg.activation_checkpointing),
+        on_event,
+    )?;
     let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?;
     let context = policy.config.max_position_embeddings;
 

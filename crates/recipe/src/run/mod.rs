@@ -100,18 +100,14 @@ pub enum RunError {
     Sandbox(#[from] reasonlab_sandbox::SandboxError),
 }
 
-/// Open `backend`'s inference device, or its training device with `checkpointing`, and say
-/// where it landed: a note naming the device, a warning when a GPU backend runs on a software
-/// adapter.
+/// Open `backend`'s device for `purpose` and say where it landed: a note naming the device, a
+/// warning when a GPU backend runs on a software adapter.
 pub(crate) fn open_device(
     backend: reasonlab_model::BackendKind,
-    training: Option<reasonlab_model::ActivationCheckpointing>,
+    purpose: reasonlab_model::Purpose,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<reasonlab_model::tensor::Device, RunError> {
-    let (device, info) = match training {
-        None => reasonlab_model::open(backend, false)?,
-        Some(checkpointing) => reasonlab_model::open_for_training(backend, checkpointing)?,
-    };
+    let (device, info) = reasonlab_model::open_for(backend, purpose)?;
     report_device(&info, on_event);
     Ok(device)
 }

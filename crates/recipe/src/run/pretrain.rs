@@ -154,7 +154,11 @@ pub fn run(
         stream.restore(state.stream);
     }
     let source = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
-    let device = super::open_device(cfg.backend, Some(cfg.activation_checkpointing), on_event)?;
+    let device = super::open_device(
+        cfg.backend,
+        reasonlab_model::Purpose::Training(cfg.activation_checkpointing),
+        on_event,
+    )?;
     let mut model = Model::load(&source, &device)?;
     if settings.seq_len > model.config.max_position_embeddings {
         return Err(RunError::Invalid(format!(

@@ -184,7 +184,11 @@ pub fn train(
     let source = resume_from
         .clone()
         .unwrap_or_else(|| model_dir.to_path_buf());
-    let device = super::open_device(backend, Some(checkpointing), on_event)?;
+    let device = super::open_device(
+        backend,
+        reasonlab_model::Purpose::Training(checkpointing),
+        on_event,
+    )?;
     let model = checkpoint::load_model(&source, model_dir, &device)?;
     let pad = tokenizer.pad_id();
     let mut trainer = SftTrainer::new(settings, model, train, held, pad)?;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use reasonlab_model::{BackendKind, PadSide, TokenBatch};
+use reasonlab_model::{BackendKind, Model, PadSide, TokenBatch};
 
 pub fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2")
@@ -32,6 +32,17 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// `model`'s log-probs of `batch`, 0 at padding, as f32.
+pub fn masked_logprobs(model: &Model, batch: &TokenBatch) -> Vec<f32> {
+    let mask = model.target_mask(batch).try_into_vec_as::<f32>().unwrap();
+    let lp = model
+        .token_logprobs(batch)
+        .unwrap()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    lp.iter().zip(&mask).map(|(l, k)| l * k).collect()
 }
 
 /// Two sequences of 12 and 5 tokens, right-padded.

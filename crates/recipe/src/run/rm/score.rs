@@ -120,7 +120,11 @@ pub fn score_file(
     cfg: &RmScoreConfig,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RmScoreSummary, RunError> {
-    let device = super::super::open_device(cfg.backend, None, on_event)?;
+    let device = super::super::open_device(
+        cfg.backend,
+        reasonlab_model::Purpose::Inference(reasonlab_model::Precision::F32),
+        on_event,
+    )?;
     let rm = super::load(&cfg.model, cfg.head.as_ref(), 0, &device)?;
     let process = rm.head().is_process();
     let tok = Tokenizer::from_dir(&cfg.model)?;

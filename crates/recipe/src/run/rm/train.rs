@@ -201,8 +201,11 @@ pub fn run(
     dir.write_config(cfg)?;
     let (n_train, n_held) = (train.len(), held.len());
     let resume_from = dir.resume_from(resume)?;
-    let device =
-        super::super::open_device(cfg.backend, Some(cfg.activation_checkpointing), on_event)?;
+    let device = super::super::open_device(
+        cfg.backend,
+        reasonlab_model::Purpose::Training(cfg.activation_checkpointing),
+        on_event,
+    )?;
     let head = cfg.head();
     let rm: RewardModel = match &resume_from {
         // A checkpoint holds the head already (a good-token one is a causal LM again).
