@@ -13,7 +13,7 @@ q/k/v biases, rope theta 1e6, tied embeddings; 494M parameters), random weights.
 On --device cuda the timings synchronise the GPU, and the JSON line adds the peak GPU memory
 torch's allocator reserved (cuda_reserved_mb). --dtype bf16: generation runs the model in
 bf16 (--dtype f16: f16); the train step keeps f32 weights and AdamW state and runs the forward
-under bf16 autocast (PyTorch's mixed precision).
+under autocast to that type (PyTorch's mixed precision).
 
 (i)  generation: 16 prompts x 32 random token ids (equal length, no padding), then 128 new
      tokens sampled at temperature 1 (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=128,
@@ -133,7 +133,7 @@ def bench_generate(model, seed: int, device="cpu", batch=16, prompt_len=32, new_
     return batch * new_tokens / best, times
 
 
-def bench_train(model, seed: int, device="cpu", autocast=False, batch=8, seq=256, reps=5):
+def bench_train(model, seed: int, device="cpu", autocast=None, batch=8, seq=256, reps=5):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(seed + 1)
@@ -142,7 +142,9 @@ def bench_train(model, seed: int, device="cpu", autocast=False, batch=8, seq=256
     def step():
         sync(device)
         t0 = time.perf_counter()
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(
+            device_type=device, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+        ):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
@@ -202,7 +204,12 @@ def main() -> int:
     if args.only in (None, "train"):
         model = build_model(args.seed, args.shape, args.device)
         best, times, loss = bench_train(
-            model, args.seed, args.device, args.dtype != "f32", args.batch, args.seq
+            model,
+            args.seed,
+            args.device,
+            {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype],
+            args.batch,
+            args.seq,
         )
         result["train_step_s"] = round(best, 4)
         detail["train_times_s"] = [round(t, 4) for t in times]

@@ -11,10 +11,11 @@
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
 #    transformers' `generate` on CUDA, in f32 and in the reduced --dtype (f16 by default: wgpu
 #    has no bf16; pass --dtype bf16 for a backend that has it), both sides in the same type;
-# 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager;
+# 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager, in f32
+#    and with --mixed-precision DTYPE against PyTorch under autocast to the same type;
 # 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA.
 # Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
-# (together 9 minutes), so the check stays under ten. `--quick` runs the tiny shape with one
+# (together 9.5 minutes), so the check stays under ten. `--quick` runs the tiny shape with one
 # repetition and three times the limits: a smoke test of the script itself, which on a machine
 # without a GPU runs with `--backend flex` (the peers then run on the CPU).
 set -uo pipefail
@@ -84,7 +85,12 @@ if [ "$BACKEND" != flex ]; then
 fi
 step train-step 90 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
   --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
-step grpo 150 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
+if [ "$BACKEND" != flex ]; then
+  step train-step-$DTYPE 60 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
+    --seq "$SEQ" --mixed-precision "$DTYPE" --repeats "$REPEATS" --peer-python "$PY" \
+    --json "$OUT/train-step-$DTYPE.json"
+fi
+step grpo 120 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
   --json "$OUT/grpo.json"
 
 echo "== summary ($OUT)"

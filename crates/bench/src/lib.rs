@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::{
     ActivationCheckpointing, BackendKind, DeviceInfo, Model, ModelConfig, PadSide, Precision,
-    Purpose, TokenBatch, bench_config, device_for,
+    Purpose, TokenBatch, Training, bench_config, device_for,
 };
 use reasonlab_train::rm::RmExample;
 use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
@@ -701,6 +701,8 @@ pub struct TrainStepBench {
     pub batch: usize,
     pub seq: usize,
     pub checkpointing: ActivationCheckpointing,
+    /// Mixed-precision compute type (f32: off); the peer runs under autocast to the same type.
+    pub mixed_precision: Precision,
     pub args: PeerConfig,
 }
 
@@ -708,7 +710,11 @@ pub struct TrainStepBench {
 /// workload by default), against PyTorch (`scripts/bench_torch.py`).
 pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (args, rows, seq) = (&cfg.args, cfg.batch, cfg.seq);
-    let (model, info) = args.target.model(Purpose::Training(cfg.checkpointing))?;
+    let (model, info) = args.target.model(Purpose::Training(Training {
+        checkpointing: cfg.checkpointing,
+        mixed_precision: cfg.mixed_precision,
+    }))?;
+    let model = model.with_mixed_precision(cfg.mixed_precision)?;
     let vocab = model.config.vocab_size as u64;
     ensure!(
         seq <= model.config.max_position_embeddings,
@@ -741,6 +747,7 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
             "loss": loss,
             "tokens_per_s": (rows * seq) as f64 / best,
             "activation_checkpointing": format!("{:?}", cfg.checkpointing).to_lowercase(),
+            "mixed_precision": cfg.mixed_precision.name(),
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
@@ -754,6 +761,8 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
         rows.to_string(),
         "--seq".into(),
         seq.to_string(),
+        "--dtype".into(),
+        cfg.mixed_precision.name().into(),
     ];
     compare(out, args, "train", &extra, metric, ours)
 }
@@ -1333,7 +1342,7 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         backend: args.backend,
         shape: Shape::Tiny,
     };
-    let (model, info) = target.model(Purpose::Training(ActivationCheckpointing::Off))?;
+    let (model, info) = target.model(Purpose::Training(Training::default()))?;
     if args.rollout_endpoints > 0 {
         std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(

@@ -129,7 +129,7 @@ impl Precision {
         }
     }
 
-    fn float_dtype(self) -> FloatDType {
+    pub(crate) fn float_dtype(self) -> FloatDType {
         match self {
             Self::F32 => FloatDType::F32,
             Self::Bf16 => FloatDType::BF16,
@@ -211,33 +211,75 @@ pub enum ActivationCheckpointing {
     Balanced,
 }
 
+/// How a training run computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Training {
+    /// Activations kept for the backward pass, or recomputed there.
+    pub checkpointing: ActivationCheckpointing,
+    /// Mixed precision: the type the forward and backward passes compute in, with f32 master
+    /// weights and optimiser state ([`crate::Model::with_mixed_precision`]); f32 is off.
+    pub mixed_precision: Precision,
+}
+
 /// What a device is opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// Inference, with float tensors in this type ([`open_inference`]).
     Inference(Precision),
-    /// Training (autodiff), with this activation checkpointing ([`open_for_training`]).
-    Training(ActivationCheckpointing),
+    /// Training (autodiff) ([`open_for_training`]).
+    Training(Training),
 }
 
 /// Open the device for `kind` as `purpose` needs it, and say what it is.
 pub fn open_for(kind: BackendKind, purpose: Purpose) -> Result<(Device, DeviceInfo), ModelError> {
     match purpose {
         Purpose::Inference(precision) => open_inference(kind, precision),
-        Purpose::Training(checkpointing) => open_for_training(kind, checkpointing),
+        Purpose::Training(training) => open_for_training(kind, training),
     }
 }
 
-/// Open a training (autodiff) device for `kind` with `checkpointing`, and say what it is.
+/// Open a training (autodiff) device for `kind` as `training` asks, and say what it is.
+/// Mixed precision is checked against the device here, before any weight loads; the model
+/// takes it with [`crate::Model::with_mixed_precision`].
 pub fn open_for_training(
     kind: BackendKind,
-    checkpointing: ActivationCheckpointing,
+    training: Training,
 ) -> Result<(Device, DeviceInfo), ModelError> {
-    let (device, info) = open(kind, true)?;
-    Ok(match checkpointing {
+    let (device, mut info) = open(kind, true)?;
+    check_mixed_precision(&device, training.mixed_precision)?;
+    info.mixed_precision = training.mixed_precision;
+    Ok(match training.checkpointing {
         ActivationCheckpointing::Off => (device, info),
         ActivationCheckpointing::Balanced => (device.gradient_checkpointing(), info),
     })
+}
+
+/// Whether a model on `device` can train with `precision` compute: not on flex (its fused
+/// kernels and gemm read f32), and only in a type the adapter has (wgpu's WGSL kernels have
+/// f16, no bf16).
+pub(crate) fn check_mixed_precision(
+    device: &Device,
+    precision: Precision,
+) -> Result<(), ModelError> {
+    if precision == Precision::F32 {
+        return Ok(());
+    }
+    if crate::fused::is_flex(device) {
+        return Err(ModelError::Input(format!(
+            "mixed precision ({precision}) is for the GPU backends; flex trains in f32"
+        )));
+    }
+    if !device.supports_dtype(precision.float_dtype()) {
+        return Err(ModelError::Input(format!(
+            "this device has no {precision} support for mixed precision; try {}",
+            if precision == Precision::Bf16 {
+                "mixed_precision = \"f16\" (or \"f32\")"
+            } else {
+                "mixed_precision = \"f32\""
+            }
+        )));
+    }
+    Ok(())
 }
 
 /// The device a run landed on, as it reports it.
@@ -251,6 +293,8 @@ pub struct DeviceInfo {
     pub software: bool,
     /// The float type of tensors made on the device ([`open_inference`]).
     pub precision: Precision,
+    /// The compute type of mixed-precision training ([`open_for_training`]); f32 is off.
+    pub mixed_precision: Precision,
 }
 
 impl DeviceInfo {
@@ -263,6 +307,7 @@ impl DeviceInfo {
                 name: format!("CPU, {} threads", rayon::current_num_threads()),
                 software: false,
                 precision: Precision::F32,
+                mixed_precision: Precision::F32,
             });
         }
         Self::of_gpu(kind, device)
@@ -285,12 +330,14 @@ impl DeviceInfo {
                 software: id.physical.is_none(),
                 name: id.name,
                 precision: Precision::F32,
+                mixed_precision: Precision::F32,
             },
             None => Self {
                 backend: kind,
                 name: "unnamed device".into(),
                 software: false,
                 precision: Precision::F32,
+                mixed_precision: Precision::F32,
             },
         })
     }
@@ -321,6 +368,9 @@ impl fmt::Display for DeviceInfo {
         write!(f, "device: {} ({})", self.backend, self.name)?;
         if self.precision != Precision::F32 {
             write!(f, ", {}", self.precision)?;
+        }
+        if self.mixed_precision != Precision::F32 {
+            write!(f, ", mixed precision {}", self.mixed_precision)?;
         }
         if self.software {
             f.write_str(", software adapter")?;
@@ -373,6 +423,7 @@ mod tests {
             name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
             software: true,
             precision: Precision::F16,
+            mixed_precision: Precision::F32,
         };
         let warning = info.warning().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));
@@ -394,5 +445,24 @@ mod tests {
         let (_, info) = open_inference(BackendKind::Flex, Precision::F32).unwrap();
         assert_eq!(info.precision, Precision::F32);
         assert!("fp8".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn mixed_precision_is_refused_on_the_cpu_backend() {
+        for p in [Precision::Bf16, Precision::F16] {
+            let training = Training {
+                mixed_precision: p,
+                ..Default::default()
+            };
+            let err = open_for_training(BackendKind::Flex, training)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("flex trains in f32"), "{err}");
+            let model = crate::Model::random(crate::bench_config(), 0, &Device::flex().autodiff());
+            assert!(model.with_mixed_precision(p).is_err());
+        }
+        let (_, info) = open_for_training(BackendKind::Flex, Training::default()).unwrap();
+        assert_eq!(info.mixed_precision, Precision::F32);
+        assert!(!info.to_string().contains("mixed"));
     }
 }

@@ -6,9 +6,8 @@
 //! (`Qwen2Attention`, `LlamaAttention`): RoPE on q and k (rotate-half form), grouped-query
 //! attention, softmax in f32, additive mask.
 
-use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use reasonlab_core::rng::SplitMix64;
 
@@ -64,8 +63,10 @@ impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
-        let x = x.reshape([b * t, d_in]);
         let w = self.weight.val();
+        // Under mixed precision the input may be f32 (the final norm's output): a matmul
+        // computes in its weight's type.
+        let x = same_type(x, w.dtype()).reshape([b * t, d_in]);
         if self.lora.is_none() && crate::decode::enabled(b * t, &x, &w) {
             let bias = self.bias.as_ref().map(|p| p.val());
             return crate::decode::linear(x, &w, bias.as_ref()).reshape([b, t, d_out]);
@@ -81,6 +82,28 @@ impl Linear {
         };
         y.reshape([b, t, d_out])
     }
+}
+
+/// `x` in `dtype` (itself when it already is).
+pub(crate) fn same_type<const D: usize>(x: Tensor<D>, dtype: burn::tensor::DType) -> Tensor<D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(FloatDType::from(dtype))
+    }
+}
+
+/// Every float weight of `net` cast to `dtype`, each cast recorded by autodiff (on a tracked
+/// model the gradients flow back, in f32, to the original weights); parameter ids are kept.
+pub fn cast_floats(net: CausalLm, dtype: FloatDType) -> CausalLm {
+    struct Cast(FloatDType);
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dtype = self.0;
+            param.map(|t| same_type(t, dtype.into()))
+        }
+    }
+    net.map(&mut Cast(dtype))
 }
 
 /// Root-mean-square layer norm (Zhang & Sennrich 2019), computed in f32 like HF's `Qwen2RMSNorm`.
@@ -146,7 +169,12 @@ impl Rope {
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let swapped = Tensor::cat(vec![x2, x1], 3);
-        x * self.cos.clone() + swapped * self.sin.clone()
+        // The tables in the activations' type (transformers' `cos.to(x.dtype)`).
+        let (cos, sin) = (
+            same_type(self.cos.clone(), x.dtype()),
+            same_type(self.sin.clone(), x.dtype()),
+        );
+        x * cos + swapped * sin
     }
 }
 
@@ -285,7 +313,7 @@ impl Attention {
         let probs = match mask {
             // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernel.
             Some(mask) => crate::fused::masked_softmax(scores, mask.clone().reshape([b, t, s])),
-            None => softmax(scores, 3),
+            None => crate::fused::softmax_f32(scores),
         };
         let out = probs.matmul(v); // (b, kv, n_rep*t, d)
         let out = out
@@ -448,8 +476,8 @@ impl CausalLm {
                     let x = x.reshape([b * t, hidden]);
                     return crate::decode::linear_nt(x, &emb).reshape([b, t, vocab]);
                 }
-                crate::fused::matmul(x.reshape([b * t, hidden]), emb.transpose())
-                    .reshape([b, t, vocab])
+                let x = same_type(x, emb.dtype()).reshape([b * t, hidden]);
+                crate::fused::matmul(x, emb.transpose()).reshape([b, t, vocab])
             }
         }
     }

@@ -30,8 +30,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 pub use backend::{
-    ActivationCheckpointing, BackendKind, DeviceInfo, Precision, Purpose, device_for, open,
-    open_for, open_for_training, open_inference,
+    ActivationCheckpointing, BackendKind, DeviceInfo, Precision, Purpose, Training, device_for,
+    open, open_for, open_for_training, open_inference,
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
@@ -239,6 +239,8 @@ pub struct Model {
     device: tensor::Device,
     /// Set when LoRA adapters are attached ([`Model::add_lora`]).
     lora: Option<LoraConfig>,
+    /// The type the forward pass computes in ([`Model::with_mixed_precision`]); f32 is off.
+    compute: Precision,
 }
 
 /// (rows, cols) row-major → (cols, rows).
@@ -260,6 +262,39 @@ impl Model {
             inv_freq,
             device,
             lora: None,
+            compute: Precision::F32,
+        }
+    }
+
+    /// Mixed-precision training: every forward pass computes in `precision` (bf16, or f16 where
+    /// the adapter has no bf16) from a cast of the weights, while the weights themselves — the
+    /// master copy the optimiser updates, its moments, and what is saved — stay f32. The cast
+    /// is part of the autodiff graph, so gradients arrive in f32. As in transformers under
+    /// `torch.autocast`, RMSNorm, the attention softmax and the log-softmax of the loss run in
+    /// f32; matmuls and elementwise ops run in `precision`.
+    ///
+    /// For the GPU backends: refused on flex, and where the adapter lacks the type. Inference
+    /// copies ([`Model::inference_copy`]) compute in f32. f16 runs without loss scaling (its
+    /// gradients may underflow where bf16's do not): prefer bf16 where the device has it.
+    pub fn with_mixed_precision(self, precision: Precision) -> Result<Self, ModelError> {
+        backend::check_mixed_precision(&self.device, precision)?;
+        Ok(Self {
+            compute: precision,
+            ..self
+        })
+    }
+
+    /// The compute type of mixed-precision training (f32 when it is off).
+    pub fn mixed_precision(&self) -> Precision {
+        self.compute
+    }
+
+    /// The network a forward pass runs: the weights themselves, or their cast to the
+    /// mixed-precision compute type (tracked, so gradients reach the f32 weights).
+    fn compute_net(&self) -> std::borrow::Cow<'_, CausalLm> {
+        match self.compute {
+            Precision::F32 => std::borrow::Cow::Borrowed(&self.net),
+            p => std::borrow::Cow::Owned(decoder::cast_floats(self.net.clone(), p.float_dtype())),
         }
     }
 
@@ -490,11 +525,26 @@ impl Model {
         batch: &TokenBatch,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>, ModelError> {
+        let h = self.hidden_of(&self.compute_net(), batch, cache)?;
+        Ok(match h.dtype() {
+            burn::tensor::DType::F32 => h,
+            _ => h.cast(burn::tensor::FloatDType::F32),
+        })
+    }
+
+    /// [`Model::hidden`] through `net` (the model's weights or their mixed-precision cast), in
+    /// the compute type.
+    fn hidden_of(
+        &self,
+        net: &CausalLm,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>, ModelError> {
         let (b, t) = (batch.b, batch.t);
         self.check_batch(batch)?;
         let ids: Vec<i64> = batch.ids.iter().map(|&i| i as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
-        let x = self.net.embed(ids, b, t);
+        let x = net.embed(ids, b, t);
         let rope = Rope::new(&batch.positions, b, t, &self.inv_freq, &self.device);
         match cache {
             Some(cache) => {
@@ -513,24 +563,23 @@ impl Model {
                     let m = mask_values(b, t, s, &cache.padding);
                     Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device)
                 });
-                Ok(self
-                    .net
-                    .backbone(x, &rope, mask.as_ref(), Some(&mut cache.layers)))
+                Ok(net.backbone(x, &rope, mask.as_ref(), Some(&mut cache.layers)))
             }
             None => {
                 let mask = self.packed_mask(batch);
-                Ok(self.net.backbone(x, &rope, Some(&mask), None))
+                Ok(net.backbone(x, &rope, Some(&mask), None))
             }
         }
     }
 
-    /// Logits for every position: (b, t, vocab).
+    /// Logits for every position: (b, t, vocab), in the compute type.
     pub fn logits(
         &self,
         batch: &TokenBatch,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>, ModelError> {
-        Ok(self.net.head(self.hidden(batch, cache)?))
+        let net = self.compute_net();
+        Ok(net.head(self.hidden_of(&net, batch, cache)?))
     }
 
     /// Array lengths, token ids and positions of `batch` against the model.
@@ -564,10 +613,11 @@ impl Model {
         {
             return Ok(logits);
         }
-        let h = self.hidden(batch, cache)?;
+        let net = self.compute_net();
+        let h = self.hidden_of(&net, batch, cache)?;
         let [b, t, _] = h.dims();
         let last = h.narrow(1, t - 1, 1);
-        Ok(self.net.head(last).reshape([b, self.config.vocab_size]))
+        Ok(net.head(last).reshape([b, self.config.vocab_size]))
     }
 
     /// The first batch through an empty cache sets its row count and, when room was
@@ -663,6 +713,11 @@ impl Model {
         }
         let (b, t) = (batch.b, batch.t);
         let logits = self.logits(batch, None)?.narrow(1, 0, t - 1); // (b, t-1, vocab)
+        // The log-softmax in f32 whatever the compute type (transformers' `logits.float()`).
+        let logits = match logits.dtype() {
+            burn::tensor::DType::F32 => logits,
+            _ => logits.cast(burn::tensor::FloatDType::F32),
+        };
         let logp = log_softmax(logits, 2);
         let entropy = entropy.then(|| {
             let lp = logp.clone().detach();
@@ -720,6 +775,7 @@ impl Model {
         Self {
             net: self.net.valid(),
             device: self.device.clone().without_autodiff(),
+            compute: Precision::F32,
             ..self.clone()
         }
     }

@@ -182,3 +182,85 @@ fn a_flex_run_names_its_device() {
     let written = std::fs::read_to_string(sft.out.join("config.toml")).unwrap();
     assert!(written.contains("backend = \"flex\""), "{written}");
 }
+
+fn refused_mixed<T: std::fmt::Debug>(what: &str, result: Result<T, RunError>) {
+    let err = result.expect_err(what).to_string();
+    assert!(
+        err.contains("mixed precision (bf16) is for the GPU backends"),
+        "{what}: {err}"
+    );
+}
+
+/// Mixed precision is for the GPU backends: every training driver on flex refuses it before
+/// training, saying why, and a file's `mixed_precision` reaches the resolved config.
+#[test]
+fn training_drivers_refuse_mixed_precision_on_flex() {
+    use reasonlab_model::Precision;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = |name: &str| tmp.path().join(name);
+
+    let mut sft =
+        reasonlab_recipe::run::sft::SftConfig::load(&examples().join("sft-tiny.toml")).unwrap();
+    (sft.out, sft.mixed_precision) = (out("sft"), Precision::Bf16);
+    let dir = RunDir::create(&sft.out).unwrap();
+    refused_mixed(
+        "sft",
+        reasonlab_recipe::run::sft::run(&sft, &dir, Resume::Fresh, BadLines::Skip, &mut quiet()),
+    );
+    assert!(!dir.metrics().exists(), "sft trained before refusing");
+
+    let mut pre = reasonlab_recipe::run::pretrain::PretrainConfig::load(
+        &examples().join("pretrain-tiny.toml"),
+    )
+    .unwrap();
+    (pre.out, pre.mixed_precision) = (out("pretrain"), Precision::Bf16);
+    let dir = RunDir::create(&pre.out).unwrap();
+    refused_mixed(
+        "pretrain",
+        reasonlab_recipe::run::pretrain::run(
+            &pre,
+            &dir,
+            Resume::Fresh,
+            BadLines::Skip,
+            &mut quiet(),
+        ),
+    );
+
+    let mut grpo =
+        reasonlab_recipe::run::grpo::GrpoConfig::load(&examples().join("grpo-tiny.toml")).unwrap();
+    (grpo.out, grpo.mixed_precision) = (out("grpo"), Precision::Bf16);
+    let dir = RunDir::create(&grpo.out).unwrap();
+    refused_mixed(
+        "grpo",
+        reasonlab_recipe::run::grpo::run(&grpo, &dir, Resume::Fresh, &mut quiet()),
+    );
+
+    let mut rm =
+        reasonlab_recipe::run::rm::RmConfig::load(&examples().join("rm-tiny.toml")).unwrap();
+    (rm.out, rm.mixed_precision) = (out("rm"), Precision::Bf16);
+    rm.data = out("steps.jsonl");
+    let line = r#"{"prompt": "1 + 2 = ?", "completions": ["1 + 2 = 3.", "So 3."], "labels": [true, true]}"#;
+    std::fs::write(&rm.data, format!("{line}\n{line}\n{line}\n{line}\n")).unwrap();
+    let dir = RunDir::create(&rm.out).unwrap();
+    refused_mixed(
+        "rm train",
+        reasonlab_recipe::run::rm::train::run(
+            &rm,
+            &dir,
+            Resume::Fresh,
+            BadLines::Skip,
+            &mut quiet(),
+        ),
+    );
+
+    // The key reaches the resolved config from the file.
+    let text = std::fs::read_to_string(examples().join("sft-tiny.toml")).unwrap();
+    let file: reasonlab_recipe::run::sft::SftFile =
+        toml::from_str(&format!("mixed_precision = \"bf16\"\n{text}")).unwrap();
+    let cfg = reasonlab_recipe::run::sft::SftConfig::from_loaded(reasonlab_recipe::run::Loaded {
+        config: file,
+        dir: examples(),
+    })
+    .unwrap();
+    assert_eq!(cfg.mixed_precision, Precision::Bf16);
+}

@@ -98,6 +98,84 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
     assert!(diff / norm < 1e-3, "GPU update differs: {diff} of {norm}");
 }
 
+/// Mixed precision: the forward computes in bf16 (f16 where the adapter has no bf16, as wgpu's
+/// WGSL kernels), the weights the step updates stay f32, and loss and update stay close to the
+/// f32 step's. Tolerances: f16 keeps 11 significant bits (bf16 8), so the loss agrees to 1%;
+/// AdamW's first step is about lr·sign(g), and a gradient near 0 can change sign in reduced
+/// precision, so the update is compared by its direction (cosine > 0.9).
+#[test]
+fn a_mixed_precision_step_tracks_the_f32_step() {
+    use reasonlab_model::Precision;
+    use reasonlab_model::burn::tensor::DType;
+    let batch = ragged_batch();
+    let settings = AdamWSettings {
+        lr: 1e-3,
+        max_grad_norm: 0.0,
+        ..Default::default()
+    };
+    let device = gpu(true);
+    let precision = [Precision::Bf16, Precision::F16]
+        .into_iter()
+        .find(|&p| {
+            Model::load(&fixture(), &device)
+                .unwrap()
+                .with_mixed_precision(p)
+                .is_ok()
+        })
+        .expect("the GPU adapter has neither bf16 nor f16");
+    eprintln!("mixed precision in {precision}");
+    let step = |precision: Precision| {
+        let model = Model::load(&fixture(), &device)
+            .unwrap()
+            .with_mixed_precision(precision)
+            .unwrap();
+        let logits = model.logits(&batch, None).unwrap();
+        let compute = match precision {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        };
+        assert_eq!(
+            logits.dtype(),
+            compute,
+            "the forward pass computes in {precision}"
+        );
+        let before = model.hf_tensors().unwrap();
+        let mut optim = AdamW::new(settings.clone());
+        let (model, loss) =
+            reasonlab_train::lm_train_step(model, &batch, &mut optim, 1e-3).unwrap();
+        assert_eq!(
+            model.net.model.embed_tokens.val().dtype(),
+            DType::F32,
+            "the master weights stay f32"
+        );
+        let after = model.hf_tensors().unwrap();
+        let update: Vec<f32> = after
+            .iter()
+            .flat_map(|(name, (_, v))| {
+                let (_, b) = &before[name];
+                v.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>()
+            })
+            .collect();
+        (loss, update)
+    };
+    let (loss, update) = step(Precision::F32);
+    let (mixed_loss, mixed_update) = step(precision);
+    eprintln!("loss: f32 {loss}, {precision} {mixed_loss}");
+    assert!(
+        (loss - mixed_loss).abs() < 1e-2 * loss.abs(),
+        "mixed-precision loss {mixed_loss} is not within 1% of {loss}"
+    );
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let cosine = dot(&update, &mixed_update)
+        / (dot(&update, &update).sqrt() * dot(&mixed_update, &mixed_update).sqrt());
+    eprintln!("cosine(update f32, update {precision}) = {cosine:.4}");
+    assert!(
+        cosine > 0.9,
+        "the mixed-precision update points elsewhere: cosine {cosine}"
+    );
+}
+
 #[test]
 fn greedy_generation_is_identical() {
     let tok = Tokenizer::from_dir(&fixture()).unwrap();

@@ -135,6 +135,10 @@ pub struct TrainStepArgs {
     /// Recompute memory-bound activations in the backward pass (PyTorch keeps them all).
     #[arg(long, value_enum, default_value = "off")]
     activation_checkpointing: CheckpointingArg,
+    /// Mixed precision: compute in bf16 (or f16) with f32 master weights and AdamW state, on a
+    /// GPU backend; the peer runs its forward under `torch.autocast` to the same type.
+    #[arg(long, default_value = "f32")]
+    mixed_precision: reasonlab_model::Precision,
     #[command(flatten)]
     args: PeerArgs,
 }
@@ -254,6 +258,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                         reasonlab_model::ActivationCheckpointing::Balanced
                     }
                 },
+                mixed_precision: a.mixed_precision,
                 args: a.args.config(),
             },
             out,

@@ -23,7 +23,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -713,8 +713,19 @@ pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
     }
     let [b, kv, m, s] = x.dims();
     let t = bias.dims()[1];
+    let dtype = x.dtype();
+    // In f32 whatever the activations' type (transformers' `softmax(..., dtype=float32)`).
+    let x = crate::decoder::same_type(x, DType::F32);
+    let bias = crate::decoder::same_type(bias, DType::F32);
     let scores = x.reshape([b, kv, m / t, t, s]) + bias.reshape([b, 1, 1, t, s]);
-    softmax(scores.reshape([b, kv, m, s]), 3)
+    crate::decoder::same_type(softmax(scores.reshape([b, kv, m, s]), 3), dtype)
+}
+
+/// Softmax over the last dimension computed in f32, returned in `x`'s type.
+pub fn softmax_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    let y = softmax(crate::decoder::same_type(x, DType::F32), D - 1);
+    crate::decoder::same_type(y, dtype)
 }
 
 /// `silu(gate) · up`; fused on Flex, composed elsewhere.
@@ -731,7 +742,7 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
 /// `x (m, k) · w (k, n)`: on Flex (f32) without burn-flex's zeroed-and-copied output buffer,
 /// the same gemm call otherwise; elsewhere burn's matmul.
 pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    let f32s = x.dtype() == burn::tensor::DType::F32 && w.dtype() == burn::tensor::DType::F32;
+    let f32s = x.dtype() == DType::F32 && w.dtype() == DType::F32;
     if f32s && is_flex(&x.device()) {
         return Tensor::from_dispatch(<Dispatch as FusedOps>::matmul(
             x.into_dispatch(),
@@ -751,9 +762,13 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
             eps,
         ));
     }
+    // In f32 whatever the activations' type, then back to it before the weight (transformers'
+    // `Qwen2RMSNorm`: `weight * hidden.to(input_dtype)`).
+    let dtype = x.dtype();
+    let x = crate::decoder::same_type(x, DType::F32);
     let var = x.clone().square().mean_dim(D - 1); // (..., 1)
-    let x = x * (var + eps).sqrt().recip();
-    x * weight.unsqueeze::<D>()
+    let x = crate::decoder::same_type(x * (var + eps).sqrt().recip(), dtype);
+    x * crate::decoder::same_type(weight, dtype).unsqueeze::<D>()
 }
 
 #[cfg(test)]

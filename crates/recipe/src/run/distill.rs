@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use reasonlab_core::engine::Sampling;
 use reasonlab_core::jsonl::{self, BadLines};
 use reasonlab_eval::Benchmark;
-use reasonlab_model::{ActivationCheckpointing, BackendKind};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, Precision};
 use reasonlab_train::sft::{SftRecord, SftSettings};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,10 @@ pub struct DistillFile {
     /// The student's fine-tuning: recompute memory-bound activations (`"balanced"`) or not.
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
+    /// Mixed precision: compute in `"bf16"` (or `"f16"` where the GPU has no bf16) with f32
+    /// master weights and optimiser state; `"f32"` (the default) is off. GPU backends only.
+    #[serde(default)]
+    pub mixed_precision: Precision,
     pub teacher: EngineSpec,
     /// The teacher's code runs in the sandbox: tool-integrated traces.
     #[serde(default)]
@@ -93,6 +97,7 @@ pub struct DistillConfig {
     /// The student's tensor backend.
     pub backend: BackendKind,
     pub activation_checkpointing: ActivationCheckpointing,
+    pub mixed_precision: Precision,
     /// The teacher's sampling job (its `out` is `OUT/traces.jsonl`).
     pub traces: SampleConfig,
     pub sft: SftSettings,
@@ -126,6 +131,7 @@ impl DistillConfig {
             save_every: c.save_every,
             backend: c.backend,
             activation_checkpointing: c.activation_checkpointing,
+            mixed_precision: c.mixed_precision,
             traces: SampleConfig {
                 data,
                 engine: teacher,
@@ -185,7 +191,10 @@ pub fn run(
         cfg.held_out,
         cfg.sft.clone(),
         cfg.backend,
-        cfg.activation_checkpointing,
+        reasonlab_model::Training {
+            checkpointing: cfg.activation_checkpointing,
+            mixed_precision: cfg.mixed_precision,
+        },
         dir,
         cfg.save_every,
         resume,

@@ -55,7 +55,7 @@ use std::time::Instant;
 
 use reasonlab_core::engine::{Message, Role};
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{ActivationCheckpointing, BackendKind, device_for};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, Precision, device_for};
 use reasonlab_serve::pool::{PoolEvent, RolloutPool};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
@@ -127,6 +127,10 @@ pub struct GrpoFile {
     /// (`"off"`).
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
+    /// Mixed precision: compute in `"bf16"` (or `"f16"` where the GPU has no bf16) with f32
+    /// master weights and optimiser state; `"f32"` (the default) is off. GPU backends only.
+    #[serde(default)]
+    pub mixed_precision: Precision,
     #[serde(default)]
     pub long_prompts: LongPrompts,
     #[serde(default)]
@@ -320,6 +324,7 @@ pub struct GrpoConfig {
     /// The policy's and the reward models' backend.
     pub backend: BackendKind,
     pub activation_checkpointing: ActivationCheckpointing,
+    pub mixed_precision: Precision,
     pub long_prompts: LongPrompts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prompt_length: Option<usize>,
@@ -381,6 +386,7 @@ impl GrpoConfig {
             save_every: file.save_every,
             backend: file.backend,
             activation_checkpointing: file.activation_checkpointing,
+            mixed_precision: file.mixed_precision,
             long_prompts: file.long_prompts,
             max_prompt_length: file.max_prompt_length,
             rollout: file.rollout.clone().map(|r| RolloutSpec {
@@ -652,10 +658,14 @@ pub(crate) fn segment(
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let device = super::open_device(
         cfg.backend,
-        reasonlab_model::Purpose::Training(cfg.activation_checkpointing),
+        reasonlab_model::Purpose::Training(reasonlab_model::Training {
+            checkpointing: cfg.activation_checkpointing,
+            mixed_precision: cfg.mixed_precision,
+        }),
         on_event,
     )?;
-    let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?;
+    let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?
+        .with_mixed_precision(cfg.mixed_precision)?;
     let context = policy.config.max_position_embeddings;
 
     let mut tasks = all_tasks(cfg, &tokenizer)?;

@@ -355,6 +355,7 @@ fn update_reward_model(
         head: cfg.reward_model[0].head.clone(),
         backend: cfg.backend,
         activation_checkpointing: cfg.activation_checkpointing,
+        mixed_precision: cfg.mixed_precision,
         rm: it.rm.clone(),
     };
     let rm_dir = RunDir::create(&rm_cfg.out)?;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use reasonlab_core::jsonl::BadLines;
-use reasonlab_model::{ActivationCheckpointing, BackendKind, Model};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, Model, Precision};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::AdamW;
 use reasonlab_train::checkpoint;
@@ -51,6 +51,10 @@ pub struct PretrainFile {
     /// (`"off"`).
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
+    /// Mixed precision: compute in `"bf16"` (or `"f16"` where the GPU has no bf16) with f32
+    /// master weights and optimiser state; `"f32"` (the default) is off. GPU backends only.
+    #[serde(default)]
+    pub mixed_precision: Precision,
     #[serde(default)]
     pub train: toml::Table,
     pub source: Vec<SourceSpec>,
@@ -66,6 +70,7 @@ pub struct PretrainConfig {
     pub save_every: usize,
     pub backend: BackendKind,
     pub activation_checkpointing: ActivationCheckpointing,
+    pub mixed_precision: Precision,
     pub train: PretrainSettings,
     pub source: Vec<SourceSpec>,
 }
@@ -86,6 +91,7 @@ impl PretrainConfig {
             save_every: f.save_every,
             backend: f.backend,
             activation_checkpointing: f.activation_checkpointing,
+            mixed_precision: f.mixed_precision,
             train: overlay(&PretrainSettings::default(), &f.train, "train")?,
             source: f
                 .source
@@ -156,10 +162,13 @@ pub fn run(
     let source = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let device = super::open_device(
         cfg.backend,
-        reasonlab_model::Purpose::Training(cfg.activation_checkpointing),
+        reasonlab_model::Purpose::Training(reasonlab_model::Training {
+            checkpointing: cfg.activation_checkpointing,
+            mixed_precision: cfg.mixed_precision,
+        }),
         on_event,
     )?;
-    let mut model = Model::load(&source, &device)?;
+    let mut model = Model::load(&source, &device)?.with_mixed_precision(cfg.mixed_precision)?;
     if settings.seq_len > model.config.max_position_embeddings {
         return Err(RunError::Invalid(format!(
             "seq_len {} exceeds the model's context {}",

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{ActivationCheckpointing, BackendKind};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, Precision};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::sft::{EncodeSummary, SftRecord, SftSettings, SftState, SftTrainer};
@@ -50,6 +50,10 @@ pub struct SftFile {
     /// (`"off"`).
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
+    /// Mixed precision: compute in `"bf16"` (or `"f16"` where the GPU has no bf16) with f32
+    /// master weights and optimiser state; `"f32"` (the default) is off. GPU backends only.
+    #[serde(default)]
+    pub mixed_precision: Precision,
     #[serde(default)]
     pub sft: toml::Table,
 }
@@ -68,6 +72,7 @@ pub struct SftConfig {
     pub save_every: usize,
     pub backend: BackendKind,
     pub activation_checkpointing: ActivationCheckpointing,
+    pub mixed_precision: Precision,
     pub sft: SftSettings,
 }
 
@@ -90,6 +95,7 @@ impl SftConfig {
             save_every: f.save_every,
             backend: f.backend,
             activation_checkpointing: f.activation_checkpointing,
+            mixed_precision: f.mixed_precision,
             sft: overlay(&SftSettings::default(), &f.sft, "sft")?,
         })
     }
@@ -132,7 +138,10 @@ pub fn run(
         cfg.held_out,
         cfg.sft.clone(),
         cfg.backend,
-        cfg.activation_checkpointing,
+        reasonlab_model::Training {
+            checkpointing: cfg.activation_checkpointing,
+            mixed_precision: cfg.mixed_precision,
+        },
         dir,
         cfg.save_every,
         resume,
@@ -150,7 +159,7 @@ pub fn train(
     held_out: f64,
     settings: SftSettings,
     backend: BackendKind,
-    checkpointing: ActivationCheckpointing,
+    training: reasonlab_model::Training,
     dir: &RunDir,
     save_every: usize,
     resume: Resume,
@@ -186,10 +195,11 @@ pub fn train(
         .unwrap_or_else(|| model_dir.to_path_buf());
     let device = super::open_device(
         backend,
-        reasonlab_model::Purpose::Training(checkpointing),
+        reasonlab_model::Purpose::Training(training),
         on_event,
     )?;
-    let model = checkpoint::load_model(&source, model_dir, &device)?;
+    let model = checkpoint::load_model(&source, model_dir, &device)?
+        .with_mixed_precision(training.mixed_precision)?;
     let pad = tokenizer.pad_id();
     let mut trainer = SftTrainer::new(settings, model, train, held, pad)?;
     if let Some(ckpt) = &resume_from {

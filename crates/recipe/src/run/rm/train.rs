@@ -20,7 +20,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::jsonl::{self, BadLines};
-use reasonlab_model::{ActivationCheckpointing, BackendKind, RewardModel, SaveDtype};
+use reasonlab_model::{ActivationCheckpointing, BackendKind, Precision, RewardModel, SaveDtype};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::checkpoint;
 use reasonlab_train::rm::{RmExample, RmQuality, RmSettings, RmState, RmTrainer, encode_record};
@@ -52,6 +52,10 @@ pub struct RmFile {
     /// (`"off"`).
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
+    /// Mixed precision: compute in `"bf16"` (or `"f16"` where the GPU has no bf16) with f32
+    /// master weights and optimiser state; `"f32"` (the default) is off. GPU backends only.
+    #[serde(default)]
+    pub mixed_precision: Precision,
     #[serde(default)]
     pub rm: toml::Table,
 }
@@ -71,6 +75,7 @@ pub struct RmConfig {
     pub head: Option<HeadSpec>,
     pub backend: BackendKind,
     pub activation_checkpointing: ActivationCheckpointing,
+    pub mixed_precision: Precision,
     pub rm: RmSettings,
 }
 
@@ -93,6 +98,7 @@ impl RmConfig {
             head: f.head.clone(),
             backend: f.backend,
             activation_checkpointing: f.activation_checkpointing,
+            mixed_precision: f.mixed_precision,
             rm: overlay(&RmSettings::default(), &f.rm, "rm")?,
         })
     }
@@ -203,7 +209,10 @@ pub fn run(
     let resume_from = dir.resume_from(resume)?;
     let device = super::super::open_device(
         cfg.backend,
-        reasonlab_model::Purpose::Training(cfg.activation_checkpointing),
+        reasonlab_model::Purpose::Training(reasonlab_model::Training {
+            checkpointing: cfg.activation_checkpointing,
+            mixed_precision: cfg.mixed_precision,
+        }),
         on_event,
     )?;
     let head = cfg.head();
@@ -222,7 +231,9 @@ pub fn run(
     let mut trainer = RmTrainer::new(
         settings,
         rm.head(),
-        rm.model().clone(),
+        rm.model()
+            .clone()
+            .with_mixed_precision(cfg.mixed_precision)?,
         train,
         held,
         tok.pad_id(),
