@@ -586,4 +586,16 @@ fn every_model_command_takes_the_backend_flag() {
         "{err}"
     );
     assert!(!out.exists());
+    // So is mixed-precision training; the flag overrides the config's `mixed_precision`.
+    let run = bin()
+        .args(["sft", "--config", sft.to_str().unwrap()])
+        .args(["--mixed-precision", "bf16"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("flex trains in f32"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("sft/checkpoints").exists());
 }

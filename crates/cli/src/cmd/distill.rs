@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long)]
     config: PathBuf,
     #[command(flatten)]
-    backend: super::runcfg::BackendFlag,
+    device: super::runcfg::DeviceFlags,
     /// Continue the student's SFT from its newest checkpoint (trace sampling always resumes).
     #[arg(long)]
     resume: bool,
@@ -25,11 +25,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = DistillConfig::load(&args.config)?;
-    if let Some(b) = args.backend.backend {
+    if let Some(b) = args.device.backend {
         cfg.backend = b;
         if cfg.traces.engine.model.is_some() {
             cfg.traces.engine.backend = Some(b);
         }
+    }
+    if let Some(p) = args.device.mixed_precision {
+        cfg.mixed_precision = p;
     }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();

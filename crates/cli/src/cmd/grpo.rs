@@ -13,7 +13,7 @@ pub struct Args {
     #[arg(long)]
     config: PathBuf,
     #[command(flatten)]
-    backend: super::runcfg::BackendFlag,
+    device: super::runcfg::DeviceFlags,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     #[arg(long)]
     resume: bool,
@@ -21,8 +21,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = GrpoConfig::load(&args.config)?;
-    if let Some(b) = args.backend.backend {
+    if let Some(b) = args.device.backend {
         cfg.backend = b;
+    }
+    if let Some(p) = args.device.mixed_precision {
+        cfg.mixed_precision = p;
     }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();

@@ -18,7 +18,7 @@ pub enum RmCommand {
         #[arg(long)]
         config: PathBuf,
         #[command(flatten)]
-        backend: super::runcfg::BackendFlag,
+        device: super::runcfg::DeviceFlags,
         /// Continue from the newest checkpoint in `out/checkpoints`.
         #[arg(long)]
         resume: bool,
@@ -95,13 +95,16 @@ pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
     match cmd {
         RmCommand::Train {
             config,
-            backend,
+            device,
             resume,
             strict,
         } => {
             let mut cfg = RmConfig::load(&config)?;
-            if let Some(b) = backend.backend {
+            if let Some(b) = device.backend {
                 cfg.backend = b;
+            }
+            if let Some(p) = device.mixed_precision {
+                cfg.mixed_precision = p;
             }
             let dir = RunDir::create(&cfg.out)?;
             let summary = rm::train::run(

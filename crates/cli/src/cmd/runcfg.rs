@@ -61,12 +61,17 @@ impl Printer {
     }
 }
 
-/// `--backend` on a command driven by a config file: it overrides the file's `backend`.
+/// `--backend` and `--mixed-precision` on a training command driven by a config file: each
+/// overrides the file's key of the same name.
 #[derive(clap::Args, Debug, Clone, Copy)]
-pub struct BackendFlag {
+pub struct DeviceFlags {
     /// Tensor backend, overriding the config's `backend`: flex (CPU), wgpu, vulkan or cuda.
     #[arg(long)]
     pub backend: Option<reasonlab_model::BackendKind>,
+    /// Mixed-precision compute type, overriding the config's `mixed_precision`: bf16 or f16
+    /// with f32 master weights (GPU backends), f32 for off.
+    #[arg(long)]
+    pub mixed_precision: Option<reasonlab_model::Precision>,
 }
 
 /// `--resume` as the drivers take it.

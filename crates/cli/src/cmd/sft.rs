@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long)]
     pub config: PathBuf,
     #[command(flatten)]
-    pub backend: super::runcfg::BackendFlag,
+    pub device: super::runcfg::DeviceFlags,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     #[arg(long)]
     pub resume: bool,
@@ -35,8 +35,11 @@ pub fn bad_lines(strict: bool) -> BadLines {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = SftConfig::load(&args.config)?;
-    if let Some(b) = args.backend.backend {
+    if let Some(b) = args.device.backend {
         cfg.backend = b;
+    }
+    if let Some(p) = args.device.mixed_precision {
+        cfg.mixed_precision = p;
     }
     let dir = RunDir::create(&cfg.out)?;
     let mut printer = Printer::default();
