@@ -226,6 +226,7 @@ impl LayerCache {
         }
         let grow = |buf: Tensor<4>| {
             let extra = Tensor::zeros([b, kv, capacity - cap, d], &buf.device());
+            let extra = same_type(extra, buf.dtype());
             Tensor::cat(vec![buf, extra], 2)
         };
         self.k = grow(self.k.clone());

@@ -20,8 +20,9 @@ mod gpu_common;
 
 use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, ragged_batch};
 use reasonlab_generate::SamplingParams;
-use reasonlab_model::Model;
+use reasonlab_model::burn::tensor::DType;
 use reasonlab_model::tensor::Device;
+use reasonlab_model::{Model, Precision};
 use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
@@ -98,6 +99,29 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
     assert!(diff / norm < 1e-3, "GPU update differs: {diff} of {norm}");
 }
 
+/// The first of bf16, f16 that `device` trains in with mixed precision.
+fn mixed_precision(device: &Device) -> Precision {
+    let precision = [Precision::Bf16, Precision::F16]
+        .into_iter()
+        .find(|&p| {
+            Model::load(&fixture(), device)
+                .unwrap()
+                .with_mixed_precision(p)
+                .is_ok()
+        })
+        .expect("the GPU adapter has neither bf16 nor f16");
+    eprintln!("mixed precision in {precision}");
+    precision
+}
+
+fn dtype(precision: Precision) -> DType {
+    match precision {
+        Precision::F32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+        Precision::F16 => DType::F16,
+    }
+}
+
 /// Mixed precision: the forward computes in bf16 (f16 where the adapter has no bf16, as wgpu's
 /// WGSL kernels), the weights the step updates stay f32, and loss and update stay close to the
 /// f32 step's. Tolerances: f16 keeps 11 significant bits (bf16 8), so the loss agrees to 1%;
@@ -105,8 +129,6 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
 /// precision, so the update is compared by its direction (cosine > 0.9).
 #[test]
 fn a_mixed_precision_step_tracks_the_f32_step() {
-    use reasonlab_model::Precision;
-    use reasonlab_model::burn::tensor::DType;
     let batch = ragged_batch();
     let settings = AdamWSettings {
         lr: 1e-3,
@@ -114,30 +136,16 @@ fn a_mixed_precision_step_tracks_the_f32_step() {
         ..Default::default()
     };
     let device = gpu(true);
-    let precision = [Precision::Bf16, Precision::F16]
-        .into_iter()
-        .find(|&p| {
-            Model::load(&fixture(), &device)
-                .unwrap()
-                .with_mixed_precision(p)
-                .is_ok()
-        })
-        .expect("the GPU adapter has neither bf16 nor f16");
-    eprintln!("mixed precision in {precision}");
+    let precision = mixed_precision(&device);
     let step = |precision: Precision| {
         let model = Model::load(&fixture(), &device)
             .unwrap()
             .with_mixed_precision(precision)
             .unwrap();
         let logits = model.logits(&batch, None).unwrap();
-        let compute = match precision {
-            Precision::F32 => DType::F32,
-            Precision::Bf16 => DType::BF16,
-            Precision::F16 => DType::F16,
-        };
         assert_eq!(
             logits.dtype(),
-            compute,
+            dtype(precision),
             "the forward pass computes in {precision}"
         );
         let before = model.hf_tensors().unwrap();
@@ -215,8 +223,9 @@ impl Reward for Checksum {
     }
 }
 
-#[test]
-fn a_grpo_step_runs_and_learns_on_the_gpu() {
+/// One GRPO step with a KL reference, its policy training with `precision` compute: eight
+/// rollouts, a finite loss, weights moved.
+fn grpo_step(precision: Precision) {
     let tok = Tokenizer::from_dir(&fixture()).unwrap();
     let rewards = WeightedSum::from_parts(
         vec![("checksum".into(), 1.0, Box::new(Checksum))],
@@ -237,7 +246,10 @@ fn a_grpo_step_runs_and_learns_on_the_gpu() {
             )
         })
         .collect();
-    let policy = Model::load(&fixture(), &gpu(true)).unwrap();
+    let policy = Model::load(&fixture(), &gpu(true))
+        .unwrap()
+        .with_mixed_precision(precision)
+        .unwrap();
     let before = policy.hf_tensors().unwrap();
     let mut trainer = GrpoTrainer::new(s, policy, &tok, &rewards).unwrap();
     let (metrics, rollouts) = trainer.step(&tasks).unwrap();
@@ -249,4 +261,19 @@ fn a_grpo_step_runs_and_learns_on_the_gpu() {
         .filter(|(name, (_, v))| after[*name].1 != *v)
         .count();
     assert!(moved > 0, "the GRPO step changed no weight");
+    // Rollouts and the reference run on a copy in the compute type; the policy stays f32.
+    let actor = trainer.policy().inference_copy();
+    assert_eq!(actor.net.model.embed_tokens.val().dtype(), dtype(precision));
+    let master = trainer.policy().net.model.embed_tokens.val().dtype();
+    assert_eq!(master, DType::F32);
+}
+
+#[test]
+fn a_grpo_step_runs_and_learns_on_the_gpu() {
+    grpo_step(Precision::F32);
+}
+
+#[test]
+fn a_mixed_precision_grpo_step_runs_and_learns() {
+    grpo_step(mixed_precision(&gpu(true)));
 }
