@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use reasonlab_core::jsonl::BadLines;
 use reasonlab_eval::MetricKey;
-use reasonlab_model::BackendKind;
+use reasonlab_model::{BackendKind, Precision};
 use serde::{Deserialize, Serialize};
 
 use crate::run::distill::DistillConfig;
@@ -72,6 +72,17 @@ pub enum StageKind {
     RmLabel,
     RmTrain,
     Eval,
+}
+
+impl StageKind {
+    /// Whether the stage trains a model (and takes `backend`, `mixed_precision` at the top of
+    /// its config).
+    pub fn trains(self) -> bool {
+        matches!(
+            self,
+            Self::Pretrain | Self::Sft | Self::Grpo | Self::Distill | Self::RmTrain
+        )
+    }
 }
 
 /// An `rm_label` stage's config: `reasonlab rm label`'s flags as TOML.
@@ -123,6 +134,10 @@ pub struct Recipe {
     /// its own (`backend = …`, or `[engine] backend = …` for a local engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendKind>,
+    /// Every training stage's `mixed_precision` (`"bf16"`, `"f16"`, `"f32"`), unless its config
+    /// sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<Precision>,
     pub stage: Vec<Stage>,
     /// The recipe file's folder: relative paths in stage configs are relative to it.
     #[serde(skip)]
@@ -295,6 +310,12 @@ pub fn run(
         let mut config = resolve_stage(stage, &stage_dir, &manifest)?;
         if let Some(backend) = recipe.backend {
             default_backend(stage.kind, &mut config, backend);
+        }
+        if let Some(precision) = recipe.mixed_precision
+            && stage.kind.trains()
+        {
+            let value = toml::Value::String(precision.name().into());
+            config.entry("mixed_precision").or_insert(value);
         }
         let started = Instant::now();
         let result = run_stage(

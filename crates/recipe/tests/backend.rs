@@ -264,3 +264,21 @@ fn training_drivers_refuse_mixed_precision_on_flex() {
     .unwrap();
     assert_eq!(cfg.mixed_precision, Precision::Bf16);
 }
+
+#[test]
+fn a_recipes_mixed_precision_reaches_its_training_stages() {
+    let src = examples().join("recipe-tiny.toml");
+    let mut recipe = Recipe::load(&src).unwrap();
+    assert_eq!(recipe.mixed_precision, None);
+    recipe.mixed_precision = Some(reasonlab_model::Precision::Bf16);
+    let tmp = tempfile::tempdir().unwrap();
+    let result = pipeline::run(
+        &recipe,
+        &tmp.path().join("run"),
+        false,
+        &Span::default(),
+        &mut |_, _| {},
+    );
+    // On flex the first training stage refuses it.
+    refused_mixed("recipe", result);
+}

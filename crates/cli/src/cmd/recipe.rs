@@ -29,6 +29,10 @@ pub enum RecipeCommand {
         /// `backend`; a stage that sets its own keeps it.
         #[arg(long)]
         backend: Option<reasonlab_model::BackendKind>,
+        /// Every training stage's mixed precision (bf16, f16, or f32 for off), overriding the
+        /// recipe's `mixed_precision`; a stage that sets its own keeps it.
+        #[arg(long)]
+        mixed_precision: Option<reasonlab_model::Precision>,
     },
 }
 
@@ -41,10 +45,14 @@ pub fn run(cmd: RecipeCommand) -> anyhow::Result<()> {
             from,
             until,
             backend,
+            mixed_precision,
         } => {
             let mut recipe = Recipe::load(&file)?;
             if backend.is_some() {
                 recipe.backend = backend;
+            }
+            if mixed_precision.is_some() {
+                recipe.mixed_precision = mixed_precision;
             }
             let mut printer = Printer::default();
             let mut current = String::new();
