@@ -128,17 +128,101 @@ pub struct Rope {
     pub cos: Tensor<4>,
     /// (b, 1, t, d): `cat(-sin, sin)` of the same angles
     pub sin: Tensor<4>,
+    /// On the GPU backends, where every op is a kernel launch: see [`Rope::apply_heads`].
+    gpu: Option<GpuRope>,
+}
+
+/// RoPE in fewer kernels: `rotate_half` as one matmul with a permutation instead of a
+/// two-copy concatenation, and q's attention scale folded into its tables on the host.
+struct GpuRope {
+    /// (d, d): `x · rotate = cat(x2, x1)`.
+    rotate: Tensor<2>,
+    /// (b, t, 1, d): the tables in the (b, t, heads, d) layout of the projections.
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    /// The same, times `scale`, for q.
+    cos_q: Tensor<4>,
+    sin_q: Tensor<4>,
+    scale: f64,
 }
 
 impl Rope {
-    /// `positions`: (b * t) row-major absolute positions; `inv_freq`: d / 2 frequencies.
-    pub fn new(positions: &[u32], b: usize, t: usize, inv_freq: &[f32], device: &Device) -> Self {
+    /// `positions`: (b * t) row-major absolute positions; `inv_freq`: d / 2 frequencies;
+    /// `dtype`: the activations' float type (the tables are converted on the host).
+    pub fn new(
+        positions: &[u32],
+        b: usize,
+        t: usize,
+        inv_freq: &[f32],
+        device: &Device,
+        dtype: burn::tensor::DType,
+    ) -> Self {
         let (cos, sin) = Self::tables(positions, inv_freq);
-        let shape = [b, 1, t, 2 * inv_freq.len()];
+        let d = 2 * inv_freq.len();
+        let upload = |values: Vec<f32>, shape: [usize; 4]| {
+            Tensor::from_data(TensorData::new(values, shape).convert_dtype(dtype), device)
+        };
+        let gpu = (!crate::fused::is_flex(device)).then(|| {
+            // The attention's 1/√d, as `Attention::forward` computes it.
+            let scale = 1.0 / (d as f64).sqrt();
+            let scaled = |v: &[f32]| v.iter().map(|x| (*x as f64 * scale) as f32).collect();
+            let mut rotate = vec![0f32; d * d];
+            for j in 0..d {
+                rotate[((j + d / 2) % d) * d + j] = 1.0;
+            }
+            let rows = [b, t, 1, d];
+            GpuRope {
+                rotate: Tensor::from_data(
+                    TensorData::new(rotate, [d, d]).convert_dtype(dtype),
+                    device,
+                ),
+                cos_q: upload(scaled(&cos), rows),
+                sin_q: upload(scaled(&sin), rows),
+                cos: upload(cos.clone(), rows),
+                sin: upload(sin.clone(), rows),
+                scale,
+            }
+        });
+        let shape = [b, 1, t, d];
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: upload(cos, shape),
+            sin: upload(sin, shape),
+            gpu,
         }
+    }
+
+    /// `x`: (b, t, heads, d) as the projections give it → (b, heads, t, d) with RoPE applied
+    /// and, for q, multiplied by `scale`.
+    ///
+    /// On flex: [`Rope::apply`] on the (b, heads, t, d) view, then the scale. On the GPU
+    /// backends, in the projections' layout: the rotation is one matmul of the (b·t·heads, d)
+    /// rows with a permutation (a concatenation is two copy kernels) and q's scale is in its
+    /// tables, so four kernels where the other order takes six for q and five for k.
+    pub fn apply_heads(&self, x: Tensor<4>, scale: Option<f64>) -> Tensor<4> {
+        let gpu = self
+            .gpu
+            .as_ref()
+            .filter(|g| scale.is_none_or(|s| s == g.scale));
+        let Some(g) = gpu else {
+            let y = self.apply(x.swap_dims(1, 2));
+            return match scale {
+                Some(s) => y.mul_scalar(s),
+                None => y,
+            };
+        };
+        let [b, t, n, d] = x.dims();
+        let (cos, sin) = match scale {
+            Some(_) => (&g.cos_q, &g.sin_q),
+            None => (&g.cos, &g.sin),
+        };
+        let dtype = x.dtype();
+        let swapped = x
+            .clone()
+            .reshape([b * t * n, d])
+            .matmul(same_type(g.rotate.clone(), dtype))
+            .reshape([b, t, n, d]);
+        let y = x * same_type(cos.clone(), dtype) + swapped * same_type(sin.clone(), dtype);
+        y.swap_dims(1, 2)
     }
 
     /// The tables as (positions, d) row-major buffers: (cos, sin).
@@ -290,10 +374,10 @@ impl Attention {
         }
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = h / kv;
-        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2); // (b, n, t, d)
-        let mut q = heads(self.q_proj.forward(x.clone()), h);
-        let mut k = heads(self.k_proj.forward(x.clone()), kv);
-        let mut v = heads(self.v_proj.forward(x), kv);
+        let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]); // (b, t, n, d)
+        let mut q = split(self.q_proj.forward(x.clone()), h);
+        let mut k = split(self.k_proj.forward(x.clone()), kv);
+        let mut v = split(self.v_proj.forward(x), kv).swap_dims(1, 2); // (b, kv, t, d)
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -301,8 +385,8 @@ impl Attention {
         // Scale q (b, h, t, d) rather than the scores (b, h, t, s): s/d times fewer elements,
         // and exact for the usual power-of-two head dims.
         let scale = 1.0 / (d as f64).sqrt();
-        q = rope.apply(q).mul_scalar(scale);
-        k = rope.apply(k);
+        let q = rope.apply_heads(q, Some(scale)); // (b, h, t, d)
+        let mut k = rope.apply_heads(k, None); // (b, kv, t, d)
         if let Some(slot) = cache {
             (k, v) = LayerCache::extend(slot, k, v);
         }

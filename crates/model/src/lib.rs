@@ -546,7 +546,14 @@ impl Model {
         let ids: Vec<i64> = batch.ids.iter().map(|&i| i as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
         let x = net.embed(ids, b, t);
-        let rope = Rope::new(&batch.positions, b, t, &self.inv_freq, &self.device);
+        let rope = Rope::new(
+            &batch.positions,
+            b,
+            t,
+            &self.inv_freq,
+            &self.device,
+            x.dtype(),
+        );
         match cache {
             Some(cache) => {
                 if cache.layers.is_empty() {
