@@ -8,7 +8,10 @@
 //! Sampling runs on the host: temperature, then top-k, top-p (nucleus, Holtzman et al. 2020)
 //! and min-p filters, then a draw from a per-sequence generator seeded by
 //! `(seed, prompt index, sample index)` — the same seed gives the same output whatever the
-//! batch composition. Temperature 0 is greedy.
+//! batch composition. Temperature 0 is greedy; on a GPU backend its argmax (and the chosen
+//! token's log-prob, when asked) is taken on the device, so a decode step reads back one id
+//! per sequence instead of a row of logits (for 128 sequences at Qwen2.5's 151,936-token
+//! vocabulary, 78 MB of f32 per step).
 
 #![forbid(unsafe_code)]
 
@@ -437,11 +440,21 @@ fn generate_chunk(
         .collect();
     cache.select_rows(&rows);
     let vocab = model.config.vocab_size;
-    let prompt_logits = read_rows(logits)?;
-    let mut logits: Vec<f32> = rows
-        .iter()
-        .flat_map(|&r| prompt_logits[r * vocab..(r + 1) * vocab].iter().copied())
-        .collect();
+    let on_device = params.temperature == 0.0 && !reasonlab_model::fused::is_flex(model.device());
+    let mut next = match read_step(logits, on_device, params.logprobs)? {
+        Next::Logits(prompt_logits) => Next::Logits(
+            rows.iter()
+                .flat_map(|&r| prompt_logits[r * vocab..(r + 1) * vocab].iter().copied())
+                .collect(),
+        ),
+        Next::Picked { ids, logps } => Next::Picked {
+            ids: rows.iter().map(|&r| ids[r]).collect(),
+            logps: match logps.is_empty() {
+                true => Vec::new(),
+                false => rows.iter().map(|&r| logps[r]).collect(),
+            },
+        },
+    };
     let mut active: Vec<Active> = rows
         .iter()
         .enumerate()
@@ -462,9 +475,14 @@ fn generate_chunk(
         let mut next_ids = Vec::with_capacity(active.len());
         let mut next_pos = Vec::with_capacity(active.len());
         let mut still = Vec::with_capacity(active.len());
+        let rows = active.len();
         for (row, mut seq) in active.into_iter().enumerate() {
-            let row_logits = &mut logits[row * vocab..(row + 1) * vocab];
-            let (token, logp) = sampler.sample(row_logits, &mut seq.rng);
+            let (token, logp) = match &mut next {
+                Next::Logits(logits) => {
+                    sampler.sample(&mut logits[row * vocab..(row + 1) * vocab], &mut seq.rng)
+                }
+                Next::Picked { ids, logps } => (ids[row], logps.get(row).copied().unwrap_or(0.0)),
+            };
             seq.tokens.push(token);
             on_token(seq.prompt_index, seq.sample_index, token);
             if params.logprobs {
@@ -492,7 +510,7 @@ fn generate_chunk(
                 still.push(seq);
             }
         }
-        on_tokens(logits.len() / vocab);
+        on_tokens(rows);
         active = still;
         if active.is_empty() {
             break;
@@ -506,14 +524,55 @@ fn generate_chunk(
             b,
             t: 1,
         };
-        logits = read_rows(model.last_logits(&step, Some(&mut cache))?)?;
+        next = read_step(
+            model.last_logits(&step, Some(&mut cache))?,
+            on_device,
+            params.logprobs,
+        )?;
     }
     Ok(finished)
 }
 
-fn read_rows(t: reasonlab_model::tensor::Tensor<2>) -> Result<Vec<f32>, GenerateError> {
-    t.try_into_vec_as::<f32>()
-        .map_err(|e| GenerateError::Backend(format!("{e:?}")))
+/// What a step hands the sampler: every row's logits, or (greedy on a GPU backend) the tokens
+/// the device picked and, when asked, their log-probs.
+enum Next {
+    /// (rows, vocab) row-major.
+    Logits(Vec<f32>),
+    /// One id per row; `logps` is empty unless log-probs were asked for.
+    Picked { ids: Vec<u32>, logps: Vec<f32> },
+}
+
+/// Read a step's (rows, vocab) logits back: whole, or as the device's argmax per row (the
+/// first maximum, as the host's greedy takes) with `log_softmax` at it when `logprobs`.
+fn read_step(
+    logits: reasonlab_model::tensor::Tensor<2>,
+    greedy_on_device: bool,
+    logprobs: bool,
+) -> Result<Next, GenerateError> {
+    let backend = |e| GenerateError::Backend(format!("{e:?}"));
+    if !greedy_on_device {
+        return Ok(Next::Logits(
+            logits.try_into_vec_as::<f32>().map_err(backend)?,
+        ));
+    }
+    let logits = match logits.dtype() {
+        reasonlab_model::burn::tensor::DType::F32 => logits,
+        _ => logits.cast(reasonlab_model::burn::tensor::FloatDType::F32),
+    };
+    let ids = logits.clone().argmax(1); // (rows, 1)
+    let logps = if logprobs {
+        let lp = reasonlab_model::burn::tensor::activation::log_softmax(logits, 1);
+        lp.gather(1, ids.clone())
+            .try_into_vec_as::<f32>()
+            .map_err(backend)?
+    } else {
+        Vec::new()
+    };
+    let ids = ids.try_into_vec_as::<i64>().map_err(backend)?;
+    Ok(Next::Picked {
+        ids: ids.into_iter().map(|i| i as u32).collect(),
+        logps,
+    })
 }
 
 fn decode(tokenizer: Option<&Tokenizer>, ids: &[u32]) -> String {

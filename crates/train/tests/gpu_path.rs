@@ -191,25 +191,32 @@ fn greedy_generation_is_identical() {
         .iter()
         .map(|p| tok.encode(p, true).unwrap())
         .collect();
+    // Greedy on the GPU picks on the device (argmax and log-prob there), on the CPU on the host.
     let params = SamplingParams {
         temperature: 0.0,
         max_new_tokens: 24,
+        logprobs: true,
         ..Default::default()
     };
     let run = |device: &Device| {
         let model = Model::load(&fixture(), device).unwrap();
         let (out, _) =
-            reasonlab_generate::generate(&model, Some(&tok), &prompts, 1, &params, &mut |_| {})
+            reasonlab_generate::generate(&model, Some(&tok), &prompts, 2, &params, &mut |_| {})
                 .unwrap();
-        out.into_iter().map(|c| c.token_ids).collect::<Vec<_>>()
+        out.into_iter()
+            .map(|c| (c.token_ids, c.logprobs.unwrap()))
+            .unzip::<_, _, Vec<_>, Vec<_>>()
     };
-    let cpu = run(&Device::flex());
-    let gpu = run(&gpu(false));
+    let (cpu, cpu_logps) = run(&Device::flex());
+    let (gpu, gpu_logps) = run(&gpu(false));
     assert!(cpu.iter().all(|t| !t.is_empty()));
     assert_eq!(
         cpu, gpu,
         "greedy completions differ between the CPU and the GPU"
     );
+    let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
+    eprintln!("greedy log-probs: max |Δ| = {diff:.2e}");
+    assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
 }
 
 /// A reward that varies between completions whatever the model writes (a byte checksum).
