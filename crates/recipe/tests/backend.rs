@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use reasonlab_core::jsonl::BadLines;
-use reasonlab_model::BackendKind;
+use reasonlab_model::{BackendKind, Precision};
 use reasonlab_recipe::pipeline::{self, Recipe, Span};
 use reasonlab_recipe::run::{Event, Resume, RunDir, RunError};
 
@@ -35,66 +35,69 @@ fn quiet() -> impl FnMut(Event<'_>) {
     |_| {}
 }
 
-#[test]
-fn training_drivers_open_the_configured_backend() {
+/// Run sft, pretrain, grpo and rm train from their tiny examples with `backend` and
+/// `mixed_precision` set, and hand each result to `check` (named by its driver).
+fn each_training_driver(
+    backend: BackendKind,
+    mixed_precision: Precision,
+    check: fn(&str, Result<(), RunError>),
+) {
     let tmp = tempfile::tempdir().unwrap();
     let out = |name: &str| tmp.path().join(name);
-    let kind = missing();
 
     let mut sft =
         reasonlab_recipe::run::sft::SftConfig::load(&examples().join("sft-tiny.toml")).unwrap();
-    (sft.out, sft.backend) = (out("sft"), kind);
+    (sft.out, sft.backend, sft.mixed_precision) = (out("sft"), backend, mixed_precision);
     let dir = RunDir::create(&sft.out).unwrap();
-    assert_refused(
-        "sft",
-        reasonlab_recipe::run::sft::run(&sft, &dir, Resume::Fresh, BadLines::Skip, &mut quiet()),
-    );
+    let result =
+        reasonlab_recipe::run::sft::run(&sft, &dir, Resume::Fresh, BadLines::Skip, &mut quiet());
+    check("sft", result.map(|_| ()));
+    assert!(!dir.metrics().exists(), "sft trained before refusing");
 
     let mut pre = reasonlab_recipe::run::pretrain::PretrainConfig::load(
         &examples().join("pretrain-tiny.toml"),
     )
     .unwrap();
-    (pre.out, pre.backend) = (out("pretrain"), kind);
+    (pre.out, pre.backend, pre.mixed_precision) = (out("pretrain"), backend, mixed_precision);
     let dir = RunDir::create(&pre.out).unwrap();
-    assert_refused(
-        "pretrain",
-        reasonlab_recipe::run::pretrain::run(
-            &pre,
-            &dir,
-            Resume::Fresh,
-            BadLines::Skip,
-            &mut quiet(),
-        ),
+    let result = reasonlab_recipe::run::pretrain::run(
+        &pre,
+        &dir,
+        Resume::Fresh,
+        BadLines::Skip,
+        &mut quiet(),
     );
+    check("pretrain", result.map(|_| ()));
 
     let mut grpo =
         reasonlab_recipe::run::grpo::GrpoConfig::load(&examples().join("grpo-tiny.toml")).unwrap();
-    (grpo.out, grpo.backend) = (out("grpo"), kind);
+    (grpo.out, grpo.backend, grpo.mixed_precision) = (out("grpo"), backend, mixed_precision);
     let dir = RunDir::create(&grpo.out).unwrap();
-    assert_refused(
-        "grpo",
-        reasonlab_recipe::run::grpo::run(&grpo, &dir, Resume::Fresh, &mut quiet()),
-    );
+    let result = reasonlab_recipe::run::grpo::run(&grpo, &dir, Resume::Fresh, &mut quiet());
+    check("grpo", result.map(|_| ()));
 
     let mut rm =
         reasonlab_recipe::run::rm::RmConfig::load(&examples().join("rm-tiny.toml")).unwrap();
-    (rm.out, rm.backend) = (out("rm"), kind);
+    (rm.out, rm.backend, rm.mixed_precision) = (out("rm"), backend, mixed_precision);
     // The example reads the tour's labels; a few lines of the same format (TRL's stepwise
     // supervision) do here.
     rm.data = out("steps.jsonl");
     let line = r#"{"prompt": "1 + 2 = ?", "completions": ["1 + 2 = 3.", "So 3."], "labels": [true, true]}"#;
     std::fs::write(&rm.data, format!("{line}\n{line}\n{line}\n{line}\n")).unwrap();
     let dir = RunDir::create(&rm.out).unwrap();
-    assert_refused(
-        "rm train",
-        reasonlab_recipe::run::rm::train::run(
-            &rm,
-            &dir,
-            Resume::Fresh,
-            BadLines::Skip,
-            &mut quiet(),
-        ),
+    let result = reasonlab_recipe::run::rm::train::run(
+        &rm,
+        &dir,
+        Resume::Fresh,
+        BadLines::Skip,
+        &mut quiet(),
     );
+    check("rm train", result.map(|_| ()));
+}
+
+#[test]
+fn training_drivers_open_the_configured_backend() {
+    each_training_driver(missing(), Precision::F32, assert_refused);
 }
 
 #[test]
@@ -183,7 +186,7 @@ fn a_flex_run_names_its_device() {
     assert!(written.contains("backend = \"flex\""), "{written}");
 }
 
-fn refused_mixed<T: std::fmt::Debug>(what: &str, result: Result<T, RunError>) {
+fn refused_mixed(what: &str, result: Result<(), RunError>) {
     let err = result.expect_err(what).to_string();
     assert!(
         err.contains("mixed precision (bf16) is for the GPU backends"),
@@ -195,63 +198,7 @@ fn refused_mixed<T: std::fmt::Debug>(what: &str, result: Result<T, RunError>) {
 /// training, saying why, and a file's `mixed_precision` reaches the resolved config.
 #[test]
 fn training_drivers_refuse_mixed_precision_on_flex() {
-    use reasonlab_model::Precision;
-    let tmp = tempfile::tempdir().unwrap();
-    let out = |name: &str| tmp.path().join(name);
-
-    let mut sft =
-        reasonlab_recipe::run::sft::SftConfig::load(&examples().join("sft-tiny.toml")).unwrap();
-    (sft.out, sft.mixed_precision) = (out("sft"), Precision::Bf16);
-    let dir = RunDir::create(&sft.out).unwrap();
-    refused_mixed(
-        "sft",
-        reasonlab_recipe::run::sft::run(&sft, &dir, Resume::Fresh, BadLines::Skip, &mut quiet()),
-    );
-    assert!(!dir.metrics().exists(), "sft trained before refusing");
-
-    let mut pre = reasonlab_recipe::run::pretrain::PretrainConfig::load(
-        &examples().join("pretrain-tiny.toml"),
-    )
-    .unwrap();
-    (pre.out, pre.mixed_precision) = (out("pretrain"), Precision::Bf16);
-    let dir = RunDir::create(&pre.out).unwrap();
-    refused_mixed(
-        "pretrain",
-        reasonlab_recipe::run::pretrain::run(
-            &pre,
-            &dir,
-            Resume::Fresh,
-            BadLines::Skip,
-            &mut quiet(),
-        ),
-    );
-
-    let mut grpo =
-        reasonlab_recipe::run::grpo::GrpoConfig::load(&examples().join("grpo-tiny.toml")).unwrap();
-    (grpo.out, grpo.mixed_precision) = (out("grpo"), Precision::Bf16);
-    let dir = RunDir::create(&grpo.out).unwrap();
-    refused_mixed(
-        "grpo",
-        reasonlab_recipe::run::grpo::run(&grpo, &dir, Resume::Fresh, &mut quiet()),
-    );
-
-    let mut rm =
-        reasonlab_recipe::run::rm::RmConfig::load(&examples().join("rm-tiny.toml")).unwrap();
-    (rm.out, rm.mixed_precision) = (out("rm"), Precision::Bf16);
-    rm.data = out("steps.jsonl");
-    let line = r#"{"prompt": "1 + 2 = ?", "completions": ["1 + 2 = 3.", "So 3."], "labels": [true, true]}"#;
-    std::fs::write(&rm.data, format!("{line}\n{line}\n{line}\n{line}\n")).unwrap();
-    let dir = RunDir::create(&rm.out).unwrap();
-    refused_mixed(
-        "rm train",
-        reasonlab_recipe::run::rm::train::run(
-            &rm,
-            &dir,
-            Resume::Fresh,
-            BadLines::Skip,
-            &mut quiet(),
-        ),
-    );
+    each_training_driver(BackendKind::Flex, Precision::Bf16, refused_mixed);
 
     // The key reaches the resolved config from the file.
     let text = std::fs::read_to_string(examples().join("sft-tiny.toml")).unwrap();
@@ -280,5 +227,5 @@ fn a_recipes_mixed_precision_reaches_its_training_stages() {
         &mut |_, _| {},
     );
     // On flex the first training stage refuses it.
-    refused_mixed("recipe", result);
+    refused_mixed("recipe", result.map(|_| ()));
 }

@@ -22,7 +22,7 @@ use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, rag
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::DType;
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{Model, Precision};
+use reasonlab_model::{HfTensors, Model, Precision};
 use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
@@ -38,6 +38,18 @@ fn gpu(autodiff: bool) -> Device {
         }
         Err(e) => no_device(&format!("{kind} device"), e),
     }
+}
+
+/// Every weight of `model` minus its value in `before`, in name order.
+fn update(before: &HfTensors, model: &Model) -> Vec<f32> {
+    let after = model.hf_tensors().unwrap();
+    after
+        .iter()
+        .flat_map(|(name, (_, v))| {
+            let (_, b) = &before[name];
+            v.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[test]
@@ -69,17 +81,9 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
         let mut optim = AdamW::new(settings.clone());
         let (model, loss) =
             reasonlab_train::lm_train_step(model, &batch, &mut optim, 1e-3).unwrap();
-        let after = model.hf_tensors().unwrap();
         // AdamW's first step moves each weight by about lr·sign(g): the update is the gradient's
         // sign pattern, which a wrong gradient anywhere would change.
-        let update: Vec<f32> = after
-            .iter()
-            .flat_map(|(name, (_, v))| {
-                let (_, b) = &before[name];
-                v.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>()
-            })
-            .collect();
-        (loss, update)
+        (loss, update(&before, &model))
     };
     let (cpu_loss, cpu_update) = step(&Device::flex().autodiff());
     let (gpu_loss, gpu_update) = step(&gpu(true));
@@ -157,15 +161,7 @@ fn a_mixed_precision_step_tracks_the_f32_step() {
             DType::F32,
             "the master weights stay f32"
         );
-        let after = model.hf_tensors().unwrap();
-        let update: Vec<f32> = after
-            .iter()
-            .flat_map(|(name, (_, v))| {
-                let (_, b) = &before[name];
-                v.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>()
-            })
-            .collect();
-        (loss, update)
+        (loss, update(&before, &model))
     };
     let (loss, update) = step(Precision::F32);
     let (mixed_loss, mixed_update) = step(precision);
