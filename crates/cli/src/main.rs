@@ -93,7 +93,14 @@ enum Command {
 fn main() -> std::process::ExitCode {
     keep_freed_pages();
     let cli = Cli::parse();
+    // wgpu probes its OpenGL backend too and, on a machine without a GL driver, logs the
+    // failed EGL initialisation as an ERROR although it then runs on Vulkan: quiet by default,
+    // shown when a filter names `wgpu_hal`.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    let filter = match filter.contains("wgpu_hal") {
+        true => filter,
+        false => format!("{filter},wgpu_hal::gles=off"),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
