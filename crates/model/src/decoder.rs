@@ -132,11 +132,12 @@ pub struct Rope {
     gpu: Option<GpuRope>,
 }
 
-/// RoPE in fewer kernels: `rotate_half` as one matmul with a permutation instead of a
-/// two-copy concatenation, and q's attention scale folded into its tables on the host.
+/// RoPE in fewer kernels: `rotate_half` as one `select` of the last dimension's halves in
+/// swapped order instead of a two-copy concatenation, and q's attention scale folded into its
+/// tables on the host.
 struct GpuRope {
-    /// (d, d): `x · rotate = cat(x2, x1)`.
-    rotate: Tensor<2>,
+    /// (d): `d/2, …, d−1, 0, …, d/2−1`, so that `x.select(3, rotate) = cat(x2, x1)`.
+    rotate: Tensor<1, Int>,
     /// (b, t, 1, d): the tables in the (b, t, heads, d) layout of the projections.
     cos: Tensor<4>,
     sin: Tensor<4>,
@@ -166,16 +167,10 @@ impl Rope {
             // The attention's 1/√d, as `Attention::forward` computes it.
             let scale = 1.0 / (d as f64).sqrt();
             let scaled = |v: &[f32]| v.iter().map(|x| (*x as f64 * scale) as f32).collect();
-            let mut rotate = vec![0f32; d * d];
-            for j in 0..d {
-                rotate[((j + d / 2) % d) * d + j] = 1.0;
-            }
+            let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
             let rows = [b, t, 1, d];
             GpuRope {
-                rotate: Tensor::from_data(
-                    TensorData::new(rotate, [d, d]).convert_dtype(dtype),
-                    device,
-                ),
+                rotate: Tensor::from_data(TensorData::new(rotate, [d]), device),
                 cos_q: upload(scaled(&cos), rows),
                 sin_q: upload(scaled(&sin), rows),
                 cos: upload(cos.clone(), rows),
@@ -195,9 +190,9 @@ impl Rope {
     /// and, for q, multiplied by `scale`.
     ///
     /// On flex: [`Rope::apply`] on the (b, heads, t, d) view, then the scale. On the GPU
-    /// backends, in the projections' layout: the rotation is one matmul of the (b·t·heads, d)
-    /// rows with a permutation (a concatenation is two copy kernels) and q's scale is in its
-    /// tables, so four kernels where the other order takes six for q and five for k.
+    /// backends, in the projections' layout: the rotation is one `select` (a concatenation
+    /// is two copy kernels) and q's scale is in its tables, so four kernels where the other
+    /// order takes six for q and five for k.
     pub fn apply_heads(&self, x: Tensor<4>, scale: Option<f64>) -> Tensor<4> {
         let gpu = self
             .gpu
@@ -210,17 +205,12 @@ impl Rope {
                 None => y,
             };
         };
-        let [b, t, n, d] = x.dims();
         let (cos, sin) = match scale {
             Some(_) => (&g.cos_q, &g.sin_q),
             None => (&g.cos, &g.sin),
         };
         let dtype = x.dtype();
-        let swapped = x
-            .clone()
-            .reshape([b * t * n, d])
-            .matmul(same_type(g.rotate.clone(), dtype))
-            .reshape([b, t, n, d]);
+        let swapped = x.clone().select(3, g.rotate.clone());
         let y = x * same_type(cos.clone(), dtype) + swapped * same_type(sin.clone(), dtype);
         y.swap_dims(1, 2)
     }

@@ -269,14 +269,17 @@ impl Model {
     /// Mixed-precision training: every forward pass computes in `precision` (bf16, or f16 where
     /// the adapter has no bf16) from a cast of the weights, while the weights themselves — the
     /// master copy the optimiser updates, its moments, and what is saved — stay f32. The cast
-    /// is part of the autodiff graph, so gradients arrive in f32. As in transformers under
-    /// `torch.autocast`, RMSNorm, the attention softmax and the log-softmax of the loss run in
-    /// f32; matmuls and elementwise ops run in `precision`.
+    /// is part of the autodiff graph, so gradients arrive in f32. RMSNorm's statistics, the
+    /// attention softmax, SwiGLU's activation and the loss's log-softmax run in f32; the
+    /// matmuls, the residual stream and the other elementwise ops run in `precision` (a 16-bit
+    /// forward over f32 master weights, as DeepSpeed's and Megatron's bf16 modes train;
+    /// `torch.autocast` keeps the residual stream in f32 instead).
     ///
     /// For the GPU backends: refused on flex, and where the adapter lacks the type. Inference
     /// copies ([`Model::inference_copy`]: GRPO's rollouts, old-policy and reference log-probs)
     /// hold their weights in the compute type. f16 runs without loss scaling (its gradients may
-    /// underflow where bf16's do not): prefer bf16 where the device has it.
+    /// underflow where bf16's do not) and with its residual stream in f16 (large activations
+    /// may overflow its range): prefer bf16 where the device has it.
     pub fn with_mixed_precision(self, precision: Precision) -> Result<Self, ModelError> {
         backend::check_mixed_precision(&self.device, precision)?;
         Ok(Self {
@@ -635,8 +638,12 @@ impl Model {
         cache.b = b;
         if cache.reserved > t {
             let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
-            // In the weights' type: an inference copy of a mixed-precision model computes in it.
-            let dtype = self.net.model.embed_tokens.val().dtype();
+            // In the type the forward computes in: the weights' (an inference copy of a
+            // mixed-precision model holds them in the compute type), or the compute type.
+            let dtype = match self.compute {
+                Precision::F32 => self.net.model.embed_tokens.val().dtype(),
+                p => p.float_dtype().into(),
+            };
             let empty = || {
                 decoder::same_type(
                     Tensor::zeros([b, kv, cache.reserved, d], &self.device),
@@ -815,10 +822,18 @@ impl Model {
     }
 
     /// Move to another device (e.g. to or from an autodiff device).
+    ///
+    /// Mixed precision stays on where the new device supports it; moving to flex (which trains
+    /// in f32) turns it off.
     pub fn to_device(self, device: &tensor::Device) -> Self {
+        let compute = match backend::check_mixed_precision(device, self.compute) {
+            Ok(()) => self.compute,
+            Err(_) => Precision::F32,
+        };
         Self {
             net: self.net.fork(device),
             device: device.clone(),
+            compute,
             ..self
         }
     }

@@ -75,6 +75,9 @@ impl RewardHead {
                         .transpose(),
                 };
                 let hidden = w.dims()[0];
+                // `h` is f32 (`Model::hidden`); the head's weights may not be (an inference
+                // copy of a mixed-precision model).
+                let w = crate::decoder::same_type(w, h.dtype());
                 h.reshape([b * t, hidden]).matmul(w).reshape([b, t, 2])
             }
             RewardHead::Sequence | RewardHead::Token => {
@@ -84,6 +87,8 @@ impl RewardHead {
                 score.forward(h) // (b, t, num_labels)
             }
         };
+        // Rewards and their losses in f32, whatever type the head computed in.
+        let logits = crate::decoder::same_type(logits, burn::tensor::DType::F32);
         let labels = logits.dims()[2];
         let pick = |i: usize| logits.clone().narrow(2, i, 1).reshape([b, t]);
         Ok(match (self, labels) {

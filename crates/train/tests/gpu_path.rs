@@ -280,3 +280,56 @@ fn a_grpo_step_runs_and_learns_on_the_gpu() {
 fn a_mixed_precision_grpo_step_runs_and_learns() {
     grpo_step(mixed_precision(&gpu(true)));
 }
+
+/// A process reward model trains with mixed precision, and its held-out evaluation (an
+/// inference copy whose weights are in the compute type) gives finite numbers in f32.
+#[test]
+fn a_mixed_precision_reward_model_trains_and_evaluates() {
+    use reasonlab_model::{RewardHead, RewardModel};
+    use reasonlab_train::rm::{
+        Objective, RmEncodeSettings, RmExample, RmSettings, RmTrainer, encode_record,
+    };
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let examples = |n: usize| -> Vec<RmExample> {
+        (0..n)
+            .map(|i| {
+                let bad_from = i % 3;
+                let steps: Vec<String> = (0..3).map(|s| format!("{s} step {i}")).collect();
+                let labels: Vec<bool> = (0..3).map(|s| s < bad_from).collect();
+                let v = serde_json::json!({"prompt": "Q:", "completions": steps, "labels": labels});
+                let settings = RmEncodeSettings::default();
+                encode_record(&v, Objective::Process, &tok, &settings, true)
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let device = gpu(true);
+    let precision = mixed_precision(&device);
+    let lm = Model::load(&fixture(), &device).unwrap();
+    let rm = RewardModel::from_lm(lm, RewardHead::Token, 0).unwrap();
+    let settings = RmSettings {
+        objective: Objective::Process,
+        epochs: 1,
+        batch_size: 4,
+        ..RmSettings::default()
+    };
+    let model = rm.model().clone().with_mixed_precision(precision).unwrap();
+    let mut trainer = RmTrainer::new(
+        settings,
+        rm.head(),
+        model,
+        examples(8),
+        examples(4),
+        tok.pad_id(),
+    )
+    .unwrap();
+    let before = trainer.evaluate().unwrap();
+    let m = trainer.step().unwrap().expect("a step");
+    assert!(m.loss.is_finite() && !m.skipped, "{m:?}");
+    let after = trainer.evaluate().unwrap();
+    assert!(
+        before.loss.is_finite() && after.loss.is_finite(),
+        "{before:?} → {after:?}"
+    );
+}

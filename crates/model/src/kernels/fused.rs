@@ -738,10 +738,17 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     }
     // silu(g) = g·σ(g) and σ(g) = (1 + tanh(g/2)) / 2, so silu(g) = h + h·tanh(h) with
     // h = g/2: with the product by `up`, five elementwise kernels on a GPU backend where
-    // burn's `silu` takes eight (its sigmoid is six, plus two casts outside f32), and tanh
-    // saturates instead of overflowing, forward and backward.
+    // burn's `silu` takes eight (its sigmoid is six), and tanh saturates instead of
+    // overflowing, forward and backward.
+    // In f32 whatever the activations' type: `h + h·tanh h` cancels for negative gates, which
+    // a 16-bit sum would round away (burn's sigmoid also runs in f32).
+    let dtype = gate.dtype();
+    let (gate, up) = (
+        crate::decoder::same_type(gate, DType::F32),
+        crate::decoder::same_type(up, DType::F32),
+    );
     let h = gate.mul_scalar(0.5);
-    (h.clone().tanh() * h.clone() + h) * up
+    crate::decoder::same_type((h.clone().tanh() * h.clone() + h) * up, dtype)
 }
 
 /// `x (m, k) · w (k, n)`: on Flex (f32) without burn-flex's zeroed-and-copied output buffer,
