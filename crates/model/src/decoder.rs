@@ -138,10 +138,8 @@ pub struct Rope {
 struct GpuRope {
     /// (d): `d/2, …, d−1, 0, …, d/2−1`, so that `x.select(3, rotate) = cat(x2, x1)`.
     rotate: Tensor<1, Int>,
-    /// (b, t, 1, d): the tables in the (b, t, heads, d) layout of the projections.
-    cos: Tensor<4>,
-    sin: Tensor<4>,
-    /// The same, times `scale`, for q.
+    /// (b, t, 1, d): [`Rope::cos`] and [`Rope::sin`] times `scale`, for q, in the
+    /// (b, t, heads, d) layout of the projections.
     cos_q: Tensor<4>,
     sin_q: Tensor<4>,
     scale: f64,
@@ -168,20 +166,16 @@ impl Rope {
             let scale = 1.0 / (d as f64).sqrt();
             let scaled = |v: &[f32]| v.iter().map(|x| (*x as f64 * scale) as f32).collect();
             let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
-            let rows = [b, t, 1, d];
             GpuRope {
                 rotate: Tensor::from_data(TensorData::new(rotate, [d]), device),
-                cos_q: upload(scaled(&cos), rows),
-                sin_q: upload(scaled(&sin), rows),
-                cos: upload(cos.clone(), rows),
-                sin: upload(sin.clone(), rows),
+                cos_q: upload(scaled(&cos), [b, t, 1, d]),
+                sin_q: upload(scaled(&sin), [b, t, 1, d]),
                 scale,
             }
         });
-        let shape = [b, 1, t, d];
         Self {
-            cos: upload(cos, shape),
-            sin: upload(sin, shape),
+            cos: upload(cos, [b, 1, t, d]),
+            sin: upload(sin, [b, 1, t, d]),
             gpu,
         }
     }
@@ -205,13 +199,18 @@ impl Rope {
                 None => y,
             };
         };
+        // (b, 1, t, d) and (b, t, 1, d) hold the same values in the same order: a reshape.
+        let [b, t, _, d] = x.dims();
         let (cos, sin) = match scale {
-            Some(_) => (&g.cos_q, &g.sin_q),
-            None => (&g.cos, &g.sin),
+            Some(_) => (g.cos_q.clone(), g.sin_q.clone()),
+            None => (
+                self.cos.clone().reshape([b, t, 1, d]),
+                self.sin.clone().reshape([b, t, 1, d]),
+            ),
         };
         let dtype = x.dtype();
         let swapped = x.clone().select(3, g.rotate.clone());
-        let y = x * same_type(cos.clone(), dtype) + swapped * same_type(sin.clone(), dtype);
+        let y = x * same_type(cos, dtype) + swapped * same_type(sin, dtype);
         y.swap_dims(1, 2)
     }
 

@@ -536,22 +536,13 @@ fn substitute(v: &mut toml::Value, stage: &str, manifest: &Manifest) -> Result<(
 /// `[engine]` for the sampling stages when the engine is a local model.
 fn default_backend(kind: StageKind, config: &mut toml::Table, backend: BackendKind) {
     let value = toml::Value::String(backend.name().into());
-    match kind {
-        StageKind::Pretrain
-        | StageKind::Sft
-        | StageKind::Grpo
-        | StageKind::Distill
-        | StageKind::RmTrain => {
-            config.entry("backend").or_insert(value);
-        }
-        StageKind::Sample | StageKind::Eval | StageKind::RmLabel => {
-            if let Some(toml::Value::Table(engine)) = config.get_mut("engine")
-                && engine.contains_key("model")
-            {
-                engine.entry("backend").or_insert(value);
-            }
-        }
-        StageKind::Task => {}
+    if kind.trains() {
+        config.entry("backend").or_insert(value);
+    } else if let Some(toml::Value::Table(engine)) = config.get_mut("engine")
+        && engine.contains_key("model")
+    {
+        // The sampling stages (sample, eval, rm_label) with a local engine.
+        engine.entry("backend").or_insert(value);
     }
 }
 

@@ -656,12 +656,10 @@ pub(crate) fn segment(
     let resume_from = dir.resume_from(resume)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
-    let device = super::open_device(
+    let device = super::open_training_device(
         cfg.backend,
-        reasonlab_model::Purpose::Training(reasonlab_model::Training {
-            checkpointing: cfg.activation_checkpointing,
-            mixed_precision: cfg.mixed_precision,
-        }),
+        cfg.activation_checkpointing,
+        cfg.mixed_precision,
         on_event,
     )?;
     let policy = checkpoint::load_model(&model_dir, &cfg.model, &device)?

@@ -112,6 +112,24 @@ pub(crate) fn open_device(
     Ok(device)
 }
 
+/// [`open_device`] for a training run with its activation checkpointing and mixed precision.
+pub(crate) fn open_training_device(
+    backend: reasonlab_model::BackendKind,
+    checkpointing: reasonlab_model::ActivationCheckpointing,
+    mixed_precision: reasonlab_model::Precision,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<reasonlab_model::tensor::Device, RunError> {
+    let training = reasonlab_model::Training {
+        checkpointing,
+        mixed_precision,
+    };
+    open_device(
+        backend,
+        reasonlab_model::Purpose::Training(training),
+        on_event,
+    )
+}
+
 /// Say which device a run landed on; warn when a GPU backend runs on a software adapter.
 pub(crate) fn report_device(
     info: &reasonlab_model::DeviceInfo,

@@ -160,12 +160,10 @@ pub fn run(
         stream.restore(state.stream);
     }
     let source = resume_from.clone().unwrap_or_else(|| cfg.model.clone());
-    let device = super::open_device(
+    let device = super::open_training_device(
         cfg.backend,
-        reasonlab_model::Purpose::Training(reasonlab_model::Training {
-            checkpointing: cfg.activation_checkpointing,
-            mixed_precision: cfg.mixed_precision,
-        }),
+        cfg.activation_checkpointing,
+        cfg.mixed_precision,
         on_event,
     )?;
     let mut model = Model::load(&source, &device)?.with_mixed_precision(cfg.mixed_precision)?;

@@ -207,12 +207,10 @@ pub fn run(
     dir.write_config(cfg)?;
     let (n_train, n_held) = (train.len(), held.len());
     let resume_from = dir.resume_from(resume)?;
-    let device = super::super::open_device(
+    let device = super::super::open_training_device(
         cfg.backend,
-        reasonlab_model::Purpose::Training(reasonlab_model::Training {
-            checkpointing: cfg.activation_checkpointing,
-            mixed_precision: cfg.mixed_precision,
-        }),
+        cfg.activation_checkpointing,
+        cfg.mixed_precision,
         on_event,
     )?;
     let head = cfg.head();
