@@ -5,22 +5,27 @@
 //! left-padded and the padding is masked out of attention; a sequence that finishes (stop id,
 //! stop string, or `max_new_tokens`) is dropped from the batch, so it stops costing compute.
 //!
-//! Sampling runs on the host: temperature, then top-k, top-p (nucleus, Holtzman et al. 2020)
-//! and min-p filters, then a draw from a per-sequence generator seeded by
+//! Sampling follows the host's rules: temperature, then top-k, top-p (nucleus, Holtzman et
+//! al. 2020) and min-p filters, then a draw from a per-sequence generator seeded by
 //! `(seed, prompt index, sample index)` — the same seed gives the same output whatever the
-//! batch composition. Temperature 0 is greedy; on a GPU backend its argmax (and the chosen
-//! token's log-prob, when asked) is taken on the device, so a decode step reads back one id
-//! per sequence instead of a row of logits (for 128 sequences at Qwen2.5's 151,936-token
+//! batch composition. Temperature 0 is greedy. On a GPU backend, greedy steps and unfiltered
+//! draws pick on the device with the same uniforms (see `pick`), so a decode step reads back
+//! one id per sequence instead of a row of logits (for 128 sequences at Qwen2.5's 151,936-token
 //! vocabulary, 78 MB of f32 per step).
 
 #![forbid(unsafe_code)]
 
 mod engine;
+mod pick;
 mod sampler;
 
 use std::cell::Cell;
+
+use pick::{Next, Pick, read_step};
 use std::time::Instant;
 
+use reasonlab_model::burn::tensor::TensorData;
+use reasonlab_model::tensor::{Int, Tensor};
 use reasonlab_model::{KvCache, Model, ModelError, PadSide, TokenBatch};
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -439,22 +444,6 @@ fn generate_chunk(
         .flat_map(|i| std::iter::repeat_n(i, n))
         .collect();
     cache.select_rows(&rows);
-    let vocab = model.config.vocab_size;
-    let on_device = params.temperature == 0.0 && !reasonlab_model::fused::is_flex(model.device());
-    let mut next = match read_step(logits, on_device, params.logprobs)? {
-        Next::Logits(prompt_logits) => Next::Logits(
-            rows.iter()
-                .flat_map(|&r| prompt_logits[r * vocab..(r + 1) * vocab].iter().copied())
-                .collect(),
-        ),
-        Next::Picked { ids, logps } => Next::Picked {
-            ids: rows.iter().map(|&r| ids[r]).collect(),
-            logps: match logps.is_empty() {
-                true => Vec::new(),
-                false => rows.iter().map(|&r| logps[r]).collect(),
-            },
-        },
-    };
     let mut active: Vec<Active> = rows
         .iter()
         .enumerate()
@@ -467,6 +456,30 @@ fn generate_chunk(
             rng: rng_for(offset + r, k % n),
         })
         .collect();
+    let vocab = model.config.vocab_size;
+    let pick = Pick::for_params(params, model.device());
+    let mut next = if pick.needs_uniforms() {
+        // Each sample draws with its own uniform: copy each prompt's logits to its samples.
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &logits.device());
+        let uniforms = uniforms(&mut active);
+        read_step(logits.select(0, idx), pick, params.logprobs, &uniforms)?
+    } else {
+        match read_step(logits, pick, params.logprobs, &[])? {
+            Next::Logits(prompt_logits) => Next::Logits(
+                rows.iter()
+                    .flat_map(|&r| prompt_logits[r * vocab..(r + 1) * vocab].iter().copied())
+                    .collect(),
+            ),
+            Next::Picked { ids, logps } => Next::Picked {
+                ids: rows.iter().map(|&r| ids[r]).collect(),
+                logps: match logps.is_empty() {
+                    true => Vec::new(),
+                    false => rows.iter().map(|&r| logps[r]).collect(),
+                },
+            },
+        }
+    };
     let sampler = Sampler::new(params);
     let mut finished = Vec::new();
     loop {
@@ -524,55 +537,20 @@ fn generate_chunk(
             b,
             t: 1,
         };
-        next = read_step(
-            model.last_logits(&step, Some(&mut cache))?,
-            on_device,
-            params.logprobs,
-        )?;
+        let logits = model.last_logits(&step, Some(&mut cache))?;
+        let uniforms = match pick.needs_uniforms() {
+            true => uniforms(&mut active),
+            false => Vec::new(),
+        };
+        next = read_step(logits, pick, params.logprobs, &uniforms)?;
     }
     Ok(finished)
 }
 
-/// What a step hands the sampler: every row's logits, or (greedy on a GPU backend) the tokens
-/// the device picked and, when asked, their log-probs.
-enum Next {
-    /// (rows, vocab) row-major.
-    Logits(Vec<f32>),
-    /// One id per row; `logps` is empty unless log-probs were asked for.
-    Picked { ids: Vec<u32>, logps: Vec<f32> },
-}
-
-/// Read a step's (rows, vocab) logits back: whole, or as the device's argmax per row (the
-/// first maximum, as the host's greedy takes) with `log_softmax` at it when `logprobs`.
-fn read_step(
-    logits: reasonlab_model::tensor::Tensor<2>,
-    greedy_on_device: bool,
-    logprobs: bool,
-) -> Result<Next, GenerateError> {
-    let backend = |e| GenerateError::Backend(format!("{e:?}"));
-    if !greedy_on_device {
-        return Ok(Next::Logits(
-            logits.try_into_vec_as::<f32>().map_err(backend)?,
-        ));
-    }
-    let logits = match logits.dtype() {
-        reasonlab_model::burn::tensor::DType::F32 => logits,
-        _ => logits.cast(reasonlab_model::burn::tensor::FloatDType::F32),
-    };
-    let ids = logits.clone().argmax(1); // (rows, 1)
-    let logps = if logprobs {
-        let lp = reasonlab_model::burn::tensor::activation::log_softmax(logits, 1);
-        lp.gather(1, ids.clone())
-            .try_into_vec_as::<f32>()
-            .map_err(backend)?
-    } else {
-        Vec::new()
-    };
-    let ids = ids.try_into_vec_as::<i64>().map_err(backend)?;
-    Ok(Next::Picked {
-        ids: ids.into_iter().map(|i| i as u32).collect(),
-        logps,
-    })
+/// The next uniform of each active sequence's stream, in row order: the one the host's draw
+/// would take for its next token.
+fn uniforms(active: &mut [Active]) -> Vec<f64> {
+    active.iter_mut().map(|a| a.rng.uniform()).collect()
 }
 
 fn decode(tokenizer: Option<&Tokenizer>, ids: &[u32]) -> String {

@@ -13,7 +13,8 @@
 //! lavapipe (Debian 12) crashes on: on such a machine run the `wgpu` feature alone.
 //! Tolerances: the GPU kernels sum in another order than the CPU's (tiled matmuls, tree
 //! reductions), so log-probs agree to 1e-4 absolute, gradients to 1e-3 relative to their norm,
-//! and greedy generation (an argmax over logits) exactly, on a model whose logits are far apart.
+//! and greedy generation (an argmax over logits) and seeded draws exactly, on a model whose
+//! logits are far apart.
 #![cfg(any(feature = "wgpu", feature = "vulkan"))]
 
 mod gpu_common;
@@ -180,24 +181,18 @@ fn a_mixed_precision_step_tracks_the_f32_step() {
     );
 }
 
-#[test]
-fn greedy_generation_is_identical() {
+/// Two samples of three prompts with `params` on flex and on the GPU: the same tokens, and
+/// their log-probs within 1e-4.
+fn same_generation(params: &SamplingParams, what: &str) {
     let tok = Tokenizer::from_dir(&fixture()).unwrap();
     let prompts: Vec<Vec<u32>> = ["What is 2 + 3?", "Count: 1, 2, 3,", "Hello"]
         .iter()
         .map(|p| tok.encode(p, true).unwrap())
         .collect();
-    // Greedy on the GPU picks on the device (argmax and log-prob there), on the CPU on the host.
-    let params = SamplingParams {
-        temperature: 0.0,
-        max_new_tokens: 24,
-        logprobs: true,
-        ..Default::default()
-    };
     let run = |device: &Device| {
         let model = Model::load(&fixture(), device).unwrap();
         let (out, _) =
-            reasonlab_generate::generate(&model, Some(&tok), &prompts, 2, &params, &mut |_| {})
+            reasonlab_generate::generate(&model, Some(&tok), &prompts, 2, params, &mut |_| {})
                 .unwrap();
         out.into_iter()
             .map(|c| (c.token_ids, c.logprobs.unwrap()))
@@ -208,11 +203,44 @@ fn greedy_generation_is_identical() {
     assert!(cpu.iter().all(|t| !t.is_empty()));
     assert_eq!(
         cpu, gpu,
-        "greedy completions differ between the CPU and the GPU"
+        "{what} completions differ between the CPU and the GPU"
     );
     let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
-    eprintln!("greedy log-probs: max |Δ| = {diff:.2e}");
+    eprintln!("{what} log-probs: max |Δ| = {diff:.2e}");
     assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
+}
+
+#[test]
+fn greedy_generation_is_identical() {
+    // Greedy on the GPU picks on the device (argmax and log-prob there), on the CPU on the host.
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 24,
+        logprobs: true,
+        ..Default::default()
+    };
+    same_generation(&params, "greedy");
+}
+
+#[test]
+fn sampled_generation_draws_the_hosts_tokens() {
+    // Unfiltered draws on the GPU happen on the device with the uniforms the host would take;
+    // filtered ones read the logits back. Both give the CPU's tokens for the same seed.
+    for (temperature, top_p, what) in [
+        (1.0, 1.0, "T = 1 (device draw)"),
+        (0.7, 1.0, "T = 0.7 (device draw)"),
+        (1.0, 0.9, "top-p 0.9 (host draw)"),
+    ] {
+        let params = SamplingParams {
+            temperature,
+            top_p,
+            max_new_tokens: 24,
+            seed: 11,
+            logprobs: true,
+            ..Default::default()
+        };
+        same_generation(&params, what);
+    }
 }
 
 /// A reward that varies between completions whatever the model writes (a byte checksum).
