@@ -22,7 +22,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
@@ -704,31 +703,40 @@ pub fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 
+/// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
+/// backend without autodiff (training differentiates the composed ops).
+#[cfg(feature = "gpu-kernels")]
+fn gpu_fused(devices: &[Device]) -> bool {
+    devices.iter().all(|d| !is_flex(d) && !d.is_autodiff())
+}
+
 /// `softmax(x + bias)` over the last dimension, `x`: (b, kv, m, s), `bias`: (b, t, s) with `m`
-/// a multiple of `t` (see [`FusedOps::masked_softmax`]); fused on Flex, composed elsewhere.
+/// a multiple of `t` (see [`FusedOps::masked_softmax`]); fused on Flex and, for inference, on
+/// the GPU backends; composed otherwise.
 pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
     if is_flex(&x.device()) {
         let out = <Dispatch as FusedOps>::masked_softmax(x.into_dispatch(), bias.into_dispatch());
         return Tensor::from_dispatch(out);
     }
-    let [b, kv, m, s] = x.dims();
-    let t = bias.dims()[1];
-    let dtype = x.dtype();
-    // In f32 whatever the activations' type (transformers' `softmax(..., dtype=float32)`).
-    let x = crate::decoder::same_type(x, DType::F32);
-    let bias = crate::decoder::same_type(bias, DType::F32);
-    let scores = x.reshape([b, kv, m / t, t, s]) + bias.reshape([b, 1, 1, t, s]);
-    crate::decoder::same_type(softmax(scores.reshape([b, kv, m, s]), 3), dtype)
+    #[cfg(feature = "gpu-kernels")]
+    if gpu_fused(&[x.device(), bias.device()]) {
+        return super::gpu::masked_softmax(x, bias);
+    }
+    composed::masked_softmax(x, bias)
 }
 
-/// Softmax over the last dimension computed in f32, returned in `x`'s type.
+/// Softmax over the last dimension computed in f32, returned in `x`'s type; fused for
+/// inference on the GPU backends.
 pub fn softmax_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let dtype = x.dtype();
-    let y = softmax(crate::decoder::same_type(x, DType::F32), D - 1);
-    crate::decoder::same_type(y, dtype)
+    #[cfg(feature = "gpu-kernels")]
+    if gpu_fused(&[x.device()]) {
+        return super::gpu::softmax(x);
+    }
+    composed::softmax_f32(x)
 }
 
-/// `silu(gate) · up`; fused on Flex, composed elsewhere.
+/// `silu(gate) · up`; fused on Flex and, for inference, on the GPU backends; composed
+/// otherwise.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     if is_flex(&gate.device()) {
         return Tensor::from_dispatch(<Dispatch as FusedOps>::swiglu(
@@ -736,19 +744,11 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
             up.into_dispatch(),
         ));
     }
-    // silu(g) = g·σ(g) and σ(g) = (1 + tanh(g/2)) / 2, so silu(g) = h + h·tanh(h) with
-    // h = g/2: with the product by `up`, five elementwise kernels on a GPU backend where
-    // burn's `silu` takes eight (its sigmoid is six), and tanh saturates instead of
-    // overflowing, forward and backward.
-    // In f32 whatever the activations' type: `h + h·tanh h` cancels for negative gates, which
-    // a 16-bit sum would round away (burn's sigmoid also runs in f32).
-    let dtype = gate.dtype();
-    let (gate, up) = (
-        crate::decoder::same_type(gate, DType::F32),
-        crate::decoder::same_type(up, DType::F32),
-    );
-    let h = gate.mul_scalar(0.5);
-    crate::decoder::same_type((h.clone().tanh() * h.clone() + h) * up, dtype)
+    #[cfg(feature = "gpu-kernels")]
+    if gpu_fused(&[gate.device(), up.device()]) {
+        return super::gpu::swiglu(gate, up);
+    }
+    composed::swiglu(gate, up)
 }
 
 /// `x (m, k) · w (k, n)`: on Flex (f32) without burn-flex's zeroed-and-copied output buffer,
@@ -764,8 +764,9 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     x.matmul(w)
 }
 
-/// RMSNorm over the last dimension with `weight` (last dim); fused on Flex, composed elsewhere
-/// (in f32, like transformers' `Qwen2RMSNorm`).
+/// RMSNorm over the last dimension with `weight` (last dim); fused on Flex and, for
+/// inference, on the GPU backends; composed otherwise (in f32, like transformers'
+/// `Qwen2RMSNorm`).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
     if is_flex(&x.device()) {
         return Tensor::from_dispatch(<Dispatch as FusedOps>::rms_norm(
@@ -774,13 +775,63 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
             eps,
         ));
     }
-    // In f32 whatever the activations' type, then back to it before the weight (transformers'
-    // `Qwen2RMSNorm`: `weight * hidden.to(input_dtype)`).
-    let dtype = x.dtype();
-    let x = crate::decoder::same_type(x, DType::F32);
-    let var = x.clone().square().mean_dim(D - 1); // (..., 1)
-    let x = crate::decoder::same_type(x / (var + eps).sqrt(), dtype);
-    x * crate::decoder::same_type(weight, dtype).unsqueeze::<D>()
+    #[cfg(feature = "gpu-kernels")]
+    if gpu_fused(&[x.device(), weight.device()]) {
+        return super::gpu::rms_norm(x, weight, eps);
+    }
+    composed::rms_norm(x, weight, eps)
+}
+
+/// The three ops as burn's composed ops, on any backend: what autodiff differentiates on a GPU
+/// backend, and the reference the fused kernels are tested against.
+pub mod composed {
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{DType, Tensor};
+
+    use crate::decoder::same_type;
+
+    /// [`super::masked_softmax`], composed.
+    pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
+        let [b, kv, m, s] = x.dims();
+        let t = bias.dims()[1];
+        let dtype = x.dtype();
+        // In f32 whatever the activations' type (transformers' `softmax(..., dtype=float32)`).
+        let x = same_type(x, DType::F32);
+        let bias = same_type(bias, DType::F32);
+        let scores = x.reshape([b, kv, m / t, t, s]) + bias.reshape([b, 1, 1, t, s]);
+        same_type(softmax(scores.reshape([b, kv, m, s]), 3), dtype)
+    }
+
+    /// [`super::softmax_f32`], composed.
+    pub fn softmax_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        same_type(softmax(same_type(x, DType::F32), D - 1), dtype)
+    }
+
+    /// [`super::swiglu`], composed.
+    pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+        // silu(g) = g·σ(g) and σ(g) = (1 + tanh(g/2)) / 2, so silu(g) = h + h·tanh(h) with
+        // h = g/2: with the product by `up`, five elementwise kernels on a GPU backend where
+        // burn's `silu` takes eight (its sigmoid is six), and tanh saturates instead of
+        // overflowing, forward and backward.
+        // In f32 whatever the activations' type: `h + h·tanh h` cancels for negative gates,
+        // which a 16-bit sum would round away (burn's sigmoid also runs in f32).
+        let dtype = gate.dtype();
+        let (gate, up) = (same_type(gate, DType::F32), same_type(up, DType::F32));
+        let h = gate.mul_scalar(0.5);
+        same_type((h.clone().tanh() * h.clone() + h) * up, dtype)
+    }
+
+    /// [`super::rms_norm`], composed.
+    pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+        // In f32 whatever the activations' type, then back to it before the weight
+        // (transformers' `Qwen2RMSNorm`: `weight * hidden.to(input_dtype)`).
+        let dtype = x.dtype();
+        let x = same_type(x, DType::F32);
+        let var = x.clone().square().mean_dim(D - 1); // (..., 1)
+        let x = same_type(x / (var + eps).sqrt(), dtype);
+        x * same_type(weight, dtype).unsqueeze::<D>()
+    }
 }
 
 #[cfg(test)]

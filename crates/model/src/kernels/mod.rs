@@ -5,7 +5,9 @@
 //!   RMSNorm) through burn's backend extension;
 //! - [`decode`]: the decode step's inference kernels (RoPE, attention over the KV cache, dense
 //!   layers with the bias folded in);
-//! - [`skinny`]: `X · W` for a few rows of `X`, the matmul of every decode step.
+//! - [`skinny`]: `X · W` for a few rows of `X`, the matmul of every decode step;
+//! - `gpu` (with a GPU backend compiled in): cubecl kernels fusing RMSNorm, the masked
+//!   softmax and SwiGLU for inference on burn's GPU backends.
 //!
 //! The AVX-512 paths are chosen at run time; [`avx512_available`] says whether this CPU takes
 //! them, and kernel tests that compare an AVX-512 path with the portable one say so loudly when
@@ -13,6 +15,8 @@
 
 pub mod decode;
 pub mod fused;
+#[cfg(feature = "gpu-kernels")]
+pub mod gpu;
 pub mod skinny;
 
 /// Whether this CPU runs the AVX-512 kernels.

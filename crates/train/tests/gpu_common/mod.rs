@@ -1,4 +1,6 @@
 //! What the GPU-path test binaries share: the fixture, the backend under test, a ragged batch.
+//! Each binary uses a part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 

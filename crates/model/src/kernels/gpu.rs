@@ -1,0 +1,372 @@
+//! Fused GPU kernels, written in cubecl's kernel language and run by burn's GPU backends
+//! (wgpu, vulkan, cuda) through a backend extension, for inference: what burn's composed ops
+//! run as a chain of kernels, each reading and writing the whole tensor, becomes one kernel.
+//!
+//! | op | composed kernels | fused |
+//! | --- | ---: | ---: |
+//! | RMSNorm: square, mean, + eps, sqrt, divide, weight product | 6 | 1 |
+//! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
+//! | SwiGLU's `silu(gate) · up` | 5 | 1 |
+//!
+//! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
+//! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
+//! `softmax(…, dtype=float32)`). The row kernels (RMSNorm, softmax) give each row one cube of
+//! up to 256 units, which stride over the row and combine their partial sums and maxima in
+//! shared memory.
+//!
+//! Training on a GPU keeps the composed ops: burn's autodiff differentiates them, and these
+//! kernels have no backward pass. The tests in `crates/train/tests/gpu_path.rs` check every
+//! fused kernel against the composed ops on the same device.
+
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::tensor::{Shape, Tensor};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cube::{rms_norm_kernel, softmax_kernel, swiglu_kernel};
+use cubecl::prelude::{CubeCount, CubeDim};
+
+/// Inference ops fused into one kernel each on burn's cubecl backends.
+#[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
+pub trait GpuOps: Backend {
+    /// `softmax(x + bias)` over the last dimension in f32, in `x`'s type. `x`: (b, kv, m, s),
+    /// `bias`: (b, t, s) with `m` a multiple of `t`; row `j` of head group `(i, h)` adds
+    /// `bias[i, j mod t]`.
+    #[fusion(dtype = x, shape = x)]
+    fn masked_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `softmax(x)` over the last dimension in f32, in `x`'s type.
+    #[fusion(dtype = x, shape = x)]
+    fn softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `silu(gate) · up` in f32, in `gate`'s type; same shapes.
+    #[fusion(dtype = gate, shape = gate)]
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x / sqrt(mean(x²) + eps)` over the last dimension in f32, cast to `x`'s type, times
+    /// `weight` (last dim, in `x`'s type).
+    #[fusion(dtype = x, shape = x)]
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+}
+
+/// Most units per cube of the row kernels.
+const ROW_UNITS: usize = 256;
+/// Units per cube of the elementwise kernel.
+const ELEMENT_UNITS: u32 = 256;
+/// The most cubes along one grid axis.
+const GRID_AXIS: usize = 65_535;
+
+impl GpuOps for CubeBackend {
+    fn masked_softmax(x: CubeTensor, bias: CubeTensor) -> CubeTensor {
+        let [_, kv, m, _] = dims::<4>(&x);
+        let t = dims::<3>(&bias)[1];
+        softmax_rows(x, Some((bias, kv * m, t)))
+    }
+
+    fn softmax(x: CubeTensor) -> CubeTensor {
+        softmax_rows(x, None)
+    }
+
+    fn swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
+        let (gate, up) = (into_contiguous(gate), into_contiguous(up));
+        let out = like(&gate);
+        let n = gate.meta.shape().num_elements();
+        swiglu_kernel::launch(
+            &gate.client,
+            grid(n.div_ceil(ELEMENT_UNITS as usize)),
+            CubeDim::new_1d(ELEMENT_UNITS),
+            gate.clone().into_tensor_arg(),
+            up.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n,
+            [
+                dtype_to_storage_type(gate.dtype),
+                dtype_to_storage_type(up.dtype),
+            ],
+        );
+        out
+    }
+
+    fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
+        let (x, weight) = (into_contiguous(x), into_contiguous(weight));
+        let shape = x.meta.shape();
+        let d = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / d.max(1);
+        let out = like(&x);
+        let units = row_units(d);
+        rms_norm_kernel::launch(
+            &x.client,
+            grid(rows),
+            CubeDim::new_1d(units as u32),
+            x.clone().into_tensor_arg(),
+            weight.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows,
+            d,
+            eps as f32,
+            units,
+            [
+                dtype_to_storage_type(x.dtype),
+                dtype_to_storage_type(weight.dtype),
+            ],
+        );
+        out
+    }
+}
+
+/// Softmax over the last dimension of `x`, adding `bias` (b, t, s) row `(r / per_batch, r mod t)`
+/// to row `r` when given as `(bias, per_batch, t)`.
+fn softmax_rows(x: CubeTensor, bias: Option<(CubeTensor, usize, usize)>) -> CubeTensor {
+    let x = into_contiguous(x);
+    let shape = x.meta.shape();
+    let s = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / s.max(1);
+    let out = like(&x);
+    let units = row_units(s);
+    let masked = bias.is_some();
+    // Unmasked, `x` stands in for the bias argument; the kernel never reads it.
+    let (bias, per_batch, t) = match bias {
+        Some((bias, per_batch, t)) => (into_contiguous(bias), per_batch, t),
+        None => (x.clone(), rows, 1),
+    };
+    softmax_kernel::launch(
+        &x.client,
+        grid(rows),
+        CubeDim::new_1d(units as u32),
+        x.clone().into_tensor_arg(),
+        bias.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows,
+        per_batch,
+        t,
+        s,
+        units,
+        masked,
+        [
+            dtype_to_storage_type(x.dtype),
+            dtype_to_storage_type(bias.dtype),
+        ],
+    );
+    out
+}
+
+/// The dims of a rank-`D` tensor.
+fn dims<const D: usize>(t: &CubeTensor) -> [usize; D] {
+    let shape: &Shape = t.meta.shape();
+    std::array::from_fn(|i| shape[i])
+}
+
+/// An uninitialised contiguous tensor of `t`'s shape and type on its device.
+fn like(t: &CubeTensor) -> CubeTensor {
+    empty_device_contiguous_dtype(
+        t.client.clone(),
+        t.device.clone(),
+        t.meta.shape().clone(),
+        t.dtype,
+    )
+}
+
+/// Units per cube for a row of `len`: a power of two from 32 to [`ROW_UNITS`].
+fn row_units(len: usize) -> usize {
+    len.next_power_of_two().clamp(32, ROW_UNITS)
+}
+
+/// `cubes` cubes as a grid within the per-axis limit (the kernels skip the surplus).
+fn grid(cubes: usize) -> CubeCount {
+    let cubes = cubes.max(1);
+    let x = cubes.min(GRID_AXIS);
+    CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
+}
+
+/// The kernels, in cubecl's language (its `Tensor` is a kernel argument, not burn's tensor).
+mod cube {
+    use cubecl::prelude::*;
+
+    /// The sum over the cube's units of each one's `value` (`units` a power of two, the cube's
+    /// size), through shared memory; every unit gets it.
+    #[cube]
+    fn cube_sum(value: f32, #[comptime] units: usize) -> f32 {
+        let mut partial = Shared::new_slice(units);
+        let unit = UNIT_POS_X as usize;
+        partial[unit] = value;
+        sync_cube();
+        let mut stride = CUBE_DIM_X as usize / 2;
+        while stride > 0 {
+            if unit < stride {
+                let (a, b) = (partial[unit], partial[unit + stride]);
+                partial[unit] = a + b;
+            }
+            sync_cube();
+            stride /= 2;
+        }
+        partial[0]
+    }
+
+    /// The maximum over the cube's units of each one's `value`, as [`cube_sum`].
+    #[cube]
+    fn cube_max(value: f32, #[comptime] units: usize) -> f32 {
+        let mut partial = Shared::new_slice(units);
+        let unit = UNIT_POS_X as usize;
+        partial[unit] = value;
+        sync_cube();
+        let mut stride = CUBE_DIM_X as usize / 2;
+        while stride > 0 {
+            if unit < stride {
+                let (a, b) = (partial[unit], partial[unit + stride]);
+                partial[unit] = f32::max(a, b);
+            }
+            sync_cube();
+            stride /= 2;
+        }
+        partial[0]
+    }
+
+    /// One cube per row of `x` (rows, s): `softmax(x + bias)` in f32 when `masked`, else
+    /// `softmax(x)`. Row `r` belongs to batch `r / per_batch` (`per_batch` = kv·m rows) and
+    /// adds its bias row `r mod t` (rows cycle through the t queries, and `m` is a multiple of
+    /// `t`).
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn softmax_kernel<F: Float, G: Float>(
+        x: &Tensor<F>,
+        bias: &Tensor<G>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        per_batch: usize,
+        t: usize,
+        s: usize,
+        #[comptime] units: usize,
+        #[comptime] masked: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * s;
+        let bias_start = ((row / per_batch) * t + row % t) * s;
+        let unit = UNIT_POS_X as usize;
+        let mut max = f32::new(-3.0e38);
+        let mut i = unit;
+        while i < s {
+            max = f32::max(max, score(x, bias, start, bias_start, i, masked));
+            i += units;
+        }
+        let max = cube_max(max, units);
+        let mut sum = f32::new(0.0);
+        let mut i = unit;
+        while i < s {
+            sum += f32::exp(score(x, bias, start, bias_start, i, masked) - max);
+            i += units;
+        }
+        let sum = cube_sum(sum, units);
+        let mut i = unit;
+        while i < s {
+            let p = f32::exp(score(x, bias, start, bias_start, i, masked) - max) / sum;
+            out[start + i] = F::cast_from(p);
+            i += units;
+        }
+    }
+
+    /// Column `i` of a row's scores in f32: `x[start + i]`, plus `bias[bias_start + i]` when
+    /// `masked`.
+    #[cube]
+    fn score<F: Float, G: Float>(
+        x: &Tensor<F>,
+        bias: &Tensor<G>,
+        start: usize,
+        bias_start: usize,
+        i: usize,
+        #[comptime] masked: bool,
+    ) -> f32 {
+        let mut v = f32::cast_from(x[start + i]);
+        if masked {
+            v += f32::cast_from(bias[bias_start + i]);
+        }
+        v
+    }
+
+    /// `silu(gate) · up = gate · up / (1 + exp(−gate))` in f32, one unit per element.
+    #[cube(launch)]
+    pub(super) fn swiglu_kernel<F: Float, G: Float>(
+        gate: &Tensor<F>,
+        up: &Tensor<G>,
+        out: &mut Tensor<F>,
+        n: usize,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let g = f32::cast_from(gate[i]);
+        let u = f32::cast_from(up[i]);
+        out[i] = F::cast_from(g * u / (f32::new(1.0) + f32::exp(-g)));
+    }
+
+    /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
+    /// times `weight`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn rms_norm_kernel<F: Float, G: Float>(
+        x: &Tensor<F>,
+        weight: &Tensor<G>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        #[comptime] units: usize,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * d;
+        let unit = UNIT_POS_X as usize;
+        let mut squares = f32::new(0.0);
+        let mut i = unit;
+        while i < d {
+            let v = f32::cast_from(x[start + i]);
+            squares += v * v;
+            i += units;
+        }
+        let norm = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
+        let mut i = unit;
+        while i < d {
+            let v = F::cast_from(f32::cast_from(x[start + i]) / norm);
+            out[start + i] = v * F::cast_from(weight[i]);
+            i += units;
+        }
+    }
+}
+
+/// [`GpuOps::masked_softmax`] on high-level tensors.
+pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as GpuOps>::masked_softmax(
+        x.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// [`GpuOps::softmax`] on high-level tensors.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GpuOps>::softmax(x.into_dispatch()))
+}
+
+/// [`GpuOps::swiglu`] on high-level tensors.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GpuOps>::swiglu(
+        gate.into_dispatch(),
+        up.into_dispatch(),
+    ))
+}
+
+/// [`GpuOps::rms_norm`] on high-level tensors.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GpuOps>::rms_norm(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        eps,
+    ))
+}

@@ -1,0 +1,190 @@
+//! reasonlab's fused GPU kernels (RMSNorm, the attention softmax with and without its mask,
+//! SwiGLU) against burn's
+//! composed ops on the same device, in f32 and f16, on shapes that exercise the kernels' edge
+//! cases: rows shorter than a cube, longer than it and not a power of two; more rows than one
+//! grid axis holds; grouped-query heads sharing a mask row; masked keys.
+//!
+//! ```text
+//! cargo test --workspace --features reasonlab-train/wgpu --test gpu_kernels
+//! ```
+//!
+//! Tolerances: f32 kernels sum in another order than burn's reductions, so 1e-5 absolute on
+//! values of order 1; in f16 both paths round their output to f16 (2⁻¹¹ relative), so 4e-3.
+#![cfg(any(feature = "wgpu", feature = "vulkan"))]
+
+mod gpu_common;
+
+use gpu_common::{backend, max_abs_diff, no_device};
+use reasonlab_model::burn::tensor::{DType, FloatDType};
+use reasonlab_model::fused::{self, composed};
+use reasonlab_model::tensor::{Device, Tensor, TensorData};
+
+/// The GPU device without autodiff (the fused kernels are for inference).
+fn gpu() -> Device {
+    match reasonlab_model::open(backend(), false) {
+        Ok((device, _)) => device,
+        Err(e) => no_device("GPU device", e),
+    }
+}
+
+/// Values in [-scale, scale) from a fixed linear congruential sequence.
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    dtype: DType,
+    device: &Device,
+) -> Tensor<D> {
+    let t = Tensor::<D>::from_data(TensorData::new(v, shape), device);
+    match dtype {
+        DType::F16 => t.cast(FloatDType::F16),
+        _ => t,
+    }
+}
+
+fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.cast(FloatDType::F32).try_into_vec_as::<f32>().unwrap()
+}
+
+/// The float types this device computes in: f32, and f16 where the adapter has it.
+fn dtypes(device: &Device) -> Vec<(DType, f32)> {
+    let mut d = vec![(DType::F32, 1e-5)];
+    if device.supports_dtype(DType::F16) {
+        d.push((DType::F16, 4e-3));
+    } else {
+        eprintln!("WARNING: this adapter has no f16: the f16 kernels were NOT exercised");
+    }
+    d
+}
+
+#[test]
+fn fused_rms_norm_matches_the_composed_op() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        // A row shorter than a cube, one longer and not a power of two, and more rows than one
+        // grid axis (65,535 cubes) holds.
+        for (rows, d) in [(15, 7), (2, 1000), (70_000, 8)] {
+            let x = values(rows * d, 1, 3.0);
+            let w = values(d, 2, 1.5);
+            let run = |fused_path: bool| {
+                let x = tensor(x.clone(), [rows, d], dtype, &device);
+                let w = tensor(w.clone(), [d], dtype, &device);
+                let y = match fused_path {
+                    true => fused::rms_norm(x, w, 1e-6),
+                    false => composed::rms_norm(x, w, 1e-6),
+                };
+                assert_eq!(y.dtype(), dtype);
+                read(y)
+            };
+            let diff = max_abs_diff(&run(true), &run(false));
+            eprintln!("rms_norm {dtype:?} ({rows}, {d}): max |Δ| = {diff:.2e}");
+            assert!(
+                diff < tol,
+                "rms_norm {dtype:?} ({rows}, {d}) differs by {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_swiglu_matches_the_composed_op() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        let shape = [3, 17, 300];
+        let n = shape.iter().product();
+        // Gates far enough out that exp(−gate) overflows f32 on one side.
+        let (gate, up) = (values(n, 3, 100.0), values(n, 4, 2.0));
+        let run = |fused_path: bool| {
+            let g = tensor(gate.clone(), shape, dtype, &device);
+            let u = tensor(up.clone(), shape, dtype, &device);
+            let y = match fused_path {
+                true => fused::swiglu(g, u),
+                false => composed::swiglu(g, u),
+            };
+            assert_eq!(y.dtype(), dtype);
+            read(y)
+        };
+        let (a, b) = (run(true), run(false));
+        assert!(a.iter().all(|v| v.is_finite()));
+        // Values reach 200 here: the tolerance is relative to them.
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+            .fold(0.0, f32::max);
+        eprintln!("swiglu {dtype:?}: max relative |Δ| = {diff:.2e}");
+        assert!(diff < tol, "swiglu {dtype:?} differs by {diff}");
+    }
+}
+
+#[test]
+fn fused_softmax_matches_the_composed_op() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        // Two kv heads of four query rows each: two query heads × t = 2 new queries, so mask
+        // row j mod 2 goes with query row j. Key lengths below, at and above a cube's 256 units.
+        for s in [5, 256, 700] {
+            let (b, kv, m, t) = (2, 2, 4, 2);
+            let x = values(b * kv * m * s, 5, 8.0);
+            // Causal over the last t keys, and the first key of batch 1 is padding.
+            let mut bias = vec![0f32; b * t * s];
+            for i in 0..b {
+                for q in 0..t {
+                    for k in 0..s {
+                        if k > s - t + q || (i == 1 && k == 0) {
+                            bias[(i * t + q) * s + k] = -1e30;
+                        }
+                    }
+                }
+            }
+            let run = |fused_path: bool| {
+                let x = tensor(x.clone(), [b, kv, m, s], dtype, &device);
+                let bias = tensor(bias.clone(), [b, t, s], dtype, &device);
+                let y = match fused_path {
+                    true => fused::masked_softmax(x, bias),
+                    false => composed::masked_softmax(x, bias),
+                };
+                assert_eq!(y.dtype(), dtype);
+                read(y)
+            };
+            let (a, c) = (run(true), run(false));
+            for row in a.chunks(s) {
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-2, "a row sums to {sum}");
+            }
+            assert_eq!(a[(b * kv * m - 1) * s], 0.0, "a masked key has weight");
+            let diff = max_abs_diff(&a, &c);
+            eprintln!("masked_softmax {dtype:?} s = {s}: max |Δ| = {diff:.2e}");
+            assert!(
+                diff < tol,
+                "masked_softmax {dtype:?} s = {s} differs by {diff}"
+            );
+            // Without a mask (a decode step whose keys are all visible).
+            let run = |fused_path: bool| {
+                let x = tensor(x.clone(), [b, kv, m, s], dtype, &device);
+                let y = match fused_path {
+                    true => fused::softmax_f32(x),
+                    false => composed::softmax_f32(x),
+                };
+                assert_eq!(y.dtype(), dtype);
+                read(y)
+            };
+            let diff = max_abs_diff(&run(true), &run(false));
+            eprintln!("softmax {dtype:?} s = {s}: max |Δ| = {diff:.2e}");
+            assert!(diff < tol, "softmax {dtype:?} s = {s} differs by {diff}");
+        }
+    }
+}
