@@ -184,9 +184,10 @@ impl Rope {
     /// and, for q, multiplied by `scale`.
     ///
     /// On flex: [`Rope::apply`] on the (b, heads, t, d) view, then the scale. On the GPU
-    /// backends, in the projections' layout: the rotation is one `select` (a concatenation
-    /// is two copy kernels) and q's scale is in its tables, so four kernels where the other
-    /// order takes six for q and five for k.
+    /// backends, in the projections' layout with q's scale in its tables: one fused kernel
+    /// for inference ([`crate::fused::rope`]); for training four composed ones (the rotation
+    /// is one `select`, where a concatenation is two copy kernels), where the other order
+    /// takes six for q and five for k.
     pub fn apply_heads(&self, x: Tensor<4>, scale: Option<f64>) -> Tensor<4> {
         let gpu = self
             .gpu
@@ -209,9 +210,8 @@ impl Rope {
             ),
         };
         let dtype = x.dtype();
-        let swapped = x.clone().select(3, g.rotate.clone());
-        let y = x * same_type(cos, dtype) + swapped * same_type(sin, dtype);
-        y.swap_dims(1, 2)
+        let (cos, sin) = (same_type(cos, dtype), same_type(sin, dtype));
+        crate::fused::rope(x, cos, sin, g.rotate.clone()).swap_dims(1, 2)
     }
 
     /// The tables as (positions, d) row-major buffers: (cos, sin).

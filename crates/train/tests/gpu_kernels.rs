@@ -1,5 +1,5 @@
 //! reasonlab's fused GPU kernels (RMSNorm, the attention softmax with and without its mask,
-//! SwiGLU) against burn's
+//! SwiGLU, RoPE) against burn's
 //! composed ops on the same device, in f32 and f16, on shapes that exercise the kernels' edge
 //! cases: rows shorter than a cube, longer than it and not a power of two; more rows than one
 //! grid axis holds; grouped-query heads sharing a mask row; masked keys.
@@ -17,7 +17,7 @@ mod gpu_common;
 use gpu_common::{backend, max_abs_diff, no_device};
 use reasonlab_model::burn::tensor::{DType, FloatDType};
 use reasonlab_model::fused::{self, composed};
-use reasonlab_model::tensor::{Device, Tensor, TensorData};
+use reasonlab_model::tensor::{Device, Int, Tensor, TensorData};
 
 /// The GPU device without autodiff (the fused kernels are for inference).
 fn gpu() -> Device {
@@ -186,5 +186,47 @@ fn fused_softmax_matches_the_composed_op() {
             eprintln!("softmax {dtype:?} s = {s}: max |Δ| = {diff:.2e}");
             assert!(diff < tol, "softmax {dtype:?} s = {s} differs by {diff}");
         }
+    }
+}
+
+#[test]
+fn fused_rope_matches_the_composed_op() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        // Two batch rows of three positions, two heads of d = 8 (halves of 4).
+        let (b, t, heads, d) = (2, 3, 2, 8);
+        let x = values(b * t * heads * d, 6, 2.0);
+        let angles = values(b * t * d / 2, 7, 3.0);
+        // Tables as `Rope::tables` lays them out: cos of (freqs, freqs), (−sin, sin).
+        let (mut cos, mut sin) = (vec![0f32; b * t * d], vec![0f32; b * t * d]);
+        for r in 0..b * t {
+            for i in 0..d / 2 {
+                let a = angles[r * d / 2 + i];
+                cos[r * d + i] = a.cos();
+                cos[r * d + d / 2 + i] = a.cos();
+                sin[r * d + i] = -a.sin();
+                sin[r * d + d / 2 + i] = a.sin();
+            }
+        }
+        let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
+        let run = |fused_path: bool| {
+            let x = tensor(x.clone(), [b, t, heads, d], dtype, &device);
+            let cos = tensor(cos.clone(), [b, t, 1, d], dtype, &device);
+            let sin = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
+            let rotate = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
+            let y = match fused_path {
+                true => fused::rope(x, cos, sin, rotate),
+                false => composed::rope(x, cos, sin, rotate),
+            };
+            assert_eq!(y.dtype(), dtype);
+            read(y)
+        };
+        let (a, c) = (run(true), run(false));
+        // The rotation keeps each pair's norm: a check on the composed op itself.
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
+        assert!((norm(&c) - norm(&x)).abs() < 1e-2 * norm(&x));
+        let diff = max_abs_diff(&a, &c);
+        eprintln!("rope {dtype:?}: max |Δ| = {diff:.2e}");
+        assert!(diff < 4.0 * tol, "rope {dtype:?} differs by {diff}");
     }
 }

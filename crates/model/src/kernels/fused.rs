@@ -22,7 +22,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -706,7 +706,7 @@ pub fn is_flex(device: &Device) -> bool {
 /// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
 /// backend without autodiff (training differentiates the composed ops).
 #[cfg(feature = "gpu-kernels")]
-fn gpu_fused(devices: &[Device]) -> bool {
+pub(crate) fn gpu_fused(devices: &[Device]) -> bool {
     devices.iter().all(|d| !is_flex(d) && !d.is_autodiff())
 }
 
@@ -782,11 +782,22 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     composed::rms_norm(x, weight, eps)
 }
 
-/// The three ops as burn's composed ops, on any backend: what autodiff differentiates on a GPU
+/// RoPE in the projections' layout on a GPU backend (see [`crate::decoder::Rope::apply_heads`]):
+/// `x`: (b, t, heads, d), `cos`, `sin`: (b, t, 1, d) in `x`'s type, `rotate`: (d) the index
+/// `d/2, …, d−1, 0, …, d/2−1`; one fused kernel for inference, composed otherwise.
+pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if gpu_fused(&[x.device(), cos.device(), sin.device()]) {
+        return super::gpu::rope(x, cos, sin);
+    }
+    composed::rope(x, cos, sin, rotate)
+}
+
+/// The ops as burn's composed ops, on any backend: what autodiff differentiates on a GPU
 /// backend, and the reference the fused kernels are tested against.
 pub mod composed {
     use burn::tensor::activation::softmax;
-    use burn::tensor::{DType, Tensor};
+    use burn::tensor::{DType, Int, Tensor};
 
     use crate::decoder::same_type;
 
@@ -820,6 +831,13 @@ pub mod composed {
         let (gate, up) = (same_type(gate, DType::F32), same_type(up, DType::F32));
         let h = gate.mul_scalar(0.5);
         same_type((h.clone().tanh() * h.clone() + h) * up, dtype)
+    }
+
+    /// [`super::rope`], composed: `rotate_half` as one `select` of the halves in swapped order
+    /// (a concatenation is two copies), two products and a sum.
+    pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>) -> Tensor<4> {
+        let swapped = x.clone().select(3, rotate);
+        x * cos + swapped * sin
     }
 
     /// [`super::rms_norm`], composed.

@@ -7,6 +7,7 @@
 //! | RMSNorm: square, mean, + eps, sqrt, divide, weight product | 6 | 1 |
 //! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
 //! | SwiGLU's `silu(gate) · up` | 5 | 1 |
+//! | RoPE on q or k: the swapped halves, two products, a sum | 4 | 1 |
 //!
 //! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
@@ -26,7 +27,7 @@ use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use cube::{rms_norm_kernel, softmax_kernel, swiglu_kernel};
+use cube::{rms_norm_kernel, rope_kernel, softmax_kernel, swiglu_kernel};
 use cubecl::prelude::{CubeCount, CubeDim};
 
 /// Inference ops fused into one kernel each on burn's cubecl backends.
@@ -47,6 +48,15 @@ pub trait GpuOps: Backend {
     /// `weight` (last dim, in `x`'s type).
     #[fusion(dtype = x, shape = x)]
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// RoPE in the projections' layout, in f32, in `x`'s type: `x`: (b, t, heads, d),
+    /// `cos`, `sin`: (b, t, 1, d) with rotate_half's sign in `sin`;
+    /// `x·cos + cat(x₂, x₁)·sin` with `x₁`, `x₂` the halves of the last dimension.
+    #[fusion(dtype = x, shape = x)]
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// Most units per cube of the row kernels.
@@ -82,6 +92,34 @@ impl GpuOps for CubeBackend {
             [
                 dtype_to_storage_type(gate.dtype),
                 dtype_to_storage_type(up.dtype),
+            ],
+        );
+        out
+    }
+
+    fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        let (x, cos, sin) = (
+            into_contiguous(x),
+            into_contiguous(cos),
+            into_contiguous(sin),
+        );
+        let [_, _, heads, d] = dims::<4>(&x);
+        let out = like(&x);
+        let n = x.meta.shape().num_elements();
+        rope_kernel::launch(
+            &x.client,
+            grid(n.div_ceil(ELEMENT_UNITS as usize)),
+            CubeDim::new_1d(ELEMENT_UNITS),
+            x.clone().into_tensor_arg(),
+            cos.clone().into_tensor_arg(),
+            sin.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n,
+            heads,
+            d,
+            [
+                dtype_to_storage_type(x.dtype),
+                dtype_to_storage_type(cos.dtype),
             ],
         );
         out
@@ -304,6 +342,32 @@ mod cube {
         out[i] = F::cast_from(g * u / (f32::new(1.0) + f32::exp(-g)));
     }
 
+    /// RoPE, one unit per element of `x` (b·t, heads, d): element `(r, h, j)` is
+    /// `x[r, h, j]·cos[r, j] + x[r, h, (j + d/2) mod d]·sin[r, j]` in f32.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn rope_kernel<F: Float, G: Float>(
+        x: &Tensor<F>,
+        cos: &Tensor<G>,
+        sin: &Tensor<G>,
+        out: &mut Tensor<F>,
+        n: usize,
+        heads: usize,
+        d: usize,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let j = i % d;
+        let table = (i / (heads * d)) * d + j;
+        let partner = i - j + (j + d / 2) % d;
+        let y = f32::cast_from(x[i]) * f32::cast_from(cos[table])
+            + f32::cast_from(x[partner]) * f32::cast_from(sin[table]);
+        out[i] = F::cast_from(y);
+    }
+
     /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
     /// times `weight`.
     #[allow(clippy::too_many_arguments)]
@@ -359,6 +423,15 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as GpuOps>::swiglu(
         gate.into_dispatch(),
         up.into_dispatch(),
+    ))
+}
+
+/// [`GpuOps::rope`] on high-level tensors.
+pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as GpuOps>::rope(
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
     ))
 }
 
