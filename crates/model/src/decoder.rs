@@ -132,9 +132,9 @@ pub struct Rope {
     gpu: Option<GpuRope>,
 }
 
-/// RoPE in fewer kernels: `rotate_half` as one `select` of the last dimension's halves in
-/// swapped order instead of a two-copy concatenation, and q's attention scale folded into its
-/// tables on the host.
+/// The GPU backends' RoPE inputs: q's attention scale folded into its tables on the host (one
+/// product fewer), and the index that `rotate_half` is as one `select` of the last dimension's
+/// halves in swapped order (a concatenation is two copies) for the composed op.
 struct GpuRope {
     /// (d): `d/2, …, d−1, 0, …, d/2−1`, so that `x.select(3, rotate) = cat(x2, x1)`.
     rotate: Tensor<1, Int>,
@@ -185,9 +185,7 @@ impl Rope {
     ///
     /// On flex: [`Rope::apply`] on the (b, heads, t, d) view, then the scale. On the GPU
     /// backends, in the projections' layout with q's scale in its tables: one fused kernel
-    /// for inference ([`crate::fused::rope`]); for training four composed ones (the rotation
-    /// is one `select`, where a concatenation is two copy kernels), where the other order
-    /// takes six for q and five for k.
+    /// ([`crate::fused::rope`]), where the other order takes six for q and five for k.
     pub fn apply_heads(&self, x: Tensor<4>, scale: Option<f64>) -> Tensor<4> {
         let gpu = self
             .gpu

@@ -230,3 +230,141 @@ fn fused_rope_matches_the_composed_op() {
         assert!(diff < 4.0 * tol, "rope {dtype:?} differs by {diff}");
     }
 }
+
+/// The GPU device with autodiff (training).
+fn gpu_autodiff() -> Device {
+    match reasonlab_model::open(backend(), true) {
+        Ok((device, _)) => device,
+        Err(e) => no_device("GPU device", e),
+    }
+}
+
+/// A tracked input on `device`.
+fn input<const D: usize>(v: &[f32], shape: [usize; D], dtype: DType, device: &Device) -> Tensor<D> {
+    tensor(v.to_vec(), shape, dtype, device).require_grad()
+}
+
+/// `Σ y ⊙ r` for a fixed `r`: a loss whose gradient reaches every output element differently.
+fn loss<const D: usize>(y: Tensor<D>) -> Tensor<1> {
+    let r = values(y.shape().num_elements(), 99, 1.0);
+    let r = tensor(r, y.dims(), y.dtype(), &y.device());
+    (y * r).sum()
+}
+
+/// The largest difference between the fused and the composed gradient, relative to the
+/// composed gradient's largest element.
+fn relative_gap(fused: &[f32], composed: &[f32]) -> f32 {
+    let scale = composed.iter().fold(0f32, |m, g| m.max(g.abs())).max(1e-6);
+    assert!(
+        fused.iter().all(|g| g.is_finite()),
+        "a fused gradient is not finite"
+    );
+    max_abs_diff(fused, composed) / scale
+}
+
+/// Gradient tolerance (relative to the largest element): f32 sums in another order; f16
+/// rounds each op's output.
+fn grad_tolerance(dtype: DType) -> f32 {
+    if dtype == DType::F32 { 1e-5 } else { 1e-2 }
+}
+
+#[test]
+fn fused_kernels_have_the_composed_gradients() {
+    let device = gpu_autodiff();
+    for (dtype, _) in dtypes(&device) {
+        let tol = grad_tolerance(dtype);
+        let check = |what: &str, fused: Vec<Vec<f32>>, composed: Vec<Vec<f32>>| {
+            for (i, (f, c)) in fused.iter().zip(&composed).enumerate() {
+                let gap = relative_gap(f, c);
+                eprintln!("{what} {dtype:?}, input {i}: relative gap {gap:.2e}");
+                assert!(
+                    gap < tol,
+                    "{what} {dtype:?}: input {i}'s gradient differs by {gap}"
+                );
+            }
+        };
+
+        // RMSNorm: x (4, 3, 300) and its weight.
+        let (x, w) = (values(3600, 11, 3.0), values(300, 12, 1.5));
+        let run = |fused_path: bool| {
+            let xt = input(&x, [4, 3, 300], dtype, &device);
+            let wt = input(&w, [300], dtype, &device);
+            let y = match fused_path {
+                true => fused::rms_norm(xt.clone(), wt.clone(), 1e-6),
+                false => composed::rms_norm(xt.clone(), wt.clone(), 1e-6),
+            };
+            let grads = loss(y).backward();
+            vec![
+                read(xt.grad(&grads).unwrap()),
+                read(wt.grad(&grads).unwrap()),
+            ]
+        };
+        check("rms_norm", run(true), run(false));
+
+        // Softmax with a causal mask over grouped-query heads, and without one.
+        let (b, kv, m, t, s) = (2, 2, 4, 2, 37);
+        let x = values(b * kv * m * s, 13, 6.0);
+        let mut bias = vec![0f32; b * t * s];
+        for (i, v) in bias.iter_mut().enumerate() {
+            let (q, k) = ((i / s) % t, i % s);
+            if k > s - t + q {
+                *v = -1e30;
+            }
+        }
+        for masked in [true, false] {
+            let run = |fused_path: bool| {
+                let xt = input(&x, [b, kv, m, s], dtype, &device);
+                let mask = tensor(bias.clone(), [b, t, s], dtype, &device);
+                let y = match (fused_path, masked) {
+                    (true, true) => fused::masked_softmax(xt.clone(), mask),
+                    (false, true) => composed::masked_softmax(xt.clone(), mask),
+                    (true, false) => fused::softmax_f32(xt.clone()),
+                    (false, false) => composed::softmax_f32(xt.clone()),
+                };
+                let grads = loss(y).backward();
+                vec![read(xt.grad(&grads).unwrap())]
+            };
+            check(
+                if masked { "masked softmax" } else { "softmax" },
+                run(true),
+                run(false),
+            );
+        }
+
+        // SwiGLU: gate and up.
+        let (g, u) = (values(3 * 5 * 64, 14, 8.0), values(3 * 5 * 64, 15, 2.0));
+        let run = |fused_path: bool| {
+            let gt = input(&g, [3, 5, 64], dtype, &device);
+            let ut = input(&u, [3, 5, 64], dtype, &device);
+            let y = match fused_path {
+                true => fused::swiglu(gt.clone(), ut.clone()),
+                false => composed::swiglu(gt.clone(), ut.clone()),
+            };
+            let grads = loss(y).backward();
+            vec![
+                read(gt.grad(&grads).unwrap()),
+                read(ut.grad(&grads).unwrap()),
+            ]
+        };
+        check("swiglu", run(true), run(false));
+
+        // RoPE: x (b, t, heads, d) with constant tables.
+        let (b, t, heads, d) = (2, 3, 2, 8);
+        let x = values(b * t * heads * d, 16, 2.0);
+        let (cos, sin) = (values(b * t * d, 17, 1.0), values(b * t * d, 18, 1.0));
+        let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
+        let run = |fused_path: bool| {
+            let xt = input(&x, [b, t, heads, d], dtype, &device);
+            let c = tensor(cos.clone(), [b, t, 1, d], dtype, &device);
+            let sn = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
+            let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
+            let y = match fused_path {
+                true => fused::rope(xt.clone(), c, sn, r),
+                false => composed::rope(xt.clone(), c, sn, r),
+            };
+            let grads = loss(y).backward();
+            vec![read(xt.grad(&grads).unwrap())]
+        };
+        check("rope", run(true), run(false));
+    }
+}

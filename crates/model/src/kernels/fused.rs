@@ -704,15 +704,15 @@ pub fn is_flex(device: &Device) -> bool {
 }
 
 /// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
-/// backend without autodiff (training differentiates the composed ops).
+/// backend, with or without autodiff.
 #[cfg(feature = "gpu-kernels")]
 pub(crate) fn gpu_fused(devices: &[Device]) -> bool {
-    devices.iter().all(|d| !is_flex(d) && !d.is_autodiff())
+    devices.iter().all(|d| !is_flex(d))
 }
 
 /// `softmax(x + bias)` over the last dimension, `x`: (b, kv, m, s), `bias`: (b, t, s) with `m`
-/// a multiple of `t` (see [`FusedOps::masked_softmax`]); fused on Flex and, for inference, on
-/// the GPU backends; composed otherwise.
+/// a multiple of `t` (see [`FusedOps::masked_softmax`]); fused on Flex and on the GPU
+/// backends; composed otherwise.
 pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
     if is_flex(&x.device()) {
         let out = <Dispatch as FusedOps>::masked_softmax(x.into_dispatch(), bias.into_dispatch());
@@ -725,8 +725,8 @@ pub fn masked_softmax(x: Tensor<4>, bias: Tensor<3>) -> Tensor<4> {
     composed::masked_softmax(x, bias)
 }
 
-/// Softmax over the last dimension computed in f32, returned in `x`'s type; fused for
-/// inference on the GPU backends.
+/// Softmax over the last dimension computed in f32, returned in `x`'s type; fused on the
+/// GPU backends.
 pub fn softmax_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "gpu-kernels")]
     if gpu_fused(&[x.device()]) {
@@ -735,8 +735,7 @@ pub fn softmax_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     composed::softmax_f32(x)
 }
 
-/// `silu(gate) · up`; fused on Flex and, for inference, on the GPU backends; composed
-/// otherwise.
+/// `silu(gate) · up`; fused on Flex and on the GPU backends; composed otherwise.
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     if is_flex(&gate.device()) {
         return Tensor::from_dispatch(<Dispatch as FusedOps>::swiglu(
@@ -764,8 +763,8 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     x.matmul(w)
 }
 
-/// RMSNorm over the last dimension with `weight` (last dim); fused on Flex and, for
-/// inference, on the GPU backends; composed otherwise (in f32, like transformers'
+/// RMSNorm over the last dimension with `weight` (last dim); fused on Flex and on the GPU
+/// backends; composed otherwise (in f32, like transformers'
 /// `Qwen2RMSNorm`).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
     if is_flex(&x.device()) {
@@ -784,7 +783,7 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
 
 /// RoPE in the projections' layout on a GPU backend (see [`crate::decoder::Rope::apply_heads`]):
 /// `x`: (b, t, heads, d), `cos`, `sin`: (b, t, 1, d) in `x`'s type, `rotate`: (d) the index
-/// `d/2, …, d−1, 0, …, d/2−1`; one fused kernel for inference, composed otherwise.
+/// `d/2, …, d−1, 0, …, d/2−1`; one fused kernel on the GPU backends, composed otherwise.
 pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if gpu_fused(&[x.device(), cos.device(), sin.device()]) {
@@ -793,8 +792,8 @@ pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>
     composed::rope(x, cos, sin, rotate)
 }
 
-/// The ops as burn's composed ops, on any backend: what autodiff differentiates on a GPU
-/// backend, and the reference the fused kernels are tested against.
+/// The ops as burn's composed ops, on any backend: the reference the fused kernels are tested
+/// against.
 pub mod composed {
     use burn::tensor::activation::softmax;
     use burn::tensor::{DType, Int, Tensor};

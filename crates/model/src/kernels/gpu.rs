@@ -1,6 +1,7 @@
 //! Fused GPU kernels, written in cubecl's kernel language and run by burn's GPU backends
-//! (wgpu, vulkan, cuda) through a backend extension, for inference: what burn's composed ops
-//! run as a chain of kernels, each reading and writing the whole tensor, becomes one kernel.
+//! (wgpu, vulkan, cuda) through a backend extension: what burn's composed ops run as a chain of
+//! kernels, each reading and writing the whole tensor, becomes one kernel, forward and
+//! backward.
 //!
 //! | op | composed kernels | fused |
 //! | --- | ---: | ---: |
@@ -13,25 +14,35 @@
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
 //! `softmax(…, dtype=float32)`). The row kernels (RMSNorm, softmax) give each row one cube of
 //! up to 256 units, which stride over the row and combine their partial sums and maxima in
-//! shared memory.
+//! shared memory; the elementwise ones (SwiGLU, RoPE) a unit per element.
 //!
-//! Training on a GPU keeps the composed ops: burn's autodiff differentiates them, and these
-//! kernels have no backward pass. The tests in `crates/train/tests/gpu_path.rs` check every
-//! fused kernel against the composed ops on the same device.
+//! [`GpuOps`] holds the forward ops and [`GpuGrads`] their backward kernels; `GpuOps` on
+//! `Autodiff<B>` records each op with a backward step that calls `GpuGrads` (RMSNorm's weight
+//! gradient is the fused forward with unit weights, a product and a sum over rows). The tests
+//! in `crates/train/tests/gpu_kernels.rs` check every kernel and gradient against the composed
+//! ops on the same device.
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use cube::{rms_norm_kernel, rope_kernel, softmax_kernel, swiglu_kernel};
+use cube::{
+    rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, softmax_backward_kernel,
+    softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
+};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-/// Inference ops fused into one kernel each on burn's cubecl backends.
-#[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
+/// The decoder's elementwise and row ops fused into one kernel each on burn's cubecl
+/// backends; differentiable through [`GpuGrads`].
+#[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"), Autodiff)]
 pub trait GpuOps: Backend {
     /// `softmax(x + bias)` over the last dimension in f32, in `x`'s type. `x`: (b, kv, m, s),
     /// `bias`: (b, t, s) with `m` a multiple of `t`; row `j` of head group `(i, h)` adds
@@ -56,6 +67,41 @@ pub trait GpuOps: Backend {
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// The backward passes of [`GpuOps`], one kernel each, for its autodiff implementation.
+#[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
+pub trait GpuGrads: Backend {
+    /// The softmax's backward over the last dimension, `dx = y ⊙ (dy − Σ dy ⊙ y)`, in f32, in
+    /// `y`'s type (the mask is a constant: no gradient).
+    #[fusion(dtype = y, shape = y)]
+    fn softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// SwiGLU's backward, in f32: `dy · up · σ(g)(1 + g(1 − σ(g)))` for `gate` when
+    /// `for_gate`, else `dy · silu(g)` for `up` (`gate` and `up` share their type).
+    #[fusion(dtype = gate, shape = gate)]
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        for_gate: bool,
+    ) -> FloatTensor<Self>;
+    /// RoPE's backward (the rotation's transpose): `dx_j = dy_j·cos_j + dy_p·sin_p` with
+    /// `p = (j + d/2) mod d`, in f32, in `dy`'s type; shapes as [`GpuOps::rope`].
+    #[fusion(dtype = dy, shape = dy)]
+    fn rope_backward(
+        dy: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// RMSNorm's backward for `x`, in f32, in `x`'s type: with `g = w ⊙ dy` and
+    /// `r = sqrt(mean(x²) + eps)` per row, `dx = g / r − x · Σ(g ⊙ x) / (d · r³)`.
+    #[fusion(dtype = x, shape = x)]
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        eps: f64,
     ) -> FloatTensor<Self>;
 }
 
@@ -98,31 +144,7 @@ impl GpuOps for CubeBackend {
     }
 
     fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        let (x, cos, sin) = (
-            into_contiguous(x),
-            into_contiguous(cos),
-            into_contiguous(sin),
-        );
-        let [_, _, heads, d] = dims::<4>(&x);
-        let out = like(&x);
-        let n = x.meta.shape().num_elements();
-        rope_kernel::launch(
-            &x.client,
-            grid(n.div_ceil(ELEMENT_UNITS as usize)),
-            CubeDim::new_1d(ELEMENT_UNITS),
-            x.clone().into_tensor_arg(),
-            cos.clone().into_tensor_arg(),
-            sin.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            n,
-            heads,
-            d,
-            [
-                dtype_to_storage_type(x.dtype),
-                dtype_to_storage_type(cos.dtype),
-            ],
-        );
-        out
+        rope_launch(x, cos, sin, false)
     }
 
     fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
@@ -150,6 +172,313 @@ impl GpuOps for CubeBackend {
         );
         out
     }
+}
+
+impl GpuGrads for CubeBackend {
+    fn softmax_backward(y: CubeTensor, dy: CubeTensor) -> CubeTensor {
+        let (y, dy) = (into_contiguous(y), into_contiguous(dy));
+        let shape = y.meta.shape();
+        let s = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / s.max(1);
+        let out = like(&y);
+        let units = row_units(s);
+        softmax_backward_kernel::launch(
+            &y.client,
+            grid(rows),
+            CubeDim::new_1d(units as u32),
+            y.clone().into_tensor_arg(),
+            dy.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows,
+            s,
+            units,
+            [
+                dtype_to_storage_type(y.dtype),
+                dtype_to_storage_type(dy.dtype),
+            ],
+        );
+        out
+    }
+
+    fn swiglu_backward(
+        gate: CubeTensor,
+        up: CubeTensor,
+        dy: CubeTensor,
+        for_gate: bool,
+    ) -> CubeTensor {
+        let (gate, up, dy) = (
+            into_contiguous(gate),
+            into_contiguous(up),
+            into_contiguous(dy),
+        );
+        let out = like(&gate);
+        let n = gate.meta.shape().num_elements();
+        swiglu_backward_kernel::launch(
+            &gate.client,
+            grid(n.div_ceil(ELEMENT_UNITS as usize)),
+            CubeDim::new_1d(ELEMENT_UNITS),
+            gate.clone().into_tensor_arg(),
+            up.into_tensor_arg(),
+            dy.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n,
+            for_gate,
+            [
+                dtype_to_storage_type(gate.dtype),
+                dtype_to_storage_type(dy.dtype),
+            ],
+        );
+        out
+    }
+
+    fn rope_backward(dy: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        rope_launch(dy, cos, sin, true)
+    }
+
+    fn rms_norm_backward(
+        x: CubeTensor,
+        weight: CubeTensor,
+        dy: CubeTensor,
+        eps: f64,
+    ) -> CubeTensor {
+        let (x, weight, dy) = (
+            into_contiguous(x),
+            into_contiguous(weight),
+            into_contiguous(dy),
+        );
+        let shape = x.meta.shape();
+        let d = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / d.max(1);
+        let out = like(&x);
+        let units = row_units(d);
+        rms_norm_backward_kernel::launch(
+            &x.client,
+            grid(rows),
+            CubeDim::new_1d(units as u32),
+            x.clone().into_tensor_arg(),
+            weight.clone().into_tensor_arg(),
+            dy.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows,
+            d,
+            eps as f32,
+            units,
+            [
+                dtype_to_storage_type(x.dtype),
+                dtype_to_storage_type(weight.dtype),
+                dtype_to_storage_type(dy.dtype),
+            ],
+        );
+        out
+    }
+}
+
+/// Register `grad` for `parent` when it is tracked (burn does not export the node type, so a
+/// macro rather than a function).
+macro_rules! register {
+    ($grads:expr, $parent:expr, $grad:expr) => {
+        if let Some(p) = $parent {
+            $grads.register::<B>(p.id, $grad);
+        }
+    };
+}
+
+/// The softmax's backward, from its output (the mask, if any, is a constant).
+#[derive(Debug)]
+struct SoftmaxGrad;
+
+impl<B: GpuGrads> Backward<B, 1> for SoftmaxGrad {
+    /// The softmax output.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        register!(grads, parent, B::softmax_backward(ops.state, dy));
+    }
+}
+
+/// `x`'s softmax (`bias`, a constant, added when given) recorded for its backward.
+fn softmax_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let (x, node) = x.into_parts();
+    let forward = |x| match bias {
+        Some(bias) => B::masked_softmax(x, bias.into_primitive()),
+        None => <B as GpuOps>::softmax(x),
+    };
+    match SoftmaxGrad.prepare::<C>([node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = forward(x);
+            prep.finish(y.clone(), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x)),
+    }
+}
+
+impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
+    fn masked_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_tracked::<B, C>(x, Some(bias))
+    }
+
+    fn softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_tracked::<B, C>(x, None)
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SwiGluGrad;
+
+        impl<B: GpuGrads> Backward<B, 2> for SwiGluGrad {
+            /// (gate, up)
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<B>(&ops.node);
+                let (gate, up) = ops.state;
+                let [pg, pu] = ops.parents;
+                if pg.is_some() {
+                    let dg = B::swiglu_backward(gate.clone(), up.clone(), dy.clone(), true);
+                    register!(grads, pg, dg);
+                }
+                register!(grads, pu, B::swiglu_backward(gate, up, dy, false));
+            }
+        }
+
+        let (gate, gate_node) = gate.into_parts();
+        let (up, up_node) = up.into_parts();
+        match SwiGluGrad
+            .prepare::<C>([gate_node, up_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::swiglu(gate.clone(), up.clone());
+                prep.finish((gate, up), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate, up)),
+        }
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct RmsNormGrad(f64);
+
+        impl<B: GpuOps + GpuGrads> Backward<B, 2> for RmsNormGrad {
+            /// (x, weight)
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<B>(&ops.node);
+                let (x, w) = ops.state;
+                let [px, pw] = ops.parents;
+                if pw.is_some() {
+                    // dw = Σ over rows of dy ⊙ x̂, x̂ the normalised x in its type (the
+                    // forward's `weight * x̂.to(dtype)`): x̂ is the fused forward with unit weights.
+                    let shape = w.shape();
+                    let d = shape[0];
+                    let ones = B::float_ones(shape.clone(), &w.device(), w.dtype().into());
+                    let x_hat = B::rms_norm(x.clone(), ones, self.0);
+                    let rows = x_hat.shape().num_elements() / d.max(1);
+                    let prod = B::float_reshape(B::float_mul(dy.clone(), x_hat), [rows, d].into());
+                    let dw = B::float_reshape(B::float_sum_dim(prod, 0), shape);
+                    register!(grads, pw, dw);
+                }
+                register!(grads, px, B::rms_norm_backward(x, w, dy, self.0));
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = weight.into_parts();
+        match RmsNormGrad(eps)
+            .prepare::<C>([x_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::rms_norm(x.clone(), w.clone(), eps);
+                prep.finish((x, w), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x, w, eps)),
+        }
+    }
+
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct RopeGrad;
+
+        impl<B: GpuGrads> Backward<B, 1> for RopeGrad {
+            /// (cos, sin): constants.
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<B>(&ops.node);
+                let (cos, sin) = ops.state;
+                let [parent] = ops.parents;
+                register!(grads, parent, B::rope_backward(dy, cos, sin));
+            }
+        }
+
+        let (x, node) = x.into_parts();
+        let (cos, sin) = (cos.into_primitive(), sin.into_primitive());
+        match RopeGrad.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::rope(x, cos.clone(), sin.clone());
+                prep.finish((cos, sin), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin)),
+        }
+    }
+}
+
+/// RoPE on `x` (b, t, heads, d) with (b, t, 1, d) tables, or its transpose (the backward).
+fn rope_launch(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, transpose: bool) -> CubeTensor {
+    let (x, cos, sin) = (
+        into_contiguous(x),
+        into_contiguous(cos),
+        into_contiguous(sin),
+    );
+    let [_, _, heads, d] = dims::<4>(&x);
+    let out = like(&x);
+    let n = x.meta.shape().num_elements();
+    rope_kernel::launch(
+        &x.client,
+        grid(n.div_ceil(ELEMENT_UNITS as usize)),
+        CubeDim::new_1d(ELEMENT_UNITS),
+        x.clone().into_tensor_arg(),
+        cos.clone().into_tensor_arg(),
+        sin.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        n,
+        heads,
+        d,
+        transpose,
+        [
+            dtype_to_storage_type(x.dtype),
+            dtype_to_storage_type(cos.dtype),
+        ],
+    );
+    out
 }
 
 /// Softmax over the last dimension of `x`, adding `bias` (b, t, s) row `(r / per_batch, r mod t)`
@@ -343,7 +672,8 @@ mod cube {
     }
 
     /// RoPE, one unit per element of `x` (b·t, heads, d): element `(r, h, j)` is
-    /// `x[r, h, j]·cos[r, j] + x[r, h, (j + d/2) mod d]·sin[r, j]` in f32.
+    /// `x[r, h, j]·cos[r, j] + x[r, h, p]·sin[r, j]` with `p = (j + d/2) mod d` in f32, or with
+    /// `transpose` (the backward) `x[r, h, j]·cos[r, j] + x[r, h, p]·sin[r, p]`.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn rope_kernel<F: Float, G: Float>(
@@ -354,6 +684,7 @@ mod cube {
         n: usize,
         heads: usize,
         d: usize,
+        #[comptime] transpose: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let i = ABSOLUTE_POS;
@@ -361,11 +692,119 @@ mod cube {
             terminate!();
         }
         let j = i % d;
-        let table = (i / (heads * d)) * d + j;
-        let partner = i - j + (j + d / 2) % d;
-        let y = f32::cast_from(x[i]) * f32::cast_from(cos[table])
-            + f32::cast_from(x[partner]) * f32::cast_from(sin[table]);
+        let row = (i / (heads * d)) * d;
+        let p = (j + d / 2) % d;
+        let mut sin_at = row + j;
+        if transpose {
+            sin_at = row + p;
+        }
+        let y = f32::cast_from(x[i]) * f32::cast_from(cos[row + j])
+            + f32::cast_from(x[i - j + p]) * f32::cast_from(sin[sin_at]);
         out[i] = F::cast_from(y);
+    }
+
+    /// One cube per row of `y` (rows, s): `dx = y ⊙ (dy − Σ dy ⊙ y)` in f32.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn softmax_backward_kernel<F: Float, G: Float>(
+        y: &Tensor<F>,
+        dy: &Tensor<G>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        s: usize,
+        #[comptime] units: usize,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * s;
+        let unit = UNIT_POS_X as usize;
+        let mut dot = f32::new(0.0);
+        let mut i = unit;
+        while i < s {
+            dot += f32::cast_from(y[start + i]) * f32::cast_from(dy[start + i]);
+            i += units;
+        }
+        let dot = cube_sum(dot, units);
+        let mut i = unit;
+        while i < s {
+            let v = f32::cast_from(y[start + i]) * (f32::cast_from(dy[start + i]) - dot);
+            out[start + i] = F::cast_from(v);
+            i += units;
+        }
+    }
+
+    /// SwiGLU's backward, one unit per element, in f32: for `gate` when `for_gate`, else for
+    /// `up`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn swiglu_backward_kernel<F: Float, G: Float>(
+        gate: &Tensor<F>,
+        up: &Tensor<F>,
+        dy: &Tensor<G>,
+        out: &mut Tensor<F>,
+        n: usize,
+        #[comptime] for_gate: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let g = f32::cast_from(gate[i]);
+        let sigmoid = f32::new(1.0) / (f32::new(1.0) + f32::exp(-g));
+        let dy = f32::cast_from(dy[i]);
+        if for_gate {
+            let u = f32::cast_from(up[i]);
+            let grad = dy * u * sigmoid * (f32::new(1.0) + g * (f32::new(1.0) - sigmoid));
+            out[i] = F::cast_from(grad);
+        } else {
+            out[i] = F::cast_from(dy * g * sigmoid);
+        }
+    }
+
+    /// One cube per row of `x` (rows, d): RMSNorm's gradient for `x` in f32, with
+    /// `g = weight ⊙ dy` and `r = sqrt(mean(x²) + eps)`: `g / r − x · Σ(g ⊙ x) / (d · r³)`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn rms_norm_backward_kernel<F: Float, G: Float, H: Float>(
+        x: &Tensor<F>,
+        weight: &Tensor<G>,
+        dy: &Tensor<H>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        #[comptime] units: usize,
+        #[define(F, G, H)] _dtypes: [ElemType; 3],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * d;
+        let unit = UNIT_POS_X as usize;
+        let mut squares = f32::new(0.0);
+        let mut dot = f32::new(0.0);
+        let mut i = unit;
+        while i < d {
+            let v = f32::cast_from(x[start + i]);
+            squares += v * v;
+            dot += v * f32::cast_from(weight[i]) * f32::cast_from(dy[start + i]);
+            i += units;
+        }
+        let r = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
+        let dot = cube_sum(dot, units);
+        let k = dot / (f32::cast_from(d) * r * r * r);
+        let mut i = unit;
+        while i < d {
+            let g = f32::cast_from(weight[i]) * f32::cast_from(dy[start + i]);
+            let v = g / r - f32::cast_from(x[start + i]) * k;
+            out[start + i] = F::cast_from(v);
+            i += units;
+        }
     }
 
     /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
