@@ -205,9 +205,11 @@ pub enum ActivationCheckpointing {
     /// Keep every activation: the fastest step, the most memory.
     #[default]
     Off,
-    /// burn's balanced strategy: the outputs of memory-bound ops (elementwise ops, softmax and
-    /// norms composed of burn ops) are recomputed in the backward pass, those of compute-bound
-    /// ops (matmuls, reasonlab's fused CPU kernels) kept. Gradients are unchanged.
+    /// burn's balanced strategy: the outputs of memory-bound ops (the elementwise burn ops left
+    /// between the fused kernels) are recomputed in the backward pass, those of compute-bound
+    /// ops (matmuls, reasonlab's fused CPU and GPU kernels) kept. Gradients are unchanged. With
+    /// the norms, softmax and SwiGLU fused it saves no memory on the models measured
+    /// (docs/gpu.md#activation-checkpointing).
     Balanced,
 }
 
