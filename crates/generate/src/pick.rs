@@ -151,7 +151,11 @@ pub(crate) fn draw(
         .reshape([rows, len])
         .cumsum(1); // (rows, len)
     let inner_total = inner.clone().slice([0..rows, len - 1..len]);
-    let within = first_above(inner, target - before, inner_total);
+    // `before` is `cdf[c] − sums[c]` in f32, which can round above `cdf[c − 1] ≤ target`: a
+    // negative rest would pick the chunk's first token whatever its weight, so it stops at 0
+    // (where the leading tokens without weight are skipped).
+    let rest = (target - before).clamp_min(0.0);
+    let within = first_above(inner, rest, inner_total);
     let ids = chunk.mul_scalar(len as i64) + within;
     let logps = logprobs.then(|| {
         let sum = match inv_temperature == 1.0 {
@@ -248,7 +252,7 @@ mod tests {
 
     #[test]
     fn extreme_uniforms_pick_live_tokens() {
-        // Weight only on tokens 2 and 6 of 10 (4 chunks of 4, the last padded by 6 zeros).
+        // Weight only on tokens 2 and 6 of 10 (3 chunks of 4, the last padded by 2 zeros).
         let mut l = [-1e4f32; 10];
         l[2] = 0.0;
         l[6] = 0.0;

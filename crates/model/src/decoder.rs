@@ -381,6 +381,12 @@ impl Attention {
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
         let q = q.reshape([b, kv, n_rep * t, d]);
+        if t == 1 && crate::fused::fuses_decode_attention(&q, &k) {
+            // A decode step on a GPU backend: scores, softmax and weighted sum in one kernel.
+            let bias = mask.map(|m| m.clone().reshape([b, s]));
+            let out = crate::fused::decode_attention(q, k, v, bias); // (b, kv, n_rep, d)
+            return self.o_proj.forward(out.reshape([b, 1, h * d]));
+        }
         let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, n_rep*t, s)
         let probs = match mask {
             // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernel.

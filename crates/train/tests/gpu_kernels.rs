@@ -19,7 +19,7 @@ use reasonlab_model::burn::tensor::{DType, FloatDType};
 use reasonlab_model::fused::{self, composed};
 use reasonlab_model::tensor::{Device, Int, Tensor, TensorData};
 
-/// The GPU device without autodiff (the fused kernels are for inference).
+/// The GPU device without autodiff (inference).
 fn gpu() -> Device {
     match reasonlab_model::open(backend(), false) {
         Ok((device, _)) => device,
@@ -186,6 +186,22 @@ fn fused_softmax_matches_the_composed_op() {
             eprintln!("softmax {dtype:?} s = {s}: max |Δ| = {diff:.2e}");
             assert!(diff < tol, "softmax {dtype:?} s = {s} differs by {diff}");
         }
+        // More rows than one grid axis (65,535 cubes) holds.
+        let (rows, s) = (70_000, 4);
+        let x = values(rows * s, 8, 4.0);
+        let run = |fused_path: bool| {
+            let x = tensor(x.clone(), [1, 1, rows, s], dtype, &device);
+            match fused_path {
+                true => read(fused::softmax_f32(x)),
+                false => read(composed::softmax_f32(x)),
+            }
+        };
+        let diff = max_abs_diff(&run(true), &run(false));
+        eprintln!("softmax {dtype:?} over {rows} rows: max |Δ| = {diff:.2e}");
+        assert!(
+            diff < tol,
+            "softmax {dtype:?} over {rows} rows differs by {diff}"
+        );
     }
 }
 
@@ -366,5 +382,51 @@ fn fused_kernels_have_the_composed_gradients() {
             vec![read(xt.grad(&grads).unwrap())]
         };
         check("rope", run(true), run(false));
+    }
+}
+
+#[test]
+fn fused_decode_attention_matches_the_composed_ops() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        // Two kv heads of three query heads each; keys and values as views of a cache buffer
+        // with room for more positions; batch row 1 left-padded by two keys.
+        for (s, d) in [(1, 8), (7, 64), (300, 64), (300, 8)] {
+            let (b, kv, n_rep, cap) = (2, 2, 3, s + 5);
+            let q = values(b * kv * n_rep * d, 21, 1.0);
+            let (k, v) = (
+                values(b * kv * cap * d, 22, 2.0),
+                values(b * kv * cap * d, 23, 2.0),
+            );
+            let mut bias = vec![0f32; b * s];
+            for slot in bias.iter_mut().skip(s).take(2.min(s - 1)) {
+                *slot = -1e30;
+            }
+            for masked in [true, false] {
+                let run = |fused_path: bool| {
+                    let q = tensor(q.clone(), [b, kv, n_rep, d], dtype, &device);
+                    let k = tensor(k.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
+                    let v = tensor(v.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
+                    let bias = masked.then(|| tensor(bias.clone(), [b, s], dtype, &device));
+                    let y = match fused_path {
+                        true => {
+                            assert!(fused::fuses_decode_attention(&q, &k));
+                            fused::decode_attention(q, k, v, bias)
+                        }
+                        false => composed::decode_attention(q, k, v, bias),
+                    };
+                    assert_eq!(y.dims(), [b, kv, n_rep, d]);
+                    read(y)
+                };
+                let diff = max_abs_diff(&run(true), &run(false));
+                eprintln!(
+                    "decode attention {dtype:?} s = {s}, d = {d}, masked {masked}: max |Δ| = {diff:.2e}"
+                );
+                assert!(
+                    diff < tol,
+                    "decode attention {dtype:?} s = {s}, d = {d} differs by {diff}"
+                );
+            }
+        }
     }
 }

@@ -13,8 +13,10 @@
 //! their gradients) and RMSNorm (square, mean, rsqrt, two products, and a gradient with a row
 //! reduction): [`swiglu`] and [`rms_norm`] do each direction in one pass.
 //!
-//! Other backends (wgpu, cuda) take the composed burn ops; the choice is made per call from
-//! the tensor's device, so the model code has one path.
+//! The GPU backends (wgpu, vulkan, cuda) take reasonlab's cubecl kernels (`kernels::gpu`)
+//! through the functions at the end of this file, which choose per call from the tensor's
+//! device, so the model code has one path; [`composed`] keeps burn's composed ops as their
+//! reference.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -704,7 +706,8 @@ pub fn is_flex(device: &Device) -> bool {
 }
 
 /// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
-/// backend, with or without autodiff.
+/// backend, with or without autodiff. (The workspace builds flex and burn's cubecl backends
+/// only, so "not flex" is cubecl.)
 #[cfg(feature = "gpu-kernels")]
 pub(crate) fn gpu_fused(devices: &[Device]) -> bool {
     devices.iter().all(|d| !is_flex(d))
@@ -792,6 +795,40 @@ pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>
     composed::rope(x, cos, sin, rotate)
 }
 
+/// Whether [`decode_attention`] runs as one fused kernel for these tensors: inference (no
+/// autodiff) on a GPU backend, head dim at most 256.
+pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
+    #[cfg(feature = "gpu-kernels")]
+    {
+        q.dims()[3] <= super::gpu::DECODE_MAX_HEAD_DIM
+            && [q.device(), k.device()]
+                .iter()
+                .all(|d| !is_flex(d) && !d.is_autodiff())
+    }
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (q, k);
+        false
+    }
+}
+
+/// Attention of one new query per row over cached keys: `q` (b, kv, n_rep, d), the scale
+/// applied, the `n_rep` query heads sharing each kv head; `k`, `v` (b, kv, s, d); `bias`
+/// (b, s) additive when some key is masked. Returns (b, kv, n_rep, d). One fused kernel where
+/// [`fuses_decode_attention`], composed otherwise.
+pub fn decode_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<2>>,
+) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_decode_attention(&q, &k) {
+        return super::gpu::decode_attention(q, k, v, bias);
+    }
+    composed::decode_attention(q, k, v, bias)
+}
+
 /// The ops as burn's composed ops, on any backend: the reference the fused kernels are tested
 /// against.
 pub mod composed {
@@ -837,6 +874,23 @@ pub mod composed {
     pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>) -> Tensor<4> {
         let swapped = x.clone().select(3, rotate);
         x * cos + swapped * sin
+    }
+
+    /// [`super::decode_attention`], composed: scores, softmax in f32, weighted sum.
+    pub fn decode_attention(
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        bias: Option<Tensor<2>>,
+    ) -> Tensor<4> {
+        let [b, _, _, _] = q.dims();
+        let s = k.dims()[2];
+        let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, n_rep, s)
+        let probs = match bias {
+            Some(bias) => masked_softmax(scores, bias.reshape([b, 1, s])),
+            None => softmax_f32(scores),
+        };
+        probs.matmul(v)
     }
 
     /// [`super::rms_norm`], composed.

@@ -35,8 +35,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, softmax_backward_kernel,
-    softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
+    decode_attention_kernel, rms_norm_backward_kernel, rms_norm_kernel, rope_kernel,
+    softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -78,7 +78,8 @@ pub trait GpuGrads: Backend {
     #[fusion(dtype = y, shape = y)]
     fn softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
     /// SwiGLU's backward, in f32: `dy · up · σ(g)(1 + g(1 − σ(g)))` for `gate` when
-    /// `for_gate`, else `dy · silu(g)` for `up` (`gate` and `up` share their type).
+    /// `for_gate`, else `dy · silu(g)` for `up`; in `gate`'s type (the model gives `up` the
+    /// same).
     #[fusion(dtype = gate, shape = gate)]
     fn swiglu_backward(
         gate: FloatTensor<Self>,
@@ -104,6 +105,27 @@ pub trait GpuGrads: Backend {
         eps: f64,
     ) -> FloatTensor<Self>;
 }
+
+/// Inference-only kernels (no backward pass: routed only for tensors without autodiff).
+#[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
+pub trait GpuDecode: Backend {
+    /// Attention of one new query per row over the cached keys, flash-decoding style (the
+    /// scores never leave the cube): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type. `q`:
+    /// (b, kv, n_rep, d) with the scale applied, the `n_rep` query heads of each kv head;
+    /// `k`, `v`: (b, kv, s, d), any strides (views of the cache's buffers); `bias`: (b, s)
+    /// additive, read only when `masked`; `d` ≤ [`DECODE_MAX_HEAD_DIM`].
+    #[fusion(dtype = q, shape = q)]
+    fn decode_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        masked: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// The largest head dim [`GpuDecode::decode_attention`] takes (a unit per dimension).
+pub const DECODE_MAX_HEAD_DIM: usize = 256;
 
 /// Most units per cube of the row kernels.
 const ROW_UNITS: usize = 256;
@@ -218,7 +240,7 @@ impl GpuGrads for CubeBackend {
             grid(n.div_ceil(ELEMENT_UNITS as usize)),
             CubeDim::new_1d(ELEMENT_UNITS),
             gate.clone().into_tensor_arg(),
-            up.into_tensor_arg(),
+            up.clone().into_tensor_arg(),
             dy.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
             n,
@@ -226,6 +248,7 @@ impl GpuGrads for CubeBackend {
             [
                 dtype_to_storage_type(gate.dtype),
                 dtype_to_storage_type(dy.dtype),
+                dtype_to_storage_type(up.dtype),
             ],
         );
         out
@@ -267,6 +290,49 @@ impl GpuGrads for CubeBackend {
                 dtype_to_storage_type(x.dtype),
                 dtype_to_storage_type(weight.dtype),
                 dtype_to_storage_type(dy.dtype),
+            ],
+        );
+        out
+    }
+}
+
+impl GpuDecode for CubeBackend {
+    fn decode_attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        masked: bool,
+    ) -> CubeTensor {
+        let q = into_contiguous(q);
+        let bias = match masked {
+            true => into_contiguous(bias),
+            false => bias,
+        };
+        let [b, kv, n_rep, d] = dims::<4>(&q);
+        let s = dims::<4>(&k)[2];
+        let out = like(&q);
+        let rows = b * kv * n_rep;
+        let units = row_units(d);
+        decode_attention_kernel::launch(
+            &q.client,
+            grid(rows),
+            CubeDim::new_1d(units as u32),
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.into_tensor_arg(),
+            bias.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows,
+            kv,
+            n_rep,
+            s,
+            d,
+            units,
+            masked,
+            [
+                dtype_to_storage_type(q.dtype),
+                dtype_to_storage_type(bias.dtype),
             ],
         );
         out
@@ -393,6 +459,11 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
                     let rows = x_hat.shape().num_elements() / d.max(1);
                     let prod = B::float_reshape(B::float_mul(dy.clone(), x_hat), [rows, d].into());
                     let dw = B::float_reshape(B::float_sum_dim(prod, 0), shape);
+                    // In the weight's type (x̂ and dy are in x's).
+                    let dw = match dw.dtype() == w.dtype() {
+                        true => dw,
+                        false => B::float_cast(dw, w.dtype().into()),
+                    };
                     register!(grads, pw, dw);
                 }
                 register!(grads, px, B::rms_norm_backward(x, w, dy, self.0));
@@ -740,14 +811,14 @@ mod cube {
     /// `up`.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
-    pub(super) fn swiglu_backward_kernel<F: Float, G: Float>(
+    pub(super) fn swiglu_backward_kernel<F: Float, G: Float, H: Float>(
         gate: &Tensor<F>,
-        up: &Tensor<F>,
+        up: &Tensor<H>,
         dy: &Tensor<G>,
         out: &mut Tensor<F>,
         n: usize,
         #[comptime] for_gate: bool,
-        #[define(F, G)] _dtypes: [ElemType; 2],
+        #[define(F, G, H)] _dtypes: [ElemType; 3],
     ) {
         let i = ABSOLUTE_POS;
         if i >= n {
@@ -807,6 +878,87 @@ mod cube {
         }
     }
 
+    /// One cube per query row (b·kv·n_rep rows of `q`, one unit per head dimension): the keys
+    /// go by tiles of `units`, each unit scoring one key; an online softmax (running maximum
+    /// `m` and normaliser `l`, earlier sums rescaled by `exp(m_old − m_new)`) folds each tile's
+    /// weights into the unit's output dimension.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn decode_attention_kernel<F: Float, G: Float>(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        bias: &Tensor<G>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        kv: usize,
+        n_rep: usize,
+        s: usize,
+        d: usize,
+        #[comptime] units: usize,
+        #[comptime] masked: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let head = row / n_rep; // batch · kv + kv head
+        let batch = head / kv;
+        let group = head % kv;
+        let k_base = batch * k.stride(0) + group * k.stride(1);
+        let v_base = batch * v.stride(0) + group * v.stride(1);
+        let unit = UNIT_POS_X as usize;
+        let mut query = Shared::new_slice(units);
+        let mut weights = Shared::new_slice(units);
+        if unit < d {
+            query[unit] = f32::cast_from(q[row * d + unit]);
+        }
+        sync_cube();
+        let mut m = f32::new(-3.0e38);
+        let mut l = f32::new(0.0);
+        let mut acc = f32::new(0.0);
+        let mut tile = 0;
+        while tile < s {
+            let j = tile + unit;
+            let mut score = f32::new(-3.0e38);
+            if j < s {
+                let mut dot = f32::new(0.0);
+                for c in 0..d {
+                    dot += query[c] * f32::cast_from(k[k_base + j * k.stride(2) + c * k.stride(3)]);
+                }
+                score = dot;
+                if masked {
+                    score += f32::cast_from(bias[batch * s + j]);
+                }
+            }
+            let new_m = f32::max(m, cube_max(score, units));
+            let mut p = f32::new(0.0);
+            if j < s {
+                p = f32::exp(score - new_m);
+            }
+            weights[unit] = p;
+            let tile_sum = cube_sum(p, units);
+            let correction = f32::exp(m - new_m);
+            l = l * correction + tile_sum;
+            acc *= correction;
+            if unit < d {
+                for jj in 0..units {
+                    if tile + jj < s {
+                        let at = v_base + (tile + jj) * v.stride(2) + unit * v.stride(3);
+                        acc += weights[jj] * f32::cast_from(v[at]);
+                    }
+                }
+            }
+            m = new_m;
+            sync_cube();
+            tile += units;
+        }
+        if unit < d {
+            out[row * d + unit] = F::cast_from(acc / l);
+        }
+    }
+
     /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
     /// times `weight`.
     #[allow(clippy::too_many_arguments)]
@@ -862,6 +1014,29 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as GpuOps>::swiglu(
         gate.into_dispatch(),
         up.into_dispatch(),
+    ))
+}
+
+/// [`GpuDecode::decode_attention`] on high-level tensors: `q` (b, kv, n_rep, d), `k`, `v`
+/// (b, kv, s, d), `bias` (b, s) when some key is masked.
+pub fn decode_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<2>>,
+) -> Tensor<4> {
+    let masked = bias.is_some();
+    // Unmasked, `q` stands in for the bias argument; the kernel never reads it.
+    let bias = match bias {
+        Some(b) => b.into_dispatch(),
+        None => q.clone().into_dispatch(),
+    };
+    Tensor::from_dispatch(<Dispatch as GpuDecode>::decode_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias,
+        masked,
     ))
 }
 

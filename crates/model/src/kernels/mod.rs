@@ -1,13 +1,14 @@
-//! Every hand-written CPU kernel of the model, in one place. Burn's composed ops are the
-//! reference: other backends run them, and the tests check each kernel against them.
+//! Every hand-written kernel of the model, in one place. Burn's composed ops are the
+//! reference: the tests check each kernel against them.
 //!
 //! - [`fused`]: training kernels with hand-written backward passes (masked softmax, SwiGLU,
 //!   RMSNorm) through burn's backend extension;
 //! - [`decode`]: the decode step's inference kernels (RoPE, attention over the KV cache, dense
 //!   layers with the bias folded in);
 //! - [`skinny`]: `X · W` for a few rows of `X`, the matmul of every decode step;
-//! - `gpu` (with a GPU backend compiled in): cubecl kernels fusing RMSNorm, the masked
-//!   softmax and SwiGLU for inference on burn's GPU backends.
+//! - `gpu` (with a GPU backend compiled in): cubecl kernels for burn's GPU backends: RMSNorm,
+//!   the attention softmax, SwiGLU and RoPE with their backward passes, and the decode step's
+//!   attention over the KV cache.
 //!
 //! The AVX-512 paths are chosen at run time; [`avx512_available`] says whether this CPU takes
 //! them, and kernel tests that compare an AVX-512 path with the portable one say so loudly when
