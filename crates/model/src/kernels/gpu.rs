@@ -171,9 +171,7 @@ impl GpuOps for CubeBackend {
 
     fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
         let (x, weight) = (into_contiguous(x), into_contiguous(weight));
-        let shape = x.meta.shape();
-        let d = shape[shape.num_dims() - 1];
-        let rows = shape.num_elements() / d.max(1);
+        let (rows, d) = row_layout(&x);
         let out = like(&x);
         let units = row_units(d);
         rms_norm_kernel::launch(
@@ -199,9 +197,7 @@ impl GpuOps for CubeBackend {
 impl GpuGrads for CubeBackend {
     fn softmax_backward(y: CubeTensor, dy: CubeTensor) -> CubeTensor {
         let (y, dy) = (into_contiguous(y), into_contiguous(dy));
-        let shape = y.meta.shape();
-        let s = shape[shape.num_dims() - 1];
-        let rows = shape.num_elements() / s.max(1);
+        let (rows, s) = row_layout(&y);
         let out = like(&y);
         let units = row_units(s);
         softmax_backward_kernel::launch(
@@ -269,9 +265,7 @@ impl GpuGrads for CubeBackend {
             into_contiguous(weight),
             into_contiguous(dy),
         );
-        let shape = x.meta.shape();
-        let d = shape[shape.num_dims() - 1];
-        let rows = shape.num_elements() / d.max(1);
+        let (rows, d) = row_layout(&x);
         let out = like(&x);
         let units = row_units(d);
         rms_norm_backward_kernel::launch(
@@ -556,9 +550,7 @@ fn rope_launch(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, transpose: bool)
 /// to row `r` when given as `(bias, per_batch, t)`.
 fn softmax_rows(x: CubeTensor, bias: Option<(CubeTensor, usize, usize)>) -> CubeTensor {
     let x = into_contiguous(x);
-    let shape = x.meta.shape();
-    let s = shape[shape.num_dims() - 1];
-    let rows = shape.num_elements() / s.max(1);
+    let (rows, s) = row_layout(&x);
     let out = like(&x);
     let units = row_units(s);
     let masked = bias.is_some();
@@ -586,6 +578,13 @@ fn softmax_rows(x: CubeTensor, bias: Option<(CubeTensor, usize, usize)>) -> Cube
         ],
     );
     out
+}
+
+/// A tensor as rows of its last dimension: (rows, row length).
+fn row_layout(t: &CubeTensor) -> (usize, usize) {
+    let shape = t.meta.shape();
+    let len = shape[shape.num_dims() - 1];
+    (shape.num_elements() / len.max(1), len)
 }
 
 /// The dims of a rank-`D` tensor.
