@@ -297,6 +297,9 @@ pub struct DeviceInfo {
     pub precision: Precision,
     /// The compute type of mixed-precision training ([`open_for_training`]); f32 is off.
     pub mixed_precision: Precision,
+    /// On a GPU backend: reasonlab's fused kernels, or burn's composed ops
+    /// (`REASONLAB_GPU_KERNELS`).
+    pub kernels: crate::fused::GpuKernels,
 }
 
 impl DeviceInfo {
@@ -310,6 +313,7 @@ impl DeviceInfo {
                 software: false,
                 precision: Precision::F32,
                 mixed_precision: Precision::F32,
+                kernels: crate::fused::GpuKernels::Fused,
             });
         }
         Self::of_gpu(kind, device)
@@ -326,6 +330,7 @@ impl DeviceInfo {
                     .unwrap_or("the runtime panicked");
                 ModelError::Backend(format!("could not open a {kind} device: {why}"))
             })?;
+        let kernels = crate::fused::GpuKernels::from_env()?;
         Ok(match identity {
             Some(id) => Self {
                 backend: kind,
@@ -333,6 +338,7 @@ impl DeviceInfo {
                 name: id.name,
                 precision: Precision::F32,
                 mixed_precision: Precision::F32,
+                kernels,
             },
             None => Self {
                 backend: kind,
@@ -340,6 +346,7 @@ impl DeviceInfo {
                 software: false,
                 precision: Precision::F32,
                 mixed_precision: Precision::F32,
+                kernels,
             },
         })
     }
@@ -373,6 +380,9 @@ impl fmt::Display for DeviceInfo {
         }
         if self.mixed_precision != Precision::F32 {
             write!(f, ", mixed precision {}", self.mixed_precision)?;
+        }
+        if self.kernels == crate::fused::GpuKernels::Composed {
+            f.write_str(", burn's composed ops (REASONLAB_GPU_KERNELS=composed)")?;
         }
         if self.software {
             f.write_str(", software adapter")?;
@@ -419,6 +429,30 @@ mod tests {
     }
 
     #[test]
+    fn the_gpu_kernels_choice_parses_and_shows() {
+        use crate::fused::GpuKernels;
+        assert_eq!("fused".parse::<GpuKernels>(), Ok(GpuKernels::Fused));
+        assert_eq!("composed".parse::<GpuKernels>(), Ok(GpuKernels::Composed));
+        let err = "compose".parse::<GpuKernels>().unwrap_err();
+        assert!(
+            err.contains("`compose`") && err.contains("fused or composed"),
+            "{err}"
+        );
+        let info = DeviceInfo {
+            backend: BackendKind::Wgpu,
+            name: "NVIDIA H200".into(),
+            software: false,
+            precision: Precision::F32,
+            mixed_precision: Precision::F32,
+            kernels: GpuKernels::Composed,
+        };
+        assert!(
+            info.to_string().contains("REASONLAB_GPU_KERNELS=composed"),
+            "{info}"
+        );
+    }
+
+    #[test]
     fn a_software_adapter_is_warned_about() {
         let info = DeviceInfo {
             backend: BackendKind::Wgpu,
@@ -426,6 +460,7 @@ mod tests {
             software: true,
             precision: Precision::F16,
             mixed_precision: Precision::F32,
+            kernels: crate::fused::GpuKernels::Fused,
         };
         let warning = info.warning().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));

@@ -8,6 +8,9 @@
 //! cargo test --workspace --features reasonlab-train/wgpu --test gpu_kernels
 //! ```
 //!
+//! With `REASONLAB_GPU_KERNELS=composed` set, the fused entry points take the composed ops and
+//! these comparisons hold trivially; `the_composed_ops_run_when_asked` checks that switch.
+//!
 //! Tolerances: f32 kernels sum in another order than burn's reductions, so 1e-5 absolute on
 //! values of order 1; in f16 both paths round their output to f16 (2⁻¹¹ relative), so 4e-3.
 #![cfg(any(feature = "wgpu", feature = "vulkan"))]
@@ -16,7 +19,7 @@ mod gpu_common;
 
 use gpu_common::{backend, max_abs_diff, no_device};
 use reasonlab_model::burn::tensor::{DType, FloatDType};
-use reasonlab_model::fused::{self, composed};
+use reasonlab_model::fused::{self, GpuKernels, composed};
 use reasonlab_model::tensor::{Device, Int, Tensor, TensorData};
 
 /// The GPU device without autodiff (inference).
@@ -427,6 +430,53 @@ fn fused_decode_attention_matches_the_composed_ops() {
                     "decode attention {dtype:?} s = {s}, d = {d} differs by {diff}"
                 );
             }
+        }
+    }
+}
+
+/// `REASONLAB_GPU_KERNELS=composed` makes the GPU backends run burn's composed ops instead of
+/// the fused kernels (to measure the difference on a GPU), and a value that is neither name is
+/// refused when a GPU device opens. The choice is read once per process, so this test runs
+/// itself as a child process with the variable set; the child does the checks.
+#[test]
+fn the_composed_ops_run_when_asked() {
+    let key = GpuKernels::ENV;
+    match std::env::var(key).ok().as_deref() {
+        Some("composed") => {
+            let device = gpu();
+            let (x, w) = (values(105, 1, 3.0), values(7, 2, 1.5));
+            let x = tensor(x, [15, 7], DType::F32, &device);
+            let w = tensor(w, [7], DType::F32, &device);
+            let via_fused = read(fused::rms_norm(x.clone(), w.clone(), 1e-6));
+            assert_eq!(via_fused, read(composed::rms_norm(x, w, 1e-6)));
+            let (_, info) = reasonlab_model::open(backend(), false).unwrap();
+            assert_eq!(info.kernels, GpuKernels::Composed);
+            eprintln!("child: composed ops checked");
+        }
+        Some(other) => {
+            let err = reasonlab_model::open(backend(), false)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(other), "{err}");
+            eprintln!("child: refused {other}");
+        }
+        None => {
+            let child = |value: &str| {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "the_composed_ops_run_when_asked", "--nocapture"])
+                    .env(key, value)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                    + &String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "the child with {key}={value} failed:\n{text}"
+                );
+                text
+            };
+            assert!(child("composed").contains("child: composed ops checked"));
+            assert!(child("compsoed").contains("child: refused compsoed"));
         }
     }
 }

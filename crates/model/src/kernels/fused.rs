@@ -705,12 +705,61 @@ pub fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 
+/// What the GPU backends run for the ops reasonlab fuses (RMSNorm, softmax, SwiGLU, RoPE, the
+/// decode attention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuKernels {
+    /// reasonlab's fused kernels.
+    #[default]
+    Fused,
+    /// burn's composed ops: to measure what the fused kernels change on a GPU.
+    Composed,
+}
+
+impl GpuKernels {
+    /// The environment variable that chooses: `fused` (the default) or `composed`.
+    pub const ENV: &'static str = "REASONLAB_GPU_KERNELS";
+
+    /// The choice in [`GpuKernels::ENV`]; unset is [`GpuKernels::Fused`], any other value
+    /// than the two names an error naming the variable.
+    pub fn from_env() -> Result<Self, crate::ModelError> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(Self::default()),
+            Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
+                path: None,
+                field: Self::ENV.into(),
+                message,
+            }),
+        }
+    }
+
+    /// This process's choice, read from the environment once (opening a GPU device refuses a
+    /// value that is neither name, so the fallback to fused is never taken silently there).
+    pub fn current() -> Self {
+        static CHOICE: std::sync::OnceLock<GpuKernels> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
+    }
+}
+
+impl std::str::FromStr for GpuKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fused" => Ok(Self::Fused),
+            "composed" => Ok(Self::Composed),
+            other => Err(format!("`{other}`: expected fused or composed")),
+        }
+    }
+}
+
 /// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
-/// backend, with or without autodiff. (The workspace builds flex and burn's cubecl backends
-/// only, so "not flex" is cubecl.)
+/// backend, with or without autodiff, unless [`GpuKernels::current`] asks for the composed
+/// ops. (The workspace builds flex and burn's cubecl backends only, so "not flex" is cubecl.)
 #[cfg(feature = "gpu-kernels")]
 pub(crate) fn gpu_fused(devices: &[Device]) -> bool {
-    devices.iter().all(|d| !is_flex(d))
+    GpuKernels::current() == GpuKernels::Fused && devices.iter().all(|d| !is_flex(d))
 }
 
 /// `softmax(x + bias)` over the last dimension, `x`: (b, kv, m, s), `bias`: (b, t, s) with `m`
@@ -796,14 +845,14 @@ pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>
 }
 
 /// Whether [`decode_attention`] runs as one fused kernel for these tensors: inference (no
-/// autodiff) on a GPU backend, head dim at most 256.
+/// autodiff) on a GPU backend with [`GpuKernels::Fused`], head dim at most 256.
 pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     #[cfg(feature = "gpu-kernels")]
     {
+        let devices = [q.device(), k.device()];
         q.dims()[3] <= super::gpu::DECODE_MAX_HEAD_DIM
-            && [q.device(), k.device()]
-                .iter()
-                .all(|d| !is_flex(d) && !d.is_autodiff())
+            && gpu_fused(&devices)
+            && devices.iter().all(|d| !d.is_autodiff())
     }
     #[cfg(not(feature = "gpu-kernels"))]
     {
