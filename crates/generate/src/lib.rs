@@ -459,11 +459,21 @@ fn generate_chunk(
     let vocab = model.config.vocab_size;
     let pick = Pick::for_params(params, model.device());
     let mut next = if pick.needs_uniforms() {
-        // Each sample draws with its own uniform: copy each prompt's logits to its samples.
-        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &logits.device());
+        // Each sample draws with its own uniform: copy each prompt's logits to its samples
+        // (with one sample per prompt, the rows are the prompts already).
+        let logits = match n {
+            1 => logits,
+            _ => {
+                let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+                let idx = Tensor::<1, Int>::from_data(
+                    TensorData::new(idx, [rows.len()]),
+                    &logits.device(),
+                );
+                logits.select(0, idx)
+            }
+        };
         let uniforms = uniforms(&mut active);
-        read_step(logits.select(0, idx), pick, params.logprobs, &uniforms)?
+        read_step(logits, pick, params.logprobs, &uniforms)?
     } else {
         match read_step(logits, pick, params.logprobs, &[])? {
             Next::Logits(prompt_logits) => Next::Logits(

@@ -381,19 +381,9 @@ impl Attention {
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
         let q = q.reshape([b, kv, n_rep * t, d]);
-        if t == 1 && crate::fused::fuses_decode_attention(&q, &k) {
-            // A decode step on a GPU backend: scores, softmax and weighted sum in one kernel.
-            let bias = mask.map(|m| m.clone().reshape([b, s]));
-            let out = crate::fused::decode_attention(q, k, v, bias); // (b, kv, n_rep, d)
-            return self.o_proj.forward(out.reshape([b, 1, h * d]));
-        }
-        let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, n_rep*t, s)
-        let probs = match mask {
-            // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernel.
-            Some(mask) => crate::fused::masked_softmax(scores, mask.clone().reshape([b, t, s])),
-            None => crate::fused::softmax_f32(scores),
-        };
-        let out = probs.matmul(v); // (b, kv, n_rep*t, d)
+        // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernels.
+        let bias = mask.map(|m| m.clone().reshape([b, t, s]));
+        let out = crate::fused::attention(q, k, v, t, bias); // (b, kv, n_rep*t, d)
         let out = out
             .reshape([b, h, t, d])
             .swap_dims(1, 2)

@@ -410,13 +410,13 @@ fn fused_decode_attention_matches_the_composed_ops() {
                     let q = tensor(q.clone(), [b, kv, n_rep, d], dtype, &device);
                     let k = tensor(k.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
                     let v = tensor(v.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
-                    let bias = masked.then(|| tensor(bias.clone(), [b, s], dtype, &device));
+                    let bias = masked.then(|| tensor(bias.clone(), [b, 1, s], dtype, &device));
                     let y = match fused_path {
                         true => {
                             assert!(fused::fuses_decode_attention(&q, &k));
-                            fused::decode_attention(q, k, v, bias)
+                            fused::attention(q, k, v, 1, bias)
                         }
-                        false => composed::decode_attention(q, k, v, bias),
+                        false => composed::attention(q, k, v, bias),
                     };
                     assert_eq!(y.dims(), [b, kv, n_rep, d]);
                     read(y)

@@ -844,8 +844,8 @@ pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>
     composed::rope(x, cos, sin, rotate)
 }
 
-/// Whether [`decode_attention`] runs as one fused kernel for these tensors: inference (no
-/// autodiff) on a GPU backend with [`GpuKernels::Fused`], head dim at most 256.
+/// Whether [`attention`] of a decode step runs as one fused kernel for these tensors:
+/// inference (no autodiff) on a GPU backend with [`GpuKernels::Fused`], head dim at most 256.
 pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     #[cfg(feature = "gpu-kernels")]
     {
@@ -861,21 +861,32 @@ pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     }
 }
 
-/// Attention of one new query per row over cached keys: `q` (b, kv, n_rep, d), the scale
-/// applied, the `n_rep` query heads sharing each kv head; `k`, `v` (b, kv, s, d); `bias`
-/// (b, s) additive when some key is masked. Returns (b, kv, n_rep, d). One fused kernel where
-/// [`fuses_decode_attention`], composed otherwise.
-pub fn decode_attention(
+/// `softmax(q·kᵀ + bias)·v` over the last dimension: `q` (b, kv, m, d) with the scale applied
+/// and `m` = n_rep·t (the query heads sharing each kv head folded into the query axis), `k`,
+/// `v` (b, kv, s, d), `bias` (b, t, s) additive when some key is masked. Returns
+/// (b, kv, m, d). A decode step (`t` = 1) is one fused kernel where
+/// [`fuses_decode_attention`]; otherwise scores, [`masked_softmax`] or [`softmax_f32`], and
+/// the weighted sum.
+pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    bias: Option<Tensor<2>>,
+    t: usize,
+    bias: Option<Tensor<3>>,
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
-    if fuses_decode_attention(&q, &k) {
-        return super::gpu::decode_attention(q, k, v, bias);
+    if t == 1 && fuses_decode_attention(&q, &k) {
+        let [b, _, s, _] = k.dims();
+        return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])));
     }
-    composed::decode_attention(q, k, v, bias)
+    #[cfg(not(feature = "gpu-kernels"))]
+    let _ = t;
+    let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, m, s)
+    let probs = match bias {
+        Some(bias) => masked_softmax(scores, bias),
+        None => softmax_f32(scores),
+    };
+    probs.matmul(v)
 }
 
 /// The ops as burn's composed ops, on any backend: the reference the fused kernels are tested
@@ -925,18 +936,16 @@ pub mod composed {
         x * cos + swapped * sin
     }
 
-    /// [`super::decode_attention`], composed: scores, softmax in f32, weighted sum.
-    pub fn decode_attention(
+    /// [`super::attention`], composed: scores, softmax in f32, weighted sum.
+    pub fn attention(
         q: Tensor<4>,
         k: Tensor<4>,
         v: Tensor<4>,
-        bias: Option<Tensor<2>>,
+        bias: Option<Tensor<3>>,
     ) -> Tensor<4> {
-        let [b, _, _, _] = q.dims();
-        let s = k.dims()[2];
-        let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, n_rep, s)
+        let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, m, s)
         let probs = match bias {
-            Some(bias) => masked_softmax(scores, bias.reshape([b, 1, s])),
+            Some(bias) => masked_softmax(scores, bias),
             None => softmax_f32(scores),
         };
         probs.matmul(v)
