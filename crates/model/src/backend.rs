@@ -300,6 +300,9 @@ pub struct DeviceInfo {
     /// On a GPU backend: reasonlab's fused kernels, or burn's composed ops
     /// (`REASONLAB_GPU_KERNELS`).
     pub kernels: crate::fused::GpuKernels,
+    /// On a GPU backend with the fused kernels: flash attention, or the scores as matmuls
+    /// (`REASONLAB_GPU_ATTENTION`).
+    pub attention: crate::fused::GpuAttention,
 }
 
 impl DeviceInfo {
@@ -314,6 +317,7 @@ impl DeviceInfo {
                 precision: Precision::F32,
                 mixed_precision: Precision::F32,
                 kernels: crate::fused::GpuKernels::Fused,
+                attention: crate::fused::GpuAttention::Flash,
             });
         }
         Self::of_gpu(kind, device)
@@ -331,6 +335,7 @@ impl DeviceInfo {
                 ModelError::Backend(format!("could not open a {kind} device: {why}"))
             })?;
         let kernels = crate::fused::GpuKernels::from_env()?;
+        let attention = crate::fused::GpuAttention::from_env()?;
         Ok(match identity {
             Some(id) => Self {
                 backend: kind,
@@ -339,6 +344,7 @@ impl DeviceInfo {
                 precision: Precision::F32,
                 mixed_precision: Precision::F32,
                 kernels,
+                attention,
             },
             None => Self {
                 backend: kind,
@@ -347,6 +353,7 @@ impl DeviceInfo {
                 precision: Precision::F32,
                 mixed_precision: Precision::F32,
                 kernels,
+                attention,
             },
         })
     }
@@ -383,6 +390,10 @@ impl fmt::Display for DeviceInfo {
         }
         if self.kernels == crate::fused::GpuKernels::Composed {
             f.write_str(", burn's composed ops (REASONLAB_GPU_KERNELS=composed)")?;
+        } else if self.backend != BackendKind::Flex
+            && self.attention == crate::fused::GpuAttention::Matmul
+        {
+            f.write_str(", attention as matmuls (REASONLAB_GPU_ATTENTION=matmul)")?;
         }
         if self.software {
             f.write_str(", software adapter")?;
@@ -430,7 +441,7 @@ mod tests {
 
     #[test]
     fn the_gpu_kernels_choice_parses_and_shows() {
-        use crate::fused::GpuKernels;
+        use crate::fused::{GpuAttention, GpuKernels};
         assert_eq!("fused".parse::<GpuKernels>(), Ok(GpuKernels::Fused));
         assert_eq!("composed".parse::<GpuKernels>(), Ok(GpuKernels::Composed));
         let err = "compose".parse::<GpuKernels>().unwrap_err();
@@ -445,9 +456,23 @@ mod tests {
             precision: Precision::F32,
             mixed_precision: Precision::F32,
             kernels: GpuKernels::Composed,
+            attention: GpuAttention::Flash,
         };
         assert!(
             info.to_string().contains("REASONLAB_GPU_KERNELS=composed"),
+            "{info}"
+        );
+        assert_eq!("flash".parse::<GpuAttention>(), Ok(GpuAttention::Flash));
+        assert_eq!("matmul".parse::<GpuAttention>(), Ok(GpuAttention::Matmul));
+        let err = "flashy".parse::<GpuAttention>().unwrap_err();
+        assert!(err.contains("flash or matmul"), "{err}");
+        let info = DeviceInfo {
+            kernels: GpuKernels::Fused,
+            attention: GpuAttention::Matmul,
+            ..info
+        };
+        assert!(
+            info.to_string().contains("REASONLAB_GPU_ATTENTION=matmul"),
             "{info}"
         );
     }
@@ -461,6 +486,7 @@ mod tests {
             precision: Precision::F16,
             mixed_precision: Precision::F32,
             kernels: crate::fused::GpuKernels::Fused,
+            attention: crate::fused::GpuAttention::Flash,
         };
         let warning = info.warning().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));

@@ -20,6 +20,7 @@ mod gpu_common;
 use gpu_common::{backend, max_abs_diff, no_device};
 use reasonlab_model::burn::tensor::{DType, FloatDType};
 use reasonlab_model::fused::{self, GpuKernels, composed};
+use reasonlab_model::kernels::gpu;
 use reasonlab_model::tensor::{Device, Int, Tensor, TensorData};
 
 /// The GPU device without autodiff (inference).
@@ -428,6 +429,150 @@ fn fused_decode_attention_matches_the_composed_ops() {
                 assert!(
                     diff < tol,
                     "decode attention {dtype:?} s = {s}, d = {d} differs by {diff}"
+                );
+            }
+        }
+    }
+}
+
+/// A (b, t, s) causal mask of `t` new queries over `s` keys (the last `t` of them new), batch
+/// row `i` left-padded by `pad[i]` keys: its first query rows see no key at all.
+fn causal_mask(b: usize, t: usize, s: usize, pad: &[usize]) -> Vec<f32> {
+    let mut bias = vec![0f32; b * t * s];
+    for (i, v) in bias.iter_mut().enumerate() {
+        let (row, q, k) = (i / (t * s), (i / s) % t, i % s);
+        if k > s - t + q || k < pad[row] {
+            *v = -1e30;
+        }
+    }
+    bias
+}
+
+/// Flash attention against scores, softmax and weighted sum: training shapes (t = s, causal)
+/// and prefill over earlier keys held in a cache buffer with spare room, queries fewer and
+/// more than a tile, head dims 8, 64 and 128, grouped-query heads, left padding (query rows
+/// that see no key), no mask. The mask stays f32 in every type, as the model makes it.
+///
+/// In f16 both paths are compared with the composed ops in f32 on the same (f16) inputs: flash
+/// attention rounds only its inputs and output, the composed ops also the scores and the
+/// probabilities, so flash must be at least as close (with 25% slack).
+#[test]
+fn flash_attention_matches_the_composed_ops() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        for (t, s, d) in [
+            (1, 1, 8),
+            (5, 5, 8),
+            (37, 37, 64),
+            (20, 45, 64),
+            (33, 33, 128),
+        ] {
+            let (b, kv, n_rep, cap) = (2, 2, 3, s + 3);
+            let q = values(b * kv * n_rep * t * d, 31, 1.0);
+            let (k, v) = (
+                values(b * kv * cap * d, 32, 2.0),
+                values(b * kv * cap * d, 33, 2.0),
+            );
+            let bias = causal_mask(b, t, s, &[0, 2.min(s - 1)]);
+            for masked in [true, false] {
+                // (fused path, computed in `dtype` rather than f32)
+                let run = |fused_path: bool, in_dtype: bool| {
+                    let typed = |x: Tensor<4>| match in_dtype {
+                        true => x,
+                        false => x.cast(FloatDType::F32),
+                    };
+                    let q = typed(tensor(q.clone(), [b, kv, n_rep * t, d], dtype, &device));
+                    let k = typed(tensor(k.clone(), [b, kv, cap, d], dtype, &device));
+                    let v = typed(tensor(v.clone(), [b, kv, cap, d], dtype, &device));
+                    let (k, v) = (k.narrow(2, 0, s), v.narrow(2, 0, s));
+                    let bias = masked.then(|| {
+                        Tensor::<3>::from_data(TensorData::new(bias.clone(), [b, t, s]), &device)
+                    });
+                    let y = match fused_path {
+                        // Straight to the kernel: `fused::attention` sends t = 1 (inference) to
+                        // the decode kernel.
+                        true => {
+                            assert!(fused::fuses_flash_attention(&q, &k));
+                            gpu::attention(q, k, v, bias, t)
+                        }
+                        false => composed::attention(q, k, v, bias),
+                    };
+                    assert_eq!(y.dims(), [b, kv, n_rep * t, d]);
+                    read(y)
+                };
+                let (flash, composed) = (run(true, true), run(false, true));
+                assert!(
+                    flash.iter().all(|x| x.is_finite()),
+                    "flash output not finite"
+                );
+                let what =
+                    format!("flash attention {dtype:?} t = {t}, s = {s}, d = {d}, masked {masked}");
+                if dtype == DType::F32 {
+                    let diff = max_abs_diff(&flash, &composed);
+                    eprintln!("{what}: max |Δ| = {diff:.2e}");
+                    assert!(diff < tol, "{what} differs by {diff}");
+                } else {
+                    let reference = run(false, false);
+                    let (ours, theirs) = (
+                        max_abs_diff(&flash, &reference),
+                        max_abs_diff(&composed, &reference),
+                    );
+                    eprintln!("{what}: max |Δ| from f32 {ours:.2e} (composed {theirs:.2e})");
+                    assert!(
+                        ours <= 1.25 * theirs + 1e-4,
+                        "{what}: {ours} from f32, the composed ops {theirs}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Flash attention's backward pass (dq, dk, dv) against autodiff of the composed ops: a
+/// causal training batch with a left-padded row (query rows that see no key), grouped-query
+/// heads, more keys than a tile; and prefill over earlier keys without a mask.
+#[test]
+fn flash_attention_has_the_composed_gradients() {
+    let device = gpu_autodiff();
+    for (dtype, _) in dtypes(&device) {
+        let tol = grad_tolerance(dtype);
+        for (t, s, d, masked) in [(37, 37, 64, true), (9, 23, 8, false), (18, 18, 128, true)] {
+            let (b, kv, n_rep) = (2, 2, 2);
+            let q = values(b * kv * n_rep * t * d, 41, 1.0);
+            let (k, v) = (
+                values(b * kv * s * d, 42, 2.0),
+                values(b * kv * s * d, 43, 2.0),
+            );
+            let bias = causal_mask(b, t, s, &[0, 3]);
+            let run = |fused_path: bool| {
+                let qt = input(&q, [b, kv, n_rep * t, d], dtype, &device);
+                let kt = input(&k, [b, kv, s, d], dtype, &device);
+                let vt = input(&v, [b, kv, s, d], dtype, &device);
+                let mask = masked.then(|| {
+                    Tensor::<3>::from_data(TensorData::new(bias.clone(), [b, t, s]), &device)
+                });
+                let y = match fused_path {
+                    true => {
+                        assert!(fused::fuses_flash_attention(&qt, &kt));
+                        fused::attention(qt.clone(), kt.clone(), vt.clone(), t, mask)
+                    }
+                    false => composed::attention(qt.clone(), kt.clone(), vt.clone(), mask),
+                };
+                let grads = loss(y).backward();
+                [&qt, &kt, &vt].map(|x| read(x.grad(&grads).unwrap()))
+            };
+            let (fused, composed) = (run(true), run(false));
+            let gaps = fused.iter().zip(&composed).map(|(f, c)| relative_gap(f, c));
+            let gaps: Vec<f32> = gaps.collect();
+            for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
+                eprintln!(
+                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}: d{name} relative gap {gap:.2e}"
+                );
+            }
+            for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
+                assert!(
+                    gap < tol,
+                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}: d{name} differs by {gap}"
                 );
             }
         }

@@ -754,6 +754,57 @@ impl std::str::FromStr for GpuKernels {
     }
 }
 
+/// How the GPU backends compute attention over more than one query per row (training,
+/// scoring, prefill), with [`GpuKernels::Fused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuAttention {
+    /// Flash attention: one kernel per direction, the (t, s) scores never in device memory
+    /// (their memory grows as t·s per head otherwise); head dims up to 128.
+    #[default]
+    Flash,
+    /// The scores as a matmul, the fused softmax, the weighted sum as a matmul (the
+    /// probabilities kept for the backward pass).
+    Matmul,
+}
+
+impl GpuAttention {
+    /// The environment variable that chooses: `flash` (the default) or `matmul`.
+    pub const ENV: &'static str = "REASONLAB_GPU_ATTENTION";
+
+    /// The choice in [`GpuAttention::ENV`]; unset is [`GpuAttention::Flash`], any other value
+    /// than the two names an error naming the variable.
+    pub fn from_env() -> Result<Self, crate::ModelError> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(Self::default()),
+            Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
+                path: None,
+                field: Self::ENV.into(),
+                message,
+            }),
+        }
+    }
+
+    /// This process's choice, read from the environment once (opening a GPU device refuses a
+    /// value that is neither name).
+    pub fn current() -> Self {
+        static CHOICE: std::sync::OnceLock<GpuAttention> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
+    }
+}
+
+impl std::str::FromStr for GpuAttention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "flash" => Ok(Self::Flash),
+            "matmul" => Ok(Self::Matmul),
+            other => Err(format!("`{other}`: expected flash or matmul")),
+        }
+    }
+}
+
 /// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
 /// backend, with or without autodiff, unless [`GpuKernels::current`] asks for the composed
 /// ops. (The workspace builds flex and burn's cubecl backends only, so "not flex" is cubecl.)
@@ -861,11 +912,29 @@ pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     }
 }
 
+/// Whether [`attention`] runs as flash attention for these tensors: a GPU backend with
+/// [`GpuKernels::Fused`] and [`GpuAttention::Flash`], head dim at most 128 (with or without
+/// autodiff: the backward pass is flash attention's too).
+pub fn fuses_flash_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
+    #[cfg(feature = "gpu-kernels")]
+    {
+        q.dims()[3] <= super::gpu::FLASH_MAX_HEAD_DIM
+            && GpuAttention::current() == GpuAttention::Flash
+            && gpu_fused(&[q.device(), k.device()])
+    }
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (q, k);
+        false
+    }
+}
+
 /// `softmax(q·kᵀ + bias)·v` over the last dimension: `q` (b, kv, m, d) with the scale applied
 /// and `m` = n_rep·t (the query heads sharing each kv head folded into the query axis), `k`,
 /// `v` (b, kv, s, d), `bias` (b, t, s) additive when some key is masked. Returns
-/// (b, kv, m, d). A decode step (`t` = 1) is one fused kernel where
-/// [`fuses_decode_attention`]; otherwise scores, [`masked_softmax`] or [`softmax_f32`], and
+/// (b, kv, m, d). On the GPU backends a decode step (`t` = 1, inference) is one fused kernel
+/// where [`fuses_decode_attention`], anything else flash attention where
+/// [`fuses_flash_attention`]; otherwise scores, [`masked_softmax`] or [`softmax_f32`], and
 /// the weighted sum.
 pub fn attention(
     q: Tensor<4>,
@@ -878,6 +947,10 @@ pub fn attention(
     if t == 1 && fuses_decode_attention(&q, &k) {
         let [b, _, s, _] = k.dims();
         return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])));
+    }
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_flash_attention(&q, &k) {
+        return super::gpu::attention(q, k, v, bias, t);
     }
     #[cfg(not(feature = "gpu-kernels"))]
     let _ = t;

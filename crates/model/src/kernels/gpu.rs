@@ -35,7 +35,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    decode_attention_kernel, rms_norm_backward_kernel, rms_norm_kernel, rope_kernel,
+    decode_attention_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
+    flash_attention_kernel, rms_norm_backward_kernel, rms_norm_kernel, rope_kernel,
     softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
@@ -67,6 +68,20 @@ pub trait GpuOps: Backend {
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// Flash attention: `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type, without the
+    /// (m, s) scores ever reaching device memory. `q`: (b, kv, m, d) with the scale applied
+    /// and `m` a multiple of `t` (row `j` is query `j mod t`, the `m / t` query heads sharing
+    /// kv head `i` folded into its rows); `k`, `v`: (b, kv, s, d), any strides; `bias`:
+    /// (b, t, s) additive, read only when `masked`; `d` ≤ [`FLASH_MAX_HEAD_DIM`].
+    #[fusion(dtype = q, shape = q)]
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        masked: bool,
+        t: usize,
     ) -> FloatTensor<Self>;
 }
 
@@ -104,6 +119,58 @@ pub trait GpuGrads: Backend {
         dy: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
+    /// [`GpuOps::attention`] and each query row's softmax statistics, which its backward pass
+    /// needs: (b·kv·m, 2) f32, the row's largest score `M` and `ln Σ exp(score − M)` (kept
+    /// apart, not as their sum: a row whose every key is masked has `M` ≈ −1e30, which would
+    /// absorb the logarithm).
+    #[fusion(meta = attention_meta)]
+    fn attention_with_stats(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        masked: bool,
+        t: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// Flash attention's backward pass (FlashAttention-2's: the probabilities recomputed from
+    /// the row statistics one tile at a time), as `(dq, dk, dv)` in the types and shapes of `q`, `k`, `v`
+    /// (the mask is a constant: no gradient). With `Δᵢ = dOᵢ·Oᵢ`, `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and
+    /// `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`: `dq = dS·k`, `dk = dSᵀ·q`, `dv = Pᵀ·dO`.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |q, k, v, _bias, _out, _stats, _dout, _masked, _t| (q.clone(), k.clone(), v.clone()))]
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        masked: bool,
+        t: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The outputs of [`GpuGrads::attention_with_stats`] under burn's fusion: the output like `q`,
+/// two f32 statistics per query row.
+#[cfg(feature = "fusion")]
+fn attention_meta(
+    q: &burn::backend::fusion::custom::TensorSpec,
+    _k: &burn::backend::fusion::custom::TensorSpec,
+    _v: &burn::backend::fusion::custom::TensorSpec,
+    _bias: &burn::backend::fusion::custom::TensorSpec,
+    _masked: &bool,
+    _t: &usize,
+) -> (
+    burn::backend::fusion::custom::TensorSpec,
+    burn::backend::fusion::custom::TensorSpec,
+) {
+    let rows = q.shape.num_elements() / q.shape[q.shape.num_dims() - 1].max(1);
+    let stats = burn::backend::fusion::custom::TensorSpec::new(
+        Shape::new([rows, 2]),
+        burn::tensor::DType::F32,
+    );
+    (q.clone(), stats)
 }
 
 /// Inference-only kernels (no backward pass: routed only for tensors without autodiff).
@@ -126,6 +193,10 @@ pub trait GpuDecode: Backend {
 
 /// The largest head dim [`GpuDecode::decode_attention`] takes (a unit per dimension).
 pub const DECODE_MAX_HEAD_DIM: usize = 256;
+
+/// The largest head dim [`GpuOps::attention`] takes (its tiles of q, k, v rows live in shared
+/// memory); Qwen2.5's is 64 or 128.
+pub const FLASH_MAX_HEAD_DIM: usize = 128;
 
 /// Most units per cube of the row kernels.
 const ROW_UNITS: usize = 256;
@@ -167,6 +238,17 @@ impl GpuOps for CubeBackend {
 
     fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
         rope_launch(x, cos, sin, false)
+    }
+
+    fn attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        masked: bool,
+        t: usize,
+    ) -> CubeTensor {
+        flash_forward(q, k, v, bias, masked, t).0
     }
 
     fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
@@ -288,6 +370,169 @@ impl GpuGrads for CubeBackend {
         );
         out
     }
+
+    fn attention_with_stats(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        masked: bool,
+        t: usize,
+    ) -> (CubeTensor, CubeTensor) {
+        flash_forward(q, k, v, bias, masked, t)
+    }
+
+    fn attention_backward(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        out: CubeTensor,
+        stats: CubeTensor,
+        dout: CubeTensor,
+        masked: bool,
+        t: usize,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (q, out, dout, stats) = (
+            into_contiguous(q),
+            into_contiguous(out),
+            into_contiguous(dout),
+            into_contiguous(stats),
+        );
+        let bias = match masked {
+            true => into_contiguous(bias),
+            false => bias,
+        };
+        let [b, kv, m, d] = dims::<4>(&q);
+        let s = dims::<4>(&k)[2];
+        let (dq, dk, dv) = (like(&q), like(&k), like(&v));
+        let delta = f32_rows(&q, [b * kv * m]);
+        let block = flash_block(&q, d);
+        let types = [
+            dtype_to_storage_type(q.dtype),
+            dtype_to_storage_type(bias.dtype),
+            dtype_to_storage_type(dout.dtype),
+        ];
+        flash_attention_dq_kernel::launch(
+            &q.client,
+            grid(b * kv * m.div_ceil(block)),
+            CubeDim::new_1d((block * block) as u32),
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            bias.clone().into_tensor_arg(),
+            out.into_tensor_arg(),
+            dout.clone().into_tensor_arg(),
+            stats.clone().into_tensor_arg(),
+            dq.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            b * kv,
+            kv,
+            m,
+            t,
+            s,
+            d,
+            block,
+            masked,
+            types,
+        );
+        flash_attention_dkv_kernel::launch(
+            &q.client,
+            grid(b * kv * s.div_ceil(block)),
+            CubeDim::new_1d((block * block) as u32),
+            q.clone().into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            dout.into_tensor_arg(),
+            stats.into_tensor_arg(),
+            delta.into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            dv.clone().into_tensor_arg(),
+            b * kv,
+            kv,
+            m,
+            t,
+            s,
+            d,
+            block,
+            masked,
+            types,
+        );
+        (dq, dk, dv)
+    }
+}
+
+/// [`GpuGrads::attention_with_stats`] on the cubecl backends.
+fn flash_forward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    bias: CubeTensor,
+    masked: bool,
+    t: usize,
+) -> (CubeTensor, CubeTensor) {
+    let q = into_contiguous(q);
+    let bias = match masked {
+        true => into_contiguous(bias),
+        false => bias,
+    };
+    let [b, kv, m, d] = dims::<4>(&q);
+    let s = dims::<4>(&k)[2];
+    let out = like(&q);
+    let stats = f32_rows(&q, [b * kv * m, 2]);
+    let block = flash_block(&q, d);
+    flash_attention_kernel::launch(
+        &q.client,
+        grid(b * kv * m.div_ceil(block)),
+        CubeDim::new_1d((block * block) as u32),
+        q.clone().into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        bias.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        stats.clone().into_tensor_arg(),
+        b * kv,
+        kv,
+        m,
+        t,
+        s,
+        d,
+        block,
+        masked,
+        [
+            dtype_to_storage_type(q.dtype),
+            dtype_to_storage_type(bias.dtype),
+        ],
+    );
+    (out, stats)
+}
+
+/// An uninitialised f32 tensor of `shape` on `t`'s device (per-row statistics).
+fn f32_rows<const D: usize>(t: &CubeTensor, shape: [usize; D]) -> CubeTensor {
+    empty_device_contiguous_dtype(
+        t.client.clone(),
+        t.device.clone(),
+        Shape::new(shape),
+        burn::tensor::DType::F32,
+    )
+}
+
+/// Shared memory of the flash kernels, in bytes, for `block` rows by `block` keys at head dim
+/// `d`: four tiles of `block` rows (padded by one column against bank conflicts), two
+/// `block × block` score tiles, the reduction scratch and per-row statistics.
+fn flash_shared_bytes(block: usize, d: usize) -> usize {
+    4 * (4 * block * (d + 1) + 3 * block * block + 3 * block)
+}
+
+/// The flash kernels' tile size at head dim `d`: 16 (a cube of 256 units) where the device's
+/// shared memory holds it, else 8 or 4.
+fn flash_block(t: &CubeTensor, d: usize) -> usize {
+    let limit = t.client.properties().hardware.max_shared_memory_size;
+    [16, 8]
+        .into_iter()
+        .find(|&b| flash_shared_bytes(b, d) <= limit)
+        .unwrap_or(4)
 }
 
 impl GpuDecode for CubeBackend {
@@ -512,6 +757,75 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
                 prep.finish((cos, sin), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin)),
+        }
+    }
+
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        masked: bool,
+        t: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionGrad {
+            masked: bool,
+            t: usize,
+        }
+
+        impl<B: GpuGrads> Backward<B, 3> for AttentionGrad {
+            /// (q, k, v, bias, out, stats): the inputs, the output and its rows' log-sum-exp
+            /// (the probabilities are recomputed, never kept).
+            type State = (
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dout = grads.consume::<B>(&ops.node);
+                let (q, k, v, bias, out, stats) = ops.state;
+                let (dq, dk, dv) =
+                    B::attention_backward(q, k, v, bias, out, stats, dout, self.masked, self.t);
+                let [pq, pk, pv] = ops.parents;
+                register!(grads, pq, dq);
+                register!(grads, pk, dk);
+                register!(grads, pv, dv);
+            }
+        }
+
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        let bias = bias.into_primitive(); // a constant: no gradient flows to the mask
+        match (AttentionGrad { masked, t })
+            .prepare::<C>([q_node, k_node, v_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, stats) = B::attention_with_stats(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias.clone(),
+                    masked,
+                    t,
+                );
+                prep.finish((q, k, v, bias, out.clone(), stats), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(<B as GpuOps>::attention(q, k, v, bias, masked, t))
+            }
         }
     }
 }
@@ -993,6 +1307,477 @@ mod cube {
             i += units;
         }
     }
+    /// Whether a score with this bias, in a row whose running maximum (or log-sum-exp) is
+    /// `row`, must be computed: a masked key (bias at or below −1e29; reasonlab masks with
+    /// −1e30) adds exactly zero once its row has seen a visible key, so a tile of such keys is
+    /// skipped (the causal mask's upper half). A row that has seen none keeps every key, as
+    /// the composed softmax does.
+    #[cube]
+    fn needed(live: bool, bias: f32, row: f32) -> f32 {
+        let mut need = f32::new(0.0);
+        if live && (bias > f32::new(-1.0e29) || row <= f32::new(-1.0e29)) {
+            need = f32::new(1.0);
+        }
+        need
+    }
+
+    /// A mask entry in f32, −∞ (a 16-bit mask's −1e30) read as −1e30: a row whose every key
+    /// is masked then averages them, as in f32, instead of dividing zero by zero.
+    #[cube]
+    fn mask_value<G: Float>(bias: G) -> f32 {
+        f32::max(f32::cast_from(bias), f32::new(-1.0e30))
+    }
+
+    /// Rows `first..first + block` of `x` (rows of `d`, from flat row `base`) into `tile`
+    /// (rows padded to `d + 1`), zeros past row `end`.
+    #[cube]
+    fn load_rows<F: Float>(
+        x: &Tensor<F>,
+        tile: &mut Shared<[f32]>,
+        base: usize,
+        first: usize,
+        end: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+    ) {
+        let mut e = UNIT_POS_X as usize;
+        while e < block * d {
+            let (row, col) = (e / d, e % d);
+            let mut value = f32::new(0.0);
+            if first + row < end {
+                value = f32::cast_from(x[(base + first + row) * d + col]);
+            }
+            tile[row * (d + 1) + col] = value;
+            e += block * block;
+        }
+    }
+
+    /// Keys `first..first + block` of a (b, kv, s, d) tensor with any strides, from the head at
+    /// `base` (`batch·stride₀ + group·stride₁`), into `tile` (rows padded to `d + 1`), zeros
+    /// past key `s`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn load_keys<F: Float>(
+        x: &Tensor<F>,
+        tile: &mut Shared<[f32]>,
+        base: usize,
+        first: usize,
+        s: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+    ) {
+        let mut e = UNIT_POS_X as usize;
+        while e < block * d {
+            let (key, col) = (e / d, e % d);
+            let mut value = f32::new(0.0);
+            if first + key < s {
+                value = f32::cast_from(x[base + (first + key) * x.stride(2) + col * x.stride(3)]);
+            }
+            tile[key * (d + 1) + col] = value;
+            e += block * block;
+        }
+    }
+
+    /// The dot product of padded tile rows `a[i]` and `b[j]`.
+    #[cube]
+    fn row_dot(
+        a: &Shared<[f32]>,
+        i: usize,
+        b: &Shared<[f32]>,
+        j: usize,
+        #[comptime] d: usize,
+    ) -> f32 {
+        let mut dot = f32::new(0.0);
+        for x in 0..d {
+            dot += a[i * (d + 1) + x] * b[j * (d + 1) + x];
+        }
+        dot
+    }
+
+    /// Flash attention's forward pass: one cube per `block` query rows of one (batch, kv
+    /// head), a unit per (query, key) pair of a tile. Keys go by tiles of `block`: each unit
+    /// scores its pair against the tiles of q and k in shared memory, each row's running
+    /// maximum and normaliser take the tile (earlier sums rescaled by `exp(m_old − m_new)`),
+    /// and each unit folds the tile's weights into its share of the output rows, kept in
+    /// registers. Writes the output and each row's maximum and log-sum.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn flash_attention_kernel<F: Float, G: Float>(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        bias: &Tensor<G>,
+        out: &mut Tensor<F>,
+        stats: &mut Tensor<f32>,
+        heads: usize,
+        kv: usize,
+        m: usize,
+        t: usize,
+        s: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+        #[comptime] masked: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let blocks = m.div_ceil(block);
+        if CUBE_POS >= heads * blocks {
+            terminate!();
+        }
+        let head = CUBE_POS / blocks; // batch · kv + kv head
+        let first = (CUBE_POS % blocks) * block;
+        let batch = head / kv;
+        let k_base = batch * k.stride(0) + (head % kv) * k.stride(1);
+        let v_base = batch * v.stride(0) + (head % kv) * v.stride(1);
+        let unit = UNIT_POS_X as usize;
+        let (r, c) = (unit / block, unit % block);
+        let units = comptime!(block * block);
+        let per = comptime!((block * d).div_ceil(block * block));
+        let mut qs = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut ks = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut vs = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut probs = Shared::new_slice(units);
+        let mut row_max = Shared::new_slice(block);
+        let mut row_sum = Shared::new_slice(block);
+        let mut row_scale = Shared::new_slice(block);
+        load_rows::<F>(q, &mut qs, head * m, first, m, d, block);
+        if unit < block {
+            row_max[unit] = f32::new(-3.0e38);
+            row_sum[unit] = f32::new(0.0);
+        }
+        let mut acc = Array::<f32>::new(per);
+        #[unroll]
+        for i in 0..per {
+            acc[i] = f32::new(0.0);
+        }
+        sync_cube();
+        let query = first + r;
+        let bias_row = (batch * t + query % t) * s;
+        let mut tile = 0;
+        while tile < s {
+            let key = tile + c;
+            let live = query < m && key < s;
+            let mut b = f32::new(0.0);
+            if masked && live {
+                b = mask_value::<G>(bias[bias_row + key]);
+            }
+            let need = cube_max(needed(live, b, row_max[r]), units);
+            if need > f32::new(0.0) {
+                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block);
+                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block);
+                sync_cube();
+                let mut score = f32::new(-3.0e38);
+                if live {
+                    score = row_dot(&qs, r, &ks, c, d) + b;
+                }
+                probs[unit] = score;
+                sync_cube();
+                if unit < block {
+                    let old = row_max[unit];
+                    let mut new = old;
+                    for j in 0..block {
+                        new = f32::max(new, probs[unit * block + j]);
+                    }
+                    row_max[unit] = new;
+                    row_scale[unit] = f32::exp(old - new);
+                }
+                sync_cube();
+                let mut p = f32::new(0.0);
+                if live {
+                    p = f32::exp(score - row_max[r]);
+                }
+                probs[unit] = p;
+                sync_cube();
+                if unit < block {
+                    let mut sum = f32::new(0.0);
+                    for j in 0..block {
+                        sum += probs[unit * block + j];
+                    }
+                    row_sum[unit] = row_sum[unit] * row_scale[unit] + sum;
+                }
+                #[unroll]
+                for i in 0..per {
+                    let e = unit + i * units;
+                    if e < block * d {
+                        let (row, col) = (e / d, e % d);
+                        let mut sum = acc[i] * row_scale[row];
+                        for j in 0..block {
+                            sum += probs[row * block + j] * vs[j * (d + 1) + col];
+                        }
+                        acc[i] = sum;
+                    }
+                }
+                sync_cube();
+            }
+            tile += block;
+        }
+        let base = head * m + first;
+        #[unroll]
+        for i in 0..per {
+            let e = unit + i * units;
+            if e < block * d {
+                let (row, col) = (e / d, e % d);
+                if first + row < m {
+                    out[(base + row) * d + col] = F::cast_from(acc[i] / row_sum[row]);
+                }
+            }
+        }
+        if unit < block && first + unit < m {
+            stats[2 * (base + unit)] = row_max[unit];
+            stats[2 * (base + unit) + 1] = f32::ln(row_sum[unit]);
+        }
+    }
+
+    /// Flash attention's backward pass for q, laid out as [`flash_attention_kernel`]: each
+    /// row's `Δ = dO·O` first (written for [`flash_attention_dkv_kernel`]), then per key tile
+    /// `P = exp(S − M − ln Σ)`, `dS = P (dO·vᵀ − Δ)` and `dq += dS·k`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn flash_attention_dq_kernel<F: Float, G: Float, H: Float>(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        bias: &Tensor<G>,
+        out: &Tensor<F>,
+        dout: &Tensor<H>,
+        stats: &Tensor<f32>,
+        dq: &mut Tensor<F>,
+        delta: &mut Tensor<f32>,
+        heads: usize,
+        kv: usize,
+        m: usize,
+        t: usize,
+        s: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+        #[comptime] masked: bool,
+        #[define(F, G, H)] _dtypes: [ElemType; 3],
+    ) {
+        let blocks = m.div_ceil(block);
+        if CUBE_POS >= heads * blocks {
+            terminate!();
+        }
+        let head = CUBE_POS / blocks;
+        let first = (CUBE_POS % blocks) * block;
+        let batch = head / kv;
+        let k_base = batch * k.stride(0) + (head % kv) * k.stride(1);
+        let v_base = batch * v.stride(0) + (head % kv) * v.stride(1);
+        let unit = UNIT_POS_X as usize;
+        let (r, c) = (unit / block, unit % block);
+        let units = comptime!(block * block);
+        let per = comptime!((block * d).div_ceil(block * block));
+        let mut qs = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut dos = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut ks = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut vs = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut grads = Shared::new_slice(units);
+        let mut row_max = Shared::new_slice(block);
+        let mut row_log_sum = Shared::new_slice(block);
+        let mut row_delta = Shared::new_slice(block);
+        let base = head * m + first;
+        load_rows::<F>(q, &mut qs, head * m, first, m, d, block);
+        load_rows::<H>(dout, &mut dos, head * m, first, m, d, block);
+        // Δ per row: each unit sums columns c, c + block, … of its row.
+        let query = first + r;
+        let mut partial = f32::new(0.0);
+        if query < m {
+            let mut col = c;
+            while col < d {
+                let at = (base + r) * d + col;
+                partial += f32::cast_from(dout[at]) * f32::cast_from(out[at]);
+                col += block;
+            }
+        }
+        grads[unit] = partial;
+        sync_cube();
+        if unit < block {
+            let mut sum = f32::new(0.0);
+            for j in 0..block {
+                sum += grads[unit * block + j];
+            }
+            row_delta[unit] = sum;
+            let mut max = f32::new(0.0);
+            let mut log_sum = f32::new(0.0);
+            if first + unit < m {
+                max = stats[2 * (base + unit)];
+                log_sum = stats[2 * (base + unit) + 1];
+                delta[base + unit] = sum;
+            }
+            row_max[unit] = max;
+            row_log_sum[unit] = log_sum;
+        }
+        let mut acc = Array::<f32>::new(per);
+        #[unroll]
+        for i in 0..per {
+            acc[i] = f32::new(0.0);
+        }
+        sync_cube();
+        let bias_row = (batch * t + query % t) * s;
+        let mut tile = 0;
+        while tile < s {
+            let key = tile + c;
+            let live = query < m && key < s;
+            let mut b = f32::new(0.0);
+            if masked && live {
+                b = mask_value::<G>(bias[bias_row + key]);
+            }
+            let need = cube_max(needed(live, b, row_max[r]), units);
+            if need > f32::new(0.0) {
+                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block);
+                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block);
+                sync_cube();
+                let mut ds = f32::new(0.0);
+                if live {
+                    let score = row_dot(&qs, r, &ks, c, d) + b;
+                    let p = f32::exp(score - row_max[r] - row_log_sum[r]);
+                    ds = p * (row_dot(&dos, r, &vs, c, d) - row_delta[r]);
+                }
+                grads[unit] = ds;
+                sync_cube();
+                #[unroll]
+                for i in 0..per {
+                    let e = unit + i * units;
+                    if e < block * d {
+                        let (row, col) = (e / d, e % d);
+                        let mut sum = acc[i];
+                        for j in 0..block {
+                            sum += grads[row * block + j] * ks[j * (d + 1) + col];
+                        }
+                        acc[i] = sum;
+                    }
+                }
+                sync_cube();
+            }
+            tile += block;
+        }
+        #[unroll]
+        for i in 0..per {
+            let e = unit + i * units;
+            if e < block * d {
+                let (row, col) = (e / d, e % d);
+                if first + row < m {
+                    dq[(base + row) * d + col] = F::cast_from(acc[i]);
+                }
+            }
+        }
+    }
+
+    /// Flash attention's backward pass for k and v: one cube per `block` keys of one (batch,
+    /// kv head), a unit per (query, key) pair; the query rows of every head sharing the kv
+    /// head go by tiles, each adding `dSᵀ·q` to dk and `Pᵀ·dO` to dv (kept in registers).
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn flash_attention_dkv_kernel<F: Float, G: Float, H: Float>(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        bias: &Tensor<G>,
+        dout: &Tensor<H>,
+        stats: &Tensor<f32>,
+        delta: &Tensor<f32>,
+        dk: &mut Tensor<F>,
+        dv: &mut Tensor<F>,
+        heads: usize,
+        kv: usize,
+        m: usize,
+        t: usize,
+        s: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+        #[comptime] masked: bool,
+        #[define(F, G, H)] _dtypes: [ElemType; 3],
+    ) {
+        let blocks = s.div_ceil(block);
+        if CUBE_POS >= heads * blocks {
+            terminate!();
+        }
+        let head = CUBE_POS / blocks;
+        let first_key = (CUBE_POS % blocks) * block;
+        let batch = head / kv;
+        let k_base = batch * k.stride(0) + (head % kv) * k.stride(1);
+        let v_base = batch * v.stride(0) + (head % kv) * v.stride(1);
+        let unit = UNIT_POS_X as usize;
+        let (r, c) = (unit / block, unit % block);
+        let units = comptime!(block * block);
+        let per = comptime!((block * d).div_ceil(block * block));
+        let mut ks = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut vs = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut qs = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut dos = Shared::new_slice(comptime!(block * (d + 1)));
+        let mut probs = Shared::new_slice(units);
+        let mut grads = Shared::new_slice(units);
+        load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block);
+        load_keys::<F>(v, &mut vs, v_base, first_key, s, d, block);
+        let mut dk_acc = Array::<f32>::new(per);
+        let mut dv_acc = Array::<f32>::new(per);
+        #[unroll]
+        for i in 0..per {
+            dk_acc[i] = f32::new(0.0);
+            dv_acc[i] = f32::new(0.0);
+        }
+        sync_cube();
+        let key = first_key + c;
+        let mut tile = 0;
+        while tile < m {
+            let query = tile + r;
+            let live = query < m && key < s;
+            let mut b = f32::new(0.0);
+            let mut max = f32::new(0.0);
+            let mut log_sum = f32::new(0.0);
+            let mut dl = f32::new(0.0);
+            if live {
+                max = stats[2 * (head * m + query)];
+                log_sum = stats[2 * (head * m + query) + 1];
+                dl = delta[head * m + query];
+                if masked {
+                    b = mask_value::<G>(bias[(batch * t + query % t) * s + key]);
+                }
+            }
+            let need = cube_max(needed(live, b, max), units);
+            if need > f32::new(0.0) {
+                load_rows::<F>(q, &mut qs, head * m, tile, m, d, block);
+                load_rows::<H>(dout, &mut dos, head * m, tile, m, d, block);
+                sync_cube();
+                let mut p = f32::new(0.0);
+                let mut ds = f32::new(0.0);
+                if live {
+                    p = f32::exp(row_dot(&qs, r, &ks, c, d) + b - max - log_sum);
+                    ds = p * (row_dot(&dos, r, &vs, c, d) - dl);
+                }
+                probs[unit] = p;
+                grads[unit] = ds;
+                sync_cube();
+                #[unroll]
+                for i in 0..per {
+                    let e = unit + i * units;
+                    if e < block * d {
+                        let (kk, col) = (e / d, e % d);
+                        let mut sk = dk_acc[i];
+                        let mut sv = dv_acc[i];
+                        for j in 0..block {
+                            sk += grads[j * block + kk] * qs[j * (d + 1) + col];
+                            sv += probs[j * block + kk] * dos[j * (d + 1) + col];
+                        }
+                        dk_acc[i] = sk;
+                        dv_acc[i] = sv;
+                    }
+                }
+                sync_cube();
+            }
+            tile += block;
+        }
+        #[unroll]
+        for i in 0..per {
+            let e = unit + i * units;
+            if e < block * d {
+                let (kk, col) = (e / d, e % d);
+                if first_key + kk < s {
+                    let at = (head * s + first_key + kk) * d + col;
+                    dk[at] = F::cast_from(dk_acc[i]);
+                    dv[at] = F::cast_from(dv_acc[i]);
+                }
+            }
+        }
+    }
 }
 
 /// [`GpuOps::masked_softmax`] on high-level tensors.
@@ -1036,6 +1821,31 @@ pub fn decode_attention(
         v.into_dispatch(),
         bias,
         masked,
+    ))
+}
+
+/// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k`, `v` (b, kv, s, d),
+/// `bias` (b, t, s) when some key is masked.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<3>>,
+    t: usize,
+) -> Tensor<4> {
+    let masked = bias.is_some();
+    // Unmasked, `q` stands in for the bias argument; the kernels never read it.
+    let bias = match bias {
+        Some(b) => b.into_dispatch(),
+        None => q.clone().into_dispatch(),
+    };
+    Tensor::from_dispatch(<Dispatch as GpuOps>::attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias,
+        masked,
+        t,
     ))
 }
 
