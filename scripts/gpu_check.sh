@@ -19,7 +19,9 @@
 # repetition and three times the limits: a smoke test of the script itself, which on a machine
 # without a GPU runs with `--backend flex` (the peers then run on the CPU). With
 # REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs burn's composed ops instead
-# of its fused GPU kernels: a second run with it measures what the kernels change.
+# of its fused GPU kernels: a second run with it measures what the kernels change; with
+# REASONLAB_GPU_ATTENTION=matmul, attention over more than one query computes its scores as
+# matmuls instead of flash attention (the rest stays fused).
 set -uo pipefail
 
 BIN=target/release/reasonlab
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done

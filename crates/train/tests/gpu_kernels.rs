@@ -19,7 +19,7 @@ mod gpu_common;
 
 use gpu_common::{backend, max_abs_diff, no_device};
 use reasonlab_model::burn::tensor::{DType, FloatDType};
-use reasonlab_model::fused::{self, GpuKernels, composed};
+use reasonlab_model::fused::{self, GpuAttention, GpuKernels, composed};
 use reasonlab_model::kernels::gpu;
 use reasonlab_model::tensor::{Device, Int, Tensor, TensorData};
 
@@ -622,6 +622,54 @@ fn the_composed_ops_run_when_asked() {
             };
             assert!(child("composed").contains("child: composed ops checked"));
             assert!(child("compsoed").contains("child: refused compsoed"));
+        }
+    }
+}
+
+/// `REASONLAB_GPU_ATTENTION=matmul` keeps the fused kernels but computes attention's scores as
+/// a matmul (the probabilities kept), and a value that is neither name is refused when a GPU
+/// device opens; checked in child processes, as above.
+#[test]
+fn matmul_attention_runs_when_asked() {
+    let key = GpuAttention::ENV;
+    match std::env::var(key).ok().as_deref() {
+        Some("matmul") => {
+            let device = gpu();
+            let q = tensor(values(2 * 8 * 8, 1, 1.0), [1, 2, 8, 8], DType::F32, &device);
+            let k = tensor(values(2 * 8 * 8, 2, 1.0), [1, 2, 8, 8], DType::F32, &device);
+            assert!(!fused::fuses_flash_attention(&q, &k));
+            let via_fused = read(fused::attention(q.clone(), k.clone(), k.clone(), 8, None));
+            let composed = read(composed::attention(q, k.clone(), k, None));
+            assert!(max_abs_diff(&via_fused, &composed) < 1e-5);
+            let (_, info) = reasonlab_model::open(backend(), false).unwrap();
+            assert_eq!(info.attention, GpuAttention::Matmul);
+            assert!(info.to_string().contains(key), "{info}");
+            eprintln!("child: matmul attention checked");
+        }
+        Some(other) => {
+            let err = reasonlab_model::open(backend(), false)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(other), "{err}");
+            eprintln!("child: refused {other}");
+        }
+        None => {
+            let child = |value: &str| {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "matmul_attention_runs_when_asked", "--nocapture"])
+                    .env(key, value)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                    + &String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "the child with {key}={value} failed:\n{text}"
+                );
+                text
+            };
+            assert!(child("matmul").contains("child: matmul attention checked"));
+            assert!(child("flahs").contains("child: refused flahs"));
         }
     }
 }

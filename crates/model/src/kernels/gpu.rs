@@ -9,12 +9,17 @@
 //! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
 //! | SwiGLU's `silu(gate) · up` | 5 | 1 |
 //! | RoPE on q or k: the swapped halves, two products, a sum | 4 | 1 |
+//! | attention over several queries: scores, softmax, weighted sum (backward: 5) | 3 | 1 (2) |
+//! | a decode step's attention over the KV cache (inference) | 7 | 1 |
 //!
 //! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
 //! `softmax(…, dtype=float32)`). The row kernels (RMSNorm, softmax) give each row one cube of
 //! up to 256 units, which stride over the row and combine their partial sums and maxima in
-//! shared memory; the elementwise ones (SwiGLU, RoPE) a unit per element.
+//! shared memory; the elementwise ones (SwiGLU, RoPE) a unit per element. Flash attention
+//! ([`GpuOps::attention`]) keeps tiles of 16 queries and 16 keys in shared memory and never
+//! writes the scores (FlashAttention-2's algorithm, its backward pass recomputing the
+//! probabilities from two statistics per row).
 //!
 //! [`GpuOps`] holds the forward ops and [`GpuGrads`] their backward kernels; `GpuOps` on
 //! `Autodiff<B>` records each op with a backward step that calls `GpuGrads` (RMSNorm's weight
@@ -775,7 +780,7 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
         }
 
         impl<B: GpuGrads> Backward<B, 3> for AttentionGrad {
-            /// (q, k, v, bias, out, stats): the inputs, the output and its rows' log-sum-exp
+            /// (q, k, v, bias, out, stats): the inputs, the output and its rows' softmax statistics
             /// (the probabilities are recomputed, never kept).
             type State = (
                 FloatTensor<B>,
@@ -1307,11 +1312,11 @@ mod cube {
             i += units;
         }
     }
-    /// Whether a score with this bias, in a row whose running maximum (or log-sum-exp) is
-    /// `row`, must be computed: a masked key (bias at or below −1e29; reasonlab masks with
-    /// −1e30) adds exactly zero once its row has seen a visible key, so a tile of such keys is
-    /// skipped (the causal mask's upper half). A row that has seen none keeps every key, as
-    /// the composed softmax does.
+    /// Whether a score with this bias, in a row whose running maximum (in the backward pass,
+    /// its final one) is `row`, must be computed: a masked key (bias at or below −1e29;
+    /// reasonlab masks with −1e30) adds exactly zero once its row has seen a visible key, so a
+    /// tile of such keys is skipped (the causal mask's upper half). A row that has seen none
+    /// keeps every key, as the composed softmax does.
     #[cube]
     fn needed(live: bool, bias: f32, row: f32) -> f32 {
         let mut need = f32::new(0.0);
