@@ -734,7 +734,25 @@ impl Model {
             ));
         }
         let (b, t) = (batch.b, batch.t);
-        let logits = self.logits(batch, None)?.narrow(1, 0, t - 1); // (b, t-1, vocab)
+        let logits = self.logits(batch, None)?; // (b, t, vocab)
+        let vocab = logits.dims()[2];
+        let flat = logits.clone().reshape([b * t, vocab]);
+        if fused::fuses_token_logprobs(&flat) {
+            // Every row's log-prob in one kernel (the last column's target a placeholder,
+            // dropped after): no (b, t − 1, vocab) copy of the logits, no log-softmax.
+            let targets: Vec<i64> = (0..b)
+                .flat_map(|row| {
+                    let next = batch.ids[row * t + 1..(row + 1) * t].iter();
+                    next.map(|&i| i as i64).chain([0])
+                })
+                .collect();
+            let targets =
+                Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
+            let (logp, ent) = fused::token_logprobs(flat, targets);
+            let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
+            return Ok((cut(logp), entropy.then(|| cut(ent))));
+        }
+        let logits = logits.narrow(1, 0, t - 1); // (b, t-1, vocab)
         // The log-softmax in f32 whatever the compute type (transformers' `logits.float()`).
         let logits = match logits.dtype() {
             burn::tensor::DType::F32 => logits,

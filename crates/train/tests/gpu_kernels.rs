@@ -579,6 +579,82 @@ fn flash_attention_has_the_composed_gradients() {
     }
 }
 
+/// The fused token log-probabilities and entropies against the composed log-softmax and
+/// gather: rows of 7 logits (shorter than a cube), 1,000 and Qwen2.5's 151,936, targets at
+/// both ends of the row, logits up to ±30; and their gradient under autodiff.
+#[test]
+fn fused_token_logprobs_match_the_composed_ops() {
+    let device = gpu();
+    for (dtype, _) in dtypes(&device) {
+        // f32 sums in another order; f16 logits are rounded inputs of an f32 computation on
+        // both paths, which differ only in that order too.
+        let tol = 2e-5;
+        for vocab in [7, 1000, 151_936] {
+            let rows = 5;
+            let logits = values(rows * vocab, 51, 30.0);
+            let targets: Vec<i64> = (0..rows).map(|r| ((r * 7919) % vocab) as i64).collect();
+            let targets = [vec![0, vocab as i64 - 1], targets[2..].to_vec()].concat();
+            let run = |fused_path: bool| {
+                let x = tensor(logits.clone(), [rows, vocab], dtype, &device);
+                let tg =
+                    Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+                let (lp, ent) = match fused_path {
+                    true => {
+                        assert!(fused::fuses_token_logprobs(&x));
+                        fused::token_logprobs(x, tg)
+                    }
+                    false => composed::token_logprobs(x, tg),
+                };
+                (read(lp), read(ent))
+            };
+            let ((lp, ent), (lp_c, ent_c)) = (run(true), run(false));
+            // Relative to the magnitudes: log-probs reach −60 and entropies ln(vocab).
+            let rel = |a: &[f32], b: &[f32]| {
+                let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+                max_abs_diff(a, b) / scale
+            };
+            let (d_lp, d_ent) = (rel(&lp, &lp_c), rel(&ent, &ent_c));
+            eprintln!(
+                "token log-probs {dtype:?} vocab {vocab}: relative |Δ| {d_lp:.2e}, entropy {d_ent:.2e}"
+            );
+            assert!(d_lp < tol && d_ent < tol, "vocab {vocab}: {d_lp}, {d_ent}");
+        }
+    }
+
+    // Gradients through a loss on the log-probs; a target outside the vocabulary gives −3e38.
+    let device = gpu_autodiff();
+    for (dtype, _) in dtypes(&device) {
+        let tol = grad_tolerance(dtype);
+        let (rows, vocab) = (6, 300);
+        let logits = values(rows * vocab, 52, 8.0);
+        let targets: Vec<i64> = (0..rows as i64).map(|r| r * 37 + 1).collect();
+        let run = |fused_path: bool| {
+            let x = input(&logits, [rows, vocab], dtype, &device);
+            let tg = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+            let (lp, _) = match fused_path {
+                true => fused::token_logprobs(x.clone(), tg),
+                false => composed::token_logprobs(x.clone(), tg),
+            };
+            let grads = loss(lp).backward();
+            read(x.grad(&grads).unwrap())
+        };
+        let gap = relative_gap(&run(true), &run(false));
+        eprintln!("token log-probs {dtype:?}: gradient relative gap {gap:.2e}");
+        assert!(
+            gap < tol,
+            "token log-probs {dtype:?}: gradient differs by {gap}"
+        );
+        let x = tensor(logits.clone(), [rows, vocab], dtype, &device);
+        let outside =
+            Tensor::<1, Int>::from_data(TensorData::new(vec![vocab as i64; rows], [rows]), &device);
+        let (lp, _) = fused::token_logprobs(x, outside);
+        assert!(
+            read(lp).iter().all(|&v| v <= -3.0e38),
+            "a target outside the vocabulary"
+        );
+    }
+}
+
 /// `REASONLAB_GPU_KERNELS=composed` makes the GPU backends run burn's composed ops instead of
 /// the fused kernels (to measure the difference on a GPU), and a value that is neither name is
 /// refused when a GPU device opens. The choice is read once per process, so this test runs

@@ -912,6 +912,32 @@ pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     }
 }
 
+/// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for these
+/// logits: a GPU backend with [`GpuKernels::Fused`].
+pub fn fuses_token_logprobs(logits: &Tensor<2>) -> bool {
+    #[cfg(feature = "gpu-kernels")]
+    {
+        gpu_fused(&[logits.device()])
+    }
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = logits;
+        false
+    }
+}
+
+/// Each row's log-probability of its target under the softmax of `logits` (rows, vocab) in
+/// f32, and the distribution's entropy `−Σ p log p` (detached), both (rows). One kernel on the
+/// GPU backends where [`fuses_token_logprobs`], which never holds the (rows, vocab)
+/// log-softmax; [`composed::token_logprobs`] otherwise.
+pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_token_logprobs(&logits) {
+        return super::gpu::token_logprobs(logits, targets);
+    }
+    composed::token_logprobs(logits, targets)
+}
+
 /// Whether [`attention`] runs as flash attention for these tensors: a GPU backend with
 /// [`GpuKernels::Fused`] and [`GpuAttention::Flash`], head dim at most 128 (with or without
 /// autodiff: the backward pass is flash attention's too).
@@ -1022,6 +1048,17 @@ pub mod composed {
             None => softmax_f32(scores),
         };
         probs.matmul(v)
+    }
+
+    /// [`super::token_logprobs`], composed: the log-softmax in f32 (transformers'
+    /// `logits.float()`), the targets' entries, and the entropy from the detached log-softmax.
+    pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+        let rows = logits.dims()[0];
+        let logp = burn::tensor::activation::log_softmax(same_type(logits, DType::F32), 1);
+        let lp = logp.clone().detach();
+        let entropy = (lp.clone().exp() * lp).sum_dim(1).neg().reshape([rows]);
+        let picked = logp.gather(1, targets.reshape([rows, 1])).reshape([rows]);
+        (picked, entropy)
     }
 
     /// [`super::rms_norm`], composed.

@@ -32,17 +32,20 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::cubecl::dtype_to_storage_type;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, TensorMetadata, backend_extension};
-use burn::tensor::{Shape, Tensor};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, TensorMetadata, backend_extension,
+};
+use burn::tensor::{Int, Shape, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
     decode_attention_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
-    flash_attention_kernel, rms_norm_backward_kernel, rms_norm_kernel, rope_kernel,
-    softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
+    flash_attention_kernel, logprobs_backward_kernel, logprobs_kernel, rms_norm_backward_kernel,
+    rms_norm_kernel, rope_kernel, softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel,
+    swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -88,6 +91,15 @@ pub trait GpuOps: Backend {
         masked: bool,
         t: usize,
     ) -> FloatTensor<Self>;
+    /// Each row's log-probability of its target under the softmax of `logits` (rows, vocab),
+    /// and the distribution's entropy `−Σ p log p` (a constant: no gradient), both (rows) in
+    /// f32, without the (rows, vocab) log-softmax in device memory. `targets`: (rows); a target
+    /// outside the vocabulary gives −3e38 (WGSL has no infinity).
+    #[fusion(meta = |logits, _targets| (rows_spec(logits, 1), rows_spec(logits, 1)))]
+    fn token_logprobs(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The backward passes of [`GpuOps`], one kernel each, for its autodiff implementation.
@@ -154,6 +166,37 @@ pub trait GpuGrads: Backend {
         masked: bool,
         t: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// [`GpuOps::token_logprobs`] and each row's softmax statistics (rows, 2): the largest
+    /// logit and `ln Σ exp(logit − max)`.
+    #[fusion(meta = |logits, _targets| (rows_spec(logits, 1), rows_spec(logits, 1), rows_spec(logits, 2)))]
+    fn token_logprobs_with_stats(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// The log-probabilities' backward pass: `dlogits = dlogp · (onehot(target) − softmax)`
+    /// per row, in `logits`' type.
+    #[fusion(dtype = logits, shape = logits)]
+    fn token_logprobs_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        stats: FloatTensor<Self>,
+        dlogp: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// A spec of `columns` f32 values per row of `x` (its last dimension the row), for burn's
+/// fusion: (rows) for one, (rows, columns) otherwise.
+#[cfg(feature = "fusion")]
+fn rows_spec(
+    x: &burn::backend::fusion::custom::TensorSpec,
+    columns: usize,
+) -> burn::backend::fusion::custom::TensorSpec {
+    let rows = x.shape.num_elements() / x.shape[x.shape.num_dims() - 1].max(1);
+    let shape = match columns {
+        1 => Shape::new([rows]),
+        _ => Shape::new([rows, columns]),
+    };
+    burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
 }
 
 /// The outputs of [`GpuGrads::attention_with_stats`] under burn's fusion: the output like `q`,
@@ -170,12 +213,7 @@ fn attention_meta(
     burn::backend::fusion::custom::TensorSpec,
     burn::backend::fusion::custom::TensorSpec,
 ) {
-    let rows = q.shape.num_elements() / q.shape[q.shape.num_dims() - 1].max(1);
-    let stats = burn::backend::fusion::custom::TensorSpec::new(
-        Shape::new([rows, 2]),
-        burn::tensor::DType::F32,
-    );
-    (q.clone(), stats)
+    (q.clone(), rows_spec(q, 2))
 }
 
 /// Inference-only kernels (no backward pass: routed only for tensors without autodiff).
@@ -254,6 +292,11 @@ impl GpuOps for CubeBackend {
         t: usize,
     ) -> CubeTensor {
         flash_forward(q, k, v, bias, masked, t).0
+    }
+
+    fn token_logprobs(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
+        let (logp, entropy, _) = logprobs_forward(logits, targets);
+        (logp, entropy)
     }
 
     fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
@@ -376,6 +419,48 @@ impl GpuGrads for CubeBackend {
         out
     }
 
+    fn token_logprobs_with_stats(
+        logits: CubeTensor,
+        targets: CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        logprobs_forward(logits, targets)
+    }
+
+    fn token_logprobs_backward(
+        logits: CubeTensor,
+        targets: CubeTensor,
+        stats: CubeTensor,
+        dlogp: CubeTensor,
+    ) -> CubeTensor {
+        let (logits, targets, stats, dlogp) = (
+            into_contiguous(logits),
+            into_contiguous(targets),
+            into_contiguous(stats),
+            into_contiguous(dlogp),
+        );
+        let vocab = row_layout(&logits).1;
+        let out = like(&logits);
+        let n = logits.meta.shape().num_elements();
+        logprobs_backward_kernel::launch(
+            &logits.client,
+            grid(n.div_ceil(ELEMENT_UNITS as usize)),
+            CubeDim::new_1d(ELEMENT_UNITS),
+            logits.clone().into_tensor_arg(),
+            targets.clone().into_tensor_arg(),
+            stats.into_tensor_arg(),
+            dlogp.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n,
+            vocab,
+            [
+                dtype_to_storage_type(logits.dtype),
+                dtype_to_storage_type(dlogp.dtype),
+                dtype_to_storage_type(targets.dtype),
+            ],
+        );
+        out
+    }
+
     fn attention_with_stats(
         q: CubeTensor,
         k: CubeTensor,
@@ -466,6 +551,36 @@ impl GpuGrads for CubeBackend {
         );
         (dq, dk, dv)
     }
+}
+
+/// [`GpuGrads::token_logprobs_with_stats`] on the cubecl backends: (logp, entropy, stats).
+fn logprobs_forward(
+    logits: CubeTensor,
+    targets: CubeTensor,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
+    let (rows, vocab) = row_layout(&logits);
+    let (logp, entropy) = (f32_rows(&logits, [rows]), f32_rows(&logits, [rows]));
+    let stats = f32_rows(&logits, [rows, 2]);
+    let units = row_units(vocab);
+    logprobs_kernel::launch(
+        &logits.client,
+        grid(rows),
+        CubeDim::new_1d(units as u32),
+        logits.clone().into_tensor_arg(),
+        targets.clone().into_tensor_arg(),
+        logp.clone().into_tensor_arg(),
+        entropy.clone().into_tensor_arg(),
+        stats.clone().into_tensor_arg(),
+        rows,
+        vocab,
+        units,
+        [
+            dtype_to_storage_type(logits.dtype),
+            dtype_to_storage_type(targets.dtype),
+        ],
+    );
+    (logp, entropy, stats)
 }
 
 /// [`GpuGrads::attention_with_stats`] on the cubecl backends.
@@ -830,6 +945,48 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(<B as GpuOps>::attention(q, k, v, bias, masked, t))
+            }
+        }
+    }
+
+    fn token_logprobs(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct LogprobsGrad;
+
+        impl<B: GpuGrads> Backward<B, 1> for LogprobsGrad {
+            /// (logits, targets, stats): the softmax is recomputed from the statistics, never
+            /// kept.
+            type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dlogp = grads.consume::<B>(&ops.node);
+                let (logits, targets, stats) = ops.state;
+                let [parent] = ops.parents;
+                let dlogits = B::token_logprobs_backward(logits, targets, stats, dlogp);
+                register!(grads, parent, dlogits);
+            }
+        }
+
+        let (logits, node) = logits.into_parts();
+        let constant = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        match LogprobsGrad.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (logp, entropy, stats) =
+                    B::token_logprobs_with_stats(logits.clone(), targets.clone());
+                let logp = prep.finish((logits, targets, stats), logp);
+                (logp, constant(entropy))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (logp, entropy) = <B as GpuOps>::token_logprobs(logits, targets);
+                (prep.finish(logp), constant(entropy))
             }
         }
     }
@@ -1783,6 +1940,99 @@ mod cube {
             }
         }
     }
+    /// The target's index in a row of `vocab`, or `vocab` when it lies outside (a negative
+    /// target wraps to a large index).
+    #[cube]
+    fn target_index<I: Int>(target: I, vocab: usize) -> usize {
+        let mut at = usize::cast_from(target);
+        if at > vocab {
+            at = vocab;
+        }
+        at
+    }
+
+    /// One cube per row of `logits` (rows, vocab): the row's maximum, then `Σ exp(x − max)`
+    /// and `Σ exp(x − max)·x` in one pass; `logp = x[target] − max − ln Σ` (−3e38 for a target
+    /// outside the vocabulary), `entropy = max + ln Σ − Σ p·x`, and the statistics
+    /// `(max, ln Σ)` for the backward pass.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn logprobs_kernel<F: Float, I: Int>(
+        logits: &Tensor<F>,
+        targets: &Tensor<I>,
+        logp: &mut Tensor<f32>,
+        entropy: &mut Tensor<f32>,
+        stats: &mut Tensor<f32>,
+        rows: usize,
+        vocab: usize,
+        #[comptime] units: usize,
+        #[define(F, I)] _dtypes: [ElemType; 2],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * vocab;
+        let unit = UNIT_POS_X as usize;
+        let mut max = f32::new(-3.0e38);
+        let mut i = unit;
+        while i < vocab {
+            max = f32::max(max, f32::cast_from(logits[start + i]));
+            i += units;
+        }
+        let max = cube_max(max, units);
+        let mut sum = f32::new(0.0);
+        let mut weighted = f32::new(0.0);
+        let mut i = unit;
+        while i < vocab {
+            let x = f32::cast_from(logits[start + i]);
+            let e = f32::exp(x - max);
+            sum += e;
+            weighted += e * x;
+            i += units;
+        }
+        let sum = cube_sum(sum, units);
+        let weighted = cube_sum(weighted, units);
+        if unit == 0 {
+            let log_sum = f32::ln(sum);
+            let at = target_index::<I>(targets[row], vocab);
+            let mut lp = f32::new(-3.0e38);
+            if at < vocab {
+                lp = f32::cast_from(logits[start + at]) - max - log_sum;
+            }
+            logp[row] = lp;
+            entropy[row] = max + log_sum - weighted / sum;
+            stats[2 * row] = max;
+            stats[2 * row + 1] = log_sum;
+        }
+    }
+
+    /// The log-probabilities' backward pass, one unit per logit:
+    /// `dlogp[row] · ([j = target] − exp(x − max − ln Σ))`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn logprobs_backward_kernel<F: Float, G: Float, I: Int>(
+        logits: &Tensor<F>,
+        targets: &Tensor<I>,
+        stats: &Tensor<f32>,
+        dlogp: &Tensor<G>,
+        out: &mut Tensor<F>,
+        n: usize,
+        vocab: usize,
+        #[define(F, G, I)] _dtypes: [ElemType; 3],
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let row = i / vocab;
+        let p = f32::exp(f32::cast_from(logits[i]) - stats[2 * row] - stats[2 * row + 1]);
+        let mut hit = f32::new(0.0);
+        if target_index::<I>(targets[row], vocab) == i % vocab {
+            hit = f32::new(1.0);
+        }
+        out[i] = F::cast_from(f32::cast_from(dlogp[row]) * (hit - p));
+    }
 }
 
 /// [`GpuOps::masked_softmax`] on high-level tensors.
@@ -1852,6 +2102,14 @@ pub fn attention(
         masked,
         t,
     ))
+}
+
+/// [`GpuOps::token_logprobs`] on high-level tensors: `logits` (rows, vocab), `targets` (rows);
+/// (log-probabilities, entropies), each (rows) in f32.
+pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+    let (logp, entropy) =
+        <Dispatch as GpuOps>::token_logprobs(logits.into_dispatch(), targets.into_dispatch());
+    (Tensor::from_dispatch(logp), Tensor::from_dispatch(entropy))
 }
 
 /// [`GpuOps::rope`] on high-level tensors.
