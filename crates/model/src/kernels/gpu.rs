@@ -11,6 +11,7 @@
 //! | RoPE on q or k: the swapped halves, two products, a sum | 4 | 1 |
 //! | attention over several queries: scores, softmax, weighted sum (backward: 5) | 3 | 1 (2) |
 //! | a decode step's attention over the KV cache (inference) | 7 | 1 |
+//! | token log-probabilities and entropies: log-softmax, gather (backward: 1) | 7 or more | 1 |
 //!
 //! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and

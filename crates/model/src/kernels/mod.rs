@@ -7,8 +7,8 @@
 //!   layers with the bias folded in);
 //! - [`skinny`]: `X · W` for a few rows of `X`, the matmul of every decode step;
 //! - `gpu` (with a GPU backend compiled in): cubecl kernels for burn's GPU backends: RMSNorm,
-//!   the attention softmax, SwiGLU, RoPE and flash attention with their backward passes, and
-//!   the decode step's attention over the KV cache.
+//!   the attention softmax, SwiGLU, RoPE, flash attention and token log-probabilities with
+//!   their backward passes, and the decode step's attention over the KV cache.
 //!
 //! The AVX-512 paths are chosen at run time; [`avx512_available`] says whether this CPU takes
 //! them, and kernel tests that compare an AVX-512 path with the portable one say so loudly when
