@@ -655,6 +655,23 @@ fn fused_token_logprobs_match_the_composed_ops() {
     }
 }
 
+/// Runs test `name` of this binary in a child process with `key=value` in its environment
+/// (the GPU choices are read once per process); asserts it passed and returns its output.
+fn in_child(name: &str, key: &str, value: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture"])
+        .env(key, value)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child with {key}={value} failed:\n{text}"
+    );
+    text
+}
+
 /// `REASONLAB_GPU_KERNELS=composed` makes the GPU backends run burn's composed ops instead of
 /// the fused kernels (to measure the difference on a GPU), and a value that is neither name is
 /// refused when a GPU device opens. The choice is read once per process, so this test runs
@@ -682,20 +699,7 @@ fn the_composed_ops_run_when_asked() {
             eprintln!("child: refused {other}");
         }
         None => {
-            let child = |value: &str| {
-                let out = std::process::Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "the_composed_ops_run_when_asked", "--nocapture"])
-                    .env(key, value)
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stderr).into_owned()
-                    + &String::from_utf8_lossy(&out.stdout);
-                assert!(
-                    out.status.success(),
-                    "the child with {key}={value} failed:\n{text}"
-                );
-                text
-            };
+            let child = |value| in_child("the_composed_ops_run_when_asked", key, value);
             assert!(child("composed").contains("child: composed ops checked"));
             assert!(child("compsoed").contains("child: refused compsoed"));
         }
@@ -730,20 +734,7 @@ fn matmul_attention_runs_when_asked() {
             eprintln!("child: refused {other}");
         }
         None => {
-            let child = |value: &str| {
-                let out = std::process::Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "matmul_attention_runs_when_asked", "--nocapture"])
-                    .env(key, value)
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stderr).into_owned()
-                    + &String::from_utf8_lossy(&out.stdout);
-                assert!(
-                    out.status.success(),
-                    "the child with {key}={value} failed:\n{text}"
-                );
-                text
-            };
+            let child = |value| in_child("matmul_attention_runs_when_asked", key, value);
             assert!(child("matmul").contains("child: matmul attention checked"));
             assert!(child("flahs").contains("child: refused flahs"));
         }

@@ -724,14 +724,7 @@ impl GpuKernels {
     /// The choice in [`GpuKernels::ENV`]; unset is [`GpuKernels::Fused`], any other value
     /// than the two names an error naming the variable.
     pub fn from_env() -> Result<Self, crate::ModelError> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(Self::default()),
-            Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
-                path: None,
-                field: Self::ENV.into(),
-                message,
-            }),
-        }
+        choice_from_env(Self::ENV)
     }
 
     /// This process's choice, read from the environment once (opening a GPU device refuses a
@@ -751,6 +744,21 @@ impl std::str::FromStr for GpuKernels {
             "composed" => Ok(Self::Composed),
             other => Err(format!("`{other}`: expected fused or composed")),
         }
+    }
+}
+
+/// A choice named in the environment variable `key`: the default when unset, an error naming
+/// the variable when the value names no choice.
+fn choice_from_env<T: std::str::FromStr<Err = String> + Default>(
+    key: &str,
+) -> Result<T, crate::ModelError> {
+    match std::env::var(key) {
+        Err(_) => Ok(T::default()),
+        Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
+            path: None,
+            field: key.into(),
+            message,
+        }),
     }
 }
 
@@ -775,14 +783,7 @@ impl GpuAttention {
     /// The choice in [`GpuAttention::ENV`]; unset is [`GpuAttention::Flash`], any other value
     /// than the two names an error naming the variable.
     pub fn from_env() -> Result<Self, crate::ModelError> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(Self::default()),
-            Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
-                path: None,
-                field: Self::ENV.into(),
-                message,
-            }),
-        }
+        choice_from_env(Self::ENV)
     }
 
     /// This process's choice, read from the environment once (opening a GPU device refuses a

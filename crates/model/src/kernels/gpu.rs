@@ -1541,6 +1541,100 @@ mod cube {
         }
     }
 
+    /// Where (batch, kv head) `head` = batch · kv + group starts in a (b, kv, ·, d) tensor of
+    /// any strides.
+    #[cube]
+    fn head_base<F: Float>(x: &Tensor<F>, head: usize, kv: usize) -> usize {
+        (head / kv) * x.stride(0) + (head % kv) * x.stride(1)
+    }
+
+    /// The mask entry at `at` in f32 when `masked` and the (query, key) pair is `live`, else 0.
+    #[cube]
+    fn bias_at<G: Float>(bias: &Tensor<G>, at: usize, live: bool, #[comptime] masked: bool) -> f32 {
+        let mut b = f32::new(0.0);
+        if masked && live {
+            b = mask_value::<G>(bias[at]);
+        }
+        b
+    }
+
+    /// This unit's share of a `block × d` tile kept in registers: element `i` of `acc` is the
+    /// tile's element `unit + i · block²`, row `e / d`, column `e mod d`. Adds to each
+    /// `Σⱼ w[row, j] · tile[j, col]` (`w[j, row]` when `transposed`), `w` a `block × block`
+    /// tile and `tile` rows padded to `d + 1`.
+    #[cube]
+    fn add_products(
+        acc: &mut Array<f32>,
+        weights: &Shared<[f32]>,
+        tile: &Shared<[f32]>,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+        #[comptime] transposed: bool,
+    ) {
+        let unit = UNIT_POS_X as usize;
+        #[unroll]
+        for i in 0..comptime!((block * d).div_ceil(block * block)) {
+            let e = unit + i * block * block;
+            if e < block * d {
+                let (row, col) = (e / d, e % d);
+                let mut sum = acc[i];
+                for j in 0..block {
+                    let mut w = weights[row * block + j];
+                    if transposed {
+                        w = weights[j * block + row];
+                    }
+                    sum += w * tile[j * (d + 1) + col];
+                }
+                acc[i] = sum;
+            }
+        }
+    }
+
+    /// Multiplies this unit's share of a `block × d` tile (as [`add_products`]) by `scale` of
+    /// its row.
+    #[cube]
+    fn scale_rows(
+        acc: &mut Array<f32>,
+        scale: &Shared<[f32]>,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+    ) {
+        let unit = UNIT_POS_X as usize;
+        #[unroll]
+        for i in 0..comptime!((block * d).div_ceil(block * block)) {
+            let e = unit + i * block * block;
+            if e < block * d {
+                acc[i] *= scale[e / d];
+            }
+        }
+    }
+
+    /// Writes this unit's share of a `block × d` tile (as [`add_products`]) to rows
+    /// `first..first + block` of `out` (rows of `d`, from flat row `base`), up to row `end`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn store_rows<F: Float>(
+        out: &mut Tensor<F>,
+        acc: &Array<f32>,
+        base: usize,
+        first: usize,
+        end: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+    ) {
+        let unit = UNIT_POS_X as usize;
+        #[unroll]
+        for i in 0..comptime!((block * d).div_ceil(block * block)) {
+            let e = unit + i * block * block;
+            if e < block * d {
+                let (row, col) = (e / d, e % d);
+                if first + row < end {
+                    out[(base + first + row) * d + col] = F::cast_from(acc[i]);
+                }
+            }
+        }
+    }
+
     /// The dot product of padded tile rows `a[i]` and `b[j]`.
     #[cube]
     fn row_dot(
@@ -1589,8 +1683,7 @@ mod cube {
         let head = CUBE_POS / blocks; // batch · kv + kv head
         let first = (CUBE_POS % blocks) * block;
         let batch = head / kv;
-        let k_base = batch * k.stride(0) + (head % kv) * k.stride(1);
-        let v_base = batch * v.stride(0) + (head % kv) * v.stride(1);
+        let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
         let (r, c) = (unit / block, unit % block);
         let units = comptime!(block * block);
@@ -1619,10 +1712,7 @@ mod cube {
         while tile < s {
             let key = tile + c;
             let live = query < m && key < s;
-            let mut b = f32::new(0.0);
-            if masked && live {
-                b = mask_value::<G>(bias[bias_row + key]);
-            }
+            let b = bias_at::<G>(bias, bias_row + key, live, masked);
             let need = cube_max(needed(live, b, row_max[r]), units);
             if need > f32::new(0.0) {
                 load_keys::<F>(k, &mut ks, k_base, tile, s, d, block);
@@ -1657,33 +1747,19 @@ mod cube {
                     }
                     row_sum[unit] = row_sum[unit] * row_scale[unit] + sum;
                 }
-                #[unroll]
-                for i in 0..per {
-                    let e = unit + i * units;
-                    if e < block * d {
-                        let (row, col) = (e / d, e % d);
-                        let mut sum = acc[i] * row_scale[row];
-                        for j in 0..block {
-                            sum += probs[row * block + j] * vs[j * (d + 1) + col];
-                        }
-                        acc[i] = sum;
-                    }
-                }
+                scale_rows(&mut acc, &row_scale, d, block);
+                add_products(&mut acc, &probs, &vs, d, block, false);
                 sync_cube();
             }
             tile += block;
         }
-        let base = head * m + first;
-        #[unroll]
-        for i in 0..per {
-            let e = unit + i * units;
-            if e < block * d {
-                let (row, col) = (e / d, e % d);
-                if first + row < m {
-                    out[(base + row) * d + col] = F::cast_from(acc[i] / row_sum[row]);
-                }
-            }
+        if unit < block {
+            row_scale[unit] = f32::new(1.0) / row_sum[unit];
         }
+        sync_cube();
+        scale_rows(&mut acc, &row_scale, d, block);
+        store_rows::<F>(out, &acc, head * m, first, m, d, block);
+        let base = head * m + first;
         if unit < block && first + unit < m {
             stats[2 * (base + unit)] = row_max[unit];
             stats[2 * (base + unit) + 1] = f32::ln(row_sum[unit]);
@@ -1722,8 +1798,7 @@ mod cube {
         let head = CUBE_POS / blocks;
         let first = (CUBE_POS % blocks) * block;
         let batch = head / kv;
-        let k_base = batch * k.stride(0) + (head % kv) * k.stride(1);
-        let v_base = batch * v.stride(0) + (head % kv) * v.stride(1);
+        let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
         let (r, c) = (unit / block, unit % block);
         let units = comptime!(block * block);
@@ -1779,10 +1854,7 @@ mod cube {
         while tile < s {
             let key = tile + c;
             let live = query < m && key < s;
-            let mut b = f32::new(0.0);
-            if masked && live {
-                b = mask_value::<G>(bias[bias_row + key]);
-            }
+            let b = bias_at::<G>(bias, bias_row + key, live, masked);
             let need = cube_max(needed(live, b, row_max[r]), units);
             if need > f32::new(0.0) {
                 load_keys::<F>(k, &mut ks, k_base, tile, s, d, block);
@@ -1796,32 +1868,12 @@ mod cube {
                 }
                 grads[unit] = ds;
                 sync_cube();
-                #[unroll]
-                for i in 0..per {
-                    let e = unit + i * units;
-                    if e < block * d {
-                        let (row, col) = (e / d, e % d);
-                        let mut sum = acc[i];
-                        for j in 0..block {
-                            sum += grads[row * block + j] * ks[j * (d + 1) + col];
-                        }
-                        acc[i] = sum;
-                    }
-                }
+                add_products(&mut acc, &grads, &ks, d, block, false);
                 sync_cube();
             }
             tile += block;
         }
-        #[unroll]
-        for i in 0..per {
-            let e = unit + i * units;
-            if e < block * d {
-                let (row, col) = (e / d, e % d);
-                if first + row < m {
-                    dq[(base + row) * d + col] = F::cast_from(acc[i]);
-                }
-            }
-        }
+        store_rows::<F>(dq, &acc, head * m, first, m, d, block);
     }
 
     /// Flash attention's backward pass for k and v: one cube per `block` keys of one (batch,
@@ -1856,8 +1908,7 @@ mod cube {
         let head = CUBE_POS / blocks;
         let first_key = (CUBE_POS % blocks) * block;
         let batch = head / kv;
-        let k_base = batch * k.stride(0) + (head % kv) * k.stride(1);
-        let v_base = batch * v.stride(0) + (head % kv) * v.stride(1);
+        let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
         let (r, c) = (unit / block, unit % block);
         let units = comptime!(block * block);
@@ -1883,7 +1934,7 @@ mod cube {
         while tile < m {
             let query = tile + r;
             let live = query < m && key < s;
-            let mut b = f32::new(0.0);
+            let b = bias_at::<G>(bias, (batch * t + query % t) * s + key, live, masked);
             let mut max = f32::new(0.0);
             let mut log_sum = f32::new(0.0);
             let mut dl = f32::new(0.0);
@@ -1891,9 +1942,6 @@ mod cube {
                 max = stats[2 * (head * m + query)];
                 log_sum = stats[2 * (head * m + query) + 1];
                 dl = delta[head * m + query];
-                if masked {
-                    b = mask_value::<G>(bias[(batch * t + query % t) * s + key]);
-                }
             }
             let need = cube_max(needed(live, b, max), units);
             if need > f32::new(0.0) {
@@ -1909,38 +1957,16 @@ mod cube {
                 probs[unit] = p;
                 grads[unit] = ds;
                 sync_cube();
-                #[unroll]
-                for i in 0..per {
-                    let e = unit + i * units;
-                    if e < block * d {
-                        let (kk, col) = (e / d, e % d);
-                        let mut sk = dk_acc[i];
-                        let mut sv = dv_acc[i];
-                        for j in 0..block {
-                            sk += grads[j * block + kk] * qs[j * (d + 1) + col];
-                            sv += probs[j * block + kk] * dos[j * (d + 1) + col];
-                        }
-                        dk_acc[i] = sk;
-                        dv_acc[i] = sv;
-                    }
-                }
+                add_products(&mut dk_acc, &grads, &qs, d, block, true);
+                add_products(&mut dv_acc, &probs, &dos, d, block, true);
                 sync_cube();
             }
             tile += block;
         }
-        #[unroll]
-        for i in 0..per {
-            let e = unit + i * units;
-            if e < block * d {
-                let (kk, col) = (e / d, e % d);
-                if first_key + kk < s {
-                    let at = (head * s + first_key + kk) * d + col;
-                    dk[at] = F::cast_from(dk_acc[i]);
-                    dv[at] = F::cast_from(dv_acc[i]);
-                }
-            }
-        }
+        store_rows::<F>(dk, &dk_acc, head * s, first_key, s, d, block);
+        store_rows::<F>(dv, &dv_acc, head * s, first_key, s, d, block);
     }
+
     /// The target's index in a row of `vocab`, or `vocab` when it lies outside (a negative
     /// target wraps to a large index).
     #[cube]
