@@ -735,9 +735,9 @@ impl Model {
         }
         let (b, t) = (batch.b, batch.t);
         let logits = self.logits(batch, None)?; // (b, t, vocab)
-        let vocab = logits.dims()[2];
-        let flat = logits.clone().reshape([b * t, vocab]);
-        if fused::fuses_token_logprobs(&flat) {
+        if fused::fuses_token_logprobs(&logits.device()) {
+            let vocab = logits.dims()[2];
+            let flat = logits.reshape([b * t, vocab]);
             // Every row's log-prob in one kernel (the last column's target a placeholder,
             // dropped after): no (b, t − 1, vocab) copy of the logits, no log-softmax.
             let targets: Vec<i64> = (0..b)

@@ -913,16 +913,16 @@ pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     }
 }
 
-/// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for these
-/// logits: a GPU backend with [`GpuKernels::Fused`].
-pub fn fuses_token_logprobs(logits: &Tensor<2>) -> bool {
+/// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for logits
+/// on `device`: a GPU backend with [`GpuKernels::Fused`].
+pub fn fuses_token_logprobs(device: &Device) -> bool {
     #[cfg(feature = "gpu-kernels")]
     {
-        gpu_fused(&[logits.device()])
+        gpu_fused(std::slice::from_ref(device))
     }
     #[cfg(not(feature = "gpu-kernels"))]
     {
-        let _ = logits;
+        let _ = device;
         false
     }
 }
@@ -933,7 +933,7 @@ pub fn fuses_token_logprobs(logits: &Tensor<2>) -> bool {
 /// log-softmax; [`composed::token_logprobs`] otherwise.
 pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
     #[cfg(feature = "gpu-kernels")]
-    if fuses_token_logprobs(&logits) {
+    if fuses_token_logprobs(&logits.device()) {
         return super::gpu::token_logprobs(logits, targets);
     }
     composed::token_logprobs(logits, targets)
