@@ -26,7 +26,6 @@ use std::path::Path;
 use reasonlab_core::fs::atomic_write as core_atomic_write;
 
 use burn::module::{Module, Param, ParamId};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 pub use backend::{
@@ -735,44 +734,20 @@ impl Model {
         }
         let (b, t) = (batch.b, batch.t);
         let logits = self.logits(batch, None)?; // (b, t, vocab)
-        if fused::fuses_token_logprobs(&logits.device()) {
-            let vocab = logits.dims()[2];
-            let flat = logits.reshape([b * t, vocab]);
-            // Every row's log-prob in one kernel (the last column's target a placeholder,
-            // dropped after): no (b, t − 1, vocab) copy of the logits, no log-softmax.
-            let targets: Vec<i64> = (0..b)
-                .flat_map(|row| {
-                    let next = batch.ids[row * t + 1..(row + 1) * t].iter();
-                    next.map(|&i| i as i64).chain([0])
-                })
-                .collect();
-            let targets =
-                Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
-            let (logp, ent) = fused::token_logprobs(flat, targets);
-            let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
-            return Ok((cut(logp), entropy.then(|| cut(ent))));
-        }
-        let logits = logits.narrow(1, 0, t - 1); // (b, t-1, vocab)
-        // The log-softmax in f32 whatever the compute type (transformers' `logits.float()`).
-        let logits = match logits.dtype() {
-            burn::tensor::DType::F32 => logits,
-            _ => logits.cast(burn::tensor::FloatDType::F32),
-        };
-        let logp = log_softmax(logits, 2);
-        let entropy = entropy.then(|| {
-            let lp = logp.clone().detach();
-            (lp.clone().exp() * lp).sum_dim(2).neg().reshape([b, t - 1])
-        });
+        let vocab = logits.dims()[2];
+        // Every position's row (the last column's target a placeholder, dropped after): the
+        // logits as they are, no (b, t − 1, vocab) copy.
         let targets: Vec<i64> = (0..b)
             .flat_map(|row| {
-                batch.ids[row * t + 1..(row + 1) * t]
-                    .iter()
-                    .map(|&i| i as i64)
+                let next = batch.ids[row * t + 1..(row + 1) * t].iter();
+                next.map(|&i| i as i64).chain([0])
             })
             .collect();
-        let targets =
-            Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), &self.device);
-        Ok((logp.gather(2, targets).reshape([b, t - 1]), entropy))
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
+        let (logp, entropy) =
+            fused::token_logprobs(logits.reshape([b * t, vocab]), targets, entropy);
+        let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
+        Ok((cut(logp), entropy.map(cut)))
     }
 
     /// [`TokenBatch::target_weights`] as a tensor on this model's device.

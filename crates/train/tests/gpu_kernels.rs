@@ -63,6 +63,13 @@ fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.cast(FloatDType::F32).try_into_vec_as::<f32>().unwrap()
 }
 
+/// Asserts that the fused values lie within `tol` of the composed ones, printing the gap.
+fn close(what: &str, fused: &[f32], composed: &[f32], tol: f32) {
+    let diff = max_abs_diff(fused, composed);
+    eprintln!("{what}: max |Δ| = {diff:.2e}");
+    assert!(diff < tol, "{what} differs by {diff}");
+}
+
 /// The float types this device computes in: f32, and f16 where the adapter has it.
 fn dtypes(device: &Device) -> Vec<(DType, f32)> {
     let mut d = vec![(DType::F32, 1e-5)];
@@ -93,12 +100,8 @@ fn fused_rms_norm_matches_the_composed_op() {
                 assert_eq!(y.dtype(), dtype);
                 read(y)
             };
-            let diff = max_abs_diff(&run(true), &run(false));
-            eprintln!("rms_norm {dtype:?} ({rows}, {d}): max |Δ| = {diff:.2e}");
-            assert!(
-                diff < tol,
-                "rms_norm {dtype:?} ({rows}, {d}) differs by {diff}"
-            );
+            let what = format!("rms_norm {dtype:?} ({rows}, {d})");
+            close(&what, &run(true), &run(false), tol);
         }
     }
 }
@@ -144,16 +147,7 @@ fn fused_softmax_matches_the_composed_op() {
             let (b, kv, m, t) = (2, 2, 4, 2);
             let x = values(b * kv * m * s, 5, 8.0);
             // Causal over the last t keys, and the first key of batch 1 is padding.
-            let mut bias = vec![0f32; b * t * s];
-            for i in 0..b {
-                for q in 0..t {
-                    for k in 0..s {
-                        if k > s - t + q || (i == 1 && k == 0) {
-                            bias[(i * t + q) * s + k] = -1e30;
-                        }
-                    }
-                }
-            }
+            let bias = causal_mask(b, t, s, &[0, 1]);
             let run = |fused_path: bool| {
                 let x = tensor(x.clone(), [b, kv, m, s], dtype, &device);
                 let bias = tensor(bias.clone(), [b, t, s], dtype, &device);
@@ -170,12 +164,7 @@ fn fused_softmax_matches_the_composed_op() {
                 assert!((sum - 1.0).abs() < 1e-2, "a row sums to {sum}");
             }
             assert_eq!(a[(b * kv * m - 1) * s], 0.0, "a masked key has weight");
-            let diff = max_abs_diff(&a, &c);
-            eprintln!("masked_softmax {dtype:?} s = {s}: max |Δ| = {diff:.2e}");
-            assert!(
-                diff < tol,
-                "masked_softmax {dtype:?} s = {s} differs by {diff}"
-            );
+            close(&format!("masked_softmax {dtype:?} s = {s}"), &a, &c, tol);
             // Without a mask (a decode step whose keys are all visible).
             let run = |fused_path: bool| {
                 let x = tensor(x.clone(), [b, kv, m, s], dtype, &device);
@@ -186,9 +175,12 @@ fn fused_softmax_matches_the_composed_op() {
                 assert_eq!(y.dtype(), dtype);
                 read(y)
             };
-            let diff = max_abs_diff(&run(true), &run(false));
-            eprintln!("softmax {dtype:?} s = {s}: max |Δ| = {diff:.2e}");
-            assert!(diff < tol, "softmax {dtype:?} s = {s} differs by {diff}");
+            close(
+                &format!("softmax {dtype:?} s = {s}"),
+                &run(true),
+                &run(false),
+                tol,
+            );
         }
         // More rows than one grid axis (65,535 cubes) holds.
         let (rows, s) = (70_000, 4);
@@ -200,12 +192,8 @@ fn fused_softmax_matches_the_composed_op() {
                 false => read(composed::softmax_f32(x)),
             }
         };
-        let diff = max_abs_diff(&run(true), &run(false));
-        eprintln!("softmax {dtype:?} over {rows} rows: max |Δ| = {diff:.2e}");
-        assert!(
-            diff < tol,
-            "softmax {dtype:?} over {rows} rows differs by {diff}"
-        );
+        let what = format!("softmax {dtype:?} over {rows} rows");
+        close(&what, &run(true), &run(false), tol);
     }
 }
 
@@ -245,9 +233,7 @@ fn fused_rope_matches_the_composed_op() {
         // The rotation keeps each pair's norm: a check on the composed op itself.
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
         assert!((norm(&c) - norm(&x)).abs() < 1e-2 * norm(&x));
-        let diff = max_abs_diff(&a, &c);
-        eprintln!("rope {dtype:?}: max |Δ| = {diff:.2e}");
-        assert!(diff < 4.0 * tol, "rope {dtype:?} differs by {diff}");
+        close(&format!("rope {dtype:?}"), &a, &c, 4.0 * tol);
     }
 }
 
@@ -324,13 +310,7 @@ fn fused_kernels_have_the_composed_gradients() {
         // Softmax with a causal mask over grouped-query heads, and without one.
         let (b, kv, m, t, s) = (2, 2, 4, 2, 37);
         let x = values(b * kv * m * s, 13, 6.0);
-        let mut bias = vec![0f32; b * t * s];
-        for (i, v) in bias.iter_mut().enumerate() {
-            let (q, k) = ((i / s) % t, i % s);
-            if k > s - t + q {
-                *v = -1e30;
-            }
-        }
+        let bias = causal_mask(b, t, s, &[0, 0]);
         for masked in [true, false] {
             let run = |fused_path: bool| {
                 let xt = input(&x, [b, kv, m, s], dtype, &device);
@@ -422,14 +402,8 @@ fn fused_decode_attention_matches_the_composed_ops() {
                     assert_eq!(y.dims(), [b, kv, n_rep, d]);
                     read(y)
                 };
-                let diff = max_abs_diff(&run(true), &run(false));
-                eprintln!(
-                    "decode attention {dtype:?} s = {s}, d = {d}, masked {masked}: max |Δ| = {diff:.2e}"
-                );
-                assert!(
-                    diff < tol,
-                    "decode attention {dtype:?} s = {s}, d = {d} differs by {diff}"
-                );
+                let what = format!("decode attention {dtype:?} s = {s}, d = {d}, masked {masked}");
+                close(&what, &run(true), &run(false), tol);
             }
         }
     }
@@ -508,9 +482,7 @@ fn flash_attention_matches_the_composed_ops() {
                 let what =
                     format!("flash attention {dtype:?} t = {t}, s = {s}, d = {d}, masked {masked}");
                 if dtype == DType::F32 {
-                    let diff = max_abs_diff(&flash, &composed);
-                    eprintln!("{what}: max |Δ| = {diff:.2e}");
-                    assert!(diff < tol, "{what} differs by {diff}");
+                    close(&what, &flash, &composed, tol);
                 } else {
                     let reference = run(false, false);
                     let (ours, theirs) = (
@@ -601,11 +573,11 @@ fn fused_token_logprobs_match_the_composed_ops() {
                 let (lp, ent) = match fused_path {
                     true => {
                         assert!(fused::fuses_token_logprobs(&x.device()));
-                        fused::token_logprobs(x, tg)
+                        fused::token_logprobs(x, tg, true)
                     }
-                    false => composed::token_logprobs(x, tg),
+                    false => composed::token_logprobs(x, tg, true),
                 };
-                (read(lp), read(ent))
+                (read(lp), read(ent.expect("asked for")))
             };
             let ((lp, ent), (lp_c, ent_c)) = (run(true), run(false));
             // Relative to the magnitudes: log-probs reach −60 and entropies ln(vocab).
@@ -632,8 +604,8 @@ fn fused_token_logprobs_match_the_composed_ops() {
             let x = input(&logits, [rows, vocab], dtype, &device);
             let tg = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
             let (lp, _) = match fused_path {
-                true => fused::token_logprobs(x.clone(), tg),
-                false => composed::token_logprobs(x.clone(), tg),
+                true => fused::token_logprobs(x.clone(), tg, false),
+                false => composed::token_logprobs(x.clone(), tg, false),
             };
             let grads = loss(lp).backward();
             read(x.grad(&grads).unwrap())
@@ -647,7 +619,7 @@ fn fused_token_logprobs_match_the_composed_ops() {
         let x = tensor(logits.clone(), [rows, vocab], dtype, &device);
         let outside =
             Tensor::<1, Int>::from_data(TensorData::new(vec![vocab as i64; rows], [rows]), &device);
-        let (lp, _) = fused::token_logprobs(x, outside);
+        let (lp, _) = fused::token_logprobs(x, outside, false);
         assert!(
             read(lp).iter().all(|&v| v <= -3.0e38),
             "a target outside the vocabulary"

@@ -705,8 +705,8 @@ pub fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 
-/// What the GPU backends run for the ops reasonlab fuses (RMSNorm, softmax, SwiGLU, RoPE, the
-/// decode attention).
+/// What the GPU backends run for the ops reasonlab fuses (RMSNorm, softmax, SwiGLU, RoPE,
+/// attention, token log-probabilities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GpuKernels {
@@ -806,12 +806,21 @@ impl std::str::FromStr for GpuAttention {
     }
 }
 
-/// Whether the fused GPU kernels ([`super::gpu`]) take tensors on these devices: a GPU
-/// backend, with or without autodiff, unless [`GpuKernels::current`] asks for the composed
-/// ops. (The workspace builds flex and burn's cubecl backends only, so "not flex" is cubecl.)
-#[cfg(feature = "gpu-kernels")]
-pub(crate) fn gpu_fused(devices: &[Device]) -> bool {
-    GpuKernels::current() == GpuKernels::Fused && devices.iter().all(|d| !is_flex(d))
+/// The largest head dim of the decode attention kernel (a unit per dimension).
+pub const DECODE_MAX_HEAD_DIM: usize = 256;
+
+/// The largest head dim of flash attention (its tiles of q, k, v rows live in shared memory);
+/// Qwen2.5's is 64 or 128.
+pub const FLASH_MAX_HEAD_DIM: usize = 128;
+
+/// Whether the fused GPU kernels (`kernels::gpu`) take tensors on these devices: a GPU backend
+/// compiled with them, with or without autodiff, unless [`GpuKernels::current`] asks for the
+/// composed ops. (The workspace builds flex and burn's cubecl backends only, so "not flex" is
+/// cubecl.)
+fn gpu_fused(devices: &[Device]) -> bool {
+    cfg!(feature = "gpu-kernels")
+        && GpuKernels::current() == GpuKernels::Fused
+        && devices.iter().all(|d| !is_flex(d))
 }
 
 /// `softmax(x + bias)` over the last dimension, `x`: (b, kv, m, s), `bias`: (b, t, s) with `m`
@@ -899,61 +908,43 @@ pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>
 /// Whether [`attention`] of a decode step runs as one fused kernel for these tensors:
 /// inference (no autodiff) on a GPU backend with [`GpuKernels::Fused`], head dim at most 256.
 pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
-    #[cfg(feature = "gpu-kernels")]
-    {
-        let devices = [q.device(), k.device()];
-        q.dims()[3] <= super::gpu::DECODE_MAX_HEAD_DIM
-            && gpu_fused(&devices)
-            && devices.iter().all(|d| !d.is_autodiff())
-    }
-    #[cfg(not(feature = "gpu-kernels"))]
-    {
-        let _ = (q, k);
-        false
-    }
+    let devices = [q.device(), k.device()];
+    q.dims()[3] <= DECODE_MAX_HEAD_DIM
+        && gpu_fused(&devices)
+        && devices.iter().all(|d| !d.is_autodiff())
 }
 
 /// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for logits
 /// on `device`: a GPU backend with [`GpuKernels::Fused`].
 pub fn fuses_token_logprobs(device: &Device) -> bool {
-    #[cfg(feature = "gpu-kernels")]
-    {
-        gpu_fused(std::slice::from_ref(device))
-    }
-    #[cfg(not(feature = "gpu-kernels"))]
-    {
-        let _ = device;
-        false
-    }
+    gpu_fused(std::slice::from_ref(device))
 }
 
 /// Each row's log-probability of its target under the softmax of `logits` (rows, vocab) in
-/// f32, and the distribution's entropy `−Σ p log p` (detached), both (rows). One kernel on the
-/// GPU backends where [`fuses_token_logprobs`], which never holds the (rows, vocab)
-/// log-softmax; [`composed::token_logprobs`] otherwise.
-pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+/// f32, and, when `entropy`, the distribution's entropy `−Σ p log p` (detached), each (rows).
+/// One kernel on the GPU backends where [`fuses_token_logprobs`], which never holds the
+/// (rows, vocab) log-softmax (and computes the entropy in the same pass);
+/// [`composed::token_logprobs`] otherwise.
+pub fn token_logprobs(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    entropy: bool,
+) -> (Tensor<1>, Option<Tensor<1>>) {
     #[cfg(feature = "gpu-kernels")]
     if fuses_token_logprobs(&logits.device()) {
-        return super::gpu::token_logprobs(logits, targets);
+        let (logp, all) = super::gpu::token_logprobs(logits, targets);
+        return (logp, entropy.then_some(all));
     }
-    composed::token_logprobs(logits, targets)
+    composed::token_logprobs(logits, targets, entropy)
 }
 
 /// Whether [`attention`] runs as flash attention for these tensors: a GPU backend with
 /// [`GpuKernels::Fused`] and [`GpuAttention::Flash`], head dim at most 128 (with or without
 /// autodiff: the backward pass is flash attention's too).
 pub fn fuses_flash_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
-    #[cfg(feature = "gpu-kernels")]
-    {
-        q.dims()[3] <= super::gpu::FLASH_MAX_HEAD_DIM
-            && GpuAttention::current() == GpuAttention::Flash
-            && gpu_fused(&[q.device(), k.device()])
-    }
-    #[cfg(not(feature = "gpu-kernels"))]
-    {
-        let _ = (q, k);
-        false
-    }
+    q.dims()[3] <= FLASH_MAX_HEAD_DIM
+        && GpuAttention::current() == GpuAttention::Flash
+        && gpu_fused(&[q.device(), k.device()])
 }
 
 /// `softmax(q·kᵀ + bias)·v` over the last dimension: `q` (b, kv, m, d) with the scale applied
@@ -1053,11 +1044,17 @@ pub mod composed {
 
     /// [`super::token_logprobs`], composed: the log-softmax in f32 (transformers'
     /// `logits.float()`), the targets' entries, and the entropy from the detached log-softmax.
-    pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+    pub fn token_logprobs(
+        logits: Tensor<2>,
+        targets: Tensor<1, Int>,
+        entropy: bool,
+    ) -> (Tensor<1>, Option<Tensor<1>>) {
         let rows = logits.dims()[0];
         let logp = burn::tensor::activation::log_softmax(same_type(logits, DType::F32), 1);
-        let lp = logp.clone().detach();
-        let entropy = (lp.clone().exp() * lp).sum_dim(1).neg().reshape([rows]);
+        let entropy = entropy.then(|| {
+            let lp = logp.clone().detach();
+            (lp.clone().exp() * lp).sum_dim(1).neg().reshape([rows])
+        });
         let picked = logp.gather(1, targets.reshape([rows, 1])).reshape([rows]);
         (picked, entropy)
     }

@@ -82,7 +82,8 @@ pub trait GpuOps: Backend {
     /// (m, s) scores ever reaching device memory. `q`: (b, kv, m, d) with the scale applied
     /// and `m` a multiple of `t` (row `j` is query `j mod t`, the `m / t` query heads sharing
     /// kv head `i` folded into its rows); `k`, `v`: (b, kv, s, d), any strides; `bias`:
-    /// (b, t, s) additive, read only when `masked`; `d` ≤ [`FLASH_MAX_HEAD_DIM`].
+    /// (b, t, s) additive, read only when `masked`;
+    /// `d` ≤ [`super::fused::FLASH_MAX_HEAD_DIM`].
     #[fusion(dtype = q, shape = q)]
     fn attention(
         q: FloatTensor<Self>,
@@ -141,7 +142,7 @@ pub trait GpuGrads: Backend {
     /// needs: (b·kv·m, 2) f32, the row's largest score `M` and `ln Σ exp(score − M)` (kept
     /// apart, not as their sum: a row whose every key is masked has `M` ≈ −1e30, which would
     /// absorb the logarithm).
-    #[fusion(meta = attention_meta)]
+    #[fusion(meta = |q, _k, _v, _bias, _masked, _t| (q.clone(), rows_spec(q, 2)))]
     fn attention_with_stats(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -151,9 +152,10 @@ pub trait GpuGrads: Backend {
         t: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// Flash attention's backward pass (FlashAttention-2's: the probabilities recomputed from
-    /// the row statistics one tile at a time), as `(dq, dk, dv)` in the types and shapes of `q`, `k`, `v`
-    /// (the mask is a constant: no gradient). With `Δᵢ = dOᵢ·Oᵢ`, `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and
-    /// `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`: `dq = dS·k`, `dk = dSᵀ·q`, `dv = Pᵀ·dO`.
+    /// the row statistics one tile at a time), as `(dq, dk, dv)` in the types and shapes of
+    /// `q`, `k`, `v` (the mask is a constant: no gradient). With `Δᵢ = dOᵢ·Oᵢ`,
+    /// `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`: `dq = dS·k`, `dk = dSᵀ·q`,
+    /// `dv = Pᵀ·dO`.
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = |q, k, v, _bias, _out, _stats, _dout, _masked, _t| (q.clone(), k.clone(), v.clone()))]
     fn attention_backward(
@@ -200,23 +202,6 @@ fn rows_spec(
     burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
 }
 
-/// The outputs of [`GpuGrads::attention_with_stats`] under burn's fusion: the output like `q`,
-/// two f32 statistics per query row.
-#[cfg(feature = "fusion")]
-fn attention_meta(
-    q: &burn::backend::fusion::custom::TensorSpec,
-    _k: &burn::backend::fusion::custom::TensorSpec,
-    _v: &burn::backend::fusion::custom::TensorSpec,
-    _bias: &burn::backend::fusion::custom::TensorSpec,
-    _masked: &bool,
-    _t: &usize,
-) -> (
-    burn::backend::fusion::custom::TensorSpec,
-    burn::backend::fusion::custom::TensorSpec,
-) {
-    (q.clone(), rows_spec(q, 2))
-}
-
 /// Inference-only kernels (no backward pass: routed only for tensors without autodiff).
 #[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
 pub trait GpuDecode: Backend {
@@ -224,7 +209,7 @@ pub trait GpuDecode: Backend {
     /// scores never leave the cube): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type. `q`:
     /// (b, kv, n_rep, d) with the scale applied, the `n_rep` query heads of each kv head;
     /// `k`, `v`: (b, kv, s, d), any strides (views of the cache's buffers); `bias`: (b, s)
-    /// additive, read only when `masked`; `d` ≤ [`DECODE_MAX_HEAD_DIM`].
+    /// additive, read only when `masked`; `d` ≤ [`super::fused::DECODE_MAX_HEAD_DIM`].
     #[fusion(dtype = q, shape = q)]
     fn decode_attention(
         q: FloatTensor<Self>,
@@ -234,13 +219,6 @@ pub trait GpuDecode: Backend {
         masked: bool,
     ) -> FloatTensor<Self>;
 }
-
-/// The largest head dim [`GpuDecode::decode_attention`] takes (a unit per dimension).
-pub const DECODE_MAX_HEAD_DIM: usize = 256;
-
-/// The largest head dim [`GpuOps::attention`] takes (its tiles of q, k, v rows live in shared
-/// memory); Qwen2.5's is 64 or 128.
-pub const FLASH_MAX_HEAD_DIM: usize = 128;
 
 /// Most units per cube of the row kernels.
 const ROW_UNITS: usize = 256;
@@ -490,10 +468,7 @@ impl GpuGrads for CubeBackend {
             into_contiguous(dout),
             into_contiguous(stats),
         );
-        let bias = match masked {
-            true => into_contiguous(bias),
-            false => bias,
-        };
+        let bias = mask_contiguous(bias, masked);
         let [b, kv, m, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let (dq, dk, dv) = (like(&q), like(&k), like(&v));
@@ -594,10 +569,7 @@ fn flash_forward(
     t: usize,
 ) -> (CubeTensor, CubeTensor) {
     let q = into_contiguous(q);
-    let bias = match masked {
-        true => into_contiguous(bias),
-        false => bias,
-    };
+    let bias = mask_contiguous(bias, masked);
     let [b, kv, m, d] = dims::<4>(&q);
     let s = dims::<4>(&k)[2];
     let out = like(&q);
@@ -627,6 +599,14 @@ fn flash_forward(
         ],
     );
     (out, stats)
+}
+
+/// An attention kernel's mask, contiguous when it is read (unmasked, it stands for nothing).
+fn mask_contiguous(bias: CubeTensor, masked: bool) -> CubeTensor {
+    match masked {
+        true => into_contiguous(bias),
+        false => bias,
+    }
 }
 
 /// An uninitialised f32 tensor of `shape` on `t`'s device (per-row statistics).
@@ -665,10 +645,7 @@ impl GpuDecode for CubeBackend {
         masked: bool,
     ) -> CubeTensor {
         let q = into_contiguous(q);
-        let bias = match masked {
-            true => into_contiguous(bias),
-            false => bias,
-        };
+        let bias = mask_contiguous(bias, masked);
         let [b, kv, n_rep, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let out = like(&q);
@@ -1591,20 +1568,25 @@ mod cube {
     }
 
     /// Multiplies this unit's share of a `block × d` tile (as [`add_products`]) by `scale` of
-    /// its row.
+    /// its row, or divides it when `divide`.
     #[cube]
     fn scale_rows(
         acc: &mut Array<f32>,
         scale: &Shared<[f32]>,
         #[comptime] d: usize,
         #[comptime] block: usize,
+        #[comptime] divide: bool,
     ) {
         let unit = UNIT_POS_X as usize;
         #[unroll]
         for i in 0..comptime!((block * d).div_ceil(block * block)) {
             let e = unit + i * block * block;
             if e < block * d {
-                acc[i] *= scale[e / d];
+                if divide {
+                    acc[i] /= scale[e / d];
+                } else {
+                    acc[i] *= scale[e / d];
+                }
             }
         }
     }
@@ -1747,17 +1729,13 @@ mod cube {
                     }
                     row_sum[unit] = row_sum[unit] * row_scale[unit] + sum;
                 }
-                scale_rows(&mut acc, &row_scale, d, block);
+                scale_rows(&mut acc, &row_scale, d, block, false);
                 add_products(&mut acc, &probs, &vs, d, block, false);
                 sync_cube();
             }
             tile += block;
         }
-        if unit < block {
-            row_scale[unit] = f32::new(1.0) / row_sum[unit];
-        }
-        sync_cube();
-        scale_rows(&mut acc, &row_scale, d, block);
+        scale_rows(&mut acc, &row_sum, d, block, true);
         store_rows::<F>(out, &acc, head * m, first, m, d, block);
         let base = head * m + first;
         if unit < block && first + unit < m {
@@ -2083,6 +2061,18 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     ))
 }
 
+/// An attention kernel's mask argument and whether it is one: unmasked, `q` stands in for it
+/// (the kernels never read it).
+fn bias_argument<const D: usize>(
+    q: &Tensor<4>,
+    bias: Option<Tensor<D>>,
+) -> (FloatTensor<Dispatch>, bool) {
+    match bias {
+        Some(b) => (b.into_dispatch(), true),
+        None => (q.clone().into_dispatch(), false),
+    }
+}
+
 /// [`GpuDecode::decode_attention`] on high-level tensors: `q` (b, kv, n_rep, d), `k`, `v`
 /// (b, kv, s, d), `bias` (b, s) when some key is masked.
 pub fn decode_attention(
@@ -2091,12 +2081,7 @@ pub fn decode_attention(
     v: Tensor<4>,
     bias: Option<Tensor<2>>,
 ) -> Tensor<4> {
-    let masked = bias.is_some();
-    // Unmasked, `q` stands in for the bias argument; the kernel never reads it.
-    let bias = match bias {
-        Some(b) => b.into_dispatch(),
-        None => q.clone().into_dispatch(),
-    };
+    let (bias, masked) = bias_argument(&q, bias);
     Tensor::from_dispatch(<Dispatch as GpuDecode>::decode_attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -2115,12 +2100,7 @@ pub fn attention(
     bias: Option<Tensor<3>>,
     t: usize,
 ) -> Tensor<4> {
-    let masked = bias.is_some();
-    // Unmasked, `q` stands in for the bias argument; the kernels never read it.
-    let bias = match bias {
-        Some(b) => b.into_dispatch(),
-        None => q.clone().into_dispatch(),
-    };
+    let (bias, masked) = bias_argument(&q, bias);
     Tensor::from_dispatch(<Dispatch as GpuOps>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
