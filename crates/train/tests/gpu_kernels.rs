@@ -644,15 +644,42 @@ fn in_child(name: &str, key: &str, value: &str) -> String {
     text
 }
 
+/// Test `name` of a GPU choice in the environment variable `key`: run as is, it runs itself
+/// in two children, one with `key` set to `[good, typo]`'s `good`, where `check` runs, and one
+/// with `typo`, where opening a GPU device must fail naming the variable and the value.
+fn env_choice_test(name: &str, key: &str, [good, typo]: [&str; 2], check: impl FnOnce()) {
+    match std::env::var(key).ok() {
+        Some(value) if value == good => {
+            check();
+            eprintln!("child: {good} checked");
+        }
+        Some(other) => {
+            let err = reasonlab_model::open(backend(), false)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(&other), "{err}");
+            eprintln!("child: refused {other}");
+        }
+        None => {
+            let checked = in_child(name, key, good);
+            assert!(checked.contains(&format!("child: {good} checked")));
+            let refused = in_child(name, key, typo);
+            assert!(refused.contains(&format!("child: refused {typo}")));
+        }
+    }
+}
+
 /// `REASONLAB_GPU_KERNELS=composed` makes the GPU backends run burn's composed ops instead of
 /// the fused kernels (to measure the difference on a GPU), and a value that is neither name is
 /// refused when a GPU device opens. The choice is read once per process, so this test runs
 /// itself as a child process with the variable set; the child does the checks.
 #[test]
 fn the_composed_ops_run_when_asked() {
-    let key = GpuKernels::ENV;
-    match std::env::var(key).ok().as_deref() {
-        Some("composed") => {
+    env_choice_test(
+        "the_composed_ops_run_when_asked",
+        GpuKernels::ENV,
+        ["composed", "compsoed"],
+        || {
             let device = gpu();
             let (x, w) = (values(105, 1, 3.0), values(7, 2, 1.5));
             let x = tensor(x, [15, 7], DType::F32, &device);
@@ -661,21 +688,8 @@ fn the_composed_ops_run_when_asked() {
             assert_eq!(via_fused, read(composed::rms_norm(x, w, 1e-6)));
             let (_, info) = reasonlab_model::open(backend(), false).unwrap();
             assert_eq!(info.kernels, GpuKernels::Composed);
-            eprintln!("child: composed ops checked");
-        }
-        Some(other) => {
-            let err = reasonlab_model::open(backend(), false)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key) && err.contains(other), "{err}");
-            eprintln!("child: refused {other}");
-        }
-        None => {
-            let child = |value| in_child("the_composed_ops_run_when_asked", key, value);
-            assert!(child("composed").contains("child: composed ops checked"));
-            assert!(child("compsoed").contains("child: refused compsoed"));
-        }
-    }
+        },
+    );
 }
 
 /// `REASONLAB_GPU_ATTENTION=matmul` keeps the fused kernels but computes attention's scores as
@@ -683,9 +697,11 @@ fn the_composed_ops_run_when_asked() {
 /// device opens; checked in child processes, as above.
 #[test]
 fn matmul_attention_runs_when_asked() {
-    let key = GpuAttention::ENV;
-    match std::env::var(key).ok().as_deref() {
-        Some("matmul") => {
+    env_choice_test(
+        "matmul_attention_runs_when_asked",
+        GpuAttention::ENV,
+        ["matmul", "flahs"],
+        || {
             let device = gpu();
             let q = tensor(values(2 * 8 * 8, 1, 1.0), [1, 2, 8, 8], DType::F32, &device);
             let k = tensor(values(2 * 8 * 8, 2, 1.0), [1, 2, 8, 8], DType::F32, &device);
@@ -695,20 +711,7 @@ fn matmul_attention_runs_when_asked() {
             assert!(max_abs_diff(&via_fused, &composed) < 1e-5);
             let (_, info) = reasonlab_model::open(backend(), false).unwrap();
             assert_eq!(info.attention, GpuAttention::Matmul);
-            assert!(info.to_string().contains(key), "{info}");
-            eprintln!("child: matmul attention checked");
-        }
-        Some(other) => {
-            let err = reasonlab_model::open(backend(), false)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key) && err.contains(other), "{err}");
-            eprintln!("child: refused {other}");
-        }
-        None => {
-            let child = |value| in_child("matmul_attention_runs_when_asked", key, value);
-            assert!(child("matmul").contains("child: matmul attention checked"));
-            assert!(child("flahs").contains("child: refused flahs"));
-        }
-    }
+            assert!(info.to_string().contains(GpuAttention::ENV), "{info}");
+        },
+    );
 }
