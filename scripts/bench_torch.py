@@ -97,7 +97,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_generate(model, seed: int, device="cpu", batch=16, prompt_len=32, new_tokens=128, reps=3):
+def bench_generate(
+    model,
+    seed: int,
+    device="cpu",
+    batch=16,
+    prompt_len=32,
+    new_tokens=128,
+    reps=3,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+):
     from transformers import GenerationConfig
 
     model.eval()
@@ -107,9 +118,9 @@ def bench_generate(model, seed: int, device="cpu", batch=16, prompt_len=32, new_
     mask = torch.ones_like(ids)
     gc = GenerationConfig(
         do_sample=True,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
         min_new_tokens=new_tokens,
         max_new_tokens=new_tokens,
         eos_token_id=None,
@@ -167,6 +178,9 @@ def main() -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
+    ap.add_argument("--temperature", type=float, default=1.0, help="generate: sampling temperature")
+    ap.add_argument("--top-k", type=int, default=0, help="generate: keep the k likeliest (0: all)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="generate: nucleus mass (1: all)")
     ap.add_argument("--batch", type=int, default=8, help="train step: sequences")
     ap.add_argument("--seq", type=int, default=256, help="train step: tokens per sequence")
     args = ap.parse_args()
@@ -185,6 +199,8 @@ def main() -> int:
         "shape": args.shape,
         "dtype": args.dtype,
     }
+    if args.only in (None, "generate"):
+        result.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     detail = {
         "threads": torch.get_num_threads(),
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -197,7 +213,14 @@ def main() -> int:
         model = build_model(args.seed, args.shape, args.device)
         if args.dtype != "f32":
             model = model.to({"bf16": torch.bfloat16, "f16": torch.float16}[args.dtype])
-        tps, times = bench_generate(model, args.seed, args.device)
+        tps, times = bench_generate(
+            model,
+            args.seed,
+            args.device,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+        )
         result["generate_tokens_per_s"] = round(tps, 1)
         detail["generate_times_s"] = [round(t, 3) for t in times]
         del model

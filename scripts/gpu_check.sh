@@ -11,11 +11,12 @@
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
 #    transformers' `generate` on CUDA, in f32 and in the reduced --dtype (f16 by default: wgpu
 #    has no bf16; pass --dtype bf16 for a backend that has it), both sides in the same type;
+#    then in the reduced type with DeepSeek-R1's evaluation draw (T = 0.6, top-p 0.95);
 # 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager, in f32
 #    and with --mixed-precision DTYPE against PyTorch under autocast to the same type;
 # 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA.
 # Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
-# (together 9.5 minutes), so the check stays under ten. `--quick` runs the tiny shape with one
+# (together 9 min 45 s), so the check stays under ten. `--quick` runs the tiny shape with one
 # repetition and three times the limits: a smoke test of the script itself, which on a machine
 # without a GPU runs with `--backend flex` (the peers then run on the CPU). With
 # REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs burn's composed ops instead
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -76,8 +77,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 CKPT="$OUT/ckpt-$SHAPE"
 [ -f "$CKPT/config.json" ] || step make-checkpoint 60 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
 IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
-step logprobs 45 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
-step parity 45 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
+step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
+step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
   --device "$PEER_DEVICE"
 
 # 2-4. speed against the peers on the same card
@@ -86,6 +87,9 @@ step generate 75 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --r
 if [ "$BACKEND" != flex ]; then
   step generate-$DTYPE 75 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
     --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/generate-$DTYPE.json"
+  step generate-$DTYPE-top-p 45 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
+    --dtype "$DTYPE" --temperature 0.6 --top-p 0.95 --repeats 1 --peer-python "$PY" \
+    --json "$OUT/generate-$DTYPE-top-p.json"
 fi
 step train-step 90 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
   --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"

@@ -326,7 +326,29 @@ pub struct GenerateBench {
     pub new_tokens: usize,
     /// Our float type, and the peer's (`bench_torch.py --dtype`).
     pub precision: Precision,
+    /// The draw: the workload's T = 1 unfiltered, or a filtered setting such as DeepSeek-R1's
+    /// evaluation (T = 0.6, top-p 0.95); the peer draws with the same (its `GenerationConfig`).
+    pub draw: Draw,
     pub args: PeerConfig,
+}
+
+/// How [`generate`] samples: temperature, top-k (0: none) and top-p (1: none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    pub temperature: f64,
+    pub top_k: usize,
+    pub top_p: f64,
+}
+
+impl Default for Draw {
+    /// The workload's: T = 1, unfiltered.
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
+    }
 }
 
 /// Where the peer's numbers come from, and where ours go.
@@ -659,8 +681,14 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
     }
     let (model, info) = args.target.model(Purpose::Inference(cfg.precision))?;
     let prompts = random_ids(12345, 16, 32, model.config.vocab_size as u64);
+    let draw = cfg.draw;
+    if !(draw.temperature > 0.0 && draw.top_p > 0.0 && draw.top_p <= 1.0) {
+        bail!("the draw needs a temperature above 0 and top-p in (0, 1], not {draw:?}");
+    }
     let params = SamplingParams {
-        temperature: 1.0,
+        temperature: draw.temperature as f32,
+        top_k: draw.top_k,
+        top_p: draw.top_p as f32,
         max_new_tokens: new_tokens.max(1),
         max_batch: 16,
         ..Default::default()
@@ -687,11 +715,23 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
+            "temperature": draw.temperature,
+            "top_k": draw.top_k,
+            "top_p": draw.top_p,
         });
         Ok(merged(mine, args.target.describe(&info, &model)))
     };
     let metric = Metric::higher("generate_tokens_per_s");
-    let extra = ["--dtype".to_string(), cfg.precision.name().into()];
+    let extra = [
+        "--dtype".to_string(),
+        cfg.precision.name().into(),
+        "--temperature".into(),
+        draw.temperature.to_string(),
+        "--top-k".into(),
+        draw.top_k.to_string(),
+        "--top-p".into(),
+        draw.top_p.to_string(),
+    ];
     compare(out, args, "generate", &extra, metric, ours)
 }
 

@@ -3,14 +3,16 @@
 //!
 //! On a GPU backend a step's logits are (rows, vocab) floats: for 128 sequences at Qwen2.5's
 //! 151,936-token vocabulary, 78 MB of f32 to read back and, on the host, 19 M exponentials to
-//! draw from, on one thread. Two settings need none of that:
+//! draw from, on one thread. Three settings need none of that:
 //!
 //! - **greedy** (temperature 0): the row's argmax, the first maximum as on the host;
 //! - **plain draws** (a temperature, no top-k, top-p or min-p filter): the host's own draw,
 //!   done on the device. The host draws by inverse CDF in vocabulary order with one uniform per
 //!   sequence and token from the sequence's stream; the device takes that same uniform, so the
 //!   same seed picks the same token on either, except where the uniform falls within float
-//!   rounding of the boundary between two tokens (the device sums in f32, the host in f64).
+//!   rounding of the boundary between two tokens (the device sums in f32, the host in f64);
+//! - **filtered draws** (top-k, top-p, min-p) where the fused GPU kernels run: the same draw
+//!   among the tokens the filters keep (below).
 //!
 //! The device's inverse CDF is two-level, because burn's GPU `cumsum` runs one thread per
 //! output summing its whole prefix (quadratic in the row length): the row's weights
@@ -18,8 +20,11 @@
 //! sum first exceeds `u · total` is found from the (rows, chunks) prefix sums, then the token
 //! inside it from that chunk's (rows, len) prefix sums.
 //!
-//! Filtered draws (top-k, top-p, min-p) sort their candidates by probability and walk them in
-//! that order; they stay on the host.
+//! Filtered draws (top-k, top-p, min-p) keep a prefix of the tokens ordered by probability
+//! (then index) and draw among them in vocabulary order, on the host as on the device. Where
+//! the fused GPU kernels run, one kernel per row finds that prefix by bisection over the order
+//! without sorting ([`reasonlab_model::fused::filter_logits`]) and sets the others' logits to
+//! −3e38, and the draw above takes the rest; elsewhere the logits are read back.
 
 use reasonlab_model::burn::tensor::activation::log_softmax;
 use reasonlab_model::burn::tensor::ops::PadMode;
@@ -37,19 +42,34 @@ pub(crate) enum Pick {
     Greedy,
     /// The device draws at `1 / inv_temperature` with a uniform per row from the host.
     Draw { inv_temperature: f32 },
+    /// As [`Pick::Draw`], among the tokens the filters keep (see
+    /// [`reasonlab_model::fused::filter_logits`]).
+    Filtered {
+        inv_temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+    },
 }
 
 impl Pick {
-    /// On the device for greedy and plain draws on a GPU backend; on the host on flex (its
-    /// logits are host memory already) and for filtered draws.
+    /// On the device on a GPU backend: greedy and plain draws always, filtered draws where
+    /// the fused kernels run ([`reasonlab_model::fused::fuses_draw_filter`]); on the host on
+    /// flex (its logits are host memory already) and for filtered draws elsewhere.
     pub(crate) fn for_params(params: &SamplingParams, device: &Device) -> Self {
+        let inv_temperature = 1.0 / params.temperature;
         if reasonlab_model::fused::is_flex(device) {
             Pick::Host
         } else if params.temperature == 0.0 {
             Pick::Greedy
         } else if params.top_k == 0 && params.top_p >= 1.0 && params.min_p <= 0.0 {
-            Pick::Draw {
-                inv_temperature: 1.0 / params.temperature,
+            Pick::Draw { inv_temperature }
+        } else if reasonlab_model::fused::fuses_draw_filter(device) {
+            Pick::Filtered {
+                inv_temperature,
+                top_k: params.top_k,
+                top_p: params.top_p,
+                min_p: params.min_p,
             }
         } else {
             Pick::Host
@@ -58,7 +78,7 @@ impl Pick {
 
     /// Whether each row needs a uniform drawn before the step is read.
     pub(crate) fn needs_uniforms(self) -> bool {
-        matches!(self, Pick::Draw { .. })
+        matches!(self, Pick::Draw { .. } | Pick::Filtered { .. })
     }
 }
 
@@ -94,6 +114,25 @@ pub(crate) fn read_step(
     };
     let (ids, logps) = match pick {
         Pick::Draw { inv_temperature } => draw(logits, uniforms, inv_temperature, logprobs),
+        Pick::Filtered {
+            inv_temperature,
+            top_k,
+            top_p,
+            min_p,
+        } => {
+            let kept = reasonlab_model::fused::filter_logits(
+                logits.clone(),
+                inv_temperature,
+                top_k,
+                top_p,
+                min_p,
+            )
+            .ok_or_else(|| GenerateError::Backend("no filter kernel on this device".into()))?;
+            let (ids, _) = draw(kept, uniforms, inv_temperature, false);
+            // The log-probs are the unfiltered distribution's, as on the host.
+            let logps = logprobs.then(|| log_softmax(logits, 1).gather(1, ids.clone()));
+            (ids, logps)
+        }
         _ => {
             let ids = logits.clone().argmax(1); // (rows, 1)
             let logps = logprobs.then(|| log_softmax(logits, 1).gather(1, ids.clone()));

@@ -76,16 +76,39 @@ impl Sampler {
         (token as u32, logits_logp(logits, token, log_z))
     }
 
-    fn draw(&self, logits: &mut [f32], max: f32, rng: &mut SeqRng) -> usize {
+    fn draw(&self, logits: &[f32], max: f32, rng: &mut SeqRng) -> usize {
+        let cand = self.kept(logits, max);
+        let total: f64 = cand.iter().map(|c| c.1).sum();
+        pick(cand.into_iter(), total, rng)
+    }
+
+    /// The tokens a draw at this setting can pick from `logits`, in vocabulary order (all of
+    /// them without a top-k, top-p or min-p filter; the argmax's row at temperature 0 is not
+    /// a draw and is not covered).
+    pub fn candidates(&self, logits: &[f32]) -> Vec<usize> {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        self.kept(logits, max).into_iter().map(|c| c.0).collect()
+    }
+
+    /// The candidates as (index, unnormalised probability `exp((logit − max) / T)`) in
+    /// vocabulary order. Every filter keeps a prefix of the order by probability descending,
+    /// then index ascending: the first `top_k`, then those of probability ≥ `min_p` times the
+    /// likeliest's, then the shortest prefix whose mass reaches `top_p` of the `top_k`'s. The
+    /// draw walks the survivors in vocabulary order, as the device's draw does (the order
+    /// changes which uniform picks which token, not the distribution).
+    fn kept(&self, logits: &[f32], max: f32) -> Vec<(usize, f64)> {
         let inv_t = 1.0 / self.temperature as f64;
-        // Candidates as (index, unnormalised prob), most likely first when a filter needs order.
         let mut cand: Vec<(usize, f64)> = logits
             .iter()
             .enumerate()
             .map(|(i, &l)| (i, ((l - max) as f64 * inv_t).exp()))
             .collect();
         let by_prob = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if self.top_k > 0 && self.top_k < cand.len() {
+        let top_k = self.top_k > 0 && self.top_k < cand.len();
+        if !top_k && self.top_p >= 1.0 && self.min_p <= 0.0 {
+            return cand;
+        }
+        if top_k {
             cand.select_nth_unstable_by(self.top_k - 1, by_prob);
             cand.truncate(self.top_k);
         }
@@ -111,8 +134,8 @@ impl Sampler {
                 cand.truncate(keep);
             }
         }
-        let total: f64 = cand.iter().map(|c| c.1).sum();
-        pick(cand.into_iter(), total, rng)
+        cand.sort_unstable_by_key(|c| c.0);
+        cand
     }
 }
 
@@ -209,6 +232,45 @@ mod tests {
         // min-p 0.2: tokens under 0.2 × 0.5 = 0.1 go.
         let h = histogram(&params(1.0, 0, 1.0, 0.2), &logits(), 4000);
         assert!(h[2] > 0 && h[3] == 0 && h[4] == 0, "{h:?}");
+    }
+
+    #[test]
+    fn candidates_are_prefixes_of_the_order_by_probability_walked_by_index() {
+        // probs ∝ [1, 8, 1, 4, 2] / 16 (ties at 1 between tokens 0 and 2).
+        let l: Vec<f32> = [0.0f32, 3.0, 0.0, 2.0, 1.0]
+            .iter()
+            .map(|x| x * std::f32::consts::LN_2)
+            .collect();
+        let kept = |t, k, p, m| Sampler::new(&params(t, k, p, m)).candidates(&l);
+        assert_eq!(kept(1.0, 0, 1.0, 0.0), [0, 1, 2, 3, 4]);
+        assert_eq!(kept(1.0, 2, 1.0, 0.0), [1, 3]);
+        // A cut through a tie keeps the lower index.
+        assert_eq!(kept(1.0, 4, 1.0, 0.0), [0, 1, 3, 4]);
+        // top-p 0.8: 8 + 4 = 12 < 12.8 ≤ 14.
+        assert_eq!(kept(1.0, 0, 0.8, 0.0), [1, 3, 4]);
+        // top-p of the top-k's mass (8 + 4 + 2 = 14; 0.8 · 14 = 11.2 ≤ 12).
+        assert_eq!(kept(1.0, 3, 0.8, 0.0), [1, 3]);
+        // min-p 0.2 of the likeliest's 8/16: 2/16 stays, 1/16 goes.
+        assert_eq!(kept(1.0, 0, 1.0, 0.2), [1, 3, 4]);
+        // At T = 0.5 the probabilities square: ∝ [1, 64, 1, 16, 4]; min-p 0.2 keeps 64 and 16.
+        assert_eq!(kept(0.5, 0, 1.0, 0.2), [1, 3]);
+
+        // The draw walks the survivors in vocabulary order: with top-k 2 ({1: 8, 3: 4}) a
+        // uniform below 8/12 picks token 1, above it token 3.
+        let s = Sampler::new(&params(1.0, 2, 1.0, 0.0));
+        let (mut low, mut high) = (0, 0);
+        for seq in 0..200 {
+            let mut rng = SeqRng::new(5, seq, 0);
+            let u = rng.clone().uniform();
+            let (token, _) = s.sample(&mut l.clone(), &mut rng);
+            let expected = if u * 12.0 < 8.0 { 1 } else { 3 };
+            assert_eq!(token, expected, "uniform {u}");
+            match token {
+                1 => low += 1,
+                _ => high += 1,
+            }
+        }
+        assert!(low > 0 && high > 0, "both sides drawn: {low}, {high}");
     }
 
     #[test]

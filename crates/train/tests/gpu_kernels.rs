@@ -1,5 +1,6 @@
 //! reasonlab's fused GPU kernels (RMSNorm, the attention softmax with and without its mask,
-//! SwiGLU, RoPE) against burn's
+//! SwiGLU, RoPE, attention, token log-probs; the draw filter against the host's sampler)
+//! against burn's
 //! composed ops on the same device, in f32 and f16, on shapes that exercise the kernels' edge
 //! cases: rows shorter than a cube, longer than it and not a power of two; more rows than one
 //! grid axis holds; grouped-query heads sharing a mask row; masked keys.
@@ -18,6 +19,7 @@
 mod gpu_common;
 
 use gpu_common::{backend, max_abs_diff, no_device};
+use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::{DType, FloatDType};
 use reasonlab_model::fused::{self, GpuAttention, GpuKernels, composed};
 use reasonlab_model::kernels::gpu;
@@ -625,6 +627,113 @@ fn fused_token_logprobs_match_the_composed_ops() {
             "a target outside the vocabulary"
         );
     }
+}
+
+/// A filtered draw's candidates on the device are the host sampler's: for top-k, top-p,
+/// min-p, their combinations and temperatures, on language-model-like rows (a few likely
+/// tokens, a long tail) and on rows of many tied logits (as 16-bit logits have), where a cut
+/// through a tie keeps the lower indices.
+///
+/// Exact, except that the device sums probabilities in f32 where the host sums in f64: a top-p
+/// prefix may end a few tokens apart when the target lies within rounding of the shorter
+/// prefix's mass (here 2e-6 of the row's), which a 151,936-token row's tail of tiny
+/// probabilities reaches, as do ties whose masses add up to the target exactly.
+#[test]
+fn filtered_draws_keep_the_hosts_candidates() {
+    let device = gpu();
+    assert!(fused::fuses_draw_filter(&device));
+    let settings: [(f32, usize, f32, f32); 9] = [
+        (1.0, 50, 1.0, 0.0),
+        (1.0, 1, 1.0, 0.0),
+        (0.7, 0, 0.9, 0.0),
+        (1.0, 0, 0.3, 0.0),
+        (1.0, 0, 1.0, 0.05),
+        (0.6, 40, 0.95, 0.0),
+        (1.0, 0, 0.95, 0.1),
+        (1.3, 200, 0.8, 0.01),
+        (1.0, 1 << 30, 0.5, 0.0),
+    ];
+    let rows = 3;
+    for vocab in [7, 1000, 4099, 151_936] {
+        let smooth = values(rows * vocab, vocab as u64, 1.0);
+        let lm: Vec<f32> = smooth
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| match i % 97 == 3 {
+                true => 8.0 + 4.0 * g,
+                false => 5.0 * g,
+            })
+            .collect();
+        // Eleven distinct values: most tokens share their logit with many others.
+        let tied: Vec<f32> = smooth.iter().map(|&g| (g * 5.0).round() / 2.0).collect();
+        for (what, logits) in [("lm-like", &lm), ("tied", &tied)] {
+            for &(temperature, top_k, top_p, min_p) in &settings {
+                let case = format!(
+                    "{what} vocab {vocab} T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}"
+                );
+                let x = tensor(logits.clone(), [rows, vocab], DType::F32, &device);
+                let out = fused::filter_logits(x, 1.0 / temperature, top_k, top_p, min_p)
+                    .expect("fused on this device");
+                let out = read(out);
+                let params = SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    min_p,
+                    ..Default::default()
+                };
+                let sampler = reasonlab_generate::Sampler::new(&params);
+                for r in 0..rows {
+                    let row = &logits[r * vocab..(r + 1) * vocab];
+                    let got = &out[r * vocab..(r + 1) * vocab];
+                    for (i, (&g, &x)) in got.iter().zip(row).enumerate() {
+                        assert!(g == x || g <= -3.0e38, "{case}: entry {i} is {g}, not {x}");
+                    }
+                    let device_kept: Vec<usize> = (0..vocab).filter(|&i| got[i] > -1e38).collect();
+                    let host_kept = sampler.candidates(row);
+                    if device_kept != host_kept {
+                        let top_k = reasonlab_generate::Sampler::new(&SamplingParams {
+                            top_p: 1.0,
+                            min_p: 0.0,
+                            ..params.clone()
+                        })
+                        .candidates(row);
+                        let sets = [&device_kept[..], &host_kept[..]];
+                        let gap = top_p_gap(row, temperature, sets, &top_k, top_p);
+                        eprintln!(
+                            "{case}, row {r}: {} candidates against the host's {}, the shorter \
+                             {gap:.1e} of the mass from the top-p target",
+                            device_kept.len(),
+                            host_kept.len()
+                        );
+                        assert!(top_p < 1.0 && gap < 2e-6, "{case}, row {r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How far the shorter of two candidate sets, when the longer holds it, ends from the top-p
+/// target: `|mass(shorter) − top_p · mass(top_k)|` as a fraction of the row's mass (1 for
+/// two unrelated sets: no rounding explains them). `top_k` is the top-k filter's candidates.
+fn top_p_gap(
+    row: &[f32],
+    temperature: f32,
+    [a, b]: [&[usize]; 2],
+    top_k: &[usize],
+    top_p: f32,
+) -> f64 {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    // Both are in vocabulary order.
+    if !small.iter().all(|i| large.binary_search(i).is_ok()) {
+        return 1.0;
+    }
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weight = |i: &usize| ((row[*i] - max) as f64 / temperature as f64).exp();
+    let total: f64 = (0..row.len()).map(|i| weight(&i)).sum();
+    let target = top_p as f64 * top_k.iter().map(weight).sum::<f64>();
+    (small.iter().map(weight).sum::<f64>() - target).abs() / total
 }
 
 /// Runs test `name` of this binary in a child process with `key=value` in its environment

@@ -224,16 +224,22 @@ fn greedy_generation_is_identical() {
 
 #[test]
 fn sampled_generation_draws_the_hosts_tokens() {
-    // Unfiltered draws on the GPU happen on the device with the uniforms the host would take;
-    // filtered ones read the logits back. Both give the CPU's tokens for the same seed.
-    for (temperature, top_p, what) in [
-        (1.0, 1.0, "T = 1 (device draw)"),
-        (0.7, 1.0, "T = 0.7 (device draw)"),
-        (1.0, 0.9, "top-p 0.9 (host draw)"),
+    // Draws on the GPU happen on the device with the uniforms the host would take, filtered
+    // ones among the candidates the filter kernel keeps; they give the CPU's tokens for the
+    // same seed.
+    assert!(reasonlab_model::fused::fuses_draw_filter(&gpu(false)));
+    for (temperature, top_k, top_p, min_p, what) in [
+        (1.0, 0, 1.0, 0.0, "T = 1"),
+        (0.7, 0, 1.0, 0.0, "T = 0.7"),
+        (1.0, 0, 0.9, 0.0, "top-p 0.9"),
+        (0.6, 20, 0.95, 0.0, "T = 0.6, top-k 20, top-p 0.95"),
+        (1.0, 0, 1.0, 0.05, "min-p 0.05"),
     ] {
         let params = SamplingParams {
             temperature,
+            top_k,
             top_p,
+            min_p,
             max_new_tokens: 24,
             seed: 11,
             logprobs: true,

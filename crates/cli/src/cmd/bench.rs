@@ -120,6 +120,16 @@ pub struct GenerateArgs {
     /// Our float type (bf16 / f16 on a GPU backend), and the peer's: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: reasonlab_model::Precision,
+    /// Sampling temperature (above 0), ours and the peer's.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep the k likeliest tokens (0: no limit), ours and the peer's.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Keep the likeliest tokens up to this probability mass (1: no limit), ours and the
+    /// peer's; DeepSeek-R1's evaluation draws at `--temperature 0.6 --top-p 0.95`.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
     #[command(flatten)]
     args: PeerArgs,
 }
@@ -244,6 +254,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             &bench::GenerateBench {
                 new_tokens: a.new_tokens,
                 precision: a.dtype,
+                draw: bench::Draw {
+                    temperature: a.temperature,
+                    top_k: a.top_k,
+                    top_p: a.top_p,
+                },
                 args: a.args.config(),
             },
             out,

@@ -938,6 +938,42 @@ pub fn token_logprobs(
     composed::token_logprobs(logits, targets, entropy)
 }
 
+/// Whether [`filter_logits`] runs on `device`: inference (no autodiff) on a GPU backend with
+/// [`GpuKernels::Fused`].
+pub fn fuses_draw_filter(device: &Device) -> bool {
+    gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
+}
+
+/// A filtered draw's candidates on the device: `logits` (rows, vocab) with every entry outside
+/// them set to −3e38 (so its weight is 0), in one kernel, or `None` where not
+/// [`fuses_draw_filter`] (the host's sampler filters there). The candidates are the host's
+/// (`reasonlab_generate::Sampler`) at temperature `1 / inv_temperature`: in the order by
+/// probability descending, then index ascending, the first `top_k` (0: no limit), then the
+/// shortest prefix whose probability reaches `top_p` of theirs (1: no limit), and those of
+/// probability ≥ `min_p` times the likeliest's (0: no floor); the device sums in f32 where the
+/// host sums in f64, so a prefix can end one token apart where its mass is within rounding of
+/// `top_p`.
+pub fn filter_logits(
+    logits: Tensor<2>,
+    inv_temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+) -> Option<Tensor<2>> {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_draw_filter(&logits.device()) {
+        return Some(super::gpu::filter_logits(
+            logits,
+            inv_temperature,
+            top_k,
+            top_p,
+            min_p,
+        ));
+    }
+    let _ = (logits, inv_temperature, top_k, top_p, min_p);
+    None
+}
+
 /// Whether [`attention`] runs as flash attention for these tensors: a GPU backend with
 /// [`GpuKernels::Fused`] and [`GpuAttention::Flash`], head dim at most 128 (with or without
 /// autodiff: the backward pass is flash attention's too).

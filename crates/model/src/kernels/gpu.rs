@@ -43,7 +43,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    decode_attention_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
+    decode_attention_kernel, filter_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
     flash_attention_kernel, logprobs_backward_kernel, logprobs_kernel, rms_norm_backward_kernel,
     rms_norm_kernel, rope_kernel, softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel,
     swiglu_kernel,
@@ -217,6 +217,19 @@ pub trait GpuDecode: Backend {
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         masked: bool,
+    ) -> FloatTensor<Self>;
+    /// `logits` (rows, vocab) with every entry that a filtered draw at temperature
+    /// `1 / inv_temperature` leaves out set to −3e38, in `logits`' type: outside the `top_k`
+    /// most likely (0: no limit), past the shortest prefix by probability whose mass reaches
+    /// `top_p` (1: no limit), or below `min_p` times the likeliest's probability (0: no floor).
+    /// The order is probability descending, then index ascending, as on the host.
+    #[fusion(dtype = logits, shape = logits)]
+    fn filter_logits(
+        logits: FloatTensor<Self>,
+        inv_temperature: f64,
+        top_k: usize,
+        top_p: f64,
+        min_p: f64,
     ) -> FloatTensor<Self>;
 }
 
@@ -674,6 +687,35 @@ impl GpuDecode for CubeBackend {
         );
         out
     }
+
+    fn filter_logits(
+        logits: CubeTensor,
+        inv_temperature: f64,
+        top_k: usize,
+        top_p: f64,
+        min_p: f64,
+    ) -> CubeTensor {
+        let logits = into_contiguous(logits);
+        let (rows, vocab) = row_layout(&logits);
+        let out = like(&logits);
+        let units = row_units(vocab);
+        filter_kernel::launch(
+            &logits.client,
+            grid(rows),
+            CubeDim::new_1d(units as u32),
+            logits.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows,
+            vocab,
+            inv_temperature as f32,
+            if top_k < vocab { top_k } else { 0 },
+            top_p as f32,
+            min_p as f32,
+            units,
+            dtype_to_storage_type(logits.dtype),
+        );
+        out
+    }
 }
 
 /// Register `grad` for `parent` when it is tracked (burn does not export the node type, so a
@@ -1090,7 +1132,10 @@ mod cube {
             sync_cube();
             stride /= 2;
         }
-        partial[0]
+        let total = partial[0];
+        // Every unit has read it before any can write the next reduction's partials.
+        sync_cube();
+        total
     }
 
     /// The maximum over the cube's units of each one's `value`, as [`cube_sum`].
@@ -1109,7 +1154,10 @@ mod cube {
             sync_cube();
             stride /= 2;
         }
-        partial[0]
+        let total = partial[0];
+        // Every unit has read it before any can write the next reduction's partials.
+        sync_cube();
+        total
     }
 
     /// One cube per row of `x` (rows, s): `softmax(x + bias)` in f32 when `masked`, else
@@ -1945,6 +1993,270 @@ mod cube {
         store_rows::<F>(dv, &dv_acc, head * s, first_key, s, d, block);
     }
 
+    /// An entry's place in the draw's order as an unsigned key, larger for likelier tokens:
+    /// the bits of `d = x − max` (≤ 0, the host's weight `exp(d / T)` before the exponential),
+    /// a negative's flipped so that keys order as the floats do.
+    #[cube]
+    fn order_key(d: f32) -> u32 {
+        let bits = u32::reinterpret(d);
+        let mut key = 4294967295u32 - bits;
+        if bits < 2147483648u32 {
+            key = bits + 2147483648u32;
+        }
+        key
+    }
+
+    /// Whether the cut `(key, last)` through the draw's order (probability descending, then
+    /// index ascending) keeps the entry at index `i` with key `at`: those whose [`order_key`]
+    /// is above `key`, and those at `key` up to index `last`.
+    #[cube]
+    fn keeps(key: u32, last: usize, at: u32, i: usize) -> bool {
+        at > key || (at == key && i <= last)
+    }
+
+    /// What the cut `(key, last)` keeps of the row at `start`, the same in every unit: the
+    /// count of entries, or when `by_mass` the sum of their weights
+    /// `exp((x − max)·inv_temperature)`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn kept<F: Float>(
+        logits: &Tensor<F>,
+        start: usize,
+        vocab: usize,
+        max: f32,
+        inv_temperature: f32,
+        key: u32,
+        last: usize,
+        by_mass: bool,
+        #[comptime] units: usize,
+    ) -> f32 {
+        let mut sum = f32::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < vocab {
+            let d = f32::cast_from(logits[start + i]) - max;
+            if keeps(key, last, order_key(d), i) {
+                if by_mass {
+                    sum += f32::exp(d * inv_temperature);
+                } else {
+                    sum += 1.0;
+                }
+            }
+            i += units;
+        }
+        cube_sum(sum, units)
+    }
+
+    /// The key of the shortest cut whose [`kept`] count (or mass, when `by_mass`) reaches
+    /// `need`: the largest key whose entries and those above it reach it, by bisection (32
+    /// steps at most; at key 0 the cut keeps everything, at 2³¹, the key of `d` = 0, the
+    /// maximum and its ties).
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn cut_key<F: Float>(
+        logits: &Tensor<F>,
+        start: usize,
+        vocab: usize,
+        max: f32,
+        inv_temperature: f32,
+        need: f32,
+        by_mass: bool,
+        #[comptime] units: usize,
+    ) -> u32 {
+        let mut lo = 0u32;
+        let mut hi = 2147483648u32;
+        let everything = vocab - 1;
+        while lo < hi {
+            let mid = hi - (hi - lo) / 2;
+            let sum = kept::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                mid,
+                everything,
+                by_mass,
+                units,
+            );
+            if sum >= need {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// The last index of the shortest cut at `key` ([`cut_key`]) whose [`kept`] count (or
+    /// mass) reaches `need`: by bisection over the indices of the entries at `key` (no step
+    /// when one entry holds it).
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn cut_last<F: Float>(
+        logits: &Tensor<F>,
+        start: usize,
+        vocab: usize,
+        max: f32,
+        inv_temperature: f32,
+        key: u32,
+        need: f32,
+        by_mass: bool,
+        #[comptime] units: usize,
+    ) -> usize {
+        // The first and last index at `key`, as floats (exact below 2²⁴) for the cube's
+        // maximum; with none there (not for a key from `cut_key`), no step and the row's end.
+        let mut first = -f32::cast_from(vocab - 1);
+        let mut last = f32::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < vocab {
+            if order_key(f32::cast_from(logits[start + i]) - max) == key {
+                first = f32::max(first, -f32::cast_from(i));
+                last = f32::max(last, f32::cast_from(i));
+            }
+            i += units;
+        }
+        let mut lo = usize::cast_from(-cube_max(first, units));
+        let mut hi = usize::cast_from(cube_max(last, units));
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let sum = kept::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                key,
+                mid,
+                by_mass,
+                units,
+            );
+            if sum >= need {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// One cube per row of `logits` (rows, vocab): the row with every entry that a filtered
+    /// draw leaves out set to −3e38. The draw's order is by `d = x − max` descending, then
+    /// index ascending; `top_k` (0: none) keeps its first `top_k` entries, `top_p` (≥ 1: none)
+    /// the shortest prefix whose weight reaches `top_p` times that of the `top_k` kept, and
+    /// `min_p` (≤ 0: none) the entries of weight `exp(d·inv_temperature)` ≥ `min_p`. Each
+    /// prefix is found by bisection over the order, a pass over the row per step, so nothing
+    /// is sorted.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn filter_kernel<F: Float>(
+        logits: &Tensor<F>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        vocab: usize,
+        inv_temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+        #[comptime] units: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * vocab;
+        let unit = UNIT_POS_X as usize;
+        let mut max = f32::new(-3.0e38);
+        let mut i = unit;
+        while i < vocab {
+            max = f32::max(max, f32::cast_from(logits[start + i]));
+            i += units;
+        }
+        let max = cube_max(max, units);
+        // The cut (key, last) keeps everything until a filter shortens it.
+        let mut key = 0u32;
+        let mut last = vocab - 1;
+        if top_k > 0 {
+            let need = f32::cast_from(top_k);
+            key = cut_key::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                need,
+                false,
+                units,
+            );
+            last = cut_last::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                key,
+                need,
+                false,
+                units,
+            );
+        }
+        if top_p < 1.0 {
+            let total = kept::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                key,
+                last,
+                true,
+                units,
+            );
+            let need = top_p * total;
+            let p_key = cut_key::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                need,
+                true,
+                units,
+            );
+            let p_last = cut_last::<F>(
+                logits,
+                start,
+                vocab,
+                max,
+                inv_temperature,
+                p_key,
+                need,
+                true,
+                units,
+            );
+            // The shorter of the two cuts.
+            if p_key > key || (p_key == key && p_last < last) {
+                key = p_key;
+                last = p_last;
+            }
+        }
+        let mut i = unit;
+        while i < vocab {
+            let x = logits[start + i];
+            let d = f32::cast_from(x) - max;
+            let mut keep = keeps(key, last, order_key(d), i);
+            if min_p > 0.0 && f32::exp(d * inv_temperature) < min_p {
+                keep = false;
+            }
+            if keep {
+                out[start + i] = x;
+            } else {
+                out[start + i] = F::cast_from(-3.0e38);
+            }
+            i += units;
+        }
+    }
+
     /// The target's index in a row of `vocab`, or `vocab` when it lies outside (a negative
     /// target wraps to a large index).
     #[cube]
@@ -2088,6 +2400,23 @@ pub fn decode_attention(
         v.into_dispatch(),
         bias,
         masked,
+    ))
+}
+
+/// [`GpuDecode::filter_logits`] on high-level tensors: `logits` (rows, vocab).
+pub fn filter_logits(
+    logits: Tensor<2>,
+    inv_temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as GpuDecode>::filter_logits(
+        logits.into_dispatch(),
+        inv_temperature as f64,
+        top_k,
+        top_p as f64,
+        min_p as f64,
     ))
 }
 
