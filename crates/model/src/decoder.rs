@@ -71,16 +71,32 @@ impl Linear {
             let bias = self.bias.as_ref().map(|p| p.val());
             return crate::decode::linear(x, &w, bias.as_ref()).reshape([b, t, d_out]);
         }
-        let mut y = crate::fused::matmul(x.clone(), w); // (b*t, out)
-        if let Some(l) = &self.lora {
-            let down = crate::fused::matmul(x, l.a.val());
-            y = y + crate::fused::matmul(down, l.b.val()).mul_scalar(l.scale);
-        }
+        let y = self.product(x, w); // (b*t, out)
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze::<2>(),
             None => y,
         };
         y.reshape([b, t, d_out])
+    }
+
+    /// [`Linear::forward`] without adding the bias, for a caller that folds it into its next
+    /// kernel: (b, t, in) → (b, t, out).
+    pub fn forward_unbiased(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, d_in] = x.dims();
+        let w = self.weight.val();
+        let d_out = w.dims()[1];
+        let x = same_type(x, w.dtype()).reshape([b * t, d_in]);
+        self.product(x, w).reshape([b, t, d_out])
+    }
+
+    /// `x · W` and the LoRA term: (rows, in) → (rows, out).
+    fn product(&self, x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+        let mut y = crate::fused::matmul(x.clone(), w);
+        if let Some(l) = &self.lora {
+            let down = crate::fused::matmul(x, l.a.val());
+            y = y + crate::fused::matmul(down, l.b.val()).mul_scalar(l.scale);
+        }
+        y
     }
 }
 
@@ -180,18 +196,39 @@ impl Rope {
         }
     }
 
-    /// `x`: (b, t, heads, d) as the projections give it → (b, heads, t, d) with RoPE applied
-    /// and, for q, multiplied by `scale`.
+    /// Whether [`Rope::apply_heads`] takes the projection's bias into its kernel (the GPU
+    /// backends), so that the projection need not add it ([`Linear::forward_unbiased`]).
+    pub fn folds_bias(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// `x`: (b, t, heads, d) as the projections give it, plus `bias` (heads·d) when the
+    /// projection left it out → (b, heads, t, d) with RoPE applied and, for q, multiplied by
+    /// `scale`.
     ///
     /// On flex: [`Rope::apply`] on the (b, heads, t, d) view, then the scale. On the GPU
     /// backends, in the projections' layout with q's scale in its tables: one fused kernel
-    /// ([`crate::fused::rope`]), where the other order takes six for q and five for k.
-    pub fn apply_heads(&self, x: Tensor<4>, scale: Option<f64>) -> Tensor<4> {
+    /// ([`crate::fused::rope`]) with the bias, where the other order takes seven for q and six
+    /// for k.
+    pub fn apply_heads(
+        &self,
+        x: Tensor<4>,
+        scale: Option<f64>,
+        bias: Option<Tensor<1>>,
+    ) -> Tensor<4> {
         let gpu = self
             .gpu
             .as_ref()
             .filter(|g| scale.is_none_or(|s| s == g.scale));
         let Some(g) = gpu else {
+            let x = match bias {
+                Some(bias) => {
+                    let [b, t, heads, d] = x.dims();
+                    (x.reshape([b * t, heads * d]) + bias.unsqueeze::<2>())
+                        .reshape([b, t, heads, d])
+                }
+                None => x,
+            };
             let y = self.apply(x.swap_dims(1, 2));
             return match scale {
                 Some(s) => y.mul_scalar(s),
@@ -209,7 +246,8 @@ impl Rope {
         };
         let dtype = x.dtype();
         let (cos, sin) = (same_type(cos, dtype), same_type(sin, dtype));
-        crate::fused::rope(x, cos, sin, g.rotate.clone()).swap_dims(1, 2)
+        let bias = bias.map(|b| same_type(b, dtype));
+        crate::fused::rope(x, cos, sin, g.rotate.clone(), bias).swap_dims(1, 2)
     }
 
     /// The tables as (positions, d) row-major buffers: (cos, sin).
@@ -362,8 +400,17 @@ impl Attention {
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = h / kv;
         let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]); // (b, t, n, d)
-        let mut q = split(self.q_proj.forward(x.clone()), h);
-        let mut k = split(self.k_proj.forward(x.clone()), kv);
+        // q's and k's biases go into the RoPE kernel where it takes them (not past a q/k norm).
+        let fold = rope.folds_bias() && self.q_norm.is_none() && self.k_norm.is_none();
+        let project = |l: &Linear, x: Tensor<3>, n: usize| match fold {
+            true => (
+                split(l.forward_unbiased(x), n),
+                l.bias.as_ref().map(|p| p.val()),
+            ),
+            false => (split(l.forward(x), n), None),
+        };
+        let (mut q, q_bias) = project(&self.q_proj, x.clone(), h);
+        let (mut k, k_bias) = project(&self.k_proj, x.clone(), kv);
         let mut v = split(self.v_proj.forward(x), kv).swap_dims(1, 2); // (b, kv, t, d)
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
@@ -372,8 +419,8 @@ impl Attention {
         // Scale q (b, h, t, d) rather than the scores (b, h, t, s): s/d times fewer elements,
         // and exact for the usual power-of-two head dims.
         let scale = 1.0 / (d as f64).sqrt();
-        let q = rope.apply_heads(q, Some(scale)); // (b, h, t, d)
-        let mut k = rope.apply_heads(k, None); // (b, kv, t, d)
+        let q = rope.apply_heads(q, Some(scale), q_bias); // (b, h, t, d)
+        let mut k = rope.apply_heads(k, None, k_bias); // (b, kv, t, d)
         if let Some(slot) = cache {
             (k, v) = LayerCache::extend(slot, k, v);
         }

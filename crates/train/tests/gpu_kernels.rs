@@ -219,23 +219,37 @@ fn fused_rope_matches_the_composed_op() {
             }
         }
         let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
-        let run = |fused_path: bool| {
+        // The projection's bias (heads·d), folded into the kernel, or none.
+        let bias = values(heads * d, 8, 1.0);
+        let run = |fused_path: bool, biased: bool| {
             let x = tensor(x.clone(), [b, t, heads, d], dtype, &device);
             let cos = tensor(cos.clone(), [b, t, 1, d], dtype, &device);
             let sin = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
             let rotate = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
+            let bias = biased.then(|| tensor(bias.clone(), [heads * d], dtype, &device));
             let y = match fused_path {
-                true => fused::rope(x, cos, sin, rotate),
-                false => composed::rope(x, cos, sin, rotate),
+                true => fused::rope(x, cos, sin, rotate, bias),
+                false => composed::rope(x, cos, sin, rotate, bias),
             };
             assert_eq!(y.dtype(), dtype);
             read(y)
         };
-        let (a, c) = (run(true), run(false));
+        let (a, c) = (run(true, false), run(false, false));
         // The rotation keeps each pair's norm: a check on the composed op itself.
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
         assert!((norm(&c) - norm(&x)).abs() < 1e-2 * norm(&x));
         close(&format!("rope {dtype:?}"), &a, &c, 4.0 * tol);
+        let (a_biased, c_biased) = (run(true, true), run(false, true));
+        assert!(
+            max_abs_diff(&c_biased, &c) > 0.1,
+            "the bias moves the result"
+        );
+        close(
+            &format!("rope with a bias {dtype:?}"),
+            &a_biased,
+            &c_biased,
+            4.0 * tol,
+        );
     }
 }
 
@@ -361,13 +375,34 @@ fn fused_kernels_have_the_composed_gradients() {
             let sn = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
             let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
             let y = match fused_path {
-                true => fused::rope(xt.clone(), c, sn, r),
-                false => composed::rope(xt.clone(), c, sn, r),
+                true => fused::rope(xt.clone(), c, sn, r, None),
+                false => composed::rope(xt.clone(), c, sn, r, None),
             };
             let grads = loss(y).backward();
             vec![read(xt.grad(&grads).unwrap())]
         };
         check("rope", run(true), run(false));
+
+        // RoPE with the projection's bias folded in: x's gradient and the bias's, summed
+        // over (b, t).
+        let bias = values(heads * d, 19, 1.0);
+        let run = |fused_path: bool| {
+            let xt = input(&x, [b, t, heads, d], dtype, &device);
+            let bt = input(&bias, [heads * d], dtype, &device);
+            let c = tensor(cos.clone(), [b, t, 1, d], dtype, &device);
+            let sn = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
+            let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
+            let y = match fused_path {
+                true => fused::rope(xt.clone(), c, sn, r, Some(bt.clone())),
+                false => composed::rope(xt.clone(), c, sn, r, Some(bt.clone())),
+            };
+            let grads = loss(y).backward();
+            vec![
+                read(xt.grad(&grads).unwrap()),
+                read(bt.grad(&grads).unwrap()),
+            ]
+        };
+        check("rope with a bias", run(true), run(false));
     }
 }
 

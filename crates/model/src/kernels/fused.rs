@@ -896,13 +896,20 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
 
 /// RoPE in the projections' layout on a GPU backend (see [`crate::decoder::Rope::apply_heads`]):
 /// `x`: (b, t, heads, d), `cos`, `sin`: (b, t, 1, d) in `x`'s type, `rotate`: (d) the index
-/// `d/2, …, d−1, 0, …, d/2−1`; one fused kernel on the GPU backends, composed otherwise.
-pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>) -> Tensor<4> {
+/// `d/2, …, d−1, 0, …, d/2−1`; `bias` (heads·d), the projection's, added to `x` first. One
+/// fused kernel on the GPU backends (bias included), composed otherwise.
+pub fn rope(
+    x: Tensor<4>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    rotate: Tensor<1, Int>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if gpu_fused(&[x.device(), cos.device(), sin.device()]) {
-        return super::gpu::rope(x, cos, sin);
+        return super::gpu::rope(x, cos, sin, bias);
     }
-    composed::rope(x, cos, sin, rotate)
+    composed::rope(x, cos, sin, rotate, bias)
 }
 
 /// Whether [`attention`] of a decode step runs as one fused kernel for these tensors:
@@ -1056,9 +1063,23 @@ pub mod composed {
         same_type((h.clone().tanh() * h.clone() + h) * up, dtype)
     }
 
-    /// [`super::rope`], composed: `rotate_half` as one `select` of the halves in swapped order
-    /// (a concatenation is two copies), two products and a sum.
-    pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, rotate: Tensor<1, Int>) -> Tensor<4> {
+    /// [`super::rope`], composed: the bias added (as the projection adds it), `rotate_half` as
+    /// one `select` of the halves in swapped order (a concatenation is two copies), two
+    /// products and a sum.
+    pub fn rope(
+        x: Tensor<4>,
+        cos: Tensor<4>,
+        sin: Tensor<4>,
+        rotate: Tensor<1, Int>,
+        bias: Option<Tensor<1>>,
+    ) -> Tensor<4> {
+        let [b, t, heads, d] = x.dims();
+        let x = match bias {
+            Some(bias) => {
+                (x.reshape([b * t, heads * d]) + bias.unsqueeze::<2>()).reshape([b, t, heads, d])
+            }
+            None => x,
+        };
         let swapped = x.clone().select(3, rotate);
         x * cos + swapped * sin
     }

@@ -8,10 +8,11 @@
 //! | RMSNorm: square, mean, + eps, sqrt, divide, weight product | 6 | 1 |
 //! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
 //! | SwiGLU's `silu(gate) · up` | 5 | 1 |
-//! | RoPE on q or k: the swapped halves, two products, a sum | 4 | 1 |
+//! | RoPE on q or k with the projection's bias: the bias add, the swapped halves, two products, a sum | 5 | 1 |
 //! | attention over several queries: scores, softmax, weighted sum (backward: 5) | 3 | 1 (2) |
 //! | a decode step's attention over the KV cache (inference) | 7 | 1 |
 //! | token log-probabilities and entropies: log-softmax, gather (backward: 1) | 7 or more | 1 |
+//! | a filtered draw's candidates (top-k, top-p, min-p; inference) | a sort | 1 |
 //!
 //! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
@@ -71,12 +72,16 @@ pub trait GpuOps: Backend {
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// RoPE in the projections' layout, in f32, in `x`'s type: `x`: (b, t, heads, d),
     /// `cos`, `sin`: (b, t, 1, d) with rotate_half's sign in `sin`;
-    /// `x·cos + cat(x₂, x₁)·sin` with `x₁`, `x₂` the halves of the last dimension.
+    /// `x·cos + cat(x₂, x₁)·sin` with `x₁`, `x₂` the halves of the last dimension. When
+    /// `biased`, `x + bias` (added in `x`'s type, as the projection would) takes `x`'s place:
+    /// `bias` (heads·d), the projection's bias folded into this kernel; else unread.
     #[fusion(dtype = x, shape = x)]
     fn rope(
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        biased: bool,
     ) -> FloatTensor<Self>;
     /// Flash attention: `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type, without the
     /// (m, s) scores ever reaching device memory. `q`: (b, kv, m, d) with the scale applied
@@ -271,8 +276,14 @@ impl GpuOps for CubeBackend {
         out
     }
 
-    fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        rope_launch(x, cos, sin, false)
+    fn rope(
+        x: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        bias: CubeTensor,
+        biased: bool,
+    ) -> CubeTensor {
+        rope_launch(x, cos, sin, biased.then_some(bias), false)
     }
 
     fn attention(
@@ -373,7 +384,7 @@ impl GpuGrads for CubeBackend {
     }
 
     fn rope_backward(dy: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        rope_launch(dy, cos, sin, true)
+        rope_launch(dy, cos, sin, None, true)
     }
 
     fn rms_norm_backward(
@@ -868,7 +879,10 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        biased: bool,
     ) -> FloatTensor<Self> {
+        /// The rotation's transpose.
         #[derive(Debug)]
         struct RopeGrad;
 
@@ -889,14 +903,59 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
             }
         }
 
-        let (x, node) = x.into_parts();
+        /// The rotation's transpose for `x`, and summed over (b, t) for the bias.
+        #[derive(Debug)]
+        struct BiasedRopeGrad;
+
+        impl<B: GpuGrads> Backward<B, 2> for BiasedRopeGrad {
+            /// (cos, sin): constants.
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<B>(&ops.node);
+                let (cos, sin) = ops.state;
+                let [px, pb] = ops.parents;
+                let dx = B::rope_backward(dy, cos, sin); // (b, t, heads, d)
+                if pb.is_some() {
+                    let shape = dx.shape();
+                    let width = shape[2] * shape[3];
+                    let rows = Shape::new([shape.num_elements() / width, width]);
+                    let summed = B::float_sum_dim(B::float_reshape(dx.clone(), rows), 0);
+                    register!(grads, pb, B::float_reshape(summed, Shape::new([width])));
+                }
+                register!(grads, px, dx);
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
         let (cos, sin) = (cos.into_primitive(), sin.into_primitive());
-        match RopeGrad.prepare::<C>([node]).compute_bound().stateful() {
+        if biased {
+            let (bias, bias_node) = bias.into_parts();
+            return match BiasedRopeGrad
+                .prepare::<C>([x_node, bias_node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = B::rope(x, cos.clone(), sin.clone(), bias, true);
+                    prep.finish((cos, sin), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin, bias, true)),
+            };
+        }
+        // Unbiased, the bias argument is a stand-in, never read.
+        let bias = bias.into_primitive();
+        match RopeGrad.prepare::<C>([x_node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let y = B::rope(x, cos.clone(), sin.clone());
+                let y = B::rope(x, cos.clone(), sin.clone(), bias, false);
                 prep.finish((cos, sin), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin)),
+            OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin, bias, false)),
         }
     }
 
@@ -1012,13 +1071,23 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
     }
 }
 
-/// RoPE on `x` (b, t, heads, d) with (b, t, 1, d) tables, or its transpose (the backward).
-fn rope_launch(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, transpose: bool) -> CubeTensor {
+/// RoPE on `x` (b, t, heads, d), plus `bias` (heads·d) first when given, with (b, t, 1, d)
+/// tables, or its transpose (the backward).
+fn rope_launch(
+    x: CubeTensor,
+    cos: CubeTensor,
+    sin: CubeTensor,
+    bias: Option<CubeTensor>,
+    transpose: bool,
+) -> CubeTensor {
     let (x, cos, sin) = (
         into_contiguous(x),
         into_contiguous(cos),
         into_contiguous(sin),
     );
+    let biased = bias.is_some();
+    // Unbiased, `x` stands in for the bias argument (the kernel never reads it).
+    let bias = bias.map_or_else(|| x.clone(), into_contiguous);
     let [_, _, heads, d] = dims::<4>(&x);
     let out = like(&x);
     let n = x.meta.shape().num_elements();
@@ -1029,10 +1098,12 @@ fn rope_launch(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, transpose: bool)
         x.clone().into_tensor_arg(),
         cos.clone().into_tensor_arg(),
         sin.into_tensor_arg(),
+        bias.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         n,
         heads,
         d,
+        biased,
         transpose,
         [
             dtype_to_storage_type(x.dtype),
@@ -1252,10 +1323,12 @@ mod cube {
         x: &Tensor<F>,
         cos: &Tensor<G>,
         sin: &Tensor<G>,
+        bias: &Tensor<F>,
         out: &mut Tensor<F>,
         n: usize,
         heads: usize,
         d: usize,
+        #[comptime] biased: bool,
         #[comptime] transpose: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
@@ -1270,8 +1343,16 @@ mod cube {
         if transpose {
             sin_at = row + p;
         }
-        let y = f32::cast_from(x[i]) * f32::cast_from(cos[row + j])
-            + f32::cast_from(x[i - j + p]) * f32::cast_from(sin[sin_at]);
+        let mut xj = x[i];
+        let mut xp = x[i - j + p];
+        if biased {
+            // The projection's bias, added in `x`'s type as the projection would.
+            let at = i % (heads * d);
+            xj += bias[at];
+            xp += bias[at - j + p];
+        }
+        let y = f32::cast_from(xj) * f32::cast_from(cos[row + j])
+            + f32::cast_from(xp) * f32::cast_from(sin[sin_at]);
         out[i] = F::cast_from(y);
     }
 
@@ -2448,12 +2529,18 @@ pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>,
     (Tensor::from_dispatch(logp), Tensor::from_dispatch(entropy))
 }
 
-/// [`GpuOps::rope`] on high-level tensors.
-pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+/// [`GpuOps::rope`] on high-level tensors, `bias` (heads·d) added first when given.
+pub fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let (bias, biased) = match bias {
+        Some(b) => (b.into_dispatch(), true),
+        None => (x.clone().into_dispatch(), false),
+    };
     Tensor::from_dispatch(<Dispatch as GpuOps>::rope(
         x.into_dispatch(),
         cos.into_dispatch(),
         sin.into_dispatch(),
+        bias,
+        biased,
     ))
 }
 
