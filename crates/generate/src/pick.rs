@@ -14,22 +14,25 @@
 //! - **filtered draws** (top-k, top-p, min-p) where the fused GPU kernels run: the same draw
 //!   among the tokens the filters keep (below).
 //!
-//! The device's inverse CDF is two-level, because burn's GPU `cumsum` runs one thread per
-//! output summing its whole prefix (quadratic in the row length): the row's weights
-//! `exp((logit − max) / T)` are cut into `chunks` of `len ≈ √vocab`, the chunk whose cumulative
-//! sum first exceeds `u · total` is found from the (rows, chunks) prefix sums, then the token
-//! inside it from that chunk's (rows, len) prefix sums.
+//! Where the fused GPU kernels run, a draw is one kernel ([`reasonlab_model::fused::sample`]).
+//! Otherwise ([`draw`], burn's ops) the inverse CDF is two-level, because burn's GPU `cumsum`
+//! runs one thread per output summing its whole prefix (quadratic in the row length): the
+//! row's weights `exp((logit − max) / T)` are cut into `chunks` of `len ≈ √vocab`, the chunk
+//! whose cumulative sum first exceeds `u · total` is found from the (rows, chunks) prefix sums,
+//! then the token inside it from that chunk's (rows, len) prefix sums.
 //!
 //! Filtered draws (top-k, top-p, min-p) keep a prefix of the tokens ordered by probability
 //! (then index) and draw among them in vocabulary order, on the host as on the device. Where
 //! the fused GPU kernels run, one kernel per row finds that prefix by bisection over the order
 //! without sorting ([`reasonlab_model::fused::filter_logits`]) and sets the others' logits to
-//! −3e38, and the draw above takes the rest; elsewhere the logits are read back.
+//! −3e38, and the draw kernel takes the rest; elsewhere the logits are read back.
 
 use reasonlab_model::burn::tensor::activation::log_softmax;
 use reasonlab_model::burn::tensor::ops::PadMode;
 use reasonlab_model::burn::tensor::{DType, FloatDType, TensorData};
 use reasonlab_model::tensor::{Device, Int, Tensor};
+
+use reasonlab_model::fused;
 
 use crate::{GenerateError, SamplingParams};
 
@@ -54,7 +57,7 @@ pub(crate) enum Pick {
 
 impl Pick {
     /// On the device on a GPU backend: greedy and plain draws always, filtered draws where
-    /// the fused kernels run ([`reasonlab_model::fused::fuses_draw_filter`]); on the host on
+    /// the fused kernels run ([`reasonlab_model::fused::fuses_sampling`]); on the host on
     /// flex (its logits are host memory already) and for filtered draws elsewhere.
     pub(crate) fn for_params(params: &SamplingParams, device: &Device) -> Self {
         let inv_temperature = 1.0 / params.temperature;
@@ -64,7 +67,7 @@ impl Pick {
             Pick::Greedy
         } else if params.top_k == 0 && params.top_p >= 1.0 && params.min_p <= 0.0 {
             Pick::Draw { inv_temperature }
-        } else if reasonlab_model::fused::fuses_draw_filter(device) {
+        } else if reasonlab_model::fused::fuses_sampling(device) {
             Pick::Filtered {
                 inv_temperature,
                 top_k: params.top_k,
@@ -101,39 +104,58 @@ pub(crate) fn read_step(
     uniforms: &[f64],
 ) -> Result<Next, GenerateError> {
     let backend = |e| GenerateError::Backend(format!("{e:?}"));
-    let logits = match pick {
-        Pick::Host => {
-            return Ok(Next::Logits(
-                logits.try_into_vec_as::<f32>().map_err(backend)?,
-            ));
-        }
-        _ => match logits.dtype() {
-            DType::F32 => logits,
-            _ => logits.cast(FloatDType::F32),
-        },
-    };
-    let (ids, logps) = match pick {
-        Pick::Draw { inv_temperature } => draw(logits, uniforms, inv_temperature, logprobs),
+    if pick == Pick::Host {
+        return Ok(Next::Logits(
+            logits.try_into_vec_as::<f32>().map_err(backend)?,
+        ));
+    }
+    // Draws in one kernel per step where the fused GPU kernels run (two with a filter), in
+    // the logits' own type.
+    let fused = match pick {
+        Pick::Draw { inv_temperature } => fused::sample(
+            logits.clone(),
+            logits.clone(),
+            uniforms,
+            inv_temperature,
+            logprobs,
+        ),
         Pick::Filtered {
             inv_temperature,
             top_k,
             top_p,
             min_p,
         } => {
-            let kept = reasonlab_model::fused::filter_logits(
-                logits.clone(),
-                inv_temperature,
-                top_k,
-                top_p,
-                min_p,
-            )
-            .ok_or_else(|| GenerateError::Backend("no filter kernel on this device".into()))?;
-            let (ids, _) = draw(kept, uniforms, inv_temperature, false);
+            let kept = fused::filter_logits(logits.clone(), inv_temperature, top_k, top_p, min_p);
+            let kept =
+                kept.ok_or_else(|| GenerateError::Backend("no filter kernel here".into()))?;
             // The log-probs are the unfiltered distribution's, as on the host.
-            let logps = logprobs.then(|| log_softmax(logits, 1).gather(1, ids.clone()));
-            (ids, logps)
+            fused::sample(kept, logits.clone(), uniforms, inv_temperature, logprobs)
         }
-        _ => {
+        _ => None,
+    };
+    if let Some((tokens, logps)) = fused {
+        let ids = tokens.try_into_vec_as::<f32>().map_err(backend)?;
+        return Ok(Next::Picked {
+            ids: ids.into_iter().map(|t| t as u32).collect(),
+            logps: match logprobs {
+                true => logps.try_into_vec_as::<f32>().map_err(backend)?,
+                false => Vec::new(),
+            },
+        });
+    }
+    let logits = match logits.dtype() {
+        DType::F32 => logits,
+        _ => logits.cast(FloatDType::F32),
+    };
+    let (ids, logps) = match pick {
+        Pick::Draw { inv_temperature } => draw(logits, uniforms, inv_temperature, logprobs),
+        Pick::Host | Pick::Filtered { .. } => {
+            // Host returned above; `Pick::for_params` filters on the device only where fused.
+            return Err(GenerateError::Backend(
+                "filtered draws on the device need the fused GPU kernels".into(),
+            ));
+        }
+        Pick::Greedy => {
             let ids = logits.clone().argmax(1); // (rows, 1)
             let logps = logprobs.then(|| log_softmax(logits, 1).gather(1, ids.clone()));
             (ids, logps)

@@ -227,7 +227,7 @@ fn sampled_generation_draws_the_hosts_tokens() {
     // Draws on the GPU happen on the device with the uniforms the host would take, filtered
     // ones among the candidates the filter kernel keeps; they give the CPU's tokens for the
     // same seed.
-    assert!(reasonlab_model::fused::fuses_draw_filter(&gpu(false)));
+    assert!(reasonlab_model::fused::fuses_sampling(&gpu(false)));
     for (temperature, top_k, top_p, min_p, what) in [
         (1.0, 0, 1.0, 0.0, "T = 1"),
         (0.7, 0, 1.0, 0.0, "T = 0.7"),

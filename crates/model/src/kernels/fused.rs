@@ -945,15 +945,47 @@ pub fn token_logprobs(
     composed::token_logprobs(logits, targets, entropy)
 }
 
-/// Whether [`filter_logits`] runs on `device`: inference (no autodiff) on a GPU backend with
-/// [`GpuKernels::Fused`].
-pub fn fuses_draw_filter(device: &Device) -> bool {
+/// Whether [`filter_logits`] and [`sample`] run on `device`: inference (no autodiff) on a GPU
+/// backend with [`GpuKernels::Fused`].
+pub fn fuses_sampling(device: &Device) -> bool {
     gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
+}
+
+/// One draw per row on the device, in one kernel, or `None` where not [`fuses_sampling`]: the
+/// first token whose cumulative weight `exp((x − max)·inv_temperature)` over
+/// `weights_from` (rows, vocab), in vocabulary order, exceeds `uniforms[row]` times the row's
+/// total, as the host sampler draws (`reasonlab_generate::Sampler`; entries at −3e38 from
+/// [`filter_logits`] weigh nothing). Returns the tokens (rows, as f32, exact below 2²⁴) and,
+/// when `logprobs`, their log-probabilities under the softmax of `logits` (rows, vocab: the
+/// unfiltered row at temperature 1), else zeros. The device sums in f32 where the host sums in
+/// f64, so a uniform within rounding of the boundary between two tokens can pick the other.
+pub fn sample(
+    weights_from: Tensor<2>,
+    logits: Tensor<2>,
+    uniforms: &[f64],
+    inv_temperature: f32,
+    logprobs: bool,
+) -> Option<(Tensor<1>, Tensor<1>)> {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_sampling(&weights_from.device()) {
+        let u: Vec<f32> = uniforms.iter().map(|&u| u as f32).collect();
+        let n = u.len();
+        let u = Tensor::<1>::from_data(TensorData::new(u, [n]), &weights_from.device());
+        return Some(super::gpu::sample(
+            weights_from,
+            logits,
+            u,
+            inv_temperature,
+            logprobs,
+        ));
+    }
+    let _ = (weights_from, logits, uniforms, inv_temperature, logprobs);
+    None
 }
 
 /// A filtered draw's candidates on the device: `logits` (rows, vocab) with every entry outside
 /// them set to −3e38 (so its weight is 0), in one kernel, or `None` where not
-/// [`fuses_draw_filter`] (the host's sampler filters there). The candidates are the host's
+/// [`fuses_sampling`] (the host's sampler filters there). The candidates are the host's
 /// (`reasonlab_generate::Sampler`) at temperature `1 / inv_temperature`: in the order by
 /// probability descending, then index ascending, the first `top_k` (0: no limit), then the
 /// shortest prefix whose probability reaches `top_p` of theirs (1: no limit), and those of
@@ -968,7 +1000,7 @@ pub fn filter_logits(
     min_p: f32,
 ) -> Option<Tensor<2>> {
     #[cfg(feature = "gpu-kernels")]
-    if fuses_draw_filter(&logits.device()) {
+    if fuses_sampling(&logits.device()) {
         return Some(super::gpu::filter_logits(
             logits,
             inv_temperature,

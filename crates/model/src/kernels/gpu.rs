@@ -46,8 +46,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cube::{
     decode_attention_kernel, filter_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
     flash_attention_kernel, logprobs_backward_kernel, logprobs_kernel, rms_norm_backward_kernel,
-    rms_norm_kernel, rope_kernel, softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel,
-    swiglu_kernel,
+    rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel, softmax_kernel,
+    swiglu_backward_kernel, swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -236,6 +236,20 @@ pub trait GpuDecode: Backend {
         top_p: f64,
         min_p: f64,
     ) -> FloatTensor<Self>;
+    /// One draw per row of `weights_from` (rows, vocab), in one kernel: the first token whose
+    /// cumulative weight `exp((x − max)·inv_temperature)`, in vocabulary order, exceeds
+    /// `uniforms[row]` (rows, f32, in [0, 1)) times the row's total (the host sampler's inverse
+    /// CDF; entries at −3e38, a filter's leavings, weigh nothing). Returns the tokens as f32
+    /// (exact below 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of
+    /// `logits` (the unfiltered row at temperature 1; else zeros), each (rows).
+    #[fusion(meta = |weights_from, _logits, _uniforms, _inv_temperature, _logprobs| (rows_spec(weights_from, 1), rows_spec(weights_from, 1)))]
+    fn sample(
+        weights_from: FloatTensor<Self>,
+        logits: FloatTensor<Self>,
+        uniforms: FloatTensor<Self>,
+        inv_temperature: f64,
+        logprobs: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Most units per cube of the row kernels.
@@ -726,6 +740,44 @@ impl GpuDecode for CubeBackend {
             dtype_to_storage_type(logits.dtype),
         );
         out
+    }
+
+    fn sample(
+        weights_from: CubeTensor,
+        logits: CubeTensor,
+        uniforms: CubeTensor,
+        inv_temperature: f64,
+        logprobs: bool,
+    ) -> (CubeTensor, CubeTensor) {
+        let weights_from = into_contiguous(weights_from);
+        let logits = into_contiguous(logits);
+        let uniforms = into_contiguous(uniforms);
+        let (rows, vocab) = row_layout(&weights_from);
+        let (tokens, logp) = (
+            f32_rows(&weights_from, [rows]),
+            f32_rows(&weights_from, [rows]),
+        );
+        let units = row_units(vocab);
+        sample_kernel::launch(
+            &weights_from.client,
+            grid(rows),
+            CubeDim::new_1d(units as u32),
+            weights_from.clone().into_tensor_arg(),
+            logits.clone().into_tensor_arg(),
+            uniforms.clone().into_tensor_arg(),
+            tokens.clone().into_tensor_arg(),
+            logp.clone().into_tensor_arg(),
+            rows,
+            vocab,
+            inv_temperature as f32,
+            units,
+            logprobs,
+            [
+                dtype_to_storage_type(weights_from.dtype),
+                dtype_to_storage_type(uniforms.dtype),
+            ],
+        );
+        (tokens, logp)
     }
 }
 
@@ -2338,6 +2390,123 @@ mod cube {
         }
     }
 
+    /// One cube per row: an inverse-CDF draw in vocabulary order (see [`GpuDecode::sample`]).
+    /// Unit `u` owns the contiguous segment `[u·len, (u + 1)·len)` of the row and sums its
+    /// weights; a scan over the cube gives each segment its cumulative start; the unit whose
+    /// segment holds `uniform · total` walks it to the token (when rounding puts the target at
+    /// or past the total, the last segment with weight takes it, at its last weighted token).
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn sample_kernel<F: Float, G: Float>(
+        weights_from: &Tensor<F>,
+        logits: &Tensor<F>,
+        uniforms: &Tensor<G>,
+        tokens: &mut Tensor<f32>,
+        logp: &mut Tensor<f32>,
+        rows: usize,
+        vocab: usize,
+        inv_temperature: f32,
+        #[comptime] units: usize,
+        #[comptime] logprobs: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let start = row * vocab;
+        let unit = UNIT_POS_X as usize;
+        let mut max = f32::new(-3.0e38);
+        let mut i = unit;
+        while i < vocab {
+            max = f32::max(max, f32::cast_from(weights_from[start + i]));
+            i += units;
+        }
+        let max = cube_max(max, units);
+        // This unit's segment and its weight.
+        let len = vocab.div_ceil(units);
+        let first = unit * len;
+        let end = usize::min(first + len, vocab);
+        let mut own = f32::new(0.0);
+        let mut i = first;
+        while i < end {
+            own += f32::exp((f32::cast_from(weights_from[start + i]) - max) * inv_temperature);
+            i += 1;
+        }
+        // Inclusive scan of the segments' weights (Hillis–Steele).
+        let mut scan = Shared::new_slice(units);
+        scan[unit] = own;
+        sync_cube();
+        let mut offset = 1usize;
+        while offset < units {
+            let mut before = f32::new(0.0);
+            if unit >= offset {
+                before = scan[unit - offset];
+            }
+            sync_cube();
+            scan[unit] += before;
+            sync_cube();
+            offset *= 2;
+        }
+        let inclusive = scan[unit];
+        let total = scan[units - 1];
+        let mut exclusive = f32::new(0.0);
+        if unit > 0 {
+            exclusive = scan[unit - 1];
+        }
+        // The last segment with weight, for a target that rounding puts at or past the total.
+        let mut weighted = f32::new(-1.0);
+        if own > 0.0 {
+            weighted = f32::cast_from(unit);
+        }
+        let last_weighted = cube_max(weighted, units);
+        let mut sum = f32::new(0.0);
+        let mut lmax = f32::new(0.0);
+        if logprobs {
+            let mut m = f32::new(-3.0e38);
+            let mut i = unit;
+            while i < vocab {
+                m = f32::max(m, f32::cast_from(logits[start + i]));
+                i += units;
+            }
+            lmax = cube_max(m, units);
+            let mut i = unit;
+            while i < vocab {
+                sum += f32::exp(f32::cast_from(logits[start + i]) - lmax);
+                i += units;
+            }
+            sum = cube_sum(sum, units);
+        }
+        let target = f32::cast_from(uniforms[row]) * total;
+        let past = target >= total && f32::cast_from(unit) == last_weighted;
+        if own > 0.0 && ((exclusive <= target && target < inclusive) || past) {
+            // Walk the segment: the first token whose running weight exceeds what is left,
+            // else (rounding) its last token with weight.
+            let rest = target - exclusive;
+            let mut acc = f32::new(0.0);
+            let mut token = first;
+            let mut found = false;
+            let mut i = first;
+            while i < end && !found {
+                let w = f32::exp((f32::cast_from(weights_from[start + i]) - max) * inv_temperature);
+                if w > 0.0 {
+                    token = i;
+                    acc += w;
+                    if acc > rest && !past {
+                        found = true;
+                    }
+                }
+                i += 1;
+            }
+            tokens[row] = f32::cast_from(token);
+            let mut lp = f32::new(0.0);
+            if logprobs {
+                lp = f32::cast_from(logits[start + token]) - lmax - f32::ln(sum);
+            }
+            logp[row] = lp;
+        }
+    }
+
     /// The target's index in a row of `vocab`, or `vocab` when it lies outside (a negative
     /// target wraps to a large index).
     #[cube]
@@ -2499,6 +2668,25 @@ pub fn filter_logits(
         top_p as f64,
         min_p as f64,
     ))
+}
+
+/// [`GpuDecode::sample`] on high-level tensors: `weights_from` and `logits` (rows, vocab),
+/// `uniforms` (rows) f32; the tokens (as f32) and their log-probs, each (rows).
+pub fn sample(
+    weights_from: Tensor<2>,
+    logits: Tensor<2>,
+    uniforms: Tensor<1>,
+    inv_temperature: f32,
+    logprobs: bool,
+) -> (Tensor<1>, Tensor<1>) {
+    let (tokens, logp) = <Dispatch as GpuDecode>::sample(
+        weights_from.into_dispatch(),
+        logits.into_dispatch(),
+        uniforms.into_dispatch(),
+        inv_temperature as f64,
+        logprobs,
+    );
+    (Tensor::from_dispatch(tokens), Tensor::from_dispatch(logp))
 }
 
 /// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k`, `v` (b, kv, s, d),
