@@ -502,36 +502,79 @@ pub struct DecoderLayer {
     pub post_attention_layernorm: RmsNorm,
 }
 
+/// The residual stream between blocks: its sum, or (on the GPU backends, at inference) a
+/// residual and an update not yet added to it, which the next norm adds in its own kernel
+/// ([`crate::fused::add_rms_norm`]).
+pub struct Stream {
+    residual: Tensor<3>,
+    update: Option<Tensor<3>>,
+}
+
+impl Stream {
+    /// A stream that is its sum already.
+    pub fn sum(x: Tensor<3>) -> Self {
+        Self {
+            residual: x,
+            update: None,
+        }
+    }
+
+    /// `residual + update`, left for the next norm to add.
+    pub fn parts(update: Tensor<3>, residual: Tensor<3>) -> Self {
+        Self {
+            residual,
+            update: Some(update),
+        }
+    }
+
+    /// The stream's sum, and `norm` applied to it: (sum, normalised).
+    pub fn norm(self, norm: &RmsNorm) -> (Tensor<3>, Tensor<3>) {
+        match self.update {
+            None => (self.residual.clone(), norm.forward(self.residual)),
+            Some(update) => {
+                crate::fused::add_rms_norm(update, self.residual, norm.weight.val(), norm.eps)
+            }
+        }
+    }
+}
+
 impl DecoderLayer {
+    /// One block on the residual stream `x` (b, t, hidden). Its two residual additions go into
+    /// the norms after them where [`crate::fused::fuses_add_rms_norm`]: the attention's into
+    /// the MLP's norm, the MLP's into the next block's (the stream returns as
+    /// [`Stream::parts`]).
     pub fn forward(
         &self,
-        x: Tensor<3>,
+        x: Stream,
         rope: &Rope,
         mask: Option<&Tensor<5>>,
         cache: Option<&mut Option<LayerCache>>,
-    ) -> Tensor<3> {
-        let residual = x.clone();
-        let x = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x), rope, mask, cache)
-            + residual;
-        let [b, t, hidden] = x.dims();
+    ) -> Stream {
+        let (residual, normed) = x.norm(&self.input_layernorm);
+        let attended = self.self_attn.forward(normed, rope, mask, cache);
+        let [b, t, hidden] = attended.dims();
         let mlp = &self.mlp;
+        let norm = &self.post_attention_layernorm;
         let plain = |l: &Linear| l.bias.is_none() && l.lora.is_none();
         let (gate, up, down) = (&mlp.gate_proj, &mlp.up_proj, &mlp.down_proj);
         if plain(gate)
             && plain(up)
             && plain(down)
-            && crate::decode::enabled(b * t, &x, &gate.weight.val())
+            && crate::decode::enabled(b * t, &attended, &gate.weight.val())
         {
-            let norm = &self.post_attention_layernorm;
-            let x = x.reshape([b * t, hidden]);
+            let x = (attended + residual).reshape([b * t, hidden]);
             let (g, u, d) = (gate.weight.val(), up.weight.val(), down.weight.val());
-            return crate::decode::mlp_block(x, &norm.weight.val(), norm.eps, &g, &u, &d)
-                .reshape([b, t, hidden]);
+            return Stream::sum(
+                crate::decode::mlp_block(x, &norm.weight.val(), norm.eps, &g, &u, &d)
+                    .reshape([b, t, hidden]),
+            );
         }
-        let residual = x.clone();
-        self.mlp.forward(self.post_attention_layernorm.forward(x)) + residual
+        if crate::fused::fuses_add_rms_norm(&attended.device()) {
+            let (x, normed) = Stream::parts(attended, residual).norm(norm);
+            return Stream::parts(self.mlp.forward(normed), x);
+        }
+        let x = attended + residual;
+        Stream::sum(self.mlp.forward(norm.forward(x.clone())) + x)
     }
 }
 
@@ -567,16 +610,17 @@ impl CausalLm {
     /// Run every block and the final norm: (b, t, hidden) → (b, t, hidden).
     pub fn backbone(
         &self,
-        mut x: Tensor<3>,
+        x: Tensor<3>,
         rope: &Rope,
         mask: Option<&Tensor<5>>,
         mut cache: Option<&mut Vec<Option<LayerCache>>>,
     ) -> Tensor<3> {
+        let mut stream = Stream::sum(x);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c[i]);
-            x = layer.forward(x, rope, mask, slot);
+            stream = layer.forward(stream, rope, mask, slot);
         }
-        self.model.norm.forward(x)
+        stream.norm(&self.model.norm).1
     }
 
     /// Final hidden states → logits: (b, t, hidden) → (b, t, vocab).

@@ -108,6 +108,42 @@ fn fused_rms_norm_matches_the_composed_op() {
     }
 }
 
+/// The residual add and the next RMSNorm in one kernel (inference) against an add and the
+/// composed norm: the sum as the add rounds it, the norm as the fused RMSNorm's.
+#[test]
+fn fused_add_rms_norm_matches_the_composed_ops() {
+    let device = gpu();
+    assert!(fused::fuses_add_rms_norm(&device));
+    for (dtype, tol) in dtypes(&device) {
+        for (rows, d) in [(15, 7), (6, 1000)] {
+            let (x, r, w) = (
+                values(rows * d, 21, 3.0),
+                values(rows * d, 22, 3.0),
+                values(d, 23, 1.5),
+            );
+            let x = tensor(x, [rows, d], dtype, &device);
+            let r = tensor(r, [rows, d], dtype, &device);
+            let w = tensor(w, [d], dtype, &device);
+            let (sum, normed) = fused::add_rms_norm(x.clone(), r.clone(), w.clone(), 1e-6);
+            assert_eq!((sum.dtype(), normed.dtype()), (dtype, dtype));
+            let sum_c = x + r;
+            let normed_c = composed::rms_norm(sum_c.clone(), w, 1e-6);
+            close(
+                &format!("add {dtype:?} ({rows}, {d})"),
+                &read(sum),
+                &read(sum_c),
+                tol,
+            );
+            close(
+                &format!("add + rms_norm {dtype:?} ({rows}, {d})"),
+                &read(normed),
+                &read(normed_c),
+                tol,
+            );
+        }
+    }
+}
+
 #[test]
 fn fused_swiglu_matches_the_composed_op() {
     let device = gpu();

@@ -894,6 +894,29 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     composed::rms_norm(x, weight, eps)
 }
 
+/// Whether [`add_rms_norm`] is one kernel for tensors on `device`: inference (no autodiff) on
+/// a GPU backend with [`GpuKernels::Fused`].
+pub fn fuses_add_rms_norm(device: &Device) -> bool {
+    gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
+}
+
+/// The residual stream's add and the next RMSNorm: `(x + residual, rms_norm(x + residual))`
+/// with `weight` (last dim). One kernel where [`fuses_add_rms_norm`]; an add and
+/// [`rms_norm`] otherwise.
+pub fn add_rms_norm<const D: usize>(
+    x: Tensor<D>,
+    residual: Tensor<D>,
+    weight: Tensor<1>,
+    eps: f64,
+) -> (Tensor<D>, Tensor<D>) {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_add_rms_norm(&x.device()) {
+        return super::gpu::add_rms_norm(x, residual, weight, eps);
+    }
+    let sum = x + residual;
+    (sum.clone(), rms_norm(sum, weight, eps))
+}
+
 /// RoPE in the projections' layout on a GPU backend (see [`crate::decoder::Rope::apply_heads`]):
 /// `x`: (b, t, heads, d), `cos`, `sin`: (b, t, 1, d) in `x`'s type, `rotate`: (d) the index
 /// `d/2, …, d−1, 0, …, d/2−1`; `bias` (heads·d), the projection's, added to `x` first. One

@@ -6,6 +6,7 @@
 //! | op | composed kernels | fused |
 //! | --- | ---: | ---: |
 //! | RMSNorm: square, mean, + eps, sqrt, divide, weight product | 6 | 1 |
+//! | the residual addition and the next RMSNorm (inference) | 7 | 1 |
 //! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
 //! | SwiGLU's `silu(gate) · up` | 5 | 1 |
 //! | RoPE on q or k with the projection's bias: the bias add, the swapped halves, two products, a sum | 5 | 1 |
@@ -236,6 +237,16 @@ pub trait GpuDecode: Backend {
         top_p: f64,
         min_p: f64,
     ) -> FloatTensor<Self>;
+    /// The residual stream's add and the next RMSNorm in one kernel: `(x + residual,
+    /// rms_norm(x + residual) · weight)`, the sum in `x`'s type (as the composed add rounds
+    /// it), the norm as [`GpuOps::rms_norm`]; `x`, `residual` of one shape.
+    #[fusion(meta = |x, _residual, _weight, _eps| (x.clone(), x.clone()))]
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// One draw per row of `weights_from` (rows, vocab), in one kernel: the first token whose
     /// cumulative weight `exp((x − max)·inv_temperature)`, in vocabulary order, exceeds
     /// `uniforms[row]` (rows, f32, in [0, 1)) times the row's total (the host sampler's inverse
@@ -317,27 +328,7 @@ impl GpuOps for CubeBackend {
     }
 
     fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
-        let (x, weight) = (into_contiguous(x), into_contiguous(weight));
-        let (rows, d) = row_layout(&x);
-        let out = like(&x);
-        let units = row_units(d);
-        rms_norm_kernel::launch(
-            &x.client,
-            grid(rows),
-            CubeDim::new_1d(units as u32),
-            x.clone().into_tensor_arg(),
-            weight.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            rows,
-            d,
-            eps as f32,
-            units,
-            [
-                dtype_to_storage_type(x.dtype),
-                dtype_to_storage_type(weight.dtype),
-            ],
-        );
-        out
+        rms_norm_launch(x, None, weight, eps).1
     }
 }
 
@@ -742,6 +733,16 @@ impl GpuDecode for CubeBackend {
         out
     }
 
+    fn add_rms_norm(
+        x: CubeTensor,
+        residual: CubeTensor,
+        weight: CubeTensor,
+        eps: f64,
+    ) -> (CubeTensor, CubeTensor) {
+        let (sum, out) = rms_norm_launch(x, Some(residual), weight, eps);
+        (sum.expect("asked for"), out)
+    }
+
     fn sample(
         weights_from: CubeTensor,
         logits: CubeTensor,
@@ -1121,6 +1122,53 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
             }
         }
     }
+}
+
+/// RMSNorm over the last dimension of `x`, or of `x + residual` when given: (the sum, when
+/// asked for, and) the normalised rows times `weight`.
+fn rms_norm_launch(
+    x: CubeTensor,
+    residual: Option<CubeTensor>,
+    weight: CubeTensor,
+    eps: f64,
+) -> (Option<CubeTensor>, CubeTensor) {
+    let (x, weight) = (into_contiguous(x), into_contiguous(weight));
+    let add = residual.is_some();
+    // Without a residual, `x` stands in for it and one element for the sum (neither is read or
+    // written; an output must not alias an input).
+    let residual = residual.map_or_else(|| x.clone(), into_contiguous);
+    let (rows, d) = row_layout(&x);
+    let out = like(&x);
+    let sum = match add {
+        true => like(&x),
+        false => empty_device_contiguous_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([1]),
+            x.dtype,
+        ),
+    };
+    let units = row_units(d);
+    rms_norm_kernel::launch(
+        &x.client,
+        grid(rows),
+        CubeDim::new_1d(units as u32),
+        x.clone().into_tensor_arg(),
+        residual.into_tensor_arg(),
+        weight.clone().into_tensor_arg(),
+        sum.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows,
+        d,
+        eps as f32,
+        units,
+        add,
+        [
+            dtype_to_storage_type(x.dtype),
+            dtype_to_storage_type(weight.dtype),
+        ],
+    );
+    (add.then_some(sum), out)
 }
 
 /// RoPE on `x` (b, t, heads, d), plus `bias` (heads·d) first when given, with (b, t, 1, d)
@@ -1599,12 +1647,15 @@ mod cube {
     #[cube(launch)]
     pub(super) fn rms_norm_kernel<F: Float, G: Float>(
         x: &Tensor<F>,
+        residual: &Tensor<F>,
         weight: &Tensor<G>,
+        sum: &mut Tensor<F>,
         out: &mut Tensor<F>,
         rows: usize,
         d: usize,
         eps: f32,
         #[comptime] units: usize,
+        #[comptime] add: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let row = CUBE_POS;
@@ -1616,14 +1667,24 @@ mod cube {
         let mut squares = f32::new(0.0);
         let mut i = unit;
         while i < d {
-            let v = f32::cast_from(x[start + i]);
+            let mut xi = x[start + i];
+            if add {
+                // The residual stream's add, in `x`'s type as the composed add rounds it.
+                xi += residual[start + i];
+                sum[start + i] = xi;
+            }
+            let v = f32::cast_from(xi);
             squares += v * v;
             i += units;
         }
         let norm = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
         let mut i = unit;
         while i < d {
-            let v = F::cast_from(f32::cast_from(x[start + i]) / norm);
+            let mut xi = x[start + i];
+            if add {
+                xi += residual[start + i];
+            }
+            let v = F::cast_from(f32::cast_from(xi) / norm);
             out[start + i] = v * F::cast_from(weight[i]);
             i += units;
         }
@@ -2687,6 +2748,22 @@ pub fn sample(
         logprobs,
     );
     (Tensor::from_dispatch(tokens), Tensor::from_dispatch(logp))
+}
+
+/// [`GpuDecode::add_rms_norm`] on high-level tensors: `(x + residual, rms_norm(x + residual))`.
+pub fn add_rms_norm<const D: usize>(
+    x: Tensor<D>,
+    residual: Tensor<D>,
+    weight: Tensor<1>,
+    eps: f64,
+) -> (Tensor<D>, Tensor<D>) {
+    let (sum, out) = <Dispatch as GpuDecode>::add_rms_norm(
+        x.into_dispatch(),
+        residual.into_dispatch(),
+        weight.into_dispatch(),
+        eps,
+    );
+    (Tensor::from_dispatch(sum), Tensor::from_dispatch(out))
 }
 
 /// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k`, `v` (b, kv, s, d),
