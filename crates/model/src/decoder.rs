@@ -250,6 +250,14 @@ impl Rope {
         crate::fused::rope(x, cos, sin, g.rotate.clone(), bias).swap_dims(1, 2)
     }
 
+    /// k's tables in the projections' (b, t, 1, d) layout, in `dtype`: (cos, sin).
+    pub fn key_tables(&self, dtype: burn::tensor::DType) -> (Tensor<4>, Tensor<4>) {
+        // (b, 1, t, d) and (b, t, 1, d) hold the same values in the same order: a reshape.
+        let [b, _, t, d] = self.cos.dims();
+        let table = |x: &Tensor<4>| same_type(x.clone().reshape([b, t, 1, d]), dtype);
+        (table(&self.cos), table(&self.sin))
+    }
+
     /// The tables as (positions, d) row-major buffers: (cos, sin).
     pub fn tables(positions: &[u32], inv_freq: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let half = inv_freq.len();
@@ -351,6 +359,25 @@ impl LayerCache {
         }
     }
 
+    /// Append a step's keys and values as the projections give them, (b, t, kv, d) without
+    /// RoPE or biases (`cos`, `sin`: k's (b, t, 1, d) tables; `biases`: k's and v's), through
+    /// [`crate::fused::append_kv`]: one kernel on the GPU backends.
+    fn append_projected(
+        &mut self,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        (cos, sin): (Tensor<4>, Tensor<4>),
+        biases: Option<(Tensor<1>, Tensor<1>)>,
+    ) {
+        let t = k.dims()[1];
+        self.make_room(t);
+        let device = k.device();
+        let k_buf = std::mem::replace(&mut self.k, Tensor::empty([0, 0, 0, 0], &device));
+        let v_buf = std::mem::replace(&mut self.v, Tensor::empty([0, 0, 0, 0], &device));
+        (self.k, self.v) = crate::fused::append_kv(k_buf, v_buf, k, v, cos, sin, biases, self.len);
+        self.len += t;
+    }
+
     /// Append (b, kv, t, d) keys and values.
     fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
         let [b, kv, t, d] = k.dims();
@@ -409,9 +436,17 @@ impl Attention {
             ),
             false => (split(l.forward(x), n), None),
         };
+        // A step onto an existing cache at inference on the GPU: k's RoPE, both biases and the
+        // append in one kernel (`fused::append_kv`).
+        let append = fold
+            && matches!(cache.as_deref(), Some(Some(_)))
+            && crate::fused::fuses_kv_append(&x.device());
         let (mut q, q_bias) = project(&self.q_proj, x.clone(), h);
         let (mut k, k_bias) = project(&self.k_proj, x.clone(), kv);
-        let mut v = split(self.v_proj.forward(x), kv).swap_dims(1, 2); // (b, kv, t, d)
+        let (v, v_bias) = match append {
+            true => project(&self.v_proj, x, kv),
+            false => (split(self.v_proj.forward(x), kv), None),
+        }; // (b, t, kv, d)
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -420,10 +455,27 @@ impl Attention {
         // and exact for the usual power-of-two head dims.
         let scale = 1.0 / (d as f64).sqrt();
         let q = rope.apply_heads(q, Some(scale), q_bias); // (b, h, t, d)
-        let mut k = rope.apply_heads(k, None, k_bias); // (b, kv, t, d)
-        if let Some(slot) = cache {
-            (k, v) = LayerCache::extend(slot, k, v);
-        }
+        let (k, v) = match cache {
+            Some(Some(layer)) if append => {
+                let dtype = k.dtype();
+                let biases = match (k_bias, v_bias) {
+                    (None, None) => None,
+                    // One projection without a bias adds zeros.
+                    (kb, vb) => {
+                        let zeros = || Tensor::zeros([kv * d], &k.device());
+                        let kb = same_type(kb.unwrap_or_else(zeros), dtype);
+                        Some((kb, same_type(vb.unwrap_or_else(zeros), dtype)))
+                    }
+                };
+                layer.append_projected(k, v, rope.key_tables(dtype), biases);
+                layer.views()
+            }
+            Some(slot) => {
+                let k = rope.apply_heads(k, None, k_bias); // (b, kv, t, d)
+                LayerCache::extend(slot, k, v.swap_dims(1, 2))
+            }
+            None => (rope.apply_heads(k, None, k_bias), v.swap_dims(1, 2)),
+        };
         let s = k.dims()[2];
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.

@@ -144,6 +144,81 @@ fn fused_add_rms_norm_matches_the_composed_ops() {
     }
 }
 
+/// A step's keys and values into the KV cache in one kernel (RoPE on k with its bias, v with
+/// its bias) against the composed RoPE, bias add and `slice_assign`: the whole buffers, so
+/// the positions outside the step stay as they were; a buffer another tensor still holds is
+/// copied, not written.
+#[test]
+fn fused_kv_append_matches_the_composed_ops() {
+    let device = gpu();
+    assert!(fused::fuses_kv_append(&device));
+    for (dtype, tol) in dtypes(&device) {
+        for (b, t, kv, d, capacity, len, biased) in [
+            (2, 1, 2, 8, 10, 4, true),
+            (2, 3, 2, 64, 10, 7, false),
+            (1, 2, 3, 64, 5, 0, true),
+        ] {
+            let case = format!("{dtype:?} b {b} t {t} kv {kv} d {d} at {len} of {capacity}");
+            let buf = [b, kv, capacity, d];
+            let (k_cache, v_cache) = (
+                values(b * kv * capacity * d, 31, 1.0),
+                values(b * kv * capacity * d, 32, 1.0),
+            );
+            let (k, v) = (
+                values(b * t * kv * d, 33, 2.0),
+                values(b * t * kv * d, 34, 2.0),
+            );
+            let angles = values(b * t * d / 2, 35, 3.0);
+            let (mut cos, mut sin) = (vec![0f32; b * t * d], vec![0f32; b * t * d]);
+            for r in 0..b * t {
+                for i in 0..d / 2 {
+                    let a = angles[r * d / 2 + i];
+                    (cos[r * d + i], cos[r * d + d / 2 + i]) = (a.cos(), a.cos());
+                    (sin[r * d + i], sin[r * d + d / 2 + i]) = (-a.sin(), a.sin());
+                }
+            }
+            let (k_bias, v_bias) = (values(kv * d, 36, 1.0), values(kv * d, 37, 1.0));
+            let run = |fused_path: bool, shared: bool| {
+                let kc = tensor(k_cache.clone(), buf, dtype, &device);
+                let vc = tensor(v_cache.clone(), buf, dtype, &device);
+                let held = shared.then(|| (kc.clone(), vc.clone()));
+                let args = (
+                    tensor(k.clone(), [b, t, kv, d], dtype, &device),
+                    tensor(v.clone(), [b, t, kv, d], dtype, &device),
+                    tensor(cos.clone(), [b, t, 1, d], dtype, &device),
+                    tensor(sin.clone(), [b, t, 1, d], dtype, &device),
+                    biased.then(|| {
+                        (
+                            tensor(k_bias.clone(), [kv * d], dtype, &device),
+                            tensor(v_bias.clone(), [kv * d], dtype, &device),
+                        )
+                    }),
+                );
+                let (kt, vt, c, sn, bias) = args;
+                let (kc, vc) = match fused_path {
+                    true => fused::append_kv(kc, vc, kt, vt, c, sn, bias, len),
+                    false => composed::append_kv(kc, vc, kt, vt, c, sn, bias, len),
+                };
+                if let Some((hk, hv)) = held {
+                    assert_eq!(read(hk), read(tensor(k_cache.clone(), buf, dtype, &device)));
+                    assert_eq!(read(hv), read(tensor(v_cache.clone(), buf, dtype, &device)));
+                }
+                (read(kc), read(vc))
+            };
+            let ((kf, vf), (kc, vc)) = (run(true, false), run(false, false));
+            close(&format!("kv append, keys, {case}"), &kf, &kc, 4.0 * tol);
+            close(&format!("kv append, values, {case}"), &vf, &vc, tol);
+            assert_ne!(
+                kc,
+                read(tensor(k_cache.clone(), buf, dtype, &device)),
+                "{case}: written"
+            );
+            let (ks, vs) = run(true, true);
+            assert_eq!((ks, vs), (kf, vf), "{case}: a held buffer is copied");
+        }
+    }
+}
+
 #[test]
 fn fused_swiglu_matches_the_composed_op() {
     let device = gpu();

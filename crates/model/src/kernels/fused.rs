@@ -894,6 +894,35 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     composed::rms_norm(x, weight, eps)
 }
 
+/// Whether [`append_kv`] runs on `device`: inference (no autodiff) on a GPU backend with
+/// [`GpuKernels::Fused`].
+pub fn fuses_kv_append(device: &Device) -> bool {
+    gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
+}
+
+/// A step's keys and values into a layer's KV cache: RoPE on `k` plus its bias and `v` plus
+/// its bias, from the projections' (b, t, kv, d) layout, written at positions `len..len + t`
+/// of the (b, kv, capacity, d) buffers, in place when nothing else holds them; returns the
+/// buffers. `cos`, `sin`: k's (b, t, 1, d) tables in the activations' type; `biases`: (k's,
+/// v's), each (kv·d). One kernel where [`fuses_kv_append`]; [`composed::append_kv`] otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn append_kv(
+    k_cache: Tensor<4>,
+    v_cache: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    biases: Option<(Tensor<1>, Tensor<1>)>,
+    len: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_kv_append(&k.device()) {
+        return super::gpu::append_kv(k_cache, v_cache, k, v, cos, sin, biases, len);
+    }
+    composed::append_kv(k_cache, v_cache, k, v, cos, sin, biases, len)
+}
+
 /// Whether [`add_rms_norm`] is one kernel for tensors on `device`: inference (no autodiff) on
 /// a GPU backend with [`GpuKernels::Fused`].
 pub fn fuses_add_rms_norm(device: &Device) -> bool {
@@ -1082,7 +1111,7 @@ pub fn attention(
 /// against.
 pub mod composed {
     use burn::tensor::activation::softmax;
-    use burn::tensor::{DType, Int, Tensor};
+    use burn::tensor::{DType, Int, Tensor, TensorData};
 
     use crate::decoder::same_type;
 
@@ -1137,6 +1166,38 @@ pub mod composed {
         };
         let swapped = x.clone().select(3, rotate);
         x * cos + swapped * sin
+    }
+
+    /// [`super::append_kv`], composed: [`rope`] with k's bias, v's bias added, each moved to
+    /// the (b, kv, t, d) layout and written with `slice_assign`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_kv(
+        k_cache: Tensor<4>,
+        v_cache: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        cos: Tensor<4>,
+        sin: Tensor<4>,
+        biases: Option<(Tensor<1>, Tensor<1>)>,
+        len: usize,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let [b, t, kv, d] = k.dims();
+        let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
+        let rotate = Tensor::<1, Int>::from_data(TensorData::new(rotate, [d]), &k.device());
+        let (k_bias, v_bias) = biases.unzip();
+        let k = rope(k, cos, sin, rotate, k_bias).swap_dims(1, 2);
+        let v = match v_bias {
+            Some(bias) => {
+                (v.reshape([b * t, kv * d]) + bias.unsqueeze::<2>()).reshape([b, t, kv, d])
+            }
+            None => v,
+        }
+        .swap_dims(1, 2);
+        let at = [0..b, 0..kv, len..len + t, 0..d];
+        (
+            k_cache.slice_assign(at.clone(), k),
+            v_cache.slice_assign(at, v),
+        )
     }
 
     /// [`super::attention`], composed: scores, softmax in f32, weighted sum.

@@ -7,6 +7,7 @@
 //! | --- | ---: | ---: |
 //! | RMSNorm: square, mean, + eps, sqrt, divide, weight product | 6 | 1 |
 //! | the residual addition and the next RMSNorm (inference) | 7 | 1 |
+//! | a decode step's k and v into the KV cache: k's RoPE, both biases, two appends | 7 | 1 |
 //! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
 //! | SwiGLU's `silu(gate) · up` | 5 | 1 |
 //! | RoPE on q or k with the projection's bias: the bias add, the swapped halves, two products, a sum | 5 | 1 |
@@ -45,10 +46,10 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    decode_attention_kernel, filter_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
-    flash_attention_kernel, logprobs_backward_kernel, logprobs_kernel, rms_norm_backward_kernel,
-    rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel, softmax_kernel,
-    swiglu_backward_kernel, swiglu_kernel,
+    append_kv_kernel, decode_attention_kernel, filter_kernel, flash_attention_dkv_kernel,
+    flash_attention_dq_kernel, flash_attention_kernel, logprobs_backward_kernel, logprobs_kernel,
+    rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel,
+    softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -237,6 +238,25 @@ pub trait GpuDecode: Backend {
         top_p: f64,
         min_p: f64,
     ) -> FloatTensor<Self>;
+    /// A decode step's keys and values into a layer's KV cache in one kernel: RoPE on
+    /// `k + k_bias` and `v + v_bias` (biases (kv·d), read when `biased`), from the projections'
+    /// (b, t, kv, d) layout, written at positions `len..len + t` of the (b, kv, capacity, d)
+    /// buffers `k_cache`, `v_cache`, in place when they are uniquely owned (else copied
+    /// first); returns the buffers. `cos`, `sin`: (b, t, 1, d) as [`GpuOps::rope`]'s.
+    #[fusion(meta = |k_cache, v_cache, _k, _v, _cos, _sin, _k_bias, _v_bias, _biased, _len| (k_cache.clone(), v_cache.clone()))]
+    #[allow(clippy::too_many_arguments)]
+    fn append_kv(
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        k_bias: FloatTensor<Self>,
+        v_bias: FloatTensor<Self>,
+        biased: bool,
+        len: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// The residual stream's add and the next RMSNorm in one kernel: `(x + residual,
     /// rms_norm(x + residual) · weight)`, the sum in `x`'s type (as the composed add rounds
     /// it), the norm as [`GpuOps::rms_norm`]; `x`, `residual` of one shape.
@@ -731,6 +751,63 @@ impl GpuDecode for CubeBackend {
             dtype_to_storage_type(logits.dtype),
         );
         out
+    }
+
+    fn append_kv(
+        k_cache: CubeTensor,
+        v_cache: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        k_bias: CubeTensor,
+        v_bias: CubeTensor,
+        biased: bool,
+        len: usize,
+    ) -> (CubeTensor, CubeTensor) {
+        // Written in place where nothing else holds the buffer, as burn's `slice_assign`.
+        let writable = |t: CubeTensor| {
+            if !t.is_contiguous() {
+                into_contiguous(t)
+            } else if t.can_mut() {
+                t
+            } else {
+                t.copy()
+            }
+        };
+        let (k_cache, v_cache) = (writable(k_cache), writable(v_cache));
+        let (k, v) = (into_contiguous(k), into_contiguous(v));
+        let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
+        let (k_bias, v_bias) = (into_contiguous(k_bias), into_contiguous(v_bias));
+        let [_, t, kv, d] = dims::<4>(&k);
+        let capacity = dims::<4>(&k_cache)[2];
+        assert!(len + t <= capacity, "the cache has room for the step");
+        let n = k.meta.shape().num_elements();
+        append_kv_kernel::launch(
+            &k.client,
+            grid(n.div_ceil(ELEMENT_UNITS as usize)),
+            CubeDim::new_1d(ELEMENT_UNITS),
+            k.clone().into_tensor_arg(),
+            v.into_tensor_arg(),
+            cos.clone().into_tensor_arg(),
+            sin.into_tensor_arg(),
+            k_bias.into_tensor_arg(),
+            v_bias.into_tensor_arg(),
+            k_cache.clone().into_tensor_arg(),
+            v_cache.clone().into_tensor_arg(),
+            n,
+            t,
+            kv,
+            d,
+            capacity,
+            len,
+            biased,
+            [
+                dtype_to_storage_type(k.dtype),
+                dtype_to_storage_type(cos.dtype),
+            ],
+        );
+        (k_cache, v_cache)
     }
 
     fn add_rms_norm(
@@ -2568,6 +2645,55 @@ mod cube {
         }
     }
 
+    /// A unit per element of `k`, `v` (b, t, kv, d): `k_cache[b, h, len + τ, j]` gets RoPE of
+    /// `k + k_bias` (as [`rope_kernel`] computes it), `v_cache` the same place `v + v_bias`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn append_kv_kernel<F: Float, G: Float>(
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        cos: &Tensor<G>,
+        sin: &Tensor<G>,
+        k_bias: &Tensor<F>,
+        v_bias: &Tensor<F>,
+        k_cache: &mut Tensor<F>,
+        v_cache: &mut Tensor<F>,
+        n: usize,
+        t: usize,
+        kv: usize,
+        d: usize,
+        capacity: usize,
+        len: usize,
+        #[comptime] biased: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let j = i % d;
+        let head = (i / d) % kv;
+        let position = i / (kv * d); // b·t + τ
+        let row = position * d;
+        let p = (j + d / 2) % d;
+        let mut kj = k[i];
+        let mut kp = k[i - j + p];
+        let mut vj = v[i];
+        if biased {
+            let at = head * d + j;
+            kj += k_bias[at];
+            kp += k_bias[at - j + p];
+            vj += v_bias[at];
+        }
+        let y = f32::cast_from(kj) * f32::cast_from(cos[row + j])
+            + f32::cast_from(kp) * f32::cast_from(sin[row + j]);
+        let batch = position / t;
+        let step = position % t;
+        let dst = ((batch * kv + head) * capacity + len + step) * d + j;
+        k_cache[dst] = F::cast_from(y);
+        v_cache[dst] = vj;
+    }
+
     /// The target's index in a row of `vocab`, or `vocab` when it lies outside (a negative
     /// target wraps to a large index).
     #[cube]
@@ -2764,6 +2890,42 @@ pub fn add_rms_norm<const D: usize>(
         eps,
     );
     (Tensor::from_dispatch(sum), Tensor::from_dispatch(out))
+}
+
+/// [`GpuDecode::append_kv`] on high-level tensors: `k`, `v` (b, t, kv, d) unrotated and
+/// unbiased, `cos`, `sin` (b, t, 1, d), `biases` (kv·d each) when the projections have them;
+/// returns the (b, kv, capacity, d) buffers with positions `len..len + t` written.
+#[allow(clippy::too_many_arguments)]
+pub fn append_kv(
+    k_cache: Tensor<4>,
+    v_cache: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    biases: Option<(Tensor<1>, Tensor<1>)>,
+    len: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let (k_bias, v_bias, biased) = match biases {
+        Some((kb, vb)) => (kb.into_dispatch(), vb.into_dispatch(), true),
+        None => (k.clone().into_dispatch(), v.clone().into_dispatch(), false),
+    };
+    let (k_cache, v_cache) = <Dispatch as GpuDecode>::append_kv(
+        k_cache.into_dispatch(),
+        v_cache.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        k_bias,
+        v_bias,
+        biased,
+        len,
+    );
+    (
+        Tensor::from_dispatch(k_cache),
+        Tensor::from_dispatch(v_cache),
+    )
 }
 
 /// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k`, `v` (b, kv, s, d),
