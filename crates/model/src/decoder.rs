@@ -359,22 +359,15 @@ impl LayerCache {
         }
     }
 
-    /// Append a step's keys and values as the projections give them, (b, t, kv, d) without
-    /// RoPE or biases (`cos`, `sin`: k's (b, t, 1, d) tables; `biases`: k's and v's), through
+    /// Append a step's keys and values as the projections give them, through
     /// [`crate::fused::append_kv`]: one kernel on the GPU backends.
-    fn append_projected(
-        &mut self,
-        k: Tensor<4>,
-        v: Tensor<4>,
-        (cos, sin): (Tensor<4>, Tensor<4>),
-        biases: Option<(Tensor<1>, Tensor<1>)>,
-    ) {
-        let t = k.dims()[1];
+    fn append_projected(&mut self, step: crate::fused::KvStep) {
+        let t = step.k.dims()[1];
         self.make_room(t);
-        let device = k.device();
+        let device = step.k.device();
         let k_buf = std::mem::replace(&mut self.k, Tensor::empty([0, 0, 0, 0], &device));
         let v_buf = std::mem::replace(&mut self.v, Tensor::empty([0, 0, 0, 0], &device));
-        (self.k, self.v) = crate::fused::append_kv(k_buf, v_buf, k, v, cos, sin, biases, self.len);
+        (self.k, self.v) = crate::fused::append_kv(k_buf, v_buf, step, self.len);
         self.len += t;
     }
 
@@ -467,7 +460,14 @@ impl Attention {
                         Some((kb, same_type(vb.unwrap_or_else(zeros), dtype)))
                     }
                 };
-                layer.append_projected(k, v, rope.key_tables(dtype), biases);
+                let (cos, sin) = rope.key_tables(dtype);
+                layer.append_projected(crate::fused::KvStep {
+                    k,
+                    v,
+                    cos,
+                    sin,
+                    biases,
+                });
                 layer.views()
             }
             Some(slot) => {

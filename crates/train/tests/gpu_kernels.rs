@@ -194,10 +194,17 @@ fn fused_kv_append_matches_the_composed_ops() {
                         )
                     }),
                 );
-                let (kt, vt, c, sn, bias) = args;
+                let (k, v, cos, sin, biases) = args;
+                let step = fused::KvStep {
+                    k,
+                    v,
+                    cos,
+                    sin,
+                    biases,
+                };
                 let (kc, vc) = match fused_path {
-                    true => fused::append_kv(kc, vc, kt, vt, c, sn, bias, len),
-                    false => composed::append_kv(kc, vc, kt, vt, c, sn, bias, len),
+                    true => fused::append_kv(kc, vc, step, len),
+                    false => composed::append_kv(kc, vc, step, len),
                 };
                 if let Some((hk, hv)) = held {
                     assert_eq!(read(hk), read(tensor(k_cache.clone(), buf, dtype, &device)));
@@ -775,6 +782,16 @@ fn fused_token_logprobs_match_the_composed_ops() {
     }
 }
 
+/// Logits like a language model's from values in [-1, 1): a few likely tokens (every 97th, 4
+/// to 12) over a long tail (-5 to 5).
+fn lm_like(values: &[f32]) -> Vec<f32> {
+    let at = |(i, &g): (usize, &f32)| match i % 97 == 3 {
+        true => 8.0 + 4.0 * g,
+        false => 5.0 * g,
+    };
+    values.iter().enumerate().map(at).collect()
+}
+
 /// A filtered draw's candidates on the device are the host sampler's: for top-k, top-p,
 /// min-p, their combinations and temperatures, on language-model-like rows (a few likely
 /// tokens, a long tail) and on rows of many tied logits (as 16-bit logits have), where a cut
@@ -802,14 +819,7 @@ fn filtered_draws_keep_the_hosts_candidates() {
     let rows = 3;
     for vocab in [7, 1000, 4099, 151_936] {
         let smooth = values(rows * vocab, vocab as u64, 1.0);
-        let lm: Vec<f32> = smooth
-            .iter()
-            .enumerate()
-            .map(|(i, &g)| match i % 97 == 3 {
-                true => 8.0 + 4.0 * g,
-                false => 5.0 * g,
-            })
-            .collect();
+        let lm = lm_like(&smooth);
         // Eleven distinct values: most tokens share their logit with many others.
         let tied: Vec<f32> = smooth.iter().map(|&g| (g * 5.0).round() / 2.0).collect();
         for (what, logits) in [("lm-like", &lm), ("tied", &tied)] {
@@ -882,14 +892,7 @@ fn fused_draws_take_the_hosts_tokens() {
     let rows = 16;
     let (mut near, mut worst) = (0, 0f32);
     for vocab in [1, 2, 7, 1000, 4099, 151_936] {
-        let logits: Vec<f32> = values(rows * vocab, vocab as u64 + 3, 1.0)
-            .iter()
-            .enumerate()
-            .map(|(i, &g)| match i % 97 == 3 {
-                true => 8.0 + 4.0 * g,
-                false => 5.0 * g,
-            })
-            .collect();
+        let logits = lm_like(&values(rows * vocab, vocab as u64 + 3, 1.0));
         for &(temperature, top_k, top_p, min_p) in &settings {
             let case =
                 format!("vocab {vocab} T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}");

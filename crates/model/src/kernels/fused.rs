@@ -900,27 +900,35 @@ pub fn fuses_kv_append(device: &Device) -> bool {
     gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
 }
 
+/// A step's keys and values as the projections give them, for [`append_kv`].
+#[derive(Debug, Clone)]
+pub struct KvStep {
+    /// (b, t, kv, d), before RoPE and the bias.
+    pub k: Tensor<4>,
+    /// (b, t, kv, d), before the bias.
+    pub v: Tensor<4>,
+    /// k's RoPE tables, (b, t, 1, d) in the activations' type, as [`rope`] takes them.
+    pub cos: Tensor<4>,
+    pub sin: Tensor<4>,
+    /// The projections' biases (k's, v's), each (kv·d).
+    pub biases: Option<(Tensor<1>, Tensor<1>)>,
+}
+
 /// A step's keys and values into a layer's KV cache: RoPE on `k` plus its bias and `v` plus
-/// its bias, from the projections' (b, t, kv, d) layout, written at positions `len..len + t`
-/// of the (b, kv, capacity, d) buffers, in place when nothing else holds them; returns the
-/// buffers. `cos`, `sin`: k's (b, t, 1, d) tables in the activations' type; `biases`: (k's,
-/// v's), each (kv·d). One kernel where [`fuses_kv_append`]; [`composed::append_kv`] otherwise.
-#[allow(clippy::too_many_arguments)]
+/// its bias, written at positions `len..len + t` of the (b, kv, capacity, d) buffers, in place
+/// when nothing else holds them; returns the buffers. One kernel where [`fuses_kv_append`];
+/// [`composed::append_kv`] otherwise.
 pub fn append_kv(
     k_cache: Tensor<4>,
     v_cache: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    cos: Tensor<4>,
-    sin: Tensor<4>,
-    biases: Option<(Tensor<1>, Tensor<1>)>,
+    step: KvStep,
     len: usize,
 ) -> (Tensor<4>, Tensor<4>) {
     #[cfg(feature = "gpu-kernels")]
-    if fuses_kv_append(&k.device()) {
-        return super::gpu::append_kv(k_cache, v_cache, k, v, cos, sin, biases, len);
+    if fuses_kv_append(&step.k.device()) {
+        return super::gpu::append_kv(k_cache, v_cache, step, len);
     }
-    composed::append_kv(k_cache, v_cache, k, v, cos, sin, biases, len)
+    composed::append_kv(k_cache, v_cache, step, len)
 }
 
 /// Whether [`add_rms_norm`] is one kernel for tensors on `device`: inference (no autodiff) on
@@ -1170,17 +1178,19 @@ pub mod composed {
 
     /// [`super::append_kv`], composed: [`rope`] with k's bias, v's bias added, each moved to
     /// the (b, kv, t, d) layout and written with `slice_assign`.
-    #[allow(clippy::too_many_arguments)]
     pub fn append_kv(
         k_cache: Tensor<4>,
         v_cache: Tensor<4>,
-        k: Tensor<4>,
-        v: Tensor<4>,
-        cos: Tensor<4>,
-        sin: Tensor<4>,
-        biases: Option<(Tensor<1>, Tensor<1>)>,
+        step: super::KvStep,
         len: usize,
     ) -> (Tensor<4>, Tensor<4>) {
+        let super::KvStep {
+            k,
+            v,
+            cos,
+            sin,
+            biases,
+        } = step;
         let [b, t, kv, d] = k.dims();
         let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
         let rotate = Tensor::<1, Int>::from_data(TensorData::new(rotate, [d]), &k.device());

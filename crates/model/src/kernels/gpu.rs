@@ -1408,6 +1408,19 @@ mod cube {
         total
     }
 
+    /// The maximum over the row of `len` values at `start` in `x`, every unit getting it: the
+    /// units stride over the row, then [`cube_max`].
+    #[cube]
+    fn row_max<F: Float>(x: &Tensor<F>, start: usize, len: usize, #[comptime] units: usize) -> f32 {
+        let mut max = f32::new(-3.0e38);
+        let mut i = UNIT_POS_X as usize;
+        while i < len {
+            max = f32::max(max, f32::cast_from(x[start + i]));
+            i += units;
+        }
+        cube_max(max, units)
+    }
+
     /// One cube per row of `x` (rows, s): `softmax(x + bias)` in f32 when `masked`, else
     /// `softmax(x)`. Row `r` belongs to batch `r / per_batch` (`per_batch` = kv·m rows) and
     /// adds its bias row `r mod t` (rows cycle through the t queries, and `m` is a multiple of
@@ -2437,13 +2450,7 @@ mod cube {
         }
         let start = row * vocab;
         let unit = UNIT_POS_X as usize;
-        let mut max = f32::new(-3.0e38);
-        let mut i = unit;
-        while i < vocab {
-            max = f32::max(max, f32::cast_from(logits[start + i]));
-            i += units;
-        }
-        let max = cube_max(max, units);
+        let max = row_max::<F>(logits, start, vocab, units);
         // The cut (key, last) keeps everything until a filter shortens it.
         let mut key = 0u32;
         let mut last = vocab - 1;
@@ -2554,13 +2561,7 @@ mod cube {
         }
         let start = row * vocab;
         let unit = UNIT_POS_X as usize;
-        let mut max = f32::new(-3.0e38);
-        let mut i = unit;
-        while i < vocab {
-            max = f32::max(max, f32::cast_from(weights_from[start + i]));
-            i += units;
-        }
-        let max = cube_max(max, units);
+        let max = row_max::<F>(weights_from, start, vocab, units);
         // This unit's segment and its weight.
         let len = vocab.div_ceil(units);
         let first = unit * len;
@@ -2601,13 +2602,7 @@ mod cube {
         let mut sum = f32::new(0.0);
         let mut lmax = f32::new(0.0);
         if logprobs {
-            let mut m = f32::new(-3.0e38);
-            let mut i = unit;
-            while i < vocab {
-                m = f32::max(m, f32::cast_from(logits[start + i]));
-                i += units;
-            }
-            lmax = cube_max(m, units);
+            lmax = row_max::<F>(logits, start, vocab, units);
             let mut i = unit;
             while i < vocab {
                 sum += f32::exp(f32::cast_from(logits[start + i]) - lmax);
@@ -2728,13 +2723,7 @@ mod cube {
         }
         let start = row * vocab;
         let unit = UNIT_POS_X as usize;
-        let mut max = f32::new(-3.0e38);
-        let mut i = unit;
-        while i < vocab {
-            max = f32::max(max, f32::cast_from(logits[start + i]));
-            i += units;
-        }
-        let max = cube_max(max, units);
+        let max = row_max::<F>(logits, start, vocab, units);
         let mut sum = f32::new(0.0);
         let mut weighted = f32::new(0.0);
         let mut i = unit;
@@ -2892,21 +2881,16 @@ pub fn add_rms_norm<const D: usize>(
     (Tensor::from_dispatch(sum), Tensor::from_dispatch(out))
 }
 
-/// [`GpuDecode::append_kv`] on high-level tensors: `k`, `v` (b, t, kv, d) unrotated and
-/// unbiased, `cos`, `sin` (b, t, 1, d), `biases` (kv·d each) when the projections have them;
-/// returns the (b, kv, capacity, d) buffers with positions `len..len + t` written.
-#[allow(clippy::too_many_arguments)]
+/// [`GpuDecode::append_kv`] on high-level tensors: the (b, kv, capacity, d) buffers with
+/// positions `len..len + t` written from `step`.
 pub fn append_kv(
     k_cache: Tensor<4>,
     v_cache: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    cos: Tensor<4>,
-    sin: Tensor<4>,
-    biases: Option<(Tensor<1>, Tensor<1>)>,
+    step: super::fused::KvStep,
     len: usize,
 ) -> (Tensor<4>, Tensor<4>) {
-    let (k_bias, v_bias, biased) = match biases {
+    let (k, v) = (step.k, step.v);
+    let (k_bias, v_bias, biased) = match step.biases {
         Some((kb, vb)) => (kb.into_dispatch(), vb.into_dispatch(), true),
         None => (k.clone().into_dispatch(), v.clone().into_dispatch(), false),
     };
@@ -2915,8 +2899,8 @@ pub fn append_kv(
         v_cache.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        cos.into_dispatch(),
-        sin.into_dispatch(),
+        step.cos.into_dispatch(),
+        step.sin.into_dispatch(),
         k_bias,
         v_bias,
         biased,
