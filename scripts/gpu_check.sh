@@ -14,7 +14,10 @@
 #    then in the reduced type with DeepSeek-R1's evaluation draw (T = 0.6, top-p 0.95);
 # 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager, in f32
 #    and with --mixed-precision DTYPE against PyTorch under autocast to the same type;
-# 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA.
+# 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA;
+# 5. a profile (GPU backends): cubecl's time per kernel over `bench generate --new-tokens 8` in
+#    the reduced type, each kernel synchronised (so the total is not the speed), summed by
+#    kernel into OUT/profile.txt: where a decode step's time goes.
 # Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
 # (together 9 min 45 s), so the check stays under ten. `--quick` runs the tiny shape with one
 # repetition and three times the limits: a smoke test of the script itself, which on a machine
@@ -45,7 +48,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -82,10 +85,10 @@ step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs
   --device "$PEER_DEVICE"
 
 # 2-4. speed against the peers on the same card
-step generate 75 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
+step generate 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
   --peer-python "$PY" --json "$OUT/generate.json"
 if [ "$BACKEND" != flex ]; then
-  step generate-$DTYPE 75 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
+  step generate-$DTYPE 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
     --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/generate-$DTYPE.json"
   step generate-$DTYPE-top-p 45 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$DTYPE" --temperature 0.6 --top-p 0.95 --repeats 1 --peer-python "$PY" \
@@ -100,6 +103,26 @@ if [ "$BACKEND" != flex ]; then
 fi
 step grpo 120 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
   --json "$OUT/grpo.json"
+
+# 5. where a decode step's time goes
+if [ "$BACKEND" != flex ]; then
+  rm -f "$OUT/cubecl.log"
+  step profile 30 env CUBECL_DEBUG_LOG="$OUT/cubecl.log" CUBECL_DEBUG_OPTION=profile \
+    "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" --new-tokens 8 \
+    --repeats 1
+  # Lines `| 12.3µs | Kernel_hash`: time summed per kernel (hash dropped), largest first.
+  awk -F'|' '/^\| / {
+      t = $2; n = $3; gsub(/ /, "", t); gsub(/ /, "", n); sub(/_[0-9a-f]+$/, "", n)
+      v = t + 0
+      if (t ~ /ns$/) v /= 1000; else if (t ~ /ms$/) v *= 1000; else if (t ~ /[0-9]s$/) v *= 1e6
+      sum[n] += v; count[n]++; total += v
+    }
+    END {
+      for (k in sum) printf "%10.2f ms %6.1f%% %8d  %s\n", sum[k] / 1000, 100 * sum[k] / total, count[k], k
+    }' "$OUT/cubecl.log" 2>/dev/null | sort -rn | head -30 > "$OUT/profile.txt"
+  echo "== profile: time per kernel, largest first ($OUT/profile.txt)"
+  head -15 "$OUT/profile.txt"
+fi
 
 echo "== summary ($OUT)"
 grep -h -E '^(speed-up|peak RSS|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null
