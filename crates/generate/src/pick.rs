@@ -27,7 +27,6 @@
 //! without sorting ([`reasonlab_model::fused::filter_logits`]) and sets the others' logits to
 //! −3e38, and the draw kernel takes the rest; elsewhere the logits are read back.
 
-use reasonlab_model::burn::tensor::activation::log_softmax;
 use reasonlab_model::burn::tensor::ops::PadMode;
 use reasonlab_model::burn::tensor::{DType, FloatDType, TensorData};
 use reasonlab_model::tensor::{Device, Int, Tensor};
@@ -157,7 +156,14 @@ pub(crate) fn read_step(
         }
         Pick::Greedy => {
             let ids = logits.clone().argmax(1); // (rows, 1)
-            let logps = logprobs.then(|| log_softmax(logits, 1).gather(1, ids.clone()));
+            // One kernel where the fused GPU kernels run, a log-softmax and a gather elsewhere.
+            let logps = logprobs.then(|| {
+                let rows = ids.dims()[0];
+                let targets = ids.clone().reshape([rows]);
+                fused::token_logprobs(logits, targets, false)
+                    .0
+                    .reshape([rows, 1])
+            });
             (ids, logps)
         }
     };
