@@ -1,10 +1,10 @@
 //! AdamW (Loshchilov & Hutter 2019) with warm-up then cosine or constant schedules and global
-//! gradient-norm clipping, on burn's optimiser.
+//! gradient-norm clipping (PyTorch's `clip_grad_norm_`, which TRL's `max_grad_norm` applies),
+//! on burn's optimiser.
 
-use reasonlab_model::burn::grad_clipping::GradientClippingConfig;
-use reasonlab_model::burn::module::Module;
+use reasonlab_model::burn::module::{Module, ModuleVisitor, Param};
 use reasonlab_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use reasonlab_model::burn::tensor::{Bytes, Gradients};
+use reasonlab_model::burn::tensor::{Bytes, FloatDType, Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Learning-rate shape over steps.
@@ -27,7 +27,8 @@ pub struct AdamWSettings {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    /// Global L2 norm clip; 0 disables.
+    /// Clip the gradients' global L2 norm (over every parameter together) to this; 0
+    /// disables.
     pub max_grad_norm: f32,
     pub warmup_steps: usize,
     pub schedule: Schedule,
@@ -83,26 +84,26 @@ impl AdamW {
     }
 
     fn build(settings: &AdamWSettings) -> ModuleOptimizer {
-        let mut config = AdamWConfig::new()
+        // Clipping is global, here (burn's own clips each parameter's gradient alone).
+        AdamWConfig::new()
             .with_beta_1(settings.beta1)
             .with_beta_2(settings.beta2)
             .with_epsilon(settings.eps)
-            .with_weight_decay(settings.weight_decay);
-        if settings.max_grad_norm > 0.0 {
-            config = config
-                .with_grad_clipping(Some(GradientClippingConfig::Norm(settings.max_grad_norm)));
-        }
-        config.init()
+            .with_weight_decay(settings.weight_decay)
+            .init()
     }
 
     /// Apply `grads` (from `loss.backward()`) to `module` at learning rate `lr`.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: Gradients) -> M {
         let grads = GradientsParams::from_grads(grads, &module);
-        self.inner.step(lr, module, grads)
+        self.step_params(lr, module, grads)
     }
 
     /// Apply already collected (e.g. accumulated) gradients.
-    pub fn step_params<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+    pub fn step_params<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+        if self.settings.max_grad_norm > 0.0 {
+            clip_global_norm(&module, &mut grads, self.settings.max_grad_norm);
+        }
         self.inner.step(lr, module, grads)
     }
 
@@ -124,9 +125,138 @@ impl AdamW {
     }
 }
 
+/// Scale every gradient of `module`'s parameters by `min(1, max_norm / (‖g‖ + 1e-6))`, where
+/// `‖g‖` is the L2 norm of all of them together, as PyTorch's `clip_grad_norm_`: one sum of
+/// squares per parameter and one product, all on the device (no read-back). Returns the norm,
+/// a (1) tensor in f32, or `None` without gradients.
+pub fn clip_global_norm<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f32,
+) -> Option<Tensor<1>> {
+    /// Σ g² over the parameters that have a gradient, in f32.
+    struct SumOfSquares<'a> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SumOfSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let squares = g.cast(FloatDType::F32).square().sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + squares,
+                    None => squares,
+                });
+            }
+        }
+    }
+    /// Every gradient times `coef` (1), in its own type.
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        coef: Tensor<1>,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                let dtype = g.dtype();
+                let coef = self.coef.clone().cast(dtype).reshape([1; D]);
+                self.grads.register(param.id, g * coef);
+            }
+        }
+    }
+
+    let mut sum = SumOfSquares { grads, total: None };
+    module.visit(&mut sum);
+    let norm = sum.total?.sqrt();
+    let max = Tensor::<1>::from_data([max_norm], &norm.device());
+    let coef = (max / norm.clone().add_scalar(1e-6)).clamp_max(1.0);
+    module.visit(&mut Scale { grads, coef });
+    Some(norm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reasonlab_model::Model;
+    use reasonlab_model::tensor::Device;
+
+    /// Gradients of `c_i` in every element of parameter `i` of the fixture model; returns the
+    /// model's net, the gradients and each parameter's (constant, element count).
+    fn constant_grads() -> (
+        reasonlab_model::CausalLm,
+        GradientsParams,
+        Vec<(f32, usize)>,
+    ) {
+        struct Fill {
+            grads: GradientsParams,
+            made: Vec<(f32, usize)>,
+        }
+        impl ModuleVisitor for Fill {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let c = 0.01 * (self.made.len() + 1) as f32;
+                let value = param.val();
+                self.made.push((c, value.shape().num_elements()));
+                self.grads
+                    .register(param.id, value.ones_like().mul_scalar(c));
+            }
+        }
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen2");
+        let net = Model::load(&dir, &Device::flex()).unwrap().net;
+        let mut fill = Fill {
+            grads: GradientsParams::new(),
+            made: Vec::new(),
+        };
+        net.visit(&mut fill);
+        (net, fill.grads, fill.made)
+    }
+
+    /// Each gradient's first element, in visiting order.
+    fn firsts(net: &reasonlab_model::CausalLm, grads: &GradientsParams) -> Vec<f32> {
+        struct Read<'a>(&'a GradientsParams, Vec<f32>);
+        impl ModuleVisitor for Read<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let g = self.0.get::<D>(param.id).unwrap();
+                self.1.push(g.try_into_vec_as::<f32>().unwrap()[0]);
+            }
+        }
+        let mut read = Read(grads, Vec::new());
+        net.visit(&mut read);
+        read.1
+    }
+
+    #[test]
+    fn clipping_scales_every_gradient_by_the_global_norm() {
+        let (net, mut grads, made) = constant_grads();
+        assert!(made.len() > 10, "{} parameters", made.len());
+        let norm = made
+            .iter()
+            .map(|&(c, n)| (c as f64).powi(2) * n as f64)
+            .sum::<f64>()
+            .sqrt();
+        assert!(norm > 1.0, "the test needs a norm above the limit: {norm}");
+        let got = clip_global_norm(&net, &mut grads, 1.0).unwrap();
+        let got = got.try_into_vec_as::<f32>().unwrap()[0] as f64;
+        assert!(
+            (got - norm).abs() < 1e-4 * norm,
+            "norm {got} against {norm}"
+        );
+        // One factor for all (per-parameter clipping would scale each by its own norm).
+        let coef = 1.0 / (norm + 1e-6);
+        for (i, (g, &(c, _))) in firsts(&net, &grads).iter().zip(&made).enumerate() {
+            let want = c as f64 * coef;
+            assert!(
+                ((*g as f64) - want).abs() < 1e-5 * want,
+                "parameter {i}: {g} against {want}"
+            );
+        }
+        // Under the limit, nothing changes.
+        let (net, mut grads, made) = constant_grads();
+        clip_global_norm(&net, &mut grads, 1e6).unwrap();
+        for (g, &(c, _)) in firsts(&net, &grads).iter().zip(&made) {
+            assert_eq!(*g, c);
+        }
+    }
 
     #[test]
     fn warmup_then_cosine_reaches_the_floor() {
