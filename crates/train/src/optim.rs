@@ -3,8 +3,12 @@
 //! on burn's optimiser.
 
 use reasonlab_model::burn::module::{Module, ModuleVisitor, Param};
-use reasonlab_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use reasonlab_model::burn::tensor::{Bytes, FloatDType, Gradients, Tensor};
+use reasonlab_model::burn::optim::{
+    AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, ModuleOptimizer,
+    Optimizer,
+};
+use reasonlab_model::burn::tensor::{Bytes, Device, FloatDType, Gradients, Tensor};
+use reasonlab_model::fused::{self, AdamWScalars};
 use serde::{Deserialize, Serialize};
 
 /// Learning-rate shape over steps.
@@ -85,12 +89,16 @@ impl AdamW {
 
     fn build(settings: &AdamWSettings) -> ModuleOptimizer {
         // Clipping is global, here (burn's own clips each parameter's gradient alone).
-        AdamWConfig::new()
+        let burn = AdamWConfig::new()
             .with_beta_1(settings.beta1)
             .with_beta_2(settings.beta2)
             .with_epsilon(settings.eps)
             .with_weight_decay(settings.weight_decay)
-            .init()
+            .build();
+        ModuleOptimizer::from(OneKernelAdamW {
+            burn,
+            settings: settings.clone(),
+        })
     }
 
     /// Apply `grads` (from `loss.backward()`) to `module` at learning rate `lr`.
@@ -122,6 +130,58 @@ impl AdamW {
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| format!("{e:?}"))?;
         Ok(())
+    }
+}
+
+/// burn's AdamW, whose update is some fourteen ops per parameter, as one kernel per parameter
+/// where the fused GPU kernels run ([`fused::adamw`]: the same ops in the same order, `m`, `v`
+/// and the parameter updated in place); burn's own step elsewhere. The state is burn's, so
+/// checkpoints of either load in the other.
+#[derive(Clone)]
+struct OneKernelAdamW {
+    burn: reasonlab_model::burn::optim::AdamW,
+    settings: AdamWSettings,
+}
+
+impl Optimizer for OneKernelAdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if !fused::fuses_adamw(&tensor.device()) {
+            return self.burn.step(lr, tensor, grad, state);
+        }
+        let (time, m, v) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                s.momentum.moment_1,
+                s.momentum.moment_2,
+            ),
+            // Zero moments give burn's first step exactly: β·0 + (1−β)g = (1−β)g.
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let s = &self.settings;
+        let scalars = AdamWScalars {
+            beta1: s.beta1,
+            beta2: s.beta2,
+            correction1: 1f32 - s.beta1.powi(time as i32),
+            correction2: 1f32 - s.beta2.powi(time as i32),
+            eps: s.eps,
+            lr: lr as f32,
+            decay: (1.0 - lr * s.weight_decay as f64) as f32,
+        };
+        let (tensor, m, v) = fused::adamw(tensor, grad, m, v, scalars);
+        let momentum = AdaptiveMomentumState::new(time, m, v);
+        (tensor, Some(AdamWState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        <reasonlab_model::burn::optim::AdamW as Optimizer>::to_device(state, device)
     }
 }
 

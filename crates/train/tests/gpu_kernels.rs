@@ -226,6 +226,52 @@ fn fused_kv_append_matches_the_composed_ops() {
     }
 }
 
+/// Three AdamW steps in one kernel each against burn's ops (`composed::adamw`), with and
+/// without weight decay: the parameter and both moments; a parameter still held elsewhere is
+/// left as it was.
+#[test]
+fn fused_adamw_matches_the_composed_ops() {
+    let device = gpu();
+    assert!(fused::fuses_adamw(&device));
+    for weight_decay in [0.0f64, 0.1] {
+        let n = 1000;
+        let start = values(n, 41, 1.0);
+        let run = |fused_path: bool| {
+            let tensor = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
+            let mut p = tensor(start.clone());
+            let (mut m, mut v) = (tensor(vec![0.0; n]), tensor(vec![0.0; n]));
+            for t in 1..=3 {
+                let g = tensor(values(n, 41 + t as u64, 0.5));
+                let lr = 1e-2;
+                let s = fused::AdamWScalars {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    correction1: 1f32 - 0.9f32.powi(t),
+                    correction2: 1f32 - 0.999f32.powi(t),
+                    eps: 1e-8,
+                    lr: lr as f32,
+                    decay: (1.0 - lr * weight_decay) as f32,
+                };
+                let held = p.clone();
+                (p, m, v) = match fused_path {
+                    true => fused::adamw(p, g, m, v, s),
+                    false => composed::adamw(p, g, m, v, s),
+                };
+                if t == 1 {
+                    assert_eq!(read(held), start, "a held parameter is not written");
+                }
+            }
+            (read(p), read(m), read(v))
+        };
+        let ((p, m, v), (pc, mc, vc)) = (run(true), run(false));
+        let what = format!("adamw, weight decay {weight_decay}");
+        close(&format!("{what}: parameter"), &p, &pc, 1e-6);
+        close(&format!("{what}: first moment"), &m, &mc, 1e-7);
+        close(&format!("{what}: second moment"), &v, &vc, 1e-7);
+        assert!(max_abs_diff(&p, &start) > 1e-3, "the parameter moved");
+    }
+}
+
 #[test]
 fn fused_swiglu_matches_the_composed_op() {
     let device = gpu();

@@ -894,6 +894,45 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     composed::rms_norm(x, weight, eps)
 }
 
+/// The scalars of one AdamW step ([`adamw`]), each in f32 as burn's scalar ops convert them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWScalars {
+    pub beta1: f32,
+    pub beta2: f32,
+    /// `1 − β₁^t` and `1 − β₂^t` at this step's `t` (1 for the first), as burn's AdamW
+    /// computes them (`1f32 − β.powi(t)`).
+    pub correction1: f32,
+    pub correction2: f32,
+    pub eps: f32,
+    pub lr: f32,
+    /// `1 − lr·weight_decay`.
+    pub decay: f32,
+}
+
+/// Whether [`adamw`] is one kernel for a parameter on `device`: a GPU backend with
+/// [`GpuKernels::Fused`].
+pub fn fuses_adamw(device: &Device) -> bool {
+    gpu_fused(std::slice::from_ref(device))
+}
+
+/// One AdamW step of one parameter: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, then
+/// `p ← p·decay − lr·(m/c₁) / (√(v/c₂) + ε)`; returns (p, m, v). One kernel, updating in place,
+/// where [`fuses_adamw`] (burn's `AdamW` runs some fourteen ops); [`composed::adamw`], the same
+/// ops as burn's, otherwise.
+pub fn adamw<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    scalars: AdamWScalars,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_adamw(&param.device()) {
+        return super::gpu::adamw(param, grad, m, v, scalars);
+    }
+    composed::adamw(param, grad, m, v, scalars)
+}
+
 /// Whether [`append_kv`] runs on `device`: inference (no autodiff) on a GPU backend with
 /// [`GpuKernels::Fused`].
 pub fn fuses_kv_append(device: &Device) -> bool {
@@ -1174,6 +1213,29 @@ pub mod composed {
         };
         let swapped = x.clone().select(3, rotate);
         x * cos + swapped * sin
+    }
+
+    /// [`super::adamw`], composed: burn's `AdamW` op for op.
+    pub fn adamw<const D: usize>(
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        m: Tensor<D>,
+        v: Tensor<D>,
+        s: super::AdamWScalars,
+    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+        let m = m
+            .mul_scalar(s.beta1)
+            .add(grad.clone().mul_scalar(1.0 - s.beta1));
+        let v = v
+            .mul_scalar(s.beta2)
+            .add(grad.square().mul_scalar(1.0 - s.beta2));
+        let corrected = m.clone().div_scalar(s.correction1);
+        let step = corrected.div(v.clone().div_scalar(s.correction2).sqrt().add_scalar(s.eps));
+        let param = match s.decay == 1.0 {
+            true => param,
+            false => param.mul_scalar(s.decay),
+        };
+        (param - step.mul_scalar(s.lr), m, v)
     }
 
     /// [`super::append_kv`], composed: [`rope`] with k's bias, v's bias added, each moved to

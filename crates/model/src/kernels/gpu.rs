@@ -46,12 +46,15 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    append_kv_kernel, decode_attention_kernel, filter_kernel, flash_attention_dkv_kernel,
-    flash_attention_dq_kernel, flash_attention_kernel, logprobs_backward_kernel, logprobs_kernel,
-    rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel,
-    softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
+    adamw_kernel, append_kv_kernel, decode_attention_kernel, filter_kernel,
+    flash_attention_dkv_kernel, flash_attention_dq_kernel, flash_attention_kernel,
+    logprobs_backward_kernel, logprobs_kernel, rms_norm_backward_kernel, rms_norm_kernel,
+    rope_kernel, sample_kernel, softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel,
+    swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
+
+pub use super::fused::AdamWScalars;
 
 /// The decoder's elementwise and row ops fused into one kernel each on burn's cubecl
 /// backends; differentiable through [`GpuGrads`].
@@ -209,7 +212,8 @@ fn rows_spec(
     burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
 }
 
-/// Inference-only kernels (no backward pass: routed only for tensors without autodiff).
+/// Kernels without a backward pass, routed only for tensors without autodiff: inference
+/// (decoding, drawing, the KV cache) and the optimiser's step.
 #[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
 pub trait GpuDecode: Backend {
     /// Attention of one new query per row over the cached keys, flash-decoding style (the
@@ -257,6 +261,19 @@ pub trait GpuDecode: Backend {
         biased: bool,
         len: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// One AdamW step for one parameter in one kernel, as burn's `AdamW` computes it op by
+    /// op: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, then
+    /// `p ← p·(1 − lr·wd) − lr·(m/c₁) / (√(v/c₂) + ε)` with `c = 1 − βᵗ`. `param`, `grad`,
+    /// `m`, `v` of one shape and type; `param`, `m`, `v` are updated in place when nothing
+    /// else holds them (else copied first) and returned. `scalars`: see [`AdamWScalars`].
+    #[fusion(meta = |param, _grad, m, v, _scalars| (param.clone(), m.clone(), v.clone()))]
+    fn adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scalars: AdamWScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// The residual stream's add and the next RMSNorm in one kernel: `(x + residual,
     /// rms_norm(x + residual) · weight)`, the sum in `x`'s type (as the composed add rounds
     /// it), the norm as [`GpuOps::rms_norm`]; `x`, `residual` of one shape.
@@ -765,16 +782,6 @@ impl GpuDecode for CubeBackend {
         biased: bool,
         len: usize,
     ) -> (CubeTensor, CubeTensor) {
-        // Written in place where nothing else holds the buffer, as burn's `slice_assign`.
-        let writable = |t: CubeTensor| {
-            if !t.is_contiguous() {
-                into_contiguous(t)
-            } else if t.can_mut() {
-                t
-            } else {
-                t.copy()
-            }
-        };
         let (k_cache, v_cache) = (writable(k_cache), writable(v_cache));
         let (k, v) = (into_contiguous(k), into_contiguous(v));
         let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
@@ -808,6 +815,37 @@ impl GpuDecode for CubeBackend {
             ],
         );
         (k_cache, v_cache)
+    }
+
+    fn adamw(
+        param: CubeTensor,
+        grad: CubeTensor,
+        m: CubeTensor,
+        v: CubeTensor,
+        s: AdamWScalars,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (param, m, v) = (writable(param), writable(m), writable(v));
+        let grad = into_contiguous(grad);
+        let n = param.meta.shape().num_elements();
+        adamw_kernel::launch(
+            &param.client,
+            grid(n.div_ceil(ELEMENT_UNITS as usize)),
+            CubeDim::new_1d(ELEMENT_UNITS),
+            param.clone().into_tensor_arg(),
+            grad.into_tensor_arg(),
+            m.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            n,
+            s.beta1,
+            s.beta2,
+            s.correction1,
+            s.correction2,
+            s.eps,
+            s.lr,
+            s.decay,
+            dtype_to_storage_type(param.dtype),
+        );
+        (param, m, v)
     }
 
     fn add_rms_norm(
@@ -1198,6 +1236,18 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
                 (prep.finish(logp), constant(entropy))
             }
         }
+    }
+}
+
+/// `t` as a contiguous tensor a kernel may write in place: itself where nothing else holds its
+/// buffer (as burn's `slice_assign` decides), else a copy.
+fn writable(t: CubeTensor) -> CubeTensor {
+    if !t.is_contiguous() {
+        into_contiguous(t)
+    } else if t.can_mut() {
+        t
+    } else {
+        t.copy()
     }
 }
 
@@ -2689,6 +2739,41 @@ mod cube {
         v_cache[dst] = vj;
     }
 
+    /// A unit per element: one AdamW step of `param` with `grad`, updating `m`, `v` and
+    /// `param` in place, in their type, in the order of burn's ops (see
+    /// [`super::GpuDecode::adamw`]).
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn adamw_kernel<F: Float>(
+        param: &mut Tensor<F>,
+        grad: &Tensor<F>,
+        m: &mut Tensor<F>,
+        v: &mut Tensor<F>,
+        n: usize,
+        beta1: f32,
+        beta2: f32,
+        correction1: f32,
+        correction2: f32,
+        eps: f32,
+        lr: f32,
+        decay: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let g = grad[i];
+        let one = F::new(1.0);
+        let m1 = m[i] * F::cast_from(beta1) + g * (one - F::cast_from(beta1));
+        let m2 = v[i] * F::cast_from(beta2) + g * g * (one - F::cast_from(beta2));
+        m[i] = m1;
+        v[i] = m2;
+        let step = (m1 / F::cast_from(correction1))
+            / (F::sqrt(m2 / F::cast_from(correction2)) + F::cast_from(eps));
+        param[i] = param[i] * F::cast_from(decay) - step * F::cast_from(lr);
+    }
+
     /// The target's index in a row of `vocab`, or `vocab` when it lies outside (a negative
     /// target wraps to a large index).
     #[cube]
@@ -2909,6 +2994,28 @@ pub fn append_kv(
     (
         Tensor::from_dispatch(k_cache),
         Tensor::from_dispatch(v_cache),
+    )
+}
+
+/// [`GpuDecode::adamw`] on high-level tensors: (param, m, v) after the step.
+pub fn adamw<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    scalars: AdamWScalars,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let (p, m, v) = <Dispatch as GpuDecode>::adamw(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        scalars,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
     )
 }
 
