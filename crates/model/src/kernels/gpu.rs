@@ -15,6 +15,7 @@
 //! | a decode step's attention over the KV cache (inference) | 7 | 1 |
 //! | token log-probabilities and entropies: log-softmax, gather (backward: 1) | 7 or more | 1 |
 //! | a filtered draw's candidates (top-k, top-p, min-p; inference) | a sort | 1 |
+//! | an AdamW step of one parameter (in place) | 14 | 1 |
 //!
 //! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
