@@ -247,7 +247,7 @@ impl Rope {
         let dtype = x.dtype();
         let (cos, sin) = (same_type(cos, dtype), same_type(sin, dtype));
         let bias = bias.map(|b| same_type(b, dtype));
-        crate::fused::rope(x, cos, sin, g.rotate.clone(), bias).swap_dims(1, 2)
+        crate::fused::rope_heads(x, cos, sin, g.rotate.clone(), bias)
     }
 
     /// k's tables in the projections' (b, t, 1, d) layout, in `dtype`: (cos, sin).

@@ -385,19 +385,23 @@ fn fused_rope_matches_the_composed_op() {
         let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
         // The projection's bias (heads·d), folded into the kernel, or none.
         let bias = values(heads * d, 8, 1.0);
-        let run = |fused_path: bool, biased: bool| {
+        // `heads_first`: the result as (b, heads, t, d), the layout attention reads.
+        let rope = |fused_path: bool, biased: bool, heads_first: bool| {
             let x = tensor(x.clone(), [b, t, heads, d], dtype, &device);
             let cos = tensor(cos.clone(), [b, t, 1, d], dtype, &device);
             let sin = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
             let rotate = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
             let bias = biased.then(|| tensor(bias.clone(), [heads * d], dtype, &device));
-            let y = match fused_path {
-                true => fused::rope(x, cos, sin, rotate, bias),
-                false => composed::rope(x, cos, sin, rotate, bias),
+            let y = match (fused_path, heads_first) {
+                (true, false) => fused::rope(x, cos, sin, rotate, bias),
+                (false, false) => composed::rope(x, cos, sin, rotate, bias),
+                (true, true) => fused::rope_heads(x, cos, sin, rotate, bias),
+                (false, true) => composed::rope(x, cos, sin, rotate, bias).swap_dims(1, 2),
             };
             assert_eq!(y.dtype(), dtype);
             read(y)
         };
+        let run = |fused_path: bool, biased: bool| rope(fused_path, biased, false);
         let (a, c) = (run(true, false), run(false, false));
         // The rotation keeps each pair's norm: a check on the composed op itself.
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
@@ -414,6 +418,15 @@ fn fused_rope_matches_the_composed_op() {
             &c_biased,
             4.0 * tol,
         );
+        for biased in [false, true] {
+            let (a, c) = (rope(true, biased, true), rope(false, biased, true));
+            close(
+                &format!("rope heads first, bias {biased}, {dtype:?}"),
+                &a,
+                &c,
+                4.0 * tol,
+            );
+        }
     }
 }
 
@@ -567,6 +580,34 @@ fn fused_kernels_have_the_composed_gradients() {
             ]
         };
         check("rope with a bias", run(true), run(false));
+
+        // Heads first, with and without the bias: the gradients come back in x's layout.
+        for biased in [false, true] {
+            let run = |fused_path: bool| {
+                let xt = input(&x, [b, t, heads, d], dtype, &device);
+                let bt = input(&bias, [heads * d], dtype, &device);
+                let c = tensor(cos.clone(), [b, t, 1, d], dtype, &device);
+                let sn = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
+                let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
+                let bias = biased.then(|| bt.clone());
+                let y = match fused_path {
+                    true => fused::rope_heads(xt.clone(), c, sn, r, bias),
+                    false => composed::rope(xt.clone(), c, sn, r, bias).swap_dims(1, 2),
+                };
+                assert_eq!(y.dims(), [b, heads, t, d]);
+                let grads = loss(y).backward();
+                let mut g = vec![read(xt.grad(&grads).unwrap())];
+                if biased {
+                    g.push(read(bt.grad(&grads).unwrap()));
+                }
+                g
+            };
+            check(
+                &format!("rope heads first, bias {biased}"),
+                run(true),
+                run(false),
+            );
+        }
     }
 }
 

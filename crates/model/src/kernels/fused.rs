@@ -1011,6 +1011,23 @@ pub fn rope(
     composed::rope(x, cos, sin, rotate, bias)
 }
 
+/// [`rope`] with its result heads first: (b, t, heads, d) in, (b, heads, t, d) out, the layout
+/// attention reads. On the GPU backends one kernel writes that layout (contiguous, so no copy
+/// moves the heads axis); composed, [`composed::rope`] and a view with the axes swapped.
+pub fn rope_heads(
+    x: Tensor<4>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    rotate: Tensor<1, Int>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if gpu_fused(&[x.device(), cos.device(), sin.device()]) {
+        return super::gpu::rope_heads_first(x, cos, sin, bias);
+    }
+    composed::rope(x, cos, sin, rotate, bias).swap_dims(1, 2)
+}
+
 /// Whether [`attention`] of a decode step runs as one fused kernel for these tensors:
 /// inference (no autodiff) on a GPU backend with [`GpuKernels::Fused`], head dim at most 256.
 pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {

@@ -89,6 +89,20 @@ pub trait GpuOps: Backend {
         bias: FloatTensor<Self>,
         biased: bool,
     ) -> FloatTensor<Self>;
+    /// [`GpuOps::rope`] written heads first: (b, heads, t, d), contiguous, the layout
+    /// attention reads, so that no copy moves the heads axis.
+    #[fusion(dtype = x, shape = {
+        let mut shape = x.clone();
+        shape.swap(1, 2);
+        shape
+    })]
+    fn rope_heads_first(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        biased: bool,
+    ) -> FloatTensor<Self>;
     /// Flash attention: `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type, without the
     /// (m, s) scores ever reaching device memory. `q`: (b, kv, m, d) with the scale applied
     /// and `m` a multiple of `t` (row `j` is query `j mod t`, the `m / t` query heads sharing
@@ -136,6 +150,18 @@ pub trait GpuGrads: Backend {
     /// `p = (j + d/2) mod d`, in f32, in `dy`'s type; shapes as [`GpuOps::rope`].
     #[fusion(dtype = dy, shape = dy)]
     fn rope_backward(
+        dy: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// [`GpuGrads::rope_backward`] of [`GpuOps::rope_heads_first`]: `dy` (b, heads, t, d),
+    /// the result in the input's (b, t, heads, d).
+    #[fusion(dtype = dy, shape = {
+        let mut shape = dy.clone();
+        shape.swap(1, 2);
+        shape
+    })]
+    fn rope_backward_heads_first(
         dy: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
@@ -346,7 +372,17 @@ impl GpuOps for CubeBackend {
         bias: CubeTensor,
         biased: bool,
     ) -> CubeTensor {
-        rope_launch(x, cos, sin, biased.then_some(bias), false)
+        rope_launch(x, cos, sin, biased.then_some(bias), false, false)
+    }
+
+    fn rope_heads_first(
+        x: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        bias: CubeTensor,
+        biased: bool,
+    ) -> CubeTensor {
+        rope_launch(x, cos, sin, biased.then_some(bias), false, true)
     }
 
     fn attention(
@@ -427,7 +463,11 @@ impl GpuGrads for CubeBackend {
     }
 
     fn rope_backward(dy: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        rope_launch(dy, cos, sin, None, true)
+        rope_launch(dy, cos, sin, None, true, false)
+    }
+
+    fn rope_backward_heads_first(dy: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        rope_launch(dy, cos, sin, None, true, true)
     }
 
     fn rms_norm_backward(
@@ -942,6 +982,114 @@ fn softmax_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
     }
 }
 
+/// RoPE on `x` (and `bias`, when given) recorded for its backward: the rotation's transpose
+/// for `x`, summed over (b, t) for the bias; `heads_first` as [`GpuOps::rope_heads_first`].
+fn rope_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    cos: FloatTensor<Autodiff<B, C>>,
+    sin: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+    heads_first: bool,
+) -> FloatTensor<Autodiff<B, C>> {
+    /// `dx` from `dy` with the rotation's transpose.
+    fn backward<B: GpuGrads>(
+        dy: FloatTensor<B>,
+        (cos, sin): (FloatTensor<B>, FloatTensor<B>),
+        heads_first: bool,
+    ) -> FloatTensor<B> {
+        match heads_first {
+            true => B::rope_backward_heads_first(dy, cos, sin),
+            false => B::rope_backward(dy, cos, sin),
+        }
+    }
+    fn forward<B: GpuOps>(
+        x: FloatTensor<B>,
+        (cos, sin): (FloatTensor<B>, FloatTensor<B>),
+        bias: Option<FloatTensor<B>>,
+        heads_first: bool,
+    ) -> FloatTensor<B> {
+        let biased = bias.is_some();
+        // Unbiased, `x` stands in for the bias argument (never read).
+        let bias = bias.unwrap_or_else(|| x.clone());
+        match heads_first {
+            true => B::rope_heads_first(x, cos, sin, bias, biased),
+            false => B::rope(x, cos, sin, bias, biased),
+        }
+    }
+
+    #[derive(Debug)]
+    struct RopeGrad {
+        heads_first: bool,
+    }
+
+    impl<B: GpuGrads> Backward<B, 1> for RopeGrad {
+        /// (cos, sin): constants.
+        type State = (FloatTensor<B>, FloatTensor<B>);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let dy = grads.consume::<B>(&ops.node);
+            let [parent] = ops.parents;
+            register!(
+                grads,
+                parent,
+                backward::<B>(dy, ops.state, self.heads_first)
+            );
+        }
+    }
+
+    #[derive(Debug)]
+    struct BiasedRopeGrad {
+        heads_first: bool,
+    }
+
+    impl<B: GpuGrads> Backward<B, 2> for BiasedRopeGrad {
+        /// (cos, sin): constants.
+        type State = (FloatTensor<B>, FloatTensor<B>);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let dy = grads.consume::<B>(&ops.node);
+            let [px, pb] = ops.parents;
+            let dx = backward::<B>(dy, ops.state, self.heads_first); // (b, t, heads, d)
+            if pb.is_some() {
+                let shape = dx.shape();
+                let width = shape[2] * shape[3];
+                let rows = Shape::new([shape.num_elements() / width, width]);
+                let summed = B::float_sum_dim(B::float_reshape(dx.clone(), rows), 0);
+                register!(grads, pb, B::float_reshape(summed, Shape::new([width])));
+            }
+            register!(grads, px, dx);
+        }
+    }
+
+    let (x, x_node) = x.into_parts();
+    let tables = (cos.into_primitive(), sin.into_primitive());
+    let Some(bias) = bias else {
+        return match (RopeGrad { heads_first })
+            .prepare::<C>([x_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = forward::<B>(x, tables.clone(), None, heads_first);
+                prep.finish(tables, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward::<B>(x, tables, None, heads_first)),
+        };
+    };
+    let (bias, bias_node) = bias.into_parts();
+    match (BiasedRopeGrad { heads_first })
+        .prepare::<C>([x_node, bias_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let y = forward::<B>(x, tables.clone(), Some(bias), heads_first);
+            prep.finish(tables, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward::<B>(x, tables, Some(bias), heads_first)),
+    }
+}
+
 impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
     fn masked_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         softmax_tracked::<B, C>(x, Some(bias))
@@ -1051,81 +1199,17 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         biased: bool,
     ) -> FloatTensor<Self> {
-        /// The rotation's transpose.
-        #[derive(Debug)]
-        struct RopeGrad;
+        rope_tracked::<B, C>(x, cos, sin, biased.then_some(bias), false)
+    }
 
-        impl<B: GpuGrads> Backward<B, 1> for RopeGrad {
-            /// (cos, sin): constants.
-            type State = (FloatTensor<B>, FloatTensor<B>);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let dy = grads.consume::<B>(&ops.node);
-                let (cos, sin) = ops.state;
-                let [parent] = ops.parents;
-                register!(grads, parent, B::rope_backward(dy, cos, sin));
-            }
-        }
-
-        /// The rotation's transpose for `x`, and summed over (b, t) for the bias.
-        #[derive(Debug)]
-        struct BiasedRopeGrad;
-
-        impl<B: GpuGrads> Backward<B, 2> for BiasedRopeGrad {
-            /// (cos, sin): constants.
-            type State = (FloatTensor<B>, FloatTensor<B>);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let dy = grads.consume::<B>(&ops.node);
-                let (cos, sin) = ops.state;
-                let [px, pb] = ops.parents;
-                let dx = B::rope_backward(dy, cos, sin); // (b, t, heads, d)
-                if pb.is_some() {
-                    let shape = dx.shape();
-                    let width = shape[2] * shape[3];
-                    let rows = Shape::new([shape.num_elements() / width, width]);
-                    let summed = B::float_sum_dim(B::float_reshape(dx.clone(), rows), 0);
-                    register!(grads, pb, B::float_reshape(summed, Shape::new([width])));
-                }
-                register!(grads, px, dx);
-            }
-        }
-
-        let (x, x_node) = x.into_parts();
-        let (cos, sin) = (cos.into_primitive(), sin.into_primitive());
-        if biased {
-            let (bias, bias_node) = bias.into_parts();
-            return match BiasedRopeGrad
-                .prepare::<C>([x_node, bias_node])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let y = B::rope(x, cos.clone(), sin.clone(), bias, true);
-                    prep.finish((cos, sin), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin, bias, true)),
-            };
-        }
-        // Unbiased, the bias argument is a stand-in, never read.
-        let bias = bias.into_primitive();
-        match RopeGrad.prepare::<C>([x_node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let y = B::rope(x, cos.clone(), sin.clone(), bias, false);
-                prep.finish((cos, sin), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::rope(x, cos, sin, bias, false)),
-        }
+    fn rope_heads_first(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        biased: bool,
+    ) -> FloatTensor<Self> {
+        rope_tracked::<B, C>(x, cos, sin, biased.then_some(bias), true)
     }
 
     fn attention(
@@ -1300,13 +1384,15 @@ fn rms_norm_launch(
 }
 
 /// RoPE on `x` (b, t, heads, d), plus `bias` (heads·d) first when given, with (b, t, 1, d)
-/// tables, or its transpose (the backward).
+/// tables, or its transpose (the backward). `heads_first`: the rotated side is (b, heads, t, d)
+/// (the forward's output, the backward's input).
 fn rope_launch(
     x: CubeTensor,
     cos: CubeTensor,
     sin: CubeTensor,
     bias: Option<CubeTensor>,
     transpose: bool,
+    heads_first: bool,
 ) -> CubeTensor {
     let (x, cos, sin) = (
         into_contiguous(x),
@@ -1316,8 +1402,21 @@ fn rope_launch(
     let biased = bias.is_some();
     // Unbiased, `x` stands in for the bias argument (the kernel never reads it).
     let bias = bias.map_or_else(|| x.clone(), into_contiguous);
-    let [_, _, heads, d] = dims::<4>(&x);
-    let out = like(&x);
+    let shape = dims::<4>(&x);
+    let [b, t, heads, d] = match heads_first && transpose {
+        true => [shape[0], shape[2], shape[1], shape[3]],
+        false => shape,
+    };
+    let out_shape = match (heads_first, transpose) {
+        (true, false) => [b, heads, t, d],
+        _ => [b, t, heads, d],
+    };
+    let out = empty_device_contiguous_dtype(
+        x.client.clone(),
+        x.device.clone(),
+        Shape::new(out_shape),
+        x.dtype,
+    );
     let n = x.meta.shape().num_elements();
     rope_kernel::launch(
         &x.client,
@@ -1329,10 +1428,12 @@ fn rope_launch(
         bias.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         n,
+        t,
         heads,
         d,
         biased,
         transpose,
+        heads_first,
         [
             dtype_to_storage_type(x.dtype),
             dtype_to_storage_type(cos.dtype),
@@ -1567,34 +1668,50 @@ mod cube {
         bias: &Tensor<F>,
         out: &mut Tensor<F>,
         n: usize,
+        t: usize,
         heads: usize,
         d: usize,
         #[comptime] biased: bool,
         #[comptime] transpose: bool,
+        #[comptime] heads_first: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
+        // `i` runs over the (b, t, heads, d) side; `at_heads_first` is the same element in a
+        // (b, heads, t, d) layout, which the rotated side takes when `heads_first`.
         let i = ABSOLUTE_POS;
         if i >= n {
             terminate!();
         }
         let j = i % d;
-        let row = (i / (heads * d)) * d;
+        let head = (i / d) % heads;
+        let position = i / (heads * d); // b·t + τ
+        let row = position * d;
+        let at_heads_first = ((position / t * heads + head) * t + position % t) * d + j;
         let p = (j + d / 2) % d;
         let mut sin_at = row + j;
         if transpose {
             sin_at = row + p;
         }
-        let mut xj = x[i];
-        let mut xp = x[i - j + p];
+        let mut src = i;
+        let mut dst = i;
+        if heads_first {
+            if transpose {
+                src = at_heads_first;
+            } else {
+                dst = at_heads_first;
+            }
+        }
+        let mut xj = x[src];
+        let mut xp = x[src - j + p];
         if biased {
             // The projection's bias, added in `x`'s type as the projection would.
-            let at = i % (heads * d);
+            let at = head * d + j;
             xj += bias[at];
             xp += bias[at - j + p];
         }
         let y = f32::cast_from(xj) * f32::cast_from(cos[row + j])
             + f32::cast_from(xp) * f32::cast_from(sin[sin_at]);
-        out[i] = F::cast_from(y);
+        out[dst] = F::cast_from(y);
     }
 
     /// One cube per row of `y` (rows, s): `dx = y ⊙ (dy − Σ dy ⊙ y)` in f32.
@@ -3046,6 +3163,27 @@ pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>,
     let (logp, entropy) =
         <Dispatch as GpuOps>::token_logprobs(logits.into_dispatch(), targets.into_dispatch());
     (Tensor::from_dispatch(logp), Tensor::from_dispatch(entropy))
+}
+
+/// [`GpuOps::rope_heads_first`] on high-level tensors: (b, t, heads, d) in, (b, heads, t, d)
+/// out, `bias` (heads·d) added first when given.
+pub fn rope_heads_first(
+    x: Tensor<4>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    let (bias, biased) = match bias {
+        Some(b) => (b.into_dispatch(), true),
+        None => (x.clone().into_dispatch(), false),
+    };
+    Tensor::from_dispatch(<Dispatch as GpuOps>::rope_heads_first(
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        bias,
+        biased,
+    ))
 }
 
 /// [`GpuOps::rope`] on high-level tensors, `bias` (heads·d) added first when given.
