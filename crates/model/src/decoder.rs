@@ -247,7 +247,8 @@ impl Rope {
         let dtype = x.dtype();
         let (cos, sin) = (same_type(cos, dtype), same_type(sin, dtype));
         let bias = bias.map(|b| same_type(b, dtype));
-        crate::fused::rope_heads(x, cos, sin, g.rotate.clone(), bias)
+        let layout = crate::fused::RopeLayout::HeadsFirst;
+        crate::fused::rope(x, cos, sin, g.rotate.clone(), bias, layout)
     }
 
     /// k's tables in the projections' (b, t, 1, d) layout, in `dtype`: (cos, sin).

@@ -21,6 +21,7 @@ mod gpu_common;
 use gpu_common::{backend, max_abs_diff, no_device};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::{DType, FloatDType};
+use reasonlab_model::fused::RopeLayout::{HeadsFirst, Projections};
 use reasonlab_model::fused::{self, GpuAttention, GpuKernels, composed};
 use reasonlab_model::kernels::gpu;
 use reasonlab_model::tensor::{Device, Int, Tensor, TensorData};
@@ -393,9 +394,9 @@ fn fused_rope_matches_the_composed_op() {
             let rotate = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
             let bias = biased.then(|| tensor(bias.clone(), [heads * d], dtype, &device));
             let y = match (fused_path, heads_first) {
-                (true, false) => fused::rope(x, cos, sin, rotate, bias),
+                (true, false) => fused::rope(x, cos, sin, rotate, bias, Projections),
                 (false, false) => composed::rope(x, cos, sin, rotate, bias),
-                (true, true) => fused::rope_heads(x, cos, sin, rotate, bias),
+                (true, true) => fused::rope(x, cos, sin, rotate, bias, HeadsFirst),
                 (false, true) => composed::rope(x, cos, sin, rotate, bias).swap_dims(1, 2),
             };
             assert_eq!(y.dtype(), dtype);
@@ -552,7 +553,7 @@ fn fused_kernels_have_the_composed_gradients() {
             let sn = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
             let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
             let y = match fused_path {
-                true => fused::rope(xt.clone(), c, sn, r, None),
+                true => fused::rope(xt.clone(), c, sn, r, None, Projections),
                 false => composed::rope(xt.clone(), c, sn, r, None),
             };
             let grads = loss(y).backward();
@@ -570,7 +571,7 @@ fn fused_kernels_have_the_composed_gradients() {
             let sn = tensor(sin.clone(), [b, t, 1, d], dtype, &device);
             let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
             let y = match fused_path {
-                true => fused::rope(xt.clone(), c, sn, r, Some(bt.clone())),
+                true => fused::rope(xt.clone(), c, sn, r, Some(bt.clone()), Projections),
                 false => composed::rope(xt.clone(), c, sn, r, Some(bt.clone())),
             };
             let grads = loss(y).backward();
@@ -591,7 +592,7 @@ fn fused_kernels_have_the_composed_gradients() {
                 let r = Tensor::<1, Int>::from_data(TensorData::new(rotate.clone(), [d]), &device);
                 let bias = biased.then(|| bt.clone());
                 let y = match fused_path {
-                    true => fused::rope_heads(xt.clone(), c, sn, r, bias),
+                    true => fused::rope(xt.clone(), c, sn, r, bias, HeadsFirst),
                     false => composed::rope(xt.clone(), c, sn, r, bias).swap_dims(1, 2),
                 };
                 assert_eq!(y.dims(), [b, heads, t, d]);

@@ -993,39 +993,42 @@ pub fn add_rms_norm<const D: usize>(
     (sum.clone(), rms_norm(sum, weight, eps))
 }
 
-/// RoPE in the projections' layout on a GPU backend (see [`crate::decoder::Rope::apply_heads`]):
-/// `x`: (b, t, heads, d), `cos`, `sin`: (b, t, 1, d) in `x`'s type, `rotate`: (d) the index
-/// `d/2, …, d−1, 0, …, d/2−1`; `bias` (heads·d), the projection's, added to `x` first. One
-/// fused kernel on the GPU backends (bias included), composed otherwise.
+/// Where [`rope`] puts the heads axis of its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// (b, t, heads, d), as the projections give it.
+    Projections,
+    /// (b, heads, t, d), as attention reads it: on the GPU backends the kernel writes it
+    /// contiguous, so no copy moves the heads axis.
+    HeadsFirst,
+}
+
+/// RoPE on `x` (b, t, heads, d) as the projections give it (see
+/// [`crate::decoder::Rope::apply_heads`]), the result in `layout`: `cos`, `sin`: (b, t, 1, d)
+/// in `x`'s type, `rotate`: (d) the index `d/2, …, d−1, 0, …, d/2−1`; `bias` (heads·d), the
+/// projection's, added to `x` first. One fused kernel on the GPU backends (bias included);
+/// composed otherwise ([`composed::rope`], then a view with the axes swapped for
+/// [`RopeLayout::HeadsFirst`]).
 pub fn rope(
     x: Tensor<4>,
     cos: Tensor<4>,
     sin: Tensor<4>,
     rotate: Tensor<1, Int>,
     bias: Option<Tensor<1>>,
+    layout: RopeLayout,
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if gpu_fused(&[x.device(), cos.device(), sin.device()]) {
-        return super::gpu::rope(x, cos, sin, bias);
+        return match layout {
+            RopeLayout::Projections => super::gpu::rope(x, cos, sin, bias),
+            RopeLayout::HeadsFirst => super::gpu::rope_heads_first(x, cos, sin, bias),
+        };
     }
-    composed::rope(x, cos, sin, rotate, bias)
-}
-
-/// [`rope`] with its result heads first: (b, t, heads, d) in, (b, heads, t, d) out, the layout
-/// attention reads. On the GPU backends one kernel writes that layout (contiguous, so no copy
-/// moves the heads axis); composed, [`composed::rope`] and a view with the axes swapped.
-pub fn rope_heads(
-    x: Tensor<4>,
-    cos: Tensor<4>,
-    sin: Tensor<4>,
-    rotate: Tensor<1, Int>,
-    bias: Option<Tensor<1>>,
-) -> Tensor<4> {
-    #[cfg(feature = "gpu-kernels")]
-    if gpu_fused(&[x.device(), cos.device(), sin.device()]) {
-        return super::gpu::rope_heads_first(x, cos, sin, bias);
+    let y = composed::rope(x, cos, sin, rotate, bias);
+    match layout {
+        RopeLayout::Projections => y,
+        RopeLayout::HeadsFirst => y.swap_dims(1, 2),
     }
-    composed::rope(x, cos, sin, rotate, bias).swap_dims(1, 2)
 }
 
 /// Whether [`attention`] of a decode step runs as one fused kernel for these tensors:
