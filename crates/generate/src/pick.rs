@@ -111,13 +111,9 @@ pub(crate) fn read_step(
     // Draws in one kernel per step where the fused GPU kernels run (two with a filter), in
     // the logits' own type.
     let fused = match pick {
-        Pick::Draw { inv_temperature } => fused::sample(
-            logits.clone(),
-            logits.clone(),
-            uniforms,
-            inv_temperature,
-            logprobs,
-        ),
+        Pick::Draw { inv_temperature } => {
+            fused::sample(logits.clone(), None, uniforms, inv_temperature, logprobs)
+        }
         Pick::Filtered {
             inv_temperature,
             top_k,
@@ -128,7 +124,13 @@ pub(crate) fn read_step(
             let kept =
                 kept.ok_or_else(|| GenerateError::Backend("no filter kernel here".into()))?;
             // The log-probs are the unfiltered distribution's, as on the host.
-            fused::sample(kept, logits.clone(), uniforms, inv_temperature, logprobs)
+            fused::sample(
+                logits.clone(),
+                Some(kept),
+                uniforms,
+                inv_temperature,
+                logprobs,
+            )
         }
         _ => None,
     };

@@ -1001,13 +1001,12 @@ fn fused_draws_take_the_hosts_tokens() {
             }
             let x = tensor(logits.clone(), [rows, vocab], DType::F32, &device);
             let filtered = top_k > 0 || top_p < 1.0 || min_p > 0.0;
-            let weights_from = match filtered {
-                true => fused::filter_logits(x.clone(), 1.0 / temperature, top_k, top_p, min_p)
-                    .expect("fused on this device"),
-                false => x.clone(),
-            };
+            let kept = filtered.then(|| {
+                fused::filter_logits(x.clone(), 1.0 / temperature, top_k, top_p, min_p)
+                    .expect("fused on this device")
+            });
             let (tokens, logps) =
-                fused::sample(weights_from, x, &uniforms, 1.0 / temperature, true).unwrap();
+                fused::sample(x, kept, &uniforms, 1.0 / temperature, true).unwrap();
             let (tokens, logps) = (read(tokens), read(logps));
             for (r, &(token, logp)) in host.iter().enumerate() {
                 let got = tokens[r] as usize;
@@ -1038,8 +1037,7 @@ fn fused_draws_take_the_hosts_tokens() {
         row[live[0]] = 0.0;
         row[live[1]] = 0.0;
         let x = tensor(row.repeat(3), [3, vocab], DType::F32, &device);
-        let (tokens, _) =
-            fused::sample(x.clone(), x, &[0.0, 0.4999, 1.0 - 1e-12], 1.0, false).unwrap();
+        let (tokens, _) = fused::sample(x, None, &[0.0, 0.4999, 1.0 - 1e-12], 1.0, false).unwrap();
         let tokens: Vec<usize> = read(tokens).iter().map(|&t| t as usize).collect();
         assert_eq!(tokens, [live[0], live[0], live[1]], "vocab {vocab}");
     }

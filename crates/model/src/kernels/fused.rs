@@ -1071,34 +1071,34 @@ pub fn fuses_sampling(device: &Device) -> bool {
 }
 
 /// One draw per row on the device, in one kernel, or `None` where not [`fuses_sampling`]: the
-/// first token whose cumulative weight `exp((x − max)·inv_temperature)` over
-/// `weights_from` (rows, vocab), in vocabulary order, exceeds `uniforms[row]` times the row's
-/// total, as the host sampler draws (`reasonlab_generate::Sampler`; entries at −3e38 from
-/// [`filter_logits`] weigh nothing). Returns the tokens (rows, as f32, exact below 2²⁴) and,
-/// when `logprobs`, their log-probabilities under the softmax of `logits` (rows, vocab: the
+/// first token whose cumulative weight `exp((x − max)·inv_temperature)` over `logits` (rows,
+/// vocab), or over `filtered` from [`filter_logits`] when given (its entries at −3e38 weigh
+/// nothing), in vocabulary order, exceeds `uniforms[row]` times the row's total, as the host
+/// sampler draws (`reasonlab_generate::Sampler`). Returns the tokens (rows, as f32, exact below
+/// 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of `logits` (the
 /// unfiltered row at temperature 1), else zeros. The device sums in f32 where the host sums in
 /// f64, so a uniform within rounding of the boundary between two tokens can pick the other.
 pub fn sample(
-    weights_from: Tensor<2>,
     logits: Tensor<2>,
+    filtered: Option<Tensor<2>>,
     uniforms: &[f64],
     inv_temperature: f32,
     logprobs: bool,
 ) -> Option<(Tensor<1>, Tensor<1>)> {
     #[cfg(feature = "gpu-kernels")]
-    if fuses_sampling(&weights_from.device()) {
+    if fuses_sampling(&logits.device()) {
         let u: Vec<f32> = uniforms.iter().map(|&u| u as f32).collect();
         let n = u.len();
-        let u = Tensor::<1>::from_data(TensorData::new(u, [n]), &weights_from.device());
+        let u = Tensor::<1>::from_data(TensorData::new(u, [n]), &logits.device());
         return Some(super::gpu::sample(
-            weights_from,
             logits,
+            filtered,
             u,
             inv_temperature,
             logprobs,
         ));
     }
-    let _ = (weights_from, logits, uniforms, inv_temperature, logprobs);
+    let _ = (logits, filtered, uniforms, inv_temperature, logprobs);
     None
 }
 

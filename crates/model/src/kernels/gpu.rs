@@ -316,14 +316,17 @@ pub trait GpuDecode: Backend {
     /// `uniforms[row]` (rows, f32, in [0, 1)) times the row's total (the host sampler's inverse
     /// CDF; entries at −3e38, a filter's leavings, weigh nothing). Returns the tokens as f32
     /// (exact below 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of
-    /// `logits` (the unfiltered row at temperature 1; else zeros), each (rows).
-    #[fusion(meta = |weights_from, _logits, _uniforms, _inv_temperature, _logprobs| (rows_spec(weights_from, 1), rows_spec(weights_from, 1)))]
+    /// `logits` (the unfiltered row at temperature 1; else zeros), each (rows). Unless
+    /// `filtered`, `weights_from` is `logits` itself, whose maximum (and at temperature 1
+    /// normaliser) the draw has computed already.
+    #[fusion(meta = |weights_from, _logits, _uniforms, _inv_temperature, _logprobs, _filtered| (rows_spec(weights_from, 1), rows_spec(weights_from, 1)))]
     fn sample(
         weights_from: FloatTensor<Self>,
         logits: FloatTensor<Self>,
         uniforms: FloatTensor<Self>,
         inv_temperature: f64,
         logprobs: bool,
+        filtered: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -905,6 +908,7 @@ impl GpuDecode for CubeBackend {
         uniforms: CubeTensor,
         inv_temperature: f64,
         logprobs: bool,
+        filtered: bool,
     ) -> (CubeTensor, CubeTensor) {
         let weights_from = into_contiguous(weights_from);
         let logits = into_contiguous(logits);
@@ -929,6 +933,7 @@ impl GpuDecode for CubeBackend {
             inv_temperature as f32,
             units,
             logprobs,
+            filtered,
             [
                 dtype_to_storage_type(weights_from.dtype),
                 dtype_to_storage_type(uniforms.dtype),
@@ -2721,6 +2726,7 @@ mod cube {
         inv_temperature: f32,
         #[comptime] units: usize,
         #[comptime] logprobs: bool,
+        #[comptime] filtered: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let row = CUBE_POS;
@@ -2767,16 +2773,23 @@ mod cube {
             weighted = f32::cast_from(unit);
         }
         let last_weighted = cube_max(weighted, units);
-        let mut sum = f32::new(0.0);
-        let mut lmax = f32::new(0.0);
+        // The log-prob's normaliser `Σ exp(x − max)` over the unfiltered row: the draw's total
+        // when it drew from that row at temperature 1, else a pass of its own.
+        let mut sum = total;
+        let mut lmax = max;
         if logprobs {
-            lmax = row_max::<F>(logits, start, vocab, units);
-            let mut i = unit;
-            while i < vocab {
-                sum += f32::exp(f32::cast_from(logits[start + i]) - lmax);
-                i += units;
+            if filtered {
+                lmax = row_max::<F>(logits, start, vocab, units);
             }
-            sum = cube_sum(sum, units);
+            if filtered || inv_temperature != 1.0 {
+                let mut partial = f32::new(0.0);
+                let mut i = unit;
+                while i < vocab {
+                    partial += f32::exp(f32::cast_from(logits[start + i]) - lmax);
+                    i += units;
+                }
+                sum = cube_sum(partial, units);
+            }
         }
         let target = f32::cast_from(uniforms[row]) * total;
         let past = target >= total && f32::cast_from(unit) == last_weighted;
@@ -3049,21 +3062,25 @@ pub fn filter_logits(
     ))
 }
 
-/// [`GpuDecode::sample`] on high-level tensors: `weights_from` and `logits` (rows, vocab),
-/// `uniforms` (rows) f32; the tokens (as f32) and their log-probs, each (rows).
+/// [`GpuDecode::sample`] on high-level tensors: `logits` (rows, vocab), drawn from, or from
+/// `filtered` (rows, vocab) when given; `uniforms` (rows) f32; the tokens (as f32) and their
+/// log-probs, each (rows).
 pub fn sample(
-    weights_from: Tensor<2>,
     logits: Tensor<2>,
+    filtered: Option<Tensor<2>>,
     uniforms: Tensor<1>,
     inv_temperature: f32,
     logprobs: bool,
 ) -> (Tensor<1>, Tensor<1>) {
+    let is_filtered = filtered.is_some();
+    let weights_from = filtered.unwrap_or_else(|| logits.clone());
     let (tokens, logp) = <Dispatch as GpuDecode>::sample(
         weights_from.into_dispatch(),
         logits.into_dispatch(),
         uniforms.into_dispatch(),
         inv_temperature as f64,
         logprobs,
+        is_filtered,
     );
     (Tensor::from_dispatch(tokens), Tensor::from_dispatch(logp))
 }
