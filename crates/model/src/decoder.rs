@@ -694,6 +694,35 @@ impl CausalLm {
         }
     }
 
+    /// Final hidden states → each row's log-probability of its target, and (when `entropy`)
+    /// the predicted distribution's entropy (detached): `x` (rows, hidden), `targets` (rows)
+    /// → (rows) each. Through [`crate::fused::head_logprobs`], which never holds the
+    /// (rows, vocab) logits whole where it fuses; a head with a bias or a LoRA adapter forms
+    /// them through [`CausalLm::head`].
+    pub fn head_logprobs(
+        &self,
+        x: Tensor<2>,
+        targets: Tensor<1, Int>,
+        entropy: bool,
+    ) -> (Tensor<1>, Option<Tensor<1>>) {
+        let w = match &self.lm_head {
+            Some(head) if head.bias.is_some() || head.lora.is_some() => {
+                let [rows, hidden] = x.dims();
+                let logits = self.head(x.reshape([1, rows, hidden]));
+                let vocab = logits.dims()[2];
+                return crate::fused::token_logprobs(
+                    logits.reshape([rows, vocab]),
+                    targets,
+                    entropy,
+                );
+            }
+            Some(head) => head.weight.val(), // (hidden, vocab)
+            None => self.model.embed_tokens.val().transpose(), // tied: (hidden, vocab) view
+        };
+        let x = same_type(x, w.dtype());
+        crate::fused::head_logprobs(x, w, targets, entropy)
+    }
+
     /// The config-derived sizes, read back from the weights.
     pub fn vocab_size(&self) -> usize {
         self.model.embed_tokens.dims()[0]

@@ -733,10 +733,11 @@ impl Model {
             ));
         }
         let (b, t) = (batch.b, batch.t);
-        let logits = self.logits(batch, None)?; // (b, t, vocab)
-        let vocab = logits.dims()[2];
+        let net = self.compute_net();
+        let hidden = self.hidden_of(&net, batch, None)?; // (b, t, hidden)
+        let width = hidden.dims()[2];
         // Every position's row (the last column's target a placeholder, dropped after): the
-        // logits as they are, no (b, t − 1, vocab) copy.
+        // hidden states as they are, no (b, t − 1, hidden) copy.
         let targets: Vec<i64> = (0..b)
             .flat_map(|row| {
                 let next = batch.ids[row * t + 1..(row + 1) * t].iter();
@@ -744,8 +745,7 @@ impl Model {
             })
             .collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
-        let (logp, entropy) =
-            fused::token_logprobs(logits.reshape([b * t, vocab]), targets, entropy);
+        let (logp, entropy) = net.head_logprobs(hidden.reshape([b * t, width]), targets, entropy);
         let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
         Ok((cut(logp), entropy.map(cut)))
     }

@@ -211,3 +211,103 @@ fn fused_matmul_equals_burns_matmul_and_its_gradient() {
         assert_eq!(run(true), run(false), "transposed view {m}x{k}x{n}");
     }
 }
+
+/// The LM head's log-probabilities in chunks equal the logits formed whole and put through
+/// log-softmax: log-probs, entropies and the gradients of the hidden states and the head's
+/// weight, for an untied head and a tied one (the embedding's transposed view), several chunks
+/// with a shorter last one and a single chunk, a frozen weight; a target outside the
+/// vocabulary gets −3e38.
+#[test]
+fn fused_head_logprobs_match_the_composed_ops_and_their_gradients() {
+    use reasonlab_model::fused::{composed, head_logprobs_in_chunks};
+    use reasonlab_model::tensor::Int;
+    let device = Device::flex().autodiff();
+    let (rows, hidden) = (37, 24);
+    let out = Tensor::<1>::from_data(TensorData::new(data(rows, 11), [rows]), &device);
+    for vocab in [97, 700] {
+        let targets: Vec<i64> = (0..rows as i64)
+            .map(|i| match i {
+                0 => 0,
+                1 => vocab as i64 - 1,
+                _ => (i * 31) % vocab as i64,
+            })
+            .collect();
+        let ids = || Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+        let x_data: Vec<f32> = data(rows * hidden, 5).iter().map(|v| v * 0.2).collect();
+        let w_data = data(hidden * vocab, 6);
+        for (tied, frozen, chunk) in [
+            (false, false, 8),
+            (true, false, 8),
+            (false, false, 64),
+            (true, true, 16),
+        ] {
+            let run = |fused: bool| {
+                let x = Tensor::<2>::from_data(
+                    TensorData::new(x_data.clone(), [rows, hidden]),
+                    &device,
+                )
+                .require_grad();
+                let shape = if tied {
+                    [vocab, hidden]
+                } else {
+                    [hidden, vocab]
+                };
+                let mut w0 =
+                    Tensor::<2>::from_data(TensorData::new(w_data.clone(), shape), &device);
+                if !frozen {
+                    w0 = w0.require_grad();
+                }
+                let w = if tied {
+                    w0.clone().transpose()
+                } else {
+                    w0.clone()
+                };
+                let (lp, ent) = match fused {
+                    true => head_logprobs_in_chunks(x.clone(), w, ids(), true, chunk),
+                    false => composed::head_logprobs(x.clone(), w, ids(), true),
+                };
+                let grads = (lp.clone() * out.clone()).sum().backward();
+                let dw = w0.grad(&grads).map(|g| g.try_into_vec_as::<f32>().unwrap());
+                assert_eq!(dw.is_none(), frozen);
+                (
+                    lp.try_into_vec_as::<f32>().unwrap(),
+                    ent.unwrap().try_into_vec_as::<f32>().unwrap(),
+                    x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap(),
+                    dw.unwrap_or_default(),
+                )
+            };
+            let (lf, ef, dxf, dwf) = run(true);
+            let (lc, ec, dxc, dwc) = run(false);
+            let case = format!("vocab {vocab}, tied {tied}, frozen {frozen}, chunk {chunk}");
+            assert!(
+                lc.iter().all(|v| *v < 0.0 && *v > -30.0),
+                "{case}: log-probs {lc:?}"
+            );
+            assert!(
+                worst(&lf, &lc) < 2e-5,
+                "{case}: log-probs {}",
+                worst(&lf, &lc)
+            );
+            assert!(
+                worst(&ef, &ec) < 2e-5,
+                "{case}: entropies {}",
+                worst(&ef, &ec)
+            );
+            assert!(
+                dxc.iter().any(|g| g.abs() > 1e-2),
+                "{case}: dx is not trivially zero"
+            );
+            assert!(worst(&dxf, &dxc) < 1e-5, "{case}: dx {}", worst(&dxf, &dxc));
+            assert!(worst(&dwf, &dwc) < 1e-5, "{case}: dw {}", worst(&dwf, &dwc));
+        }
+    }
+    // A target past the vocabulary: the GPU kernel's −3e38 (no gather to panic).
+    let x = Tensor::<2>::from_data(TensorData::new(data(2 * 4, 1), [2, 4]), &device);
+    let w = Tensor::<2>::from_data(TensorData::new(data(4 * 9, 2), [4, 9]), &device);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 9], [2]), &device);
+    let lp = head_logprobs_in_chunks(x, w, t, false, 1)
+        .0
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    assert!(lp[0] > -20.0 && lp[1] <= -1e38, "{lp:?}");
+}

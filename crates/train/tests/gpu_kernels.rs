@@ -870,6 +870,106 @@ fn fused_token_logprobs_match_the_composed_ops() {
     }
 }
 
+/// The LM head's log-probabilities ([`fused::head_logprobs_in_chunks`]) against the logits
+/// formed whole and put through [`fused::token_logprobs`] (checked against the composed
+/// log-softmax above): several chunks with a shorter last one, and one chunk (kept for the
+/// backward pass), at vocabularies of 1,000 and 151,936; the gradients of the hidden states and
+/// of an untied and a tied (transposed view) head weight.
+#[test]
+fn fused_head_logprobs_match_the_composed_ops() {
+    let device = gpu();
+    let (rows, hidden) = (37, 64);
+    let x = values(rows * hidden, 61, 1.0);
+    for (dtype, _) in dtypes(&device) {
+        // The logits are the same matmul's on both paths; what differs is the reduction's
+        // order (and, in f16, the chunks' matmul shapes).
+        let tol = if dtype == DType::F32 { 2e-5 } else { 2e-3 };
+        for vocab in [1000, 151_936] {
+            let w = values(hidden * vocab, 62, 0.5);
+            let targets: Vec<i64> = (0..rows).map(|r| ((r * 7919) % vocab) as i64).collect();
+            let targets = [vec![0, vocab as i64 - 1], targets[2..].to_vec()].concat();
+            let run = |chunk: Option<usize>| {
+                let x = tensor(x.clone(), [rows, hidden], dtype, &device);
+                let w = tensor(w.clone(), [hidden, vocab], dtype, &device);
+                let tg =
+                    Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+                let (lp, ent) = match chunk {
+                    Some(chunk) => {
+                        assert!(fused::fuses_head_logprobs(&x, &w));
+                        fused::head_logprobs_in_chunks(x, w, tg, true, chunk)
+                    }
+                    None => composed::head_logprobs(x, w, tg, true),
+                };
+                (read(lp), read(ent.expect("asked for")))
+            };
+            let (lp_c, ent_c) = run(None);
+            let rel = |a: &[f32], b: &[f32]| {
+                let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+                max_abs_diff(a, b) / scale
+            };
+            for (chunk, name) in [(8, "8 rows"), (usize::MAX, "whole")] {
+                let (lp, ent) = run(Some(chunk));
+                let (d_lp, d_ent) = (rel(&lp, &lp_c), rel(&ent, &ent_c));
+                eprintln!(
+                    "head log-probs {dtype:?} vocab {vocab}, chunks of {name}: relative |Δ| {d_lp:.2e}, entropy {d_ent:.2e}"
+                );
+                assert!(
+                    d_lp < tol && d_ent < tol,
+                    "vocab {vocab}, {name}: {d_lp}, {d_ent}"
+                );
+            }
+        }
+    }
+
+    let device = gpu_autodiff();
+    let vocab = 300;
+    let w = values(hidden * vocab, 63, 0.5);
+    let targets: Vec<i64> = (0..rows as i64)
+        .map(|r| (r * 37 + 1) % vocab as i64)
+        .collect();
+    for (dtype, _) in dtypes(&device) {
+        let tol = grad_tolerance(dtype);
+        for tied in [false, true] {
+            let run = |chunk: Option<usize>| {
+                let x = input(&x, [rows, hidden], dtype, &device);
+                let shape = if tied {
+                    [vocab, hidden]
+                } else {
+                    [hidden, vocab]
+                };
+                let w0 = input(&w, shape, dtype, &device);
+                let w = if tied {
+                    w0.clone().transpose()
+                } else {
+                    w0.clone()
+                };
+                let tg =
+                    Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+                let (lp, _) = match chunk {
+                    Some(chunk) => fused::head_logprobs_in_chunks(x.clone(), w, tg, false, chunk),
+                    None => composed::head_logprobs(x.clone(), w, tg, false),
+                };
+                let grads = loss(lp).backward();
+                [
+                    read(x.grad(&grads).unwrap()),
+                    read(w0.grad(&grads).unwrap()),
+                ]
+            };
+            let composed = run(None);
+            for (chunk, name) in [(8, "8 rows"), (usize::MAX, "whole")] {
+                let fused = run(Some(chunk));
+                for (i, what) in ["x", "w"].iter().enumerate() {
+                    let gap = relative_gap(&fused[i], &composed[i]);
+                    eprintln!(
+                        "head log-probs {dtype:?} tied {tied}, chunks of {name}: d{what} relative gap {gap:.2e}"
+                    );
+                    assert!(gap < tol, "d{what} differs by {gap}");
+                }
+            }
+        }
+    }
+}
+
 /// Logits like a language model's from values in [-1, 1): a few likely tokens (every 97th, 4
 /// to 12) over a long tail (-5 to 5).
 fn lm_like(values: &[f32]) -> Vec<f32> {

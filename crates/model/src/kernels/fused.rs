@@ -22,9 +22,9 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Device, GradientCheckpointingStrategy, Int, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -43,6 +43,15 @@ pub trait FusedOps: Backend {
     /// (burn-flex zero-fills a `Vec<u8>` and copies it into an aligned one first — ~8% of a
     /// train step).
     fn matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Each row's log-probability of its target under `softmax(x · w)` and the distribution's
+    /// entropy (a constant: no gradient), both (rows): `x` (rows, k), `w` (k, vocab),
+    /// `targets` (rows), `chunk` rows of logits at a time (see [`head_logprobs`]).
+    fn head_logprobs(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl FusedOps for Flex {
@@ -59,6 +68,21 @@ impl FusedOps for Flex {
         let (x, w) = (forward_strides(x), forward_strides(w));
         kernels::matmul(Strided::of(&x), Strided::of(&w))
     }
+    fn head_logprobs(
+        x: FlexTensor,
+        w: FlexTensor,
+        targets: FlexTensor,
+        chunk: usize,
+    ) -> (FlexTensor, FlexTensor) {
+        let (x, w) = (forward_strides(x), forward_strides(w));
+        let head = kernels::head_logprobs(Strided::of(&x), Strided::of(&w), &ids(targets), chunk);
+        (head.logp, head.entropy)
+    }
+}
+
+/// An integer tensor's values as i64.
+fn ids(t: FlexTensor) -> Vec<i64> {
+    t.into_data().iter::<i64>().collect()
 }
 
 /// Register `grad` for `parent` when it is tracked (burn does not export the node type, so a
@@ -234,6 +258,71 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             }
         }
     }
+
+    fn head_logprobs(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct HeadLogprobs(usize);
+
+        impl Backward<Flex, 2> for HeadLogprobs {
+            /// (x, w, targets, stats, the logits when one chunk): each chunk's logits are
+            /// otherwise recomputed from x and w.
+            type State = (FlexTensor, FlexTensor, Vec<i64>, Vec<f32>, Option<Vec<f32>>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dlogp = grads.consume::<Flex>(&ops.node);
+                let (x, w, targets, stats, logits) = ops.state;
+                let [px, pw] = ops.parents;
+                let (dx, dw) = kernels::head_logprobs_backward(
+                    kernels::HeadBackward {
+                        x: Strided::of(&x),
+                        w: Strided::of(&w),
+                        targets: &targets,
+                        stats: &stats,
+                        logits,
+                        dlogp: &f32_rows(&dlogp),
+                        chunk: self.0,
+                    },
+                    px.is_some(),
+                    pw.is_some(),
+                );
+                if let Some(dx) = dx {
+                    register!(grads, px, dx);
+                }
+                if let Some(dw) = dw {
+                    register!(grads, pw, dw);
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = w.into_parts();
+        let (x, w) = (forward_strides(x), forward_strides(w));
+        let targets = ids(targets);
+        let constant = <Autodiff<Flex, C> as AutodiffBackend>::from_inner;
+        let head = kernels::head_logprobs(Strided::of(&x), Strided::of(&w), &targets, chunk);
+        match HeadLogprobs(chunk)
+            .prepare::<C>([x_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = (x, w, targets, head.stats, head.logits);
+                let logp = prep.finish(state, head.logp);
+                (logp, constant(head.entropy))
+            }
+            OpsKind::UnTracked(prep) => (prep.finish(head.logp), constant(head.entropy)),
+        }
+    }
 }
 
 /// A rank-2 f32 tensor as gemm reads it: storage, start offset, row and column strides.
@@ -269,6 +358,28 @@ impl<'a> Strided<'a> {
             cols: shape[1],
             rs: st[0],
             cs: st[1],
+        }
+    }
+
+    /// Rows `start..start + n` (a view).
+    fn rows(self, start: usize, n: usize) -> Self {
+        debug_assert!(start + n <= self.rows && self.rs >= 0);
+        Self {
+            offset: self.offset + start * self.rs as usize,
+            rows: n,
+            ..self
+        }
+    }
+
+    /// A dense row-major (rows, cols) buffer.
+    fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
         }
     }
 
@@ -599,6 +710,43 @@ mod kernels {
     /// strides, parallelism and threshold, hence the same results — except for flipped views,
     /// which [`forward_strides`] copies first), into an unfilled buffer.
     pub fn matmul(a: Strided<'_>, b: Strided<'_>) -> FlexTensor {
+        let (m, n) = (a.rows, b.cols);
+        let len = m
+            .checked_mul(n)
+            .expect("matmul: output size overflows usize");
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        // SAFETY: `out` has room for m × n (written through a raw pointer, never read before
+        // gemm has written every element: `accumulate` is false).
+        unsafe {
+            gemm_raw(
+                out.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+                a,
+                b,
+                false,
+            );
+            out.set_len(len);
+        }
+        FlexTensor::from_data(TensorData::new(out, vec![m, n]))
+    }
+
+    /// `out ← a · b`, or `out ← out + a · b` when `accumulate`: `out` the dense row-major
+    /// (m, n) result.
+    pub fn matmul_into(out: &mut [f32], a: Strided<'_>, b: Strided<'_>, accumulate: bool) {
+        assert_eq!(
+            out.len(),
+            a.rows * b.cols,
+            "matmul: output of the wrong size"
+        );
+        // SAFETY: `out` holds exactly m × n initialised elements.
+        unsafe { gemm_raw(out.as_mut_ptr(), a, b, accumulate) }
+    }
+
+    /// `gemm::gemm` into the row-major (m, n) buffer at `dst`, reading it first when
+    /// `accumulate`.
+    ///
+    /// # Safety
+    /// `dst` is valid for m × n writes, and for reads when `accumulate`.
+    unsafe fn gemm_raw(dst: *mut f32, a: Strided<'_>, b: Strided<'_>, accumulate: bool) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         assert_eq!(b.rows, k, "matmul: inner dimensions differ");
         // Every element an operand's strides reach lies in its storage.
@@ -621,42 +769,171 @@ mod kernels {
         } else {
             gemm::Parallelism::None
         };
-        if m == 0 || n == 0 || k == 0 {
-            return new_f32(&[m, n], |_| {});
-        }
-        // Not zero-filled first: with `read_dst = false` gemm writes every element of `out`.
-        let len = m
-            .checked_mul(n)
-            .expect("matmul: output size overflows usize");
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        // SAFETY: `out` has room for m × n with row stride n (written through a raw pointer,
-        // never read before gemm has written it); the operands' strided elements are inside
-        // their storage (asserted above).
+        // SAFETY: `dst` is valid for the m × n elements of row stride n (the caller's
+        // contract); the operands' strided elements are inside their storage (asserted
+        // above). Without `accumulate`, gemm writes every element of `dst` without reading it
+        // (zeros when k = 0).
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                out.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+                dst,
                 1,
                 n as isize,
-                false,
+                accumulate,
                 a.data.as_ptr().add(a.offset),
                 a.cs,
                 a.rs,
                 b.data.as_ptr().add(b.offset),
                 b.cs,
                 b.rs,
-                0.0,
+                1.0,
                 1.0,
                 false,
                 false,
                 false,
                 parallelism,
             );
-            out.set_len(len);
         }
-        FlexTensor::from_data(TensorData::new(out, vec![m, n]))
+    }
+
+    /// [`FusedOps::head_logprobs`]' results: (rows) log-probabilities and entropies, (rows, 2)
+    /// statistics (each row's largest logit and `ln Σ exp(logit − max)`), and the (rows, vocab)
+    /// logits when they were one chunk.
+    pub struct Head {
+        pub logp: FlexTensor,
+        pub entropy: FlexTensor,
+        pub stats: Vec<f32>,
+        pub logits: Option<Vec<f32>>,
+    }
+
+    /// The log-probability a target outside the vocabulary gets (as the GPU kernel's).
+    const OUTSIDE: f32 = -3.0e38;
+
+    /// [`FusedOps::head_logprobs`]: `x` (rows, k), `w` (k, vocab); one buffer of `chunk` rows
+    /// of logits, reused, and returned when it held every row.
+    pub fn head_logprobs(x: Strided<'_>, w: Strided<'_>, targets: &[i64], chunk: usize) -> Head {
+        let (rows, vocab) = (x.rows, w.cols);
+        assert_eq!(targets.len(), rows, "head log-probs: one target per row");
+        let chunk = chunk.clamp(1, rows.max(1));
+        let (mut logp, mut entropy) = (vec![0f32; rows], vec![0f32; rows]);
+        let mut stats = vec![0f32; 2 * rows];
+        let mut logits = vec![0f32; chunk * vocab.max(1)];
+        for start in (0..rows).step_by(chunk) {
+            let n = chunk.min(rows - start);
+            let buf = &mut logits[..n * vocab];
+            matmul_into(buf, x.rows(start, n), w, false);
+            buf.par_chunks(vocab.max(1))
+                .zip(logp[start..start + n].par_iter_mut())
+                .zip(entropy[start..start + n].par_iter_mut())
+                .zip(stats[2 * start..2 * (start + n)].par_chunks_mut(2))
+                .zip(targets[start..start + n].par_iter())
+                .for_each(|((((row, lp), ent), st), &target)| {
+                    let (max, ln_sum, mean_shift) = row_stats(row);
+                    *lp = match usize::try_from(target) {
+                        Ok(j) if j < vocab => row[j] - max - ln_sum,
+                        _ => OUTSIDE,
+                    };
+                    *ent = ln_sum - mean_shift;
+                    st.copy_from_slice(&[max, ln_sum]);
+                });
+        }
+        let tensor = |v: Vec<f32>| FlexTensor::from_data(TensorData::new(v, vec![rows]));
+        Head {
+            logp: tensor(logp),
+            entropy: tensor(entropy),
+            stats,
+            logits: (chunk >= rows).then_some(logits),
+        }
+    }
+
+    /// A row of logits' largest value, `ln Σ exp(l − max)` and `Σ p · (l − max)`, in one pass
+    /// after the maximum (eight interleaved sums, so that it vectorises).
+    fn row_stats(row: &[f32]) -> (f32, f32, f32) {
+        let max = max8(row);
+        let (mut sum, mut dot) = ([0f32; 8], [0f32; 8]);
+        let chunks = row.chunks_exact(8);
+        let (mut tail_sum, mut tail_dot) = (0f32, 0f32);
+        for &v in chunks.remainder() {
+            let e = exp_approx(v - max);
+            tail_sum += e;
+            tail_dot += e * (v - max);
+        }
+        for c in chunks {
+            for l in 0..8 {
+                let shifted = c[l] - max;
+                let e = exp_approx(shifted);
+                sum[l] += e;
+                dot[l] += e * shifted;
+            }
+        }
+        let sum = sum.iter().sum::<f32>() + tail_sum;
+        let dot = dot.iter().sum::<f32>() + tail_dot;
+        (max, sum.ln(), dot / sum)
+    }
+
+    /// What [`head_logprobs_backward`] reads: the forward's operands, statistics and kept
+    /// logits (when one chunk), and the log-probabilities' gradient (rows).
+    pub struct HeadBackward<'a> {
+        pub x: Strided<'a>,
+        pub w: Strided<'a>,
+        pub targets: &'a [i64],
+        pub stats: &'a [f32],
+        pub logits: Option<Vec<f32>>,
+        pub dlogp: &'a [f32],
+        pub chunk: usize,
+    }
+
+    /// The head's backward pass, chunk by chunk: the chunk's logits (kept, or recomputed),
+    /// `dlogits = dlogp · (onehot(target) − softmax)` in their place, then `dx = dlogits · wᵀ`
+    /// (rows, k) and `dw += xᵀ · dlogits` (k, vocab), each only when asked for.
+    pub fn head_logprobs_backward(
+        h: HeadBackward<'_>,
+        want_dx: bool,
+        want_dw: bool,
+    ) -> (Option<FlexTensor>, Option<FlexTensor>) {
+        let (rows, k, vocab) = (h.x.rows, h.x.cols, h.w.cols);
+        let chunk = h.chunk.clamp(1, rows.max(1));
+        let mut dx = want_dx.then(|| vec![0f32; rows * k]);
+        let mut dw = want_dw.then(|| vec![0f32; k * vocab]);
+        let kept = h.logits.is_some();
+        let mut logits = h.logits.unwrap_or_else(|| vec![0f32; chunk * vocab.max(1)]);
+        for start in (0..rows).step_by(chunk) {
+            let n = chunk.min(rows - start);
+            let buf = &mut logits[..n * vocab];
+            if !kept {
+                matmul_into(buf, h.x.rows(start, n), h.w, false);
+            }
+            buf.par_chunks_mut(vocab.max(1))
+                .zip(h.stats[2 * start..2 * (start + n)].par_chunks(2))
+                .zip(h.dlogp[start..start + n].par_iter())
+                .zip(h.targets[start..start + n].par_iter())
+                .for_each(|(((row, st), &g), &target)| {
+                    let shift = st[0] + st[1];
+                    for v in row.iter_mut() {
+                        *v = -g * exp_approx(*v - shift);
+                    }
+                    if let Ok(j) = usize::try_from(target)
+                        && j < row.len()
+                    {
+                        row[j] += g;
+                    }
+                });
+            let grad = Strided::dense(buf, n, vocab);
+            if let Some(dx) = &mut dx {
+                matmul_into(&mut dx[start * k..(start + n) * k], grad, h.w.t(), false);
+            }
+            if let Some(dw) = &mut dw {
+                matmul_into(dw, h.x.rows(start, n).t(), grad, start > 0);
+            }
+        }
+        let tensor =
+            |v: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(v, shape));
+        (
+            dx.map(|v| tensor(v, vec![rows, k])),
+            dw.map(|v| tensor(v, vec![k, vocab])),
+        )
     }
 
     pub fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f32) -> FlexTensor {
@@ -1064,6 +1341,89 @@ pub fn token_logprobs(
     composed::token_logprobs(logits, targets, entropy)
 }
 
+/// Elements of logits a chunk of [`head_logprobs`] holds: 32 Mi (128 MB in f32).
+pub const HEAD_CHUNK_ELEMENTS: usize = 1 << 25;
+
+/// Rows of logits [`head_logprobs`] computes at a time for a vocabulary of `vocab`: as many as
+/// [`HEAD_CHUNK_ELEMENTS`] holds, rounded down to a multiple of 64 (at least 64) so that each
+/// chunk's matmul keeps whole tiles. At Qwen2.5's vocabulary of 151,936, 192 rows.
+pub fn head_chunk_rows(vocab: usize) -> usize {
+    (HEAD_CHUNK_ELEMENTS / vocab.max(1) / 64).max(1) * 64
+}
+
+/// Whether [`head_logprobs`] runs fused (the logits never whole) for these operands: on Flex
+/// in f32, and on the GPU backends with [`GpuKernels::Fused`].
+pub fn fuses_head_logprobs(x: &Tensor<2>, w: &Tensor<2>) -> bool {
+    let devices = [x.device(), w.device()];
+    let flex = devices.iter().all(is_flex) && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    flex || gpu_fused(&devices)
+}
+
+/// The LM head and the token log-probabilities in one op: each row's log-probability of its
+/// target under `softmax(x · w)` in f32, and, when `entropy`, the distribution's entropy
+/// (detached), each (rows); `x` (rows, hidden), `w` (hidden, vocab) in the same type.
+///
+/// Where [`fuses_head_logprobs`], each row of logits is reduced to the target's
+/// log-probability, the entropy and two statistics (the largest logit and
+/// `ln Σ exp(logit − max)`) as soon as its matmul has written it, and the backward pass forms
+/// `dlogits = dlogp · (onehot − softmax)` in the logits' place, then `dx = dlogits · wᵀ` and
+/// `dw = xᵀ · dlogits`. How much of the (rows, vocab) logits is held depends on the device:
+///
+/// - training without activation checkpointing keeps them whole for the backward pass;
+/// - at inference, and in training with activation checkpointing
+///   ([`crate::ActivationCheckpointing::Balanced`]), they are computed [`head_chunk_rows`]
+///   rows at a time and never held whole; the backward pass recomputes each chunk's logits
+///   from `x` and `w` (one more matmul of the head's size: Liger-Kernel's fused linear
+///   cross-entropy and Apple's Cut Cross-Entropy make the same trade).
+///
+/// Otherwise the logits are formed whole and go through [`token_logprobs`]
+/// ([`composed::head_logprobs`]).
+pub fn head_logprobs(
+    x: Tensor<2>,
+    w: Tensor<2>,
+    targets: Tensor<1, Int>,
+    entropy: bool,
+) -> (Tensor<1>, Option<Tensor<1>>) {
+    let chunk = match x.device().gradient_checkpointing_strategy() {
+        // Training that keeps its activations keeps the logits for the backward pass too.
+        Some(GradientCheckpointingStrategy::Disabled) => usize::MAX,
+        // Inference (no backward pass), or activation checkpointing: chunks.
+        None | Some(GradientCheckpointingStrategy::Balanced) => head_chunk_rows(w.dims()[1]),
+    };
+    head_logprobs_in_chunks(x, w, targets, entropy, chunk)
+}
+
+/// [`head_logprobs`] with `chunk` rows of logits at a time: with one chunk (`chunk` ≥ rows)
+/// the logits are kept for the backward pass, with several each is recomputed there.
+pub fn head_logprobs_in_chunks(
+    x: Tensor<2>,
+    w: Tensor<2>,
+    targets: Tensor<1, Int>,
+    entropy: bool,
+    chunk: usize,
+) -> (Tensor<1>, Option<Tensor<1>>) {
+    if !fuses_head_logprobs(&x, &w) {
+        return composed::head_logprobs(x, w, targets, entropy);
+    }
+    let (logp, all) = if is_flex(&x.device()) {
+        let (logp, all) = <Dispatch as FusedOps>::head_logprobs(
+            x.into_dispatch(),
+            w.into_dispatch(),
+            targets.into_dispatch(),
+            chunk,
+        );
+        (Tensor::from_dispatch(logp), Tensor::from_dispatch(all))
+    } else {
+        #[cfg(feature = "gpu-kernels")]
+        {
+            super::gpu::head_logprobs(x, w, targets, chunk)
+        }
+        #[cfg(not(feature = "gpu-kernels"))]
+        unreachable!("the fused GPU kernels are not compiled in")
+    };
+    (logp, entropy.then_some(all))
+}
+
 /// Whether [`filter_logits`] and [`sample`] run on `device`: inference (no autodiff) on a GPU
 /// backend with [`GpuKernels::Fused`].
 pub fn fuses_sampling(device: &Device) -> bool {
@@ -1322,6 +1682,17 @@ pub mod composed {
         });
         let picked = logp.gather(1, targets.reshape([rows, 1])).reshape([rows]);
         (picked, entropy)
+    }
+
+    /// [`super::head_logprobs`], composed: the logits whole, then
+    /// [`super::token_logprobs`].
+    pub fn head_logprobs(
+        x: Tensor<2>,
+        w: Tensor<2>,
+        targets: Tensor<1, Int>,
+        entropy: bool,
+    ) -> (Tensor<1>, Option<Tensor<1>>) {
+        super::token_logprobs(super::matmul(x, w), targets, entropy)
     }
 
     /// [`super::rms_norm`], composed.

@@ -127,6 +127,17 @@ pub trait GpuOps: Backend {
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The LM head and the token log-probabilities ([`super::fused::head_logprobs`]): each
+    /// row's log-probability of its target under `softmax(x · w)` and the distribution's
+    /// entropy (a constant), both (rows) in f32; `x` (rows, k), `w` (k, vocab), `chunk` rows
+    /// of logits at a time, so that the (rows, vocab) logits are never whole in device memory.
+    #[fusion(meta = |x, _w, _targets, _chunk| (rows_spec(x, 1), rows_spec(x, 1)))]
+    fn head_logprobs(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The backward passes of [`GpuOps`], one kernel each, for its autodiff implementation.
@@ -404,6 +415,16 @@ impl GpuOps for CubeBackend {
         (logp, entropy)
     }
 
+    fn head_logprobs(
+        x: CubeTensor,
+        w: CubeTensor,
+        targets: CubeTensor,
+        chunk: usize,
+    ) -> (CubeTensor, CubeTensor) {
+        let (logp, entropy, _, _) = head_forward::<Self>(x, w, targets, chunk);
+        (logp, entropy)
+    }
+
     fn rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
         rms_norm_launch(x, None, weight, eps).1
     }
@@ -667,6 +688,117 @@ fn logprobs_forward(
         ],
     );
     (logp, entropy, stats)
+}
+
+/// Rows `start..start + n` of `rows` chunks of `chunk` each: (start, n) per chunk.
+fn row_chunks(rows: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    let chunk = chunk.max(1);
+    (0..rows)
+        .step_by(chunk)
+        .map(move |start| (start, chunk.min(rows - start)))
+}
+
+/// What [`head_forward`] gives: (rows) log-probabilities and entropies, the (rows, 2)
+/// statistics of [`GpuGrads::token_logprobs_with_stats`], and the logits when one chunk.
+type Head<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+);
+
+/// [`GpuOps::head_logprobs`] through burn's matmul and the log-prob kernel, chunk by chunk.
+/// Each chunk's logits are freed once their row statistics are taken, unless there is only
+/// one (then they are returned).
+fn head_forward<B: GpuGrads>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    targets: IntTensor<B>,
+    chunk: usize,
+) -> Head<B> {
+    let rows = x.shape()[0];
+    if rows <= chunk {
+        let logits = B::float_matmul(x, w);
+        let (logp, entropy, stats) = B::token_logprobs_with_stats(logits.clone(), targets);
+        return (logp, entropy, stats, Some(logits));
+    }
+    let (mut logp, mut entropy, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+    for (start, n) in row_chunks(rows, chunk) {
+        let range = [burn::tensor::Slice::from(start..start + n)];
+        let logits = B::float_matmul(B::float_slice(x.clone(), &range), w.clone());
+        let (lp, ent, st) =
+            B::token_logprobs_with_stats(logits, B::int_slice(targets.clone(), &range));
+        logp.push(lp);
+        entropy.push(ent);
+        stats.push(st);
+    }
+    (
+        B::float_cat(logp, 0),
+        B::float_cat(entropy, 0),
+        B::float_cat(stats, 0),
+        None,
+    )
+}
+
+/// What [`head_backward`] reads: x, w, the targets, the statistics and the kept logits.
+type HeadState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    IntTensor<B>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+);
+
+/// The backward pass of [`head_forward`], chunk by chunk: the chunk's logits (kept, or
+/// recomputed),
+/// `dlogits` from [`GpuGrads::token_logprobs_backward`], then `dx = dlogits · wᵀ` and
+/// `dw += xᵀ · dlogits`, each only when asked for.
+fn head_backward<B: GpuGrads>(
+    (x, w, targets, stats, mut kept): HeadState<B>,
+    dlogp: FloatTensor<B>,
+    chunk: usize,
+    want: (bool, bool),
+) -> (Option<FloatTensor<B>>, Option<FloatTensor<B>>) {
+    let rows = x.shape()[0];
+    let (mut dx, mut dw) = (Vec::new(), None::<FloatTensor<B>>);
+    for (start, n) in row_chunks(rows, chunk) {
+        let (xc, tc, sc, dc) = match rows <= chunk {
+            true => (x.clone(), targets.clone(), stats.clone(), dlogp.clone()),
+            false => {
+                let range = [burn::tensor::Slice::from(start..start + n)];
+                (
+                    B::float_slice(x.clone(), &range),
+                    B::int_slice(targets.clone(), &range),
+                    B::float_slice(stats.clone(), &range),
+                    B::float_slice(dlogp.clone(), &range),
+                )
+            }
+        };
+        let logits = match kept.take() {
+            Some(logits) => logits,
+            None => B::float_matmul(xc.clone(), w.clone()),
+        };
+        let dlogits = B::token_logprobs_backward(logits, tc, sc, dc);
+        if want.0 {
+            dx.push(B::float_matmul(
+                dlogits.clone(),
+                B::float_transpose(w.clone()),
+            ));
+        }
+        if want.1 {
+            let part = B::float_matmul(B::float_transpose(xc), dlogits);
+            dw = Some(match dw {
+                Some(sum) => B::float_add(sum, part),
+                None => part,
+            });
+        }
+    }
+    let dx = match dx.len() {
+        0 => None,
+        1 => dx.pop(),
+        _ => Some(B::float_cat(dx, 0)),
+    };
+    (dx, dw)
 }
 
 /// [`GpuGrads::attention_with_stats`] on the cubecl backends.
@@ -1323,6 +1455,60 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => {
                 let (logp, entropy) = <B as GpuOps>::token_logprobs(logits, targets);
+                (prep.finish(logp), constant(entropy))
+            }
+        }
+    }
+
+    fn head_logprobs(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct HeadGrad(usize);
+
+        impl<B: GpuGrads> Backward<B, 2> for HeadGrad {
+            /// (x, w, targets, stats, the logits when one chunk): each chunk's logits are
+            /// otherwise recomputed.
+            type State = HeadState<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let dlogp = grads.consume::<B>(&ops.node);
+                let [px, pw] = ops.parents;
+                let want = (px.is_some(), pw.is_some());
+                let (dx, dw) = head_backward::<B>(ops.state, dlogp, self.0, want);
+                if let Some(dx) = dx {
+                    register!(grads, px, dx);
+                }
+                if let Some(dw) = dw {
+                    register!(grads, pw, dw);
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = w.into_parts();
+        let constant = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        match HeadGrad(chunk)
+            .prepare::<C>([x_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (logp, entropy, stats, logits) =
+                    head_forward::<B>(x.clone(), w.clone(), targets.clone(), chunk);
+                let logp = prep.finish((x, w, targets, stats, logits), logp);
+                (logp, constant(entropy))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (logp, entropy) = <B as GpuOps>::head_logprobs(x, w, targets, chunk);
                 (prep.finish(logp), constant(entropy))
             }
         }
@@ -3179,6 +3365,22 @@ pub fn attention(
 pub fn token_logprobs(logits: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
     let (logp, entropy) =
         <Dispatch as GpuOps>::token_logprobs(logits.into_dispatch(), targets.into_dispatch());
+    (Tensor::from_dispatch(logp), Tensor::from_dispatch(entropy))
+}
+
+/// [`GpuOps::head_logprobs`] on high-level tensors: (logp, entropy).
+pub fn head_logprobs(
+    x: Tensor<2>,
+    w: Tensor<2>,
+    targets: Tensor<1, Int>,
+    chunk: usize,
+) -> (Tensor<1>, Tensor<1>) {
+    let (logp, entropy) = <Dispatch as GpuOps>::head_logprobs(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        targets.into_dispatch(),
+        chunk,
+    );
     (Tensor::from_dispatch(logp), Tensor::from_dispatch(entropy))
 }
 
