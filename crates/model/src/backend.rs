@@ -209,7 +209,9 @@ pub enum ActivationCheckpointing {
     /// between the fused kernels) are recomputed in the backward pass, those of compute-bound
     /// ops (matmuls, reasonlab's fused CPU and GPU kernels) kept. Gradients are unchanged. With
     /// the norms, softmax and SwiGLU fused it saves no memory on the models measured
-    /// (docs/gpu.md#activation-checkpointing).
+    /// (docs/gpu.md#activation-checkpointing). The LM head's logits are also computed in
+    /// chunks and recomputed in the backward pass ([`crate::fused::head_logprobs`]), so the
+    /// (tokens, vocab) block is never whole.
     Balanced,
 }
 
