@@ -13,7 +13,9 @@
 #    has no bf16; pass --dtype bf16 for a backend that has it), both sides in the same type;
 #    then in the reduced type with DeepSeek-R1's evaluation draw (T = 0.6, top-p 0.95);
 # 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager, in f32
-#    and with --mixed-precision DTYPE against PyTorch under autocast to the same type;
+#    and with --mixed-precision DTYPE against PyTorch under autocast to the same type, then
+#    that one again with --activation-checkpointing balanced (ours only, against the same
+#    peer result);
 # 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA;
 # 5. a profile (GPU backends): cubecl's time per kernel over `bench generate --new-tokens 8` in
 #    the reduced type, each kernel synchronised (so the total is not the speed), summed by
@@ -48,7 +50,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -100,8 +102,16 @@ if [ "$BACKEND" != flex ]; then
   step train-step-$DTYPE 60 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
     --seq "$SEQ" --mixed-precision "$DTYPE" --repeats "$REPEATS" --peer-python "$PY" \
     --json "$OUT/train-step-$DTYPE.json"
+  # The same step with activation checkpointing (the LM head's logits in chunks, recomputed in
+  # the backward pass), against the peer's result above: what it saves in memory and costs in
+  # time.
+  sed -n 's/^pytorch: *//p' "$OUT/train-step-$DTYPE.out" > "$OUT/peer-train-step-$DTYPE.json"
+  step train-step-$DTYPE-checkpointing 40 "$BIN" bench train-step --backend "$BACKEND" \
+    --shape "$SHAPE" --batch 8 --seq "$SEQ" --mixed-precision "$DTYPE" \
+    --activation-checkpointing balanced --repeats 1 --peer-json "$OUT/peer-train-step-$DTYPE.json" \
+    --json "$OUT/train-step-$DTYPE-checkpointing.json"
 fi
-step grpo 120 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
+step grpo 80 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
   --json "$OUT/grpo.json"
 
 # 5. where a decode step's time goes
