@@ -210,8 +210,9 @@ pub enum ActivationCheckpointing {
     /// ops (matmuls, reasonlab's fused CPU and GPU kernels) kept. Gradients are unchanged. With
     /// the norms, softmax and SwiGLU fused it saves no memory on the models measured
     /// (docs/gpu.md#activation-checkpointing). The LM head's logits are also computed in
-    /// chunks and recomputed in the backward pass ([`crate::fused::head_logprobs`]), so the
-    /// (tokens, vocab) block is never whole.
+    /// chunks and recomputed in the backward pass where [`crate::fused::head_logprobs`] fuses
+    /// (flex in f32, the GPU backends' fused kernels; a head without a bias or LoRA adapter),
+    /// so the (tokens, vocab) block is never whole there.
     Balanced,
 }
 

@@ -696,9 +696,9 @@ impl CausalLm {
 
     /// Final hidden states → each row's log-probability of its target, and (when `entropy`)
     /// the predicted distribution's entropy (detached): `x` (rows, hidden), `targets` (rows)
-    /// → (rows) each. Through [`crate::fused::head_logprobs`], which never holds the
-    /// (rows, vocab) logits whole where it fuses; a head with a bias or a LoRA adapter forms
-    /// them through [`CausalLm::head`].
+    /// → (rows) each. Through [`crate::fused::head_logprobs`], which holds the (rows, vocab)
+    /// logits whole only in training without activation checkpointing; a head with a bias or a
+    /// LoRA adapter forms them whole through [`CausalLm::head`].
     pub fn head_logprobs(
         &self,
         x: Tensor<2>,

@@ -733,8 +733,8 @@ mod kernels {
     /// (m, n) result.
     pub fn matmul_into(out: &mut [f32], a: Strided<'_>, b: Strided<'_>, accumulate: bool) {
         assert_eq!(
-            out.len(),
-            a.rows * b.cols,
+            Some(out.len()),
+            a.rows.checked_mul(b.cols),
             "matmul: output of the wrong size"
         );
         // SAFETY: `out` holds exactly m × n initialised elements.
@@ -1366,8 +1366,9 @@ pub fn fuses_head_logprobs(x: &Tensor<2>, w: &Tensor<2>) -> bool {
 /// Where [`fuses_head_logprobs`], each row of logits is reduced to the target's
 /// log-probability, the entropy and two statistics (the largest logit and
 /// `ln Σ exp(logit − max)`) as soon as its matmul has written it, and the backward pass forms
-/// `dlogits = dlogp · (onehot − softmax)` in the logits' place, then `dx = dlogits · wᵀ` and
-/// `dw = xᵀ · dlogits`. How much of the (rows, vocab) logits is held depends on the device:
+/// `dlogits = dlogp · (onehot − softmax)` in the logits' place (on flex always, on the GPU
+/// backends where nothing else holds them), then `dx = dlogits · wᵀ` and `dw = xᵀ · dlogits`
+/// (summed over the chunks in f32). How much of the (rows, vocab) logits is held depends on the device:
 ///
 /// - training without activation checkpointing keeps them whole for the backward pass;
 /// - at inference, and in training with activation checkpointing
@@ -1402,7 +1403,8 @@ pub fn head_logprobs_in_chunks(
     entropy: bool,
     chunk: usize,
 ) -> (Tensor<1>, Option<Tensor<1>>) {
-    if !fuses_head_logprobs(&x, &w) {
+    // No rows: nothing to chunk (and no gradient kernels to launch on empty tensors).
+    if x.dims()[0] == 0 || !fuses_head_logprobs(&x, &w) {
         return composed::head_logprobs(x, w, targets, entropy);
     }
     let (logp, all) = if is_flex(&x.device()) {

@@ -41,7 +41,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, TensorMetadata, backend_extension,
 };
-use burn::tensor::{Int, Shape, Tensor};
+use burn::tensor::{FloatDType, Int, Shape, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -49,9 +49,9 @@ use burn_cubecl::tensor::CubeTensor;
 use cube::{
     adamw_kernel, append_kv_kernel, decode_attention_kernel, filter_kernel,
     flash_attention_dkv_kernel, flash_attention_dq_kernel, flash_attention_kernel,
-    logprobs_backward_kernel, logprobs_kernel, rms_norm_backward_kernel, rms_norm_kernel,
-    rope_kernel, sample_kernel, softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel,
-    swiglu_kernel,
+    logprobs_backward_in_place_kernel, logprobs_backward_kernel, logprobs_kernel,
+    rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel,
+    softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -130,7 +130,8 @@ pub trait GpuOps: Backend {
     /// The LM head and the token log-probabilities ([`super::fused::head_logprobs`]): each
     /// row's log-probability of its target under `softmax(x · w)` and the distribution's
     /// entropy (a constant), both (rows) in f32; `x` (rows, k), `w` (k, vocab), `chunk` rows
-    /// of logits at a time, so that the (rows, vocab) logits are never whole in device memory.
+    /// of logits at a time: with more rows than that, the (rows, vocab) logits are never
+    /// whole in device memory (and are recomputed in the backward pass).
     #[fusion(meta = |x, _w, _targets, _chunk| (rows_spec(x, 1), rows_spec(x, 1)))]
     fn head_logprobs(
         x: FloatTensor<Self>,
@@ -549,8 +550,30 @@ impl GpuGrads for CubeBackend {
             into_contiguous(dlogp),
         );
         let vocab = row_layout(&logits).1;
-        let out = like(&logits);
         let n = logits.meta.shape().num_elements();
+        let dtypes = [
+            dtype_to_storage_type(logits.dtype),
+            dtype_to_storage_type(dlogp.dtype),
+            dtype_to_storage_type(targets.dtype),
+        ];
+        // Logits nothing else holds (the head's, consumed by its backward pass) take their
+        // gradient in place: no second (rows, vocab) block.
+        if logits.can_mut() {
+            logprobs_backward_in_place_kernel::launch(
+                &logits.client,
+                grid(n.div_ceil(ELEMENT_UNITS as usize)),
+                CubeDim::new_1d(ELEMENT_UNITS),
+                logits.clone().into_tensor_arg(),
+                targets.into_tensor_arg(),
+                stats.into_tensor_arg(),
+                dlogp.into_tensor_arg(),
+                n,
+                vocab,
+                dtypes,
+            );
+            return logits;
+        }
+        let out = like(&logits);
         logprobs_backward_kernel::launch(
             &logits.client,
             grid(n.div_ceil(ELEMENT_UNITS as usize)),
@@ -562,11 +585,7 @@ impl GpuGrads for CubeBackend {
             out.clone().into_tensor_arg(),
             n,
             vocab,
-            [
-                dtype_to_storage_type(logits.dtype),
-                dtype_to_storage_type(dlogp.dtype),
-                dtype_to_storage_type(targets.dtype),
-            ],
+            dtypes,
         );
         out
     }
@@ -788,11 +807,17 @@ fn head_backward<B: GpuGrads>(
         if want.1 {
             let part = B::float_matmul(B::float_transpose(xc), dlogits);
             dw = Some(match dw {
-                Some(sum) => B::float_add(sum, part),
+                // Several chunks' parts add up in f32, not in a 16-bit type.
+                Some(sum) => B::float_add(sum, B::float_cast(part, FloatDType::F32)),
+                None if rows > chunk => B::float_cast(part, FloatDType::F32),
                 None => part,
             });
         }
     }
+    let dw = dw.map(|dw| match w.dtype() {
+        dtype if dtype == dw.dtype() => dw,
+        dtype => B::float_cast(dw, FloatDType::from(dtype)),
+    });
     let dx = match dx.len() {
         0 => None,
         1 => dx.pop(),
@@ -3177,6 +3202,31 @@ mod cube {
             hit = f32::new(1.0);
         }
         out[i] = F::cast_from(f32::cast_from(dlogp[row]) * (hit - p));
+    }
+
+    /// [`logprobs_backward_kernel`] writing the gradient over the logits (each unit reads and
+    /// writes its own element).
+    #[cube(launch)]
+    pub(super) fn logprobs_backward_in_place_kernel<F: Float, G: Float, I: Int>(
+        logits: &mut Tensor<F>,
+        targets: &Tensor<I>,
+        stats: &Tensor<f32>,
+        dlogp: &Tensor<G>,
+        n: usize,
+        vocab: usize,
+        #[define(F, G, I)] _dtypes: [ElemType; 3],
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= n {
+            terminate!();
+        }
+        let row = i / vocab;
+        let p = f32::exp(f32::cast_from(logits[i]) - stats[2 * row] - stats[2 * row + 1]);
+        let mut hit = f32::new(0.0);
+        if target_index::<I>(targets[row], vocab) == i % vocab {
+            hit = f32::new(1.0);
+        }
+        logits[i] = F::cast_from(f32::cast_from(dlogp[row]) * (hit - p));
     }
 }
 
