@@ -3177,8 +3177,27 @@ mod cube {
         }
     }
 
-    /// The log-probabilities' backward pass, one unit per logit:
+    /// The log-probabilities' gradient at logit `i` of a row of `vocab` whose value is `x`:
     /// `dlogp[row] · ([j = target] − exp(x − max − ln Σ))`.
+    #[cube]
+    fn logprob_gradient<F: Float, G: Float, I: Int>(
+        x: F,
+        targets: &Tensor<I>,
+        stats: &Tensor<f32>,
+        dlogp: &Tensor<G>,
+        i: usize,
+        vocab: usize,
+    ) -> F {
+        let row = i / vocab;
+        let p = f32::exp(f32::cast_from(x) - stats[2 * row] - stats[2 * row + 1]);
+        let mut hit = f32::new(0.0);
+        if target_index::<I>(targets[row], vocab) == i % vocab {
+            hit = f32::new(1.0);
+        }
+        F::cast_from(f32::cast_from(dlogp[row]) * (hit - p))
+    }
+
+    /// The log-probabilities' backward pass, one unit per logit ([`logprob_gradient`]).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn logprobs_backward_kernel<F: Float, G: Float, I: Int>(
@@ -3195,13 +3214,7 @@ mod cube {
         if i >= n {
             terminate!();
         }
-        let row = i / vocab;
-        let p = f32::exp(f32::cast_from(logits[i]) - stats[2 * row] - stats[2 * row + 1]);
-        let mut hit = f32::new(0.0);
-        if target_index::<I>(targets[row], vocab) == i % vocab {
-            hit = f32::new(1.0);
-        }
-        out[i] = F::cast_from(f32::cast_from(dlogp[row]) * (hit - p));
+        out[i] = logprob_gradient::<F, G, I>(logits[i], targets, stats, dlogp, i, vocab);
     }
 
     /// [`logprobs_backward_kernel`] writing the gradient over the logits (each unit reads and
@@ -3220,13 +3233,7 @@ mod cube {
         if i >= n {
             terminate!();
         }
-        let row = i / vocab;
-        let p = f32::exp(f32::cast_from(logits[i]) - stats[2 * row] - stats[2 * row + 1]);
-        let mut hit = f32::new(0.0);
-        if target_index::<I>(targets[row], vocab) == i % vocab {
-            hit = f32::new(1.0);
-        }
-        logits[i] = F::cast_from(f32::cast_from(dlogp[row]) * (hit - p));
+        logits[i] = logprob_gradient::<F, G, I>(logits[i], targets, stats, dlogp, i, vocab);
     }
 }
 
