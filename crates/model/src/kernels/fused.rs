@@ -710,9 +710,15 @@ mod kernels {
     /// strides, parallelism and threshold, hence the same results — except for flipped views,
     /// which [`forward_strides`] copies first), into an unfilled buffer.
     pub fn matmul(a: Strided<'_>, b: Strided<'_>) -> FlexTensor {
-        let (m, n) = (a.rows, b.cols);
-        let len = m
-            .checked_mul(n)
+        let shape = vec![a.rows, b.cols];
+        FlexTensor::from_data(TensorData::new(matmul_vec(a, b), shape))
+    }
+
+    /// `a · b` as a new dense row-major (m, n) buffer, not filled before gemm writes it.
+    fn matmul_vec(a: Strided<'_>, b: Strided<'_>) -> Vec<f32> {
+        let len = a
+            .rows
+            .checked_mul(b.cols)
             .expect("matmul: output size overflows usize");
         let mut out: Vec<f32> = Vec::with_capacity(len);
         // SAFETY: `out` has room for m × n (written through a raw pointer, never read before
@@ -726,7 +732,19 @@ mod kernels {
             );
             out.set_len(len);
         }
-        FlexTensor::from_data(TensorData::new(out, vec![m, n]))
+        out
+    }
+
+    /// `a · b` into the first m × n elements of `buf`, which is allocated (by
+    /// [`matmul_vec`]) when it holds fewer: a buffer reused across chunks of rows.
+    fn matmul_reusing<'b>(buf: &'b mut Vec<f32>, a: Strided<'_>, b: Strided<'_>) -> &'b mut [f32] {
+        let len = a.rows * b.cols;
+        if buf.len() < len {
+            *buf = matmul_vec(a, b);
+        } else {
+            matmul_into(&mut buf[..len], a, b, false);
+        }
+        &mut buf[..len]
     }
 
     /// `out ← a · b`, or `out ← out + a · b` when `accumulate`: `out` the dense row-major
@@ -812,18 +830,17 @@ mod kernels {
     const OUTSIDE: f32 = -3.0e38;
 
     /// [`FusedOps::head_logprobs`]: `x` (rows, k), `w` (k, vocab); one buffer of `chunk` rows
-    /// of logits, reused, and returned when it held every row.
+    /// of logits, reused ([`matmul_reusing`]), and returned when it held every row.
     pub fn head_logprobs(x: Strided<'_>, w: Strided<'_>, targets: &[i64], chunk: usize) -> Head {
         let (rows, vocab) = (x.rows, w.cols);
         assert_eq!(targets.len(), rows, "head log-probs: one target per row");
         let chunk = chunk.clamp(1, rows.max(1));
         let (mut logp, mut entropy) = (vec![0f32; rows], vec![0f32; rows]);
         let mut stats = vec![0f32; 2 * rows];
-        let mut logits = vec![0f32; chunk * vocab.max(1)];
+        let mut logits = Vec::new();
         for start in (0..rows).step_by(chunk) {
             let n = chunk.min(rows - start);
-            let buf = &mut logits[..n * vocab];
-            matmul_into(buf, x.rows(start, n), w, false);
+            let buf = matmul_reusing(&mut logits, x.rows(start, n), w);
             buf.par_chunks(vocab.max(1))
                 .zip(logp[start..start + n].par_iter_mut())
                 .zip(entropy[start..start + n].par_iter_mut())
@@ -896,15 +913,15 @@ mod kernels {
         let (rows, k, vocab) = (h.x.rows, h.x.cols, h.w.cols);
         let chunk = h.chunk.clamp(1, rows.max(1));
         let mut dx = want_dx.then(|| vec![0f32; rows * k]);
-        let mut dw = want_dw.then(|| vec![0f32; k * vocab]);
+        let mut dw: Option<Vec<f32>> = None;
         let kept = h.logits.is_some();
-        let mut logits = h.logits.unwrap_or_else(|| vec![0f32; chunk * vocab.max(1)]);
+        let mut logits = h.logits.unwrap_or_default();
         for start in (0..rows).step_by(chunk) {
             let n = chunk.min(rows - start);
-            let buf = &mut logits[..n * vocab];
-            if !kept {
-                matmul_into(buf, h.x.rows(start, n), h.w, false);
-            }
+            let buf = match kept {
+                true => &mut logits[..n * vocab],
+                false => matmul_reusing(&mut logits, h.x.rows(start, n), h.w),
+            };
             buf.par_chunks_mut(vocab.max(1))
                 .zip(h.stats[2 * start..2 * (start + n)].par_chunks(2))
                 .zip(h.dlogp[start..start + n].par_iter())
@@ -924,10 +941,16 @@ mod kernels {
             if let Some(dx) = &mut dx {
                 matmul_into(&mut dx[start * k..(start + n) * k], grad, h.w.t(), false);
             }
-            if let Some(dw) = &mut dw {
-                matmul_into(dw, h.x.rows(start, n).t(), grad, start > 0);
+            if want_dw {
+                // The first chunk's part is written into a new buffer, the others added to it.
+                let xt = h.x.rows(start, n).t();
+                match &mut dw {
+                    Some(dw) => matmul_into(dw, xt, grad, true),
+                    None => dw = Some(matmul_vec(xt, grad)),
+                }
             }
         }
+        let dw = dw.or_else(|| want_dw.then(|| vec![0f32; k * vocab]));
         let tensor =
             |v: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(v, shape));
         (
