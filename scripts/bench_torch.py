@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
         [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
+        [--prompt-tokens 0]
 
 Model (--shape tiny, the default): randomly initialised Qwen2ForCausalLM, f32 — vocab 512,
 hidden 256, 4 layers, 4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm
@@ -21,6 +22,8 @@ under autocast to that type (PyTorch's mixed precision).
      Reports new tokens/s = 16*128 / seconds, best of 3 after one warm-up run.
 (ii) train step: batch 8 x seq 256 random ids, causal-LM loss (labels = input_ids), backward,
      AdamW step (lr 1e-4), zero_grad. Reports seconds/step, best of 5 after one warm-up step.
+     --prompt-tokens P: the first P tokens of each row are a prompt, labelled -100 (SFT's
+     completion-only loss, as TRL's SFTTrainer masks it; the model still forms their logits).
 (iii) peak RSS of the process (VmHWM from /proc/self/status), in MiB. Note: importing torch
      (default CUDA wheel) + transformers alone is ~0.9 GiB of RSS; stderr reports that baseline
      as rss_after_imports_mb together with all timings and the load average.
@@ -144,11 +147,15 @@ def bench_generate(
     return batch * new_tokens / best, times
 
 
-def bench_train(model, seed: int, device="cpu", autocast=None, batch=8, seq=256, reps=5):
+def bench_train(
+    model, seed: int, device="cpu", autocast=None, batch=8, seq=256, reps=5, prompt_tokens=0
+):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(seed + 1)
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g).to(device)
+    labels = ids.clone()
+    labels[:, :prompt_tokens] = -100
 
     def step():
         sync(device)
@@ -156,7 +163,7 @@ def bench_train(model, seed: int, device="cpu", autocast=None, batch=8, seq=256,
         with torch.autocast(
             device_type=device, dtype=autocast or torch.bfloat16, enabled=autocast is not None
         ):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -183,6 +190,9 @@ def main() -> int:
     ap.add_argument("--top-p", type=float, default=1.0, help="generate: nucleus mass (1: all)")
     ap.add_argument("--batch", type=int, default=8, help="train step: sequences")
     ap.add_argument("--seq", type=int, default=256, help="train step: tokens per sequence")
+    ap.add_argument(
+        "--prompt-tokens", type=int, default=0, help="train step: leading tokens with no loss"
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -233,10 +243,12 @@ def main() -> int:
             {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype],
             args.batch,
             args.seq,
+            prompt_tokens=args.prompt_tokens,
         )
         result["train_step_s"] = round(best, 4)
         detail["train_times_s"] = [round(t, 4) for t in times]
         detail["last_loss"] = round(loss, 4)
+        result["prompt_tokens"] = args.prompt_tokens
         del model
 
     result["peak_rss_mb"] = round(rss_mb(), 1)

@@ -2,13 +2,17 @@
 """TRL side of `reasonlab bench grpo` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_grpo.py --prompts PROMPTS.jsonl [--beta 0.04] [--steps 3]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--precision f32|f16|bf16]
+        [--gradient-checkpointing]
 
-The workload: the model-core benchmark's tiny Qwen2 (scripts/bench_torch.py,
-random init, f32) with the tiny fixture's tokenizer (vocab 512), 8 prompts x 8 generations per
+The workload: the model-core benchmark's tiny Qwen2 or Qwen2.5-0.5B's shapes
+(scripts/bench_torch.py, random init, f32 weights) with the tiny fixture's tokenizer (vocab 512:
+ids a larger vocabulary samples beyond it decode to nothing, as on our side), 8 prompts x 8 generations per
 step, at most 128 new tokens at temperature 1, one optimiser step per generation batch
 (per_device_train_batch_size 64 = 8 x 8), AdamW lr 1e-6, beta as given (0.04 builds a reference
-model), loss_type "grpo", no vLLM. The reward is answer accuracy on GSM8K golds (boxed or last
+model), loss_type "grpo", no vLLM. Mixed precision and gradient checkpointing are set from
+--precision and --gradient-checkpointing to match our side (TRL's GRPOConfig defaults turn
+bf16 autocast and gradient checkpointing on; a like-for-like step sets both explicitly). The reward is answer accuracy on GSM8K golds (boxed or last
 number), like ours. PROMPTS.jsonl is what `reasonlab bench grpo` writes: `{"prompt", "answer"}`.
 
 Reports the best step time after one warm-up step and the generated tokens per step (TRL's
@@ -35,7 +39,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--shape", choices=["tiny"], default="tiny")
+    ap.add_argument("--shape", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
+    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
     import torch
@@ -54,7 +60,7 @@ def main() -> None:
     root = Path(__file__).resolve().parent.parent
     tok = AutoTokenizer.from_pretrained(root / "fixtures" / "tiny-qwen2")
     tok.padding_side = "left"
-    model = build_model(0)
+    model = build_model(0, args.shape)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     # TRL builds the reference model from the policy's path, so the policy lives in a directory.
@@ -97,6 +103,9 @@ def main() -> None:
             report_to="none",
             save_strategy="no",
             use_cpu=args.device == "cpu",
+            bf16=args.precision == "bf16",
+            fp16=args.precision == "f16",
+            gradient_checkpointing=args.gradient_checkpointing,
             disable_tqdm=True,
             seed=0,
         )
@@ -119,6 +128,9 @@ def main() -> None:
                 "gen_tokens_per_step": mean_len * 64,
                 "peak_rss_mb": rss_mb(),
                 "beta": args.beta,
+                "shape": args.shape,
+                "precision": args.precision,
+                "gradient_checkpointing": args.gradient_checkpointing,
                 "trl": trl.__version__,
                 "torch": torch.__version__,
                 "threads": args.threads,

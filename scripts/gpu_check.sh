@@ -16,7 +16,9 @@
 #    and with --mixed-precision DTYPE against PyTorch under autocast to the same type, then
 #    that one again with --activation-checkpointing balanced (ours only, against the same
 #    peer result);
-# 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, tiny shape) against TRL on CUDA;
+# 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, <= 128 new tokens, one timed step after
+#    a warm-up) on the shape, in the reduced --dtype with f32 master weights, against TRL on
+#    CUDA with fp16/bf16 to match and gradient checkpointing off on both sides;
 # 5. a profile (GPU backends): cubecl's time per kernel over `bench generate --new-tokens 8` in
 #    the reduced type, each kernel synchronised (so the total is not the speed), summed by
 #    kernel into OUT/profile.txt: where a decode step's time goes.
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -80,7 +82,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 
 # 1. parity
 CKPT="$OUT/ckpt-$SHAPE"
-[ -f "$CKPT/config.json" ] || step make-checkpoint 60 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
+[ -f "$CKPT/config.json" ] || step make-checkpoint 50 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
 IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
 step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
 step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
@@ -92,7 +94,7 @@ step generate 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --r
 if [ "$BACKEND" != flex ]; then
   step generate-$DTYPE 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
     --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/generate-$DTYPE.json"
-  step generate-$DTYPE-top-p 45 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
+  step generate-$DTYPE-top-p 35 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$DTYPE" --temperature 0.6 --top-p 0.95 --repeats 1 --peer-python "$PY" \
     --json "$OUT/generate-$DTYPE-top-p.json"
 fi
@@ -111,8 +113,10 @@ if [ "$BACKEND" != flex ]; then
     --activation-checkpointing balanced --repeats 1 --peer-json "$OUT/peer-train-step-$DTYPE.json" \
     --json "$OUT/train-step-$DTYPE-checkpointing.json"
 fi
-step grpo 80 "$BIN" bench grpo --backend "$BACKEND" --steps "$REPEATS" --peer-python "$PY" \
-  --json "$OUT/grpo.json"
+GRPO_PRECISION=$DTYPE
+[ "$BACKEND" = flex ] && GRPO_PRECISION=f32 # flex trains in f32
+step grpo 100 "$BIN" bench grpo --backend "$BACKEND" --shape "$SHAPE" \
+  --mixed-precision "$GRPO_PRECISION" --steps 1 --peer-python "$PY" --json "$OUT/grpo.json"
 
 # 5. where a decode step's time goes
 if [ "$BACKEND" != flex ]; then

@@ -17,8 +17,9 @@ use reasonlab_model::{
     ActivationCheckpointing, BackendKind, DeviceInfo, Model, ModelConfig, PadSide, Precision,
     Purpose, TokenBatch, Training, bench_config, device_for,
 };
+use reasonlab_train::lm::{MicroBatch, accumulated_step};
 use reasonlab_train::rm::RmExample;
-use reasonlab_train::{AdamW, AdamWSettings, lm_train_step};
+use reasonlab_train::{AdamW, AdamWSettings};
 use serde_json::{Value, json};
 
 /// A benchmark that could not run, with what went wrong.
@@ -381,8 +382,13 @@ pub struct GrpoBench {
     /// With N > 0: the step on 1 and on N `reasonlab serve` servers over loopback (full weight
     /// sync every step) against in-process sampling, instead of the peer comparison.
     pub rollout_endpoints: usize,
-    /// Our backend (the model is the tiny shape, whose vocabulary the fixture tokenizer has).
-    pub backend: BackendKind,
+    /// Our backend and the model's shape. Both sides use the tiny fixture tokenizer (vocab
+    /// 512); a larger shape samples ids beyond it, which both sides' decoders skip, so the
+    /// rewards are 0 but the work (sampling, scoring, the update) is the shape's.
+    pub target: Target,
+    /// Activation checkpointing and mixed precision; the peer runs TRL with
+    /// `gradient_checkpointing` and `fp16`/`bf16` set to match (TRL's own defaults turn both on).
+    pub training: Training,
     pub peer: PeerFlags,
 }
 
@@ -743,6 +749,9 @@ pub struct TrainStepBench {
     pub checkpointing: ActivationCheckpointing,
     /// Mixed-precision compute type (f32: off); the peer runs under autocast to the same type.
     pub mixed_precision: Precision,
+    /// Leading tokens of each row that are a prompt with no loss (SFT's completion-only loss;
+    /// the peer labels them -100); 0: every token is a target.
+    pub prompt_tokens: usize,
     pub args: PeerConfig,
 }
 
@@ -767,9 +776,26 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
         max_grad_norm: 0.0,
         ..Default::default()
     });
+    ensure!(
+        cfg.prompt_tokens < seq,
+        "--prompt-tokens {} leaves no target in a row of {seq}",
+        cfg.prompt_tokens
+    );
     let seqs = random_ids(99, rows, seq, vocab);
     let batch = TokenBatch::pad(&seqs, 0, PadSide::Right);
-    let (m, _) = lm_train_step(model, &batch, &mut optim, 1e-4)?;
+    // Target j predicts token j + 1: a completion token when j + 1 >= prompt_tokens.
+    let loss_mask: Vec<f32> = (0..rows * (seq - 1))
+        .map(|at| f32::from(u8::from(at % (seq - 1) + 1 >= cfg.prompt_tokens)))
+        .collect();
+    let step = |mut model: Model, optim: &mut AdamW| -> Result<(Model, f32), BenchError> {
+        let micro = [MicroBatch {
+            batch: &batch,
+            loss_mask: (cfg.prompt_tokens > 0).then_some(&loss_mask[..]),
+        }];
+        let (value, _) = accumulated_step(&mut model, optim, 1e-4, &micro)?;
+        Ok((model, value))
+    };
+    let (m, _) = step(model, &mut optim)?;
     let mut model = Some(m);
     let ours = || -> Result<Value, BenchError> {
         let mut best = f64::INFINITY;
@@ -777,7 +803,7 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
         for _ in 0..args.repeats.max(1) {
             let t = Instant::now();
             let current = model.take().context("an earlier train step failed")?;
-            let (m, l) = lm_train_step(current, &batch, &mut optim, 1e-4)?;
+            let (m, l) = step(current, &mut optim)?;
             model = Some(m);
             loss = l;
             best = best.min(t.elapsed().as_secs_f64());
@@ -788,6 +814,7 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
             "tokens_per_s": (rows * seq) as f64 / best,
             "activation_checkpointing": format!("{:?}", cfg.checkpointing).to_lowercase(),
             "mixed_precision": cfg.mixed_precision.name(),
+            "prompt_tokens": cfg.prompt_tokens,
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
@@ -803,6 +830,8 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
         seq.to_string(),
         "--dtype".into(),
         cfg.mixed_precision.name().into(),
+        "--prompt-tokens".into(),
+        cfg.prompt_tokens.to_string(),
     ];
     compare(out, args, "train", &extra, metric, ours)
 }
@@ -1378,11 +1407,9 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     settings.steps = args.steps + 1;
     settings.optim.lr = 1e-6;
     settings.micro_batch_size = args.micro_batch_size;
-    let target = Target {
-        backend: args.backend,
-        shape: Shape::Tiny,
-    };
-    let (model, info) = target.model(Purpose::Training(Training::default()))?;
+    let target = args.target;
+    let (model, info) = target.model(Purpose::Training(args.training))?;
+    let model = model.with_mixed_precision(args.training.mixed_precision)?;
     if args.rollout_endpoints > 0 {
         std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(
@@ -1398,6 +1425,8 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "s_per_1k_gen_tokens": best / tokens.max(1.0) * 1000.0,
         "beta": args.beta,
         "micro_batch_size": args.micro_batch_size,
+        "mixed_precision": args.training.mixed_precision.name(),
+        "activation_checkpointing": args.training.checkpointing == ActivationCheckpointing::Balanced,
         "peak_rss_mb": peak_rss_mb(),
         "threads": threads(),
     });
@@ -1415,7 +1444,12 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         beta,
         "--steps".into(),
         steps,
+        "--precision".into(),
+        args.training.mixed_precision.name().into(),
     ];
+    if args.training.checkpointing == ActivationCheckpointing::Balanced {
+        script_args.push("--gradient-checkpointing".into());
+    }
     script_args.extend(target.peer_flags());
     let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
     let peer = run_peer(

@@ -430,6 +430,54 @@ fn bench_generate_times_other_lengths_but_compares_only_the_workload() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("128 new tokens"));
 }
 
+/// `bench train-step --prompt-tokens P` trains on each row's tokens after the first P only
+/// (the loss of another set of targets), and says so when P leaves no target; `bench grpo`
+/// refuses mixed precision on flex before building anything.
+#[test]
+fn bench_train_step_takes_a_prompt_outside_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |prompt: &str| {
+        let json = dir.path().join(format!("prompt-{prompt}.json"));
+        let out = bin()
+            .args(["bench", "train-step", "--batch", "2", "--seq", "16"])
+            .args(["--repeats", "1", "--prompt-tokens", prompt, "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        (out, json)
+    };
+    let mut losses = Vec::new();
+    for prompt in ["0", "8"] {
+        let (out, json) = run(prompt);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(ours["prompt_tokens"].to_string(), prompt, "{ours}");
+        losses.push(ours["loss"].as_f64().unwrap());
+    }
+    assert!(
+        losses.iter().all(|l| l.is_finite()) && losses[0] != losses[1],
+        "{losses:?}"
+    );
+    let (out, _) = run("16");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--prompt-tokens 16 leaves no target"), "{err}");
+    let out = bin()
+        .args(["bench", "grpo", "--mixed-precision", "f16"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("flex trains in f32"),
+        "{err}"
+    );
+}
+
 #[test]
 fn rm_score_answers_every_line_in_order() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -26,7 +26,7 @@ use std::path::Path;
 use reasonlab_core::fs::atomic_write as core_atomic_write;
 
 use burn::module::{Module, Param, ParamId};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub use backend::{
     ActivationCheckpointing, BackendKind, DeviceInfo, Precision, Purpose, Training, device_for,
@@ -65,6 +65,15 @@ fn mask_values(b: usize, t: usize, s: usize, key_padding: &[bool]) -> Vec<f32> {
         }
     }
     m
+}
+
+/// Which of a batch's (b, t − 1) targets the log-probabilities are formed for.
+#[derive(Debug, Clone, Copy)]
+enum Targets<'a> {
+    /// Every position (the LM head on all b · t hidden rows).
+    All,
+    /// Those with a non-zero weight, row-major (b, t − 1); the others come back as 0.
+    Where(&'a [f32]),
 }
 
 /// A rectangular batch of token ids with per-token positions and key padding.
@@ -707,24 +716,43 @@ impl Model {
     ///
     /// Differentiable when the model lives on an autodiff device. Entries whose target is
     /// padding are meaningless; multiply by [`TokenBatch`]'s mask (or use
-    /// [`Model::target_mask`]) before reducing.
+    /// [`Model::target_mask`]) before reducing, or ask only for the targets a loss weights with
+    /// [`Model::token_logprobs_where`].
     pub fn token_logprobs(&self, batch: &TokenBatch) -> Result<Tensor<2>, ModelError> {
-        Ok(self.logprobs_inner(batch, false)?.0)
+        Ok(self.logprobs_inner(batch, Targets::All, false)?.0)
     }
 
-    /// [`Model::token_logprobs`] and, beside it, the entropy `−Σ_v p log p` of each predicted
-    /// distribution, (b, t − 1), detached (a diagnostic: GRPO logs it, TRL's `entropy`).
+    /// [`Model::token_logprobs`] of the targets whose entry in `weights` (row-major
+    /// (b, t − 1), a loss's mask) is non-zero; the other entries are 0. The LM head runs on
+    /// those positions only (TRL's `logits_to_keep`, per token): a prompt, a tool's output or
+    /// padding costs no (vocab)-wide row of logits, forward or backward. At Qwen2.5's
+    /// vocabulary the head is about a quarter of a 0.5B model's forward FLOPs per token.
+    pub fn token_logprobs_where(
+        &self,
+        batch: &TokenBatch,
+        weights: &[f32],
+    ) -> Result<Tensor<2>, ModelError> {
+        Ok(self
+            .logprobs_inner(batch, Targets::Where(weights), false)?
+            .0)
+    }
+
+    /// [`Model::token_logprobs_where`] and, beside it, the entropy `−Σ_v p log p` of each
+    /// predicted distribution at the same targets, (b, t − 1), detached (a diagnostic: GRPO
+    /// logs it, TRL's `entropy`).
     pub fn token_logprobs_with_entropy(
         &self,
         batch: &TokenBatch,
+        weights: &[f32],
     ) -> Result<(Tensor<2>, Tensor<2>), ModelError> {
-        let (logp, entropy) = self.logprobs_inner(batch, true)?;
+        let (logp, entropy) = self.logprobs_inner(batch, Targets::Where(weights), true)?;
         Ok((logp, entropy.expect("asked for")))
     }
 
     fn logprobs_inner(
         &self,
         batch: &TokenBatch,
+        targets: Targets<'_>,
         entropy: bool,
     ) -> Result<(Tensor<2>, Option<Tensor<2>>), ModelError> {
         if batch.t < 2 {
@@ -733,21 +761,63 @@ impl Model {
             ));
         }
         let (b, t) = (batch.b, batch.t);
+        // The kept targets as (hidden row, output entry) pairs: target j of row r is predicted
+        // by hidden row r·t + j and lands at entry r·(t − 1) + j.
+        let kept: Option<Vec<(i64, i64)>> = match targets {
+            Targets::All => None,
+            Targets::Where(w) => {
+                if w.len() != b * (t - 1) {
+                    return Err(ModelError::Input(format!(
+                        "target weights have {} entries, expected b × (t − 1) = {}",
+                        w.len(),
+                        b * (t - 1)
+                    )));
+                }
+                let kept: Vec<(i64, i64)> = (w.iter().enumerate())
+                    .filter(|(_, w)| **w != 0.0)
+                    .map(|(at, _)| ((at + at / (t - 1)) as i64, at as i64))
+                    .collect();
+                // Every target kept, or none (a loss with no token still needs its graph):
+                // the whole grid, with no gather.
+                (!kept.is_empty() && kept.len() < w.len()).then_some(kept)
+            }
+        };
         let net = self.compute_net();
         let hidden = self.hidden_of(&net, batch, None)?; // (b, t, hidden)
         let width = hidden.dims()[2];
-        // Every position's row (the last column's target a placeholder, dropped after): the
-        // hidden states as they are, no (b, t − 1, hidden) copy.
-        let targets: Vec<i64> = (0..b)
-            .flat_map(|row| {
-                let next = batch.ids[row * t + 1..(row + 1) * t].iter();
-                next.map(|&i| i as i64).chain([0])
-            })
-            .collect();
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
-        let (logp, entropy) = net.head_logprobs(hidden.reshape([b * t, width]), targets, entropy);
-        let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
-        Ok((cut(logp), entropy.map(cut)))
+        let hidden = hidden.reshape([b * t, width]);
+        let Some(kept) = kept else {
+            // Every position's row (the last column's target a placeholder, dropped after):
+            // the hidden states as they are, no (b, t − 1, hidden) copy.
+            let targets: Vec<i64> = (0..b)
+                .flat_map(|row| {
+                    let next = batch.ids[row * t + 1..(row + 1) * t].iter();
+                    next.map(|&i| i as i64).chain([0])
+                })
+                .collect();
+            let targets =
+                Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
+            let (logp, entropy) = net.head_logprobs(hidden, targets, entropy);
+            let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
+            return Ok((cut(logp), entropy.map(cut)));
+        };
+        let n = kept.len();
+        let index =
+            |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &self.device);
+        let rows = index(kept.iter().map(|&(row, _)| row).collect());
+        let entries = index(kept.iter().map(|&(_, at)| at).collect());
+        let targets = index(
+            kept.iter()
+                .map(|&(row, _)| i64::from(batch.ids[row as usize + 1]))
+                .collect(),
+        );
+        let (logp, entropy) = net.head_logprobs(hidden.select(0, rows), targets, entropy);
+        let place = |x: Tensor<1>| {
+            Tensor::<1>::zeros([b * (t - 1)], &self.device)
+                .select_assign(0, entries.clone(), x, IndexingUpdateOp::Add)
+                .reshape([b, t - 1])
+        };
+        Ok((place(logp), entropy.map(place)))
     }
 
     /// [`TokenBatch::target_weights`] as a tensor on this model's device.

@@ -121,3 +121,88 @@ fn activation_checkpointing_gives_the_same_gradients() {
     assert!(plain.iter().any(|g| g.abs() > 1e-4));
     assert_eq!(plain, checkpointed);
 }
+
+/// The LM head on the weighted targets only: the same log-probs there, 0 elsewhere, and the
+/// same gradients as the whole grid under the same mask, with and without checkpointing (the
+/// head's logits kept whole, or chunked and recomputed).
+#[test]
+fn log_probs_of_the_weighted_targets_match_the_whole_grid() {
+    let batch = TokenBatch::pad(
+        &[
+            vec![1, 5, 9, 3, 7, 2, 8],
+            vec![2, 4, 6],
+            vec![3, 1, 4, 1, 5],
+        ],
+        0,
+        PadSide::Right,
+    );
+    // A prompt of two tokens per row, then the completion; padding and a skipped span out.
+    let mut weights = batch.target_weights();
+    let l = batch.t - 1;
+    for row in 0..batch.b {
+        weights[row * l] = 0.0;
+    }
+    weights[2 * l + 2] = 0.0;
+    let kept = weights.iter().filter(|&&w| w != 0.0).count();
+    assert!(kept > 0 && kept < batch.target_weights().iter().filter(|&&w| w != 0.0).count());
+    for device in [
+        Device::flex().autodiff(),
+        Device::flex().autodiff().gradient_checkpointing(),
+    ] {
+        let model = Model::random(tiny(), 5, &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(weights.clone(), [batch.b, l]), &device);
+        let whole = model.token_logprobs(&batch).unwrap();
+        let (only, entropy) = model.token_logprobs_with_entropy(&batch, &weights).unwrap();
+        let grads_of = |lp: Tensor<2>| {
+            let grads = (lp * mask.clone()).sum().backward();
+            [
+                model.net.model.layers[0].self_attn.k_proj.weight.val(),
+                model.net.model.layers[1].mlp.up_proj.weight.val(),
+                model.net.model.embed_tokens.val(),
+            ]
+            .into_iter()
+            .flat_map(|p| p.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap())
+            .collect::<Vec<f32>>()
+        };
+        let (w, o) = (
+            whole.clone().try_into_vec_as::<f32>().unwrap(),
+            only.clone().try_into_vec_as::<f32>().unwrap(),
+        );
+        let (_, whole_entropy) = model
+            .token_logprobs_with_entropy(&batch, &vec![1.0; batch.b * l])
+            .unwrap();
+        let (we, oe) = (
+            whole_entropy.try_into_vec_as::<f32>().unwrap(),
+            entropy.try_into_vec_as::<f32>().unwrap(),
+        );
+        for at in 0..batch.b * l {
+            match weights[at] != 0.0 {
+                true => {
+                    assert!((w[at] - o[at]).abs() < 1e-5, "{at}: {} vs {}", w[at], o[at]);
+                    assert!(
+                        (we[at] - oe[at]).abs() < 1e-5,
+                        "{at}: {} vs {}",
+                        we[at],
+                        oe[at]
+                    );
+                }
+                false => assert_eq!((o[at], oe[at]), (0.0, 0.0), "{at}: not asked for"),
+            }
+        }
+        let (gw, go) = (grads_of(whole), grads_of(only));
+        let scale = gw.iter().fold(0f32, |m, g| m.max(g.abs()));
+        let worst = gw
+            .iter()
+            .zip(&go)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "gradients differ by {worst} (scale {scale})"
+        );
+    }
+    let model = Model::random(tiny(), 5, &Device::flex());
+    let err = model
+        .token_logprobs_where(&batch, &weights[1..])
+        .unwrap_err();
+    assert!(err.to_string().contains("expected b × (t − 1)"), "{err}");
+}

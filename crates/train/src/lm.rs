@@ -31,14 +31,20 @@ pub fn target_weights(
     Ok((mask, count))
 }
 
-/// Summed NLL over the targets [`target_weights`] selects, with their number.
+/// Summed NLL over the targets [`target_weights`] selects, with their number. The LM head
+/// runs on those targets only ([`Model::token_logprobs_where`]).
 pub fn masked_nll_sum(
     model: &Model,
     batch: &TokenBatch,
     loss_mask: Option<&[f32]>,
 ) -> Result<(Tensor<1>, usize), ModelError> {
-    let logp = model.token_logprobs(batch)?; // (b, t-1)
-    nll_sum_from_logprobs(logp, batch, loss_mask)
+    let (mask, count) = target_weights(batch, loss_mask)?;
+    let logp = model.token_logprobs_where(batch, &mask)?; // (b, t-1)
+    let mask = Tensor::from_data(
+        TensorData::new(mask, [batch.b, batch.t - 1]),
+        &logp.device(),
+    );
+    Ok(((logp * mask).sum().neg(), count))
 }
 
 /// [`masked_nll_sum`] given the (b, t − 1) log-probs of `batch`.

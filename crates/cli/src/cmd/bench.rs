@@ -149,6 +149,10 @@ pub struct TrainStepArgs {
     /// GPU backend; the peer runs its forward under `torch.autocast` to the same type.
     #[arg(long, default_value = "f32")]
     mixed_precision: reasonlab_model::Precision,
+    /// Leading tokens of each sequence that are a prompt with no loss, as in SFT's
+    /// completion-only loss (the LM head skips them; the peer labels them -100).
+    #[arg(long, default_value_t = 0)]
+    prompt_tokens: usize,
     #[command(flatten)]
     args: PeerArgs,
 }
@@ -172,6 +176,19 @@ pub struct GrpoArgs {
     /// a GPU backend.
     #[arg(long, default_value = "flex")]
     backend: reasonlab_model::BackendKind,
+    /// The model: tiny (the CPU workload) or qwen2.5-0.5b (Qwen2.5-0.5B's shapes, random
+    /// weights: the GPU workload; the tiny tokenizer decodes none of the ids it samples beyond
+    /// its 512, on either side, so its rewards are 0).
+    #[arg(long, default_value = "tiny")]
+    shape: bench::Shape,
+    /// Recompute memory-bound activations in the backward pass; the peer sets TRL's
+    /// `gradient_checkpointing` to match.
+    #[arg(long, value_enum, default_value = "off")]
+    activation_checkpointing: CheckpointingArg,
+    /// Mixed precision (bf16 or f16 compute, f32 master weights) on a GPU backend; the peer sets
+    /// TRL's `bf16`/`fp16` to match (off for f32).
+    #[arg(long, default_value = "f32")]
+    mixed_precision: reasonlab_model::Precision,
     #[command(flatten)]
     peer: PeerFlags,
 }
@@ -241,6 +258,15 @@ pub enum CheckpointingArg {
     Balanced,
 }
 
+impl From<CheckpointingArg> for reasonlab_model::ActivationCheckpointing {
+    fn from(a: CheckpointingArg) -> Self {
+        match a {
+            CheckpointingArg::Off => Self::Off,
+            CheckpointingArg::Balanced => Self::Balanced,
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy)]
 pub enum RmObjectiveArg {
     Pairwise,
@@ -267,13 +293,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             &bench::TrainStepBench {
                 batch: a.batch,
                 seq: a.seq,
-                checkpointing: match a.activation_checkpointing {
-                    CheckpointingArg::Off => reasonlab_model::ActivationCheckpointing::Off,
-                    CheckpointingArg::Balanced => {
-                        reasonlab_model::ActivationCheckpointing::Balanced
-                    }
-                },
+                checkpointing: a.activation_checkpointing.into(),
                 mixed_precision: a.mixed_precision,
+                prompt_tokens: a.prompt_tokens,
                 args: a.args.config(),
             },
             out,
@@ -314,7 +336,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 steps: a.steps,
                 micro_batch_size: a.micro_batch_size,
                 rollout_endpoints: a.rollout_endpoints,
-                backend: a.backend,
+                target: bench::Target {
+                    backend: a.backend,
+                    shape: a.shape,
+                },
+                training: reasonlab_model::Training {
+                    checkpointing: a.activation_checkpointing.into(),
+                    mixed_precision: a.mixed_precision,
+                },
                 peer: a.peer.config(),
             },
             out,

@@ -397,7 +397,10 @@ struct Sampled {
 /// One micro-batch of a GRPO update: (b, l) completion mask and advantages, the old and
 /// reference log-probs when needed, and its rows.
 struct Micro {
+    /// The completion tokens in the loss, (b, t − 1), on the device and on the host (where
+    /// the LM head runs: [`Model::token_logprobs_where`]).
     mask: Tensor<2>,
+    keep: Vec<f32>,
     adv: Tensor<2>,
     old_logp: Option<Tensor<2>>,
     ref_logp: Option<Tensor<2>>,
@@ -1095,7 +1098,7 @@ impl<'a> GrpoTrainer<'a> {
             // only made when μ > 1 needs those log-probs anyway.
             let compare = s.rollout_correction != RolloutCorrection::Off || s.mu > 1;
             if compare && rows.iter().any(|&i| sampler[i].is_some()) {
-                let old = actor.token_logprobs(&batch)?;
+                let old = actor.token_logprobs_where(&batch, &mask)?;
                 let host = old
                     .clone()
                     .into_data()
@@ -1128,14 +1131,19 @@ impl<'a> GrpoTrainer<'a> {
                     old_logp = Some(old.to_device(&device));
                 }
             } else if s.mu > 1 {
-                old_logp = Some(actor.token_logprobs(&batch)?.to_device(&device));
+                old_logp = Some(
+                    actor
+                        .token_logprobs_where(&batch, &mask)?
+                        .to_device(&device),
+                );
             }
             let ref_logp = match reference {
-                Some(r) => Some(r.token_logprobs(&batch)?.to_device(&device)),
+                Some(r) => Some(r.token_logprobs_where(&batch, &mask)?.to_device(&device)),
                 None => None,
             };
             Ok(Micro {
-                mask: tensor(mask, b, l, &device),
+                mask: tensor(mask.clone(), b, l, &device),
+                keep: mask,
                 adv: tensor(adv, b, l, &device),
                 old_logp,
                 ref_logp,
@@ -1192,14 +1200,14 @@ impl<'a> GrpoTrainer<'a> {
                 parallel_gradients(&self.policy, &batch.micro, &|policy: &Model, m: &Micro| {
                     // The entropy is measured once, before the first update.
                     let (logp, entropy) = if inner == 0 {
-                        let (logp, ent) = policy.token_logprobs_with_entropy(&m.batch)?;
+                        let (logp, ent) = policy.token_logprobs_with_entropy(&m.batch, &m.keep)?;
                         let e = (ent * m.mask.clone())
                             .sum()
                             .try_into_scalar::<f32>()
                             .unwrap_or(f32::NAN);
                         (logp, e * per_token)
                     } else {
-                        (policy.token_logprobs(&m.batch)?, 0.0)
+                        (policy.token_logprobs_where(&m.batch, &m.keep)?, 0.0)
                     };
                     let old = match &m.old_logp {
                         Some(o) => o.clone(),
