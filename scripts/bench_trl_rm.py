@@ -78,7 +78,10 @@ def main() -> None:
         eval_strategy="no",
         logging_steps=10_000,
         use_cpu=True,
+        # Like ours: f32, every activation kept (RewardConfig would turn on bf16 and gradient
+        # checkpointing).
         bf16=False,
+        gradient_checkpointing=False,
         dataloader_num_workers=0,
         seed=args.seed,
         disable_tqdm=True,
