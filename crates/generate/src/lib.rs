@@ -219,12 +219,12 @@ pub fn generate_with_seeds(
 /// Like [`generate_with_seeds`], also calling `on_token(prompt_index, sample_index, token_id)`
 /// for every sampled token as it is decoded (for streaming servers).
 ///
-/// With several prompts and several rayon threads, the prompts of a model that fits in cache
-/// are split into contiguous groups decoded concurrently, one per core (a small model's decode
-/// step is too small to split well); a larger model decodes them as one group whose matmuls
-/// are split over the cores ([`ONE_GROUP_BYTES`]). Outputs do not change — every sequence has
-/// its own random stream — and the callbacks still run on the calling thread, fed by a
-/// channel.
+/// On flex, with several prompts and several rayon threads, the prompts of a model that fits
+/// in cache are split into contiguous groups decoded concurrently, one per core (a small
+/// model's decode step is too small to split well); a larger model decodes them as one group
+/// whose matmuls are split over the cores ([`ONE_GROUP_BYTES`]). On a GPU backend they are one
+/// group. Outputs do not change — every sequence has its own random stream — and the callbacks
+/// still run on the calling thread, fed by a channel.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_streaming(
     model: &Model,
@@ -237,11 +237,12 @@ pub fn generate_streaming(
     on_token: &mut dyn FnMut(usize, usize, u32),
 ) -> Result<(Vec<Completion>, GenStats), GenerateError> {
     validate(model, prompts, params)?;
-    let workers = decode_groups(
-        rayon::current_num_threads(),
-        prompts.len(),
-        model.num_params().saturating_mul(4),
-    );
+    // A GPU decodes one batch's kernels after another whatever the host threads: one group.
+    let threads = match reasonlab_model::fused::is_flex(model.device()) {
+        true => rayon::current_num_threads(),
+        false => 1,
+    };
+    let workers = decode_groups(threads, prompts.len(), model.num_params().saturating_mul(4));
     if workers <= 1 || n == 0 {
         return generate_serial(
             model, tokenizer, prompts, n, params, rng_for, on_tokens, on_token,

@@ -1,7 +1,7 @@
 //! Next-token (causal LM) loss: the mean negative log-likelihood over real target tokens.
 
 use reasonlab_model::burn::optim::{GradientsAccumulator, GradientsParams};
-use reasonlab_model::tensor::{Tensor, TensorData};
+use reasonlab_model::tensor::{Device, Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, TokenBatch};
 
 use rayon::prelude::*;
@@ -68,10 +68,16 @@ pub struct MicroBatch<'a> {
     pub loss_mask: Option<&'a [f32]>,
 }
 
-/// Worker threads for data-parallel gradient computation: rayon's thread count (the
-/// `RAYON_NUM_THREADS` environment variable, else the cores), which the tensor kernels use too.
-pub fn data_parallel_threads() -> usize {
-    rayon::current_num_threads().max(1)
+/// Workers for data-parallel gradient computation on `device`. On flex, rayon's thread count
+/// (the `RAYON_NUM_THREADS` environment variable, else the cores), which the tensor kernels use
+/// too. On a GPU backend one: the device runs one pass's kernels after another whatever the
+/// host threads, so a batch split over workers only makes each matmul smaller and multiplies
+/// the launches (a 16-core host would run an 8 × 512 step as eight 1 × 512 passes).
+pub fn data_parallel_workers(device: &Device) -> usize {
+    match reasonlab_model::fused::is_flex(device) {
+        true => rayon::current_num_threads().max(1),
+        false => 1,
+    }
 }
 
 /// Owned micro-batch pieces: each of `micro` split by rows so that there are at least
@@ -111,7 +117,7 @@ pub type PieceLoss<'a, P, S, E> =
 type WorkerShare<S> = (Option<GradientsParams>, f32, Vec<(usize, S)>);
 
 /// The data-parallel backward pass shared by every trainer: `pieces` are spread over
-/// [`data_parallel_threads`] workers (worker `w` takes pieces `w, w + workers, …`), each with
+/// [`data_parallel_workers`] workers (worker `w` takes pieces `w, w + workers, …`), each with
 /// its own [`Model::fork`] (shared weights, separate autodiff graph); `loss(model, piece)`
 /// returns the piece's scalar loss and an extra output, or `None` to skip it. A non-finite loss
 /// is summed into `value` but its gradient is not taken. The gradients are summed by parameter
@@ -131,7 +137,9 @@ where
     S: Send,
     E: From<ModelError> + Send,
 {
-    let workers = data_parallel_threads().min(pieces.len()).max(1);
+    let workers = data_parallel_workers(model.device())
+        .min(pieces.len())
+        .max(1);
     let run = |w: usize, model: &Model| -> Result<WorkerShare<S>, E> {
         let mut accum = GradientsAccumulator::new();
         let (mut value, mut any, mut extras) = (0f32, false, Vec::new());
@@ -209,7 +217,7 @@ pub fn accumulated_step(
     for m in micro {
         total += target_weights(m.batch, m.loss_mask)?.1;
     }
-    let pieces = shard(micro, data_parallel_threads());
+    let pieces = shard(micro, data_parallel_workers(model.device()));
     let g = parallel_gradients(model, &pieces, &|model: &Model,
                                                  (batch, mask): &(
         TokenBatch,

@@ -87,7 +87,21 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
         (loss, update(&before, &model))
     };
     let (cpu_loss, cpu_update) = step(&Device::flex().autodiff());
-    let (gpu_loss, gpu_update) = step(&gpu(true));
+    // Many host threads (a GPU machine's cores) split the CPU's batch over workers, but not the
+    // GPU's: the device gets the whole batch in one pass.
+    let gpu_device = gpu(true);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    let (gpu_loss, gpu_update) = pool.install(|| {
+        assert_eq!(
+            reasonlab_train::lm::data_parallel_workers(&Device::flex()),
+            4
+        );
+        assert_eq!(reasonlab_train::lm::data_parallel_workers(&gpu_device), 1);
+        step(&gpu_device)
+    });
     eprintln!("loss: cpu {cpu_loss}, gpu {gpu_loss}");
     assert!((cpu_loss - gpu_loss).abs() < 1e-4 * cpu_loss.abs().max(1.0));
     let norm = cpu_update.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -289,7 +289,7 @@ fn data_parallel_workers_give_the_single_worker_update() {
             .build()
             .unwrap();
         pool.install(|| {
-            assert_eq!(reasonlab_train::lm::data_parallel_threads(), threads);
+            assert_eq!(reasonlab_train::lm::data_parallel_workers(&device), threads);
             let mut m = model(&device);
             let mut o = AdamW::new(settings.clone());
             let (loss, applied) = accumulated_step(

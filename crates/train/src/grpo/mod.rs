@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use advantage::{Scaling, StepRewards, outcome_advantages, process_advantages};
 pub use loss::{LossAgg, LossInputs, LossSettings, LossStats, RatioLevel, grpo_loss};
 
-use crate::lm::{BadSteps, apply_gradients, data_parallel_threads, parallel_gradients};
+use crate::lm::{BadSteps, apply_gradients, data_parallel_workers, parallel_gradients};
 use crate::optim::{AdamW, AdamWSettings};
 
 /// Published recipes.
@@ -1050,7 +1050,7 @@ impl<'a> GrpoTrainer<'a> {
         // data-parallel worker (the loss is normalised by whole-batch totals, so the split does
         // not change the update).
         let rows_total = seqs.len();
-        let workers = data_parallel_threads();
+        let workers = data_parallel_workers(&device);
         let chunk = match s.micro_batch_size {
             0 => rows_total.max(1),
             m => m,

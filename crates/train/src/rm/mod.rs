@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::{RmEncodeSettings, encode_record, encode_steps};
 
-use crate::lm::{BadSteps, apply_gradients, data_parallel_threads, eval_due, parallel_gradients};
+use crate::lm::{BadSteps, apply_gradients, data_parallel_workers, eval_due, parallel_gradients};
 use crate::optim::{AdamW, AdamWSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -595,7 +595,9 @@ pub fn step_on(
     center: Option<f64>,
 ) -> Result<(f32, bool, Vec<f32>), ModelError> {
     let items: usize = examples.iter().map(|e| e.items()).sum();
-    let workers = data_parallel_threads().min(examples.len()).max(1);
+    let workers = data_parallel_workers(model.device())
+        .min(examples.len())
+        .max(1);
     let pieces: Vec<(Piece, usize)> = (0..workers)
         .map(|w| {
             let (lo, hi) = (
