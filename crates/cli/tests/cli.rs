@@ -394,6 +394,16 @@ fn classifier_segment_flag_round_trips_through_train_and_predict() {
     );
 }
 
+/// A bench run that succeeded, and the JSON it wrote to `json`.
+fn bench_json(out: &std::process::Output, json: &std::path::Path) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
 /// `bench generate --new-tokens N` times N new tokens per prompt (1: the prefill alone) and
 /// writes our side as JSON; a peer comparison needs the workload's 128.
 #[test]
@@ -413,13 +423,7 @@ fn bench_generate_times_other_lengths_but_compares_only_the_workload() {
         .arg(&json)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ours = bench_json(&out, &json);
     assert_eq!(ours["new_tokens"], 32, "16 prompts × 2: {ours}");
     let out = bin()
         .args(["bench", "generate", "--new-tokens", "1", "--peer-json"])
@@ -449,13 +453,7 @@ fn bench_train_step_takes_a_prompt_outside_the_loss() {
     let mut losses = Vec::new();
     for prompt in ["0", "8"] {
         let (out, json) = run(prompt);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ours: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let ours = bench_json(&out, &json);
         assert_eq!(ours["prompt_tokens"].to_string(), prompt, "{ours}");
         losses.push(ours["loss"].as_f64().unwrap());
     }
