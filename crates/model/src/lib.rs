@@ -763,8 +763,8 @@ impl Model {
         let (b, t) = (batch.b, batch.t);
         // The kept targets as (hidden row, output entry) pairs: target j of row r is predicted
         // by hidden row r·t + j and lands at entry r·(t − 1) + j.
-        let kept: Option<Vec<(i64, i64)>> = match targets {
-            Targets::All => None,
+        let (kept, none) = match targets {
+            Targets::All => (None, false),
             Targets::Where(w) => {
                 if w.len() != b * (t - 1) {
                     return Err(ModelError::Input(format!(
@@ -779,7 +779,8 @@ impl Model {
                     .collect();
                 // Every target kept, or none (a loss with no token still needs its graph):
                 // the whole grid, with no gather.
-                (!kept.is_empty() && kept.len() < w.len()).then_some(kept)
+                let none = kept.is_empty();
+                ((!none && kept.len() < w.len()).then_some(kept), none)
             }
         };
         let net = self.compute_net();
@@ -798,7 +799,11 @@ impl Model {
             let targets =
                 Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
             let (logp, entropy) = net.head_logprobs(hidden, targets, entropy);
-            let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
+            let cut = |x: Tensor<1>| {
+                let x = x.reshape([b, t]).narrow(1, 0, t - 1);
+                // Nothing asked for: zeros that still lead back to the weights.
+                if none { x.mul_scalar(0.0) } else { x }
+            };
             return Ok((cut(logp), entropy.map(cut)));
         };
         let n = kept.len();

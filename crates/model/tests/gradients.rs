@@ -201,6 +201,12 @@ fn log_probs_of_the_weighted_targets_match_the_whole_grid() {
         );
     }
     let model = Model::random(tiny(), 5, &Device::flex());
+    let none = model
+        .token_logprobs_where(&batch, &vec![0.0; weights.len()])
+        .unwrap()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    assert!(none.iter().all(|&x| x == 0.0), "{none:?}");
     let err = model
         .token_logprobs_where(&batch, &weights[1..])
         .unwrap_err();
