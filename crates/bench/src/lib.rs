@@ -1355,8 +1355,8 @@ pub fn serve(args: &ServeBench, out: &mut dyn Write) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the tiny Qwen2 workload, against
-/// TRL's GRPOTrainer (`scripts/bench_trl_grpo.py`).
+/// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the shape's model (the tiny Qwen2
+/// workload by default), against TRL's GRPOTrainer (`scripts/bench_trl_grpo.py`).
 pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let assets = Assets::unpack()?;
     use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
@@ -1386,14 +1386,6 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
             )
         })
         .collect();
-    let prompts =
-        std::env::temp_dir().join(format!("reasonlab-bench-grpo-{}.jsonl", std::process::id()));
-    {
-        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&prompts)?);
-        for (t, r) in tasks.iter().zip(&rows) {
-            w.write(&json!({"prompt": t.prompt, "answer": r.answer}))?;
-        }
-    }
     let rewards_cfg = reasonlab_reward::RewardConfig::from_toml(
         "[[reward]]\nkind = \"accuracy\"\nweight = 1.0\nfallback = \"last_number\"\n",
     )?;
@@ -1411,7 +1403,6 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (model, info) = target.model(Purpose::Training(args.training))?;
     let model = model.with_mixed_precision(args.training.mixed_precision)?;
     if args.rollout_endpoints > 0 {
-        std::fs::remove_file(&prompts).ok();
         return grpo_rollouts(
             args, &assets, settings, model, &tokenizer, &rewards, &tasks, out,
         );
@@ -1426,11 +1417,21 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "beta": args.beta,
         "micro_batch_size": args.micro_batch_size,
         "mixed_precision": args.training.mixed_precision.name(),
-        "activation_checkpointing": args.training.checkpointing == ActivationCheckpointing::Balanced,
+        "activation_checkpointing": format!("{:?}", args.training.checkpointing).to_lowercase(),
         "peak_rss_mb": peak_rss_mb(),
         "threads": threads(),
     });
     let ours = merged(ours, described);
+    // The peer's prompts, written only now (and removed after it ran), so no early error
+    // leaves the file behind.
+    let prompts =
+        std::env::temp_dir().join(format!("reasonlab-bench-grpo-{}.jsonl", std::process::id()));
+    {
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&prompts)?);
+        for (t, r) in tasks.iter().zip(&rows) {
+            w.write(&json!({"prompt": t.prompt, "answer": r.answer}))?;
+        }
+    }
     let beta = args.beta.to_string();
     let steps = args.steps.to_string();
     let mut script_args = vec![

@@ -777,10 +777,14 @@ impl Model {
                     .filter(|(_, w)| **w != 0.0)
                     .map(|(at, _)| ((at + at / (t - 1)) as i64, at as i64))
                     .collect();
-                // Every target kept, or none (a loss with no token still needs its graph):
-                // the whole grid, with no gather.
-                let none = kept.is_empty();
-                ((!none && kept.len() < w.len()).then_some(kept), none)
+                match kept.len() {
+                    // None: the head on one row, times 0 (a loss with no token still leads
+                    // back to the weights).
+                    0 => (Some(vec![(0, 0)]), true),
+                    // Every target: the whole grid, with no gather.
+                    n if n == w.len() => (None, false),
+                    _ => (Some(kept), false),
+                }
             }
         };
         let net = self.compute_net();
@@ -799,11 +803,7 @@ impl Model {
             let targets =
                 Tensor::<1, Int>::from_data(TensorData::new(targets, [b * t]), &self.device);
             let (logp, entropy) = net.head_logprobs(hidden, targets, entropy);
-            let cut = |x: Tensor<1>| {
-                let x = x.reshape([b, t]).narrow(1, 0, t - 1);
-                // Nothing asked for: zeros that still lead back to the weights.
-                if none { x.mul_scalar(0.0) } else { x }
-            };
+            let cut = |x: Tensor<1>| x.reshape([b, t]).narrow(1, 0, t - 1);
             return Ok((cut(logp), entropy.map(cut)));
         };
         let n = kept.len();
@@ -818,7 +818,8 @@ impl Model {
         );
         let (logp, entropy) = net.head_logprobs(hidden.select(0, rows), targets, entropy);
         let place = |x: Tensor<1>| {
-            Tensor::<1>::zeros([b * (t - 1)], &self.device)
+            let x = if none { x.mul_scalar(0.0) } else { x };
+            Tensor::<1>::zeros([b * (t - 1)], (&self.device, x.dtype()))
                 .select_assign(0, entries.clone(), x, IndexingUpdateOp::Add)
                 .reshape([b, t - 1])
         };
