@@ -237,12 +237,11 @@ pub fn generate_streaming(
     on_token: &mut dyn FnMut(usize, usize, u32),
 ) -> Result<(Vec<Completion>, GenStats), GenerateError> {
     validate(model, prompts, params)?;
-    // A GPU decodes one batch's kernels after another whatever the host threads: one group.
-    let threads = match reasonlab_model::fused::is_flex(model.device()) {
-        true => rayon::current_num_threads(),
-        false => 1,
-    };
-    let workers = decode_groups(threads, prompts.len(), model.num_params().saturating_mul(4));
+    let workers = decode_groups(
+        reasonlab_model::data_parallel_workers(model.device()),
+        prompts.len(),
+        model.num_params().saturating_mul(4),
+    );
     if workers <= 1 || n == 0 {
         return generate_serial(
             model, tokenizer, prompts, n, params, rng_for, on_tokens, on_token,

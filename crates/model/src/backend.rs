@@ -235,6 +235,19 @@ pub enum Purpose {
     Training(Training),
 }
 
+/// Host workers that split a batch on `device` (data-parallel training steps, generation
+/// groups). On flex, rayon's thread count (the `RAYON_NUM_THREADS` environment variable, else
+/// the cores), which the tensor kernels use too. On a GPU backend one: the device runs one
+/// pass's kernels after another whatever the host threads, so a batch split over workers only
+/// makes each matmul smaller and multiplies the launches (a 16-core host would run an 8 × 512
+/// step as eight 1 × 512 passes).
+pub fn data_parallel_workers(device: &Device) -> usize {
+    match crate::fused::is_flex(device) {
+        true => rayon::current_num_threads().max(1),
+        false => 1,
+    }
+}
+
 /// Open the device for `kind` as `purpose` needs it, and say what it is.
 pub fn open_for(kind: BackendKind, purpose: Purpose) -> Result<(Device, DeviceInfo), ModelError> {
     match purpose {

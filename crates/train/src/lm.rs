@@ -1,7 +1,8 @@
 //! Next-token (causal LM) loss: the mean negative log-likelihood over real target tokens.
 
 use reasonlab_model::burn::optim::{GradientsAccumulator, GradientsParams};
-use reasonlab_model::tensor::{Device, Tensor, TensorData};
+pub use reasonlab_model::data_parallel_workers;
+use reasonlab_model::tensor::{Tensor, TensorData};
 use reasonlab_model::{Model, ModelError, TokenBatch};
 
 use rayon::prelude::*;
@@ -40,11 +41,7 @@ pub fn masked_nll_sum(
 ) -> Result<(Tensor<1>, usize), ModelError> {
     let (mask, count) = target_weights(batch, loss_mask)?;
     let logp = model.token_logprobs_where(batch, &mask)?; // (b, t-1)
-    let mask = Tensor::from_data(
-        TensorData::new(mask, [batch.b, batch.t - 1]),
-        &logp.device(),
-    );
-    Ok(((logp * mask).sum().neg(), count))
+    Ok((weighted_nll(logp, mask, batch), count))
 }
 
 /// [`masked_nll_sum`] given the (b, t − 1) log-probs of `batch`.
@@ -54,11 +51,16 @@ pub fn nll_sum_from_logprobs(
     loss_mask: Option<&[f32]>,
 ) -> Result<(Tensor<1>, usize), ModelError> {
     let (mask, count) = target_weights(batch, loss_mask)?;
+    Ok((weighted_nll(logp, mask, batch), count))
+}
+
+/// `−Σ mask · logp` over `batch`'s (b, t − 1) target grid.
+fn weighted_nll(logp: Tensor<2>, mask: Vec<f32>, batch: &TokenBatch) -> Tensor<1> {
     let mask = Tensor::from_data(
         TensorData::new(mask, [batch.b, batch.t - 1]),
         &logp.device(),
     );
-    Ok(((logp * mask).sum().neg(), count))
+    (logp * mask).sum().neg()
 }
 
 /// A micro-batch of an optimiser step.
@@ -66,18 +68,6 @@ pub fn nll_sum_from_logprobs(
 pub struct MicroBatch<'a> {
     pub batch: &'a TokenBatch,
     pub loss_mask: Option<&'a [f32]>,
-}
-
-/// Workers for data-parallel gradient computation on `device`. On flex, rayon's thread count
-/// (the `RAYON_NUM_THREADS` environment variable, else the cores), which the tensor kernels use
-/// too. On a GPU backend one: the device runs one pass's kernels after another whatever the
-/// host threads, so a batch split over workers only makes each matmul smaller and multiplies
-/// the launches (a 16-core host would run an 8 × 512 step as eight 1 × 512 passes).
-pub fn data_parallel_workers(device: &Device) -> usize {
-    match reasonlab_model::fused::is_flex(device) {
-        true => rayon::current_num_threads().max(1),
-        false => 1,
-    }
 }
 
 /// Owned micro-batch pieces: each of `micro` split by rows so that there are at least
