@@ -5,9 +5,14 @@
 #
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
+#                        [--fallback-bin reasonlab-wgpu --fallback-backend wgpu]
 #
 # 1. parity: a random checkpoint of the shape (scripts/gpu_parity.py make); log-probs of 64 ids
-#    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32);
+#    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32). With
+#    --fallback-bin, a backend that fails here (a crash, a time-out, log-probs out of tolerance)
+#    hands the rest of the check to the fallback binary and backend, after the same parity
+#    check (at most 40 s more): a `vulkan` build, whose matmuls can use tensor cores, first,
+#    and a `wgpu` build behind it;
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
 #    transformers' `generate` on CUDA, in f32 and in the reduced --dtype (f16 by default: wgpu
 #    has no bf16; pass --dtype bf16 for a backend that has it), both sides in the same type;
@@ -23,9 +28,10 @@
 #    the reduced type, each kernel synchronised (so the total is not the speed), summed by
 #    kernel into OUT/profile.txt: where a decode step's time goes.
 # Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
-# (together 9 min 45 s), so the check stays under ten. `--quick` runs the tiny shape with one
-# repetition and three times the limits: a smoke test of the script itself, which on a machine
-# without a GPU runs with `--backend flex` (the peers then run on the CPU). With
+# (together 9 min 45 s), so the check stays under ten (10 min 25 s when the fallback runs).
+# `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
+# the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
+# then run on the CPU). With
 # REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs burn's composed ops instead
 # of its fused GPU kernels: a second run with it measures what the kernels change; with
 # REASONLAB_GPU_ATTENTION=matmul, attention over more than one query computes its scores as
@@ -42,6 +48,8 @@ SCALE=1
 DTYPE=f16
 REPEATS=3
 SEQ=512
+FALLBACK_BIN=
+FALLBACK_BACKEND=wgpu
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -51,13 +59,20 @@ while [ $# -gt 0 ]; do
     --dtype) DTYPE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
+    --fallback-bin) FALLBACK_BIN=$2; shift 2 ;;
+    --fallback-backend) FALLBACK_BACKEND=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-PEER_DEVICE=${PEER_DEVICE:-cuda}
-[ "$BACKEND" = flex ] && PEER_DEVICE=cpu
+PEER_DEVICE_ASKED=${PEER_DEVICE:-}
+peer_device() { # the peers' device for backend $1: the CPU beside flex, else CUDA
+  if [ -n "$PEER_DEVICE_ASKED" ]; then echo "$PEER_DEVICE_ASKED"
+  elif [ "$1" = flex ]; then echo cpu
+  else echo cuda; fi
+}
+PEER_DEVICE=$(peer_device "$BACKEND")
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -87,6 +102,19 @@ IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
 step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
 step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
   --device "$PEER_DEVICE"
+failed() { local f; for f in "${FAILED[@]}"; do [ "$f" = "$1" ] && return 0; done; return 1; }
+if [ -n "$FALLBACK_BIN" ] && { failed logprobs || failed parity; }; then
+  echo "== $BACKEND failed parity: the rest runs on $FALLBACK_BIN --backend $FALLBACK_BACKEND" \
+    | tee -a "$OUT/log.txt"
+  FAILED=("${FAILED[@]/%/ ($BACKEND)}")
+  BIN=$FALLBACK_BIN
+  BACKEND=$FALLBACK_BACKEND
+  PEER_DEVICE=$(peer_device "$BACKEND")
+  echo "binary: $BIN ($("$BIN" --version 2>/dev/null))" | tee -a "$OUT/log.txt"
+  step logprobs-$BACKEND 20 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
+  step parity-$BACKEND 20 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" \
+    --ours "$OUT/logprobs-$BACKEND.out" --ids "$IDS" --device "$PEER_DEVICE"
+fi
 
 # 2-4. speed against the peers on the same card
 step generate 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \

@@ -283,8 +283,8 @@ impl Target {
         ]
     }
 
-    /// What our side reports besides its numbers: backend, device, and the device allocator's
-    /// reserved bytes when it keeps count (GPU backends).
+    /// What our side reports besides its numbers: backend, device, what its matmuls run on, and
+    /// the device allocator's reserved bytes when it keeps count (GPU backends).
     fn describe(&self, info: &DeviceInfo, model: &Model) -> Value {
         let reserved = model
             .device()
@@ -293,6 +293,7 @@ impl Target {
         json!({
             "backend": self.backend.name(),
             "device": info.name,
+            "matmul": info.matmul,
             "shape": self.shape.name(),
             "device_reserved_mb": reserved,
         })

@@ -300,6 +300,19 @@ pub(crate) fn check_mixed_precision(
     Ok(())
 }
 
+/// How many cooperative-matrix (matrix-multiply-accumulate) configurations the device behind
+/// `device` registers: the shapes and types burn's matmuls can run on tensor cores. Opens the
+/// device.
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+fn cooperative_matrix_configs(device: &Device) -> usize {
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(cube) => cube.client().properties().features.matmul.cmma.len(),
+        #[allow(unreachable_patterns)]
+        _ => 0,
+    }
+}
+
 /// The device a run landed on, as it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceInfo {
@@ -319,6 +332,24 @@ pub struct DeviceInfo {
     /// On a GPU backend with the fused kernels: flash attention, or the scores as matmuls
     /// (`REASONLAB_GPU_ATTENTION`).
     pub attention: crate::fused::GpuAttention,
+    /// What burn's matmuls run on.
+    pub matmul: MatmulUnits,
+}
+
+/// What burn's matmuls run on. burn picks its matmul kernel through cubek's `Auto` strategy:
+/// the cooperative-matrix routine where the device registers cooperative-matrix
+/// configurations, else a routine on scalar units. cubecl registers them for SPIR-V on Vulkan
+/// (the `vulkan` build), MSL on Metal and CUDA, never for WGSL (the `wgpu` build on Vulkan or
+/// DX12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatmulUnits {
+    /// flex: reasonlab's and burn's SIMD kernels on the CPU.
+    Cpu,
+    /// A GPU device with no cooperative-matrix configuration: scalar (CUDA-core) units.
+    Scalar,
+    /// A GPU device with cooperative-matrix configurations (tensor cores on NVIDIA): how many.
+    CooperativeMatrix(usize),
 }
 
 impl DeviceInfo {
@@ -334,6 +365,7 @@ impl DeviceInfo {
                 mixed_precision: Precision::F32,
                 kernels: crate::fused::GpuKernels::Fused,
                 attention: crate::fused::GpuAttention::Flash,
+                matmul: MatmulUnits::Cpu,
             });
         }
         Self::of_gpu(kind, device)
@@ -352,6 +384,10 @@ impl DeviceInfo {
             })?;
         let kernels = crate::fused::GpuKernels::from_env()?;
         let attention = crate::fused::GpuAttention::from_env()?;
+        let matmul = match cooperative_matrix_configs(device) {
+            0 => MatmulUnits::Scalar,
+            n => MatmulUnits::CooperativeMatrix(n),
+        };
         Ok(match identity {
             Some(id) => Self {
                 backend: kind,
@@ -361,6 +397,7 @@ impl DeviceInfo {
                 mixed_precision: Precision::F32,
                 kernels,
                 attention,
+                matmul,
             },
             None => Self {
                 backend: kind,
@@ -370,6 +407,7 @@ impl DeviceInfo {
                 mixed_precision: Precision::F32,
                 kernels,
                 attention,
+                matmul,
             },
         })
     }
@@ -382,13 +420,29 @@ impl DeviceInfo {
         )))
     }
 
-    /// A warning when a GPU backend runs on a software adapter.
+    /// A warning when a GPU backend runs on a software adapter, or on a GPU whose matmuls
+    /// cannot use its tensor cores.
     pub fn warning(&self) -> Option<String> {
-        self.software.then(|| {
-            format!(
+        if self.software {
+            return Some(format!(
                 "backend {} is running on a software adapter ({}), not a GPU: results are \
                  correct but slower than `--backend flex`; install the GPU's Vulkan driver or \
                  use flex",
+                self.backend, self.name
+            ));
+        }
+        (self.matmul == MatmulUnits::Scalar).then(|| {
+            let hint = match self.backend {
+                BackendKind::Wgpu if !BackendKind::Vulkan.compiled() => {
+                    ": this build compiles its kernels to WGSL, which has no cooperative-matrix \
+                     instructions; on Vulkan, a build with `--features vulkan` and \
+                     `--backend vulkan` gives burn's matmuls the tensor cores where the driver \
+                     offers them"
+                }
+                _ => ": the device offers no cooperative-matrix configuration",
+            };
+            format!(
+                "backend {} runs burn's matmuls on {}'s scalar units, not its tensor cores{hint}",
                 self.backend, self.name
             )
         })
@@ -413,6 +467,14 @@ impl fmt::Display for DeviceInfo {
         }
         if self.software {
             f.write_str(", software adapter")?;
+        }
+        match self.matmul {
+            MatmulUnits::CooperativeMatrix(n) => write!(
+                f,
+                ", matmuls on cooperative-matrix units ({n} configurations)"
+            )?,
+            MatmulUnits::Scalar if !self.software => f.write_str(", matmuls on scalar units")?,
+            _ => {}
         }
         Ok(())
     }
@@ -451,6 +513,7 @@ mod tests {
         let (_, info) = open(BackendKind::Flex, true).unwrap();
         assert_eq!(info.backend, BackendKind::Flex);
         assert!(info.name.contains("threads"), "{info}");
+        assert_eq!(info.matmul, MatmulUnits::Cpu);
         assert!(info.warning().is_none());
         assert!(info.to_string().starts_with("device: flex"));
     }
@@ -473,6 +536,7 @@ mod tests {
             mixed_precision: Precision::F32,
             kernels: GpuKernels::Composed,
             attention: GpuAttention::Flash,
+            matmul: MatmulUnits::CooperativeMatrix(6),
         };
         assert!(
             info.to_string().contains("REASONLAB_GPU_KERNELS=composed"),
@@ -503,6 +567,7 @@ mod tests {
             mixed_precision: Precision::F32,
             kernels: crate::fused::GpuKernels::Fused,
             attention: crate::fused::GpuAttention::Flash,
+            matmul: MatmulUnits::Scalar,
         };
         let warning = info.warning().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));
@@ -510,6 +575,53 @@ mod tests {
             info.to_string().ends_with(", f16, software adapter"),
             "{info}"
         );
+    }
+
+    #[test]
+    fn a_gpu_without_tensor_cores_for_its_matmuls_is_warned_about() {
+        let card = DeviceInfo {
+            backend: BackendKind::Vulkan,
+            name: "NVIDIA H200".into(),
+            software: false,
+            precision: Precision::F32,
+            mixed_precision: Precision::F16,
+            kernels: crate::fused::GpuKernels::Fused,
+            attention: crate::fused::GpuAttention::Flash,
+            matmul: MatmulUnits::CooperativeMatrix(6),
+        };
+        assert!(card.warning().is_none(), "{card}");
+        assert!(
+            card.to_string().ends_with(
+                ", mixed precision f16, matmuls on cooperative-matrix units (6 configurations)"
+            ),
+            "{card}"
+        );
+        let scalar = DeviceInfo {
+            matmul: MatmulUnits::Scalar,
+            ..card.clone()
+        };
+        let warning = scalar.warning().unwrap();
+        assert!(
+            warning.contains("scalar units") && warning.contains("NVIDIA H200"),
+            "{warning}"
+        );
+        assert!(
+            scalar.to_string().ends_with(", matmuls on scalar units"),
+            "{scalar}"
+        );
+        // Through WGSL, the warning names the build that has the instructions.
+        let wgsl = DeviceInfo {
+            backend: BackendKind::Wgpu,
+            ..scalar
+        };
+        let warning = wgsl.warning().unwrap();
+        assert_eq!(
+            warning.contains("--features vulkan"),
+            !BackendKind::Vulkan.compiled(),
+            "{warning}"
+        );
+        let json = serde_json::to_string(&card.matmul).unwrap();
+        assert_eq!(json, r#"{"cooperative-matrix":6}"#);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub use backend::{
-    ActivationCheckpointing, BackendKind, DeviceInfo, Precision, Purpose, Training,
+    ActivationCheckpointing, BackendKind, DeviceInfo, MatmulUnits, Precision, Purpose, Training,
     data_parallel_workers, device_for, open, open_for, open_for_training, open_inference,
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};

@@ -23,7 +23,7 @@ use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, rag
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::DType;
 use reasonlab_model::tensor::Device;
-use reasonlab_model::{HfTensors, Model, Precision};
+use reasonlab_model::{HfTensors, MatmulUnits, Model, Precision};
 use reasonlab_reward::{NotApplicable, Reward, Sample, WeightedSum};
 use reasonlab_tokenize::Tokenizer;
 use reasonlab_train::grpo::{GrpoSettings, GrpoTrainer, Preset, Task};
@@ -51,6 +51,43 @@ fn update(before: &HfTensors, model: &Model) -> Vec<f32> {
             v.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>()
         })
         .collect()
+}
+
+#[test]
+fn the_device_says_what_its_matmuls_run_on() {
+    let kind = backend();
+    let (_, info) = reasonlab_model::open(kind, false)
+        .unwrap_or_else(|e| no_device(&format!("{kind} device"), e));
+    eprintln!("{info}");
+    match info.matmul {
+        MatmulUnits::Cpu => panic!("a GPU backend reported the CPU's matmuls: {info}"),
+        // WGSL has no cooperative-matrix instructions, so a build without the SPIR-V
+        // compiler never has them, on any adapter.
+        MatmulUnits::CooperativeMatrix(n) => {
+            assert!(cfg!(feature = "vulkan") && n > 0, "{info}");
+            assert!(
+                info.to_string().contains("cooperative-matrix units"),
+                "{info}"
+            );
+        }
+        MatmulUnits::Scalar => {
+            // On a card, the warning says why; a software adapter has its own warning.
+            let warning = info.warning().unwrap();
+            assert_eq!(
+                info.software,
+                warning.contains("software adapter"),
+                "{warning}"
+            );
+            assert_eq!(
+                !info.software,
+                warning.contains("scalar units"),
+                "{warning}"
+            );
+        }
+    }
+    if cfg!(not(feature = "vulkan")) {
+        assert_eq!(info.matmul, MatmulUnits::Scalar, "{info}");
+    }
 }
 
 #[test]
