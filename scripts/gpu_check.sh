@@ -5,7 +5,7 @@
 #
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
-#                        [--fallback-bin reasonlab-wgpu --fallback-backend wgpu]
+#                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu]
 #
 # 1. parity: a random checkpoint of the shape (scripts/gpu_parity.py make); log-probs of 64 ids
 #    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32). With
@@ -102,11 +102,12 @@ IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
 step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
 step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
   --device "$PEER_DEVICE"
-failed() { local f; for f in "${FAILED[@]}"; do [ "$f" = "$1" ] && return 0; done; return 1; }
+failed() { local f; for f in ${FAILED[@]+"${FAILED[@]}"}; do [ "$f" = "$1" ] && return 0; done; return 1; }
 if [ -n "$FALLBACK_BIN" ] && { failed logprobs || failed parity; }; then
   echo "== $BACKEND failed parity: the rest runs on $FALLBACK_BIN --backend $FALLBACK_BACKEND" \
     | tee -a "$OUT/log.txt"
-  FAILED=("${FAILED[@]/%/ ($BACKEND)}")
+  FAILED=("${FAILED[@]/#logprobs/logprobs ($BACKEND)}")
+  FAILED=("${FAILED[@]/#parity/parity ($BACKEND)}")
   BIN=$FALLBACK_BIN
   BACKEND=$FALLBACK_BACKEND
   PEER_DEVICE=$(peer_device "$BACKEND")
@@ -167,7 +168,8 @@ if [ "$BACKEND" != flex ]; then
 fi
 
 echo "== summary ($OUT)"
-grep -h -E '^(speed-up|peak RSS|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null
+grep -H -E '^(speed-up|peak RSS|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null \
+  | sed "s|^$OUT/||"
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "FAILED: ${FAILED[*]} (see $OUT/log.txt)"
   exit 1

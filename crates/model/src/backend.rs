@@ -439,6 +439,11 @@ impl DeviceInfo {
                      `--backend vulkan` gives burn's matmuls the tensor cores where the driver \
                      offers them"
                 }
+                BackendKind::Wgpu => {
+                    ": the device registered no cooperative-matrix configuration for its \
+                     compiler (WGSL, on a graphics API other than Vulkan, has none; \
+                     `--backend vulkan` compiles to SPIR-V)"
+                }
                 _ => ": the device offers no cooperative-matrix configuration",
             };
             format!(
@@ -536,7 +541,7 @@ mod tests {
             mixed_precision: Precision::F32,
             kernels: GpuKernels::Composed,
             attention: GpuAttention::Flash,
-            matmul: MatmulUnits::CooperativeMatrix(6),
+            matmul: MatmulUnits::Scalar,
         };
         assert!(
             info.to_string().contains("REASONLAB_GPU_KERNELS=composed"),

@@ -139,7 +139,8 @@ impl EngineSpec {
     }
 
     /// Build the engine; a relative model path is resolved against `base`. A local model's
-    /// device is reported through `on_event` (and a software adapter warned about).
+    /// device is reported through `on_event` (and a software adapter, or matmuls that cannot
+    /// reach the card's tensor cores, warned about).
     pub fn build(
         &self,
         base: &Path,

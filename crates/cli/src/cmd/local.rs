@@ -14,7 +14,8 @@ pub fn open(backend: BackendKind, precision: Precision) -> anyhow::Result<Device
     Ok(device)
 }
 
-/// The device line on stderr, and a warning when a GPU backend runs on a software adapter.
+/// The device line on stderr, and a warning when a GPU backend runs on a software adapter or its
+/// matmuls cannot reach the card's tensor cores.
 pub fn report(info: &DeviceInfo) {
     eprintln!("{info}");
     if let Some(warning) = info.warning() {

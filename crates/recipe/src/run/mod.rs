@@ -101,7 +101,8 @@ pub enum RunError {
 }
 
 /// Open `backend`'s device for `purpose` and say where it landed: a note naming the device, a
-/// warning when a GPU backend runs on a software adapter.
+/// warning when a GPU backend runs on a software adapter or its matmuls cannot reach the card's
+/// tensor cores.
 pub(crate) fn open_device(
     backend: reasonlab_model::BackendKind,
     purpose: reasonlab_model::Purpose,
@@ -130,7 +131,8 @@ pub(crate) fn open_training_device(
     )
 }
 
-/// Say which device a run landed on; warn when a GPU backend runs on a software adapter.
+/// Say which device a run landed on; warn when a GPU backend runs on a software adapter or its
+/// matmuls cannot reach the card's tensor cores.
 pub(crate) fn report_device(
     info: &reasonlab_model::DeviceInfo,
     on_event: &mut dyn FnMut(Event<'_>),
