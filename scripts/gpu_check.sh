@@ -31,11 +31,10 @@
 # (together 9 min 45 s), so the check stays under ten (10 min 25 s when the fallback runs).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
-# then run on the CPU). With
-# REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs burn's composed ops instead
-# of its fused GPU kernels: a second run with it measures what the kernels change; with
-# REASONLAB_GPU_ATTENTION=matmul, attention over more than one query computes its scores as
-# matmuls instead of flash attention (the rest stays fused).
+# then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
+# burn's composed ops instead of its fused GPU kernels: a second run with it measures what the
+# kernels change; with REASONLAB_GPU_ATTENTION=matmul, attention over more than one query
+# computes its scores as matmuls instead of flash attention (the rest stays fused).
 set -uo pipefail
 
 BIN=target/release/reasonlab
@@ -62,7 +61,7 @@ while [ $# -gt 0 ]; do
     --fallback-bin) FALLBACK_BIN=$2; shift 2 ;;
     --fallback-backend) FALLBACK_BACKEND=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done

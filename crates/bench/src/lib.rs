@@ -813,7 +813,7 @@ pub fn train_step(cfg: &TrainStepBench, out: &mut dyn Write) -> Result<(), Bench
             "train_step_s": best,
             "loss": loss,
             "tokens_per_s": (rows * seq) as f64 / best,
-            "activation_checkpointing": format!("{:?}", cfg.checkpointing).to_lowercase(),
+            "activation_checkpointing": cfg.checkpointing,
             "mixed_precision": cfg.mixed_precision.name(),
             "prompt_tokens": cfg.prompt_tokens,
             "peak_rss_mb": peak_rss_mb(),
@@ -1418,7 +1418,7 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "beta": args.beta,
         "micro_batch_size": args.micro_batch_size,
         "mixed_precision": args.training.mixed_precision.name(),
-        "activation_checkpointing": format!("{:?}", args.training.checkpointing).to_lowercase(),
+        "activation_checkpointing": args.training.checkpointing,
         "peak_rss_mb": peak_rss_mb(),
         "threads": threads(),
     });

@@ -388,27 +388,19 @@ impl DeviceInfo {
             0 => MatmulUnits::Scalar,
             n => MatmulUnits::CooperativeMatrix(n),
         };
-        Ok(match identity {
-            Some(id) => Self {
-                backend: kind,
-                software: id.physical.is_none(),
-                name: id.name,
-                precision: Precision::F32,
-                mixed_precision: Precision::F32,
-                kernels,
-                attention,
-                matmul,
-            },
-            None => Self {
-                backend: kind,
-                name: "unnamed device".into(),
-                software: false,
-                precision: Precision::F32,
-                mixed_precision: Precision::F32,
-                kernels,
-                attention,
-                matmul,
-            },
+        let (name, software) = match identity {
+            Some(id) => (id.name, id.physical.is_none()),
+            None => ("unnamed device".into(), false),
+        };
+        Ok(Self {
+            backend: kind,
+            name,
+            software,
+            precision: Precision::F32,
+            mixed_precision: Precision::F32,
+            kernels,
+            attention,
+            matmul,
         })
     }
 
