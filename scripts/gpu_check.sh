@@ -5,8 +5,12 @@
 #
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
-#                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu]
+#                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu] [--wheels DIR]
 #
+# --wheels DIR installs the Python wheels in DIR (the peers' packages the machine lacks, such as
+# trl; scripts/gpu_bundle.sh packs them with the binaries) with pip --no-index --no-deps into
+# OUT/site-packages, which goes first on PYTHONPATH for every step (a path that names
+# site-packages, which dill, under `datasets`, takes for installed code).
 # 1. parity: a random checkpoint of the shape (scripts/gpu_parity.py make); log-probs of 64 ids
 #    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32). With
 #    --fallback-bin, a backend that fails here (a crash, a time-out, log-probs out of tolerance)
@@ -49,6 +53,7 @@ REPEATS=3
 SEQ=512
 FALLBACK_BIN=
 FALLBACK_BACKEND=wgpu
+WHEELS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -60,8 +65,9 @@ while [ $# -gt 0 ]; do
     --peer-device) PEER_DEVICE=$2; shift 2 ;;
     --fallback-bin) FALLBACK_BIN=$2; shift 2 ;;
     --fallback-backend) FALLBACK_BACKEND=$2; shift 2 ;;
+    --wheels) WHEELS=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -91,8 +97,18 @@ step() { # name, seconds, command…
 echo "binary: $BIN ($("$BIN" --version 2>/dev/null))" | tee "$OUT/log.txt"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
   --format=csv,noheader | tee -a "$OUT/log.txt"
+if [ "$BACKEND" != flex ] && ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  echo "warning: no Vulkan loader (libvulkan.so.1) in the linker cache: --backend $BACKEND needs one (Debian/Ubuntu: libvulkan1)" \
+    | tee -a "$OUT/log.txt"
+fi
+if [ -n "$WHEELS" ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$OUT/site-packages" "$WHEELS"/*.whl 2>&1 | tee -a "$OUT/log.txt"
+  export PYTHONPATH="$OUT/site-packages${PYTHONPATH:+:$PYTHONPATH}"
+  echo "wheels: $(cd "$WHEELS" && echo *.whl) in $OUT/site-packages" | tee -a "$OUT/log.txt"
+fi
 "$PY" -c 'import torch, transformers, trl; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__, "trl", trl.__version__)' \
-  | tee -a "$OUT/log.txt"
+  2>&1 | tail -1 | tee -a "$OUT/log.txt"
 
 # 1. parity
 CKPT="$OUT/ckpt-$SHAPE"
