@@ -30,6 +30,7 @@ mod landlock;
 pub mod rewards;
 mod seccomp;
 pub mod tools;
+mod workdir;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -497,6 +498,8 @@ impl Sandbox {
         if !missing.is_empty() && isolation == Isolation::Required {
             return Err(SandboxError::Weak(missing));
         }
+        // What interpreters of killed processes left in the temporary directory.
+        workdir::sweep(&std::env::temp_dir(), workdir::SWEEP_MIN_AGE);
         let mut idle = Vec::with_capacity(warm);
         for _ in 0..warm {
             idle.push(Worker::spawn(&probe, &limits)?);

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::workdir::WorkDir;
 use crate::{Limits, Probe, RunOutput, SandboxError, Stopped, landlock, seccomp};
 
 const DRIVER: &str = include_str!("driver.py");
@@ -41,7 +42,7 @@ pub(crate) struct Worker {
     /// Longest reply accepted: both outputs at their cap, JSON-escaped, and room for the rest.
     max_frame: usize,
     // Dropped after the child is reaped: the working directory goes with the worker.
-    _workdir: tempfile::TempDir,
+    _workdir: WorkDir,
 }
 
 #[derive(Deserialize)]
@@ -53,9 +54,7 @@ struct Ready {
 impl Worker {
     /// Start an interpreter under every protection `probe` found (and the caller accepted).
     pub fn spawn(probe: &Probe, limits: &Limits) -> Result<Self, SandboxError> {
-        let workdir = tempfile::Builder::new()
-            .prefix("reasonlab-sandbox-")
-            .tempdir()
+        let workdir = WorkDir::create(&std::env::temp_dir())
             .map_err(|e| SandboxError::Io(format!("working directory: {e}")))?;
         let ruleset = if probe.landlock_abi > 0 {
             let read: Vec<&Path> = probe.read_paths.iter().map(|p| p.as_path()).collect();

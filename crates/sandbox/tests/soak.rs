@@ -25,16 +25,14 @@ fn children() -> Vec<u32> {
         .collect()
 }
 
-fn sandbox_dirs() -> usize {
+/// The sandbox's working directories and their lock files in the temporary directory.
+fn sandbox_dirs() -> std::collections::BTreeSet<std::ffi::OsString> {
     std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("reasonlab-sandbox-")
-        })
-        .count()
+        .map(|e| e.file_name())
+        .filter(|name| name.to_string_lossy().starts_with("reasonlab-sandbox-"))
+        .collect()
 }
 
 #[test]
@@ -78,9 +76,10 @@ fn ten_thousand_runs_leak_nothing() {
         "interpreters left behind: {:?}",
         children()
     );
-    assert_eq!(
-        sandbox_dirs(),
-        dirs_before,
-        "temporary directories left behind"
+    // Starting the pool may sweep what killed processes left, so some may have gone.
+    let left: Vec<_> = sandbox_dirs().difference(&dirs_before).cloned().collect();
+    assert!(
+        left.is_empty(),
+        "temporary directories left behind: {left:?}"
     );
 }
