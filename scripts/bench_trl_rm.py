@@ -2,6 +2,8 @@
 """TRL side of `reasonlab bench rm` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_rm.py --data WORKLOAD.jsonl --objective pairwise [--batch 8]
+        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--precision f32|f16|bf16]
+        [--gradient-checkpointing]
 
 `reasonlab bench rm` writes WORKLOAD.jsonl, pre-tokenised:
 
@@ -15,7 +17,10 @@
   adds tokenisation on top of that loop, and TRL 1.x no longer ships it.)
 
 Both: AdamW lr 1e-5 constant, no clipping differences (max_grad_norm 1.0), padded batches, no
-evaluation, no checkpoints. Throughput counts real (non-pad) tokens of the epoch over the wall
+evaluation, no checkpoints; the backbone is the tiny Qwen2 or Qwen2.5-0.5B's shapes (--shape),
+with mixed precision and gradient checkpointing set from --precision and
+--gradient-checkpointing to match our side (RewardConfig's defaults would turn on bf16 and
+gradient checkpointing). Throughput counts real (non-pad) tokens of the epoch over the wall
 seconds of `trainer.train()`.
 
 Prints one JSON line: {"tokens_per_s": ..., "train_seconds": ..., "steps": ..., "peak_rss_mb":
@@ -38,6 +43,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--shape", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
+    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
     import torch
@@ -62,7 +71,7 @@ def main() -> None:
     ds = datasets.Dataset.from_list(rows)
     root = Path(__file__).resolve().parent.parent
     tok = AutoTokenizer.from_pretrained(root / "fixtures" / "tiny-qwen2")
-    lm = build_model(args.seed)
+    lm = build_model(args.seed, args.shape)
     cfg = lm.config
     cfg.pad_token_id = tok.pad_token_id
     common = dict(
@@ -77,11 +86,11 @@ def main() -> None:
         save_strategy="no",
         eval_strategy="no",
         logging_steps=10_000,
-        use_cpu=True,
-        # Like ours: f32, every activation kept (RewardConfig would turn on bf16 and gradient
-        # checkpointing).
-        bf16=False,
-        gradient_checkpointing=False,
+        use_cpu=args.device == "cpu",
+        # Like ours (RewardConfig would turn on bf16 and gradient checkpointing).
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "f16",
+        gradient_checkpointing=args.gradient_checkpointing,
         dataloader_num_workers=0,
         seed=args.seed,
         disable_tqdm=True,
@@ -121,6 +130,13 @@ def main() -> None:
                 "trl": trl.__version__,
                 "torch": torch.__version__,
                 "threads": args.threads,
+                "shape": args.shape,
+                "precision": args.precision,
+                "gradient_checkpointing": args.gradient_checkpointing,
+                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                "cuda_reserved_mb": torch.cuda.max_memory_reserved() / 2**20
+                if args.device == "cuda"
+                else None,
             }
         )
     )

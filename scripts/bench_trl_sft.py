@@ -2,12 +2,16 @@
 """TRL side of `reasonlab bench sft` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_sft.py --data WORKLOAD.jsonl [--batch 8] [--max-length 256]
+        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--precision f32|f16|bf16]
+        [--gradient-checkpointing]
 
 `reasonlab bench sft` writes WORKLOAD.jsonl: pre-tokenised examples `{"input_ids": [...],
-"completion_mask": [0/1 ...]}`. This script trains the benchmark's tiny Qwen2 (the model of
-scripts/bench_torch.py, random init, f32) on them for one epoch with TRL's SFTTrainer:
-completion-only loss, no packing (padded batches), AdamW lr 1e-4 constant, grad-norm clip 1.0,
-batch 8, no evaluation, no checkpoints. It reports target-independent throughput: real (non-pad)
+"completion_mask": [0/1 ...]}`. This script trains the benchmark's tiny Qwen2 or Qwen2.5-0.5B's
+shapes (the models of scripts/bench_torch.py, random init, f32 weights) on them for one epoch with
+TRL's SFTTrainer: completion-only loss, no packing (padded batches), AdamW lr 1e-4 constant,
+grad-norm clip 1.0, batch 8, no evaluation, no checkpoints. Mixed precision and gradient
+checkpointing are set from --precision and --gradient-checkpointing to match our side
+(SFTConfig's defaults would turn on bf16 and gradient checkpointing). It reports target-independent throughput: real (non-pad)
 tokens of the epoch / wall seconds of `trainer.train()`, and the process's peak RSS.
 
 Prints one JSON line: {"tokens_per_s": ..., "train_seconds": ..., "steps": ..., "peak_rss_mb": ...,
@@ -31,6 +35,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--shape", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
+    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
     import torch
@@ -50,7 +58,7 @@ def main() -> None:
     tokens = sum(len(r["input_ids"]) for r in rows)
     root = Path(__file__).resolve().parent.parent
     tok = AutoTokenizer.from_pretrained(root / "fixtures" / "tiny-qwen2")
-    model = build_model(args.seed)
+    model = build_model(args.seed, args.shape)
     with tempfile.TemporaryDirectory() as out:
         cfg = SFTConfig(
             output_dir=out,
@@ -68,11 +76,11 @@ def main() -> None:
             save_strategy="no",
             eval_strategy="no",
             logging_steps=10_000,
-            use_cpu=True,
-            # Like ours: f32, every activation kept (SFTConfig would turn on bf16 and gradient
-            # checkpointing).
-            bf16=False,
-            gradient_checkpointing=False,
+            use_cpu=args.device == "cpu",
+            # Like ours (SFTConfig would turn on bf16 and gradient checkpointing).
+            bf16=args.precision == "bf16",
+            fp16=args.precision == "f16",
+            gradient_checkpointing=args.gradient_checkpointing,
             dataloader_num_workers=0,
             seed=args.seed,
             disable_tqdm=True,
@@ -93,6 +101,13 @@ def main() -> None:
                 "trl": trl.__version__,
                 "torch": torch.__version__,
                 "threads": args.threads,
+                "shape": args.shape,
+                "precision": args.precision,
+                "gradient_checkpointing": args.gradient_checkpointing,
+                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                "cuda_reserved_mb": torch.cuda.max_memory_reserved() / 2**20
+                if args.device == "cuda"
+                else None,
             }
         )
     )

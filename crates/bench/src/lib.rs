@@ -283,6 +283,17 @@ impl Target {
         ]
     }
 
+    /// The peer training scripts' flags for this target and `training`: the shape and device,
+    /// then `--precision` and `--gradient-checkpointing` to match ours.
+    fn training_peer_flags(&self, training: &Training) -> Vec<String> {
+        let mut flags = self.peer_flags();
+        flags.extend(["--precision".into(), training.mixed_precision.name().into()]);
+        if training.checkpointing == ActivationCheckpointing::Balanced {
+            flags.push("--gradient-checkpointing".into());
+        }
+        flags
+    }
+
     /// What our side reports besides its numbers: backend, device, what its matmuls run on, and
     /// the device allocator's reserved bytes when it keeps count (GPU backends).
     fn describe(&self, info: &DeviceInfo, model: &Model) -> Value {
@@ -400,6 +411,11 @@ pub struct RmBench {
     pub examples: usize,
     /// Examples per optimiser step.
     pub batch: usize,
+    /// Our backend and the backbone's shape (the peer's on the CPU beside flex, else on CUDA).
+    pub target: Target,
+    /// Activation checkpointing and mixed precision; the peer sets transformers'
+    /// `gradient_checkpointing` and `fp16`/`bf16` to match.
+    pub training: Training,
     pub peer: PeerFlags,
 }
 
@@ -421,6 +437,11 @@ pub struct SftBench {
     /// Examples in the epoch (lengths 96..256, prompts 16..64 tokens, seeded).
     pub examples: usize,
     pub batch: usize,
+    /// Our backend and the model's shape (the peer's on the CPU beside flex, else on CUDA).
+    pub target: Target,
+    /// Activation checkpointing and mixed precision; the peer sets SFTConfig's
+    /// `gradient_checkpointing` and `fp16`/`bf16` to match.
+    pub training: Training,
     pub peer: PeerFlags,
 }
 
@@ -915,8 +936,8 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
             w.write(&json!({"input_ids": e.ids, "completion_mask": mask}))?;
         }
     }
-    let device = device_for(Default::default(), true)?;
-    let model = Model::random(bench_config(), 0, &device);
+    let (model, info) = args.target.model(Purpose::Training(args.training))?;
+    let model = model.with_mixed_precision(args.training.mixed_precision)?;
     let settings = SftSettings {
         epochs: 1,
         batch_size: args.batch,
@@ -941,24 +962,26 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "train_seconds": seconds,
         "steps": steps,
         "last_loss": loss,
+        "mixed_precision": args.training.mixed_precision.name(),
+        "activation_checkpointing": args.training.checkpointing,
         "peak_rss_mb": peak_rss_mb(),
         "threads": threads(),
     });
-    let data_arg = data.display().to_string();
-    let batch = args.batch.to_string();
+    let ours = merged(ours, args.target.describe(&info, trainer.model()));
+    let script = assets.path("scripts/bench_trl_sft.py");
+    let mut script_args = vec![
+        script.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--batch".into(),
+        args.batch.to_string(),
+    ];
+    script_args.extend(args.target.training_peer_flags(&args.training));
+    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
     let peer = run_peer(
         args.peer.peer_json.as_deref(),
         args.peer.peer_python.as_deref(),
-        &[
-            &assets
-                .path("scripts/bench_trl_sft.py")
-                .display()
-                .to_string(),
-            "--data",
-            &data_arg,
-            "--batch",
-            &batch,
-        ],
+        &script_args,
     );
     std::fs::remove_file(&data).ok();
     let metric = Metric::higher("tokens_per_s");
@@ -1043,8 +1066,12 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
             }
         }
     }
-    let device = device_for(Default::default(), true)?;
-    let rm = RewardModel::from_lm(Model::random(bench_config(), 0, &device), head, 0)?;
+    let (lm, info) = args.target.model(Purpose::Training(args.training))?;
+    let rm = RewardModel::from_lm(lm, head, 0)?;
+    let model = rm
+        .model()
+        .clone()
+        .with_mixed_precision(args.training.mixed_precision)?;
     let settings = RmSettings {
         objective: args.objective,
         epochs: 1,
@@ -1057,7 +1084,7 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
         ..Default::default()
     };
     let started = Instant::now();
-    let mut trainer = RmTrainer::new(settings, head, rm.model().clone(), examples, Vec::new(), 0)?;
+    let mut trainer = RmTrainer::new(settings, head, model, examples, Vec::new(), 0)?;
     let (mut steps, mut loss) = (0, 0.0);
     while let Some(m) = trainer.step()? {
         steps += 1;
@@ -1070,23 +1097,28 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "train_seconds": seconds,
         "steps": steps,
         "last_loss": loss,
+        "mixed_precision": args.training.mixed_precision.name(),
+        "activation_checkpointing": args.training.checkpointing,
         "peak_rss_mb": peak_rss_mb(),
         "threads": threads(),
     });
-    let data_arg = data.display().to_string();
-    let batch = args.batch.to_string();
+    let ours = merged(ours, args.target.describe(&info, trainer.model()));
+    let script = assets.path("scripts/bench_trl_rm.py");
+    let mut script_args = vec![
+        script.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--objective".into(),
+        name.into(),
+        "--batch".into(),
+        args.batch.to_string(),
+    ];
+    script_args.extend(args.target.training_peer_flags(&args.training));
+    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
     let peer = run_peer(
         args.peer.peer_json.as_deref(),
         args.peer.peer_python.as_deref(),
-        &[
-            &assets.path("scripts/bench_trl_rm.py").display().to_string(),
-            "--data",
-            &data_arg,
-            "--objective",
-            name,
-            "--batch",
-            &batch,
-        ],
+        &script_args,
     );
     std::fs::remove_file(&data).ok();
     report(
@@ -1446,13 +1478,8 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
         beta,
         "--steps".into(),
         steps,
-        "--precision".into(),
-        args.training.mixed_precision.name().into(),
     ];
-    if args.training.checkpointing == ActivationCheckpointing::Balanced {
-        script_args.push("--gradient-checkpointing".into());
-    }
-    script_args.extend(target.peer_flags());
+    script_args.extend(target.training_peer_flags(&args.training));
     let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
     let peer = run_peer(
         args.peer.peer_json.as_deref(),

@@ -465,15 +465,41 @@ fn bench_train_step_takes_a_prompt_outside_the_loss() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--prompt-tokens 16 leaves no target"), "{err}");
-    let out = bin()
-        .args(["bench", "grpo", "--mixed-precision", "f16"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("flex trains in f32"),
-        "{err}"
-    );
+    for bench in ["grpo", "sft", "rm"] {
+        let out = bin()
+            .args(["bench", bench, "--mixed-precision", "f16"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("flex trains in f32"),
+            "bench {bench}: {err}"
+        );
+    }
+}
+
+/// `bench sft` and `bench rm` train where `--backend`, `--shape`, `--mixed-precision` and
+/// `--activation-checkpointing` say, and their JSON says so.
+#[test]
+fn bench_sft_and_rm_report_where_and_how_they_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bench, extra) in [("sft", vec![]), ("rm", vec!["--objective", "process"])] {
+        let json = dir.path().join(format!("{bench}.json"));
+        let out = bin()
+            .args(["bench", bench, "--examples", "4", "--batch", "2"])
+            .args(&extra)
+            .args(["--activation-checkpointing", "balanced", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        let ours = bench_json(&out, &json);
+        assert_eq!(ours["backend"], "flex", "{ours}");
+        assert_eq!(ours["shape"], "tiny", "{ours}");
+        assert_eq!(ours["mixed_precision"], "f32", "{ours}");
+        assert_eq!(ours["activation_checkpointing"], "balanced", "{ours}");
+        assert_eq!(ours["steps"], 2, "{ours}");
+        assert!(ours["last_loss"].as_f64().unwrap().is_finite(), "{ours}");
+    }
 }
 
 #[test]
@@ -561,6 +587,8 @@ fn every_model_command_takes_the_backend_flag() {
         vec!["rm", "score", "--model", m, "--input", p, "--out", o],
         vec!["sft", "--config", sft.to_str().unwrap()],
         vec!["bench", "generate", "--new-tokens", "1"],
+        vec!["bench", "sft", "--examples", "2"],
+        vec!["bench", "rm", "--examples", "2"],
     ];
     for args in &commands {
         let run = bin()

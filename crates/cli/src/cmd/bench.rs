@@ -169,28 +169,53 @@ pub struct GrpoArgs {
     #[arg(long, default_value_t = 16)]
     micro_batch_size: usize,
     /// Time the step with rollouts on 1 and on N loopback `reasonlab serve` servers (full
-    /// weights pushed every step) against in-process sampling, instead of the peer.
+    /// weights pushed every step) against in-process sampling, instead of the peer. With
+    /// `--shape qwen2.5-0.5b`, the tiny tokenizer decodes none of the ids sampled beyond its
+    /// 512, on either side, so the rewards are 0 (the work of a step is the shape's).
     #[arg(long, default_value_t = 0)]
     rollout_endpoints: usize,
+    #[command(flatten)]
+    train: TrainTargetArgs,
+    #[command(flatten)]
+    peer: PeerFlags,
+}
+
+/// Where a training benchmark runs and how it trains; the TRL peer runs the same shape on the
+/// CPU beside flex and on CUDA otherwise, with its precision and checkpointing set to match.
+#[derive(clap::Args, Clone)]
+pub struct TrainTargetArgs {
     /// Our tensor backend: flex (CPU), wgpu, vulkan or cuda. The peer runs on CUDA when this is
     /// a GPU backend.
     #[arg(long, default_value = "flex")]
     backend: reasonlab_model::BackendKind,
     /// The model: tiny (the CPU workload) or qwen2.5-0.5b (Qwen2.5-0.5B's shapes, random
-    /// weights: the GPU workload; the tiny tokenizer decodes none of the ids it samples beyond
-    /// its 512, on either side, so its rewards are 0).
+    /// weights: the GPU workload).
     #[arg(long, default_value = "tiny")]
     shape: bench::Shape,
-    /// Recompute memory-bound activations in the backward pass; the peer sets TRL's
+    /// Recompute memory-bound activations in the backward pass; the peer sets
     /// `gradient_checkpointing` to match.
     #[arg(long, value_enum, default_value = "off")]
     activation_checkpointing: CheckpointingArg,
     /// Mixed precision (bf16 or f16 compute, f32 master weights) on a GPU backend; the peer sets
-    /// TRL's `bf16`/`fp16` to match (off for f32).
+    /// `bf16`/`fp16` to match (off for f32).
     #[arg(long, default_value = "f32")]
     mixed_precision: reasonlab_model::Precision,
-    #[command(flatten)]
-    peer: PeerFlags,
+}
+
+impl TrainTargetArgs {
+    fn target(&self) -> bench::Target {
+        bench::Target {
+            backend: self.backend,
+            shape: self.shape,
+        }
+    }
+
+    fn training(&self) -> reasonlab_model::Training {
+        reasonlab_model::Training {
+            checkpointing: self.activation_checkpointing.into(),
+            mixed_precision: self.mixed_precision,
+        }
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -218,6 +243,8 @@ pub struct SftArgs {
     #[arg(long, default_value_t = 8)]
     batch: usize,
     #[command(flatten)]
+    train: TrainTargetArgs,
+    #[command(flatten)]
     peer: PeerFlags,
 }
 
@@ -230,6 +257,8 @@ pub struct RmArgs {
     examples: usize,
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    #[command(flatten)]
+    train: TrainTargetArgs,
     #[command(flatten)]
     peer: PeerFlags,
 }
@@ -308,6 +337,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 },
                 examples: a.examples,
                 batch: a.batch,
+                target: a.train.target(),
+                training: a.train.training(),
                 peer: a.peer.config(),
             },
             out,
@@ -326,6 +357,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             &bench::SftBench {
                 examples: a.examples,
                 batch: a.batch,
+                target: a.train.target(),
+                training: a.train.training(),
                 peer: a.peer.config(),
             },
             out,
@@ -336,14 +369,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 steps: a.steps,
                 micro_batch_size: a.micro_batch_size,
                 rollout_endpoints: a.rollout_endpoints,
-                target: bench::Target {
-                    backend: a.backend,
-                    shape: a.shape,
-                },
-                training: reasonlab_model::Training {
-                    checkpointing: a.activation_checkpointing.into(),
-                    mixed_precision: a.mixed_precision,
-                },
+                target: a.train.target(),
+                training: a.train.training(),
                 peer: a.peer.config(),
             },
             out,
