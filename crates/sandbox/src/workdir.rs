@@ -184,11 +184,10 @@ mod tests {
         assert_eq!(sweep(parent.path(), SWEEP_MIN_AGE), 0, "its owner lives");
         assert!(dir.join("sub/out.txt").exists());
         // Killed outright: no destructor runs, and the kernel releases the lock.
+        let group = -(owner.id() as i32);
         // SAFETY: SIGKILL to the process group of the child spawned above (flock and sleep).
-        assert_eq!(
-            unsafe { libc::kill(-(owner.id() as i32), libc::SIGKILL) },
-            0
-        );
+        let killed = unsafe { libc::kill(group, libc::SIGKILL) };
+        assert_eq!(killed, 0);
         owner.wait().unwrap();
         age(&lock_path, Duration::from_secs(10));
         assert_eq!(sweep(parent.path(), SWEEP_MIN_AGE), 0, "too young to tell");
