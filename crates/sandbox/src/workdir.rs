@@ -161,7 +161,10 @@ mod tests {
         fs::create_dir_all(dir.join("sub")).unwrap();
         fs::write(dir.join("sub/out.txt"), "x").unwrap();
         fs::write(&lock_path, "").unwrap();
+        // `-o`: only flock itself holds the lock, not the command it runs, so that the lock is
+        // free once flock is reaped.
         let mut owner = std::process::Command::new("flock")
+            .arg("-o")
             .arg(&lock_path)
             .args(["sleep", "60"])
             .process_group(0)
@@ -189,6 +192,16 @@ mod tests {
         let killed = unsafe { libc::kill(group, libc::SIGKILL) };
         assert_eq!(killed, 0);
         owner.wait().unwrap();
+        // flock may have forked its command and not yet closed the lock's descriptor there:
+        // the lock is free once that child has exited too.
+        let start = std::time::Instant::now();
+        while held() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the lock outlived its owner"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         age(&lock_path, Duration::from_secs(10));
         assert_eq!(sweep(parent.path(), SWEEP_MIN_AGE), 0, "too young to tell");
         assert!(dir.exists());
