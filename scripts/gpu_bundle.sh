@@ -4,13 +4,14 @@
 #
 #   scripts/gpu_bundle.sh [--out gpu-bundle.tar.xz] [--backends "vulkan wgpu"] [--no-build]
 #                         [--python python3] [--python-version 3.12]
-#                         [--wheels "trl datasets dill multiprocess"]
+#                         [--wheels "trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19"]
 #
 # 1. for each backend, `cargo build --release --features BACKEND` and a stripped copy of the
 #    binary as reasonlab-BACKEND (--no-build takes the stripped copies from an earlier run);
 # 2. `pip download --no-deps` of the --wheels packages as wheels for the GPU machine's
 #    --python-version (a CUDA image with torch and transformers often lacks TRL and the
-#    pure-Python half of its `datasets` dependency; --wheels "" fetches none);
+#    pure-Python half of its `datasets` dependency; the default versions are the ones the
+#    check has run with, beside transformers 5.17 to 5.25; --wheels "" fetches none);
 # 3. scripts/gpu_check.sh, and gpu_parity.py with the bench_torch.py it imports;
 # all under a folder reasonlab-gpu/ in the archive (xz: the stripped binaries are about 90 and
 # 105 MB, the archive a fifth of that). On the GPU machine, where `xz` may be missing:
@@ -25,7 +26,7 @@ BACKENDS="vulkan wgpu"
 BUILD=1
 PY=python3
 PY_VERSION=3.12
-WHEELS="trl datasets dill multiprocess"
+WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19"
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
@@ -34,12 +35,13 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --python-version) PY_VERSION=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+TARGET=${CARGO_TARGET_DIR:-target}
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac # cargo reads it from $ROOT
 BINARIES="$TARGET/gpu-bundle" # stripped copies, kept for --no-build
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT

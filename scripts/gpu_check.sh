@@ -97,18 +97,28 @@ step() { # name, seconds, command…
 echo "binary: $BIN ($("$BIN" --version 2>/dev/null))" | tee "$OUT/log.txt"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
   --format=csv,noheader | tee -a "$OUT/log.txt"
-if [ "$BACKEND" != flex ] && ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
-  echo "warning: no Vulkan loader (libvulkan.so.1) in the linker cache: --backend $BACKEND needs one (Debian/Ubuntu: libvulkan1)" \
-    | tee -a "$OUT/log.txt"
-fi
+case "$BACKEND" in
+  wgpu|vulkan)
+    # The linker cache read whole (grep -q would stop reading it early: SIGPIPE under pipefail).
+    libs=$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null)
+    case "$libs" in
+      *libvulkan.so.1*) ;;
+      *) echo "warning: no Vulkan loader (libvulkan.so.1) in the linker cache: --backend $BACKEND needs one (Debian/Ubuntu: libvulkan1)" \
+           | tee -a "$OUT/log.txt" ;;
+    esac ;;
+esac
 if [ -n "$WHEELS" ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$OUT/site-packages" "$WHEELS"/*.whl 2>&1 | tee -a "$OUT/log.txt"
+  if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$OUT/site-packages" "$WHEELS"/*.whl >>"$OUT/log.txt" 2>&1; then
+    echo "the wheels in $WHEELS did not install (see $OUT/log.txt)" >&2
+    exit 1
+  fi
   export PYTHONPATH="$OUT/site-packages${PYTHONPATH:+:$PYTHONPATH}"
   echo "wheels: $(cd "$WHEELS" && echo *.whl) in $OUT/site-packages" | tee -a "$OUT/log.txt"
 fi
-"$PY" -c 'import torch, transformers, trl; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__, "trl", trl.__version__)' \
-  2>&1 | tail -1 | tee -a "$OUT/log.txt"
+# The peers' packages: their versions, or why one does not import (the steps that need it fail).
+"$PY" -c 'import torch, transformers, datasets, trl; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__, "datasets", datasets.__version__, "trl", trl.__version__)' \
+  2>&1 | tee -a "$OUT/log.txt"
 
 # 1. parity
 CKPT="$OUT/ckpt-$SHAPE"

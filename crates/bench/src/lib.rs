@@ -697,7 +697,7 @@ fn spread(xs: &[f64]) -> (f64, f64, f64) {
 }
 
 /// Sampling: 16 prompts × 32 tokens, then `new_tokens` (the workload's 128) sampled at T = 1
-/// on the tiny Qwen2 workload, against HF transformers (`scripts/bench_torch.py`).
+/// on the target's shape, against HF transformers (`scripts/bench_torch.py`).
 pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (new_tokens, args) = (cfg.new_tokens, &cfg.args);
 
@@ -920,24 +920,27 @@ fn sft_workload(n: usize) -> Vec<reasonlab_train::sft::Encoded> {
         .collect()
 }
 
-/// One SFT epoch (completion-only loss, padded batches) on the tiny Qwen2 workload, against
-/// TRL's SFTTrainer (`scripts/bench_trl_sft.py`).
+/// One SFT epoch (completion-only loss, padded batches) on the target's shape (the tiny Qwen2
+/// by default), against TRL's SFTTrainer (`scripts/bench_trl_sft.py`).
 pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let assets = Assets::unpack()?;
     use reasonlab_train::sft::{SftSettings, SftTrainer};
     let examples = sft_workload(args.examples);
     let tokens: usize = examples.iter().map(|e| e.len()).sum();
-    let data =
-        std::env::temp_dir().join(format!("reasonlab-bench-sft-{}.jsonl", std::process::id()));
+    let (model, info) = args.target.model(Purpose::Training(args.training))?;
+    let model = model.with_mixed_precision(args.training.mixed_precision)?;
+    // The peer's copy of the workload, removed when it goes out of scope, however this ends.
+    let data = tempfile::Builder::new()
+        .prefix("reasonlab-bench-sft-")
+        .suffix(".jsonl")
+        .tempfile()?;
     {
-        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&data)?);
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(data.reopen()?);
         for e in &examples {
             let mask: Vec<u8> = e.loss.iter().map(|&l| u8::from(l)).collect();
             w.write(&json!({"input_ids": e.ids, "completion_mask": mask}))?;
         }
     }
-    let (model, info) = args.target.model(Purpose::Training(args.training))?;
-    let model = model.with_mixed_precision(args.training.mixed_precision)?;
     let settings = SftSettings {
         epochs: 1,
         batch_size: args.batch,
@@ -972,7 +975,7 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let mut script_args = vec![
         script.display().to_string(),
         "--data".into(),
-        data.display().to_string(),
+        data.path().display().to_string(),
         "--batch".into(),
         args.batch.to_string(),
     ];
@@ -983,7 +986,6 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
         args.peer.peer_python.as_deref(),
         &script_args,
     );
-    std::fs::remove_file(&data).ok();
     let metric = Metric::higher("tokens_per_s");
     report(out, ours, peer?, metric, &args.peer.json)
 }
@@ -1021,8 +1023,8 @@ fn rm_workload(objective: reasonlab_train::rm::Objective, n: usize) -> Vec<RmExa
         .collect()
 }
 
-/// One reward-model epoch on the tiny Qwen2 workload, against TRL's RewardTrainer (pairwise)
-/// or PRMTrainer's training loop (process) (`scripts/bench_trl_rm.py`).
+/// One reward-model epoch on the target's shape (the tiny Qwen2 by default), against TRL's
+/// RewardTrainer (pairwise) or PRMTrainer's training loop (process) (`scripts/bench_trl_rm.py`).
 pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
     use reasonlab_model::{RewardHead, RewardModel};
     use reasonlab_train::rm::{Objective, RmSettings, RmTrainer};
@@ -1046,10 +1048,17 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
             RmExample::Labelled { ids, .. } | RmExample::Steps { ids, .. } => ids.len(),
         })
         .sum();
-    let data =
-        std::env::temp_dir().join(format!("reasonlab-bench-rm-{}.jsonl", std::process::id()));
+    let (lm, info) = args.target.model(Purpose::Training(args.training))?;
+    let model = RewardModel::from_lm(lm, head, 0)?
+        .into_model()
+        .with_mixed_precision(args.training.mixed_precision)?;
+    // The peer's copy of the workload, removed when it goes out of scope, however this ends.
+    let data = tempfile::Builder::new()
+        .prefix("reasonlab-bench-rm-")
+        .suffix(".jsonl")
+        .tempfile()?;
     {
-        let mut w = reasonlab_core::jsonl::JsonlWriter::new(std::fs::File::create(&data)?);
+        let mut w = reasonlab_core::jsonl::JsonlWriter::new(data.reopen()?);
         for e in &examples {
             match e {
                 RmExample::Pair {
@@ -1066,12 +1075,6 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
             }
         }
     }
-    let (lm, info) = args.target.model(Purpose::Training(args.training))?;
-    let rm = RewardModel::from_lm(lm, head, 0)?;
-    let model = rm
-        .model()
-        .clone()
-        .with_mixed_precision(args.training.mixed_precision)?;
     let settings = RmSettings {
         objective: args.objective,
         epochs: 1,
@@ -1107,7 +1110,7 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let mut script_args = vec![
         script.display().to_string(),
         "--data".into(),
-        data.display().to_string(),
+        data.path().display().to_string(),
         "--objective".into(),
         name.into(),
         "--batch".into(),
@@ -1120,7 +1123,6 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
         args.peer.peer_python.as_deref(),
         &script_args,
     );
-    std::fs::remove_file(&data).ok();
     report(
         out,
         ours,

@@ -479,20 +479,38 @@ fn bench_train_step_takes_a_prompt_outside_the_loss() {
 }
 
 /// `bench sft` and `bench rm` train where `--backend`, `--shape`, `--mixed-precision` and
-/// `--activation-checkpointing` say, and their JSON says so.
+/// `--activation-checkpointing` say, their JSON says so, and the peer is given the same: a
+/// stand-in for its Python records the arguments it runs the TRL script with.
 #[test]
 fn bench_sft_and_rm_report_where_and_how_they_trained() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let argv = dir.path().join("argv.txt");
+    let peer = dir.path().join("python");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" > '{}'\necho '{{\"tokens_per_s\": 1.0}}'\n",
+        argv.display()
+    );
+    std::fs::write(&peer, script).unwrap();
+    std::fs::set_permissions(&peer, std::fs::Permissions::from_mode(0o755)).unwrap();
     for (bench, extra) in [("sft", vec![]), ("rm", vec!["--objective", "process"])] {
         let json = dir.path().join(format!("{bench}.json"));
         let out = bin()
             .args(["bench", bench, "--examples", "4", "--batch", "2"])
             .args(&extra)
-            .args(["--activation-checkpointing", "balanced", "--json"])
+            .args(["--activation-checkpointing", "balanced", "--peer-python"])
+            .arg(&peer)
+            .arg("--json")
             .arg(&json)
             .output()
             .unwrap();
         let ours = bench_json(&out, &json);
+        let args = std::fs::read_to_string(&argv).unwrap();
+        let flags = "--shape tiny --device cpu --precision f32 --gradient-checkpointing";
+        assert!(
+            args.contains(&format!("bench_trl_{bench}.py")) && args.contains(flags),
+            "bench {bench}'s peer ran with {args}"
+        );
         assert_eq!(ours["backend"], "flex", "{ours}");
         assert_eq!(ours["shape"], "tiny", "{ours}");
         assert_eq!(ours["mixed_precision"], "f32", "{ours}");

@@ -218,6 +218,12 @@ impl RewardModel {
         &self.model
     }
 
+    /// The backbone alone, holding no other reference to its weights (a trainer replaces them
+    /// step by step, and a reference kept elsewhere would keep the first ones alive).
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
     /// The backbone, to train it or attach LoRA ([`Model::add_lora`] keeps the head trainable).
     pub fn model_mut(&mut self) -> &mut Model {
         &mut self.model

@@ -31,19 +31,26 @@ pub(crate) struct WorkDir {
 }
 
 impl WorkDir {
-    /// A fresh directory in `parent`, its lock taken before the directory exists.
+    /// A fresh directory in `parent`, its lock taken before the directory exists. On a file
+    /// system without `flock` the directory goes unlocked: no sweep can take its lock there
+    /// either, so none removes it while in use.
     pub fn create(parent: &Path) -> io::Result<Self> {
+        let in_parent =
+            |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", parent.display()));
         let (lock, lock_path) = tempfile::Builder::new()
             .prefix(PREFIX)
             .suffix(LOCK_SUFFIX)
-            .tempfile_in(parent)?
-            .keep()
-            .map_err(|e| e.error)?;
+            .tempfile_in(parent)
+            .and_then(|f| f.keep().map_err(|e| e.error))
+            .map_err(in_parent)?;
         let cleanup = |e: io::Error| {
             let _ = fs::remove_file(&lock_path);
-            e
+            io::Error::new(e.kind(), format!("{}: {e}", lock_path.display()))
         };
-        try_lock(&lock).map_err(cleanup)?;
+        match try_lock(&lock) {
+            Err(e) if !no_flock_here(&e) => return Err(cleanup(e)),
+            _ => {}
+        }
         let path = dir_of(&lock_path);
         fs::create_dir(&path).map_err(cleanup)?;
         Ok(Self {
@@ -72,6 +79,14 @@ fn dir_of(lock_path: &Path) -> PathBuf {
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     lock_path.with_file_name(name.strip_suffix(LOCK_SUFFIX).unwrap_or(name))
+}
+
+/// Whether `e` says that the file system takes no `flock` (rather than that the lock is held).
+fn no_flock_here(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+    )
 }
 
 /// Take `file`'s exclusive lock without waiting.

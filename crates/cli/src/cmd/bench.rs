@@ -7,18 +7,22 @@ use reasonlab_bench as bench;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
-    /// 16 prompts × 32 tokens, then 128 new tokens sampled at T=1, on the tiny Qwen2 workload.
+    /// 16 prompts × 32 tokens, then 128 new tokens sampled at T=1, on the tiny Qwen2 (or
+    /// `--shape`), against transformers' `generate`.
     Generate(GenerateArgs),
-    /// Batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 workload.
+    /// Batch 8 × 256 causal-LM loss, backward and AdamW step on the tiny Qwen2 (or `--shape`),
+    /// against PyTorch.
     TrainStep(TrainStepArgs),
-    /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 workload,
-    /// against TRL's SFTTrainer.
+    /// One SFT epoch (completion-only loss, padded batches of 8) on the tiny Qwen2 (or
+    /// `--shape`), against TRL's SFTTrainer.
     Sft(SftArgs),
-    /// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the tiny Qwen2 workload, against
-    /// TRL's GRPOTrainer.
+    /// GRPO steps (8 prompts × 8 samples, ≤ 128 new tokens) on the tiny Qwen2 (or `--shape`),
+    /// against TRL's GRPOTrainer. Both sides use the tiny tokenizer: with `--shape
+    /// qwen2.5-0.5b` the ids sampled beyond its 512 decode to nothing, so the rewards are 0,
+    /// but the work of a step is the shape's.
     Grpo(GrpoArgs),
     /// One reward-model epoch (pairwise Bradley–Terry or per-step process loss, batches of 8) on
-    /// the tiny Qwen2 workload, against TRL's RewardTrainer or PRMTrainer's training loop.
+    /// the tiny Qwen2 (or `--shape`), against TRL's RewardTrainer or PRMTrainer's training loop.
     Rm(RmArgs),
     /// `reasonlab serve` on loopback under N concurrent requests: p50/p99 latency, tokens/s.
     Serve(ServeArgs),
@@ -75,8 +79,9 @@ impl PeerFlags {
     }
 }
 
+/// Where a model benchmark runs: our backend and the model's shape.
 #[derive(clap::Args, Clone)]
-pub struct PeerArgs {
+pub struct TargetArgs {
     /// Our tensor backend: flex (CPU), wgpu, vulkan or cuda. The peer runs on CUDA when this is
     /// a GPU backend.
     #[arg(long, default_value = "flex")]
@@ -85,6 +90,21 @@ pub struct PeerArgs {
     /// weights: the GPU workload).
     #[arg(long, default_value = "tiny")]
     shape: bench::Shape,
+}
+
+impl TargetArgs {
+    fn config(&self) -> bench::Target {
+        bench::Target {
+            backend: self.backend,
+            shape: self.shape,
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct PeerArgs {
+    #[command(flatten)]
+    target: TargetArgs,
     /// Timed repetitions (best is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
@@ -100,10 +120,7 @@ pub struct PeerArgs {
 impl PeerArgs {
     fn config(&self) -> bench::PeerConfig {
         bench::PeerConfig {
-            target: bench::Target {
-                backend: self.backend,
-                shape: self.shape,
-            },
+            target: self.target.config(),
             repeats: self.repeats,
             rounds: self.rounds,
             peer: self.peer.config(),
@@ -169,9 +186,7 @@ pub struct GrpoArgs {
     #[arg(long, default_value_t = 16)]
     micro_batch_size: usize,
     /// Time the step with rollouts on 1 and on N loopback `reasonlab serve` servers (full
-    /// weights pushed every step) against in-process sampling, instead of the peer. With
-    /// `--shape qwen2.5-0.5b`, the tiny tokenizer decodes none of the ids sampled beyond its
-    /// 512, on either side, so the rewards are 0 (the work of a step is the shape's).
+    /// weights pushed every step) against in-process sampling, instead of the peer.
     #[arg(long, default_value_t = 0)]
     rollout_endpoints: usize,
     #[command(flatten)]
@@ -184,14 +199,8 @@ pub struct GrpoArgs {
 /// CPU beside flex and on CUDA otherwise, with its precision and checkpointing set to match.
 #[derive(clap::Args, Clone)]
 pub struct TrainTargetArgs {
-    /// Our tensor backend: flex (CPU), wgpu, vulkan or cuda. The peer runs on CUDA when this is
-    /// a GPU backend.
-    #[arg(long, default_value = "flex")]
-    backend: reasonlab_model::BackendKind,
-    /// The model: tiny (the CPU workload) or qwen2.5-0.5b (Qwen2.5-0.5B's shapes, random
-    /// weights: the GPU workload).
-    #[arg(long, default_value = "tiny")]
-    shape: bench::Shape,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Recompute memory-bound activations in the backward pass; the peer sets
     /// `gradient_checkpointing` to match.
     #[arg(long, value_enum, default_value = "off")]
@@ -204,10 +213,7 @@ pub struct TrainTargetArgs {
 
 impl TrainTargetArgs {
     fn target(&self) -> bench::Target {
-        bench::Target {
-            backend: self.backend,
-            shape: self.shape,
-        }
+        self.target.config()
     }
 
     fn training(&self) -> reasonlab_model::Training {
