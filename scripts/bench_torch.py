@@ -95,6 +95,27 @@ def build_model(seed: int, shape: str = "tiny", device: str = "cpu"):
     return Qwen2ForCausalLM(cfg).to(torch.float32).to(device)
 
 
+def add_training_flags(ap) -> None:
+    """The flags the TRL peers of `reasonlab bench sft|rm|grpo` share: where and how to train."""
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--shape", choices=list(SHAPES), default="tiny")
+    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+
+
+def training_report(args) -> dict:
+    """What a TRL peer reports besides its numbers: those flags, the device, and the peak of
+    CUDA's reserved memory."""
+    cuda = args.device == "cuda"
+    return {
+        "shape": args.shape,
+        "precision": args.precision,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "cuda_reserved_mb": torch.cuda.max_memory_reserved() / 2**20 if cuda else None,
+    }
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

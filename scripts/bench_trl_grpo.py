@@ -33,15 +33,15 @@ from pathlib import Path
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_torch import add_training_flags, build_model, rss_mb, training_report
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--shape", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
-    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
-    ap.add_argument("--gradient-checkpointing", action="store_true")
+    add_training_flags(ap)
     args = ap.parse_args()
 
     import torch
@@ -52,8 +52,6 @@ def main() -> None:
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_torch import build_model, rss_mb
 
     rows = [json.loads(l) for l in open(args.prompts)]
     ds = datasets.Dataset.from_list(rows * (args.steps + 1))
@@ -128,16 +126,10 @@ def main() -> None:
                 "gen_tokens_per_step": mean_len * 64,
                 "peak_rss_mb": rss_mb(),
                 "beta": args.beta,
-                "shape": args.shape,
-                "precision": args.precision,
-                "gradient_checkpointing": args.gradient_checkpointing,
                 "trl": trl.__version__,
                 "torch": torch.__version__,
                 "threads": args.threads,
-                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-                "cuda_reserved_mb": torch.cuda.max_memory_reserved() / 2**20
-                if args.device == "cuda"
-                else None,
+                **training_report(args),
             }
         )
     )

@@ -37,16 +37,16 @@ from pathlib import Path
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_torch import add_training_flags, build_model, rss_mb, training_report
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--objective", choices=["pairwise", "process"], required=True)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--shape", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
-    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
-    ap.add_argument("--gradient-checkpointing", action="store_true")
+    add_training_flags(ap)
     args = ap.parse_args()
 
     import torch
@@ -63,8 +63,6 @@ def main() -> None:
         TrainingArguments,
     )
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_torch import build_model, rss_mb
 
     base_rss = rss_mb()
     rows = [json.loads(l) for l in open(args.data)]
@@ -130,13 +128,7 @@ def main() -> None:
                 "trl": trl.__version__,
                 "torch": torch.__version__,
                 "threads": args.threads,
-                "shape": args.shape,
-                "precision": args.precision,
-                "gradient_checkpointing": args.gradient_checkpointing,
-                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-                "cuda_reserved_mb": torch.cuda.max_memory_reserved() / 2**20
-                if args.device == "cuda"
-                else None,
+                **training_report(args),
             }
         )
     )
