@@ -193,7 +193,7 @@ if [ "$BACKEND" != flex ]; then
 fi
 
 echo "== summary ($OUT)"
-grep -H -E '^(speed-up|peak RSS|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null \
+grep -H -E '^(speed-up|peak RSS|device memory|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null \
   | sed "s|^$OUT/||"
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "FAILED: ${FAILED[*]} (see $OUT/log.txt)"

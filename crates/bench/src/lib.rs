@@ -606,6 +606,15 @@ fn report(
         if let (Some(a), Some(b)) = (ours["peak_rss_mb"].as_f64(), p["peak_rss_mb"].as_f64()) {
             writeln!(out, "peak RSS: {a:.0} MB vs {b:.0} MB ({:.2}x)", a / b)?;
         }
+        // On a GPU: what burn's memory pool reserved against the peak of CUDA's caching
+        // allocator.
+        let device = (
+            ours["device_reserved_mb"].as_f64(),
+            p["cuda_reserved_mb"].as_f64(),
+        );
+        if let (Some(a), Some(b)) = device {
+            writeln!(out, "device memory: {a:.0} MB vs {b:.0} MB ({:.2}x)", a / b)?;
+        }
     } else {
         writeln!(
             out,
@@ -1642,6 +1651,35 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         script
+    }
+
+    /// The report sets the two sides' memory side by side: host RSS always, and on a GPU what
+    /// burn's pool reserved against CUDA's peak; a side without the number prints no line.
+    #[test]
+    fn the_report_compares_device_memory_when_both_sides_have_it() {
+        let report_of = |ours: Value, peer: Value| {
+            let mut out = Vec::new();
+            report(&mut out, ours, Some(peer), Metric::higher("x"), &None).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let text = report_of(
+            json!({"x": 2.0, "peak_rss_mb": 300.0, "device_reserved_mb": 1500.0}),
+            json!({"x": 1.0, "peak_rss_mb": 1200.0, "cuda_reserved_mb": 2000.0}),
+        );
+        assert!(text.contains("speed-up (x): 2.00x"), "{text}");
+        assert!(
+            text.contains("peak RSS: 300 MB vs 1200 MB (0.25x)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("device memory: 1500 MB vs 2000 MB (0.75x)"),
+            "{text}"
+        );
+        let text = report_of(
+            json!({"x": 2.0, "device_reserved_mb": null}),
+            json!({"x": 1.0, "cuda_reserved_mb": null}),
+        );
+        assert!(!text.contains("device memory"), "{text}");
     }
 
     fn args(rounds: u32, peer_python: Option<PathBuf>, json: Option<PathBuf>) -> PeerConfig {
