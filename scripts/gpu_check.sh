@@ -6,7 +6,11 @@
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
 #                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu] [--wheels DIR]
+#                        [--only parity,generate,train-step,grpo,profile]
 #
+# --only runs the named parts below and no others (all five by default): a second run into the
+# same --out can take up parts a first one did not reach, and the summary covers both (the
+# fallback below needs the parity part: without it, --bin runs them all).
 # --wheels DIR installs the Python wheels in DIR (the peers' packages the machine lacks, such as
 # trl; scripts/gpu_bundle.sh packs them with the binaries) with pip --no-index --no-deps into
 # OUT/site-packages, which goes first on PYTHONPATH for every step (a path that names
@@ -54,6 +58,7 @@ SEQ=512
 FALLBACK_BIN=
 FALLBACK_BACKEND=wgpu
 WHEELS=
+ONLY=parity,generate,train-step,grpo,profile
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -66,11 +71,19 @@ while [ $# -gt 0 ]; do
     --fallback-bin) FALLBACK_BIN=$2; shift 2 ;;
     --fallback-backend) FALLBACK_BACKEND=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+for part in ${ONLY//,/ }; do
+  case "$part" in
+    parity|generate|train-step|grpo|profile) ;;
+    *) echo "unknown part $part in --only (parity, generate, train-step, grpo, profile)" >&2; exit 2 ;;
+  esac
+done
+wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 PEER_DEVICE_ASKED=${PEER_DEVICE:-}
 peer_device() { # the peers' device for backend $1: the CPU beside flex, else CUDA
   if [ -n "$PEER_DEVICE_ASKED" ]; then echo "$PEER_DEVICE_ASKED"
@@ -121,6 +134,7 @@ fi
   2>&1 | tee -a "$OUT/log.txt"
 
 # 1. parity
+if wanted parity; then
 CKPT="$OUT/ckpt-$SHAPE"
 [ -f "$CKPT/config.json" ] || step make-checkpoint 50 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
 IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
@@ -141,8 +155,10 @@ if [ -n "$FALLBACK_BIN" ] && { failed logprobs || failed parity; }; then
   step parity-$BACKEND 20 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" \
     --ours "$OUT/logprobs-$BACKEND.out" --ids "$IDS" --device "$PEER_DEVICE"
 fi
+fi
 
 # 2-4. speed against the peers on the same card
+if wanted generate; then
 step generate 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
   --peer-python "$PY" --json "$OUT/generate.json"
 if [ "$BACKEND" != flex ]; then
@@ -152,6 +168,8 @@ if [ "$BACKEND" != flex ]; then
     --dtype "$DTYPE" --temperature 0.6 --top-p 0.95 --repeats 1 --peer-python "$PY" \
     --json "$OUT/generate-$DTYPE-top-p.json"
 fi
+fi
+if wanted train-step; then
 step train-step 90 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
   --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
 if [ "$BACKEND" != flex ]; then
@@ -167,13 +185,16 @@ if [ "$BACKEND" != flex ]; then
     --activation-checkpointing balanced --repeats 1 --peer-json "$OUT/peer-train-step-$DTYPE.json" \
     --json "$OUT/train-step-$DTYPE-checkpointing.json"
 fi
+fi
+if wanted grpo; then
 GRPO_PRECISION=$DTYPE
 [ "$BACKEND" = flex ] && GRPO_PRECISION=f32 # flex trains in f32
 step grpo 100 "$BIN" bench grpo --backend "$BACKEND" --shape "$SHAPE" \
   --mixed-precision "$GRPO_PRECISION" --steps 1 --peer-python "$PY" --json "$OUT/grpo.json"
+fi
 
 # 5. where a decode step's time goes
-if [ "$BACKEND" != flex ]; then
+if wanted profile && [ "$BACKEND" != flex ]; then
   rm -f "$OUT/cubecl.log"
   step profile 30 env CUBECL_DEBUG_LOG="$OUT/cubecl.log" CUBECL_DEBUG_OPTION=profile \
     "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" --new-tokens 8 \
