@@ -32,11 +32,13 @@
 # 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, <= 128 new tokens, one timed step after
 #    a warm-up) on the shape, in the reduced --dtype with f32 master weights, against TRL on
 #    CUDA with fp16/bf16 to match and gradient checkpointing off on both sides;
-# 5. a profile (GPU backends): cubecl's time per kernel over `bench generate --new-tokens 8` in
-#    the reduced type, each kernel synchronised (so the total is not the speed), summed by
-#    kernel into OUT/profile.txt: where a decode step's time goes.
+# 5. a profile (GPU backends): the device's ceilings (`reasonlab bench device`: launch cost,
+#    memory bandwidth, scalar and cooperative-matrix compute), then cubecl's time per kernel
+#    over `bench generate --new-tokens 8` in the reduced type, each kernel synchronised (so the
+#    total is not the speed), summed by kernel into OUT/profile.txt: where a decode step's time
+#    goes.
 # Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
-# (together 9 min 45 s), so the check stays under ten (10 min 25 s when the fallback runs).
+# (together 9 min 55 s, 10 min 35 s when the fallback runs).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
@@ -73,7 +75,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -136,7 +138,7 @@ fi
 # 1. parity
 if wanted parity; then
 CKPT="$OUT/ckpt-$SHAPE"
-[ -f "$CKPT/config.json" ] || step make-checkpoint 50 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
+[ -f "$CKPT/config.json" ] || step make-checkpoint 40 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
 IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
 step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
 step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
@@ -170,7 +172,7 @@ if [ "$BACKEND" != flex ]; then
 fi
 fi
 if wanted train-step; then
-step train-step 90 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
+step train-step 80 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
   --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
 if [ "$BACKEND" != flex ]; then
   step train-step-$DTYPE 60 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
@@ -193,8 +195,9 @@ step grpo 100 "$BIN" bench grpo --backend "$BACKEND" --shape "$SHAPE" \
   --mixed-precision "$GRPO_PRECISION" --steps 1 --peer-python "$PY" --json "$OUT/grpo.json"
 fi
 
-# 5. where a decode step's time goes
+# 5. where a decode step's time goes, and the device's ceilings to hold the steps against
 if wanted profile && [ "$BACKEND" != flex ]; then
+  step device 30 "$BIN" bench device --backend "$BACKEND" --json "$OUT/device.json"
   rm -f "$OUT/cubecl.log"
   step profile 30 env CUBECL_DEBUG_LOG="$OUT/cubecl.log" CUBECL_DEBUG_OPTION=profile \
     "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" --new-tokens 8 \
@@ -214,7 +217,7 @@ if wanted profile && [ "$BACKEND" != flex ]; then
 fi
 
 echo "== summary ($OUT)"
-grep -H -E '^(speed-up|peak RSS|device memory|round|reasonlab|pytorch)|verdict' "$OUT"/*.out 2>/dev/null \
+grep -H -E '^(speed-up|peak RSS|device memory|round|reasonlab|pytorch|ceiling)|verdict' "$OUT"/*.out 2>/dev/null \
   | sed "s|^$OUT/||"
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "FAILED: ${FAILED[*]} (see $OUT/log.txt)"

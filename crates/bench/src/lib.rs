@@ -897,6 +897,44 @@ pub fn recall(
     Ok(())
 }
 
+/// The ceilings of the GPU behind `backend`, measured through burn's runtime
+/// ([`reasonlab_model::measure_ceilings`]): launch cost, memory bandwidth, scalar and
+/// cooperative-matrix compute. No peer: these are what the other benchmarks' GPU numbers are
+/// held against.
+pub fn device(
+    backend: BackendKind,
+    json_out: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<(), BenchError> {
+    if backend == BackendKind::Flex {
+        return Err(BenchError::Failed(
+            "bench device measures a GPU backend's device; the CPU's limits: \
+             `cargo run --release -p reasonlab-model --example machine_limits`"
+                .into(),
+        ));
+    }
+    let (device, info) = reasonlab_model::open_for(backend, Purpose::Inference(Precision::F32))?;
+    writeln!(out, "{info}")?;
+    if let Some(warning) = info.warning() {
+        tracing::warn!("{warning}");
+    }
+    let ceilings = reasonlab_model::measure_ceilings(&device);
+    for c in &ceilings {
+        writeln!(out, "ceiling {c}")?;
+    }
+    if let Some(path) = json_out {
+        let report = json!({
+            "backend": backend.name(),
+            "device": info.name,
+            "software": info.software,
+            "matmul": info.matmul,
+            "ceilings": ceilings,
+        });
+        std::fs::write(path, report.to_string())?;
+    }
+    Ok(())
+}
+
 /// The verifier on an answer suite (JSONL `{gold, pred, expected}`; `None`: the shipped suite),
 /// cases/s and accuracy.
 pub fn verify(suite: Option<&Path>, out: &mut dyn Write) -> Result<(), BenchError> {

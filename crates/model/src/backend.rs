@@ -313,6 +313,160 @@ fn cooperative_matrix_configs(device: &Device) -> usize {
     }
 }
 
+/// One ceiling of a GPU device, measured through burn's own runtime (cubecl's throughput
+/// probes): what a kernel launch costs, how fast memory moves, how fast the scalar and the
+/// cooperative-matrix units compute. A step's time against these says which one binds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ceiling {
+    /// What was measured: `launch`, `memory-copy`, `memory-read`, `scalar-f32`, `scalar-f16`,
+    /// or `cmma-A-ACC-MxNxK` for a cooperative-matrix configuration (input and accumulator
+    /// types, tile).
+    pub name: String,
+    /// The value, in `unit`; `None` where the device has none (`error` says why).
+    pub value: Option<f64>,
+    pub unit: CeilingUnit,
+    pub error: Option<String>,
+}
+
+/// The unit of a [`Ceiling`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CeilingUnit {
+    /// Microseconds per kernel launch.
+    MicrosecondsPerLaunch,
+    /// Bytes moved across the memory interface, 10⁹ per second (a copy counts both its reads
+    /// and its writes).
+    GigabytesPerSecond,
+    /// The probe's operations, 10¹² per second.
+    TeraOpsPerSecond,
+}
+
+impl CeilingUnit {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CeilingUnit::MicrosecondsPerLaunch => "µs per launch",
+            CeilingUnit::GigabytesPerSecond => "GB/s",
+            CeilingUnit::TeraOpsPerSecond => "Tops/s",
+        }
+    }
+}
+
+impl fmt::Display for Ceiling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.value, &self.error) {
+            (Some(v), _) => write!(f, "{}: {v:.3} {}", self.name, self.unit.symbol()),
+            (None, Some(e)) => write!(f, "{}: none ({e})", self.name),
+            (None, None) => write!(f, "{}: none", self.name),
+        }
+    }
+}
+
+/// The ceilings of the GPU behind `device` (empty on flex, whose limits
+/// `examples/machine_limits.rs` measures): launch cost, memory copy and read bandwidth, scalar
+/// f32 and f16 compute, and each cooperative-matrix configuration the device registers. Runs
+/// cubecl's probes, seconds each.
+pub fn measure_ceilings(device: &Device) -> Vec<Ceiling> {
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+    {
+        gpu_ceilings(device)
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
+    {
+        let _ = device;
+        Vec::new()
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+fn gpu_ceilings(device: &Device) -> Vec<Ceiling> {
+    use burn::backend::DispatchDevice;
+    use burn::tensor::{MemoryAccess, ThroughputKey, ThroughputMode};
+    use cubecl::ir::{ElemType, FloatKind};
+    use cubecl::throughput::{CmmaDims, ComputeCmmaConfig};
+    let f32 = ElemType::Float(FloatKind::F32);
+    let f16 = ElemType::Float(FloatKind::F16);
+    let type_name = |t: ElemType| format!("{t}");
+    let mut named = vec![
+        ("launch".to_string(), ThroughputMode::Launch),
+        (
+            "memory-copy".into(),
+            ThroughputMode::memory(MemoryAccess::Copy),
+        ),
+        (
+            "memory-read".into(),
+            ThroughputMode::memory(MemoryAccess::Read),
+        ),
+        (
+            "scalar-f32".into(),
+            ThroughputMode::ComputeDirect { dtype: f32 },
+        ),
+        (
+            "scalar-f16".into(),
+            ThroughputMode::ComputeDirect { dtype: f16 },
+        ),
+    ];
+    if let DispatchDevice::Cube(cube) = device.clone().inner().as_dispatch() {
+        for c in &cube.client().properties().features.matmul.cmma {
+            let name = format!(
+                "cmma-{}-{}-{}x{}x{}",
+                type_name(c.a_type),
+                type_name(c.cd_type),
+                c.m,
+                c.n,
+                c.k
+            );
+            let config = ComputeCmmaConfig {
+                accumulator_type: c.cd_type,
+                cmma_dims: CmmaDims {
+                    m: c.m as usize,
+                    n: c.n as usize,
+                    k: c.k as usize,
+                },
+            };
+            let mode = ThroughputMode::ComputeCmma {
+                dtype: c.a_type,
+                config,
+            };
+            named.push((name, mode));
+        }
+    }
+    let keys: Vec<ThroughputKey> = named
+        .iter()
+        .map(|(_, mode)| ThroughputKey { mode: *mode })
+        .collect();
+    let stats = device.performance_stats(&keys);
+    named
+        .into_iter()
+        .zip(stats)
+        .map(|((name, mode), stat)| {
+            let unit = match mode {
+                ThroughputMode::Launch => CeilingUnit::MicrosecondsPerLaunch,
+                ThroughputMode::Memory(_) => CeilingUnit::GigabytesPerSecond,
+                _ => CeilingUnit::TeraOpsPerSecond,
+            };
+            let (value, error) = match stat.value {
+                Ok(v) => {
+                    let value = match unit {
+                        CeilingUnit::MicrosecondsPerLaunch => {
+                            v.duration_per_op().as_secs_f64() * 1e6
+                        }
+                        CeilingUnit::GigabytesPerSecond => v.bytes_per_s(&stat.key) / 1e9,
+                        CeilingUnit::TeraOpsPerSecond => v.ops_per_s() / 1e12,
+                    };
+                    (value.is_finite().then_some(value), None)
+                }
+                Err(e) => (None, Some(e.to_string())),
+            };
+            Ceiling {
+                name,
+                value,
+                unit,
+                error,
+            }
+        })
+        .collect()
+}
+
 /// The device a run landed on, as it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceInfo {

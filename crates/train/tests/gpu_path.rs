@@ -90,6 +90,34 @@ fn the_device_says_what_its_matmuls_run_on() {
     }
 }
 
+/// The device's ceilings come from burn's runtime: a launch cost, memory bandwidth and scalar
+/// compute, each a positive number, and one entry per cooperative-matrix configuration the
+/// device registers (none through WGSL).
+#[test]
+fn the_device_measures_its_ceilings() {
+    let kind = backend();
+    let (device, info) = reasonlab_model::open(kind, false)
+        .unwrap_or_else(|e| no_device(&format!("{kind} device"), e));
+    let ceilings = reasonlab_model::measure_ceilings(&device);
+    for c in &ceilings {
+        eprintln!("{c}");
+    }
+    for name in ["launch", "memory-copy", "memory-read", "scalar-f32"] {
+        let c = ceilings.iter().find(|c| c.name == name).unwrap();
+        assert!(c.value.is_some_and(|v| v > 0.0), "{c}");
+    }
+    let cmma = ceilings
+        .iter()
+        .filter(|c| c.name.starts_with("cmma-"))
+        .count();
+    let expected = match info.matmul {
+        MatmulUnits::CooperativeMatrix(n) => n,
+        _ => 0,
+    };
+    assert_eq!(cmma, expected, "{info}");
+    assert!(reasonlab_model::measure_ceilings(&Device::flex()).is_empty());
+}
+
 #[test]
 fn log_probs_match_the_cpu_backend() {
     let cpu = Model::load(&fixture(), &Device::flex()).unwrap();

@@ -46,6 +46,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         threads: i32,
     },
+    /// The GPU's ceilings through burn's runtime: what a kernel launch costs, memory copy and
+    /// read bandwidth, scalar f32/f16 and cooperative-matrix (tensor-core) compute. No peer:
+    /// the other benchmarks' GPU numbers are held against these.
+    Device {
+        /// A GPU backend: wgpu, vulkan or cuda.
+        #[arg(long)]
+        backend: reasonlab_model::BackendKind,
+        /// Write the ceilings as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The verifier on an answer suite (JSONL `{gold, pred, expected}`), cases/s and accuracy.
     Verify {
         /// The suite (default: the shipped 654-case answer suite).
@@ -398,6 +409,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             threads,
         } => bench::recall(pool_gb, &dir, threads, out)?,
         BenchCommand::Verify { suite } => bench::verify(suite.as_deref(), out)?,
+        BenchCommand::Device { backend, json } => bench::device(backend, json.as_deref(), out)?,
     }
     Ok(())
 }
