@@ -607,6 +607,7 @@ fn every_model_command_takes_the_backend_flag() {
         vec!["bench", "generate", "--new-tokens", "1"],
         vec!["bench", "sft", "--examples", "2"],
         vec!["bench", "rm", "--examples", "2"],
+        vec!["bench", "device"],
     ];
     for args in &commands {
         let run = bin()
