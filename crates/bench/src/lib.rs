@@ -304,6 +304,7 @@ impl Target {
         json!({
             "backend": self.backend.name(),
             "device": info.name,
+            "api": info.api,
             "matmul": info.matmul,
             "shape": self.shape.name(),
             "device_reserved_mb": reserved,
@@ -926,6 +927,7 @@ pub fn device(
         let report = json!({
             "backend": backend.name(),
             "device": info.name,
+            "api": info.api,
             "software": info.software,
             "matmul": info.matmul,
             "ceilings": ceilings,

@@ -488,6 +488,57 @@ pub struct DeviceInfo {
     pub attention: crate::fused::GpuAttention,
     /// What burn's matmuls run on.
     pub matmul: MatmulUnits,
+    /// The graphics API under the wgpu and vulkan backends; `None` elsewhere.
+    pub api: Option<GraphicsApi>,
+}
+
+/// The graphics API a wgpu device runs on. On Linux the `wgpu` backend takes Vulkan where it
+/// reaches a GPU and falls back to OpenGL; the `vulkan` backend is pinned to Vulkan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GraphicsApi {
+    Vulkan,
+    Metal,
+    Dx12,
+    OpenGl,
+    WebGpu,
+}
+
+impl fmt::Display for GraphicsApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GraphicsApi::Vulkan => "Vulkan",
+            GraphicsApi::Metal => "Metal",
+            GraphicsApi::Dx12 => "DX12",
+            GraphicsApi::OpenGl => "OpenGL",
+            GraphicsApi::WebGpu => "WebGPU",
+        })
+    }
+}
+
+/// The graphics API the device of backend `kind` comes up on (what wgpu's adapter choice
+/// lands on for `wgpu`).
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+fn graphics_api(kind: BackendKind) -> Option<GraphicsApi> {
+    use cubecl_wgpu::{GraphicsApi as _, wgpu::Backend};
+    let backend = match kind {
+        BackendKind::Vulkan => return Some(GraphicsApi::Vulkan),
+        BackendKind::Wgpu => cubecl_wgpu::AutoGraphicsApi::backend(),
+        _ => return None,
+    };
+    match backend {
+        Backend::Vulkan => Some(GraphicsApi::Vulkan),
+        Backend::Metal => Some(GraphicsApi::Metal),
+        Backend::Dx12 => Some(GraphicsApi::Dx12),
+        Backend::Gl => Some(GraphicsApi::OpenGl),
+        Backend::BrowserWebGpu => Some(GraphicsApi::WebGpu),
+        _ => None,
+    }
+}
+
+#[cfg(all(feature = "cuda", not(any(feature = "wgpu", feature = "vulkan"))))]
+fn graphics_api(_kind: BackendKind) -> Option<GraphicsApi> {
+    None
 }
 
 /// What burn's matmuls run on. burn picks its matmul kernel through cubek's `Auto` strategy:
@@ -520,6 +571,7 @@ impl DeviceInfo {
                 kernels: crate::fused::GpuKernels::Fused,
                 attention: crate::fused::GpuAttention::Flash,
                 matmul: MatmulUnits::Cpu,
+                api: None,
             });
         }
         Self::of_gpu(kind, device)
@@ -555,6 +607,7 @@ impl DeviceInfo {
             kernels,
             attention,
             matmul,
+            api: graphics_api(kind),
         })
     }
 
@@ -575,6 +628,14 @@ impl DeviceInfo {
                  correct but slower than `--backend flex`; install the GPU's Vulkan driver or \
                  use flex",
                 self.backend, self.name
+            ));
+        }
+        if self.backend == BackendKind::Wgpu && self.api == Some(GraphicsApi::OpenGl) {
+            return Some(format!(
+                "backend wgpu runs on {} through OpenGL, not Vulkan: no Vulkan driver for it was \
+                 found (install the GPU's Vulkan driver, or point VK_DRIVER_FILES at its ICD \
+                 file); through OpenGL burn's matmuls get no tensor cores",
+                self.name
             ));
         }
         (self.matmul == MatmulUnits::Scalar).then(|| {
@@ -603,6 +664,9 @@ impl DeviceInfo {
 impl fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "device: {} ({})", self.backend, self.name)?;
+        if let Some(api) = self.api {
+            write!(f, ", {api}")?;
+        }
         if self.precision != Precision::F32 {
             write!(f, ", {}", self.precision)?;
         }
@@ -688,6 +752,7 @@ mod tests {
             kernels: GpuKernels::Composed,
             attention: GpuAttention::Flash,
             matmul: MatmulUnits::Scalar,
+            api: None,
         };
         assert!(
             info.to_string().contains("REASONLAB_GPU_KERNELS=composed"),
@@ -719,6 +784,7 @@ mod tests {
             kernels: crate::fused::GpuKernels::Fused,
             attention: crate::fused::GpuAttention::Flash,
             matmul: MatmulUnits::Scalar,
+            api: None,
         };
         let warning = info.warning().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));
@@ -739,6 +805,7 @@ mod tests {
             kernels: crate::fused::GpuKernels::Fused,
             attention: crate::fused::GpuAttention::Flash,
             matmul: MatmulUnits::CooperativeMatrix(6),
+            api: Some(GraphicsApi::Vulkan),
         };
         assert!(card.warning().is_none(), "{card}");
         assert!(
@@ -773,6 +840,41 @@ mod tests {
         );
         let json = serde_json::to_string(&card.matmul).unwrap();
         assert_eq!(json, r#"{"cooperative-matrix":6}"#);
+    }
+
+    #[test]
+    fn a_gpu_reached_through_opengl_is_warned_about() {
+        let gl = DeviceInfo {
+            backend: BackendKind::Wgpu,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            software: false,
+            precision: Precision::F32,
+            mixed_precision: Precision::F32,
+            kernels: crate::fused::GpuKernels::Fused,
+            attention: crate::fused::GpuAttention::Flash,
+            matmul: MatmulUnits::Scalar,
+            api: Some(GraphicsApi::OpenGl),
+        };
+        let warning = gl.warning().unwrap();
+        assert!(
+            warning.contains("through OpenGL") && warning.contains("VK_DRIVER_FILES"),
+            "{warning}"
+        );
+        assert!(
+            gl.to_string()
+                .starts_with("device: wgpu (NVIDIA H100 80GB HBM3), OpenGL,"),
+            "{gl}"
+        );
+        let vulkan = DeviceInfo {
+            api: Some(GraphicsApi::Vulkan),
+            ..gl
+        };
+        let warning = vulkan.warning().unwrap();
+        assert!(
+            !warning.contains("OpenGL") && warning.contains("scalar units"),
+            "{warning}"
+        );
+        assert_eq!(serde_json::to_string(&vulkan.api).unwrap(), r#""vulkan""#);
     }
 
     #[test]

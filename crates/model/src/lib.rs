@@ -29,9 +29,9 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub use backend::{
-    ActivationCheckpointing, BackendKind, Ceiling, CeilingUnit, DeviceInfo, MatmulUnits, Precision,
-    Purpose, Training, data_parallel_workers, device_for, measure_ceilings, open, open_for,
-    open_for_training, open_inference,
+    ActivationCheckpointing, BackendKind, Ceiling, CeilingUnit, DeviceInfo, GraphicsApi,
+    MatmulUnits, Precision, Purpose, Training, data_parallel_workers, device_for, measure_ceilings,
+    open, open_for, open_for_training, open_inference,
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;

@@ -59,6 +59,16 @@ fn the_device_says_what_its_matmuls_run_on() {
     let (_, info) = reasonlab_model::open(kind, false)
         .unwrap_or_else(|e| no_device(&format!("{kind} device"), e));
     eprintln!("{info}");
+    // wgpu and vulkan devices say which graphics API they came up on.
+    if matches!(
+        kind,
+        reasonlab_model::BackendKind::Wgpu | reasonlab_model::BackendKind::Vulkan
+    ) {
+        let api = info
+            .api
+            .unwrap_or_else(|| panic!("no graphics API: {info}"));
+        assert!(info.to_string().contains(&format!(", {api}")), "{info}");
+    }
     match info.matmul {
         MatmulUnits::Cpu => panic!("a GPU backend reported the CPU's matmuls: {info}"),
         // WGSL has no cooperative-matrix instructions, so a build without the SPIR-V
