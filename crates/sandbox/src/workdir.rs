@@ -11,7 +11,6 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -89,13 +88,10 @@ fn no_flock_here(e: &io::Error) -> bool {
     )
 }
 
-/// Take `file`'s exclusive lock without waiting.
+/// Take `file`'s exclusive lock without waiting (`flock` on Linux); a lock held elsewhere is
+/// an error of kind `WouldBlock`.
 fn try_lock(file: &File) -> io::Result<()> {
-    // SAFETY: flock on a descriptor this `File` owns and keeps open.
-    match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    file.try_lock().map_err(io::Error::from)
 }
 
 /// Remove the working directories in `parent` whose owner is gone: each whose lock file is at
@@ -144,6 +140,15 @@ mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
 
+    /// Poll `done` for up to 10 s, failing with `what` if it never holds.
+    fn wait_until(done: impl Fn() -> bool, what: &str) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A lock file's age, set back by `by`.
     fn age(path: &Path, by: Duration) {
         let f = File::options().write(true).open(path).unwrap();
@@ -190,14 +195,7 @@ mod tests {
                 .map(|f| try_lock(&f).is_err())
                 .unwrap()
         };
-        let start = std::time::Instant::now();
-        while !held() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "flock(1) never took the lock"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(held, "flock(1) never took the lock");
         age(&lock_path, Duration::from_secs(3600));
         assert_eq!(sweep(parent.path(), SWEEP_MIN_AGE), 0, "its owner lives");
         assert!(dir.join("sub/out.txt").exists());
@@ -209,14 +207,7 @@ mod tests {
         owner.wait().unwrap();
         // flock may have forked its command and not yet closed the lock's descriptor there:
         // the lock is free once that child has exited too.
-        let start = std::time::Instant::now();
-        while held() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the lock outlived its owner"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(|| !held(), "the lock outlived its owner");
         age(&lock_path, Duration::from_secs(10));
         assert_eq!(sweep(parent.path(), SWEEP_MIN_AGE), 0, "too young to tell");
         assert!(dir.exists());
