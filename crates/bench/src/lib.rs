@@ -283,17 +283,6 @@ impl Target {
         ]
     }
 
-    /// The peer training scripts' flags for this target and `training`: the shape and device,
-    /// then `--precision` and `--gradient-checkpointing` to match ours.
-    fn training_peer_flags(&self, training: &Training) -> Vec<String> {
-        let mut flags = self.peer_flags();
-        flags.extend(["--precision".into(), training.mixed_precision.name().into()]);
-        if training.checkpointing == ActivationCheckpointing::Balanced {
-            flags.push("--gradient-checkpointing".into());
-        }
-        flags
-    }
-
     /// What our side reports besides its numbers: backend, device, what its matmuls run on, and
     /// the device allocator's reserved bytes when it keeps count (GPU backends).
     fn describe(&self, info: &DeviceInfo, model: &Model) -> Value {
@@ -550,6 +539,32 @@ fn run_peer(
         .find(|l| l.trim_start().starts_with('{'))
         .context("no JSON line from peer")?;
     Ok(Some(serde_json::from_str(line)?))
+}
+
+/// Run the embedded TRL training peer `script` with `args`, then the flags that set its shape
+/// and device from `target` and its `--precision` and `--gradient-checkpointing` from
+/// `training`, as [`run_peer`] does (or read `peer`'s saved line).
+fn run_training_peer(
+    assets: &Assets,
+    peer: &PeerFlags,
+    script: &str,
+    args: Vec<String>,
+    target: &Target,
+    training: &Training,
+) -> Result<Option<Value>, BenchError> {
+    let mut argv = vec![assets.path(script).display().to_string()];
+    argv.extend(args);
+    argv.extend(target.peer_flags());
+    argv.extend(["--precision".into(), training.mixed_precision.name().into()]);
+    if training.checkpointing == ActivationCheckpointing::Balanced {
+        argv.push("--gradient-checkpointing".into());
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run_peer(
+        peer.peer_json.as_deref(),
+        peer.peer_python.as_deref(),
+        &argv,
+    )
 }
 
 /// Which way a benchmark's number improves.
@@ -1020,20 +1035,18 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "threads": threads(),
     });
     let ours = merged(ours, args.target.describe(&info, trainer.model()));
-    let script = assets.path("scripts/bench_trl_sft.py");
-    let mut script_args = vec![
-        script.display().to_string(),
-        "--data".into(),
-        data.path().display().to_string(),
-        "--batch".into(),
-        args.batch.to_string(),
-    ];
-    script_args.extend(args.target.training_peer_flags(&args.training));
-    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
-    let peer = run_peer(
-        args.peer.peer_json.as_deref(),
-        args.peer.peer_python.as_deref(),
-        &script_args,
+    let peer = run_training_peer(
+        &assets,
+        &args.peer,
+        "scripts/bench_trl_sft.py",
+        vec![
+            "--data".into(),
+            data.path().display().to_string(),
+            "--batch".into(),
+            args.batch.to_string(),
+        ],
+        &args.target,
+        &args.training,
     );
     let metric = Metric::higher("tokens_per_s");
     report(out, ours, peer?, metric, &args.peer.json)
@@ -1155,22 +1168,20 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
         "threads": threads(),
     });
     let ours = merged(ours, args.target.describe(&info, trainer.model()));
-    let script = assets.path("scripts/bench_trl_rm.py");
-    let mut script_args = vec![
-        script.display().to_string(),
-        "--data".into(),
-        data.path().display().to_string(),
-        "--objective".into(),
-        name.into(),
-        "--batch".into(),
-        args.batch.to_string(),
-    ];
-    script_args.extend(args.target.training_peer_flags(&args.training));
-    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
-    let peer = run_peer(
-        args.peer.peer_json.as_deref(),
-        args.peer.peer_python.as_deref(),
-        &script_args,
+    let peer = run_training_peer(
+        &assets,
+        &args.peer,
+        "scripts/bench_trl_rm.py",
+        vec![
+            "--data".into(),
+            data.path().display().to_string(),
+            "--objective".into(),
+            name.into(),
+            "--batch".into(),
+            args.batch.to_string(),
+        ],
+        &args.target,
+        &args.training,
     );
     report(
         out,
@@ -1516,26 +1527,20 @@ pub fn grpo(args: &GrpoBench, out: &mut dyn Write) -> Result<(), BenchError> {
             w.write(&json!({"prompt": t.prompt, "answer": r.answer}))?;
         }
     }
-    let beta = args.beta.to_string();
-    let steps = args.steps.to_string();
-    let mut script_args = vec![
-        assets
-            .path("scripts/bench_trl_grpo.py")
-            .display()
-            .to_string(),
-        "--prompts".into(),
-        prompts.display().to_string(),
-        "--beta".into(),
-        beta,
-        "--steps".into(),
-        steps,
-    ];
-    script_args.extend(target.training_peer_flags(&args.training));
-    let script_args: Vec<&str> = script_args.iter().map(String::as_str).collect();
-    let peer = run_peer(
-        args.peer.peer_json.as_deref(),
-        args.peer.peer_python.as_deref(),
-        &script_args,
+    let peer = run_training_peer(
+        &assets,
+        &args.peer,
+        "scripts/bench_trl_grpo.py",
+        vec![
+            "--prompts".into(),
+            prompts.display().to_string(),
+            "--beta".into(),
+            args.beta.to_string(),
+            "--steps".into(),
+            args.steps.to_string(),
+        ],
+        &target,
+        &args.training,
     );
     std::fs::remove_file(&prompts).ok();
     let mut peer = peer?;

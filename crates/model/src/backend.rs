@@ -300,16 +300,24 @@ pub(crate) fn check_mixed_precision(
     Ok(())
 }
 
-/// How many cooperative-matrix (matrix-multiply-accumulate) configurations the device behind
+/// The cooperative-matrix (matrix-multiply-accumulate) configurations the device behind
 /// `device` registers: the shapes and types burn's matmuls can run on tensor cores. Opens the
 /// device.
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
-fn cooperative_matrix_configs(device: &Device) -> usize {
+fn cooperative_matrix_configs(device: &Device) -> Vec<cubecl::features::MmaConfig> {
     use burn::backend::DispatchDevice;
     match device.clone().inner().as_dispatch() {
-        DispatchDevice::Cube(cube) => cube.client().properties().features.matmul.cmma.len(),
+        DispatchDevice::Cube(cube) => cube
+            .client()
+            .properties()
+            .features
+            .matmul
+            .cmma
+            .iter()
+            .copied()
+            .collect(),
         #[allow(unreachable_patterns)]
-        _ => 0,
+        _ => Vec::new(),
     }
 }
 
@@ -379,13 +387,11 @@ pub fn measure_ceilings(device: &Device) -> Vec<Ceiling> {
 
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
 fn gpu_ceilings(device: &Device) -> Vec<Ceiling> {
-    use burn::backend::DispatchDevice;
     use burn::tensor::{MemoryAccess, ThroughputKey, ThroughputMode};
     use cubecl::ir::{ElemType, FloatKind};
     use cubecl::throughput::{CmmaDims, ComputeCmmaConfig};
     let f32 = ElemType::Float(FloatKind::F32);
     let f16 = ElemType::Float(FloatKind::F16);
-    let type_name = |t: ElemType| format!("{t}");
     let mut named = vec![
         ("launch".to_string(), ThroughputMode::Launch),
         (
@@ -405,30 +411,21 @@ fn gpu_ceilings(device: &Device) -> Vec<Ceiling> {
             ThroughputMode::ComputeDirect { dtype: f16 },
         ),
     ];
-    if let DispatchDevice::Cube(cube) = device.clone().inner().as_dispatch() {
-        for c in &cube.client().properties().features.matmul.cmma {
-            let name = format!(
-                "cmma-{}-{}-{}x{}x{}",
-                type_name(c.a_type),
-                type_name(c.cd_type),
-                c.m,
-                c.n,
-                c.k
-            );
-            let config = ComputeCmmaConfig {
-                accumulator_type: c.cd_type,
-                cmma_dims: CmmaDims {
-                    m: c.m as usize,
-                    n: c.n as usize,
-                    k: c.k as usize,
-                },
-            };
-            let mode = ThroughputMode::ComputeCmma {
-                dtype: c.a_type,
-                config,
-            };
-            named.push((name, mode));
-        }
+    for c in cooperative_matrix_configs(device) {
+        let name = format!("cmma-{}-{}-{}x{}x{}", c.a_type, c.cd_type, c.m, c.n, c.k);
+        let config = ComputeCmmaConfig {
+            accumulator_type: c.cd_type,
+            cmma_dims: CmmaDims {
+                m: c.m as usize,
+                n: c.n as usize,
+                k: c.k as usize,
+            },
+        };
+        let mode = ThroughputMode::ComputeCmma {
+            dtype: c.a_type,
+            config,
+        };
+        named.push((name, mode));
     }
     let keys: Vec<ThroughputKey> = named
         .iter()
@@ -590,7 +587,7 @@ impl DeviceInfo {
             })?;
         let kernels = crate::fused::GpuKernels::from_env()?;
         let attention = crate::fused::GpuAttention::from_env()?;
-        let matmul = match cooperative_matrix_configs(device) {
+        let matmul = match cooperative_matrix_configs(device).len() {
             0 => MatmulUnits::Scalar,
             n => MatmulUnits::CooperativeMatrix(n),
         };
