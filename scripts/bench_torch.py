@@ -2,7 +2,7 @@
 """PyTorch side of the reasonlab speed benchmark (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
-        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
+        [--device cpu|cuda] [--card pci:ADDRESS|N] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
         [--prompt-tokens 0]
 
 Model (--shape tiny, the default): randomly initialised Qwen2ForCausalLM, f32 — vocab 512,
@@ -11,9 +11,9 @@ eps 1e-6, rope theta 10000, tied embeddings, default (sdpa) attention. --shape q
 Qwen2.5-0.5B's shapes (vocab 151936, hidden 896, 24 layers, 14 / 2 heads, intermediate 4864,
 q/k/v biases, rope theta 1e6, tied embeddings; 494M parameters), random weights.
 
-On --device cuda the timings synchronise the GPU, and the JSON line adds the peak GPU memory
-torch's allocator reserved (cuda_reserved_mb). --dtype bf16: generation runs the model in
-bf16 (--dtype f16: f16); the train step keeps f32 weights and AdamW state and runs the forward
+On --device cuda the timings synchronise the GPU (--card picks the card: reasonlab's own, by
+its PCI address), and the JSON line adds the peak GPU memory torch's allocator reserved
+(cuda_reserved_mb). --dtype bf16: generation runs the model in bf16 (--dtype f16: f16); the train step keeps f32 weights and AdamW state and runs the forward
 under autocast to that type (PyTorch's mixed precision).
 
 (i)  generation: 16 prompts x 32 random token ids (equal length, no padding), then 128 new
@@ -95,9 +95,59 @@ def build_model(seed: int, shape: str = "tiny", device: str = "cpu"):
     return Qwen2ForCausalLM(cfg).to(torch.float32).to(device)
 
 
+def pci_key(address: str) -> tuple[int, int, int, int] | None:
+    """(domain, bus, device, function) of a PCI address as Vulkan (`0000:1b:00.0`) or
+    nvidia-smi (`00000000:1B:00.0`) writes it."""
+    try:
+        domain, bus, rest = address.strip().split(":")
+        device, function = rest.split(".")
+        return int(domain, 16), int(bus, 16), int(device, 16), int(function, 16)
+    except ValueError:
+        return None
+
+
+class CardAction(argparse.Action):
+    """`--card pci:ADDRESS | N`: run on the card reasonlab's side runs on, by narrowing
+    CUDA_VISIBLE_DEVICES while parsing the flags, before CUDA starts. A PCI address (what a
+    Vulkan device reports) is looked up with nvidia-smi; a number is CUDA's device (within an
+    existing CUDA_VISIBLE_DEVICES). Where the card cannot be found the peer stays on CUDA's
+    default device and says so on stderr."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if value.startswith("pci:"):
+            want = pci_key(value[4:])
+            import subprocess
+
+            try:
+                rows = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=pci.bus_id,uuid", "--format=csv,noheader"],
+                    capture_output=True, text=True, timeout=30, check=True,
+                ).stdout.splitlines()
+            except (OSError, subprocess.SubprocessError) as e:
+                print(f"--card {value}: nvidia-smi failed ({e}); staying on CUDA's default device", file=sys.stderr)
+                return
+            uuids = [u.strip() for bus, u in (r.split(",", 1) for r in rows if "," in r) if pci_key(bus) == want]
+            if not uuids:
+                print(f"--card {value}: no NVIDIA GPU at that address; staying on CUDA's default device", file=sys.stderr)
+                return
+            os.environ["CUDA_VISIBLE_DEVICES"] = uuids[0]
+        else:
+            n = int(value)
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[n].strip() if visible else str(n)
+        print(f"--card {value}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", file=sys.stderr)
+
+
+def add_device_flags(ap) -> None:
+    """Where a peer runs: the CPU, or CUDA on the card `--card` names."""
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--card", action=CardAction, default=None, help="cuda: pci:ADDRESS or a CUDA device number")
+
+
 def add_training_flags(ap) -> None:
     """The flags the TRL peers of `reasonlab bench sft|rm|grpo` share: where and how to train."""
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    add_device_flags(ap)
     ap.add_argument("--shape", choices=list(SHAPES), default="tiny")
     ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
     ap.add_argument("--gradient-checkpointing", action="store_true")
@@ -203,7 +253,7 @@ def main() -> int:
     ap.add_argument("--only", choices=["generate", "train"], default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    add_device_flags(ap)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
     ap.add_argument("--temperature", type=float, default=1.0, help="generate: sampling temperature")

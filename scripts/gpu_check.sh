@@ -6,11 +6,12 @@
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
 #                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu] [--wheels DIR]
-#                        [--only parity,generate,train-step,grpo,profile]
+#                        [--only parity,generate,train-step,grpo,profile,attention]
 #
-# --only runs the named parts below and no others (all five by default): a second run into the
-# same --out can take up parts a first one did not reach, and the summary covers both (the
-# fallback below needs the parity part: without it, --bin runs them all).
+# --only runs the named parts below and no others (the first five by default; `attention` only
+# when named): a second run into the same --out can take up parts a first one did not reach, and
+# the summary covers both (the fallback below needs the parity part: without it, --bin runs them
+# all).
 # --wheels DIR installs the Python wheels in DIR (the peers' packages the machine lacks, such as
 # trl; scripts/gpu_bundle.sh packs them with the binaries) with pip --no-index --no-deps into
 # OUT/site-packages, which goes first on PYTHONPATH for every step (a path that names
@@ -36,7 +37,11 @@
 #    memory bandwidth, scalar and cooperative-matrix compute), then cubecl's time per kernel
 #    over `bench generate --new-tokens 8` in the reduced type, each kernel synchronised (so the
 #    total is not the speed), summed by kernel into OUT/profile.txt: where a decode step's time
-#    goes.
+#    goes;
+# 6. attention (only when named in --only; GPU backends): the mixed-precision train step again
+#    with REASONLAB_GPU_ATTENTION=matmul, attention's scores as matmuls (which burn runs on the
+#    tensor cores where it can) instead of flash attention on scalar units, against the peer's
+#    result of part 3 where there is one: which makes the faster step, and at what memory.
 # Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
 # (together 9 min 55 s, 10 min 35 s when the fallback runs).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
@@ -44,7 +49,9 @@
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
 # burn's composed ops instead of its fused GPU kernels: a second run with it measures what the
 # kernels change; with REASONLAB_GPU_ATTENTION=matmul, attention over more than one query
-# computes its scores as matmuls instead of flash attention (the rest stays fused).
+# computes its scores as matmuls instead of flash attention (the rest stays fused). On a
+# machine with several GPUs, REASONLAB_GPU=N picks reasonlab's card (`reasonlab devices` lists
+# them) and the benchmarks' peers run on the same one.
 set -uo pipefail
 
 BIN=target/release/reasonlab
@@ -75,14 +82,14 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 for part in ${ONLY//,/ }; do
   case "$part" in
-    parity|generate|train-step|grpo|profile) ;;
-    *) echo "unknown part $part in --only (parity, generate, train-step, grpo, profile)" >&2; exit 2 ;;
+    parity|generate|train-step|grpo|profile|attention) ;;
+    *) echo "unknown part $part in --only (parity, generate, train-step, grpo, profile, attention)" >&2; exit 2 ;;
   esac
 done
 wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
@@ -214,6 +221,16 @@ if wanted profile && [ "$BACKEND" != flex ]; then
     }' "$OUT/cubecl.log" 2>/dev/null | sort -rn | head -30 > "$OUT/profile.txt"
   echo "== profile: time per kernel, largest first ($OUT/profile.txt)"
   head -15 "$OUT/profile.txt"
+fi
+
+# 6. flash attention against attention's scores as matmuls, in the mixed-precision train step
+if wanted attention && [ "$BACKEND" != flex ]; then
+  PEER_ARGS=(--peer-python "$PY")
+  [ -s "$OUT/peer-train-step-$DTYPE.json" ] && PEER_ARGS=(--peer-json "$OUT/peer-train-step-$DTYPE.json")
+  step train-step-$DTYPE-matmul-attention 60 env REASONLAB_GPU_ATTENTION=matmul "$BIN" bench \
+    train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 --seq "$SEQ" \
+    --mixed-precision "$DTYPE" --repeats "$REPEATS" "${PEER_ARGS[@]}" \
+    --json "$OUT/train-step-$DTYPE-matmul-attention.json"
 fi
 
 echo "== summary ($OUT)"

@@ -262,25 +262,31 @@ impl Target {
     fn model(&self, purpose: Purpose) -> Result<(Model, DeviceInfo), BenchError> {
         let (device, info) = reasonlab_model::open_for(self.backend, purpose)?;
         eprintln!("{info}");
-        if let Some(warning) = info.warning() {
+        for warning in info.warnings() {
             tracing::warn!("{warning}");
         }
         Ok((Model::random(self.shape.config(), 0, &device), info))
     }
 
-    /// The peer scripts' flags for this target.
+    /// The peer scripts' flags for this target: the shape, the device, and the card we run on
+    /// where it can be named ([`reasonlab_model::gpus::cuda_card`]).
     fn peer_flags(&self) -> Vec<String> {
         let device = if self.backend == BackendKind::Flex {
             "cpu"
         } else {
             "cuda"
         };
-        vec![
+        let mut flags = vec![
             "--shape".into(),
             self.shape.name().into(),
             "--device".into(),
             device.into(),
-        ]
+        ];
+        // On a machine with several GPUs, the peer runs on our card.
+        if let Some(card) = reasonlab_model::gpus::cuda_card(self.backend) {
+            flags.extend(["--card".into(), card]);
+        }
+        flags
     }
 
     /// What our side reports besides its numbers: backend, device, what its matmuls run on, and
@@ -293,8 +299,11 @@ impl Target {
         json!({
             "backend": self.backend.name(),
             "device": info.name,
+            "pci_address": info.pci_address,
             "api": info.api,
             "matmul": info.matmul,
+            "kernels": info.kernels,
+            "attention": info.attention,
             "shape": self.shape.name(),
             "device_reserved_mb": reserved,
         })
@@ -931,7 +940,7 @@ pub fn device(
     }
     let (device, info) = reasonlab_model::open_for(backend, Purpose::Inference(Precision::F32))?;
     writeln!(out, "{info}")?;
-    if let Some(warning) = info.warning() {
+    for warning in info.warnings() {
         tracing::warn!("{warning}");
     }
     let ceilings = reasonlab_model::measure_ceilings(&device);
@@ -942,6 +951,7 @@ pub fn device(
         let report = json!({
             "backend": backend.name(),
             "device": info.name,
+            "pci_address": info.pci_address,
             "api": info.api,
             "software": info.software,
             "matmul": info.matmul,

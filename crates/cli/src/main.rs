@@ -36,6 +36,10 @@ struct Cli {
     /// Log filter (tracing syntax), e.g. `info` or `reasonlab=debug`. Also read from RUST_LOG.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// The GPU the GPU backends open, by its number in `reasonlab devices` (wgpu, vulkan) or
+    /// CUDA's (cuda); also read from REASONLAB_GPU. Default: the runtime's pick.
+    #[arg(long, global = true, value_name = "N")]
+    gpu: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,6 +92,8 @@ enum Command {
     /// Benchmarks that print our numbers beside the reference tool's.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// The GPUs a backend can open, numbered as `--gpu` takes them.
+    Devices(cmd::devices::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,6 +111,12 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(n) = cli.gpu
+        && let Err(e) = reasonlab_model::gpus::choose(reasonlab_model::gpus::GpuChoice::Index(n))
+    {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Experiment(args) => cmd::experiment::run(args),
@@ -125,6 +137,7 @@ fn main() -> std::process::ExitCode {
         Command::Classifier(c) => cmd::corpus::run_classifier(c),
         Command::Curate(c) => cmd::corpus::run_curate(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Devices(args) => cmd::devices::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -608,6 +608,7 @@ fn every_model_command_takes_the_backend_flag() {
         vec!["bench", "sft", "--examples", "2"],
         vec!["bench", "rm", "--examples", "2"],
         vec!["bench", "device"],
+        vec!["devices"],
     ];
     for args in &commands {
         let run = bin()

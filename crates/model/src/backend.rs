@@ -82,16 +82,17 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// The device for a backend; `autodiff` wraps it for training.
+/// The device for a backend; `autodiff` wraps it for training. A GPU backend opens the GPU
+/// chosen for the process ([`crate::gpus::chosen`]), else the runtime's default.
 pub fn device_for(kind: BackendKind, autodiff: bool) -> Result<Device, ModelError> {
     let device = match kind {
         BackendKind::Flex => Device::flex(),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Device::wgpu(Default::default()),
+        BackendKind::Wgpu => Device::wgpu(crate::gpus::wgpu_device_kind(kind)?),
         #[cfg(feature = "vulkan")]
-        BackendKind::Vulkan => Device::vulkan(Default::default()),
+        BackendKind::Vulkan => Device::vulkan(crate::gpus::wgpu_device_kind(kind)?),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Device::cuda(0),
+        BackendKind::Cuda => Device::cuda(crate::gpus::cuda_index()?),
         #[allow(unreachable_patterns)]
         other => {
             return Err(ModelError::Input(format!(
@@ -487,6 +488,14 @@ pub struct DeviceInfo {
     pub matmul: MatmulUnits,
     /// The graphics API under the wgpu and vulkan backends; `None` elsewhere.
     pub api: Option<GraphicsApi>,
+    /// The card's PCI address (`0000:1b:00.0`) where the runtime reports one; `None` on the
+    /// CPU and on a software adapter.
+    pub pci_address: Option<String>,
+    /// The GPU chosen for the process (`--gpu`, `REASONLAB_GPU`); `None`: the runtime's pick.
+    pub gpu: Option<usize>,
+    /// `CUDA_VISIBLE_DEVICES` where it is set but narrows nothing: a `wgpu` or `vulkan`
+    /// backend, more than one GPU on the machine, and none chosen.
+    pub unheeded_cuda_mask: Option<String>,
 }
 
 /// The graphics API a wgpu device runs on. On Linux the `wgpu` backend takes Vulkan where it
@@ -517,12 +526,19 @@ impl fmt::Display for GraphicsApi {
 /// lands on for `wgpu`).
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 fn graphics_api(kind: BackendKind) -> Option<GraphicsApi> {
-    use cubecl_wgpu::{GraphicsApi as _, wgpu::Backend};
-    let backend = match kind {
-        BackendKind::Vulkan => return Some(GraphicsApi::Vulkan),
-        BackendKind::Wgpu => cubecl_wgpu::AutoGraphicsApi::backend(),
-        _ => return None,
-    };
+    match kind {
+        BackendKind::Vulkan => Some(GraphicsApi::Vulkan),
+        BackendKind::Wgpu => {
+            api_of(<cubecl_wgpu::AutoGraphicsApi as cubecl_wgpu::GraphicsApi>::backend())
+        }
+        _ => None,
+    }
+}
+
+/// The API of one of wgpu's backends.
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+pub(crate) fn api_of(backend: cubecl_wgpu::wgpu::Backend) -> Option<GraphicsApi> {
+    use cubecl_wgpu::wgpu::Backend;
     match backend {
         Backend::Vulkan => Some(GraphicsApi::Vulkan),
         Backend::Metal => Some(GraphicsApi::Metal),
@@ -569,6 +585,9 @@ impl DeviceInfo {
                 attention: crate::fused::GpuAttention::Flash,
                 matmul: MatmulUnits::Cpu,
                 api: None,
+                pci_address: None,
+                gpu: None,
+                unheeded_cuda_mask: None,
             });
         }
         Self::of_gpu(kind, device)
@@ -591,9 +610,16 @@ impl DeviceInfo {
             0 => MatmulUnits::Scalar,
             n => MatmulUnits::CooperativeMatrix(n),
         };
-        let (name, software) = match identity {
-            Some(id) => (id.name, id.physical.is_none()),
-            None => ("unnamed device".into(), false),
+        let (name, software, pci_address) = match identity {
+            Some(id) => {
+                let pci = id.physical.as_ref().and_then(|p| p.pci_address);
+                (id.name, id.physical.is_none(), pci.map(|a| a.to_string()))
+            }
+            None => ("unnamed device".into(), false, None),
+        };
+        let gpu = match crate::gpus::chosen()? {
+            crate::gpus::GpuChoice::Index(n) => Some(n),
+            crate::gpus::GpuChoice::Default => None,
         };
         Ok(Self {
             backend: kind,
@@ -605,6 +631,9 @@ impl DeviceInfo {
             attention,
             matmul,
             api: graphics_api(kind),
+            pci_address,
+            gpu,
+            unheeded_cuda_mask: crate::gpus::unheeded_cuda_mask(kind),
         })
     }
 
@@ -616,9 +645,30 @@ impl DeviceInfo {
         )))
     }
 
-    /// A warning when a GPU backend runs on a software adapter, or on a GPU whose matmuls
-    /// cannot use its tensor cores.
-    pub fn warning(&self) -> Option<String> {
+    /// What a run on this device should be warned of: a GPU backend on a software adapter, or
+    /// on a GPU whose matmuls cannot use its tensor cores; `CUDA_VISIBLE_DEVICES` narrowing
+    /// nothing for it.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(mask) = &self.unheeded_cuda_mask {
+            warnings.push(format!(
+                "CUDA_VISIBLE_DEVICES={mask} does not reach backend {}: the graphics API lists \
+                 every GPU of the machine, and this run opened {}{}, its default; choose a GPU \
+                 with --gpu N or REASONLAB_GPU=N (`reasonlab devices --backend {}` lists them)",
+                self.backend,
+                self.name,
+                self.pci_address
+                    .as_ref()
+                    .map(|a| format!(" at PCI {a}"))
+                    .unwrap_or_default(),
+                self.backend
+            ));
+        }
+        warnings.extend(self.device_warning());
+        warnings
+    }
+
+    fn device_warning(&self) -> Option<String> {
         if self.software {
             return Some(format!(
                 "backend {} is running on a software adapter ({}), not a GPU: results are \
@@ -660,7 +710,15 @@ impl DeviceInfo {
 
 impl fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "device: {} ({})", self.backend, self.name)?;
+        write!(f, "device: {}", self.backend)?;
+        if let Some(gpu) = self.gpu {
+            write!(f, " GPU {gpu}")?;
+        }
+        write!(f, " ({}", self.name)?;
+        if let Some(pci) = &self.pci_address {
+            write!(f, ", PCI {pci}")?;
+        }
+        f.write_str(")")?;
         if let Some(api) = self.api {
             write!(f, ", {api}")?;
         }
@@ -726,7 +784,7 @@ mod tests {
         assert_eq!(info.backend, BackendKind::Flex);
         assert!(info.name.contains("threads"), "{info}");
         assert_eq!(info.matmul, MatmulUnits::Cpu);
-        assert!(info.warning().is_none());
+        assert!(info.warnings().is_empty());
         assert!(info.to_string().starts_with("device: flex"));
     }
 
@@ -750,6 +808,9 @@ mod tests {
             attention: GpuAttention::Flash,
             matmul: MatmulUnits::Scalar,
             api: None,
+            pci_address: None,
+            gpu: None,
+            unheeded_cuda_mask: None,
         };
         assert!(
             info.to_string().contains("REASONLAB_GPU_KERNELS=composed"),
@@ -782,8 +843,11 @@ mod tests {
             attention: crate::fused::GpuAttention::Flash,
             matmul: MatmulUnits::Scalar,
             api: None,
+            pci_address: None,
+            gpu: None,
+            unheeded_cuda_mask: None,
         };
-        let warning = info.warning().unwrap();
+        let warning = info.warnings().pop().unwrap();
         assert!(warning.contains("software adapter") && warning.contains("llvmpipe"));
         assert!(
             info.to_string().ends_with(", f16, software adapter"),
@@ -803,8 +867,11 @@ mod tests {
             attention: crate::fused::GpuAttention::Flash,
             matmul: MatmulUnits::CooperativeMatrix(6),
             api: Some(GraphicsApi::Vulkan),
+            pci_address: None,
+            gpu: None,
+            unheeded_cuda_mask: None,
         };
-        assert!(card.warning().is_none(), "{card}");
+        assert!(card.warnings().is_empty(), "{card}");
         assert!(
             card.to_string().ends_with(
                 ", mixed precision f16, matmuls on cooperative-matrix units (6 configurations)"
@@ -815,7 +882,7 @@ mod tests {
             matmul: MatmulUnits::Scalar,
             ..card.clone()
         };
-        let warning = scalar.warning().unwrap();
+        let warning = scalar.warnings().pop().unwrap();
         assert!(
             warning.contains("scalar units") && warning.contains("NVIDIA H200"),
             "{warning}"
@@ -829,7 +896,7 @@ mod tests {
             backend: BackendKind::Wgpu,
             ..scalar
         };
-        let warning = wgsl.warning().unwrap();
+        let warning = wgsl.warnings().pop().unwrap();
         assert_eq!(
             warning.contains("--features vulkan"),
             !BackendKind::Vulkan.compiled(),
@@ -837,6 +904,50 @@ mod tests {
         );
         let json = serde_json::to_string(&card.matmul).unwrap();
         assert_eq!(json, r#"{"cooperative-matrix":6}"#);
+    }
+
+    #[test]
+    fn the_line_names_the_chosen_gpu_and_an_unheeded_cuda_mask_is_warned_about() {
+        let card = DeviceInfo {
+            backend: BackendKind::Vulkan,
+            name: "NVIDIA H200".into(),
+            software: false,
+            precision: Precision::F32,
+            mixed_precision: Precision::F32,
+            kernels: crate::fused::GpuKernels::Fused,
+            attention: crate::fused::GpuAttention::Flash,
+            matmul: MatmulUnits::CooperativeMatrix(6),
+            api: Some(GraphicsApi::Vulkan),
+            pci_address: Some("0000:1b:00.0".into()),
+            gpu: Some(3),
+            unheeded_cuda_mask: None,
+        };
+        assert!(
+            card.to_string()
+                .starts_with("device: vulkan GPU 3 (NVIDIA H200, PCI 0000:1b:00.0), Vulkan,"),
+            "{card}"
+        );
+        assert!(card.warnings().is_empty());
+        let unpinned = DeviceInfo {
+            gpu: None,
+            unheeded_cuda_mask: Some("2".into()),
+            ..card
+        };
+        assert!(
+            unpinned
+                .to_string()
+                .starts_with("device: vulkan (NVIDIA H200, PCI 0000:1b:00.0),"),
+            "{unpinned}"
+        );
+        let warnings = unpinned.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("CUDA_VISIBLE_DEVICES=2")
+                && warnings[0].contains("at PCI 0000:1b:00.0")
+                && warnings[0].contains("--gpu N"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]
@@ -851,8 +962,11 @@ mod tests {
             attention: crate::fused::GpuAttention::Flash,
             matmul: MatmulUnits::Scalar,
             api: Some(GraphicsApi::OpenGl),
+            pci_address: None,
+            gpu: None,
+            unheeded_cuda_mask: None,
         };
-        let warning = gl.warning().unwrap();
+        let warning = gl.warnings().pop().unwrap();
         assert!(
             warning.contains("through OpenGL") && warning.contains("VK_DRIVER_FILES"),
             "{warning}"
@@ -866,7 +980,7 @@ mod tests {
             api: Some(GraphicsApi::Vulkan),
             ..gl
         };
-        let warning = vulkan.warning().unwrap();
+        let warning = vulkan.warnings().pop().unwrap();
         assert!(
             !warning.contains("OpenGL") && warning.contains("scalar units"),
             "{warning}"

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod gpus;
 pub mod kernels;
 pub mod lora;
 pub mod reward;

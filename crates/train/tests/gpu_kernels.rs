@@ -1269,3 +1269,42 @@ fn matmul_attention_runs_when_asked() {
         },
     );
 }
+
+/// `REASONLAB_GPU=N` opens the N-th adapter of the backend's list (`reasonlab devices`), the
+/// device line and the bench peers' card follow it, and a value that is no number is refused
+/// when a GPU device opens; checked in child processes, as above.
+#[test]
+fn the_chosen_gpu_opens() {
+    use reasonlab_model::gpus;
+    env_choice_test("the_chosen_gpu_opens", gpus::GPU_VAR, ["0", "O"], || {
+        let adapters = gpus::adapters(backend()).unwrap();
+        assert!(!adapters.is_empty(), "no adapter listed");
+        assert_eq!(
+            adapters.iter().filter(|a| a.default).count(),
+            1,
+            "{adapters:?}"
+        );
+        assert_eq!(gpus::chosen().unwrap(), gpus::GpuChoice::Index(0));
+        let (device, info) = reasonlab_model::open(backend(), false).unwrap();
+        assert_eq!(info.gpu, Some(0));
+        assert_eq!(info.name, adapters[0].name, "{info}");
+        assert_eq!(
+            info.software,
+            adapters[0].kind == gpus::AdapterKind::Software
+        );
+        assert!(info.to_string().contains(" GPU 0 ("), "{info}");
+        let card = adapters[0].pci_address.as_ref().map(|a| format!("pci:{a}"));
+        assert_eq!(gpus::cuda_card(backend()), card);
+        // The chosen device computes.
+        let x = tensor(values(14, 1, 1.0), [2, 7], DType::F32, &device);
+        let w = tensor(values(7, 2, 1.0), [7], DType::F32, &device);
+        assert!(
+            read(fused::rms_norm(x, w, 1e-6))
+                .iter()
+                .all(|v| v.is_finite())
+        );
+        // Once chosen, the process stays on it.
+        assert!(gpus::choose(gpus::GpuChoice::Index(0)).is_ok());
+        assert!(gpus::choose(gpus::GpuChoice::Index(1)).is_err());
+    });
+}

@@ -82,7 +82,7 @@ fn the_device_says_what_its_matmuls_run_on() {
         }
         MatmulUnits::Scalar => {
             // On a card, the warning says why; a software adapter has its own warning.
-            let warning = info.warning().unwrap();
+            let warning = info.warnings().pop().unwrap();
             assert_eq!(
                 info.software,
                 warning.contains("software adapter"),

@@ -18,7 +18,7 @@ pub fn open(backend: BackendKind, precision: Precision) -> anyhow::Result<Device
 /// matmuls cannot reach the card's tensor cores.
 pub fn report(info: &DeviceInfo) {
     eprintln!("{info}");
-    if let Some(warning) = info.warning() {
+    for warning in info.warnings() {
         tracing::warn!("{warning}");
     }
 }

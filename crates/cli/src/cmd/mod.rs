@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod demo;
+pub mod devices;
 pub mod distill;
 pub mod eval;
 pub mod experiment;

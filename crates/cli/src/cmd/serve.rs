@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = engine
         .device()
         .map(|d| {
-            if let Some(warning) = d.warning() {
+            for warning in d.warnings() {
                 tracing::warn!("{warning}");
             }
             d.to_string()

@@ -138,7 +138,7 @@ pub(crate) fn report_device(
     on_event: &mut dyn FnMut(Event<'_>),
 ) {
     on_event(Event::Note(info.to_string()));
-    if let Some(warning) = info.warning() {
+    for warning in info.warnings() {
         tracing::warn!("{warning}");
     }
 }
