@@ -153,6 +153,15 @@ def add_training_flags(ap) -> None:
     ap.add_argument("--gradient-checkpointing", action="store_true")
 
 
+def warm_up(make_trainer, config, steps: int) -> None:
+    """`steps` untimed optimiser steps through a trainer made like the timed one (the same model,
+    an optimiser of its own), as reasonlab's side takes them before its timed epoch."""
+    if steps > 0:
+        import dataclasses
+
+        make_trainer(dataclasses.replace(config, max_steps=steps)).train()
+
+
 def training_report(args) -> dict:
     """What a TRL peer reports besides its numbers: those flags, the device, and the peak of
     CUDA's reserved memory."""

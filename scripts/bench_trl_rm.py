@@ -2,8 +2,8 @@
 """TRL side of `reasonlab bench rm` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_rm.py --data WORKLOAD.jsonl --objective pairwise [--batch 8]
-        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--precision f32|f16|bf16]
-        [--gradient-checkpointing]
+        [--warmup-steps 0] [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b]
+        [--precision f32|f16|bf16] [--gradient-checkpointing]
 
 `reasonlab bench rm` writes WORKLOAD.jsonl, pre-tokenised:
 
@@ -21,7 +21,8 @@ evaluation, no checkpoints; the backbone is the tiny Qwen2 or Qwen2.5-0.5B's sha
 with mixed precision and gradient checkpointing set from --precision and
 --gradient-checkpointing to match our side (RewardConfig's defaults would turn on bf16 and
 gradient checkpointing). Throughput counts real (non-pad) tokens of the epoch over the wall
-seconds of `trainer.train()`.
+seconds of `trainer.train()`, after --warmup-steps N untimed steps through a trainer of its own
+on the same model (`reasonlab bench rm` passes its own count, 1 by default).
 
 Prints one JSON line: {"tokens_per_s": ..., "train_seconds": ..., "steps": ..., "peak_rss_mb":
 ..., "trl": ..., "torch": ...}
@@ -38,12 +39,15 @@ from pathlib import Path
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_torch import add_training_flags, build_model, rss_mb, training_report
+    from bench_torch import add_training_flags, build_model, rss_mb, training_report, warm_up
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--objective", choices=["pairwise", "process"], required=True)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument(
+        "--warmup-steps", type=int, default=0, help="untimed optimiser steps before the timed epoch"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     add_training_flags(ap)
@@ -100,19 +104,29 @@ def main() -> None:
             model = Qwen2ForSequenceClassification(cfg).to(torch.float32)
             model.model.load_state_dict(lm.model.state_dict())
             rc = trl.RewardConfig(output_dir=out, max_length=None, **common)
-            trainer = trl.RewardTrainer(model=model, args=rc, train_dataset=ds, processing_class=tok)
+
+            def make(config):
+                return trl.RewardTrainer(model=model, args=config, train_dataset=ds, processing_class=tok)
+
+            warm_up(make, rc, args.warmup_steps)
+            trainer = make(rc)
         else:
             tokens = sum(len(r["input_ids"]) for r in rows)
             cfg.num_labels = 2
             model = Qwen2ForTokenClassification(cfg).to(torch.float32)
             model.model.load_state_dict(lm.model.state_dict())
             ta = TrainingArguments(output_dir=out, remove_unused_columns=False, **common)
-            trainer = Trainer(
-                model=model,
-                args=ta,
-                train_dataset=ds,
-                data_collator=DataCollatorForTokenClassification(tok),
-            )
+
+            def make(config):
+                return Trainer(
+                    model=model,
+                    args=config,
+                    train_dataset=ds,
+                    data_collator=DataCollatorForTokenClassification(tok),
+                )
+
+            warm_up(make, ta, args.warmup_steps)
+            trainer = make(ta)
         t = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - t

@@ -2,8 +2,8 @@
 """TRL side of `reasonlab bench sft` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_sft.py --data WORKLOAD.jsonl [--batch 8] [--max-length 256]
-        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--precision f32|f16|bf16]
-        [--gradient-checkpointing]
+        [--warmup-steps 0] [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b]
+        [--precision f32|f16|bf16] [--gradient-checkpointing]
 
 `reasonlab bench sft` writes WORKLOAD.jsonl: pre-tokenised examples `{"input_ids": [...],
 "completion_mask": [0/1 ...]}`. This script trains the benchmark's tiny Qwen2 or Qwen2.5-0.5B's
@@ -13,6 +13,8 @@ grad-norm clip 1.0, batch 8, no evaluation, no checkpoints. Mixed precision and 
 checkpointing are set from --precision and --gradient-checkpointing to match our side
 (SFTConfig's defaults would turn on bf16 and gradient checkpointing). It reports target-independent throughput: real (non-pad)
 tokens of the epoch / wall seconds of `trainer.train()`, and the process's peak RSS.
+--warmup-steps N first trains N untimed steps through a trainer of its own on the same model
+(`reasonlab bench sft` passes its own count, 1 by default).
 
 Prints one JSON line: {"tokens_per_s": ..., "train_seconds": ..., "steps": ..., "peak_rss_mb": ...,
 "rss_after_imports_mb": ..., "trl": ..., "torch": ...}
@@ -30,11 +32,14 @@ from pathlib import Path
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_torch import add_training_flags, build_model, rss_mb, training_report
+    from bench_torch import add_training_flags, build_model, rss_mb, training_report, warm_up
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument(
+        "--warmup-steps", type=int, default=0, help="untimed optimiser steps before the timed epoch"
+    )
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -83,7 +88,11 @@ def main() -> None:
             seed=args.seed,
             disable_tqdm=True,
         )
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
+        def make(config):
+            return SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tok)
+
+        warm_up(make, cfg, args.warmup_steps)
+        trainer = make(cfg)
         t = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - t

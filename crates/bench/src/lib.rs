@@ -410,6 +410,8 @@ pub struct RmBench {
     pub examples: usize,
     /// Examples per optimiser step.
     pub batch: usize,
+    /// Untimed optimiser steps on both sides before the timed epoch.
+    pub warmup_steps: usize,
     /// Our backend and the backbone's shape (the peer's on the CPU beside flex, else on CUDA).
     pub target: Target,
     /// Activation checkpointing and mixed precision; the peer sets transformers'
@@ -436,6 +438,11 @@ pub struct SftBench {
     /// Examples in the epoch (lengths 96..256, prompts 16..64 tokens, seeded).
     pub examples: usize,
     pub batch: usize,
+    /// Untimed optimiser steps on both sides before the timed epoch: the first step of a run
+    /// pays for first-touch memory (its gradients, optimiser moments and activations; on a
+    /// virtual machine whose host backs guest memory lazily, seconds per GB), which a long run
+    /// pays once.
+    pub warmup_steps: usize,
     /// Our backend and the model's shape (the peer's on the CPU beside flex, else on CUDA).
     pub target: Target,
     /// Activation checkpointing and mixed precision; the peer sets SFTConfig's
@@ -1025,6 +1032,20 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
         },
         ..Default::default()
     };
+    // Warm-up steps on the same model (its own optimiser, dropped before the timed epoch), as
+    // the peer takes them.
+    let model = match args.warmup_steps {
+        0 => model,
+        n => {
+            let warm = SftSettings {
+                max_steps: n,
+                ..settings.clone()
+            };
+            let mut trainer = SftTrainer::new(warm, model, examples.clone(), Vec::new(), 0)?;
+            while trainer.step()?.is_some() {}
+            trainer.into_model()
+        }
+    };
     let started = Instant::now();
     let mut trainer = SftTrainer::new(settings, model, examples, Vec::new(), 0)?;
     let mut steps = 0;
@@ -1054,6 +1075,8 @@ pub fn sft(args: &SftBench, out: &mut dyn Write) -> Result<(), BenchError> {
             data.path().display().to_string(),
             "--batch".into(),
             args.batch.to_string(),
+            "--warmup-steps".into(),
+            args.warmup_steps.to_string(),
         ],
         &args.target,
         &args.training,
@@ -1158,6 +1181,18 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
         },
         ..Default::default()
     };
+    let model = match args.warmup_steps {
+        0 => model,
+        n => {
+            let warm = RmSettings {
+                max_steps: n,
+                ..settings.clone()
+            };
+            let mut trainer = RmTrainer::new(warm, head, model, examples.clone(), Vec::new(), 0)?;
+            while trainer.step()?.is_some() {}
+            trainer.into_model()
+        }
+    };
     let started = Instant::now();
     let mut trainer = RmTrainer::new(settings, head, model, examples, Vec::new(), 0)?;
     let (mut steps, mut loss) = (0, 0.0);
@@ -1189,6 +1224,8 @@ pub fn rm(args: &RmBench, out: &mut dyn Write) -> Result<(), BenchError> {
             name.into(),
             "--batch".into(),
             args.batch.to_string(),
+            "--warmup-steps".into(),
+            args.warmup_steps.to_string(),
         ],
         &args.target,
         &args.training,

@@ -479,8 +479,9 @@ fn bench_train_step_takes_a_prompt_outside_the_loss() {
 }
 
 /// `bench sft` and `bench rm` train where `--backend`, `--shape`, `--mixed-precision` and
-/// `--activation-checkpointing` say, their JSON says so, and the peer is given the same: a
-/// stand-in for its Python records the arguments it runs the TRL script with.
+/// `--activation-checkpointing` say, their JSON says so, and the peer is given the same, and
+/// the same warm-up step (which the timed epoch's steps do not count): a stand-in for its
+/// Python records the arguments it runs the TRL script with.
 #[test]
 fn bench_sft_and_rm_report_where_and_how_they_trained() {
     use std::os::unix::fs::PermissionsExt;
@@ -508,7 +509,9 @@ fn bench_sft_and_rm_report_where_and_how_they_trained() {
         let args = std::fs::read_to_string(&argv).unwrap();
         let flags = "--shape tiny --device cpu --precision f32 --gradient-checkpointing";
         assert!(
-            args.contains(&format!("bench_trl_{bench}.py")) && args.contains(flags),
+            args.contains(&format!("bench_trl_{bench}.py"))
+                && args.contains(flags)
+                && args.contains("--warmup-steps 1 "),
             "bench {bench}'s peer ran with {args}"
         );
         assert_eq!(ours["backend"], "flex", "{ours}");

@@ -259,6 +259,10 @@ pub struct SftArgs {
     examples: usize,
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Untimed optimiser steps on both sides before the timed epoch (first-touch memory,
+    /// allocator and kernel set-up stay out of the numbers).
+    #[arg(long, default_value_t = 1)]
+    warmup_steps: usize,
     #[command(flatten)]
     train: TrainTargetArgs,
     #[command(flatten)]
@@ -274,6 +278,9 @@ pub struct RmArgs {
     examples: usize,
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Untimed optimiser steps on both sides before the timed epoch.
+    #[arg(long, default_value_t = 1)]
+    warmup_steps: usize,
     #[command(flatten)]
     train: TrainTargetArgs,
     #[command(flatten)]
@@ -354,6 +361,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 },
                 examples: a.examples,
                 batch: a.batch,
+                warmup_steps: a.warmup_steps,
                 target: a.train.target(),
                 training: a.train.training(),
                 peer: a.peer.config(),
@@ -374,6 +382,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             &bench::SftBench {
                 examples: a.examples,
                 batch: a.batch,
+                warmup_steps: a.warmup_steps,
                 target: a.train.target(),
                 training: a.train.training(),
                 peer: a.peer.config(),
