@@ -251,6 +251,19 @@ impl Rope {
         crate::fused::rope(x, cos, sin, g.rotate.clone(), bias, layout)
     }
 
+    /// q's tables with its attention scale `scale` folded in, as (b·t, d) rows in `dtype`: on
+    /// the GPU backends, where the tables were made with that scale.
+    pub fn query_tables(
+        &self,
+        scale: f64,
+        dtype: burn::tensor::DType,
+    ) -> Option<(Tensor<2>, Tensor<2>)> {
+        let g = self.gpu.as_ref().filter(|g| g.scale == scale)?;
+        let [b, t, _, d] = g.cos_q.dims();
+        let rows = |x: &Tensor<4>| same_type(x.clone().reshape([b * t, d]), dtype);
+        Some((rows(&g.cos_q), rows(&g.sin_q)))
+    }
+
     /// k's tables in the projections' (b, t, 1, d) layout, in `dtype`: (cos, sin).
     pub fn key_tables(&self, dtype: burn::tensor::DType) -> (Tensor<4>, Tensor<4>) {
         // (b, 1, t, d) and (b, t, 1, d) hold the same values in the same order: a reshape.
@@ -448,7 +461,20 @@ impl Attention {
         // Scale q (b, h, t, d) rather than the scores (b, h, t, s): s/d times fewer elements,
         // and exact for the usual power-of-two head dims.
         let scale = 1.0 / (d as f64).sqrt();
-        let q = rope.apply_heads(q, Some(scale), q_bias); // (b, h, t, d)
+        // A decode step onto the cache on the GPU: q's RoPE and bias go into the attention
+        // kernel (`fused::decode_attention_with_rope`), q staying as the projection gives it,
+        // (b, 1, h, d), the same order as (b, h, 1, d).
+        let query_rope = match append && t == 1 {
+            true => rope.query_tables(scale, q.dtype()),
+            false => None,
+        };
+        let (q, query_rope) = match query_rope {
+            Some((cos, sin)) => {
+                let bias = q_bias.map(|b| same_type(b, q.dtype()));
+                (q, Some(crate::fused::QueryRope { cos, sin, bias }))
+            }
+            None => (rope.apply_heads(q, Some(scale), q_bias), None), // (b, h, t, d)
+        };
         let (k, v) = match cache {
             Some(Some(layer)) if append => {
                 let dtype = k.dtype();
@@ -483,7 +509,10 @@ impl Attention {
         let q = q.reshape([b, kv, n_rep * t, d]);
         // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernels.
         let bias = mask.map(|m| m.clone().reshape([b, t, s]));
-        let out = crate::fused::attention(q, k, v, t, bias); // (b, kv, n_rep*t, d)
+        let out = match query_rope {
+            Some(r) => crate::fused::decode_attention_with_rope(q, k, v, bias, r),
+            None => crate::fused::attention(q, k, v, t, bias),
+        }; // (b, kv, n_rep*t, d)
         let out = out
             .reshape([b, h, t, d])
             .swap_dims(1, 2)

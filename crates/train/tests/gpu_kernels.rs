@@ -652,6 +652,97 @@ fn fused_decode_attention_matches_the_composed_ops() {
     }
 }
 
+/// A decode step's attention with q's RoPE (and its projection's bias) applied inside the
+/// attention kernel gives, bit for bit, the RoPE kernel followed by the attention kernel (the
+/// two-kernel form the step ran before), and the composed ops' values within the decode
+/// attention's tolerance: head dims 8 and 64, with and without the bias and a mask. Past the
+/// decode kernel's head dims (320), the bias and rotation are composed before the attention.
+#[test]
+fn decode_attention_with_rope_matches_rope_then_attention() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        for (s, d) in [(7, 8), (70, 64), (5, 320)] {
+            let (b, kv, n_rep, cap) = (2, 2, 3, s + 5);
+            let fused_kernel = d <= fused::DECODE_MAX_HEAD_DIM;
+            let h = kv * n_rep;
+            let q = values(b * h * d, 41, 1.0);
+            let (k, v) = (
+                values(b * kv * cap * d, 42, 2.0),
+                values(b * kv * cap * d, 43, 2.0),
+            );
+            let q_bias = values(h * d, 44, 1.0);
+            // Tables as `Rope::tables` lays them out, times an attention scale.
+            let scale = 1.0 / (d as f32).sqrt();
+            let angles = values(b * d / 2, 45, 3.0);
+            let (mut cos, mut sin) = (vec![0f32; b * d], vec![0f32; b * d]);
+            for r in 0..b {
+                for i in 0..d / 2 {
+                    let a = angles[r * d / 2 + i];
+                    cos[r * d + i] = a.cos() * scale;
+                    cos[r * d + d / 2 + i] = a.cos() * scale;
+                    sin[r * d + i] = -a.sin() * scale;
+                    sin[r * d + d / 2 + i] = a.sin() * scale;
+                }
+            }
+            let rotate: Vec<i64> = (0..d).map(|j| ((j + d / 2) % d) as i64).collect();
+            let mut mask = vec![0f32; b * s];
+            mask[s] = -1e30; // batch row 1 left-padded by a key
+            for (biased, masked) in [(true, true), (false, false), (true, false)] {
+                let run = |path: u8| {
+                    let q = tensor(q.clone(), [b, 1, h, d], dtype, &device);
+                    let k = tensor(k.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
+                    let v = tensor(v.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
+                    let bias = biased.then(|| tensor(q_bias.clone(), [h * d], dtype, &device));
+                    let mask = masked.then(|| tensor(mask.clone(), [b, 1, s], dtype, &device));
+                    let table = |t: &Vec<f32>| tensor(t.clone(), [b, 1, 1, d], dtype, &device);
+                    let y = match path {
+                        // q's RoPE inside the attention kernel.
+                        0 => {
+                            assert_eq!(fused::fuses_decode_attention(&q, &k), fused_kernel);
+                            let rope = fused::QueryRope {
+                                cos: table(&cos).reshape([b, d]),
+                                sin: table(&sin).reshape([b, d]),
+                                bias,
+                            };
+                            let q = q.reshape([b, kv, n_rep, d]);
+                            fused::decode_attention_with_rope(q, k, v, mask, rope)
+                        }
+                        // The RoPE kernel, then the attention kernel.
+                        1 => {
+                            let rotate = Tensor::<1, Int>::from_data(
+                                TensorData::new(rotate.clone(), [d]),
+                                &device,
+                            );
+                            let q =
+                                fused::rope(q, table(&cos), table(&sin), rotate, bias, HeadsFirst);
+                            fused::attention(q.reshape([b, kv, n_rep, d]), k, v, 1, mask)
+                        }
+                        // The composed ops.
+                        _ => {
+                            let rotate = Tensor::<1, Int>::from_data(
+                                TensorData::new(rotate.clone(), [d]),
+                                &device,
+                            );
+                            let q = composed::rope(q, table(&cos), table(&sin), rotate, bias);
+                            composed::attention(q.reshape([b, kv, n_rep, d]), k, v, mask)
+                        }
+                    };
+                    assert_eq!(y.dims(), [b, kv, n_rep, d]);
+                    read(y)
+                };
+                let what = format!(
+                    "decode attention with RoPE {dtype:?} s = {s}, d = {d}, bias {biased}, masked {masked}"
+                );
+                let inside = run(0);
+                if fused_kernel {
+                    assert_eq!(inside, run(1), "{what}: not the two-kernel values");
+                }
+                close(&what, &inside, &run(2), 2.0 * tol);
+            }
+        }
+    }
+}
+
 /// A (b, t, s) causal mask of `t` new queries over `s` keys (the last `t` of them new), batch
 /// row `i` left-padded by `pad[i]` keys: its first query rows see no key at all.
 fn causal_mask(b: usize, t: usize, s: usize, pad: &[usize]) -> Vec<f32> {

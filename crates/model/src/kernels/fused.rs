@@ -1340,6 +1340,52 @@ pub fn fuses_decode_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
         && devices.iter().all(|d| !d.is_autodiff())
 }
 
+/// q's RoPE for a decode step's attention kernel ([`decode_attention_with_rope`]): the tables
+/// (b, d) in the activations' type with the attention scale folded in, as
+/// [`crate::decoder::Rope::query_tables`] gives them, and the q projection's bias (h·d) where
+/// the projection left it out.
+pub struct QueryRope {
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+/// A decode step's attention ([`attention`] with `t` = 1) whose query rows are rotated inside
+/// the attention kernel: `q` (b, kv, n_rep, d) as the q projection gives it (unbiased where
+/// `rope.bias` is set), `k`, `v` (b, kv, s, d), `bias` (b, 1, s) additive when some key is
+/// masked. One kernel where [`fuses_decode_attention`], with the values of [`rope`] followed
+/// by [`attention`] bit for bit; elsewhere the bias, the rotation and [`attention`] composed.
+pub fn decode_attention_with_rope(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<3>>,
+    rope: QueryRope,
+) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_decode_attention(&q, &k) {
+        let [b, _, s, _] = k.dims();
+        return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])), Some(rope));
+    }
+    let [b, kv, n, d] = q.dims();
+    let q = match rope.bias {
+        Some(bias) => (q.reshape([b, kv * n * d]) + bias.unsqueeze::<2>()).reshape([b, kv, n, d]),
+        None => q,
+    };
+    let swapped = Tensor::cat(
+        vec![
+            q.clone().narrow(3, d / 2, d / 2),
+            q.clone().narrow(3, 0, d / 2),
+        ],
+        3,
+    );
+    let (cos, sin) = (
+        rope.cos.reshape([b, 1, 1, d]),
+        rope.sin.reshape([b, 1, 1, d]),
+    );
+    attention(q * cos + swapped * sin, k, v, 1, bias)
+}
+
 /// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for logits
 /// on `device`: a GPU backend with [`GpuKernels::Fused`].
 pub fn fuses_token_logprobs(device: &Device) -> bool {
@@ -1543,7 +1589,7 @@ pub fn attention(
     #[cfg(feature = "gpu-kernels")]
     if t == 1 && fuses_decode_attention(&q, &k) {
         let [b, _, s, _] = k.dims();
-        return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])));
+        return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])), None);
     }
     #[cfg(feature = "gpu-kernels")]
     if fuses_flash_attention(&q, &k) {

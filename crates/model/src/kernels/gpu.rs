@@ -257,16 +257,25 @@ fn rows_spec(
 pub trait GpuDecode: Backend {
     /// Attention of one new query per row over the cached keys, flash-decoding style (the
     /// scores never leave the cube): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type. `q`:
-    /// (b, kv, n_rep, d) with the scale applied, the `n_rep` query heads of each kv head;
-    /// `k`, `v`: (b, kv, s, d), any strides (views of the cache's buffers); `bias`: (b, s)
-    /// additive, read only when `masked`; `d` ≤ [`super::fused::DECODE_MAX_HEAD_DIM`].
+    /// (b, kv, n_rep, d), the `n_rep` query heads of each kv head: with the scale applied, or,
+    /// when `rotate`, as the projection gives it, RoPE applied on loading as the RoPE kernel
+    /// does (`cos`, `sin`: (b, d) in `q`'s type with the scale folded in; `q_bias`: (kv·n_rep·d),
+    /// added first, when `biased`); `k`, `v`: (b, kv, s, d), any strides (views of the cache's
+    /// buffers); `bias`: (b, s) additive, read only when `masked`; `d` ≤
+    /// [`super::fused::DECODE_MAX_HEAD_DIM`]. Tensors a flag leaves unread may be any.
+    #[allow(clippy::too_many_arguments)]
     #[fusion(dtype = q, shape = q)]
     fn decode_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        q_bias: FloatTensor<Self>,
         masked: bool,
+        rotate: bool,
+        biased: bool,
     ) -> FloatTensor<Self>;
     /// `logits` (rows, vocab) with every entry that a filtered draw at temperature
     /// `1 / inv_temperature` leaves out set to −3e38, in `logits`' type: outside the `top_k`
@@ -909,10 +918,23 @@ impl GpuDecode for CubeBackend {
         k: CubeTensor,
         v: CubeTensor,
         bias: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        q_bias: CubeTensor,
         masked: bool,
+        rotate: bool,
+        biased: bool,
     ) -> CubeTensor {
         let q = into_contiguous(q);
         let bias = mask_contiguous(bias, masked);
+        let (cos, sin) = match rotate {
+            true => (into_contiguous(cos), into_contiguous(sin)),
+            false => (q.clone(), q.clone()),
+        };
+        let q_bias = match biased {
+            true => into_contiguous(q_bias),
+            false => q.clone(),
+        };
         let [b, kv, n_rep, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let out = like(&q);
@@ -926,6 +948,9 @@ impl GpuDecode for CubeBackend {
             k.clone().into_tensor_arg(),
             v.into_tensor_arg(),
             bias.clone().into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            q_bias.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             rows,
             kv,
@@ -934,6 +959,8 @@ impl GpuDecode for CubeBackend {
             d,
             units,
             masked,
+            rotate,
+            biased,
             [
                 dtype_to_storage_type(q.dtype),
                 dtype_to_storage_type(bias.dtype),
@@ -2037,7 +2064,9 @@ mod cube {
     /// One cube per query row (b·kv·n_rep rows of `q`, one unit per head dimension): the keys
     /// go by tiles of `units`, each unit scoring one key; an online softmax (running maximum
     /// `m` and normaliser `l`, earlier sums rescaled by `exp(m_old − m_new)`) folds each tile's
-    /// weights into the unit's output dimension.
+    /// weights into the unit's output dimension. With `rotate`, the query row is rotated on
+    /// loading as [`rope_kernel`] rotates it (its bias added in `q`'s type when `biased`, the
+    /// result rounded to `q`'s type), so the step needs no RoPE kernel of its own for q.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn decode_attention_kernel<F: Float, G: Float>(
@@ -2045,6 +2074,9 @@ mod cube {
         k: &Tensor<F>,
         v: &Tensor<F>,
         bias: &Tensor<G>,
+        cos: &Tensor<F>,
+        sin: &Tensor<F>,
+        q_bias: &Tensor<F>,
         out: &mut Tensor<F>,
         rows: usize,
         kv: usize,
@@ -2053,6 +2085,8 @@ mod cube {
         d: usize,
         #[comptime] units: usize,
         #[comptime] masked: bool,
+        #[comptime] rotate: bool,
+        #[comptime] biased: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let row = CUBE_POS;
@@ -2068,7 +2102,22 @@ mod cube {
         let mut query = Shared::new_slice(units);
         let mut weights = Shared::new_slice(units);
         if unit < d {
-            query[unit] = f32::cast_from(q[row * d + unit]);
+            if rotate {
+                let p = (unit + d / 2) % d;
+                let mut xj = q[row * d + unit];
+                let mut xp = q[row * d + p];
+                if biased {
+                    // The projection's bias, added in `q`'s type as the projection would.
+                    let at = (row % (kv * n_rep)) * d;
+                    xj += q_bias[at + unit];
+                    xp += q_bias[at + p];
+                }
+                let y = f32::cast_from(xj) * f32::cast_from(cos[batch * d + unit])
+                    + f32::cast_from(xp) * f32::cast_from(sin[batch * d + unit]);
+                query[unit] = f32::cast_from(F::cast_from(y));
+            } else {
+                query[unit] = f32::cast_from(q[row * d + unit]);
+            }
         }
         sync_cube();
         let mut m = f32::new(-3.0e38);
@@ -3271,20 +3320,42 @@ fn bias_argument<const D: usize>(
 }
 
 /// [`GpuDecode::decode_attention`] on high-level tensors: `q` (b, kv, n_rep, d), `k`, `v`
-/// (b, kv, s, d), `bias` (b, s) when some key is masked.
+/// (b, kv, s, d), `bias` (b, s) when some key is masked; `rope`: q's RoPE to apply on loading
+/// (then `q` is as the projection gives it).
 pub fn decode_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     bias: Option<Tensor<2>>,
+    rope: Option<super::fused::QueryRope>,
 ) -> Tensor<4> {
     let (bias, masked) = bias_argument(&q, bias);
+    let stand_in = || q.clone().into_dispatch();
+    let (cos, sin, q_bias, rotate, biased) = match rope {
+        Some(r) => {
+            let biased = r.bias.is_some();
+            let q_bias = r.bias.map(Tensor::into_dispatch).unwrap_or_else(stand_in);
+            (
+                r.cos.into_dispatch(),
+                r.sin.into_dispatch(),
+                q_bias,
+                true,
+                biased,
+            )
+        }
+        None => (stand_in(), stand_in(), stand_in(), false, false),
+    };
     Tensor::from_dispatch(<Dispatch as GpuDecode>::decode_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         bias,
+        cos,
+        sin,
+        q_bias,
         masked,
+        rotate,
+        biased,
     ))
 }
 
