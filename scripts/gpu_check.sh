@@ -6,12 +6,12 @@
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
 #                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu] [--wheels DIR]
-#                        [--only parity,generate,train-step,grpo,profile,attention]
+#                        [--only parity,generate,train-step,grpo,profile,f32]
 #
-# --only runs the named parts below and no others (the first five by default; `attention` only
-# when named): a second run into the same --out can take up parts a first one did not reach, and
-# the summary covers both (the fallback below needs the parity part: without it, --bin runs them
-# all).
+# --only runs the named parts below and no others (the first five by default; `f32` only when
+# named): a second run into the same --out can take up parts a first one did not reach, and the
+# summary covers both (the fallback below needs the parity part: without it, --bin runs them
+# all). The default spends the GPU's minutes on what the goals compare: reduced precision.
 # --wheels DIR installs the Python wheels in DIR (the peers' packages the machine lacks, such as
 # trl; scripts/gpu_bundle.sh packs them with the binaries) with pip --no-index --no-deps into
 # OUT/site-packages, which goes first on PYTHONPATH for every step (a path that names
@@ -23,13 +23,14 @@
 #    check (at most 40 s more): a `vulkan` build, whose matmuls can use tensor cores, first,
 #    and a `wgpu` build behind it;
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
-#    transformers' `generate` on CUDA, in f32 and in the reduced --dtype (f16 by default: wgpu
-#    has no bf16; pass --dtype bf16 for a backend that has it), both sides in the same type;
-#    then in the reduced type with DeepSeek-R1's evaluation draw (T = 0.6, top-p 0.95);
-# 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` against PyTorch eager, in f32
-#    and with --mixed-precision DTYPE against PyTorch under autocast to the same type, then
-#    that one again with --activation-checkpointing balanced (ours only, against the same
-#    peer result);
+#    transformers' `generate` on CUDA in the reduced --dtype (f16 by default: wgpu has no bf16;
+#    pass --dtype bf16 for a backend that has it), both sides in the same type; then with
+#    DeepSeek-R1's evaluation draw (T = 0.6, top-p 0.95);
+# 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` with --mixed-precision DTYPE
+#    against PyTorch eager under autocast to the same type, then ours alone against the same
+#    peer result twice more: with --activation-checkpointing balanced, and with
+#    REASONLAB_GPU_ATTENTION=matmul (attention's scores as matmuls, which burn runs on the
+#    tensor cores where it can, in place of flash attention on scalar units);
 # 4. a GRPO step: `reasonlab bench grpo` (8 x 8 samples, <= 128 new tokens, one timed step after
 #    a warm-up) on the shape, in the reduced --dtype with f32 master weights, against TRL on
 #    CUDA with fp16/bf16 to match and gradient checkpointing off on both sides;
@@ -37,13 +38,11 @@
 #    memory bandwidth, scalar and cooperative-matrix compute), then cubecl's time per kernel
 #    over `bench generate --new-tokens 8` in the reduced type, each kernel synchronised (so the
 #    total is not the speed), summed by kernel into OUT/profile.txt: where a decode step's time
-#    goes;
-# 6. attention (only when named in --only; GPU backends): the mixed-precision train step again
-#    with REASONLAB_GPU_ATTENTION=matmul, attention's scores as matmuls (which burn runs on the
-#    tensor cores where it can) instead of flash attention on scalar units, against the peer's
-#    result of part 3 where there is one: which makes the faster step, and at what memory.
-# Every result is a JSON file in OUT, and a summary ends the run. Each step has a time limit
-# (together 9 min 55 s, 10 min 35 s when the fallback runs).
+#    goes; and the same over one mixed-precision train step into OUT/profile-train.txt;
+# 6. f32 (only when named): generation and the train step of parts 2 and 3 in f32 on both sides.
+# On --backend flex, parts 2 and 3 run in f32, the CPU's only precision. Every result is a JSON
+# file in OUT, and a summary ends the run. Each step has a time limit (together 9 min 5 s by
+# default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
@@ -68,6 +67,7 @@ FALLBACK_BIN=
 FALLBACK_BACKEND=wgpu
 WHEELS=
 ONLY=parity,generate,train-step,grpo,profile
+PARTS="parity, generate, train-step, grpo, profile, f32"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -82,14 +82,14 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 for part in ${ONLY//,/ }; do
   case "$part" in
-    parity|generate|train-step|grpo|profile|attention) ;;
-    *) echo "unknown part $part in --only (parity, generate, train-step, grpo, profile, attention)" >&2; exit 2 ;;
+    parity|generate|train-step|grpo|profile|f32) ;;
+    *) echo "unknown part $part in --only ($PARTS)" >&2; exit 2 ;;
   esac
 done
 wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
@@ -167,33 +167,51 @@ fi
 fi
 
 # 2-4. speed against the peers on the same card
-if wanted generate; then
-step generate 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
-  --peer-python "$PY" --json "$OUT/generate.json"
-if [ "$BACKEND" != flex ]; then
+# Each side's f32 runs: on flex (its only precision) in parts 2 and 3, on a GPU backend in part 6.
+F32_GENERATE=0; F32_TRAIN=0
+if [ "$BACKEND" = flex ]; then
+  wanted generate && F32_GENERATE=1
+  wanted train-step && F32_TRAIN=1
+elif wanted f32; then
+  F32_GENERATE=1; F32_TRAIN=1
+fi
+if [ $F32_GENERATE = 1 ]; then
+  step generate 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --repeats "$REPEATS" \
+    --peer-python "$PY" --json "$OUT/generate.json"
+fi
+if wanted generate && [ "$BACKEND" != flex ]; then
   step generate-$DTYPE 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
     --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/generate-$DTYPE.json"
   step generate-$DTYPE-top-p 35 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$DTYPE" --temperature 0.6 --top-p 0.95 --repeats 1 --peer-python "$PY" \
     --json "$OUT/generate-$DTYPE-top-p.json"
 fi
+if [ $F32_TRAIN = 1 ]; then
+  step train-step 80 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
+    --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
 fi
-if wanted train-step; then
-step train-step 80 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
-  --seq "$SEQ" --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/train-step.json"
-if [ "$BACKEND" != flex ]; then
+# The peer's line of the mixed-precision step, for the runs of ours alone against it.
+PEER_STEP="$OUT/peer-train-step-$DTYPE.json"
+peer_step() { # PEER_ARGS: the flags that give `bench train-step` the peer's result, saved or run
+  if [ -s "$PEER_STEP" ]; then PEER_ARGS=(--peer-json "$PEER_STEP"); else PEER_ARGS=(--peer-python "$PY"); fi
+}
+if wanted train-step && [ "$BACKEND" != flex ]; then
   step train-step-$DTYPE 60 "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 \
     --seq "$SEQ" --mixed-precision "$DTYPE" --repeats "$REPEATS" --peer-python "$PY" \
     --json "$OUT/train-step-$DTYPE.json"
-  # The same step with activation checkpointing (the LM head's logits in chunks, recomputed in
-  # the backward pass), against the peer's result above: what it saves in memory and costs in
-  # time.
-  sed -n 's/^pytorch: *//p' "$OUT/train-step-$DTYPE.out" > "$OUT/peer-train-step-$DTYPE.json"
+  sed -n 's/^pytorch: *//p' "$OUT/train-step-$DTYPE.out" > "$PEER_STEP"
+  peer_step
+  # With activation checkpointing (the LM head's logits in chunks, recomputed in the backward
+  # pass): what it saves in memory and costs in time.
   step train-step-$DTYPE-checkpointing 40 "$BIN" bench train-step --backend "$BACKEND" \
     --shape "$SHAPE" --batch 8 --seq "$SEQ" --mixed-precision "$DTYPE" \
-    --activation-checkpointing balanced --repeats 1 --peer-json "$OUT/peer-train-step-$DTYPE.json" \
+    --activation-checkpointing balanced --repeats 1 "${PEER_ARGS[@]}" \
     --json "$OUT/train-step-$DTYPE-checkpointing.json"
-fi
+  # Attention's scores as matmuls: flash attention on scalar units against burn's matmuls.
+  step train-step-$DTYPE-matmul-attention 45 env REASONLAB_GPU_ATTENTION=matmul "$BIN" bench \
+    train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 --seq "$SEQ" \
+    --mixed-precision "$DTYPE" --repeats 1 "${PEER_ARGS[@]}" \
+    --json "$OUT/train-step-$DTYPE-matmul-attention.json"
 fi
 if wanted grpo; then
 GRPO_PRECISION=$DTYPE
@@ -205,32 +223,34 @@ fi
 # 5. where a decode step's time goes, and the device's ceilings to hold the steps against
 if wanted profile && [ "$BACKEND" != flex ]; then
   step device 30 "$BIN" bench device --backend "$BACKEND" --json "$OUT/device.json"
-  rm -f "$OUT/cubecl.log"
+  # Lines `| 12.3µs | Kernel_hash` of cubecl's log $1: time summed per kernel (hash dropped),
+  # largest first, into $2.
+  per_kernel() {
+    awk -F'|' '/^\| / {
+        t = $2; n = $3; gsub(/ /, "", t); gsub(/ /, "", n); sub(/_[0-9a-f]+$/, "", n)
+        v = t + 0
+        if (t ~ /ns$/) v /= 1000; else if (t ~ /ms$/) v *= 1000; else if (t ~ /[0-9]s$/) v *= 1e6
+        sum[n] += v; count[n]++; total += v
+      }
+      END {
+        for (k in sum) printf "%10.2f ms %6.1f%% %8d  %s\n", sum[k] / 1000, 100 * sum[k] / total, count[k], k
+      }' "$1" 2>/dev/null | sort -rn | head -30 > "$2"
+  }
+  rm -f "$OUT/cubecl.log" "$OUT/cubecl-train.log"
   step profile 30 env CUBECL_DEBUG_LOG="$OUT/cubecl.log" CUBECL_DEBUG_OPTION=profile \
     "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" --new-tokens 8 \
     --repeats 1
-  # Lines `| 12.3µs | Kernel_hash`: time summed per kernel (hash dropped), largest first.
-  awk -F'|' '/^\| / {
-      t = $2; n = $3; gsub(/ /, "", t); gsub(/ /, "", n); sub(/_[0-9a-f]+$/, "", n)
-      v = t + 0
-      if (t ~ /ns$/) v /= 1000; else if (t ~ /ms$/) v *= 1000; else if (t ~ /[0-9]s$/) v *= 1e6
-      sum[n] += v; count[n]++; total += v
-    }
-    END {
-      for (k in sum) printf "%10.2f ms %6.1f%% %8d  %s\n", sum[k] / 1000, 100 * sum[k] / total, count[k], k
-    }' "$OUT/cubecl.log" 2>/dev/null | sort -rn | head -30 > "$OUT/profile.txt"
+  per_kernel "$OUT/cubecl.log" "$OUT/profile.txt"
   echo "== profile: time per kernel, largest first ($OUT/profile.txt)"
   head -15 "$OUT/profile.txt"
-fi
-
-# 6. flash attention against attention's scores as matmuls, in the mixed-precision train step
-if wanted attention && [ "$BACKEND" != flex ]; then
-  PEER_ARGS=(--peer-python "$PY")
-  [ -s "$OUT/peer-train-step-$DTYPE.json" ] && PEER_ARGS=(--peer-json "$OUT/peer-train-step-$DTYPE.json")
-  step train-step-$DTYPE-matmul-attention 60 env REASONLAB_GPU_ATTENTION=matmul "$BIN" bench \
-    train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 --seq "$SEQ" \
-    --mixed-precision "$DTYPE" --repeats "$REPEATS" "${PEER_ARGS[@]}" \
-    --json "$OUT/train-step-$DTYPE-matmul-attention.json"
+  # One mixed-precision train step (after its warm-up step), kernel by kernel.
+  peer_step
+  step profile-train 45 env CUBECL_DEBUG_LOG="$OUT/cubecl-train.log" CUBECL_DEBUG_OPTION=profile \
+    "$BIN" bench train-step --backend "$BACKEND" --shape "$SHAPE" --batch 8 --seq "$SEQ" \
+    --mixed-precision "$DTYPE" --repeats 1 "${PEER_ARGS[@]}"
+  per_kernel "$OUT/cubecl-train.log" "$OUT/profile-train.txt"
+  echo "== profile of a train step: time per kernel, largest first ($OUT/profile-train.txt)"
+  head -15 "$OUT/profile-train.txt"
 fi
 
 echo "== summary ($OUT)"
