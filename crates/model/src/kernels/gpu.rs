@@ -47,7 +47,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    adamw_kernel, append_kv_kernel, decode_attention_kernel, filter_kernel,
+    adamw_kernel, append_kv_kernel, decode_attention_kernel, decode_group_kernel, filter_kernel,
     flash_attention_dkv_kernel, flash_attention_dq_kernel, flash_attention_kernel,
     logprobs_backward_in_place_kernel, logprobs_backward_kernel, logprobs_kernel,
     rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel,
@@ -912,6 +912,26 @@ fn flash_block(t: &CubeTensor, d: usize) -> usize {
         .unwrap_or(4)
 }
 
+/// Shared memory of [`cube::decode_group_kernel`] at `n_rep` rows of head dim `d` and `tile`
+/// keys, in bytes: the rows and two key tiles (padded to `d + 1`), the weights, three
+/// statistics per row.
+fn decode_group_bytes(n_rep: usize, d: usize, tile: usize) -> usize {
+    4 * ((n_rep + 2 * tile) * (d + 1) + n_rep * tile + 3 * n_rep)
+}
+
+/// The key tile of the grouped decode kernel for `n_rep` query rows of head dim `d` on `q`'s
+/// device: the largest of 64, 32, 16 and 8 keys whose shared memory fits, where a cube can
+/// hold a unit per element of the rows (`n_rep · d` units); `None`: a cube per row instead.
+fn decode_group_tile(q: &CubeTensor, n_rep: usize, d: usize) -> Option<usize> {
+    let hardware = &q.client.properties().hardware;
+    if n_rep * d > hardware.max_units_per_cube as usize || n_rep * d > 1024 {
+        return None;
+    }
+    [64, 32, 16, 8]
+        .into_iter()
+        .find(|&tile| decode_group_bytes(n_rep, d, tile) <= hardware.max_shared_memory_size)
+}
+
 impl GpuDecode for CubeBackend {
     fn decode_attention(
         q: CubeTensor,
@@ -938,6 +958,35 @@ impl GpuDecode for CubeBackend {
         let [b, kv, n_rep, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let out = like(&q);
+        if let Some(tile) = decode_group_tile(&q, n_rep, d) {
+            decode_group_kernel::launch(
+                &q.client,
+                grid(b * kv),
+                CubeDim::new_1d((n_rep * d) as u32),
+                q.clone().into_tensor_arg(),
+                k.clone().into_tensor_arg(),
+                v.into_tensor_arg(),
+                bias.clone().into_tensor_arg(),
+                cos.into_tensor_arg(),
+                sin.into_tensor_arg(),
+                q_bias.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                b * kv,
+                kv,
+                s,
+                n_rep,
+                d,
+                tile,
+                masked,
+                rotate,
+                biased,
+                [
+                    dtype_to_storage_type(q.dtype),
+                    dtype_to_storage_type(bias.dtype),
+                ],
+            );
+            return out;
+        }
         let rows = b * kv * n_rep;
         let units = row_units(d);
         decode_attention_kernel::launch(
@@ -2162,6 +2211,139 @@ mod cube {
         if unit < d {
             out[row * d + unit] = F::cast_from(acc / l);
         }
+    }
+
+    /// [`decode_attention_kernel`] with the `n_rep` query rows of one (batch, kv head) in one
+    /// cube, a unit per (query row, head dimension): the keys and values go by tiles of `tile`,
+    /// loaded once for the group into shared memory by all its units with consecutive units on
+    /// consecutive elements, where a cube per row reads each key `n_rep` times from device
+    /// memory, a key row per unit. Per tile, the units score the group's `n_rep · tile`
+    /// (query, key) pairs, one unit per row takes the tile into its row's running maximum and
+    /// normaliser (the tile's weights written back in place of the scores), and each unit
+    /// folds the weights into its output element. The query rows load as the other kernel
+    /// loads them (`rotate`, `biased`).
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn decode_group_kernel<F: Float, G: Float>(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        bias: &Tensor<G>,
+        cos: &Tensor<F>,
+        sin: &Tensor<F>,
+        q_bias: &Tensor<F>,
+        out: &mut Tensor<F>,
+        groups: usize,
+        kv: usize,
+        s: usize,
+        #[comptime] n_rep: usize,
+        #[comptime] d: usize,
+        #[comptime] tile: usize,
+        #[comptime] masked: bool,
+        #[comptime] rotate: bool,
+        #[comptime] biased: bool,
+        #[define(F, G)] _dtypes: [ElemType; 2],
+    ) {
+        let group = CUBE_POS; // batch · kv + kv head
+        if group >= groups {
+            terminate!();
+        }
+        let batch = group / kv;
+        let (k_base, v_base) = (head_base::<F>(k, group, kv), head_base::<F>(v, group, kv));
+        let units = comptime!(n_rep * d);
+        let unit = UNIT_POS_X as usize;
+        let (r, c) = (unit / d, unit % d);
+        let row = group * n_rep + r;
+        let mut query = Shared::new_slice(comptime!(n_rep * (d + 1)));
+        let mut keys = Shared::new_slice(comptime!(tile * (d + 1)));
+        let mut values = Shared::new_slice(comptime!(tile * (d + 1)));
+        let mut weights = Shared::new_slice(comptime!(n_rep * tile));
+        let mut row_max = Shared::new_slice(n_rep);
+        let mut row_sum = Shared::new_slice(n_rep);
+        let mut row_scale = Shared::new_slice(n_rep);
+        if rotate {
+            let p = (c + d / 2) % d;
+            let mut xj = q[row * d + c];
+            let mut xp = q[row * d + p];
+            if biased {
+                // The projection's bias, added in `q`'s type as the projection would.
+                let at = (row % (kv * n_rep)) * d;
+                xj += q_bias[at + c];
+                xp += q_bias[at + p];
+            }
+            let y = f32::cast_from(xj) * f32::cast_from(cos[batch * d + c])
+                + f32::cast_from(xp) * f32::cast_from(sin[batch * d + c]);
+            query[r * (d + 1) + c] = f32::cast_from(F::cast_from(y));
+        } else {
+            query[r * (d + 1) + c] = f32::cast_from(q[row * d + c]);
+        }
+        if unit < n_rep {
+            row_max[unit] = f32::new(-3.0e38);
+            row_sum[unit] = f32::new(0.0);
+        }
+        let mut acc = f32::new(0.0);
+        let mut first = 0;
+        while first < s {
+            let mut e = unit;
+            while e < tile * d {
+                let (key, col) = (e / d, e % d);
+                let mut kj = f32::new(0.0);
+                let mut vj = f32::new(0.0);
+                if first + key < s {
+                    let at = (first + key) * k.stride(2) + col * k.stride(3);
+                    kj = f32::cast_from(k[k_base + at]);
+                    let at = (first + key) * v.stride(2) + col * v.stride(3);
+                    vj = f32::cast_from(v[v_base + at]);
+                }
+                keys[key * (d + 1) + col] = kj;
+                values[key * (d + 1) + col] = vj;
+                e += units;
+            }
+            sync_cube();
+            let mut pair = unit;
+            while pair < n_rep * tile {
+                let (qr, j) = (pair / tile, pair % tile);
+                let mut score = f32::new(-3.0e38);
+                if first + j < s {
+                    score = row_dot(&query, qr, &keys, j, d);
+                    if masked {
+                        score += mask_value::<G>(bias[batch * s + first + j]);
+                    }
+                }
+                weights[pair] = score;
+                pair += units;
+            }
+            sync_cube();
+            if unit < n_rep {
+                let old = row_max[unit];
+                let mut new = old;
+                for j in 0..tile {
+                    new = f32::max(new, weights[unit * tile + j]);
+                }
+                let mut sum = f32::new(0.0);
+                for j in 0..tile {
+                    let mut w = f32::new(0.0);
+                    if first + j < s {
+                        w = f32::exp(weights[unit * tile + j] - new);
+                    }
+                    weights[unit * tile + j] = w;
+                    sum += w;
+                }
+                let scale = f32::exp(old - new);
+                row_max[unit] = new;
+                row_scale[unit] = scale;
+                row_sum[unit] = row_sum[unit] * scale + sum;
+            }
+            sync_cube();
+            let mut add = f32::new(0.0);
+            for j in 0..tile {
+                add += weights[r * tile + j] * values[j * (d + 1) + c];
+            }
+            acc = acc * row_scale[r] + add;
+            sync_cube();
+            first += tile;
+        }
+        out[row * d + c] = F::cast_from(acc / row_sum[r]);
     }
 
     /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
