@@ -912,24 +912,22 @@ fn flash_block(t: &CubeTensor, d: usize) -> usize {
         .unwrap_or(4)
 }
 
-/// Shared memory of [`cube::decode_group_kernel`] at `n_rep` rows of head dim `d` and `tile`
-/// keys, in bytes: the rows and two key tiles (padded to `d + 1`), the weights, three
-/// statistics per row.
-fn decode_group_bytes(n_rep: usize, d: usize, tile: usize) -> usize {
-    4 * ((n_rep + 2 * tile) * (d + 1) + n_rep * tile + 3 * n_rep)
+/// Shared memory of [`cube::decode_group_kernel`] at `n_rep` rows of head dim `d`, in bytes:
+/// the rows and a tile of `d` keys (padded to `d + 1`), the tile's weights, three statistics
+/// per row.
+fn decode_group_bytes(n_rep: usize, d: usize) -> usize {
+    4 * ((n_rep + d) * (d + 1) + n_rep * d + 3 * n_rep)
 }
 
-/// The key tile of the grouped decode kernel for `n_rep` query rows of head dim `d` on `q`'s
-/// device: the largest of 64, 32, 16 and 8 keys whose shared memory fits, where a cube can
-/// hold a unit per element of the rows (`n_rep · d` units); `None`: a cube per row instead.
-fn decode_group_tile(q: &CubeTensor, n_rep: usize, d: usize) -> Option<usize> {
+/// Whether a decode step's attention runs a cube per (batch, kv head) on `q`'s device: where a
+/// cube holds a unit per element of the group's rows (`n_rep · d` units, up to 1,024) and the
+/// shared memory the kernel's tile of `d` keys needs (at Qwen2.5-0.5B's 7 query heads of dim
+/// 64, 20 KB; dim 128 needs 72 KB, past the 48 KB a GPU commonly offers, and keeps a cube per
+/// query row, whose units each score one of 128 keys).
+fn decodes_by_group(q: &CubeTensor, n_rep: usize, d: usize) -> bool {
     let hardware = &q.client.properties().hardware;
-    if n_rep * d > hardware.max_units_per_cube as usize || n_rep * d > 1024 {
-        return None;
-    }
-    [64, 32, 16, 8]
-        .into_iter()
-        .find(|&tile| decode_group_bytes(n_rep, d, tile) <= hardware.max_shared_memory_size)
+    n_rep * d <= (hardware.max_units_per_cube as usize).min(1024)
+        && decode_group_bytes(n_rep, d) <= hardware.max_shared_memory_size
 }
 
 impl GpuDecode for CubeBackend {
@@ -958,7 +956,7 @@ impl GpuDecode for CubeBackend {
         let [b, kv, n_rep, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let out = like(&q);
-        if let Some(tile) = decode_group_tile(&q, n_rep, d) {
+        if decodes_by_group(&q, n_rep, d) {
             decode_group_kernel::launch(
                 &q.client,
                 grid(b * kv),
@@ -976,7 +974,6 @@ impl GpuDecode for CubeBackend {
                 s,
                 n_rep,
                 d,
-                tile,
                 masked,
                 rotate,
                 biased,
@@ -2214,14 +2211,15 @@ mod cube {
     }
 
     /// [`decode_attention_kernel`] with the `n_rep` query rows of one (batch, kv head) in one
-    /// cube, a unit per (query row, head dimension): the keys and values go by tiles of `tile`,
-    /// loaded once for the group into shared memory by all its units with consecutive units on
-    /// consecutive elements, where a cube per row reads each key `n_rep` times from device
-    /// memory, a key row per unit. Per tile, the units score the group's `n_rep · tile`
-    /// (query, key) pairs, one unit per row takes the tile into its row's running maximum and
-    /// normaliser (the tile's weights written back in place of the scores), and each unit
-    /// folds the weights into its output element. The query rows load as the other kernel
-    /// loads them (`rotate`, `biased`).
+    /// cube, a unit per (query row, head dimension): the keys go by tiles of `d`, loaded once
+    /// for the group into shared memory by all its units with consecutive units on consecutive
+    /// elements, where a cube per row reads each key `n_rep` times from device memory, a key
+    /// row per unit. Per tile, each unit scores one of the group's `n_rep · d` (query, key)
+    /// pairs, one unit per row takes the tile into its row's running maximum and normaliser
+    /// (the tile's weights written back in place of the scores), and each unit folds the
+    /// weights into its output element, reading the values where consecutive units read
+    /// consecutive elements and the group's rows read the same ones. The query rows load as
+    /// the other kernel loads them (`rotate`, `biased`).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn decode_group_kernel<F: Float, G: Float>(
@@ -2238,12 +2236,12 @@ mod cube {
         s: usize,
         #[comptime] n_rep: usize,
         #[comptime] d: usize,
-        #[comptime] tile: usize,
         #[comptime] masked: bool,
         #[comptime] rotate: bool,
         #[comptime] biased: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
+        let tile = comptime!(d);
         let group = CUBE_POS; // batch · kv + kv head
         if group >= groups {
             terminate!();
@@ -2256,7 +2254,6 @@ mod cube {
         let row = group * n_rep + r;
         let mut query = Shared::new_slice(comptime!(n_rep * (d + 1)));
         let mut keys = Shared::new_slice(comptime!(tile * (d + 1)));
-        let mut values = Shared::new_slice(comptime!(tile * (d + 1)));
         let mut weights = Shared::new_slice(comptime!(n_rep * tile));
         let mut row_max = Shared::new_slice(n_rep);
         let mut row_sum = Shared::new_slice(n_rep);
@@ -2288,15 +2285,11 @@ mod cube {
             while e < tile * d {
                 let (key, col) = (e / d, e % d);
                 let mut kj = f32::new(0.0);
-                let mut vj = f32::new(0.0);
                 if first + key < s {
-                    let at = (first + key) * k.stride(2) + col * k.stride(3);
-                    kj = f32::cast_from(k[k_base + at]);
-                    let at = (first + key) * v.stride(2) + col * v.stride(3);
-                    vj = f32::cast_from(v[v_base + at]);
+                    kj =
+                        f32::cast_from(k[k_base + (first + key) * k.stride(2) + col * k.stride(3)]);
                 }
                 keys[key * (d + 1) + col] = kj;
-                values[key * (d + 1) + col] = vj;
                 e += units;
             }
             sync_cube();
@@ -2337,7 +2330,10 @@ mod cube {
             sync_cube();
             let mut add = f32::new(0.0);
             for j in 0..tile {
-                add += weights[r * tile + j] * values[j * (d + 1) + c];
+                if first + j < s {
+                    let at = v_base + (first + j) * v.stride(2) + c * v.stride(3);
+                    add += weights[r * tile + j] * f32::cast_from(v[at]);
+                }
             }
             acc = acc * row_scale[r] + add;
             sync_cube();
