@@ -161,7 +161,8 @@ pub fn device_kind_at(
 }
 
 /// The adapters `kind` can open, in the order `--gpu` numbers them (the graphics API's own):
-/// Vulkan's for `vulkan`, those of the API wgpu settles on for `wgpu`.
+/// Vulkan's for `vulkan`, those of the API wgpu settles on for `wgpu`. Listed once per API
+/// and process.
 pub fn adapters(kind: BackendKind) -> Result<Vec<Adapter>, ModelError> {
     match kind {
         BackendKind::Flex => Err(ModelError::Input(
@@ -193,22 +194,18 @@ fn wgpu_adapters(kind: BackendKind) -> Result<Vec<Adapter>, ModelError> {
             "backend {kind} settled on {backend:?}, which it cannot list"
         ))
     })?;
-    // One instance per API for the process, never dropped: the Vulkan loader is fragile when
-    // instances come and go while another thread opens a device.
-    static INSTANCES: std::sync::Mutex<Vec<(wgpu::Backend, wgpu::Instance)>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut instances = INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
-    let instance = match instances.iter().find(|(b, _)| *b == backend) {
-        Some((_, instance)) => instance.clone(),
-        None => {
-            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-                backends: backend.into(),
-                ..wgpu::InstanceDescriptor::new_without_display_handle()
-            });
-            instances.push((backend, instance.clone()));
-            instance
-        }
-    };
+    // Each API's list with the instance that made it, kept for the process: the Vulkan loader
+    // is fragile when instances come and go while another thread opens a device.
+    type Listed = (wgpu::Backend, wgpu::Instance, Vec<Adapter>);
+    static LISTED: std::sync::Mutex<Vec<Listed>> = std::sync::Mutex::new(Vec::new());
+    let mut listed = LISTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, adapters)) = listed.iter().find(|(b, _, _)| *b == backend) {
+        return Ok(adapters.clone());
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
     let found = futures_lite::future::block_on(instance.enumerate_adapters(backend.into()));
     let infos: Vec<wgpu::AdapterInfo> = found.iter().map(wgpu::Adapter::get_info).collect();
     let kinds: Vec<AdapterKind> = infos
@@ -222,7 +219,7 @@ fn wgpu_adapters(kind: BackendKind) -> Result<Vec<Adapter>, ModelError> {
         })
         .collect();
     let default = default_place(&kinds);
-    Ok(infos
+    let adapters: Vec<Adapter> = infos
         .into_iter()
         .zip(kinds)
         .enumerate()
@@ -239,7 +236,9 @@ fn wgpu_adapters(kind: BackendKind) -> Result<Vec<Adapter>, ModelError> {
             pci_address: Some(info.device_pci_bus_id).filter(|s| !s.is_empty()),
             default: default == Some(index),
         })
-        .collect())
+        .collect();
+    listed.push((backend, instance, adapters.clone()));
+    Ok(adapters)
 }
 
 #[cfg(not(any(feature = "wgpu", feature = "vulkan")))]
@@ -250,7 +249,7 @@ fn wgpu_adapters(kind: BackendKind) -> Result<Vec<Adapter>, ModelError> {
 }
 
 /// The wgpu device `kind` opens under the choice in force: wgpu's default, or the chosen
-/// adapter addressed by its type and number. Resolved once per backend and process.
+/// adapter addressed by its type and number.
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 pub(crate) fn wgpu_device_kind(kind: BackendKind) -> Result<burn::tensor::DeviceKind, ModelError> {
     use burn::tensor::DeviceKind;
@@ -258,17 +257,8 @@ pub(crate) fn wgpu_device_kind(kind: BackendKind) -> Result<burn::tensor::Device
         GpuChoice::Default => return Ok(DeviceKind::DefaultDevice),
         GpuChoice::Index(place) => place,
     };
-    static RESOLVED: std::sync::Mutex<Vec<(BackendKind, DeviceKind)>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut resolved = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, device)) = resolved.iter().find(|(k, _)| *k == kind) {
-        return Ok(device.clone());
-    }
     let kinds: Vec<AdapterKind> = adapters(kind)?.iter().map(|a| a.kind).collect();
-    let device = device_kind_at(&kinds, place)
-        .map_err(|e| ModelError::Input(format!("backend {kind}: {e}")))?;
-    resolved.push((kind, device.clone()));
-    Ok(device)
+    device_kind_at(&kinds, place).map_err(|e| ModelError::Input(format!("backend {kind}: {e}")))
 }
 
 /// CUDA's device number under the choice in force.

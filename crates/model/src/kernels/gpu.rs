@@ -2148,22 +2148,19 @@ mod cube {
         let mut query = Shared::new_slice(units);
         let mut weights = Shared::new_slice(units);
         if unit < d {
-            if rotate {
-                let p = (unit + d / 2) % d;
-                let mut xj = q[row * d + unit];
-                let mut xp = q[row * d + p];
-                if biased {
-                    // The projection's bias, added in `q`'s type as the projection would.
-                    let at = (row % (kv * n_rep)) * d;
-                    xj += q_bias[at + unit];
-                    xp += q_bias[at + p];
-                }
-                let y = f32::cast_from(xj) * f32::cast_from(cos[batch * d + unit])
-                    + f32::cast_from(xp) * f32::cast_from(sin[batch * d + unit]);
-                query[unit] = f32::cast_from(F::cast_from(y));
-            } else {
-                query[unit] = f32::cast_from(q[row * d + unit]);
-            }
+            query[unit] = query_element::<F>(
+                q,
+                cos,
+                sin,
+                q_bias,
+                row,
+                unit,
+                batch,
+                kv * n_rep,
+                d,
+                rotate,
+                biased,
+            );
         }
         sync_cube();
         let mut m = f32::new(-3.0e38);
@@ -2208,6 +2205,43 @@ mod cube {
         if unit < d {
             out[row * d + unit] = F::cast_from(acc / l);
         }
+    }
+
+    /// Element `c` of query row `row` of a decode step's `q` (rows of `d`, `heads` per batch
+    /// row), as the decode kernels load it in f32: as stored, or, with `rotate`, rotated as
+    /// [`rope_kernel`] rotates it (the projection's bias added first in `q`'s type when
+    /// `biased`, the result rounded to `q`'s type), from the tables' row `batch`.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn query_element<F: Float>(
+        q: &Tensor<F>,
+        cos: &Tensor<F>,
+        sin: &Tensor<F>,
+        q_bias: &Tensor<F>,
+        row: usize,
+        c: usize,
+        batch: usize,
+        heads: usize,
+        d: usize,
+        #[comptime] rotate: bool,
+        #[comptime] biased: bool,
+    ) -> f32 {
+        let mut xj = q[row * d + c];
+        let mut value = f32::cast_from(xj);
+        if rotate {
+            let p = (c + d / 2) % d;
+            let mut xp = q[row * d + p];
+            if biased {
+                // The projection's bias, added in `q`'s type as the projection would.
+                let at = (row % heads) * d;
+                xj += q_bias[at + c];
+                xp += q_bias[at + p];
+            }
+            let y = f32::cast_from(xj) * f32::cast_from(cos[batch * d + c])
+                + f32::cast_from(xp) * f32::cast_from(sin[batch * d + c]);
+            value = f32::cast_from(F::cast_from(y));
+        }
+        value
     }
 
     /// [`decode_attention_kernel`] with the `n_rep` query rows of one (batch, kv head) in one
@@ -2258,22 +2292,19 @@ mod cube {
         let mut row_max = Shared::new_slice(n_rep);
         let mut row_sum = Shared::new_slice(n_rep);
         let mut row_scale = Shared::new_slice(n_rep);
-        if rotate {
-            let p = (c + d / 2) % d;
-            let mut xj = q[row * d + c];
-            let mut xp = q[row * d + p];
-            if biased {
-                // The projection's bias, added in `q`'s type as the projection would.
-                let at = (row % (kv * n_rep)) * d;
-                xj += q_bias[at + c];
-                xp += q_bias[at + p];
-            }
-            let y = f32::cast_from(xj) * f32::cast_from(cos[batch * d + c])
-                + f32::cast_from(xp) * f32::cast_from(sin[batch * d + c]);
-            query[r * (d + 1) + c] = f32::cast_from(F::cast_from(y));
-        } else {
-            query[r * (d + 1) + c] = f32::cast_from(q[row * d + c]);
-        }
+        query[r * (d + 1) + c] = query_element::<F>(
+            q,
+            cos,
+            sin,
+            q_bias,
+            row,
+            c,
+            batch,
+            kv * n_rep,
+            d,
+            rotate,
+            biased,
+        );
         if unit < n_rep {
             row_max[unit] = f32::new(-3.0e38);
             row_sum[unit] = f32::new(0.0);
