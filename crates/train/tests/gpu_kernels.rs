@@ -616,14 +616,20 @@ fn fused_kernels_have_the_composed_gradients() {
 fn fused_decode_attention_matches_the_composed_ops() {
     let device = gpu();
     for (dtype, tol) in dtypes(&device) {
-        // Two kv heads of three query heads each (one cube per kv head), and of twenty (more
-        // units than a cube holds: a cube per query row); keys and values as views of a cache
-        // buffer with room for more positions; batch row 1 left-padded by two keys.
+        // Two kv heads of three query heads each (one cube per kv head: tiles of d keys at
+        // head dims 8 and 64, of 40 at 80, 32 at 128 and 16 at 256, whose pairs' dots are
+        // split over 2, 4 and 16 units), and of twenty (more units than a cube holds: a cube
+        // per query row); keys and values as views of a cache buffer with room for more
+        // positions; batch row 1 left-padded by two keys.
         for (s, d, n_rep) in [
             (1, 8, 3),
             (7, 64, 3),
             (300, 64, 3),
             (300, 8, 3),
+            (70, 80, 3),
+            (1, 128, 3),
+            (300, 128, 3),
+            (45, 256, 3),
             (70, 64, 20),
         ] {
             let (b, kv, cap) = (2, 2, s + 5);
@@ -637,11 +643,23 @@ fn fused_decode_attention_matches_the_composed_ops() {
                 *slot = -1e30;
             }
             for masked in [true, false] {
-                let run = |fused_path: bool| {
-                    let q = tensor(q.clone(), [b, kv, n_rep, d], dtype, &device);
-                    let k = tensor(k.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
-                    let v = tensor(v.clone(), [b, kv, cap, d], dtype, &device).narrow(2, 0, s);
-                    let bias = masked.then(|| tensor(bias.clone(), [b, 1, s], dtype, &device));
+                // (fused path, computed in `dtype` rather than f32)
+                let run = |fused_path: bool, in_dtype: bool| {
+                    let typed = |x: Tensor<4>| match in_dtype {
+                        true => x,
+                        false => x.cast(FloatDType::F32),
+                    };
+                    let q = typed(tensor(q.clone(), [b, kv, n_rep, d], dtype, &device));
+                    let k = typed(tensor(k.clone(), [b, kv, cap, d], dtype, &device));
+                    let v = typed(tensor(v.clone(), [b, kv, cap, d], dtype, &device));
+                    let (k, v) = (k.narrow(2, 0, s), v.narrow(2, 0, s));
+                    let bias = masked.then(|| {
+                        let m = tensor(bias.clone(), [b, 1, s], dtype, &device);
+                        match in_dtype {
+                            true => m,
+                            false => m.cast(FloatDType::F32),
+                        }
+                    });
                     let y = match fused_path {
                         true => {
                             assert!(fused::fuses_decode_attention(&q, &k));
@@ -655,8 +673,25 @@ fn fused_decode_attention_matches_the_composed_ops() {
                 let what = format!(
                     "decode attention {dtype:?} s = {s}, d = {d}, n_rep = {n_rep}, masked {masked}"
                 );
-                // Outputs of order 2 (values in ±2): twice the elementwise tolerance.
-                close(&what, &run(true), &run(false), 2.0 * tol);
+                let (fused_values, composed) = (run(true, true), run(false, true));
+                if dtype == DType::F32 {
+                    // Outputs of order 2 (values in ±2): twice the elementwise tolerance.
+                    close(&what, &fused_values, &composed, 2.0 * tol);
+                } else {
+                    // In f16 the composed ops round the scores to f16 (of order 10 at d = 256)
+                    // where the kernel keeps them in f32: both against f32 on the same inputs.
+                    // The kernel rounds once, its output: half an f16 ulp below 2 is 9.8e-4.
+                    let reference = run(false, false);
+                    let (ours, theirs) = (
+                        max_abs_diff(&fused_values, &reference),
+                        max_abs_diff(&composed, &reference),
+                    );
+                    eprintln!("{what}: max |Δ| from f32 {ours:.2e} (composed {theirs:.2e})");
+                    assert!(
+                        ours <= 1.0e-3,
+                        "{what}: {ours} from f32 (the composed ops: {theirs})"
+                    );
+                }
             }
         }
     }
@@ -665,13 +700,13 @@ fn fused_decode_attention_matches_the_composed_ops() {
 /// A decode step's attention with q's RoPE (and its projection's bias) applied inside the
 /// attention kernel gives, bit for bit, the RoPE kernel followed by the attention kernel (the
 /// two-kernel form the step ran before), and the composed ops' values within the decode
-/// attention's tolerance: head dims 8 and 64, with and without the bias and a mask. Past the
+/// attention's tolerance: head dims 8, 64 and 128, with and without the bias and a mask. Past the
 /// decode kernel's head dims (320), the bias and rotation are composed before the attention.
 #[test]
 fn decode_attention_with_rope_matches_rope_then_attention() {
     let device = gpu();
     for (dtype, tol) in dtypes(&device) {
-        for (s, d) in [(7, 8), (70, 64), (5, 320)] {
+        for (s, d) in [(7, 8), (70, 64), (70, 128), (5, 320)] {
             let (b, kv, n_rep, cap) = (2, 2, 3, s + 5);
             let fused_kernel = d <= fused::DECODE_MAX_HEAD_DIM;
             let h = kv * n_rep;

@@ -1109,6 +1109,58 @@ impl std::str::FromStr for GpuAttention {
 /// The largest head dim of the decode attention kernel (a unit per dimension).
 pub const DECODE_MAX_HEAD_DIM: usize = 256;
 
+/// How a decode step's attention kernel covers the KV cache, as [`DecodeKernel::plan`] picks
+/// it for a model's shape and a device's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKernel {
+    /// One cube per (batch, kv head) with a unit per element of its `n_rep` query rows: the
+    /// keys go through shared memory by tiles of `tile` keys, loaded once for the group, and
+    /// each (query, key) pair's dot is split over `d / tile` units.
+    Group { tile: usize },
+    /// One cube per query row, a unit per head dimension (`d` rounded up to a power of two,
+    /// at least 32) and per key of each tile of as many keys: each query head reads its kv
+    /// head's keys on its own. Where a group's rows are more than a cube holds.
+    Row,
+}
+
+impl DecodeKernel {
+    /// Elements of the key tile of [`DecodeKernel::Group`] (16 KB in f32): `d` keys at head
+    /// dim 64, 32 at 128, 16 at 256.
+    pub const TILE_ELEMENTS: usize = 4096;
+
+    /// The kernel for `n_rep` query rows per kv head of dim `d` on a device whose cubes hold
+    /// `max_units` units and `max_shared` bytes of shared memory: [`DecodeKernel::Group`] with
+    /// the largest tile `d / split` (`split` a power of two dividing `d`) of at most
+    /// [`DecodeKernel::TILE_ELEMENTS`] elements, where the group's rows fit a cube
+    /// (`n_rep · d` units, up to 1,024) and its [`DecodeKernel::group_bytes`] fit the
+    /// shared memory; else [`DecodeKernel::Row`].
+    pub fn plan(n_rep: usize, d: usize, max_units: usize, max_shared: usize) -> Self {
+        if d == 0 || n_rep * d > max_units.min(1024) {
+            return Self::Row;
+        }
+        let tile = (0..usize::BITS)
+            .map(|p| 1usize << p)
+            .take_while(|&split| split <= d)
+            .filter(|&split| d % split == 0)
+            .map(|split| d / split)
+            .find(|&tile| tile * d <= Self::TILE_ELEMENTS);
+        match tile {
+            Some(tile) if Self::group_bytes(n_rep, d, tile) <= max_shared => Self::Group { tile },
+            _ => Self::Row,
+        }
+    }
+
+    /// Shared memory of [`DecodeKernel::Group`] in bytes (f32): the group's rows and the key
+    /// tile (both padded to `d + 1` against bank conflicts), the tile's weights, the partial
+    /// dots where a pair's dot is split (`tile < d`), three statistics per row. Qwen2.5-0.5B
+    /// (7 rows of dim 64, tiles of 64 keys): 20 KB; Qwen2.5-1.5B (6 rows of dim 128, tiles of
+    /// 32 keys): 23 KB.
+    pub fn group_bytes(n_rep: usize, d: usize, tile: usize) -> usize {
+        let partials = if tile < d { n_rep * d } else { 0 };
+        4 * ((n_rep + tile) * (d + 1) + n_rep * tile + partials + 3 * n_rep)
+    }
+}
+
 /// The largest head dim of flash attention (its tiles of q, k, v rows live in shared memory);
 /// Qwen2.5's is 64 or 128.
 pub const FLASH_MAX_HEAD_DIM: usize = 128;
@@ -1780,7 +1832,36 @@ pub mod composed {
 
 #[cfg(test)]
 mod tests {
-    use super::exp_approx;
+    use super::{DecodeKernel, exp_approx};
+
+    /// The tiles the decode kernel takes at the head dims models use, and where it falls back
+    /// to a cube per query row.
+    #[test]
+    fn decode_kernel_plans_a_tile_per_head_dim() {
+        use DecodeKernel::{Group, Row};
+        let plan = |n_rep, d| DecodeKernel::plan(n_rep, d, 1024, 48 * 1024);
+        // Qwen2.5-0.5B, 1.5B, 7B; Llama 3 70B; Qwen3-0.6B.
+        assert_eq!(plan(7, 64), Group { tile: 64 });
+        assert_eq!(plan(6, 128), Group { tile: 32 });
+        assert_eq!(plan(7, 128), Group { tile: 32 });
+        assert_eq!(plan(8, 128), Group { tile: 32 });
+        assert_eq!(plan(2, 128), Group { tile: 32 });
+        assert_eq!(plan(4, 256), Group { tile: 16 });
+        assert_eq!(plan(3, 80), Group { tile: 40 });
+        assert_eq!(plan(3, 96), Group { tile: 24 });
+        assert_eq!(plan(3, 8), Group { tile: 8 });
+        // More rows than a cube holds, a dim no power of two splits under the tile's size,
+        // a device with less shared memory than the tile needs.
+        assert_eq!(plan(20, 64), Row);
+        assert_eq!(plan(5, 256), Row);
+        assert_eq!(plan(1, 65), Row);
+        assert_eq!(DecodeKernel::plan(7, 64, 1024, 16 * 1024), Row);
+        assert_eq!(DecodeKernel::plan(7, 64, 256, 48 * 1024), Row);
+        // The sizes the documentation gives.
+        let kb = |n_rep, d, tile| (DecodeKernel::group_bytes(n_rep, d, tile) + 512) / 1024;
+        assert_eq!(kb(7, 64, 64), 20);
+        assert_eq!(kb(6, 128, 32), 23);
+    }
 
     #[test]
     fn exp_approx_is_within_a_few_ulp_and_zero_far_below() {

@@ -56,6 +56,7 @@ use cube::{
 use cubecl::prelude::{CubeCount, CubeDim};
 
 pub use super::fused::AdamWScalars;
+use super::fused::DecodeKernel;
 
 /// The decoder's elementwise and row ops fused into one kernel each on burn's cubecl
 /// backends; differentiable through [`GpuGrads`].
@@ -912,22 +913,16 @@ fn flash_block(t: &CubeTensor, d: usize) -> usize {
         .unwrap_or(4)
 }
 
-/// Shared memory of [`cube::decode_group_kernel`] at `n_rep` rows of head dim `d`, in bytes:
-/// the rows and a tile of `d` keys (padded to `d + 1`), the tile's weights, three statistics
-/// per row.
-fn decode_group_bytes(n_rep: usize, d: usize) -> usize {
-    4 * ((n_rep + d) * (d + 1) + n_rep * d + 3 * n_rep)
-}
-
-/// Whether a decode step's attention runs a cube per (batch, kv head) on `q`'s device: where a
-/// cube holds a unit per element of the group's rows (`n_rep · d` units, up to 1,024) and the
-/// shared memory the kernel's tile of `d` keys needs (at Qwen2.5-0.5B's 7 query heads of dim
-/// 64, 20 KB; dim 128 needs 72 KB, past the 48 KB a GPU commonly offers, and keeps a cube per
-/// query row, whose units each score one of 128 keys).
-fn decodes_by_group(q: &CubeTensor, n_rep: usize, d: usize) -> bool {
+/// The decode attention kernel for `n_rep` query rows per kv head of dim `d` on `q`'s device
+/// ([`DecodeKernel::plan`] with its units per cube and shared memory).
+fn decode_kernel(q: &CubeTensor, n_rep: usize, d: usize) -> DecodeKernel {
     let hardware = &q.client.properties().hardware;
-    n_rep * d <= (hardware.max_units_per_cube as usize).min(1024)
-        && decode_group_bytes(n_rep, d) <= hardware.max_shared_memory_size
+    DecodeKernel::plan(
+        n_rep,
+        d,
+        hardware.max_units_per_cube as usize,
+        hardware.max_shared_memory_size,
+    )
 }
 
 impl GpuDecode for CubeBackend {
@@ -956,7 +951,7 @@ impl GpuDecode for CubeBackend {
         let [b, kv, n_rep, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let out = like(&q);
-        if decodes_by_group(&q, n_rep, d) {
+        if let DecodeKernel::Group { tile } = decode_kernel(&q, n_rep, d) {
             decode_group_kernel::launch(
                 &q.client,
                 grid(b * kv),
@@ -974,6 +969,7 @@ impl GpuDecode for CubeBackend {
                 s,
                 n_rep,
                 d,
+                tile,
                 masked,
                 rotate,
                 biased,
@@ -2245,15 +2241,18 @@ mod cube {
     }
 
     /// [`decode_attention_kernel`] with the `n_rep` query rows of one (batch, kv head) in one
-    /// cube, a unit per (query row, head dimension): the keys go by tiles of `d`, loaded once
-    /// for the group into shared memory by all its units with consecutive units on consecutive
-    /// elements, where a cube per row reads each key `n_rep` times from device memory, a key
-    /// row per unit. Per tile, each unit scores one of the group's `n_rep · d` (query, key)
-    /// pairs, one unit per row takes the tile into its row's running maximum and normaliser
-    /// (the tile's weights written back in place of the scores), and each unit folds the
-    /// weights into its output element, reading the values where consecutive units read
-    /// consecutive elements and the group's rows read the same ones. The query rows load as
-    /// the other kernel loads them (`rotate`, `biased`).
+    /// cube, a unit per (query row, head dimension): the keys go by tiles of `tile` keys
+    /// (`d / tile` a power of two, [`DecodeKernel::plan`]), loaded once for the group into
+    /// shared memory by all its units with consecutive units on consecutive elements, where a
+    /// cube per row reads each key `n_rep` times from device memory, a key row per unit. Per
+    /// tile, the group's `n_rep · tile` (query, key) pairs are scored by `d / tile` units each
+    /// (unit `u` takes pair `u mod (n_rep · tile)` over the dimensions of its part
+    /// `u / (n_rep · tile)`; the parts' partial dots summed in order), one unit per row takes
+    /// the tile into its row's running maximum and normaliser (the tile's weights written back
+    /// in place of the scores), and each unit folds the weights into its output element,
+    /// reading the values where consecutive units read consecutive elements and the group's
+    /// rows read the same ones. The query rows load as the other kernel loads them (`rotate`,
+    /// `biased`).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn decode_group_kernel<F: Float, G: Float>(
@@ -2270,12 +2269,12 @@ mod cube {
         s: usize,
         #[comptime] n_rep: usize,
         #[comptime] d: usize,
+        #[comptime] tile: usize,
         #[comptime] masked: bool,
         #[comptime] rotate: bool,
         #[comptime] biased: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
-        let tile = comptime!(d);
         let group = CUBE_POS; // batch · kv + kv head
         if group >= groups {
             terminate!();
@@ -2283,12 +2282,19 @@ mod cube {
         let batch = group / kv;
         let (k_base, v_base) = (head_base::<F>(k, group, kv), head_base::<F>(v, group, kv));
         let units = comptime!(n_rep * d);
+        let pairs = comptime!(n_rep * tile);
+        let split = comptime!(d / tile);
         let unit = UNIT_POS_X as usize;
         let (r, c) = (unit / d, unit % d);
         let row = group * n_rep + r;
+        // The pair this unit scores and the part of its dimensions: units `0..pairs` hold the
+        // first part of every pair, so they also sum the parts.
+        let (part, pair) = (unit / pairs, unit % pairs);
+        let (qr, j) = (pair / tile, pair % tile);
         let mut query = Shared::new_slice(comptime!(n_rep * (d + 1)));
         let mut keys = Shared::new_slice(comptime!(tile * (d + 1)));
-        let mut weights = Shared::new_slice(comptime!(n_rep * tile));
+        let mut weights = Shared::new_slice(pairs);
+        let mut partials = Shared::new_slice(comptime!(if split > 1 { units } else { 1 }));
         let mut row_max = Shared::new_slice(n_rep);
         let mut row_sum = Shared::new_slice(n_rep);
         let mut row_scale = Shared::new_slice(n_rep);
@@ -2324,33 +2330,45 @@ mod cube {
                 e += units;
             }
             sync_cube();
-            let mut pair = unit;
-            while pair < n_rep * tile {
-                let (qr, j) = (pair / tile, pair % tile);
-                let mut score = f32::new(-3.0e38);
-                if first + j < s {
-                    score = row_dot(&query, qr, &keys, j, d);
-                    if masked {
-                        score += mask_value::<G>(bias[batch * s + first + j]);
+            let live = first + j < s;
+            let mut dot = f32::new(0.0);
+            if live {
+                let (at_q, at_k) = (qr * (d + 1) + part * tile, j * (d + 1) + part * tile);
+                for x in 0..tile {
+                    dot += query[at_q + x] * keys[at_k + x];
+                }
+            }
+            if comptime!(split > 1) {
+                partials[unit] = dot;
+                sync_cube();
+                if unit < pairs {
+                    dot = f32::new(0.0);
+                    for p in 0..split {
+                        dot += partials[p * pairs + unit];
                     }
                 }
-                weights[pair] = score;
-                pair += units;
+            }
+            if unit < pairs {
+                let mut score = f32::new(-3.0e38);
+                if live {
+                    score = dot + bias_at::<G>(bias, batch * s + first + j, live, masked);
+                }
+                weights[unit] = score;
             }
             sync_cube();
             if unit < n_rep {
                 let old = row_max[unit];
                 let mut new = old;
-                for j in 0..tile {
-                    new = f32::max(new, weights[unit * tile + j]);
+                for x in 0..tile {
+                    new = f32::max(new, weights[unit * tile + x]);
                 }
                 let mut sum = f32::new(0.0);
-                for j in 0..tile {
+                for x in 0..tile {
                     let mut w = f32::new(0.0);
-                    if first + j < s {
-                        w = f32::exp(weights[unit * tile + j] - new);
+                    if first + x < s {
+                        w = f32::exp(weights[unit * tile + x] - new);
                     }
-                    weights[unit * tile + j] = w;
+                    weights[unit * tile + x] = w;
                     sum += w;
                 }
                 let scale = f32::exp(old - new);
@@ -2360,10 +2378,10 @@ mod cube {
             }
             sync_cube();
             let mut add = f32::new(0.0);
-            for j in 0..tile {
-                if first + j < s {
-                    let at = v_base + (first + j) * v.stride(2) + c * v.stride(3);
-                    add += weights[r * tile + j] * f32::cast_from(v[at]);
+            for x in 0..tile {
+                if first + x < s {
+                    let at = v_base + (first + x) * v.stride(2) + c * v.stride(3);
+                    add += weights[r * tile + x] * f32::cast_from(v[at]);
                 }
             }
             acc = acc * row_scale[r] + add;
