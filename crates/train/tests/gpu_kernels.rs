@@ -620,7 +620,10 @@ fn fused_decode_attention_matches_the_composed_ops() {
         // head dims 8 and 64, of 40 at 80, 32 at 128 and 16 at 256, whose pairs' dots are
         // split over 2, 4 and 16 units), and of twenty (more units than a cube holds: a cube
         // per query row); keys and values as views of a cache buffer with room for more
-        // positions; batch row 1 left-padded by two keys.
+        // positions; batch row 1 left-padded by two keys. Past 512 keys the four groups' keys
+        // are split across cubes (three chunks of 512 at 1,500 keys and of 448 at 1,300) and
+        // combined by a second kernel, with row 1 left-padded by 600 keys: its first chunk
+        // sees none.
         for (s, d, n_rep) in [
             (1, 8, 3),
             (7, 64, 3),
@@ -631,6 +634,8 @@ fn fused_decode_attention_matches_the_composed_ops() {
             (300, 128, 3),
             (45, 256, 3),
             (70, 64, 20),
+            (1500, 64, 3),
+            (1300, 128, 3),
         ] {
             let (b, kv, cap) = (2, 2, s + 5);
             let q = values(b * kv * n_rep * d, 21, 1.0);
@@ -639,7 +644,8 @@ fn fused_decode_attention_matches_the_composed_ops() {
                 values(b * kv * cap * d, 23, 2.0),
             );
             let mut bias = vec![0f32; b * s];
-            for slot in bias.iter_mut().skip(s).take(2.min(s - 1)) {
+            let pad = if s > 512 { 600 } else { 2.min(s - 1) };
+            for slot in bias.iter_mut().skip(s).take(pad) {
                 *slot = -1e30;
             }
             for masked in [true, false] {

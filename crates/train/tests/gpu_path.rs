@@ -311,6 +311,63 @@ fn greedy_generation_is_identical() {
     same_generation(&params, "greedy");
 }
 
+/// Greedy decoding past 512 cached keys, where the GPU's decode attention splits a small
+/// batch's keys across cubes and combines the chunks, gives the CPU's tokens: a prompt of
+/// 700 tokens and one of 12, left-padded by 688 keys (its first chunk is all padding).
+#[test]
+fn greedy_generation_over_a_long_context_is_identical() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let mut state = 7u64;
+    let mut ids = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) % 500) as u32
+            })
+            .collect()
+    };
+    let prompts = vec![ids(700), ids(12)];
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 6,
+        logprobs: true,
+        ..Default::default()
+    };
+    // The fixture with room for the context (its config says 256 positions; RoPE has no
+    // such limit).
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let config = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let wider = text.replace(
+        "\"max_position_embeddings\": 256",
+        "\"max_position_embeddings\": 1024",
+    );
+    assert_ne!(text, wider);
+    std::fs::write(&config, wider).unwrap();
+    let run = |device: &Device| {
+        let model = Model::load(dir.path(), device).unwrap();
+        let (out, _) =
+            reasonlab_generate::generate(&model, Some(&tok), &prompts, 1, &params, &mut |_| {})
+                .unwrap();
+        out.into_iter()
+            .map(|c| (c.token_ids, c.logprobs.unwrap()))
+            .unzip::<_, _, Vec<_>, Vec<_>>()
+    };
+    let (cpu, cpu_logps) = run(&Device::flex());
+    let (gpu, gpu_logps) = run(&gpu(false));
+    assert!(cpu.iter().all(|t| !t.is_empty()));
+    assert_eq!(cpu, gpu, "long-context greedy completions differ");
+    let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
+    eprintln!("long-context greedy log-probs: max |Δ| = {diff:.2e}");
+    assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
+}
+
 #[test]
 fn sampled_generation_draws_the_hosts_tokens() {
     // Draws on the GPU happen on the device with the uniforms the host would take, filtered

@@ -1141,13 +1141,44 @@ impl DecodeKernel {
         let tile = (0..usize::BITS)
             .map(|p| 1usize << p)
             .take_while(|&split| split <= d)
-            .filter(|&split| d % split == 0)
+            .filter(|&split| d.is_multiple_of(split))
             .map(|split| d / split)
             .find(|&tile| tile * d <= Self::TILE_ELEMENTS);
         match tile {
             Some(tile) if Self::group_bytes(n_rep, d, tile) <= max_shared => Self::Group { tile },
             _ => Self::Row,
         }
+    }
+
+    /// Keys per chunk where a step's keys are split across cubes ([`DecodeKernel::split`]):
+    /// the partition vLLM's paged attention v2 takes.
+    pub const CHUNK_KEYS: usize = 512;
+
+    /// The cubes a split step aims at: twice the streaming multiprocessors of an H100 or
+    /// H200 (132), rounded down to a power of two. (wgpu does not say how many a GPU has.)
+    pub const GRID_CUBES: usize = 256;
+
+    /// How [`DecodeKernel::Group`] cuts `s` keys of `groups` (batch · kv heads) groups
+    /// across cubes: `(chunks, keys per chunk)`, `(1, s)` unless the groups fill less than
+    /// half of [`DecodeKernel::GRID_CUBES`] and the keys are more than a chunk of
+    /// [`DecodeKernel::CHUNK_KEYS`]; else as many chunks of at least that many keys (a
+    /// multiple of the tile) as bring the cubes up to the grid. Each chunk's cube writes its
+    /// rows' normalised sums and log-sum-exps, and a second kernel combines them
+    /// (flash-decoding). A single stream of Qwen2.5-0.5B (2 kv heads) at 16,384 keys: 32
+    /// chunks of 512, 64 cubes, where unsplit 2 cubes would read every key.
+    pub fn split(self, groups: usize, s: usize) -> (usize, usize) {
+        let tile = match self {
+            Self::Group { tile } => tile,
+            Self::Row => return (1, s),
+        };
+        if groups == 0 || groups >= Self::GRID_CUBES / 2 || s <= Self::CHUNK_KEYS {
+            return (1, s);
+        }
+        let chunks = s
+            .div_ceil(Self::CHUNK_KEYS)
+            .min(Self::GRID_CUBES.div_ceil(groups));
+        let keys = s.div_ceil(chunks).div_ceil(tile) * tile;
+        (s.div_ceil(keys), keys)
     }
 
     /// Shared memory of [`DecodeKernel::Group`] in bytes (f32): the group's rows and the key
@@ -1858,6 +1889,22 @@ mod tests {
         assert_eq!(DecodeKernel::plan(7, 64, 1024, 16 * 1024), Row);
         assert_eq!(DecodeKernel::plan(7, 64, 256, 48 * 1024), Row);
         // The sizes the documentation gives.
+        // Split across cubes: a single stream, a batch that leaves most of the grid idle, and
+        // neither a batch that fills half of it nor a context of one chunk.
+        let group = Group { tile: 64 };
+        assert_eq!(group.split(2, 16384), (32, 512));
+        assert_eq!(group.split(2, 100_000), (121, 832));
+        assert_eq!(group.split(32, 2000), (4, 512));
+        assert_eq!(group.split(32, 1100), (3, 384));
+        assert_eq!(group.split(8, 600), (2, 320));
+        assert_eq!(group.split(128, 16384), (1, 16384));
+        assert_eq!(group.split(2, 512), (1, 512));
+        assert_eq!(Group { tile: 32 }.split(4, 700), (2, 352));
+        assert_eq!(Row.split(2, 16384), (1, 16384));
+        for (groups, s) in [(1, 513), (3, 4097), (100, 9999), (7, 100_000)] {
+            let (chunks, keys) = Group { tile: 32 }.split(groups, s);
+            assert!(keys.is_multiple_of(32) && (chunks - 1) * keys < s && chunks * keys >= s);
+        }
         let kb = |n_rep, d, tile| (DecodeKernel::group_bytes(n_rep, d, tile) + 512) / 1024;
         assert_eq!(kb(7, 64, 64), 20);
         assert_eq!(kb(6, 128, 32), 23);

@@ -47,11 +47,11 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cube::{
-    adamw_kernel, append_kv_kernel, decode_attention_kernel, decode_group_kernel, filter_kernel,
-    flash_attention_dkv_kernel, flash_attention_dq_kernel, flash_attention_kernel,
-    logprobs_backward_in_place_kernel, logprobs_backward_kernel, logprobs_kernel,
-    rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, sample_kernel, softmax_backward_kernel,
-    softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
+    adamw_kernel, append_kv_kernel, decode_attention_kernel, decode_combine_kernel,
+    decode_group_kernel, filter_kernel, flash_attention_dkv_kernel, flash_attention_dq_kernel,
+    flash_attention_kernel, logprobs_backward_in_place_kernel, logprobs_backward_kernel,
+    logprobs_kernel, rms_norm_backward_kernel, rms_norm_kernel, rope_kernel, sample_kernel,
+    softmax_backward_kernel, softmax_kernel, swiglu_backward_kernel, swiglu_kernel,
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -257,7 +257,8 @@ fn rows_spec(
 #[backend_extension(Cube: cfg(feature = "gpu-kernels"), Fusion: cfg(feature = "fusion"))]
 pub trait GpuDecode: Backend {
     /// Attention of one new query per row over the cached keys, flash-decoding style (the
-    /// scores never leave the cube): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type. `q`:
+    /// scores never leave the cube; one kernel, two where [`DecodeKernel::split`] cuts the
+    /// keys across cubes): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type. `q`:
     /// (b, kv, n_rep, d), the `n_rep` query heads of each kv head: with the scale applied, or,
     /// when `rotate`, as the projection gives it, RoPE applied on loading as the RoPE kernel
     /// does (`cos`, `sin`: (b, d) in `q`'s type with the scale folded in; `q_bias`: (kv·n_rep·d),
@@ -951,10 +952,23 @@ impl GpuDecode for CubeBackend {
         let [b, kv, n_rep, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         let out = like(&q);
-        if let DecodeKernel::Group { tile } = decode_kernel(&q, n_rep, d) {
+        let plan = decode_kernel(&q, n_rep, d);
+        if let DecodeKernel::Group { tile } = plan {
+            let groups = b * kv;
+            let (chunks, chunk_keys) = plan.split(groups, s);
+            let split = chunks > 1;
+            // Each chunk's normalised sums (groups, chunks, n_rep, d) and log-sum-exps where
+            // the keys are split; a stand-in otherwise.
+            let (part_out, part_lse) = match split {
+                true => (
+                    f32_rows(&q, [groups * chunks * n_rep * d]),
+                    f32_rows(&q, [groups * chunks * n_rep]),
+                ),
+                false => (f32_rows(&q, [1]), f32_rows(&q, [1])),
+            };
             decode_group_kernel::launch(
                 &q.client,
-                grid(b * kv),
+                grid(groups * chunks),
                 CubeDim::new_1d((n_rep * d) as u32),
                 q.clone().into_tensor_arg(),
                 k.clone().into_tensor_arg(),
@@ -964,20 +978,40 @@ impl GpuDecode for CubeBackend {
                 sin.into_tensor_arg(),
                 q_bias.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                b * kv,
+                part_out.clone().into_tensor_arg(),
+                part_lse.clone().into_tensor_arg(),
+                groups * chunks,
                 kv,
                 s,
+                chunks,
+                chunk_keys,
                 n_rep,
                 d,
                 tile,
                 masked,
                 rotate,
                 biased,
+                split,
                 [
                     dtype_to_storage_type(q.dtype),
                     dtype_to_storage_type(bias.dtype),
                 ],
             );
+            if split {
+                decode_combine_kernel::launch(
+                    &q.client,
+                    grid(groups * n_rep),
+                    CubeDim::new_1d(d as u32),
+                    part_out.into_tensor_arg(),
+                    part_lse.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    groups * n_rep,
+                    n_rep,
+                    chunks,
+                    d,
+                    dtype_to_storage_type(q.dtype),
+                );
+            }
             return out;
         }
         let rows = b * kv * n_rep;
@@ -2252,7 +2286,11 @@ mod cube {
     /// in place of the scores), and each unit folds the weights into its output element,
     /// reading the values where consecutive units read consecutive elements and the group's
     /// rows read the same ones. The query rows load as the other kernel loads them (`rotate`,
-    /// `biased`).
+    /// `biased`). With `split_keys`, cube `group · chunks + chunk` takes the group's keys
+    /// `chunk · chunk_keys ..` (up to `chunk_keys` of them, [`DecodeKernel::split`]) and
+    /// writes its rows' normalised sums to `part_out` (cubes, n_rep, d) and their log-sum-exps
+    /// to `part_lse` (cubes, n_rep), in f32, for [`decode_combine_kernel`]; else `chunks` is 1
+    /// and the rows go to `out`.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn decode_group_kernel<F: Float, G: Float>(
@@ -2264,21 +2302,30 @@ mod cube {
         sin: &Tensor<F>,
         q_bias: &Tensor<F>,
         out: &mut Tensor<F>,
-        groups: usize,
+        part_out: &mut Tensor<f32>,
+        part_lse: &mut Tensor<f32>,
+        cubes: usize,
         kv: usize,
         s: usize,
+        chunks: usize,
+        chunk_keys: usize,
         #[comptime] n_rep: usize,
         #[comptime] d: usize,
         #[comptime] tile: usize,
         #[comptime] masked: bool,
         #[comptime] rotate: bool,
         #[comptime] biased: bool,
+        #[comptime] split_keys: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
-        let group = CUBE_POS; // batch · kv + kv head
-        if group >= groups {
+        let cube = CUBE_POS; // (batch · kv + kv head) · chunks + chunk
+        if cube >= cubes {
             terminate!();
         }
+        let group = cube / chunks;
+        // The chunk's keys: all `s` unless they are split.
+        let mut first = (cube % chunks) * chunk_keys;
+        let end = usize::min(s, first + chunk_keys);
         let batch = group / kv;
         let (k_base, v_base) = (head_base::<F>(k, group, kv), head_base::<F>(v, group, kv));
         let units = comptime!(n_rep * d);
@@ -2316,13 +2363,12 @@ mod cube {
             row_sum[unit] = f32::new(0.0);
         }
         let mut acc = f32::new(0.0);
-        let mut first = 0;
-        while first < s {
+        while first < end {
             let mut e = unit;
             while e < tile * d {
                 let (key, col) = (e / d, e % d);
                 let mut kj = f32::new(0.0);
-                if first + key < s {
+                if first + key < end {
                     kj =
                         f32::cast_from(k[k_base + (first + key) * k.stride(2) + col * k.stride(3)]);
                 }
@@ -2330,7 +2376,7 @@ mod cube {
                 e += units;
             }
             sync_cube();
-            let live = first + j < s;
+            let live = first + j < end;
             let mut dot = f32::new(0.0);
             if live {
                 let (at_q, at_k) = (qr * (d + 1) + part * tile, j * (d + 1) + part * tile);
@@ -2365,7 +2411,7 @@ mod cube {
                 let mut sum = f32::new(0.0);
                 for x in 0..tile {
                     let mut w = f32::new(0.0);
-                    if first + x < s {
+                    if first + x < end {
                         w = f32::exp(weights[unit * tile + x] - new);
                     }
                     weights[unit * tile + x] = w;
@@ -2379,7 +2425,7 @@ mod cube {
             sync_cube();
             let mut add = f32::new(0.0);
             for x in 0..tile {
-                if first + x < s {
+                if first + x < end {
                     let at = v_base + (first + x) * v.stride(2) + c * v.stride(3);
                     add += weights[r * tile + x] * f32::cast_from(v[at]);
                 }
@@ -2388,7 +2434,52 @@ mod cube {
             sync_cube();
             first += tile;
         }
-        out[row * d + c] = F::cast_from(acc / row_sum[r]);
+        if split_keys {
+            let at = cube * n_rep + r;
+            part_out[at * d + c] = acc / row_sum[r];
+            if c == 0 {
+                part_lse[at] = row_max[r] + f32::ln(row_sum[r]);
+            }
+        } else {
+            out[row * d + c] = F::cast_from(acc / row_sum[r]);
+        }
+    }
+
+    /// The rows of a decode step whose keys [`decode_group_kernel`] split into `chunks`: one
+    /// cube per query row (`rows` of them, `n_rep` per group), a unit per head dimension,
+    /// each chunk's normalised sum weighted by `exp(lse_chunk − max lse)` over the weights'
+    /// sum (a chunk whose keys are all masked has a log-sum-exp near −1e30, so no weight).
+    #[cube(launch)]
+    pub(super) fn decode_combine_kernel<F: Float>(
+        part_out: &Tensor<f32>,
+        part_lse: &Tensor<f32>,
+        out: &mut Tensor<F>,
+        rows: usize,
+        n_rep: usize,
+        chunks: usize,
+        #[comptime] d: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= rows {
+            terminate!();
+        }
+        let c = UNIT_POS_X as usize;
+        let (group, r) = (row / n_rep, row % n_rep);
+        let first = group * chunks * n_rep + r;
+        let mut top = f32::new(-3.0e38);
+        for chunk in 0..chunks {
+            top = f32::max(top, part_lse[first + chunk * n_rep]);
+        }
+        let mut sum = f32::new(0.0);
+        let mut weight = f32::new(0.0);
+        for chunk in 0..chunks {
+            let at = first + chunk * n_rep;
+            let w = f32::exp(part_lse[at] - top);
+            sum += w * part_out[at * d + c];
+            weight += w;
+        }
+        out[row * d + c] = F::cast_from(sum / weight);
     }
 
     /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
