@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
         [--device cpu|cuda] [--card pci:ADDRESS|N] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
-        [--prompt-tokens 0]
+        [--prompt-tokens 0] [--prompts 16] [--prompt-len 32] [--new-tokens 128]
 
 Model (--shape tiny, the default): randomly initialised Qwen2ForCausalLM, f32 — vocab 512,
 hidden 256, 4 layers, 4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm
@@ -16,10 +16,12 @@ its PCI address), and the JSON line adds the peak GPU memory torch's allocator r
 (cuda_reserved_mb). --dtype bf16: generation runs the model in bf16 (--dtype f16: f16); the train step keeps f32 weights and AdamW state and runs the forward
 under autocast to that type (PyTorch's mixed precision).
 
-(i)  generation: 16 prompts x 32 random token ids (equal length, no padding), then 128 new
-     tokens sampled at temperature 1 (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=128,
-     max_new_tokens=128, eos_token_id=None) through HF `generate` with the KV cache.
-     Reports new tokens/s = 16*128 / seconds, best of 3 after one warm-up run.
+(i)  generation: 16 prompts x 32 random token ids (equal length, no padding; --prompts,
+     --prompt-len), then 128 new tokens (--new-tokens) sampled at temperature 1
+     (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=max_new_tokens=128,
+     eos_token_id=None) through HF `generate` with the KV cache, all prompts in one batch.
+     Reports new tokens/s = 16*128 / seconds, best of 3 after one warm-up run, and the
+     workload (prompts, prompt_len, new_tokens_per_prompt).
 (ii) train step: batch 8 x seq 256 random ids, causal-LM loss (labels = input_ids), backward,
      AdamW step (lr 1e-4), zero_grad. Reports seconds/step, best of 5 after one warm-up step.
      --prompt-tokens P: the first P tokens of each row are a prompt, labelled -100 (SFT's
@@ -268,6 +270,9 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=1.0, help="generate: sampling temperature")
     ap.add_argument("--top-k", type=int, default=0, help="generate: keep the k likeliest (0: all)")
     ap.add_argument("--top-p", type=float, default=1.0, help="generate: nucleus mass (1: all)")
+    ap.add_argument("--prompts", type=int, default=16, help="generate: prompts, in one batch")
+    ap.add_argument("--prompt-len", type=int, default=32, help="generate: tokens per prompt")
+    ap.add_argument("--new-tokens", type=int, default=128, help="generate: new tokens per prompt")
     ap.add_argument("--batch", type=int, default=8, help="train step: sequences")
     ap.add_argument("--seq", type=int, default=256, help="train step: tokens per sequence")
     ap.add_argument(
@@ -290,7 +295,14 @@ def main() -> int:
         "dtype": args.dtype,
     }
     if args.only in (None, "generate"):
-        result.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+        result.update(
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            prompts=args.prompts,
+            prompt_len=args.prompt_len,
+            new_tokens_per_prompt=args.new_tokens,
+        )
     detail = {
         "threads": torch.get_num_threads(),
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -307,6 +319,9 @@ def main() -> int:
             model,
             args.seed,
             args.device,
+            batch=args.prompts,
+            prompt_len=args.prompt_len,
+            new_tokens=args.new_tokens,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,

@@ -6,10 +6,10 @@
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
 #                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
 #                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu] [--wheels DIR]
-#                        [--only parity,generate,train-step,grpo,profile,f32]
+#                        [--only parity,generate,train-step,grpo,profile,f32,long]
 #
-# --only runs the named parts below and no others (the first five by default; `f32` only when
-# named): a second run into the same --out can take up parts a first one did not reach, and the
+# --only runs the named parts below and no others (the first five by default; `f32` and
+# `long` only when named): a second run into the same --out can take up parts a first one did not reach, and the
 # summary covers both (the fallback below needs the parity part: without it, --bin runs them
 # all). The default spends the GPU's minutes on what the goals compare: reduced precision.
 # --wheels DIR installs the Python wheels in DIR (the peers' packages the machine lacks, such as
@@ -40,9 +40,13 @@
 #    total is not the speed), summed by kernel into OUT/profile.txt: where a decode step's time
 #    goes; and the same over one mixed-precision train step into OUT/profile-train.txt;
 # 6. f32 (only when named): generation and the train step of parts 2 and 3 in f32 on both sides.
+# 7. long (only when named): a single stream's generation over a long context, in the reduced
+#    --dtype on both sides (1 prompt of 8,192 tokens, 128 new; the decode attention splits its
+#    keys across cubes there, 16 chunks of 512 per kv head), then 16 streams of 2,048 tokens
+#    (4 chunks each).
 # On --backend flex, parts 2 and 3 run in f32, the CPU's only precision. Every result is a JSON
 # file in OUT, and a summary ends the run. Each step has a time limit (together 9 min 5 s by
-# default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s).
+# default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
@@ -67,7 +71,7 @@ FALLBACK_BIN=
 FALLBACK_BACKEND=wgpu
 WHEELS=
 ONLY=parity,generate,train-step,grpo,profile
-PARTS="parity, generate, train-step, grpo, profile, f32"
+PARTS="parity, generate, train-step, grpo, profile, f32, long"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -82,13 +86,13 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 for part in ${ONLY//,/ }; do
   case "$part" in
-    parity|generate|train-step|grpo|profile|f32) ;;
+    parity|generate|train-step|grpo|profile|f32|long) ;;
     *) echo "unknown part $part in --only ($PARTS)" >&2; exit 2 ;;
   esac
 done
@@ -251,6 +255,20 @@ if wanted profile && [ "$BACKEND" != flex ]; then
   per_kernel "$OUT/cubecl-train.log" "$OUT/profile-train.txt"
   echo "== profile of a train step: time per kernel, largest first ($OUT/profile-train.txt)"
   head -15 "$OUT/profile-train.txt"
+fi
+
+# 7. long contexts: a single stream (split-K decode attention) and a batch of them
+if wanted long; then
+  LONG=8192; LONG_BATCH=2048
+  [ "$SHAPE" = tiny ] && { LONG=384; LONG_BATCH=256; } # the tiny shape has 512 positions
+  LONG_DTYPE=$DTYPE
+  [ "$BACKEND" = flex ] && LONG_DTYPE=f32
+  step generate-long 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
+    --dtype "$LONG_DTYPE" --prompts 1 --prompt-len "$LONG" --repeats 2 --peer-python "$PY" \
+    --json "$OUT/generate-long.json"
+  step generate-long-batch 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
+    --dtype "$LONG_DTYPE" --prompts 16 --prompt-len "$LONG_BATCH" --repeats 1 \
+    --peer-python "$PY" --json "$OUT/generate-long-batch.json"
 fi
 
 echo "== summary ($OUT)"

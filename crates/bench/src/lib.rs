@@ -333,8 +333,11 @@ pub struct PeerConfig {
 
 #[derive(Debug, Clone)]
 pub struct GenerateBench {
-    /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone (the
-    /// peer script runs 128 only).
+    /// Prompts, each sampled once: the workload's 16, or 1 for a single stream.
+    pub prompts: usize,
+    /// Tokens per prompt: the workload's 32, or thousands for a long context.
+    pub prompt_len: usize,
+    /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone.
     pub new_tokens: usize,
     /// Our float type, and the peer's (`bench_torch.py --dtype`).
     pub precision: Precision,
@@ -741,15 +744,40 @@ fn spread(xs: &[f64]) -> (f64, f64, f64) {
 /// on the target's shape, against HF transformers (`scripts/bench_torch.py`).
 pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (new_tokens, args) = (cfg.new_tokens, &cfg.args);
-
-    if new_tokens != 128 && args.peer.given() {
-        bail!(
-            "--new-tokens {new_tokens}: the peer script runs the workload's 128 new tokens; \
-             drop --peer-python/--peer-json to time other lengths"
-        );
+    if cfg.prompts == 0 || cfg.prompt_len == 0 {
+        bail!("the workload needs at least one prompt of at least one token");
+    }
+    if let Some(path) = &args.peer.peer_json {
+        // A saved line from before the workload was recorded ran the default one.
+        let line = run_peer(Some(path), None, &[])?.unwrap_or_default();
+        let theirs = [
+            ("prompts", 16),
+            ("prompt_len", 32),
+            ("new_tokens_per_prompt", 128),
+        ]
+        .map(|(key, default)| line[key].as_u64().unwrap_or(default) as usize);
+        let ours = [cfg.prompts, cfg.prompt_len, new_tokens];
+        if theirs != ours {
+            bail!(
+                "{}: the peer ran {} prompts of {} tokens with {} new each, this run {} of {} \
+                 with {}; run the peer again (--peer-python) or match its workload",
+                path.display(),
+                theirs[0],
+                theirs[1],
+                theirs[2],
+                ours[0],
+                ours[1],
+                ours[2]
+            );
+        }
     }
     let (model, info) = args.target.model(Purpose::Inference(cfg.precision))?;
-    let prompts = random_ids(12345, 16, 32, model.config.vocab_size as u64);
+    let prompts = random_ids(
+        12345,
+        cfg.prompts,
+        cfg.prompt_len,
+        model.config.vocab_size as u64,
+    );
     let draw = cfg.draw;
     if !(draw.temperature > 0.0 && draw.top_p > 0.0 && draw.top_p <= 1.0) {
         bail!("the draw needs a temperature above 0 and top-p in (0, 1], not {draw:?}");
@@ -759,7 +787,8 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
         top_k: draw.top_k,
         top_p: draw.top_p as f32,
         max_new_tokens: new_tokens.max(1),
-        max_batch: 16,
+        // The peer samples every prompt in one batch.
+        max_batch: cfg.prompts,
         ..Default::default()
     };
     // Warm-up, then best of `repeats` (per round).
@@ -781,6 +810,9 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
             "generate_tokens_per_s": tokens as f64 / best,
             "seconds": best,
             "new_tokens": tokens,
+            "prompts": cfg.prompts,
+            "prompt_len": cfg.prompt_len,
+            "new_tokens_per_prompt": new_tokens,
             "peak_rss_mb": peak_rss_mb(),
             "threads": threads(),
             "cpu": cpu(),
@@ -792,7 +824,13 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
     };
     let metric = Metric::higher("generate_tokens_per_s");
     let extra = [
-        "--dtype".to_string(),
+        "--prompts".to_string(),
+        cfg.prompts.to_string(),
+        "--prompt-len".into(),
+        cfg.prompt_len.to_string(),
+        "--new-tokens".into(),
+        new_tokens.to_string(),
+        "--dtype".into(),
         cfg.precision.name().into(),
         "--temperature".into(),
         draw.temperature.to_string(),

@@ -404,16 +404,22 @@ fn bench_json(out: &std::process::Output, json: &std::path::Path) -> serde_json:
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
 }
 
-/// `bench generate --new-tokens N` times N new tokens per prompt (1: the prefill alone) and
-/// writes our side as JSON; a peer comparison needs the workload's 128.
+/// `bench generate` times the workload it is given (`--prompts`, `--prompt-len`,
+/// `--new-tokens`; 1 new token: the prefill alone) and writes it with our side as JSON; a
+/// saved peer line is compared only when it ran the same workload (a line without one ran the
+/// default: 16 prompts of 32 tokens, 128 new).
 #[test]
-fn bench_generate_times_other_lengths_but_compares_only_the_workload() {
+fn bench_generate_times_a_workload_and_compares_a_peer_of_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("ours.json");
     let out = bin()
         .args([
             "bench",
             "generate",
+            "--prompts",
+            "3",
+            "--prompt-len",
+            "40",
             "--new-tokens",
             "2",
             "--repeats",
@@ -424,14 +430,51 @@ fn bench_generate_times_other_lengths_but_compares_only_the_workload() {
         .output()
         .unwrap();
     let ours = bench_json(&out, &json);
-    assert_eq!(ours["new_tokens"], 32, "16 prompts × 2: {ours}");
-    let out = bin()
-        .args(["bench", "generate", "--new-tokens", "1", "--peer-json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("128 new tokens"));
+    assert_eq!(ours["new_tokens"], 6, "3 prompts × 2: {ours}");
+    assert_eq!(ours["new_tokens_per_prompt"], 2);
+    assert_eq!(
+        (ours["prompts"].clone(), ours["prompt_len"].clone()),
+        (3.into(), 40.into())
+    );
+    let peer = dir.path().join("peer.json");
+    let run = |workload: &[&str], line: &str| {
+        std::fs::write(&peer, line).unwrap();
+        bin()
+            .args(["bench", "generate", "--repeats", "1"])
+            .args(workload)
+            .arg("--peer-json")
+            .arg(&peer)
+            .output()
+            .unwrap()
+    };
+    // A default-workload line against another workload is refused, naming both.
+    let refused = run(
+        &["--new-tokens", "1"],
+        r#"{"generate_tokens_per_s": 100.0}"#,
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("16 prompts of 32 tokens with 128 new"),
+        "{err}"
+    );
+    assert!(err.contains("this run 16 of 32 with 1"), "{err}");
+    // The same workload is compared: the ratio printed.
+    let line = r#"{"generate_tokens_per_s": 100.0, "prompts": 2, "prompt_len": 8, "new_tokens_per_prompt": 3}"#;
+    let compared = run(
+        &["--prompts", "2", "--prompt-len", "8", "--new-tokens", "3"],
+        line,
+    );
+    assert!(
+        compared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compared.stderr)
+    );
+    let printed = String::from_utf8_lossy(&compared.stdout);
+    assert!(
+        printed.contains("speed-up (generate_tokens_per_s)"),
+        "{printed}"
+    );
 }
 
 /// `bench train-step --prompt-tokens P` trains on each row's tokens after the first P only

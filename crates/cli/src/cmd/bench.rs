@@ -141,8 +141,13 @@ impl PeerArgs {
 
 #[derive(clap::Args, Clone)]
 pub struct GenerateArgs {
-    /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone (the
-    /// peer script runs 128 only).
+    /// Prompts, each sampled once, in one batch: the workload's 16, or 1 for a single stream.
+    #[arg(long, default_value_t = 16)]
+    prompts: usize,
+    /// Random tokens per prompt: the workload's 32, or thousands for a long context.
+    #[arg(long, default_value_t = 32)]
+    prompt_len: usize,
+    /// New tokens per prompt: the workload's 128, or e.g. 1 to time the prefill alone.
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
     /// Our float type (bf16 / f16 on a GPU backend), and the peer's: f32, bf16 or f16.
@@ -331,6 +336,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Generate(a) => bench::generate(
             &bench::GenerateBench {
+                prompts: a.prompts,
+                prompt_len: a.prompt_len,
                 new_tokens: a.new_tokens,
                 precision: a.dtype,
                 draw: bench::Draw {
