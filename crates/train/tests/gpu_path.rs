@@ -19,6 +19,8 @@
 
 mod gpu_common;
 
+use std::path::Path;
+
 use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, ragged_batch};
 use reasonlab_generate::SamplingParams;
 use reasonlab_model::burn::tensor::DType;
@@ -278,10 +280,23 @@ fn same_generation(params: &SamplingParams, what: &str) {
         .iter()
         .map(|p| tok.encode(p, true).unwrap())
         .collect();
+    same_completions(&fixture(), &prompts, 2, params, what);
+}
+
+/// `samples` samples of each of `prompts` from the checkpoint in `dir` with `params` on flex
+/// and on the GPU: the same tokens, and their log-probs within 1e-4.
+fn same_completions(
+    dir: &Path,
+    prompts: &[Vec<u32>],
+    samples: usize,
+    params: &SamplingParams,
+    what: &str,
+) {
+    let tok = Tokenizer::from_dir(dir).unwrap();
     let run = |device: &Device| {
-        let model = Model::load(&fixture(), device).unwrap();
+        let model = Model::load(dir, device).unwrap();
         let (out, _) =
-            reasonlab_generate::generate(&model, Some(&tok), &prompts, 2, params, &mut |_| {})
+            reasonlab_generate::generate(&model, Some(&tok), prompts, samples, params, &mut |_| {})
                 .unwrap();
         out.into_iter()
             .map(|c| (c.token_ids, c.logprobs.unwrap()))
@@ -316,7 +331,6 @@ fn greedy_generation_is_identical() {
 /// 700 tokens and one of 12, left-padded by 688 keys (its first chunk is all padding).
 #[test]
 fn greedy_generation_over_a_long_context_is_identical() {
-    let tok = Tokenizer::from_dir(&fixture()).unwrap();
     let mut state = 7u64;
     let mut ids = |n: usize| -> Vec<u32> {
         (0..n)
@@ -350,22 +364,7 @@ fn greedy_generation_over_a_long_context_is_identical() {
     );
     assert_ne!(text, wider);
     std::fs::write(&config, wider).unwrap();
-    let run = |device: &Device| {
-        let model = Model::load(dir.path(), device).unwrap();
-        let (out, _) =
-            reasonlab_generate::generate(&model, Some(&tok), &prompts, 1, &params, &mut |_| {})
-                .unwrap();
-        out.into_iter()
-            .map(|c| (c.token_ids, c.logprobs.unwrap()))
-            .unzip::<_, _, Vec<_>, Vec<_>>()
-    };
-    let (cpu, cpu_logps) = run(&Device::flex());
-    let (gpu, gpu_logps) = run(&gpu(false));
-    assert!(cpu.iter().all(|t| !t.is_empty()));
-    assert_eq!(cpu, gpu, "long-context greedy completions differ");
-    let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
-    eprintln!("long-context greedy log-probs: max |Δ| = {diff:.2e}");
-    assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
+    same_completions(dir.path(), &prompts, 1, &params, "long-context greedy");
 }
 
 #[test]
