@@ -2,14 +2,16 @@
 """PyTorch side of the reasonlab speed benchmark (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_torch.py [--only generate|train] [--threads 2] [--seed 0]
-        [--device cpu|cuda] [--card pci:ADDRESS|N] [--shape tiny|qwen2.5-0.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
+        [--device cpu|cuda] [--card pci:ADDRESS|N] [--shape tiny|qwen2.5-0.5b|qwen2.5-1.5b] [--dtype f32|bf16|f16] [--batch 8] [--seq 256]
         [--prompt-tokens 0] [--prompts 16] [--prompt-len 32] [--new-tokens 128]
 
 Model (--shape tiny, the default): randomly initialised Qwen2ForCausalLM, f32 — vocab 512,
 hidden 256, 4 layers, 4 attention heads / 2 KV heads (head_dim 64), intermediate 688, RMSNorm
 eps 1e-6, rope theta 10000, tied embeddings, default (sdpa) attention. --shape qwen2.5-0.5b:
 Qwen2.5-0.5B's shapes (vocab 151936, hidden 896, 24 layers, 14 / 2 heads, intermediate 4864,
-q/k/v biases, rope theta 1e6, tied embeddings; 494M parameters), random weights.
+q/k/v biases, rope theta 1e6, tied embeddings; 494M parameters), random weights; --shape
+qwen2.5-1.5b: Qwen2.5-1.5B's (hidden 1536, 28 layers, 12 / 2 heads of dim 128, intermediate
+8960; 1.54B parameters).
 
 On --device cuda the timings synchronise the GPU (--card picks the card: reasonlab's own, by
 its PCI address), and the JSON line adds the peak GPU memory torch's allocator reserved
@@ -74,6 +76,16 @@ SHAPES = {
         num_attention_heads=14,
         num_key_value_heads=2,
         intermediate_size=4864,
+        rope_theta=1000000.0,
+        max_position_embeddings=32768,
+    ),
+    "qwen2.5-1.5b": dict(
+        vocab_size=151936,
+        hidden_size=1536,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=8960,
         rope_theta=1000000.0,
         max_position_embeddings=32768,
     ),

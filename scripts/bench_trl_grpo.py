@@ -2,10 +2,10 @@
 """TRL side of `reasonlab bench grpo` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_grpo.py --prompts PROMPTS.jsonl [--beta 0.04] [--steps 3]
-        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b] [--precision f32|f16|bf16]
+        [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b|qwen2.5-1.5b] [--precision f32|f16|bf16]
         [--gradient-checkpointing]
 
-The workload: the model-core benchmark's tiny Qwen2 or Qwen2.5-0.5B's shapes
+The workload: the model-core benchmark's tiny Qwen2 or Qwen2.5-0.5B's (or 1.5B's) shapes
 (scripts/bench_torch.py, random init, f32 weights) with the tiny fixture's tokenizer (vocab 512:
 ids a larger vocabulary samples beyond it decode to nothing, as on our side), 8 prompts x 8 generations per
 step, at most 128 new tokens at temperature 1, one optimiser step per generation batch

@@ -2,7 +2,7 @@
 """TRL side of `reasonlab bench rm` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_rm.py --data WORKLOAD.jsonl --objective pairwise [--batch 8]
-        [--warmup-steps 0] [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b]
+        [--warmup-steps 0] [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b|qwen2.5-1.5b]
         [--precision f32|f16|bf16] [--gradient-checkpointing]
 
 `reasonlab bench rm` writes WORKLOAD.jsonl, pre-tokenised:
@@ -17,7 +17,7 @@
   adds tokenisation on top of that loop, and TRL 1.x no longer ships it.)
 
 Both: AdamW lr 1e-5 constant, no clipping differences (max_grad_norm 1.0), padded batches, no
-evaluation, no checkpoints; the backbone is the tiny Qwen2 or Qwen2.5-0.5B's shapes (--shape),
+evaluation, no checkpoints; the backbone is the tiny Qwen2 or Qwen2.5-0.5B's (or 1.5B's) shapes (--shape),
 with mixed precision and gradient checkpointing set from --precision and
 --gradient-checkpointing to match our side (RewardConfig's defaults would turn on bf16 and
 gradient checkpointing). Throughput counts real (non-pad) tokens of the epoch over the wall

@@ -2,7 +2,7 @@
 """TRL side of `reasonlab bench sft` (CPU, 2 threads by default).
 
     .venv/bin/python scripts/bench_trl_sft.py --data WORKLOAD.jsonl [--batch 8] [--max-length 256]
-        [--warmup-steps 0] [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b]
+        [--warmup-steps 0] [--device cpu|cuda] [--shape tiny|qwen2.5-0.5b|qwen2.5-1.5b]
         [--precision f32|f16|bf16] [--gradient-checkpointing]
 
 `reasonlab bench sft` writes WORKLOAD.jsonl: pre-tokenised examples `{"input_ids": [...],

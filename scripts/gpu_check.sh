@@ -4,7 +4,8 @@
 # transformers and trl; no network, no Rust.
 #
 #   scripts/gpu_check.sh [--bin target/release/reasonlab] [--backend wgpu] [--python python3]
-#                        [--shape qwen2.5-0.5b] [--dtype f16] [--out gpu-check] [--quick]
+#                        [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--dtype f16] [--out gpu-check]
+#                        [--quick]
 #                        [--fallback-bin ./reasonlab-wgpu --fallback-backend wgpu] [--wheels DIR]
 #                        [--only parity,generate,train-step,grpo,profile,f32,long]
 #
@@ -86,7 +87,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,58p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done

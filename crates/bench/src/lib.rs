@@ -202,6 +202,10 @@ pub enum Shape {
     /// Qwen2.5-0.5B's shapes: vocab 151,936, hidden 896, 24 layers, 14 heads / 2 KV heads,
     /// intermediate 4,864, q/k/v biases, tied embeddings (494M parameters): the GPU workload.
     Qwen25Half,
+    /// Qwen2.5-1.5B's shapes (and DeepSeek-R1-Distill-Qwen-1.5B's): vocab 151,936, hidden
+    /// 1,536, 28 layers, 12 heads / 2 KV heads of dim 128, intermediate 8,960, q/k/v biases,
+    /// tied embeddings (1.54B parameters): the GPU workload at head dim 128.
+    Qwen25OnePointFive,
 }
 
 impl Shape {
@@ -210,6 +214,7 @@ impl Shape {
         match self {
             Shape::Tiny => "tiny",
             Shape::Qwen25Half => "qwen2.5-0.5b",
+            Shape::Qwen25OnePointFive => "qwen2.5-1.5b",
         }
     }
 
@@ -230,6 +235,14 @@ impl Shape {
                 attention_bias: true,
                 ..bench_config()
             },
+            Shape::Qwen25OnePointFive => ModelConfig {
+                hidden_size: 1536,
+                intermediate_size: 8960,
+                num_hidden_layers: 28,
+                num_attention_heads: 12,
+                head_dim: 128,
+                ..Shape::Qwen25Half.config()
+            },
         }
     }
 }
@@ -237,12 +250,12 @@ impl Shape {
 impl std::str::FromStr for Shape {
     type Err = BenchError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Shape::Tiny, Shape::Qwen25Half]
+        [Shape::Tiny, Shape::Qwen25Half, Shape::Qwen25OnePointFive]
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 BenchError::Failed(format!(
-                    "unknown shape {s:?}; expected tiny or qwen2.5-0.5b"
+                    "unknown shape {s:?}; expected tiny, qwen2.5-0.5b or qwen2.5-1.5b"
                 ))
             })
     }
@@ -1762,6 +1775,22 @@ fn grpo_rollouts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shapes have the parameter counts of the models they stand for (transformers counts
+    /// 494,032,768 for Qwen2.5-0.5B and 1,543,714,304 for Qwen2.5-1.5B) and parse back from
+    /// their names.
+    #[test]
+    fn the_shapes_are_the_models_they_name() {
+        for (shape, parameters) in [
+            (Shape::Qwen25Half, 494_032_768),
+            (Shape::Qwen25OnePointFive, 1_543_714_304),
+        ] {
+            assert_eq!(shape.config().num_parameters(), parameters, "{shape:?}");
+            assert_eq!(shape.name().parse::<Shape>().unwrap(), shape);
+        }
+        assert_eq!(Shape::Qwen25OnePointFive.config().head_dim, 128);
+        assert!("qwen2.5-7b".parse::<Shape>().is_err());
+    }
 
     /// A stand-in for the peer's Python (a shell script): logs each call and prints one JSON line whose number
     /// grows by 100 per call (100, 200, …).

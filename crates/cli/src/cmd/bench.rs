@@ -97,8 +97,8 @@ pub struct TargetArgs {
     /// a GPU backend.
     #[arg(long, default_value = "flex")]
     backend: reasonlab_model::BackendKind,
-    /// The model: tiny (the CPU workload) or qwen2.5-0.5b (Qwen2.5-0.5B's shapes, random
-    /// weights: the GPU workload).
+    /// The model: tiny (the CPU workload), qwen2.5-0.5b (Qwen2.5-0.5B's shapes, random
+    /// weights: the GPU workload) or qwen2.5-1.5b (Qwen2.5-1.5B's, head dim 128).
     #[arg(long, default_value = "tiny")]
     shape: bench::Shape,
 }
