@@ -22,7 +22,7 @@ under autocast to that type (PyTorch's mixed precision).
      --prompt-len), then 128 new tokens (--new-tokens) sampled at temperature 1
      (do_sample=True, top_k=0, top_p=1.0, min_new_tokens=max_new_tokens=128,
      eos_token_id=None) through HF `generate` with the KV cache, all prompts in one batch.
-     Reports new tokens/s = 16*128 / seconds, best of 3 after one warm-up run, and the
+     Reports new tokens/s = prompts * new tokens / seconds, best of 3 after one warm-up run, and the
      workload (prompts, prompt_len, new_tokens_per_prompt).
 (ii) train step: batch 8 x seq 256 random ids, causal-LM loss (labels = input_ids), backward,
      AdamW step (lr 1e-4), zero_grad. Reports seconds/step, best of 5 after one warm-up step.

@@ -43,8 +43,8 @@
 # 6. f32 (only when named): generation and the train step of parts 2 and 3 in f32 on both sides.
 # 7. long (only when named): a single stream's generation over a long context, in the reduced
 #    --dtype on both sides (1 prompt of 8,192 tokens, 128 new; the decode attention splits its
-#    keys across cubes there, 16 chunks of 512 per kv head), then 16 streams of 2,048 tokens
-#    (4 chunks each).
+#    keys across cubes there, 17 chunks of up to 512 per kv head), then 16 streams of 2,048
+#    tokens (5 chunks each).
 # On --backend flex, parts 2 and 3 run in f32, the CPU's only precision. Every result is a JSON
 # file in OUT, and a summary ends the run. Each step has a time limit (together 9 min 5 s by
 # default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min).

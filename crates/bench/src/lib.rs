@@ -202,7 +202,8 @@ pub enum Shape {
     /// Qwen2.5-0.5B's shapes: vocab 151,936, hidden 896, 24 layers, 14 heads / 2 KV heads,
     /// intermediate 4,864, q/k/v biases, tied embeddings (494M parameters): the GPU workload.
     Qwen25Half,
-    /// Qwen2.5-1.5B's shapes (and DeepSeek-R1-Distill-Qwen-1.5B's): vocab 151,936, hidden
+    /// Qwen2.5-1.5B's shapes (DeepSeek-R1-Distill-Qwen-1.5B has the same layers and an untied
+    /// LM head): vocab 151,936, hidden
     /// 1,536, 28 layers, 12 heads / 2 KV heads of dim 128, intermediate 8,960, q/k/v biases,
     /// tied embeddings (1.54B parameters): the GPU workload at head dim 128.
     Qwen25OnePointFive,
@@ -757,8 +758,8 @@ fn spread(xs: &[f64]) -> (f64, f64, f64) {
 /// on the target's shape, against HF transformers (`scripts/bench_torch.py`).
 pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchError> {
     let (new_tokens, args) = (cfg.new_tokens, &cfg.args);
-    if cfg.prompts == 0 || cfg.prompt_len == 0 {
-        bail!("the workload needs at least one prompt of at least one token");
+    if cfg.prompts == 0 || cfg.prompt_len == 0 || new_tokens == 0 {
+        bail!("the workload needs at least one prompt of at least one token and one new token");
     }
     if let Some(path) = &args.peer.peer_json {
         // A saved line from before the workload was recorded ran the default one.
@@ -799,7 +800,7 @@ pub fn generate(cfg: &GenerateBench, out: &mut dyn Write) -> Result<(), BenchErr
         temperature: draw.temperature as f32,
         top_k: draw.top_k,
         top_p: draw.top_p as f32,
-        max_new_tokens: new_tokens.max(1),
+        max_new_tokens: new_tokens,
         // The peer samples every prompt in one batch.
         max_batch: cfg.prompts,
         ..Default::default()

@@ -1119,7 +1119,9 @@ pub enum DecodeKernel {
     Group { tile: usize },
     /// One cube per query row, a unit per head dimension (`d` rounded up to a power of two,
     /// at least 32) and per key of each tile of as many keys: each query head reads its kv
-    /// head's keys on its own. Where a group's rows are more than a cube holds.
+    /// head's keys on its own. Where a group's rows are more than a cube holds, no tile of a
+    /// power-of-two split fits [`DecodeKernel::TILE_ELEMENTS`], or the device's shared memory
+    /// is smaller than the group needs.
     Row,
 }
 
@@ -1154,15 +1156,17 @@ impl DecodeKernel {
     /// the partition vLLM's paged attention v2 takes.
     pub const CHUNK_KEYS: usize = 512;
 
-    /// The cubes a split step aims at: twice the streaming multiprocessors of an H100 or
-    /// H200 (132), rounded down to a power of two. (wgpu does not say how many a GPU has.)
+    /// The cubes a split step aims at: about twice the streaming multiprocessors of an H100
+    /// or H200 (2 · 132 = 264, rounded down to a power of two). (wgpu does not say how many a GPU has.)
     pub const GRID_CUBES: usize = 256;
 
     /// How [`DecodeKernel::Group`] cuts `s` keys of `groups` (batch · kv heads) groups
     /// across cubes: `(chunks, keys per chunk)`, `(1, s)` unless the groups fill less than
     /// half of [`DecodeKernel::GRID_CUBES`] and the keys are more than a chunk of
-    /// [`DecodeKernel::CHUNK_KEYS`]; else as many chunks of at least that many keys (a
-    /// multiple of the tile) as bring the cubes up to the grid. Each chunk's cube writes its
+    /// [`DecodeKernel::CHUNK_KEYS`]; else `⌈s / CHUNK_KEYS⌉` chunks, or fewer where that
+    /// many would take the cubes past the grid, of equal size rounded up to a multiple of the
+    /// tile (at most [`DecodeKernel::CHUNK_KEYS`] keys unless the grid limits the chunks).
+    /// Each chunk's cube writes its
     /// rows' normalised sums and log-sum-exps, and a second kernel combines them
     /// (flash-decoding). A single stream of Qwen2.5-0.5B (2 kv heads) at 16,384 keys: 32
     /// chunks of 512, 64 cubes, where unsplit 2 cubes would read every key.
@@ -1888,7 +1892,6 @@ mod tests {
         assert_eq!(plan(1, 65), Row);
         assert_eq!(DecodeKernel::plan(7, 64, 1024, 16 * 1024), Row);
         assert_eq!(DecodeKernel::plan(7, 64, 256, 48 * 1024), Row);
-        // The sizes the documentation gives.
         // Split across cubes: a single stream, a batch that leaves most of the grid idle, and
         // neither a batch that fills half of it nor a context of one chunk.
         let group = Group { tile: 64 };
@@ -1905,6 +1908,7 @@ mod tests {
             let (chunks, keys) = Group { tile: 32 }.split(groups, s);
             assert!(keys.is_multiple_of(32) && (chunks - 1) * keys < s && chunks * keys >= s);
         }
+        // The sizes the documentation gives.
         let kb = |n_rep, d, tile| (DecodeKernel::group_bytes(n_rep, d, tile) + 512) / 1024;
         assert_eq!(kb(7, 64, 64), 20);
         assert_eq!(kb(6, 128, 32), 23);

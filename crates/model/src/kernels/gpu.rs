@@ -2448,7 +2448,9 @@ mod cube {
     /// The rows of a decode step whose keys [`decode_group_kernel`] split into `chunks`: one
     /// cube per query row (`rows` of them, `n_rep` per group), a unit per head dimension,
     /// each chunk's normalised sum weighted by `exp(lse_chunk − max lse)` over the weights'
-    /// sum (a chunk whose keys are all masked has a log-sum-exp near −1e30, so no weight).
+    /// sum (a chunk whose keys are all masked has a log-sum-exp near −1e30, so no weight; a
+    /// row with every key masked, which a decode step never has, gets the mean of the chunks'
+    /// means where the unsplit kernel gives the mean of the values).
     #[cube(launch)]
     pub(super) fn decode_combine_kernel<F: Float>(
         part_out: &Tensor<f32>,
