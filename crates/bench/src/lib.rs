@@ -279,6 +279,7 @@ impl Target {
         for warning in info.warnings() {
             tracing::warn!("{warning}");
         }
+        Model::check_fits(&self.shape.config(), &device)?;
         Ok((Model::random(self.shape.config(), 0, &device), info))
     }
 

@@ -389,8 +389,7 @@ fn generate_serial(
     let start = Instant::now();
     let mut out = Vec::with_capacity(prompts.len() * n);
     let mut stats = GenStats::default();
-    // Whole prompts per chunk, so a prompt's samples share one prefill.
-    let per_chunk = (params.max_batch / n.max(1)).max(1);
+    let per_chunk = prompts_per_batch(model, prompts, n, params)?;
     for chunk_start in (0..prompts.len()).step_by(per_chunk) {
         let chunk_end = (chunk_start + per_chunk).min(prompts.len());
         let done = generate_chunk(
@@ -415,6 +414,45 @@ fn generate_serial(
     Ok((out, stats))
 }
 
+/// Prompts per batch: whole prompts, so a prompt's samples share one prefill; `max_batch`
+/// rows' worth, or fewer where one layer's KV-cache buffer for that many rows of the longest
+/// prompt and `max_new_tokens` would pass the device's largest buffer
+/// ([`reasonlab_model::max_buffer_bytes`]). An error where one prompt's samples pass it.
+pub fn prompts_per_batch(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+) -> Result<usize, GenerateError> {
+    let per_batch = (params.max_batch / n.max(1)).max(1);
+    let Some(limit) = reasonlab_model::max_buffer_bytes(model.device()) else {
+        return Ok(per_batch);
+    };
+    let positions = prompts.iter().map(Vec::len).max().unwrap_or(0) + params.max_new_tokens;
+    let one = model.kv_buffer_bytes(n.max(1), positions);
+    if one > limit {
+        return Err(ModelError::PastDeviceBuffer {
+            what: format!(
+                "one layer's KV cache for {} sample(s) of {positions} positions",
+                n.max(1)
+            ),
+            bytes: one,
+            dtype: format!("{:?}", model.cache_dtype()).to_lowercase(),
+            limit,
+            hint: "; fewer samples per prompt or fewer new tokens".into(),
+        }
+        .into());
+    }
+    let fit = usize::try_from(limit / one).unwrap_or(usize::MAX);
+    if fit < per_batch {
+        tracing::info!(
+            "{fit} prompt(s) of {n} sample(s) per batch rather than {per_batch}: a layer's KV \
+             cache for more would pass the device's largest buffer ({limit} bytes)"
+        );
+    }
+    Ok(per_batch.min(fit))
+}
+
 // Private helper: the arguments are the caller's, passed through unchanged.
 #[allow(clippy::too_many_arguments)]
 fn generate_chunk(
@@ -436,8 +474,10 @@ fn generate_chunk(
     let mut cache = KvCache::default();
     // Room for the prompt and up to RESERVE_NEW new tokens from the start (no regrowth copies);
     // longer generations grow it by doubling, so a large `max_new_tokens` that the sequences
-    // never reach does not allocate its worst case.
+    // never reach does not allocate its worst case, and the doubling stops at what the rows
+    // can reach.
     cache.reserve(prefill.t + params.max_new_tokens.min(RESERVE_NEW));
+    cache.limit(prefill.t + params.max_new_tokens);
     let logits = model.last_logits(&prefill, Some(&mut cache))?; // (prompts, vocab)
     // Row i*n + j of the decode batch is sample j of prompt i.
     let rows: Vec<usize> = (0..prompts.len())

@@ -301,6 +301,26 @@ pub(crate) fn check_mixed_precision(
     Ok(())
 }
 
+/// The most bytes one tensor may take on `device`: on a GPU backend the runtime's largest
+/// allocation, the driver's storage-buffer range (128 MiB on Mesa's lavapipe); `None` on the
+/// CPU, whose tensors are bounded by memory alone. Opens the device.
+pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+    {
+        use burn::backend::DispatchDevice;
+        #[allow(unreachable_patterns)]
+        match device.clone().inner().as_dispatch() {
+            DispatchDevice::Cube(cube) => Some(cube.client().properties().memory.max_page_size),
+            _ => None,
+        }
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// The cooperative-matrix (matrix-multiply-accumulate) configurations the device behind
 /// `device` registers: the shapes and types burn's matmuls can run on tensor cores. Opens the
 /// device.

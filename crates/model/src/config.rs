@@ -366,6 +366,26 @@ impl ModelConfig {
         Value::Object(m)
     }
 
+    /// The largest weight matrix, under its HF name, and its element count: the embedding
+    /// (and an untied head of its size) at any real vocabulary, an MLP projection or q's at
+    /// small ones.
+    pub fn largest_weight(&self) -> (&'static str, usize) {
+        let h = self.hidden_size;
+        [
+            ("model.embed_tokens.weight", self.vocab_size * h),
+            (
+                "model.layers.0.mlp.gate_proj.weight",
+                h * self.intermediate_size,
+            ),
+            (
+                "model.layers.0.self_attn.q_proj.weight",
+                h * self.num_attention_heads * self.head_dim,
+            ),
+        ]
+        .into_iter()
+        .fold(("", 0), |a, b| if b.1 > a.1 { b } else { a })
+    }
+
     /// Parameter count (embedding and head counted once when tied).
     pub fn num_parameters(&self) -> usize {
         let h = self.hidden_size;

@@ -311,12 +311,16 @@ impl Rope {
 
 /// Cached keys and values of one layer: (b, kv, capacity, d) buffers whose first `len`
 /// positions are filled. Appending writes in place (`slice_assign` on a uniquely owned buffer)
-/// instead of copying the whole cache with `cat` at every step; the buffer grows geometrically.
+/// instead of copying the whole cache with `cat` at every step; the buffer grows geometrically,
+/// up to `limit` positions.
 #[derive(Clone, Debug)]
 pub struct LayerCache {
     pub k: Tensor<4>,
     pub v: Tensor<4>,
     pub len: usize,
+    /// The most positions the buffers grow to ahead of need ([`crate::KvCache::limit`]):
+    /// doubling stops there; `usize::MAX` when nothing bounds it.
+    pub limit: usize,
 }
 
 impl LayerCache {
@@ -338,14 +342,21 @@ impl LayerCache {
             }
             None => {
                 let len = k.dims()[2];
-                slot.insert(LayerCache { k, v, len }).views()
+                let limit = usize::MAX;
+                slot.insert(LayerCache { k, v, len, limit }).views()
             }
         }
     }
 
     /// No positions yet, in (b, kv, capacity, d) buffers.
     pub(crate) fn empty(k: Tensor<4>, v: Tensor<4>) -> Self {
-        Self { k, v, len: 0 }
+        let limit = usize::MAX;
+        Self {
+            k,
+            v,
+            len: 0,
+            limit,
+        }
     }
 
     /// Grow the buffers to hold `capacity` positions (one copy of the filled part); no-op when
@@ -364,12 +375,13 @@ impl LayerCache {
         self.v = grow(self.v.clone());
     }
 
-    /// Room for `t` more positions: beyond the capacity, the buffers grow geometrically.
+    /// Room for `t` more positions: beyond the capacity, the buffers grow geometrically, to
+    /// at most `limit` positions (or what `t` needs, where that is more).
     pub(crate) fn make_room(&mut self, t: usize) {
         let cap = self.k.dims()[2];
         let need = self.len + t;
         if need > cap {
-            self.reserve(need.max(2 * cap).max(64));
+            self.reserve(need.max(2 * cap).max(64).min(self.limit.max(need)));
         }
     }
 

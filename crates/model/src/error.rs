@@ -46,6 +46,25 @@ pub enum ModelError {
     Input(String),
     #[error("tensor backend: {0}")]
     Backend(String),
+    #[error(
+        "{what} takes {} in {dtype}, past the {} this device allows one buffer{hint}",
+        mib(*bytes),
+        mib(*limit)
+    )]
+    PastDeviceBuffer {
+        /// The tensor (`tensor `model.embed_tokens.weight``, `the KV cache of one layer …`).
+        what: String,
+        bytes: u64,
+        dtype: String,
+        limit: u64,
+        /// What would fit: a smaller float type, fewer rows, or the CPU backend.
+        hint: String,
+    },
+}
+
+/// `bytes` in MiB, one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 impl ModelError {

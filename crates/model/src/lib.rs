@@ -31,8 +31,8 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub use backend::{
     ActivationCheckpointing, BackendKind, Ceiling, CeilingUnit, DeviceInfo, GraphicsApi,
-    MatmulUnits, Precision, Purpose, Training, data_parallel_workers, device_for, measure_ceilings,
-    open, open_for, open_for_training, open_inference,
+    MatmulUnits, Precision, Purpose, Training, data_parallel_workers, device_for, max_buffer_bytes,
+    measure_ceilings, open, open_for, open_for_training, open_inference,
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
@@ -166,6 +166,8 @@ pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
     /// Positions per row to allocate when the first batch creates the buffers.
     reserved: usize,
+    /// The most positions per row the buffers grow to ([`KvCache::limit`]).
+    limit: Option<usize>,
     /// (b, s) row-major: whether each cached key is padding.
     padding: Vec<bool>,
     b: usize,
@@ -199,6 +201,23 @@ impl KvCache {
         self.reserved = self.reserved.max(positions);
         for layer in self.layers.iter_mut().flatten() {
             layer.reserve(positions);
+        }
+    }
+
+    /// The most positions per row this cache will ever hold (a generation's longest prompt
+    /// and its `max_new_tokens`): the buffers, which double their capacity when an append
+    /// outgrows it, stop growing there, so a long generation does not hold up to twice the
+    /// cache it needs (an append past it still gets its room).
+    pub fn limit(&mut self, positions: usize) {
+        self.limit = Some(positions);
+        self.limit_layers();
+    }
+
+    /// Hands [`KvCache::limit`] to the layers' buffers (those created since included).
+    fn limit_layers(&mut self) {
+        let limit = self.limit.unwrap_or(usize::MAX);
+        for layer in self.layers.iter_mut().flatten() {
+            layer.limit = limit;
         }
     }
 
@@ -362,9 +381,37 @@ impl Model {
         Self::wrap(config, net, device.clone())
     }
 
+    /// Whether a model of `config` fits `device`'s largest buffer ([`max_buffer_bytes`]) in
+    /// the device's float type: an error naming its largest weight where it does not, before
+    /// anything is allocated (a GPU would otherwise fail at the first read of a result).
+    pub fn check_fits(config: &ModelConfig, device: &tensor::Device) -> Result<(), ModelError> {
+        let Some(limit) = max_buffer_bytes(device) else {
+            return Ok(());
+        };
+        let dtype = burn::tensor::DType::from(device.settings().float_dtype);
+        let (tensor, elements) = config.largest_weight();
+        let bytes = (elements * dtype.size()) as u64;
+        if bytes <= limit {
+            return Ok(());
+        }
+        let half = (elements * 2) as u64;
+        let hint = match dtype.size() > 2 && half <= limit {
+            true => "; in bf16 or f16 (`--dtype`) it would fit".to_string(),
+            false => "; `--backend flex` holds it in host memory".to_string(),
+        };
+        Err(ModelError::PastDeviceBuffer {
+            what: format!("tensor `{tensor}`"),
+            bytes,
+            dtype: format!("{dtype:?}").to_lowercase(),
+            limit,
+            hint,
+        })
+    }
+
     /// Load `DIR/config.json` and the safetensors weights.
     pub fn load(dir: &Path, device: &tensor::Device) -> Result<Self, ModelError> {
         let config = ModelConfig::from_dir(dir)?;
+        Self::check_fits(&config, device)?;
         let ckpt = Checkpoint::open(dir)?;
         Self::from_checkpoint(config, &ckpt, device)
     }
@@ -386,6 +433,7 @@ impl Model {
         device: &tensor::Device,
         score: Option<(usize, bool)>,
     ) -> Result<Self, ModelError> {
+        Self::check_fits(&config, device)?;
         // A checkpoint with tie_word_embeddings=true but an explicit lm_head keeps the head.
         let has_head = ckpt.contains("lm_head.weight");
         let config = ModelConfig {
@@ -577,6 +625,7 @@ impl Model {
                         cache.b
                     )));
                 }
+                cache.limit_layers();
                 cache.padding = cache.extended_padding(batch);
                 let s = cache.seq_len();
                 // One new token per row and no padded key: every key is visible.
@@ -641,6 +690,22 @@ impl Model {
         Ok(net.head(last).reshape([b, self.config.vocab_size]))
     }
 
+    /// The KV cache's type: the one the forward computes in, the weights' (an inference copy
+    /// of a mixed-precision model holds them in the compute type), or the compute type.
+    pub fn cache_dtype(&self) -> burn::tensor::DType {
+        match self.compute {
+            Precision::F32 => self.net.model.embed_tokens.val().dtype(),
+            p => p.float_dtype().into(),
+        }
+    }
+
+    /// Bytes of one layer's key (or value) cache buffer for `rows` rows of `positions`
+    /// positions: (rows, kv heads, positions, head dim) in the cache's type.
+    pub fn kv_buffer_bytes(&self, rows: usize, positions: usize) -> u64 {
+        let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
+        (rows * kv * positions * d * self.cache_dtype().size()) as u64
+    }
+
     /// The first batch through an empty cache sets its row count and, when room was
     /// [`KvCache::reserve`]d beyond the batch, allocates buffers of that many positions.
     fn start_cache(&self, cache: &mut KvCache, b: usize, t: usize) {
@@ -648,12 +713,7 @@ impl Model {
         cache.b = b;
         if cache.reserved > t {
             let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
-            // In the type the forward computes in: the weights' (an inference copy of a
-            // mixed-precision model holds them in the compute type), or the compute type.
-            let dtype = match self.compute {
-                Precision::F32 => self.net.model.embed_tokens.val().dtype(),
-                p => p.float_dtype().into(),
-            };
+            let dtype = self.cache_dtype();
             let empty = || {
                 decoder::same_type(
                     Tensor::zeros([b, kv, cache.reserved, d], &self.device),
@@ -688,6 +748,7 @@ impl Model {
         if cache.layers.is_empty() {
             self.start_cache(cache, b, t);
         }
+        cache.limit_layers();
         let padding = cache.extended_padding(batch);
         let s = padding.len() / b;
         // One new token per row and no padded key: every key is visible.

@@ -427,3 +427,41 @@ fn an_empty_batch_row_is_an_error() {
             .is_err()
     );
 }
+
+/// A cache told the most positions it will hold stops doubling there, on the fused path and
+/// on burn's ops alike (an unlimited one doubles past them), and gives the same logits.
+#[test]
+fn a_limited_cache_grows_no_further_than_its_limit() {
+    let config = config(Architecture::Qwen2, 64, true);
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let model = Model::random(config.clone(), 3, &device);
+        let run = |limit: Option<usize>| {
+            let mut cache = KvCache::default();
+            cache.reserve(8);
+            if let Some(limit) = limit {
+                cache.limit(limit);
+            }
+            let prompt = TokenBatch::pad(&[vec![3, 1, 4], vec![1, 5, 9]], 0, PadSide::Left);
+            let mut logits = values(model.last_logits(&prompt, Some(&mut cache)).unwrap());
+            let mut capacities = vec![cache.capacity()];
+            for step in 0..97u32 {
+                let batch = TokenBatch {
+                    ids: vec![10 + step % 80, 20 + step % 70],
+                    positions: vec![3 + step, 3 + step],
+                    padding: vec![false; 2],
+                    b: 2,
+                    t: 1,
+                };
+                logits = values(model.last_logits(&batch, Some(&mut cache)).unwrap());
+                capacities.push(cache.capacity());
+            }
+            assert_eq!(cache.seq_len(), 100);
+            (capacities, logits)
+        };
+        let (limited, last) = run(Some(100));
+        let (unlimited, unlimited_last) = run(None);
+        assert_eq!(*limited.iter().max().unwrap(), 100, "{limited:?}");
+        assert_eq!(*unlimited.iter().max().unwrap(), 128, "{unlimited:?}");
+        assert_eq!(last, unlimited_last);
+    }
+}

@@ -367,6 +367,74 @@ fn greedy_generation_over_a_long_context_is_identical() {
     same_completions(dir.path(), &prompts, 1, &params, "long-context greedy");
 }
 
+/// A model whose largest weight passes the device's largest buffer (lavapipe binds 128 MiB;
+/// an embedding of 151,936 × 256 in f32 takes 148.4 MiB) is refused before anything is
+/// read or allocated, naming the tensor and what would fit (in f16 it would); flex takes it.
+#[test]
+fn a_model_past_the_devices_largest_buffer_is_refused_before_loading() {
+    let device = gpu(false);
+    let limit = reasonlab_model::max_buffer_bytes(&device).expect("a GPU device states one");
+    eprintln!("largest buffer: {limit} bytes");
+    let mut config = reasonlab_model::bench_config();
+    config.vocab_size = 151_936;
+    let bytes = (151_936 * config.hidden_size * 4) as u64;
+    if bytes <= limit {
+        eprintln!("WARNING: this device binds {limit} bytes, more than the {bytes} tested");
+        return;
+    }
+    assert!(Model::check_fits(&config, &Device::flex()).is_ok());
+    // A checkpoint folder with the config and no weights: the fit is checked first.
+    let dir = tempfile::tempdir().unwrap();
+    let json = serde_json::to_string(&config.to_hf_json()).unwrap();
+    std::fs::write(dir.path().join("config.json"), json).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"not read").unwrap();
+    let err = Model::load(dir.path(), &device).unwrap_err().to_string();
+    assert!(
+        err.contains("`model.embed_tokens.weight` takes 148.4 MiB in f32")
+            && err.contains("in bf16 or f16 (`--dtype`) it would fit"),
+        "{err}"
+    );
+}
+
+/// Generation takes fewer prompts per batch where one layer's KV cache for `max_batch` rows
+/// of the longest prompt and `max_new_tokens` would pass the device's largest buffer, and
+/// refuses, before any work, samples of one prompt that alone would pass it.
+#[test]
+fn generation_batches_fit_the_devices_largest_buffer() {
+    let device = gpu(false);
+    let limit = reasonlab_model::max_buffer_bytes(&device).unwrap();
+    let model = Model::load(&fixture(), &device).unwrap();
+    let prompts = vec![vec![1u32; 12]; 20];
+    // The fixture's cache: 2 kv heads of dim 16 in f32, 128 bytes per row and position.
+    assert_eq!(model.kv_buffer_bytes(1, 1), 128);
+    let params = SamplingParams {
+        max_new_tokens: 65_536,
+        max_batch: 64,
+        ..Default::default()
+    };
+    let per_prompt = 128 * (12 + 65_536);
+    let fit = (limit / per_prompt) as usize;
+    let per_batch = reasonlab_generate::prompts_per_batch(&model, &prompts, 1, &params).unwrap();
+    assert_eq!(per_batch, fit.min(64), "limit {limit}");
+    assert!(
+        per_batch < 64,
+        "limit {limit}: nothing to split at this size"
+    );
+    let flex = Model::load(&fixture(), &Device::flex()).unwrap();
+    assert_eq!(
+        reasonlab_generate::prompts_per_batch(&flex, &prompts, 1, &params).unwrap(),
+        64
+    );
+    let samples = (limit / per_prompt) as usize + 1;
+    let err = reasonlab_generate::prompts_per_batch(&model, &prompts, samples, &params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("one layer's KV cache") && err.contains("fewer samples"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sampled_generation_draws_the_hosts_tokens() {
     // Draws on the GPU happen on the device with the uniforms the host would take, filtered
