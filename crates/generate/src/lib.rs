@@ -57,6 +57,11 @@ pub struct SamplingParams {
     pub logprobs: bool,
     /// Most sequences decoded at once.
     pub max_batch: usize,
+    /// Most prompt tokens, all rows together, one prefill pass takes: longer prompts go
+    /// through the KV cache in stretches of `prefill_tokens / prompts` columns, which bounds a
+    /// pass's activations (its (tokens, intermediate) MLP block above all) whatever the
+    /// prompts' length (vLLM's chunked prefill).
+    pub prefill_tokens: usize,
 }
 
 impl Default for SamplingParams {
@@ -72,9 +77,14 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             logprobs: false,
             max_batch: 64,
+            prefill_tokens: PREFILL_TOKENS,
         }
     }
 }
+
+/// The default [`SamplingParams::prefill_tokens`]: at Qwen2.5-7B's intermediate size, the
+/// pass's MLP block is 310 MB in bf16.
+pub const PREFILL_TOKENS: usize = 8192;
 
 /// One finished sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +149,7 @@ impl SamplingParams {
             stop: s.stop.clone(),
             logprobs: false,
             max_batch,
+            prefill_tokens: PREFILL_TOKENS,
         }
     }
 
@@ -155,6 +166,9 @@ impl SamplingParams {
         }
         if self.max_batch == 0 {
             return bad("max_batch must be ≥ 1");
+        }
+        if self.prefill_tokens == 0 {
+            return bad("prefill_tokens must be ≥ 1");
         }
         Ok(())
     }
@@ -453,6 +467,29 @@ pub fn prompts_per_batch(
     Ok(per_batch.min(fit))
 }
 
+/// The prompts' last logits (b, vocab), `batch` taken into `cache` `max(1, tokens / b)`
+/// columns at a time.
+fn prefill_through(
+    model: &Model,
+    batch: &TokenBatch,
+    cache: &mut KvCache,
+    tokens: usize,
+) -> Result<Tensor<2>, GenerateError> {
+    let columns = (tokens / batch.b.max(1)).max(1);
+    if columns >= batch.t {
+        return Ok(model.last_logits(batch, Some(cache))?);
+    }
+    let mut start = 0;
+    loop {
+        let end = (start + columns).min(batch.t);
+        let logits = model.last_logits(&batch.columns(start, end), Some(cache))?;
+        if end == batch.t {
+            return Ok(logits);
+        }
+        start = end;
+    }
+}
+
 // Private helper: the arguments are the caller's, passed through unchanged.
 #[allow(clippy::too_many_arguments)]
 fn generate_chunk(
@@ -478,7 +515,7 @@ fn generate_chunk(
     // can reach.
     cache.reserve(prefill.t + params.max_new_tokens.min(RESERVE_NEW));
     cache.limit(prefill.t + params.max_new_tokens);
-    let logits = model.last_logits(&prefill, Some(&mut cache))?; // (prompts, vocab)
+    let logits = prefill_through(model, &prefill, &mut cache, params.prefill_tokens)?; // (prompts, vocab)
     // Row i*n + j of the decode batch is sample j of prompt i.
     let rows: Vec<usize> = (0..prompts.len())
         .flat_map(|i| std::iter::repeat_n(i, n))

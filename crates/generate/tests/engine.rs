@@ -36,6 +36,50 @@ fn greedy(max_new_tokens: usize) -> SamplingParams {
     }
 }
 
+/// Prompts taken into the KV cache a few columns per pass (chunked prefill) give the tokens
+/// of one pass and their log-probs within 1e-5 (a pass of one column per row runs the decode
+/// kernels, a longer one the prefill's, which round differently), on flex and on burn's ops
+/// (the autodiff device), with prompts of different lengths whose first stretches are all
+/// padding for the shorter ones; and the prefill's stretch must hold a token.
+#[test]
+fn a_chunked_prefill_gives_the_one_pass_completions() {
+    let prompts: Vec<Vec<u32>> = vec![(1..=23).collect(), vec![5, 9, 2], (40..50).collect()];
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let model = Model::load(&fixture("tiny-qwen2"), &device).unwrap();
+        let run = |prefill_tokens: usize| {
+            let params = SamplingParams {
+                temperature: 0.7,
+                seed: 3,
+                logprobs: true,
+                prefill_tokens,
+                ..greedy(12)
+            };
+            let (out, _) = generate(&model, None, &prompts, 2, &params, &mut |_| {}).unwrap();
+            out.into_iter()
+                .map(|c| (c.token_ids, c.logprobs.unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let whole = run(usize::MAX);
+        // 1, 2 and 3 columns per pass (3, 6, 10 tokens over 3 prompts).
+        for tokens in [3, 6, 10] {
+            let chunked = run(tokens);
+            let what = format!("{tokens} prompt tokens per pass, {device:?}");
+            for ((ids, logps), (want_ids, want_logps)) in chunked.iter().zip(&whole) {
+                assert_eq!(ids, want_ids, "{what}");
+                for (a, b) in logps.iter().zip(want_logps) {
+                    assert!((a - b).abs() < 1e-5, "{what}: log-prob {a} against {b}");
+                }
+            }
+        }
+    }
+    let model = Model::load(&fixture("tiny-qwen2"), &Device::flex()).unwrap();
+    let none = SamplingParams {
+        prefill_tokens: 0,
+        ..greedy(4)
+    };
+    assert!(generate(&model, None, &prompts, 1, &none, &mut |_| {}).is_err());
+}
+
 #[test]
 fn greedy_is_token_identical_to_transformers() {
     for name in ["tiny-qwen2", "tiny-llama", "tiny-qwen3"] {

@@ -113,6 +113,27 @@ impl TokenBatch {
         }
     }
 
+    /// Columns `start..end` of every row as a batch of their own: a stretch of the prompts
+    /// that a cache takes after the columns before it (chunked prefill).
+    pub fn columns(&self, start: usize, end: usize) -> TokenBatch {
+        let take = |v: &[u32]| -> Vec<u32> {
+            v.chunks(self.t.max(1))
+                .flat_map(|row| row[start..end].iter().copied())
+                .collect()
+        };
+        TokenBatch {
+            ids: take(&self.ids),
+            positions: take(&self.positions),
+            padding: self
+                .padding
+                .chunks(self.t.max(1))
+                .flat_map(|row| row[start..end].iter().copied())
+                .collect(),
+            b: self.b,
+            t: end - start,
+        }
+    }
+
     /// (b, t − 1) row-major: 1 where the target of a log-prob column is a real token, 0 where it
     /// is padding or the first token of a packed example (position 0 cannot be predicted from
     /// the example before it).
