@@ -73,6 +73,17 @@ fn close(what: &str, fused: &[f32], composed: &[f32], tol: f32) {
     assert!(diff < tol, "{what} differs by {diff}");
 }
 
+/// How far the fused kernel's values and the composed ops', both in a reduced type, lie from
+/// the composed ops' in f32 on the same inputs, printed: (fused, composed).
+fn from_f32(what: &str, fused: &[f32], composed: &[f32], reference: &[f32]) -> (f32, f32) {
+    let (ours, theirs) = (
+        max_abs_diff(fused, reference),
+        max_abs_diff(composed, reference),
+    );
+    eprintln!("{what}: max |Δ| from f32 {ours:.2e} (composed {theirs:.2e})");
+    (ours, theirs)
+}
+
 /// The float types this device computes in: f32, and f16 where the adapter has it.
 fn dtypes(device: &Device) -> Vec<(DType, f32)> {
     let mut d = vec![(DType::F32, 1e-5)];
@@ -689,11 +700,7 @@ fn fused_decode_attention_matches_the_composed_ops() {
                     // The kernel rounds once, its output: an f16 ulp below 2 is 9.8e-4, half
                     // of it 4.9e-4, plus f32 rounding on both sides.
                     let reference = run(false, false);
-                    let (ours, theirs) = (
-                        max_abs_diff(&fused_values, &reference),
-                        max_abs_diff(&composed, &reference),
-                    );
-                    eprintln!("{what}: max |Δ| from f32 {ours:.2e} (composed {theirs:.2e})");
+                    let (ours, theirs) = from_f32(&what, &fused_values, &composed, &reference);
                     assert!(
                         ours <= 1.0e-3,
                         "{what}: {ours} from f32 (the composed ops: {theirs})"
@@ -871,11 +878,7 @@ fn flash_attention_matches_the_composed_ops() {
                     close(&what, &flash, &composed, tol);
                 } else {
                     let reference = run(false, false);
-                    let (ours, theirs) = (
-                        max_abs_diff(&flash, &reference),
-                        max_abs_diff(&composed, &reference),
-                    );
-                    eprintln!("{what}: max |Δ| from f32 {ours:.2e} (composed {theirs:.2e})");
+                    let (ours, theirs) = from_f32(&what, &flash, &composed, &reference);
                     assert!(
                         ours <= 1.25 * theirs + 1e-4,
                         "{what}: {ours} from f32, the composed ops {theirs}"
