@@ -43,11 +43,12 @@
 # 6. f32 (only when named): generation and the train step of parts 2 and 3 in f32 on both sides.
 # 7. long (only when named): a single stream's generation over a long context, in the reduced
 #    --dtype on both sides (1 prompt of 8,192 tokens, 128 new; the decode attention splits its
-#    keys across cubes there, 17 chunks of up to 512 per kv head), then 16 streams of 2,048
+#    keys across cubes there, 17 chunks of up to 512 per kv head), the same stream with
+#    REASONLAB_GPU_DECODE_SPLIT=never against the saved peer line, then 16 streams of 2,048
 #    tokens (5 chunks each).
 # On --backend flex, parts 2 and 3 run in f32, the CPU's only precision. Every result is a JSON
 # file in OUT, and a summary ends the run. Each step has a time limit (together 9 min 5 s by
-# default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min).
+# default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min 30 s).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
@@ -87,7 +88,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,58p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,59p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -267,6 +268,15 @@ if wanted long; then
   step generate-long 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$LONG_DTYPE" --prompts 1 --prompt-len "$LONG" --repeats 2 --peer-python "$PY" \
     --json "$OUT/generate-long.json"
+  # The same stream with its keys in one cube per kv head, against the peer's saved line:
+  # what the split gains.
+  PEER_LONG="$OUT/peer-generate-long.json"
+  sed -n 's/^pytorch: *//p' "$OUT/generate-long.out" > "$PEER_LONG"
+  LONG_PEER=(--peer-json "$PEER_LONG")
+  [ -s "$PEER_LONG" ] || LONG_PEER=(--peer-python "$PY")
+  step generate-long-unsplit 30 env REASONLAB_GPU_DECODE_SPLIT=never "$BIN" bench generate \
+    --backend "$BACKEND" --shape "$SHAPE" --dtype "$LONG_DTYPE" --prompts 1 \
+    --prompt-len "$LONG" --repeats 2 "${LONG_PEER[@]}" --json "$OUT/generate-long-unsplit.json"
   step generate-long-batch 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$LONG_DTYPE" --prompts 16 --prompt-len "$LONG_BATCH" --repeats 1 \
     --peer-python "$PY" --json "$OUT/generate-long-batch.json"

@@ -319,6 +319,7 @@ impl Target {
             "matmul": info.matmul,
             "kernels": info.kernels,
             "attention": info.attention,
+            "decode_split": reasonlab_model::fused::DecodeSplit::current(),
             "shape": self.shape.name(),
             "device_reserved_mb": reserved,
         })

@@ -1416,6 +1416,36 @@ fn matmul_attention_runs_when_asked() {
     );
 }
 
+/// `REASONLAB_GPU_DECODE_SPLIT=never` keeps a single stream's long context in one cube per
+/// (batch, kv head): one row over 1,500 keys (three chunks per group otherwise) gives, bit for
+/// bit, the first of 64 copies of it (128 groups, which no choice splits); a value that is
+/// neither name is refused when a GPU device opens; checked in child processes, as above.
+#[test]
+fn unsplit_decoding_runs_when_asked() {
+    env_choice_test(
+        "unsplit_decoding_runs_when_asked",
+        fused::DecodeSplit::ENV,
+        ["never", "nevre"],
+        || {
+            assert_eq!(fused::DecodeSplit::current(), fused::DecodeSplit::Never);
+            let device = gpu();
+            let (kv, n_rep, s, d) = (2, 3, 1500, 64);
+            let q = values(kv * n_rep * d, 51, 1.0);
+            let (k, v) = (values(kv * s * d, 52, 2.0), values(kv * s * d, 53, 2.0));
+            let run = |b: usize| {
+                let copies = |x: &Vec<f32>| x.repeat(b);
+                let q = tensor(copies(&q), [b, kv, n_rep, d], DType::F32, &device);
+                let k = tensor(copies(&k), [b, kv, s, d], DType::F32, &device);
+                let v = tensor(copies(&v), [b, kv, s, d], DType::F32, &device);
+                assert!(fused::fuses_decode_attention(&q, &k));
+                read(fused::attention(q, k, v, 1, None))
+            };
+            let one = run(1);
+            assert_eq!(one[..], run(64)[..one.len()]);
+        },
+    );
+}
+
 /// `REASONLAB_GPU=N` opens the N-th adapter of the backend's list (`reasonlab devices`), the
 /// device line and the bench peers' card follow it, and a value that is no number is refused
 /// when a GPU device opens; checked in child processes, as above.

@@ -1106,6 +1106,49 @@ impl std::str::FromStr for GpuAttention {
     }
 }
 
+/// Whether a decode step's attention may split its keys across cubes
+/// ([`DecodeKernel::split`]), with [`GpuKernels::Fused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeSplit {
+    /// Where a small batch's groups leave most of the grid idle at a long context.
+    #[default]
+    Auto,
+    /// Never: a cube per (batch, kv head) over all of its keys, to measure what the split
+    /// gains (`scripts/gpu_check.sh --only long`).
+    Never,
+}
+
+impl DecodeSplit {
+    /// The environment variable that chooses: `auto` (the default) or `never`.
+    pub const ENV: &'static str = "REASONLAB_GPU_DECODE_SPLIT";
+
+    /// The choice in [`DecodeSplit::ENV`]; unset is [`DecodeSplit::Auto`], any other value
+    /// than the two names an error naming the variable.
+    pub fn from_env() -> Result<Self, crate::ModelError> {
+        choice_from_env(Self::ENV)
+    }
+
+    /// This process's choice, read from the environment once (opening a GPU device refuses a
+    /// value that is neither name).
+    pub fn current() -> Self {
+        static CHOICE: std::sync::OnceLock<DecodeSplit> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
+    }
+}
+
+impl std::str::FromStr for DecodeSplit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "never" => Ok(Self::Never),
+            other => Err(format!("`{other}`: expected auto or never")),
+        }
+    }
+}
+
 /// The largest head dim of the decode attention kernel (a unit per dimension).
 pub const DECODE_MAX_HEAD_DIM: usize = 256;
 

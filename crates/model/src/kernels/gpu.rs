@@ -56,7 +56,7 @@ use cube::{
 use cubecl::prelude::{CubeCount, CubeDim};
 
 pub use super::fused::AdamWScalars;
-use super::fused::DecodeKernel;
+use super::fused::{DecodeKernel, DecodeSplit};
 
 /// The decoder's elementwise and row ops fused into one kernel each on burn's cubecl
 /// backends; differentiable through [`GpuGrads`].
@@ -955,7 +955,10 @@ impl GpuDecode for CubeBackend {
         let plan = decode_kernel(&q, n_rep, d);
         if let DecodeKernel::Group { tile } = plan {
             let groups = b * kv;
-            let (chunks, chunk_keys) = plan.split(groups, s);
+            let (chunks, chunk_keys) = match DecodeSplit::current() {
+                DecodeSplit::Auto => plan.split(groups, s),
+                DecodeSplit::Never => (1, s),
+            };
             let split = chunks > 1;
             // Each chunk's normalised sums (groups, chunks, n_rep, d) and log-sum-exps where
             // the keys are split; a stand-in otherwise.
