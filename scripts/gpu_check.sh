@@ -115,8 +115,11 @@ step() { # name, seconds, command…
   local name=$1 limit=$2; shift 2
   echo "== $name" | tee -a "$OUT/log.txt"
   local started=$SECONDS
-  timeout "$((limit * SCALE))" "$@" > >(tee "$OUT/$name.out") 2> >(tee -a "$OUT/log.txt" >&2)
+  # stdout straight to its file (whole when the step ends, for the lines read from it below),
+  # then shown; stderr (progress, warnings) shown as it comes and logged.
+  timeout "$((limit * SCALE))" "$@" > "$OUT/$name.out" 2> >(tee -a "$OUT/log.txt" >&2)
   local rc=$?
+  cat "$OUT/$name.out"
   echo "-- $name: exit $rc after $((SECONDS - started)) s" | tee -a "$OUT/log.txt"
   [ $rc -eq 0 ] || FAILED+=("$name")
   return 0
@@ -273,10 +276,11 @@ if wanted long; then
   PEER_LONG="$OUT/peer-generate-long.json"
   sed -n 's/^pytorch: *//p' "$OUT/generate-long.out" > "$PEER_LONG"
   LONG_PEER=(--peer-json "$PEER_LONG")
-  [ -s "$PEER_LONG" ] || LONG_PEER=(--peer-python "$PY")
+  [ -s "$PEER_LONG" ] || LONG_PEER=() # the peer failed above: ours alone
   step generate-long-unsplit 30 env REASONLAB_GPU_DECODE_SPLIT=never "$BIN" bench generate \
     --backend "$BACKEND" --shape "$SHAPE" --dtype "$LONG_DTYPE" --prompts 1 \
-    --prompt-len "$LONG" --repeats 2 "${LONG_PEER[@]}" --json "$OUT/generate-long-unsplit.json"
+    --prompt-len "$LONG" --repeats 2 ${LONG_PEER[@]+"${LONG_PEER[@]}"} \
+    --json "$OUT/generate-long-unsplit.json"
   step generate-long-batch 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$LONG_DTYPE" --prompts 16 --prompt-len "$LONG_BATCH" --repeats 1 \
     --peer-python "$PY" --json "$OUT/generate-long-batch.json"

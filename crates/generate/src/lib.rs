@@ -60,7 +60,8 @@ pub struct SamplingParams {
     /// Most prompt tokens, all rows together, one prefill pass takes: longer prompts go
     /// through the KV cache in stretches of `prefill_tokens / prompts` columns, which bounds a
     /// pass's activations (its (tokens, intermediate) MLP block above all) whatever the
-    /// prompts' length (vLLM's chunked prefill).
+    /// prompts' length (vLLM's chunked prefill). A pass takes at least one column, so more
+    /// prompts than this take one column per pass.
     pub prefill_tokens: usize,
 }
 
@@ -439,17 +440,25 @@ pub fn prompts_per_batch(
     params: &SamplingParams,
 ) -> Result<usize, GenerateError> {
     let per_batch = (params.max_batch / n.max(1)).max(1);
+    if n == 0 || prompts.is_empty() {
+        return Ok(per_batch); // nothing to decode
+    }
     let Some(limit) = reasonlab_model::max_buffer_bytes(model.device()) else {
         return Ok(per_batch);
     };
-    let positions = prompts.iter().map(Vec::len).max().unwrap_or(0) + params.max_new_tokens;
-    let one = model.kv_buffer_bytes(n.max(1), positions);
+    let positions = prompts
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0)
+        .saturating_add(params.max_new_tokens);
+    let one = model.kv_buffer_bytes(n, positions);
+    if one == 0 {
+        return Ok(per_batch);
+    }
     if one > limit {
         return Err(ModelError::PastDeviceBuffer {
-            what: format!(
-                "one layer's KV cache for {} sample(s) of {positions} positions",
-                n.max(1)
-            ),
+            what: format!("one layer's KV cache for {n} sample(s) of {positions} positions"),
             bytes: one,
             dtype: format!("{:?}", model.cache_dtype()).to_lowercase(),
             limit,

@@ -372,14 +372,17 @@ impl ModelConfig {
     pub fn largest_weight(&self) -> (&'static str, usize) {
         let h = self.hidden_size;
         [
-            ("model.embed_tokens.weight", self.vocab_size * h),
+            (
+                "model.embed_tokens.weight",
+                self.vocab_size.saturating_mul(h),
+            ),
             (
                 "model.layers.0.mlp.gate_proj.weight",
-                h * self.intermediate_size,
+                h.saturating_mul(self.intermediate_size),
             ),
             (
                 "model.layers.0.self_attn.q_proj.weight",
-                h * self.num_attention_heads * self.head_dim,
+                h.saturating_mul(self.num_attention_heads.saturating_mul(self.head_dim)),
             ),
         ]
         .into_iter()

@@ -48,11 +48,12 @@ pub enum ModelError {
     Backend(String),
     #[error(
         "{what} takes {} in {dtype}, past the {} this device allows one buffer{hint}",
-        mib(*bytes),
-        mib(*limit)
+        size(*bytes, *limit),
+        size(*limit, *bytes)
     )]
     PastDeviceBuffer {
-        /// The tensor (`tensor `model.embed_tokens.weight``, `the KV cache of one layer …`).
+        /// What would not fit (`tensor `model.embed_tokens.weight``, `one layer's KV cache
+        /// for 16 sample(s) of 65548 positions`).
         what: String,
         bytes: u64,
         dtype: String,
@@ -62,9 +63,13 @@ pub enum ModelError {
     },
 }
 
-/// `bytes` in MiB, one decimal.
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+/// `bytes` in MiB, one decimal, or in bytes where `other` rounds to the same MiB.
+fn size(bytes: u64, other: u64) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+    match mib(bytes) == mib(other) {
+        true => format!("{bytes} bytes"),
+        false => mib(bytes),
+    }
 }
 
 impl ModelError {

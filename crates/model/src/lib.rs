@@ -115,6 +115,9 @@ impl TokenBatch {
 
     /// Columns `start..end` of every row as a batch of their own: a stretch of the prompts
     /// that a cache takes after the columns before it (chunked prefill).
+    ///
+    /// # Panics
+    /// Where `start > end` or `end > t`.
     pub fn columns(&self, start: usize, end: usize) -> TokenBatch {
         let take = |v: &[u32]| -> Vec<u32> {
             v.chunks(self.t.max(1))
@@ -411,13 +414,15 @@ impl Model {
         };
         let dtype = burn::tensor::DType::from(device.settings().float_dtype);
         let (tensor, elements) = config.largest_weight();
-        let bytes = (elements * dtype.size()) as u64;
+        let bytes = (elements as u64).saturating_mul(dtype.size() as u64);
         if bytes <= limit {
             return Ok(());
         }
-        let half = (elements * 2) as u64;
+        let half = (elements as u64).saturating_mul(2);
         let hint = match dtype.size() > 2 && half <= limit {
-            true => "; in bf16 or f16 (`--dtype`) it would fit".to_string(),
+            true => "; in bf16 or f16 (`--dtype`) it would fit for inference (training keeps \
+                     f32 master weights)"
+                .to_string(),
             false => "; `--backend flex` holds it in host memory".to_string(),
         };
         Err(ModelError::PastDeviceBuffer {
@@ -722,9 +727,12 @@ impl Model {
 
     /// Bytes of one layer's key (or value) cache buffer for `rows` rows of `positions`
     /// positions: (rows, kv heads, positions, head dim) in the cache's type.
+    /// (Saturates at `u64::MAX`.)
     pub fn kv_buffer_bytes(&self, rows: usize, positions: usize) -> u64 {
         let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
-        (rows * kv * positions * d * self.cache_dtype().size()) as u64
+        [rows, kv, positions, d, self.cache_dtype().size()]
+            .into_iter()
+            .fold(1u64, |bytes, n| bytes.saturating_mul(n as u64))
     }
 
     /// The first batch through an empty cache sets its row count and, when room was

@@ -136,6 +136,7 @@ impl RewardModel {
                 });
             }
         };
+        Model::check_fits(&config, device)?;
         let ckpt = Checkpoint::open(dir)?;
         let bias = ckpt.contains("score.bias");
         let tied = config.tie_word_embeddings;

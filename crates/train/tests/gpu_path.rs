@@ -435,19 +435,21 @@ fn generation_batches_fit_the_devices_largest_buffer() {
     );
 }
 
-/// Prompts prefilled a few columns per pass through the KV cache (chunked prefill: flash
-/// attention over the cache's earlier keys, the cache appended in place) give the CPU's
-/// completions.
+/// Prompts prefilled a few columns per pass through the KV cache (chunked prefill: one
+/// column per pass through the decode kernels, three through flash attention over the cache's
+/// earlier keys, the cache appended in place) give the CPU's completions.
 #[test]
 fn a_chunked_prefill_gives_the_cpus_completions() {
-    let params = SamplingParams {
-        temperature: 0.0,
-        max_new_tokens: 8,
-        logprobs: true,
-        prefill_tokens: 4,
-        ..Default::default()
-    };
-    same_generation(&params, "chunked prefill");
+    for prefill_tokens in [4, 9] {
+        let params = SamplingParams {
+            temperature: 0.0,
+            max_new_tokens: 8,
+            logprobs: true,
+            prefill_tokens,
+            ..Default::default()
+        };
+        same_generation(&params, &format!("chunked prefill ({prefill_tokens})"));
+    }
 }
 
 #[test]
