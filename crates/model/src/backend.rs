@@ -321,6 +321,26 @@ pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
     }
 }
 
+/// The memory of the GPU behind `device`, in bytes, where its runtime states it (cubecl reads
+/// it from Vulkan in `vulkan` builds; WebGPU, under `wgpu` builds, states none); `None` on the
+/// CPU. Opens the device.
+pub fn device_memory_bytes(device: &Device) -> Option<u64> {
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+    {
+        use burn::backend::DispatchDevice;
+        #[allow(unreachable_patterns)]
+        match device.clone().inner().as_dispatch() {
+            DispatchDevice::Cube(cube) => cube.client().properties().memory.max_memory(),
+            _ => None,
+        }
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// The cooperative-matrix (matrix-multiply-accumulate) configurations the device behind
 /// `device` registers: the shapes and types burn's matmuls can run on tensor cores. Opens the
 /// device.

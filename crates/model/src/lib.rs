@@ -31,8 +31,9 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub use backend::{
     ActivationCheckpointing, BackendKind, Ceiling, CeilingUnit, DeviceInfo, GraphicsApi,
-    MatmulUnits, Precision, Purpose, Training, data_parallel_workers, device_for, max_buffer_bytes,
-    measure_ceilings, open, open_for, open_for_training, open_inference,
+    MatmulUnits, Precision, Purpose, Training, data_parallel_workers, device_for,
+    device_memory_bytes, max_buffer_bytes, measure_ceilings, open, open_for, open_for_training,
+    open_inference,
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
@@ -1002,6 +1003,52 @@ impl Model {
     /// Number of parameters.
     pub fn num_params(&self) -> usize {
         self.net.num_params()
+    }
+
+    /// The device memory training this model cannot do with less of, in bytes: every weight
+    /// in its type, and for each one that trains its gradient and AdamW's two moments in f32
+    /// (12 bytes). Activations, a rollout's KV cache and a KL reference come on top, so a
+    /// run can need more, never less. Full fine-tuning of Qwen2.5-7B: 7.6 B × 16 = 122 GB.
+    pub fn training_floor_bytes(&self) -> u64 {
+        struct Floor(u64);
+        impl burn::module::ModuleVisitor for Floor {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let value = param.val();
+                let n = value.shape().num_elements() as u64;
+                let trains = if value.is_require_grad() { 12 } else { 0 };
+                self.0 = self
+                    .0
+                    .saturating_add(n.saturating_mul(value.dtype().size() as u64 + trains));
+            }
+        }
+        let mut floor = Floor(0);
+        self.net.visit(&mut floor);
+        floor.0
+    }
+
+    /// An error where [`Model::training_floor_bytes`] passes `memory`, the device's (`None`:
+    /// unknown, no check), naming both and what would fit.
+    pub fn check_training_floor(&self, memory: Option<u64>) -> Result<(), ModelError> {
+        let (Some(memory), floor) = (memory, self.training_floor_bytes()) else {
+            return Ok(());
+        };
+        if floor <= memory {
+            return Ok(());
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        Err(ModelError::Input(format!(
+            "training this model needs at least {:.1} GiB of device memory (each weight, and \
+             each trained weight's gradient and AdamW moments in f32), past the {:.1} GiB the \
+             device has: train LoRA adapters (`lora`), a smaller model, or on `--backend flex`",
+            gib(floor),
+            gib(memory)
+        )))
+    }
+
+    /// [`Model::check_training_floor`] against the memory of the device the model is on
+    /// ([`device_memory_bytes`]): the trainers call it before their first step.
+    pub fn check_trains_on_device(&self) -> Result<(), ModelError> {
+        self.check_training_floor(device_memory_bytes(&self.device))
     }
 }
 

@@ -212,3 +212,38 @@ fn log_probs_of_the_weighted_targets_match_the_whole_grid() {
         .unwrap_err();
     assert!(err.to_string().contains("expected b × (t − 1)"), "{err}");
 }
+
+/// The memory a training step cannot do without: 16 bytes per weight when every weight trains
+/// in f32 (the weight, its gradient, AdamW's two moments), 4 per frozen weight and 16 per
+/// adapter weight under LoRA, 4 per weight at inference; a device with less is refused with
+/// what would fit, one with as much (or one whose memory is unknown) is not.
+#[test]
+fn training_needs_sixteen_bytes_per_trained_weight() {
+    let full = Model::random(tiny(), 7, &Device::flex().autodiff());
+    let n = full.num_params() as u64;
+    assert_eq!(full.training_floor_bytes(), 16 * n);
+    let lora = full
+        .clone()
+        .add_lora(&reasonlab_model::LoraConfig {
+            rank: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    let adapters = lora.num_params() as u64 - n;
+    assert!(adapters > 0);
+    assert_eq!(lora.training_floor_bytes(), 4 * n + 16 * adapters);
+    let inference = Model::random(tiny(), 7, &Device::flex());
+    assert_eq!(inference.training_floor_bytes(), 4 * n);
+
+    let floor = full.training_floor_bytes();
+    assert!(full.check_training_floor(None).is_ok());
+    assert!(full.check_training_floor(Some(floor)).is_ok());
+    let err = full
+        .check_training_floor(Some(floor - 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LoRA") && err.contains("GiB"), "{err}");
+    assert!(lora.check_training_floor(Some(floor - 1)).is_ok());
+    // The CPU states no device memory: nothing to check.
+    assert!(full.check_trains_on_device().is_ok());
+}

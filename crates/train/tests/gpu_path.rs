@@ -374,7 +374,8 @@ fn greedy_generation_over_a_long_context_is_identical() {
 fn a_model_past_the_devices_largest_buffer_is_refused_before_loading() {
     let device = gpu(false);
     let limit = reasonlab_model::max_buffer_bytes(&device).expect("a GPU device states one");
-    eprintln!("largest buffer: {limit} bytes");
+    let memory = reasonlab_model::device_memory_bytes(&device);
+    eprintln!("largest buffer: {limit} bytes; device memory: {memory:?}");
     let mut config = reasonlab_model::bench_config();
     config.vocab_size = 151_936;
     let bytes = (151_936 * config.hidden_size * 4) as u64;

@@ -167,6 +167,7 @@ pub fn run(
         on_event,
     )?;
     let mut model = Model::load(&source, &device)?.with_mixed_precision(cfg.mixed_precision)?;
+    model.check_trains_on_device()?;
     if settings.seq_len > model.config.max_position_embeddings {
         return Err(RunError::Invalid(format!(
             "seq_len {} exceeds the model's context {}",

@@ -548,6 +548,7 @@ impl<'a> GrpoTrainer<'a> {
             (Some(cfg), None) => policy.add_lora(cfg)?,
             _ => policy,
         };
+        policy.check_trains_on_device()?;
         // The reference is only loaded when the KL term is on.
         let reference = (settings.loss.beta > 0.0).then(|| policy.inference_copy());
         Ok(Self {

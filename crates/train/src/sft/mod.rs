@@ -155,6 +155,7 @@ impl SftTrainer {
             (Some(cfg), None) => model.add_lora(cfg)?,
             _ => model,
         };
+        model.check_trains_on_device()?;
         let mut t = Self {
             optim: AdamW::new(settings.optim.clone()),
             settings,
