@@ -120,19 +120,15 @@ impl TokenBatch {
     /// # Panics
     /// Where `start > end` or `end > t`.
     pub fn columns(&self, start: usize, end: usize) -> TokenBatch {
-        let take = |v: &[u32]| -> Vec<u32> {
-            v.chunks(self.t.max(1))
+        fn take<T: Copy>(v: &[T], t: usize, start: usize, end: usize) -> Vec<T> {
+            v.chunks(t.max(1))
                 .flat_map(|row| row[start..end].iter().copied())
                 .collect()
-        };
+        }
         TokenBatch {
-            ids: take(&self.ids),
-            positions: take(&self.positions),
-            padding: self
-                .padding
-                .chunks(self.t.max(1))
-                .flat_map(|row| row[start..end].iter().copied())
-                .collect(),
+            ids: take(&self.ids, self.t, start, end),
+            positions: take(&self.positions, self.t, start, end),
+            padding: take(&self.padding, self.t, start, end),
             b: self.b,
             t: end - start,
         }
@@ -440,27 +436,29 @@ impl Model {
         let config = ModelConfig::from_dir(dir)?;
         Self::check_fits(&config, device)?;
         let ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &ckpt, device)
+        Self::from_checkpoint_with(config, &ckpt, device, None)
     }
 
-    /// Build from an opened checkpoint, checking every tensor's shape against the config.
+    /// Build from an opened checkpoint, checking every tensor's shape against the config (and
+    /// the model against the device's largest buffer, [`Model::check_fits`]).
     pub fn from_checkpoint(
         config: ModelConfig,
         ckpt: &Checkpoint,
         device: &tensor::Device,
     ) -> Result<Self, ModelError> {
+        Self::check_fits(&config, device)?;
         Self::from_checkpoint_with(config, ckpt, device, None)
     }
 
     /// [`Model::from_checkpoint`], with a `score` head of `(num_labels, bias)` read too when
-    /// given (reward models).
+    /// given (reward models), for a config its caller checked with [`Model::check_fits`]
+    /// before opening the checkpoint.
     pub(crate) fn from_checkpoint_with(
         config: ModelConfig,
         ckpt: &Checkpoint,
         device: &tensor::Device,
         score: Option<(usize, bool)>,
     ) -> Result<Self, ModelError> {
-        Self::check_fits(&config, device)?;
         // A checkpoint with tie_word_embeddings=true but an explicit lm_head keeps the head.
         let has_head = ckpt.contains("lm_head.weight");
         let config = ModelConfig {

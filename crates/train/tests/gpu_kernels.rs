@@ -73,6 +73,15 @@ fn close(what: &str, fused: &[f32], composed: &[f32], tol: f32) {
     assert!(diff < tol, "{what} differs by {diff}");
 }
 
+/// `x` as made (`in_dtype`), or cast to f32: the reference the reduced-precision results are
+/// measured against.
+fn computed_in<const D: usize>(x: Tensor<D>, in_dtype: bool) -> Tensor<D> {
+    match in_dtype {
+        true => x,
+        false => x.cast(FloatDType::F32),
+    }
+}
+
 /// How far the fused kernel's values and the composed ops', both in a reduced type, lie from
 /// the composed ops' in f32 on the same inputs, printed: (fused, composed).
 fn from_f32(what: &str, fused: &[f32], composed: &[f32], reference: &[f32]) -> (f32, f32) {
@@ -662,20 +671,13 @@ fn fused_decode_attention_matches_the_composed_ops() {
             for masked in [true, false] {
                 // (fused path, computed in `dtype` rather than f32)
                 let run = |fused_path: bool, in_dtype: bool| {
-                    let typed = |x: Tensor<4>| match in_dtype {
-                        true => x,
-                        false => x.cast(FloatDType::F32),
-                    };
-                    let q = typed(tensor(q.clone(), [b, kv, n_rep, d], dtype, &device));
-                    let k = typed(tensor(k.clone(), [b, kv, cap, d], dtype, &device));
-                    let v = typed(tensor(v.clone(), [b, kv, cap, d], dtype, &device));
+                    let typed = |x, shape| computed_in(tensor(x, shape, dtype, &device), in_dtype);
+                    let q = typed(q.clone(), [b, kv, n_rep, d]);
+                    let k = typed(k.clone(), [b, kv, cap, d]);
+                    let v = typed(v.clone(), [b, kv, cap, d]);
                     let (k, v) = (k.narrow(2, 0, s), v.narrow(2, 0, s));
                     let bias = masked.then(|| {
-                        let m = tensor(bias.clone(), [b, 1, s], dtype, &device);
-                        match in_dtype {
-                            true => m,
-                            false => m.cast(FloatDType::F32),
-                        }
+                        computed_in(tensor(bias.clone(), [b, 1, s], dtype, &device), in_dtype)
                     });
                     let y = match fused_path {
                         true => {
@@ -844,10 +846,7 @@ fn flash_attention_matches_the_composed_ops() {
             for masked in [true, false] {
                 // (fused path, computed in `dtype` rather than f32)
                 let run = |fused_path: bool, in_dtype: bool| {
-                    let typed = |x: Tensor<4>| match in_dtype {
-                        true => x,
-                        false => x.cast(FloatDType::F32),
-                    };
+                    let typed = |x: Tensor<4>| computed_in(x, in_dtype);
                     let q = typed(tensor(q.clone(), [b, kv, n_rep * t, d], dtype, &device));
                     let k = typed(tensor(k.clone(), [b, kv, cap, d], dtype, &device));
                     let v = typed(tensor(v.clone(), [b, kv, cap, d], dtype, &device));

@@ -2367,25 +2367,13 @@ mod cube {
         }
         let mut acc = f32::new(0.0);
         while first < end {
-            let mut e = unit;
-            while e < tile * d {
-                let (key, col) = (e / d, e % d);
-                let mut kj = f32::new(0.0);
-                if first + key < end {
-                    kj =
-                        f32::cast_from(k[k_base + (first + key) * k.stride(2) + col * k.stride(3)]);
-                }
-                keys[key * (d + 1) + col] = kj;
-                e += units;
-            }
+            load_keys::<F>(k, &mut keys, k_base, first, end, d, tile, units);
             sync_cube();
             let live = first + j < end;
             let mut dot = f32::new(0.0);
             if live {
                 let (at_q, at_k) = (qr * (d + 1) + part * tile, j * (d + 1) + part * tile);
-                for x in 0..tile {
-                    dot += query[at_q + x] * keys[at_k + x];
-                }
+                dot = span_dot(&query, at_q, &keys, at_k, tile);
             }
             if comptime!(split > 1) {
                 partials[unit] = dot;
@@ -2582,7 +2570,8 @@ mod cube {
 
     /// Keys `first..first + block` of a (b, kv, s, d) tensor with any strides, from the head at
     /// `base` (`batch·stride₀ + group·stride₁`), into `tile` (rows padded to `d + 1`), zeros
-    /// past key `s`.
+    /// past key `s`; loaded by the cube's `units` units, consecutive units on consecutive
+    /// elements.
     #[allow(clippy::too_many_arguments)]
     #[cube]
     fn load_keys<F: Float>(
@@ -2593,6 +2582,7 @@ mod cube {
         s: usize,
         #[comptime] d: usize,
         #[comptime] block: usize,
+        #[comptime] units: usize,
     ) {
         let mut e = UNIT_POS_X as usize;
         while e < block * d {
@@ -2602,7 +2592,7 @@ mod cube {
                 value = f32::cast_from(x[base + (first + key) * x.stride(2) + col * x.stride(3)]);
             }
             tile[key * (d + 1) + col] = value;
-            e += block * block;
+            e += units;
         }
     }
 
@@ -2714,9 +2704,21 @@ mod cube {
         j: usize,
         #[comptime] d: usize,
     ) -> f32 {
+        span_dot(a, i * (d + 1), b, j * (d + 1), d)
+    }
+
+    /// `Σₓ a[at_a + x] · b[at_b + x]` over `len` elements, in order.
+    #[cube]
+    fn span_dot(
+        a: &Shared<[f32]>,
+        at_a: usize,
+        b: &Shared<[f32]>,
+        at_b: usize,
+        #[comptime] len: usize,
+    ) -> f32 {
         let mut dot = f32::new(0.0);
-        for x in 0..d {
-            dot += a[i * (d + 1) + x] * b[j * (d + 1) + x];
+        for x in 0..len {
+            dot += a[at_a + x] * b[at_b + x];
         }
         dot
     }
@@ -2785,8 +2787,8 @@ mod cube {
             let b = bias_at::<G>(bias, bias_row + key, live, masked);
             let need = cube_max(needed(live, b, row_max[r]), units);
             if need > f32::new(0.0) {
-                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block);
-                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block);
+                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, block * block);
+                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, block * block);
                 sync_cube();
                 let mut score = f32::new(-3.0e38);
                 if live {
@@ -2923,8 +2925,8 @@ mod cube {
             let b = bias_at::<G>(bias, bias_row + key, live, masked);
             let need = cube_max(needed(live, b, row_max[r]), units);
             if need > f32::new(0.0) {
-                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block);
-                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block);
+                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, block * block);
+                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, block * block);
                 sync_cube();
                 let mut ds = f32::new(0.0);
                 if live {
@@ -2985,8 +2987,8 @@ mod cube {
         let mut dos = Shared::new_slice(comptime!(block * (d + 1)));
         let mut probs = Shared::new_slice(units);
         let mut grads = Shared::new_slice(units);
-        load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block);
-        load_keys::<F>(v, &mut vs, v_base, first_key, s, d, block);
+        load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block, block * block);
+        load_keys::<F>(v, &mut vs, v_base, first_key, s, d, block, block * block);
         let mut dk_acc = Array::<f32>::new(per);
         let mut dv_acc = Array::<f32>::new(per);
         #[unroll]
