@@ -16,7 +16,7 @@ use reasonlab_core::engine::{
 use reasonlab_model::{BackendKind, DeviceInfo, Model, ModelError, Precision, open_inference};
 use reasonlab_tokenize::{TokenizeError, Tokenizer};
 
-use crate::{SamplingParams, SeqRng, generate_streaming};
+use crate::{Batching, GenerateError, SamplingParams, SeqRng, generate_streaming};
 
 /// Why a model directory could not become an engine.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,8 @@ pub enum LocalEngineError {
     },
     #[error("{0} has no tokenizer.json")]
     NoTokenizer(std::path::PathBuf),
+    #[error("engine batching: {0}")]
+    Batching(GenerateError),
     #[error("hashing {path}: {source}")]
     Hash {
         path: std::path::PathBuf,
@@ -49,10 +51,9 @@ pub struct LocalEngine {
     info: ModelInfo,
     /// Where the model runs (`None` for a model handed to [`LocalEngine::new`]).
     device: Option<DeviceInfo>,
+    /// What one decode takes at most, whatever the requests ask.
+    batching: Batching,
 }
-
-/// Most sequences decoded at once.
-const MAX_BATCH: usize = 64;
 
 impl LocalEngine {
     /// An engine over a loaded model; `info` names it.
@@ -62,7 +63,21 @@ impl LocalEngine {
             tokenizer,
             info,
             device: None,
+            batching: Batching::default(),
         }
+    }
+
+    /// The engine decoding at most `batching`'s sequences at once and prefilling at most its
+    /// tokens per pass; an error where either is 0.
+    pub fn with_batching(mut self, batching: Batching) -> Result<Self, LocalEngineError> {
+        batching.validate().map_err(LocalEngineError::Batching)?;
+        self.batching = batching;
+        Ok(self)
+    }
+
+    /// How the engine batches.
+    pub fn batching(&self) -> Batching {
+        self.batching
     }
 
     /// Load `dir` (HF layout: weights and tokenizer) on `backend`; the model is named after
@@ -224,7 +239,7 @@ impl Engine for LocalEngine {
                 ..SamplingParams::from_sampling(
                     &settings,
                     self.tokenizer.eos_id().into_iter().collect(),
-                    MAX_BATCH,
+                    self.batching,
                 )
             };
             let seeds: Vec<u64> = members.iter().map(|&i| requests[i].sampling.seed).collect();

@@ -87,6 +87,43 @@ impl Default for SamplingParams {
 /// pass's MLP block is 310 MB in bf16.
 pub const PREFILL_TOKENS: usize = 8192;
 
+/// How much a local model decodes at once: an engine's setting (`[engine] batching = { … }`,
+/// `--max-batch`, `--prefill-tokens`) that every request it serves shares, where
+/// [`SamplingParams`] is one call's. A GPU with memory to spare decodes more rows per step
+/// (vLLM's `max_num_seqs`, 256 by default there) and prefills more tokens per pass
+/// (`max_num_batched_tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batching {
+    /// Most sequences decoded at once ([`SamplingParams::max_batch`]).
+    pub max_batch: usize,
+    /// Most prompt tokens one prefill pass takes ([`SamplingParams::prefill_tokens`]).
+    pub prefill_tokens: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            prefill_tokens: PREFILL_TOKENS,
+        }
+    }
+}
+
+impl Batching {
+    /// Both limits at least 1.
+    pub fn validate(&self) -> Result<(), GenerateError> {
+        let bad = |m: &str| Err(GenerateError::Params(m.into()));
+        if self.max_batch == 0 {
+            return bad("max_batch must be ≥ 1");
+        }
+        if self.prefill_tokens == 0 {
+            return bad("prefill_tokens must be ≥ 1");
+        }
+        Ok(())
+    }
+}
+
 /// One finished sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
@@ -133,11 +170,11 @@ pub enum GenerateError {
 
 impl SamplingParams {
     /// The kernel settings of a protocol [`reasonlab_core::engine::Sampling`]: its filters,
-    /// budget, seed and stop strings, with the engine's own stop ids and batch size.
+    /// budget, seed and stop strings, with the engine's own stop ids and batching.
     pub fn from_sampling(
         s: &reasonlab_core::engine::Sampling,
         stop_token_ids: Vec<u32>,
-        max_batch: usize,
+        batching: Batching,
     ) -> Self {
         Self {
             temperature: s.temperature,
@@ -149,8 +186,16 @@ impl SamplingParams {
             stop_token_ids,
             stop: s.stop.clone(),
             logprobs: false,
-            max_batch,
-            prefill_tokens: PREFILL_TOKENS,
+            max_batch: batching.max_batch,
+            prefill_tokens: batching.prefill_tokens,
+        }
+    }
+
+    /// The call's [`Batching`].
+    pub fn batching(&self) -> Batching {
+        Batching {
+            max_batch: self.max_batch,
+            prefill_tokens: self.prefill_tokens,
         }
     }
 
@@ -165,13 +210,7 @@ impl SamplingParams {
         if !(0.0..=1.0).contains(&self.min_p) {
             return bad("min_p must be in [0, 1]");
         }
-        if self.max_batch == 0 {
-            return bad("max_batch must be ≥ 1");
-        }
-        if self.prefill_tokens == 0 {
-            return bad("prefill_tokens must be ≥ 1");
-        }
-        Ok(())
+        self.batching().validate()
     }
 }
 

@@ -268,3 +268,79 @@ fn a_final_assistant_message_is_continued() {
     let closed = tok.encode_chat(&[question[0].clone(), Message::assistant(partial)], true);
     assert_ne!(ids, closed.unwrap());
 }
+
+/// An engine's batching bounds how much it decodes at once, not what it answers: one
+/// sequence per decode and one prompt token per prefill pass give the default engine's
+/// tokens for the same seeded requests (several prompts, two samples each); a limit of 0 is
+/// refused when the engine is built.
+#[test]
+fn an_engines_batching_changes_no_answer() {
+    use reasonlab_core::engine::{Engine, Prompt, Request, Sampling};
+    use reasonlab_generate::{Batching, LocalEngine};
+    let dir = fixture("tiny-qwen2");
+    let default = LocalEngine::load(&dir, Default::default()).unwrap();
+    assert_eq!(default.batching(), Batching::default());
+    let narrow = Batching {
+        max_batch: 1,
+        prefill_tokens: 1,
+    };
+    let one_at_a_time = LocalEngine::load(&dir, Default::default())
+        .unwrap()
+        .with_batching(narrow)
+        .unwrap();
+    assert_eq!(one_at_a_time.batching(), narrow);
+    let requests: Vec<Request> = ["2 + 2 =", "The answer to 6 * 7 is", "x"]
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Request {
+            prompt: Prompt::Text(text.to_string()),
+            n: 2,
+            sampling: Sampling {
+                temperature: 1.0,
+                max_new_tokens: 12,
+                seed: 7 + i as u64,
+                ..Sampling::default()
+            },
+            logprobs: false,
+        })
+        .collect();
+    let tokens = |engine: &LocalEngine| -> Vec<Vec<Vec<u32>>> {
+        engine
+            .generate(&requests)
+            .into_iter()
+            .map(|out| {
+                let out = out.unwrap();
+                out.samples
+                    .into_iter()
+                    .map(|s| s.token_ids.unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let wide = tokens(&default);
+    assert_eq!(wide, tokens(&one_at_a_time));
+    assert_ne!(wide[0][0], wide[0][1], "the samples are draws");
+    for (bad, what) in [
+        (
+            Batching {
+                max_batch: 0,
+                ..narrow
+            },
+            "max_batch must be ≥ 1",
+        ),
+        (
+            Batching {
+                prefill_tokens: 0,
+                ..narrow
+            },
+            "prefill_tokens must be ≥ 1",
+        ),
+    ] {
+        let err = LocalEngine::load(&dir, Default::default())
+            .unwrap()
+            .with_batching(bad)
+            .err()
+            .expect("a zero limit is refused");
+        assert!(err.to_string().contains(what), "{err}");
+    }
+}

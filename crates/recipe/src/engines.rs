@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reasonlab_core::engine::Engine;
-use reasonlab_generate::LocalEngine;
+use reasonlab_generate::{Batching, LocalEngine};
 use reasonlab_model::{BackendKind, Precision};
 use reasonlab_serve::client::{ClientConfig, NMode, OpenAiClient};
 use reasonlab_serve::pool::{PoolError, RolloutPool};
@@ -30,6 +30,11 @@ pub struct EngineSpec {
     /// The local model's float type: `f32` (default), or `bf16` / `f16` on a GPU backend.
     #[serde(default)]
     pub dtype: Precision,
+    /// How much the local model decodes at once: `batching = { max_batch = 256,
+    /// prefill_tokens = 16384 }` (unset: 64 sequences, 8,192 tokens). A server batches on its
+    /// own: with `endpoint` this is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
     /// An OpenAI-compatible server, e.g. `http://127.0.0.1:8000`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -98,6 +103,10 @@ pub enum EngineSpecError {
     Neither,
     #[error("an endpoint needs a model name (model_name)")]
     NoModelName,
+    #[error(
+        "batching applies to a local model; a server batches on its own (concurrency sets the requests in flight)"
+    )]
+    BatchingOnEndpoint,
     #[error(transparent)]
     Local(#[from] reasonlab_generate::LocalEngineError),
     #[error(transparent)]
@@ -111,6 +120,7 @@ impl EngineSpec {
             model: Some(dir.into()),
             backend: None,
             dtype: Precision::F32,
+            batching: None,
             endpoint: None,
             model_name: None,
             api_key_env: default_key_env(),
@@ -147,22 +157,31 @@ impl EngineSpec {
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<Box<dyn Engine>, EngineSpecError> {
         match (&self.model, &self.endpoint) {
-            (Some(dir), None) => {
-                let dir = if dir.is_absolute() {
-                    dir.clone()
-                } else {
-                    base.join(dir)
-                };
-                let engine =
-                    LocalEngine::load_in(&dir, self.backend.unwrap_or_default(), self.dtype)?;
-                if let Some(info) = engine.device() {
-                    crate::run::report_device(info, on_event);
-                }
-                Ok(Box::new(engine))
-            }
+            (Some(_), None) => Ok(Box::new(self.local_engine(base, on_event)?)),
+            (None, Some(_)) if self.batching.is_some() => Err(EngineSpecError::BatchingOnEndpoint),
             (None, Some(_)) => Ok(Box::new(OpenAiClient::new(self.client_config()?)?)),
             _ => Err(EngineSpecError::Neither),
         }
+    }
+
+    /// The local model's engine, loaded with the spec's backend, float type and batching; a
+    /// relative path is resolved against `base`.
+    pub fn local_engine(
+        &self,
+        base: &Path,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<LocalEngine, EngineSpecError> {
+        let dir = match (&self.model, &self.endpoint) {
+            (Some(dir), None) if dir.is_absolute() => dir.clone(),
+            (Some(dir), None) => base.join(dir),
+            _ => return Err(EngineSpecError::Neither),
+        };
+        let engine = LocalEngine::load_in(&dir, self.backend.unwrap_or_default(), self.dtype)?
+            .with_batching(self.batching.unwrap_or_default())?;
+        if let Some(info) = engine.device() {
+            crate::run::report_device(info, on_event);
+        }
+        Ok(engine)
     }
 }
 

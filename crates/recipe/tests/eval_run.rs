@@ -67,3 +67,38 @@ fn eval_run_folder_reads_back_and_resumes() {
         assert_eq!(EvalRun::load(&dir.config()).unwrap(), ranked);
     }
 }
+
+/// `batching` in an engine table reaches the local engine (a limit left out keeps its
+/// default) and survives the resolved config's round trip; with an endpoint it is refused, as
+/// is a misspelt key.
+#[test]
+fn an_engine_tables_batching_reaches_the_local_engine() {
+    use reasonlab_generate::Batching;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let spec: EngineSpec =
+        toml::from_str("model = \"fixtures/tiny-qwen2\"\nbatching = { max_batch = 3 }\n").unwrap();
+    let want = Batching {
+        max_batch: 3,
+        ..Batching::default()
+    };
+    assert_eq!(spec.batching, Some(want));
+    let engine = spec.local_engine(&root, &mut |_| {}).unwrap();
+    assert_eq!(engine.batching(), want);
+    let back: EngineSpec = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(back, spec);
+
+    let remote: EngineSpec = toml::from_str(
+        "endpoint = \"http://127.0.0.1:9\"\nmodel_name = \"m\"\nbatching = { max_batch = 3 }\n",
+    )
+    .unwrap();
+    let err = remote.build(&root, &mut |_| {}).err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("batching applies to a local model"),
+        "{err}"
+    );
+
+    let typo = toml::from_str::<EngineSpec>("model = \"m\"\nbatching = { max_batches = 3 }\n")
+        .unwrap_err();
+    assert!(typo.to_string().contains("max_batches"), "{typo}");
+}

@@ -550,3 +550,49 @@ fn tool_integrated_rollouts_run_code_and_score_its_output() {
     assert_eq!(m.tool_calls, Some(1.0));
     assert_eq!(m.accuracy, 1.0);
 }
+
+/// The policy's own sampling in batches of one rollout and prefills of one token gives the
+/// rollouts, and so the update, of one batch of all eight; a limit of 0 is refused.
+#[test]
+fn the_policys_rollout_batching_changes_no_rollout() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let rewards = scripted();
+    let tasks: Vec<Task> = (0..2).map(|i| task(i, "varies")).collect();
+    let whole = settings();
+    assert_eq!(whole.rollout_max_batch, 256);
+    let mut narrow = whole.clone();
+    narrow.rollout_max_batch = 1;
+    narrow.rollout_prefill_tokens = 1;
+    let run = |s: GrpoSettings| {
+        let mut t = trainer(s, &tok, &rewards);
+        let (_, rollouts) = t.step(&tasks).unwrap();
+        let completions: Vec<String> = rollouts.into_iter().map(|r| r.completion).collect();
+        (completions, weights(t.policy()))
+    };
+    let (a, wa) = run(whole.clone());
+    let (b, wb) = run(narrow);
+    assert_eq!(a.len(), 8);
+    assert_eq!(a, b);
+    let drift = wa
+        .iter()
+        .zip(&wb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(drift < 1e-6, "{drift}");
+    for zero in [
+        GrpoSettings {
+            rollout_max_batch: 0,
+            ..whole.clone()
+        },
+        GrpoSettings {
+            rollout_prefill_tokens: 0,
+            ..whole.clone()
+        },
+    ] {
+        let policy = Model::load(&fixture(), &Device::flex().autodiff()).unwrap();
+        let err = GrpoTrainer::new(zero, policy, &tok, &rewards)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("must be ≥ 1"), "{err}");
+    }
+}

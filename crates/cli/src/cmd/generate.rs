@@ -44,6 +44,10 @@ pub struct Args {
     /// Sequences decoded at once.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Most prompt tokens one prefill pass takes (longer prompts go through the cache in
+    /// stretches).
+    #[arg(long, default_value_t = reasonlab_generate::PREFILL_TOKENS)]
+    prefill_tokens: usize,
     /// Skip malformed input lines instead of stopping.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -82,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seed: args.seed,
             stop: args.stop,
             max_batch: args.max_batch,
+            prefill_tokens: args.prefill_tokens,
             ..Default::default()
         },
     };

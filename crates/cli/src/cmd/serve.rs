@@ -38,9 +38,12 @@ pub struct Args {
     /// `max_tokens` of requests that do not set it.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
-    /// Most requests run in one engine call.
+    /// Most requests run in one engine call, and most sequences it decodes at once.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Most prompt tokens one prefill pass takes.
+    #[arg(long, default_value_t = reasonlab_generate::PREFILL_TOKENS)]
+    prefill_tokens: usize,
     /// How long to wait for more requests to batch with the first, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_wait_ms: u64,
@@ -48,7 +51,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut engine =
-        reasonlab_generate::LocalEngine::load_in(&args.model, args.backend, args.dtype)?;
+        reasonlab_generate::LocalEngine::load_in(&args.model, args.backend, args.dtype)?
+            .with_batching(reasonlab_generate::Batching {
+                max_batch: args.max_batch,
+                prefill_tokens: args.prefill_tokens,
+            })?;
     let device = engine
         .device()
         .map(|d| {

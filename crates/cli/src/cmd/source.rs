@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use reasonlab_generate::Batching;
 use reasonlab_model::{BackendKind, Precision};
 use reasonlab_recipe::engines::EngineSpec;
 
@@ -17,6 +18,12 @@ pub struct GeneratorArgs {
     /// The local model's float type: f32, or bf16 / f16 on a GPU backend.
     #[arg(long, default_value = "f32", conflicts_with = "endpoint")]
     pub dtype: Precision,
+    /// Most sequences the local model decodes at once [default: 64].
+    #[arg(long, conflicts_with = "endpoint")]
+    pub max_batch: Option<usize>,
+    /// Most prompt tokens one prefill pass of the local model takes [default: 8192].
+    #[arg(long, conflicts_with = "endpoint")]
+    pub prefill_tokens: Option<usize>,
     /// An OpenAI-compatible server, e.g. http://127.0.0.1:8000.
     #[arg(long, requires = "model_name")]
     pub endpoint: Option<String>,
@@ -47,6 +54,7 @@ impl GeneratorArgs {
             model: self.model.clone(),
             backend: self.model.as_ref().map(|_| self.backend),
             dtype: self.dtype,
+            batching: self.batching(),
             endpoint: self.endpoint.clone(),
             model_name: self.model_name.clone(),
             api_key_env: self.api_key_env.clone(),
@@ -55,5 +63,17 @@ impl GeneratorArgs {
             timeout_s: self.timeout_s,
             max_retries: self.max_retries,
         }
+    }
+
+    /// The local model's batching where a flag sets it (the other at its default).
+    fn batching(&self) -> Option<Batching> {
+        if self.max_batch.is_none() && self.prefill_tokens.is_none() {
+            return None;
+        }
+        let default = Batching::default();
+        Some(Batching {
+            max_batch: self.max_batch.unwrap_or(default.max_batch),
+            prefill_tokens: self.prefill_tokens.unwrap_or(default.prefill_tokens),
+        })
     }
 }

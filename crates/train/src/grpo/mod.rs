@@ -137,6 +137,12 @@ pub struct GrpoSettings {
     pub lora: Option<reasonlab_model::LoraConfig>,
     /// Correcting for a rollout engine's log-probs (applies when the engine returns them).
     pub rollout_correction: RolloutCorrection,
+    /// Most rollouts decoded at once where the policy samples its own (no `[rollout]`
+    /// servers); the step's `group_size × prompts_per_step` go in batches of this many.
+    pub rollout_max_batch: usize,
+    /// Most prompt tokens one prefill pass of the policy's own sampling takes
+    /// ([`SamplingParams::prefill_tokens`]).
+    pub rollout_prefill_tokens: usize,
 }
 
 impl Default for GrpoSettings {
@@ -169,6 +175,8 @@ impl GrpoSettings {
             micro_batch_size: 16,
             lora: None,
             rollout_correction: RolloutCorrection::default(),
+            rollout_max_batch: 256,
+            rollout_prefill_tokens: reasonlab_generate::PREFILL_TOKENS,
         };
         match p {
             Preset::Deepseekmath => base,
@@ -542,6 +550,11 @@ impl<'a> GrpoTrainer<'a> {
         if settings.mu == 0 || settings.prompts_per_step == 0 {
             return Err(GrpoError::Settings(
                 "mu and prompts_per_step must be ≥ 1".into(),
+            ));
+        }
+        if settings.rollout_max_batch == 0 || settings.rollout_prefill_tokens == 0 {
+            return Err(GrpoError::Settings(
+                "rollout_max_batch and rollout_prefill_tokens must be ≥ 1".into(),
             ));
         }
         let policy = match (&settings.lora, policy.lora()) {
@@ -940,7 +953,12 @@ impl<'a> GrpoTrainer<'a> {
                                 hash: String::new(),
                                 location: String::new(),
                             },
-                        );
+                        )
+                        .with_batching(reasonlab_generate::Batching {
+                            max_batch: s.rollout_max_batch,
+                            prefill_tokens: s.rollout_prefill_tokens,
+                        })
+                        .map_err(|e| GrpoError::Settings(e.to_string()))?;
                         &policy_engine
                     }
                 };
@@ -956,7 +974,8 @@ impl<'a> GrpoTrainer<'a> {
                 max_new_tokens: s.max_new_tokens,
                 stop_token_ids: eos,
                 seed,
-                max_batch: 256,
+                max_batch: s.rollout_max_batch,
+                prefill_tokens: s.rollout_prefill_tokens,
                 ..Default::default()
             };
             let (done, _) = generate(
