@@ -470,8 +470,9 @@ fn generate_serial(
 
 /// Prompts per batch: whole prompts, so a prompt's samples share one prefill; `max_batch`
 /// rows' worth, or fewer where one layer's KV-cache buffer for that many rows of the longest
-/// prompt and `max_new_tokens` would pass the device's largest buffer
-/// ([`reasonlab_model::max_buffer_bytes`]). An error where one prompt's samples pass it.
+/// prompt and `max_new_tokens`, or their last logits (rows, vocab), would pass the device's
+/// largest buffer ([`reasonlab_model::max_buffer_bytes`]). An error where one prompt's
+/// samples pass it.
 pub fn prompts_per_batch(
     model: &Model,
     prompts: &[Vec<u32>],
@@ -491,25 +492,41 @@ pub fn prompts_per_batch(
         .max()
         .unwrap_or(0)
         .saturating_add(params.max_new_tokens);
-    let one = model.kv_buffer_bytes(n, positions);
+    // A prompt's share of the larger of its two buffers: one layer's KV cache, or the logits.
+    let kv = model.kv_buffer_bytes(n, positions);
+    let logits = model.logits_buffer_bytes(n);
+    let (one, what, dtype, hint) = match logits > kv {
+        true => (
+            logits,
+            format!("the last logits of {n} sample(s)"),
+            "f32".to_string(),
+            "; fewer samples per prompt",
+        ),
+        false => (
+            kv,
+            format!("one layer's KV cache for {n} sample(s) of {positions} positions"),
+            format!("{:?}", model.cache_dtype()).to_lowercase(),
+            "; fewer samples per prompt or fewer new tokens",
+        ),
+    };
     if one == 0 {
         return Ok(per_batch);
     }
     if one > limit {
         return Err(ModelError::PastDeviceBuffer {
-            what: format!("one layer's KV cache for {n} sample(s) of {positions} positions"),
+            what,
             bytes: one,
-            dtype: format!("{:?}", model.cache_dtype()).to_lowercase(),
+            dtype,
             limit,
-            hint: "; fewer samples per prompt or fewer new tokens".into(),
+            hint: hint.into(),
         }
         .into());
     }
     let fit = usize::try_from(limit / one).unwrap_or(usize::MAX);
     if fit < per_batch {
         tracing::info!(
-            "{fit} prompt(s) of {n} sample(s) per batch rather than {per_batch}: a layer's KV \
-             cache for more would pass the device's largest buffer ({limit} bytes)"
+            "{fit} prompt(s) of {n} sample(s) per batch rather than {per_batch}: {what} takes \
+             {one} bytes, and more would pass the device's largest buffer ({limit} bytes)"
         );
     }
     Ok(per_batch.min(fit))

@@ -734,6 +734,14 @@ impl Model {
             .fold(1u64, |bytes, n| bytes.saturating_mul(n as u64))
     }
 
+    /// Bytes of `rows` rows of last-position logits as sampling reads them: (rows, vocab) in
+    /// f32, whatever the compute type. (Saturates at `u64::MAX`.)
+    pub fn logits_buffer_bytes(&self, rows: usize) -> u64 {
+        [rows, self.config.vocab_size, 4]
+            .into_iter()
+            .fold(1u64, |bytes, n| bytes.saturating_mul(n as u64))
+    }
+
     /// The first batch through an empty cache sets its row count and, when room was
     /// [`KvCache::reserve`]d beyond the batch, allocates buffers of that many positions.
     fn start_cache(&self, cache: &mut KvCache, b: usize, t: usize) {

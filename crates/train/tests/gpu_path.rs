@@ -398,8 +398,9 @@ fn a_model_past_the_devices_largest_buffer_is_refused_before_loading() {
 }
 
 /// Generation takes fewer prompts per batch where one layer's KV cache for `max_batch` rows
-/// of the longest prompt and `max_new_tokens` would pass the device's largest buffer, and
-/// refuses, before any work, samples of one prompt that alone would pass it.
+/// of the longest prompt and `max_new_tokens`, or their last logits, would pass the device's
+/// largest buffer, and refuses, before any work, samples of one prompt that alone would pass
+/// it.
 #[test]
 fn generation_batches_fit_the_devices_largest_buffer() {
     let device = gpu(false);
@@ -434,6 +435,32 @@ fn generation_batches_fit_the_devices_largest_buffer() {
         err.contains("one layer's KV cache") && err.contains("fewer samples"),
         "{err}"
     );
+
+    // At Qwen2.5's vocabulary, the last logits outgrow a short generation's cache: 151,936
+    // f32 logits per row.
+    let mut config = reasonlab_model::bench_config();
+    (
+        config.vocab_size,
+        config.hidden_size,
+        config.num_hidden_layers,
+    ) = (151_936, 64, 1);
+    let wide = Model::random(config, 0, &device);
+    assert_eq!(wide.logits_buffer_bytes(1), 607_744);
+    let params = SamplingParams {
+        max_new_tokens: 4,
+        max_batch: 1024,
+        ..Default::default()
+    };
+    let prompts = vec![vec![1u32; 4]; 1024];
+    let per_batch = reasonlab_generate::prompts_per_batch(&wide, &prompts, 1, &params).unwrap();
+    let fit = (limit / 607_744) as usize;
+    assert!(fit < 1024, "limit {limit}: nothing to split at this size");
+    assert_eq!(per_batch, fit);
+    let samples = fit + 1;
+    let err = reasonlab_generate::prompts_per_batch(&wide, &prompts, samples, &params)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the last logits of"), "{err}");
 }
 
 /// Prompts prefilled a few columns per pass through the KV cache (chunked prefill: one
