@@ -1017,50 +1017,53 @@ pub enum GpuKernels {
     Composed,
 }
 
-impl GpuKernels {
-    /// The environment variable that chooses: `fused` (the default) or `composed`.
-    pub const ENV: &'static str = "REASONLAB_GPU_KERNELS";
+/// The environment switches of the GPU path: `$ty` chosen by the environment variable `$env`
+/// through the names given, the enum's default where it is unset, read once per process;
+/// opening a GPU device refuses a value that names none, so the default is never taken
+/// silently there.
+macro_rules! env_choice {
+    ($ty:ident, $env:literal, { $($name:literal => $variant:ident),+ $(,)? }) => {
+        impl $ty {
+            #[doc = concat!("The environment variable that chooses:", $(" `", $name, "`"),+, ".")]
+            pub const ENV: &'static str = $env;
 
-    /// The choice in [`GpuKernels::ENV`]; unset is [`GpuKernels::Fused`], any other value
-    /// than the two names an error naming the variable.
-    pub fn from_env() -> Result<Self, crate::ModelError> {
-        choice_from_env(Self::ENV)
-    }
+            /// The choice in [`Self::ENV`]; unset is the default, any value other than the
+            /// names an error naming the variable.
+            pub fn from_env() -> Result<Self, crate::ModelError> {
+                match std::env::var(Self::ENV) {
+                    Err(_) => Ok(Self::default()),
+                    Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
+                        path: None,
+                        field: Self::ENV.into(),
+                        message,
+                    }),
+                }
+            }
 
-    /// This process's choice, read from the environment once (opening a GPU device refuses a
-    /// value that is neither name, so the fallback to fused is never taken silently there).
-    pub fn current() -> Self {
-        static CHOICE: std::sync::OnceLock<GpuKernels> = std::sync::OnceLock::new();
-        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
-    }
-}
-
-impl std::str::FromStr for GpuKernels {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fused" => Ok(Self::Fused),
-            "composed" => Ok(Self::Composed),
-            other => Err(format!("`{other}`: expected fused or composed")),
+            /// This process's choice, read from the environment once.
+            pub fn current() -> Self {
+                static CHOICE: std::sync::OnceLock<$ty> = std::sync::OnceLock::new();
+                *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
+            }
         }
-    }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        "`{other}`: expected {}",
+                        [$($name),+].join(" or ")
+                    )),
+                }
+            }
+        }
+    };
 }
 
-/// A choice named in the environment variable `key`: the default when unset, an error naming
-/// the variable when the value names no choice.
-fn choice_from_env<T: std::str::FromStr<Err = String> + Default>(
-    key: &str,
-) -> Result<T, crate::ModelError> {
-    match std::env::var(key) {
-        Err(_) => Ok(T::default()),
-        Ok(v) => v.parse().map_err(|message| crate::ModelError::Config {
-            path: None,
-            field: key.into(),
-            message,
-        }),
-    }
-}
+env_choice!(GpuKernels, "REASONLAB_GPU_KERNELS", { "fused" => Fused, "composed" => Composed });
 
 /// How the GPU backends compute attention over more than one query per row (training,
 /// scoring, prefill), with [`GpuKernels::Fused`].
@@ -1076,35 +1079,7 @@ pub enum GpuAttention {
     Matmul,
 }
 
-impl GpuAttention {
-    /// The environment variable that chooses: `flash` (the default) or `matmul`.
-    pub const ENV: &'static str = "REASONLAB_GPU_ATTENTION";
-
-    /// The choice in [`GpuAttention::ENV`]; unset is [`GpuAttention::Flash`], any other value
-    /// than the two names an error naming the variable.
-    pub fn from_env() -> Result<Self, crate::ModelError> {
-        choice_from_env(Self::ENV)
-    }
-
-    /// This process's choice, read from the environment once (opening a GPU device refuses a
-    /// value that is neither name).
-    pub fn current() -> Self {
-        static CHOICE: std::sync::OnceLock<GpuAttention> = std::sync::OnceLock::new();
-        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
-    }
-}
-
-impl std::str::FromStr for GpuAttention {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "flash" => Ok(Self::Flash),
-            "matmul" => Ok(Self::Matmul),
-            other => Err(format!("`{other}`: expected flash or matmul")),
-        }
-    }
-}
+env_choice!(GpuAttention, "REASONLAB_GPU_ATTENTION", { "flash" => Flash, "matmul" => Matmul });
 
 /// Whether a decode step's attention may split its keys across cubes
 /// ([`DecodeKernel::split`]), with [`GpuKernels::Fused`].
@@ -1119,35 +1094,7 @@ pub enum DecodeSplit {
     Never,
 }
 
-impl DecodeSplit {
-    /// The environment variable that chooses: `auto` (the default) or `never`.
-    pub const ENV: &'static str = "REASONLAB_GPU_DECODE_SPLIT";
-
-    /// The choice in [`DecodeSplit::ENV`]; unset is [`DecodeSplit::Auto`], any other value
-    /// than the two names an error naming the variable.
-    pub fn from_env() -> Result<Self, crate::ModelError> {
-        choice_from_env(Self::ENV)
-    }
-
-    /// This process's choice, read from the environment once (opening a GPU device refuses a
-    /// value that is neither name).
-    pub fn current() -> Self {
-        static CHOICE: std::sync::OnceLock<DecodeSplit> = std::sync::OnceLock::new();
-        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_default())
-    }
-}
-
-impl std::str::FromStr for DecodeSplit {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "never" => Ok(Self::Never),
-            other => Err(format!("`{other}`: expected auto or never")),
-        }
-    }
-}
+env_choice!(DecodeSplit, "REASONLAB_GPU_DECODE_SPLIT", { "auto" => Auto, "never" => Never });
 
 /// The largest head dim of the decode attention kernel (a unit per dimension).
 pub const DECODE_MAX_HEAD_DIM: usize = 256;
