@@ -25,7 +25,7 @@
 //! (then index) and draw among them in vocabulary order, on the host as on the device. Where
 //! the fused GPU kernels run, one kernel per row finds that prefix by bisection over the order
 //! without sorting ([`reasonlab_model::fused::filter_logits`]) and sets the others' logits to
-//! −3e38, and the draw kernel takes the rest; elsewhere the logits are read back.
+//! −3e38 (f16: −65,504), and the draw kernel takes the rest; elsewhere the logits are read back.
 
 use reasonlab_model::burn::tensor::ops::PadMode;
 use reasonlab_model::burn::tensor::{DType, FloatDType, TensorData};

@@ -1128,7 +1128,9 @@ fn lm_like(values: &[f32]) -> Vec<f32> {
 /// A filtered draw's candidates on the device are the host sampler's: for top-k, top-p,
 /// min-p, their combinations and temperatures, on language-model-like rows (a few likely
 /// tokens, a long tail) and on rows of many tied logits (as 16-bit logits have), where a cut
-/// through a tie keeps the lower indices.
+/// through a tie keeps the lower indices; in f32, and in f16 (the logits as rounded to it),
+/// where what is left out is set to f16's lowest value, −65,504 (a WGSL kernel cannot write
+/// an f16 infinity).
 ///
 /// Exact, except that the device sums probabilities in f32 where the host sums in f64: a top-p
 /// prefix may end a few tokens apart when the target lies within rounding of the shorter
@@ -1150,52 +1152,56 @@ fn filtered_draws_keep_the_hosts_candidates() {
         (1.0, 1 << 30, 0.5, 0.0),
     ];
     let rows = 3;
-    for vocab in [1, 2, 7, 1000, 4099, 151_936] {
-        let smooth = values(rows * vocab, vocab as u64, 1.0);
-        let lm = lm_like(&smooth);
-        // Eleven distinct values: most tokens share their logit with many others.
-        let tied: Vec<f32> = smooth.iter().map(|&g| (g * 5.0).round() / 2.0).collect();
-        for (what, logits) in [("lm-like", &lm), ("tied", &tied)] {
-            for &(temperature, top_k, top_p, min_p) in &settings {
-                let case = format!(
-                    "{what} vocab {vocab} T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}"
-                );
-                let x = tensor(logits.clone(), [rows, vocab], DType::F32, &device);
-                let out = fused::filter_logits(x, 1.0 / temperature, top_k, top_p, min_p)
-                    .expect("fused on this device");
-                let out = read(out);
-                let params = SamplingParams {
-                    temperature,
-                    top_k,
-                    top_p,
-                    min_p,
-                    ..Default::default()
-                };
-                let sampler = reasonlab_generate::Sampler::new(&params);
-                for r in 0..rows {
-                    let row = &logits[r * vocab..(r + 1) * vocab];
-                    let got = &out[r * vocab..(r + 1) * vocab];
-                    for (i, (&g, &x)) in got.iter().zip(row).enumerate() {
-                        assert!(g == x || g <= -3.0e38, "{case}: entry {i} is {g}, not {x}");
-                    }
-                    let device_kept: Vec<usize> = (0..vocab).filter(|&i| got[i] > -1e38).collect();
-                    let host_kept = sampler.candidates(row);
-                    if device_kept != host_kept {
-                        let top_k = reasonlab_generate::Sampler::new(&SamplingParams {
-                            top_p: 1.0,
-                            min_p: 0.0,
-                            ..params.clone()
-                        })
-                        .candidates(row);
-                        let sets = [&device_kept[..], &host_kept[..]];
-                        let gap = top_p_gap(row, temperature, sets, &top_k, top_p);
-                        eprintln!(
-                            "{case}, row {r}: {} candidates against the host's {}, the shorter \
+    for (dtype, left_out) in [(DType::F32, -3.0e38f32), (DType::F16, -65_504.0)] {
+        for vocab in [1, 2, 7, 1000, 4099, 151_936] {
+            let smooth = values(rows * vocab, vocab as u64, 1.0);
+            let lm = lm_like(&smooth);
+            // Eleven distinct values: most tokens share their logit with many others.
+            let tied: Vec<f32> = smooth.iter().map(|&g| (g * 5.0).round() / 2.0).collect();
+            for (what, logits) in [("lm-like", &lm), ("tied", &tied)] {
+                for &(temperature, top_k, top_p, min_p) in &settings {
+                    let case = format!(
+                        "{dtype:?} {what} vocab {vocab} T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}"
+                    );
+                    let x = tensor(logits.clone(), [rows, vocab], dtype, &device);
+                    let seen = read(x.clone()); // as rounded to `dtype`
+                    let out = fused::filter_logits(x, 1.0 / temperature, top_k, top_p, min_p)
+                        .expect("fused on this device");
+                    let out = read(out);
+                    let params = SamplingParams {
+                        temperature,
+                        top_k,
+                        top_p,
+                        min_p,
+                        ..Default::default()
+                    };
+                    let sampler = reasonlab_generate::Sampler::new(&params);
+                    for r in 0..rows {
+                        let row = &seen[r * vocab..(r + 1) * vocab];
+                        let got = &out[r * vocab..(r + 1) * vocab];
+                        for (i, (&g, &x)) in got.iter().zip(row).enumerate() {
+                            assert!(g == x || g == left_out, "{case}: entry {i} is {g}, not {x}");
+                        }
+                        let device_kept: Vec<usize> =
+                            (0..vocab).filter(|&i| got[i] != left_out).collect();
+                        let host_kept = sampler.candidates(row);
+                        if device_kept != host_kept {
+                            let top_k = reasonlab_generate::Sampler::new(&SamplingParams {
+                                top_p: 1.0,
+                                min_p: 0.0,
+                                ..params.clone()
+                            })
+                            .candidates(row);
+                            let sets = [&device_kept[..], &host_kept[..]];
+                            let gap = top_p_gap(row, temperature, sets, &top_k, top_p);
+                            eprintln!(
+                                "{case}, row {r}: {} candidates against the host's {}, the shorter \
                              {gap:.1e} of the mass from the top-p target",
-                            device_kept.len(),
-                            host_kept.len()
-                        );
-                        assert!(top_p < 1.0 && gap < 2e-6, "{case}, row {r}");
+                                device_kept.len(),
+                                host_kept.len()
+                            );
+                            assert!(top_p < 1.0 && gap < 2e-6, "{case}, row {r}");
+                        }
                     }
                 }
             }

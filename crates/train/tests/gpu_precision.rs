@@ -79,16 +79,24 @@ fn a_reduced_precision_model_stays_close_to_f32() {
         "the reduced model gave f32's exact log-probs: was it reduced?"
     );
 
-    // Generation runs end to end in the reduced type.
+    // Generation runs end to end in the reduced type: greedy, a plain draw, and a filtered
+    // one (the filter kernel writes its leavings in the reduced type).
     let tok = Tokenizer::from_dir(&fixture()).unwrap();
     let prompts = vec![tok.encode("What is 2 + 3?", true).unwrap()];
-    let params = SamplingParams {
-        temperature: 0.0,
-        max_new_tokens: 12,
-        ..Default::default()
-    };
-    let (out, _) =
-        reasonlab_generate::generate(&reduced, Some(&tok), &prompts, 1, &params, &mut |_| {})
-            .unwrap();
-    assert_eq!(out[0].token_ids.len(), 12);
+    for (temperature, top_k, top_p) in [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.6, 20, 0.95)] {
+        let params = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            max_new_tokens: 12,
+            ..Default::default()
+        };
+        let (out, _) =
+            reasonlab_generate::generate(&reduced, Some(&tok), &prompts, 2, &params, &mut |_| {})
+                .unwrap();
+        assert!(
+            out.iter().all(|c| c.token_ids.len() == 12),
+            "T {temperature}"
+        );
+    }
 }

@@ -1580,7 +1580,7 @@ pub fn fuses_sampling(device: &Device) -> bool {
 
 /// One draw per row on the device, in one kernel, or `None` where not [`fuses_sampling`]: the
 /// first token whose cumulative weight `exp((x − max)·inv_temperature)` over `logits` (rows,
-/// vocab), or over `filtered` from [`filter_logits`] when given (its entries at −3e38 weigh
+/// vocab), or over `filtered` from [`filter_logits`] when given (its entries at −3e38, −65,504 in f16, weigh
 /// nothing), in vocabulary order, exceeds `uniforms[row]` times the row's total, as the host
 /// sampler draws (`reasonlab_generate::Sampler`). Returns the tokens (rows, as f32, exact below
 /// 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of `logits` (the
@@ -1611,7 +1611,7 @@ pub fn sample(
 }
 
 /// A filtered draw's candidates on the device: `logits` (rows, vocab) with every entry outside
-/// them set to −3e38 (so its weight is 0), in one kernel, or `None` where not
+/// them set to −3e38 (−65,504 in f16), so that its weight is 0,, in one kernel, or `None` where not
 /// [`fuses_sampling`] (the host's sampler filters there). The candidates are the host's
 /// (`reasonlab_generate::Sampler`) at temperature `1 / inv_temperature`: in the order by
 /// probability descending, then index ascending, the first `top_k` (0: no limit), then the

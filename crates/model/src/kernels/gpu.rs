@@ -280,7 +280,7 @@ pub trait GpuDecode: Backend {
         biased: bool,
     ) -> FloatTensor<Self>;
     /// `logits` (rows, vocab) with every entry that a filtered draw at temperature
-    /// `1 / inv_temperature` leaves out set to −3e38, in `logits`' type: outside the `top_k`
+    /// `1 / inv_temperature` leaves out set to −3e38 (f16: −65,504), in `logits`' type: outside the `top_k`
     /// most likely (0: no limit), past the shortest prefix by probability whose mass reaches
     /// `top_p` (1: no limit), or below `min_p` times the likeliest's probability (0: no floor).
     /// The order is probability descending, then index ascending, as on the host.
@@ -337,7 +337,7 @@ pub trait GpuDecode: Backend {
     /// One draw per row of `weights_from` (rows, vocab), in one kernel: the first token whose
     /// cumulative weight `exp((x − max)·inv_temperature)`, in vocabulary order, exceeds
     /// `uniforms[row]` (rows, f32, in [0, 1)) times the row's total (the host sampler's inverse
-    /// CDF; entries at −3e38, a filter's leavings, weigh nothing). Returns the tokens as f32
+    /// CDF; entries at −3e38 or −65,504 in f16, a filter's leavings, weigh nothing). Returns the tokens as f32
     /// (exact below 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of
     /// `logits` (the unfiltered row at temperature 1; else zeros), each (rows). Unless
     /// `filtered`, `weights_from` is `logits` itself, whose maximum (and at temperature 1
@@ -3182,7 +3182,7 @@ mod cube {
     }
 
     /// One cube per row of `logits` (rows, vocab): the row with every entry that a filtered
-    /// draw leaves out set to −3e38. The draw's order is by `d = x − max` descending, then
+    /// draw leaves out set to −3e38 (f16: −65,504, its lowest value). The draw's order is by `d = x − max` descending, then
     /// index ascending; `top_k` (0: none) keeps its first `top_k` entries, `top_p` (≥ 1: none)
     /// the shortest prefix whose weight reaches `top_p` times that of the `top_k` kept, and
     /// `min_p` (≤ 0: none) the entries of weight `exp(d·inv_temperature)` ≥ `min_p`. Each
@@ -3276,6 +3276,9 @@ mod cube {
                 last = p_last;
             }
         }
+        // What is left out: −3e38, or the type's lowest finite value where that is higher
+        // (f16: −65,504; WGSL has no infinity, nor an f16 literal past its range).
+        let left_out = F::cast_from(f32::max(-3.0e38, f32::cast_from(F::min_value())));
         let mut i = unit;
         while i < vocab {
             let x = logits[start + i];
@@ -3287,7 +3290,7 @@ mod cube {
             if keep {
                 out[start + i] = x;
             } else {
-                out[start + i] = F::cast_from(-3.0e38);
+                out[start + i] = left_out;
             }
             i += units;
         }
