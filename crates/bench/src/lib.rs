@@ -279,8 +279,15 @@ impl Target {
         for warning in info.warnings() {
             tracing::warn!("{warning}");
         }
-        Model::check_fits(&self.shape.config(), &device)?;
-        Ok((Model::random(self.shape.config(), 0, &device), info))
+        let precision = match purpose {
+            Purpose::Inference(precision) => precision,
+            Purpose::Training(_) => Precision::F32,
+        };
+        Model::check_fits_as(&self.shape.config(), &device, precision)?;
+        Ok((
+            Model::random_as(self.shape.config(), 0, &device, precision),
+            info,
+        ))
     }
 
     /// The peer scripts' flags for this target: the shape, the device, and the card we run on

@@ -53,6 +53,8 @@ pub struct LocalEngine {
     device: Option<DeviceInfo>,
     /// What one decode takes at most, whatever the requests ask.
     batching: Batching,
+    /// The weights' float type, which new weights ([`Engine::update_weights`]) take too.
+    precision: Precision,
 }
 
 impl LocalEngine {
@@ -64,6 +66,7 @@ impl LocalEngine {
             info,
             device: None,
             batching: Batching::default(),
+            precision: Precision::F32,
         }
     }
 
@@ -98,10 +101,11 @@ impl LocalEngine {
                 path: dir.into(),
                 source,
             })?;
-        let model = Model::load(dir, &device).map_err(|source| LocalEngineError::Model {
-            path: dir.into(),
-            source,
-        })?;
+        let model =
+            Model::load_as(dir, &device, precision).map_err(|source| LocalEngineError::Model {
+                path: dir.into(),
+                source,
+            })?;
         if !dir.join("tokenizer.json").exists() {
             return Err(LocalEngineError::NoTokenizer(dir.into()));
         }
@@ -122,6 +126,7 @@ impl LocalEngine {
         };
         let mut engine = Self::new(model, tokenizer, info);
         engine.device = Some(device_info);
+        engine.precision = precision;
         Ok(engine)
     }
 
@@ -324,7 +329,9 @@ impl Engine for LocalEngine {
             EngineError::Invalid(format!("loading {}: {e}", what.display()))
         };
         let model = match update {
-            WeightUpdate::Full { dir } => Model::load(dir, &device).map_err(|e| failed(dir, e))?,
+            WeightUpdate::Full { dir } => {
+                Model::load_as(dir, &device, self.precision).map_err(|e| failed(dir, e))?
+            }
             WeightUpdate::Lora { dir, .. } => {
                 let base = Path::new(&self.info.location);
                 if !base.join("config.json").exists() {
@@ -334,7 +341,7 @@ impl Engine for LocalEngine {
                         self.info.location
                     )));
                 }
-                Model::load(base, &device)
+                Model::load_as(base, &device, self.precision)
                     .map_err(|e| failed(base, e))?
                     .load_adapter(dir)
                     .map_err(|e| failed(dir, e))?

@@ -157,18 +157,20 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// Open an inference device for `kind` whose float tensors are `precision`: every tensor made
-/// on it — weights loaded from any checkpoint dtype, activations, caches — takes that type.
+/// Open an inference device for `kind` for models in `precision`, checked against it, and say
+/// what it is. The model takes the precision, not the device: [`crate::Model::load_as`] reads
+/// the weights into it from any checkpoint dtype, and its forward passes, KV caches and
+/// activations follow the weights. The device keeps its float type, so one process can sample
+/// with a bf16 model and train an f32 one on the same GPU (a recipe's stages).
 ///
 /// Reduced precision is for the GPU backends (`flex` computes in f32, and its fused kernels
 /// read f32), where the adapter must support the type: wgpu's WGSL kernels have f16 but no
-/// bf16. A device's float type is set once per process, before its first tensor, so one
-/// process runs its models on a device in one precision.
+/// bf16.
 pub fn open_inference(
     kind: BackendKind,
     precision: Precision,
 ) -> Result<(Device, DeviceInfo), ModelError> {
-    let (mut device, mut info) = open(kind, false)?;
+    let (device, mut info) = open(kind, false)?;
     if precision == Precision::F32 {
         return Ok((device, info));
     }
@@ -189,12 +191,6 @@ pub fn open_inference(
             }
         )));
     }
-    device.configure(dtype).map_err(|e| {
-        ModelError::Backend(format!(
-            "could not set the {kind} device to {precision} ({e:?}); it already holds tensors of \
-             another type in this process"
-        ))
-    })?;
     info.precision = precision;
     Ok((device, info))
 }

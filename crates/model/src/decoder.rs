@@ -55,6 +55,7 @@ impl Linear {
             rng: &mut rng,
             std,
             device,
+            dtype: None,
         }
         .linear(d_in, d_out, bias)
     }
@@ -163,7 +164,7 @@ struct GpuRope {
 
 impl Rope {
     /// `positions`: (b * t) row-major absolute positions; `inv_freq`: d / 2 frequencies;
-    /// `dtype`: the activations' float type (the tables are converted on the host).
+    /// `dtype`: the activations' float type (the tables are made in it).
     pub fn new(
         positions: &[u32],
         b: usize,
@@ -175,7 +176,7 @@ impl Rope {
         let (cos, sin) = Self::tables(positions, inv_freq);
         let d = 2 * inv_freq.len();
         let upload = |values: Vec<f32>, shape: [usize; 4]| {
-            Tensor::from_data(TensorData::new(values, shape).convert_dtype(dtype), device)
+            Tensor::from_data(TensorData::new(values, shape), (device, dtype))
         };
         let gpu = (!crate::fused::is_flex(device)).then(|| {
             // The attention's 1/√d, as `Attention::forward` computes it.
@@ -367,8 +368,7 @@ impl LayerCache {
             return;
         }
         let grow = |buf: Tensor<4>| {
-            let extra = Tensor::zeros([b, kv, capacity - cap, d], &buf.device());
-            let extra = same_type(extra, buf.dtype());
+            let extra = Tensor::zeros([b, kv, capacity - cap, d], (&buf.device(), buf.dtype()));
             Tensor::cat(vec![buf, extra], 2)
         };
         self.k = grow(self.k.clone());
@@ -494,7 +494,7 @@ impl Attention {
                     (None, None) => None,
                     // One projection without a bias adds zeros.
                     (kb, vb) => {
-                        let zeros = || Tensor::zeros([kv * d], &k.device());
+                        let zeros = || Tensor::zeros([kv * d], (&k.device(), dtype));
                         let kb = same_type(kb.unwrap_or_else(zeros), dtype);
                         Some((kb, same_type(vb.unwrap_or_else(zeros), dtype)))
                     }
@@ -777,6 +777,8 @@ pub(crate) struct Init<'a> {
     pub rng: &'a mut SplitMix64,
     pub std: f64,
     pub device: &'a Device,
+    /// The weights' float type; `None`: the device's.
+    pub dtype: Option<burn::tensor::DType>,
 }
 
 impl Init<'_> {
@@ -792,15 +794,20 @@ impl Init<'_> {
         };
         Param::from_tensor(Tensor::from_data(
             TensorData::new(values, [rows, cols]),
-            self.device,
+            self.options(),
         ))
     }
 
     pub fn constant(&self, n: usize, value: f32) -> Param<Tensor<1>> {
         Param::from_tensor(Tensor::from_data(
             TensorData::new(vec![value; n], [n]),
-            self.device,
+            self.options(),
         ))
+    }
+
+    /// Where and in which type the weights are made.
+    fn options(&self) -> burn::tensor::TensorCreationOptions {
+        creation(self.device, self.dtype)
     }
 
     pub fn linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear {
@@ -819,13 +826,31 @@ impl Init<'_> {
     }
 }
 
-/// Build a randomly initialised model from a config.
-pub(crate) fn random_init(config: &ModelConfig, seed: u64, device: &Device) -> CausalLm {
+/// Tensors made on `device` in `dtype`, or in the device's float type where `None`.
+pub(crate) fn creation(
+    device: &Device,
+    dtype: Option<burn::tensor::DType>,
+) -> burn::tensor::TensorCreationOptions {
+    match dtype {
+        Some(dtype) => (device, dtype).into(),
+        None => device.into(),
+    }
+}
+
+/// Build a randomly initialised model from a config, its weights in `dtype` (`None`: the
+/// device's float type).
+pub(crate) fn random_init(
+    config: &ModelConfig,
+    seed: u64,
+    device: &Device,
+    dtype: Option<burn::tensor::DType>,
+) -> CausalLm {
     let mut rng = SplitMix64::from_state(seed);
     let mut init = Init {
         rng: &mut rng,
         std: config.initializer_range,
         device,
+        dtype,
     };
     let (hd, h, kv) = (
         config.head_dim,

@@ -5,7 +5,7 @@
 //! backends reach the GPUs through the graphics API's adapter list instead, which CUDA's
 //! variable does not filter (the NVIDIA driver's Vulkan devices ignore it): on a machine with
 //! several GPUs those backends open wgpu's high-performance pick, the first discrete GPU, unless
-//! a GPU is chosen here. One process runs on one chosen GPU, as it runs in one precision.
+//! a GPU is chosen here. One process runs on one chosen GPU.
 
 use std::sync::OnceLock;
 

@@ -293,6 +293,14 @@ pub struct Model {
     compute: Precision,
 }
 
+/// The weights' float type for `precision`: f32 leaves it to the device.
+fn weight_dtype(precision: Precision) -> Option<burn::tensor::DType> {
+    match precision {
+        Precision::F32 => None,
+        p => Some(p.float_dtype().into()),
+    }
+}
+
 /// (rows, cols) row-major → (cols, rows).
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     weights::transpose_with(rows, cols, |i| values[i])
@@ -398,7 +406,19 @@ impl Model {
 
     /// A randomly initialised model (transformers' initialisation, our seeded generator).
     pub fn random(config: ModelConfig, seed: u64, device: &tensor::Device) -> Self {
-        let net = decoder::random_init(&config, seed, device);
+        let net = decoder::random_init(&config, seed, device, None);
+        Self::wrap(config, net, device.clone())
+    }
+
+    /// [`Model::random`] with its weights in `precision` (f32: the device's float type), for
+    /// inference: the forward passes, KV caches and activations then run in that type.
+    pub fn random_as(
+        config: ModelConfig,
+        seed: u64,
+        device: &tensor::Device,
+        precision: Precision,
+    ) -> Self {
+        let net = decoder::random_init(&config, seed, device, weight_dtype(precision));
         Self::wrap(config, net, device.clone())
     }
 
@@ -406,10 +426,20 @@ impl Model {
     /// the device's float type: an error naming its largest weight where it does not, before
     /// anything is allocated (a GPU would otherwise fail at the first read of a result).
     pub fn check_fits(config: &ModelConfig, device: &tensor::Device) -> Result<(), ModelError> {
+        Self::check_fits_as(config, device, Precision::F32)
+    }
+
+    /// [`Model::check_fits`] for weights in `precision` (f32: the device's float type).
+    pub fn check_fits_as(
+        config: &ModelConfig,
+        device: &tensor::Device,
+        precision: Precision,
+    ) -> Result<(), ModelError> {
         let Some(limit) = max_buffer_bytes(device) else {
             return Ok(());
         };
-        let dtype = burn::tensor::DType::from(device.settings().float_dtype);
+        let dtype = weight_dtype(precision)
+            .unwrap_or_else(|| burn::tensor::DType::from(device.settings().float_dtype));
         let (tensor, elements) = config.largest_weight();
         let bytes = (elements as u64).saturating_mul(dtype.size() as u64);
         if bytes <= limit {
@@ -433,10 +463,23 @@ impl Model {
 
     /// Load `DIR/config.json` and the safetensors weights.
     pub fn load(dir: &Path, device: &tensor::Device) -> Result<Self, ModelError> {
+        Self::load_as(dir, device, Precision::F32)
+    }
+
+    /// [`Model::load`] with the weights in `precision` (f32: the device's float type),
+    /// whatever the checkpoint's dtype, each converted as it is read, for inference: the
+    /// forward passes, KV caches and activations then run in that type. The device keeps its
+    /// own float type, so one process can hold a bf16 model and train an f32 one on the same
+    /// GPU ([`open_inference`]).
+    pub fn load_as(
+        dir: &Path,
+        device: &tensor::Device,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let config = ModelConfig::from_dir(dir)?;
-        Self::check_fits(&config, device)?;
+        Self::check_fits_as(&config, device, precision)?;
         let ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint_with(config, &ckpt, device, None)
+        Self::from_checkpoint_with(config, &ckpt, device, None, weight_dtype(precision))
     }
 
     /// Build from an opened checkpoint, checking every tensor's shape against the config (and
@@ -447,17 +490,18 @@ impl Model {
         device: &tensor::Device,
     ) -> Result<Self, ModelError> {
         Self::check_fits(&config, device)?;
-        Self::from_checkpoint_with(config, ckpt, device, None)
+        Self::from_checkpoint_with(config, ckpt, device, None, None)
     }
 
     /// [`Model::from_checkpoint`], with a `score` head of `(num_labels, bias)` read too when
     /// given (reward models), for a config its caller checked with [`Model::check_fits`]
-    /// before opening the checkpoint.
+    /// before opening the checkpoint; the weights in `dtype` (`None`: the device's float type).
     pub(crate) fn from_checkpoint_with(
         config: ModelConfig,
         ckpt: &Checkpoint,
         device: &tensor::Device,
         score: Option<(usize, bool)>,
+        dtype: Option<burn::tensor::DType>,
     ) -> Result<Self, ModelError> {
         // A checkpoint with tie_word_embeddings=true but an explicit lm_head keeps the head.
         let has_head = ckpt.contains("lm_head.weight");
@@ -472,6 +516,7 @@ impl Model {
             },
             0,
             device,
+            dtype,
         );
         if let Some((labels, bias)) = score {
             net.score = Some(decoder::Linear::zeros(
@@ -503,7 +548,7 @@ impl Model {
             let shape = slot.shape();
             let is_matrix = shape.len() == 2 && name != "model.embed_tokens.weight";
             if let Some(data) = load(name, &shape, is_matrix) {
-                slot.set(data, device);
+                slot.set(data, decoder::creation(device, dtype));
             }
         });
         missing?;
@@ -750,12 +795,7 @@ impl Model {
         if cache.reserved > t {
             let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
             let dtype = self.cache_dtype();
-            let empty = || {
-                decoder::same_type(
-                    Tensor::zeros([b, kv, cache.reserved, d], &self.device),
-                    dtype,
-                )
-            };
+            let empty = || Tensor::zeros([b, kv, cache.reserved, d], (&self.device, dtype));
             for slot in &mut cache.layers {
                 *slot = Some(LayerCache::empty(empty(), empty()));
             }
@@ -1073,10 +1113,10 @@ impl Slot<'_> {
         }
     }
 
-    fn set(&mut self, data: TensorData, device: &tensor::Device) {
+    fn set(&mut self, data: TensorData, options: burn::tensor::TensorCreationOptions) {
         match self {
-            Slot::Matrix(p) => **p = Param::from_tensor(Tensor::from_data(data, device)),
-            Slot::Vector(p) => **p = Param::from_tensor(Tensor::from_data(data, device)),
+            Slot::Matrix(p) => **p = Param::from_tensor(Tensor::from_data(data, options)),
+            Slot::Vector(p) => **p = Param::from_tensor(Tensor::from_data(data, options)),
         }
     }
 

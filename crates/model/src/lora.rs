@@ -160,7 +160,9 @@ pub(crate) fn merge(mut net: CausalLm) -> CausalLm {
         if let Some(l) = lin.lora.take() {
             let delta = l.a.val().matmul(l.b.val()).mul_scalar(l.scale);
             let id = lin.weight.id;
-            let merged = lin.weight.val() + delta;
+            // A reduced-precision base (`Model::load_as`) takes the delta in its own type.
+            let w = lin.weight.val();
+            let merged = crate::decoder::same_type(delta, w.dtype()) + w;
             lin.weight = Param::initialized(id, merged.detach());
         }
     }

@@ -145,8 +145,13 @@ impl RewardModel {
             tie_word_embeddings: true,
             ..config
         };
-        let model =
-            Model::from_checkpoint_with(backbone, &ckpt, device, Some((meta.num_labels, bias)))?;
+        let model = Model::from_checkpoint_with(
+            backbone,
+            &ckpt,
+            device,
+            Some((meta.num_labels, bias)),
+            None,
+        )?;
         Ok(Self {
             model,
             head,

@@ -1,6 +1,6 @@
 //! Reduced-precision inference on the GPU path against f32 on the CPU: the model loads in the
-//! device's float type and its log-probs stay within that type's rounding. A separate test
-//! binary from `gpu_path.rs`: a device's float type is set once per process.
+//! reduced type and its log-probs stay within that type's rounding; then, in the same process
+//! and on the same device, an f32 model for inference and one for training keep f32.
 //!
 //! ```text
 //! cargo test --workspace --features reasonlab-train/wgpu --test gpu_precision
@@ -25,8 +25,7 @@ fn a_reduced_precision_model_stays_close_to_f32() {
     let precision: Precision = std::env::var("REASONLAB_GPU_DTYPE")
         .map(|p| p.parse().expect("REASONLAB_GPU_DTYPE"))
         .unwrap_or(Precision::F16);
-    // Where the adapter lacks bf16, asking for it is refused (before the device's type is set)
-    // with the way out.
+    // Where the adapter lacks bf16, asking for it is refused with the way out.
     let (probe, _) = reasonlab_model::open(kind, false)
         .unwrap_or_else(|e| no_device(&format!("{kind} device"), e));
     if !probe.supports_dtype(FloatDType::BF16) {
@@ -43,7 +42,7 @@ fn a_reduced_precision_model_stays_close_to_f32() {
     eprintln!("{info}");
     assert_eq!(info.precision, precision);
 
-    let reduced = Model::load(&fixture(), &device).unwrap();
+    let reduced = Model::load_as(&fixture(), &device, precision).unwrap();
     let expected = match precision {
         Precision::F16 => DType::F16,
         Precision::Bf16 => DType::BF16,
@@ -99,4 +98,33 @@ fn a_reduced_precision_model_stays_close_to_f32() {
             "T {temperature}"
         );
     }
+
+    // The reduced model lives on; an f32 model on the same device, for inference and for
+    // training, holds f32 weights and gives the CPU's log-probs (a recipe samples in bf16, then
+    // fine-tunes, in one process).
+    let (f32_device, _) = reasonlab_model::open_inference(kind, Precision::F32).unwrap();
+    let (train_device, _) =
+        reasonlab_model::open_for_training(kind, reasonlab_model::Training::default()).unwrap();
+    for (device, what) in [(&f32_device, "inference"), (&train_device, "training")] {
+        let model = Model::load(&fixture(), device).unwrap();
+        let weight = model.net.model.layers[0].self_attn.q_proj.weight.val();
+        assert_eq!(weight.dtype(), DType::F32, "an f32 model for {what}");
+        let diff = max_abs_diff(&a, &masked_logprobs(&model, &batch));
+        eprintln!("f32 {what} beside the {precision} model: max |Δ log p| = {diff:.2e}");
+        assert!(diff < 1e-4, "f32 {what} log-probs off by {diff}");
+    }
+    let trained = Model::load(&fixture(), &train_device).unwrap();
+    let loss = trained.token_logprobs(&batch).unwrap().sum().neg();
+    let grads = loss.backward();
+    let grad = trained.net.model.layers[0]
+        .self_attn
+        .q_proj
+        .weight
+        .grad(&grads)
+        .expect("the weight's gradient");
+    assert_eq!(grad.dtype(), DType::F32);
+    let grad = grad.try_into_vec_as::<f32>().unwrap();
+    assert!(grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0));
+    // The reduced model still runs.
+    assert_eq!(masked_logprobs(&reduced, &batch), b);
 }
