@@ -285,7 +285,7 @@ impl Target {
         };
         Model::check_fits_as(&self.shape.config(), &device, precision)?;
         Ok((
-            Model::random_as(self.shape.config(), 0, &device, precision),
+            Model::random_as(self.shape.config(), 0, &device, precision)?,
             info,
         ))
     }
@@ -1457,8 +1457,12 @@ pub fn serve(args: &ServeBench, out: &mut dyn Write) -> Result<(), BenchError> {
             tmp.clone()
         }
     };
-    let engine =
-        reasonlab_generate::LocalEngine::load(&dir, Default::default())?.with_name("bench");
+    let engine = reasonlab_generate::LocalEngine::load(&dir, Default::default())?
+        .with_batching(reasonlab_generate::Batching {
+            max_batch: args.max_batch,
+            ..Default::default()
+        })?
+        .with_name("bench");
     let name = engine.info().name;
     let server = reasonlab_serve::spawn(
         std::sync::Arc::new(engine),

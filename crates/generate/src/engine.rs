@@ -57,16 +57,22 @@ pub struct LocalEngine {
     precision: Precision,
 }
 
+/// The type `model`'s forward passes run in: its weights', or its mixed-precision compute type.
+fn weights_precision(model: &Model) -> Precision {
+    Precision::of(model.cache_dtype()).unwrap_or_default()
+}
+
 impl LocalEngine {
     /// An engine over a loaded model; `info` names it.
     pub fn new(model: Model, tokenizer: Tokenizer, info: ModelInfo) -> Self {
+        let precision = weights_precision(&model);
         Self {
             model: Mutex::new((model, 0)),
             tokenizer,
             info,
             device: None,
             batching: Batching::default(),
-            precision: Precision::F32,
+            precision,
         }
     }
 
@@ -118,15 +124,21 @@ impl LocalEngine {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            hash: model_dir_hash(dir).map_err(|source| LocalEngineError::Hash {
-                path: dir.into(),
-                source,
-            })?,
+            // A model in bf16 or f16 samples differently from the same files in f32: runs
+            // that key completions by the model's hash (eval, sample) keep them apart.
+            hash: model_dir_hash(dir)
+                .map(|h| match precision {
+                    Precision::F32 => h,
+                    p => format!("{h}-{p}"),
+                })
+                .map_err(|source| LocalEngineError::Hash {
+                    path: dir.into(),
+                    source,
+                })?,
             location: dir.display().to_string(),
         };
         let mut engine = Self::new(model, tokenizer, info);
         engine.device = Some(device_info);
-        engine.precision = precision;
         Ok(engine)
     }
 

@@ -137,6 +137,13 @@ impl Precision {
             Self::F16 => FloatDType::F16,
         }
     }
+
+    /// The precision of a float type: `None` for one that is none of the three.
+    pub fn of(dtype: burn::tensor::DType) -> Option<Self> {
+        [Self::F32, Self::Bf16, Self::F16]
+            .into_iter()
+            .find(|p| burn::tensor::DType::from(p.float_dtype()) == dtype)
+    }
 }
 
 impl fmt::Display for Precision {
@@ -171,19 +178,31 @@ pub fn open_inference(
     precision: Precision,
 ) -> Result<(Device, DeviceInfo), ModelError> {
     let (device, mut info) = open(kind, false)?;
+    let what = format!("backend {kind} on {}", info.name);
+    check_inference_precision(&device, precision, &what)?;
+    info.precision = precision;
+    Ok((device, info))
+}
+
+/// Whether models on `device` (`what`, in the error) can run inference in `precision`: any
+/// device in f32; bf16 and f16 on a GPU backend whose adapter has the type (wgpu's WGSL
+/// kernels have f16, no bf16).
+pub(crate) fn check_inference_precision(
+    device: &Device,
+    precision: Precision,
+    what: &str,
+) -> Result<(), ModelError> {
     if precision == Precision::F32 {
-        return Ok((device, info));
+        return Ok(());
     }
-    if kind == BackendKind::Flex {
+    if crate::fused::is_flex(device) {
         return Err(ModelError::Input(format!(
             "dtype {precision} is for the GPU backends; flex computes in f32"
         )));
     }
-    let dtype = precision.float_dtype();
-    if !device.supports_dtype(dtype) {
+    if !device.supports_dtype(precision.float_dtype()) {
         return Err(ModelError::Input(format!(
-            "backend {kind} on {} has no {precision} support; try {}",
-            info.name,
+            "{what} has no {precision} support; try {}",
             if precision == Precision::Bf16 {
                 "--dtype f16 (or f32)"
             } else {
@@ -191,8 +210,7 @@ pub fn open_inference(
             }
         )));
     }
-    info.precision = precision;
-    Ok((device, info))
+    Ok(())
 }
 
 /// Whether training keeps every activation for the backward pass or recomputes some of them.
@@ -226,7 +244,7 @@ pub struct Training {
 /// What a device is opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Inference, with float tensors in this type ([`open_inference`]).
+    /// Inference, for models in this type ([`open_inference`]).
     Inference(Precision),
     /// Training (autodiff) ([`open_for_training`]).
     Training(Training),
@@ -510,7 +528,7 @@ pub struct DeviceInfo {
     pub name: String,
     /// A GPU backend that runs on no card: a software rasterizer such as llvmpipe/lavapipe.
     pub software: bool,
-    /// The float type of tensors made on the device ([`open_inference`]).
+    /// The float type inference models load in on the device ([`open_inference`]).
     pub precision: Precision,
     /// The compute type of mixed-precision training ([`open_for_training`]); f32 is off.
     pub mixed_precision: Precision,

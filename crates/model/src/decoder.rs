@@ -94,8 +94,13 @@ impl Linear {
     fn product(&self, x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         let mut y = crate::fused::matmul(x.clone(), w);
         if let Some(l) = &self.lora {
-            let down = crate::fused::matmul(x, l.a.val());
-            y = y + crate::fused::matmul(down, l.b.val()).mul_scalar(l.scale);
+            // Adapters are f32 where the base may be 16-bit (`Model::load_as`).
+            let (a, b) = (
+                same_type(l.a.val(), x.dtype()),
+                same_type(l.b.val(), x.dtype()),
+            );
+            let down = crate::fused::matmul(x, a);
+            y = y + crate::fused::matmul(down, b).mul_scalar(l.scale);
         }
         y
     }

@@ -411,15 +411,17 @@ impl Model {
     }
 
     /// [`Model::random`] with its weights in `precision` (f32: the device's float type), for
-    /// inference: the forward passes, KV caches and activations then run in that type.
+    /// inference: the forward passes, KV caches and activations then run in that type. bf16
+    /// and f16 are for the GPU backends whose adapter has the type.
     pub fn random_as(
         config: ModelConfig,
         seed: u64,
         device: &tensor::Device,
         precision: Precision,
-    ) -> Self {
+    ) -> Result<Self, ModelError> {
+        backend::check_inference_precision(device, precision, "this device")?;
         let net = decoder::random_init(&config, seed, device, weight_dtype(precision));
-        Self::wrap(config, net, device.clone())
+        Ok(Self::wrap(config, net, device.clone()))
     }
 
     /// Whether a model of `config` fits `device`'s largest buffer ([`max_buffer_bytes`]) in
@@ -470,12 +472,14 @@ impl Model {
     /// whatever the checkpoint's dtype, each converted as it is read, for inference: the
     /// forward passes, KV caches and activations then run in that type. The device keeps its
     /// own float type, so one process can hold a bf16 model and train an f32 one on the same
-    /// GPU ([`open_inference`]).
+    /// GPU ([`open_inference`]). bf16 and f16 are for the GPU backends whose adapter has the
+    /// type.
     pub fn load_as(
         dir: &Path,
         device: &tensor::Device,
         precision: Precision,
     ) -> Result<Self, ModelError> {
+        backend::check_inference_precision(device, precision, "this device")?;
         let config = ModelConfig::from_dir(dir)?;
         Self::check_fits_as(&config, device, precision)?;
         let ckpt = Checkpoint::open(dir)?;

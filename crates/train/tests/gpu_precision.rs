@@ -127,4 +127,17 @@ fn a_reduced_precision_model_stays_close_to_f32() {
     assert!(grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0));
     // The reduced model still runs.
     assert_eq!(masked_logprobs(&reduced, &batch), b);
+
+    // An engine over the same files in another type is another model to a run that keys its
+    // completions by the model's hash (eval, sample).
+    use reasonlab_core::engine::Engine;
+    use reasonlab_generate::LocalEngine;
+    let hash = |p| {
+        LocalEngine::load_in(&fixture(), kind, p)
+            .unwrap()
+            .info()
+            .hash
+    };
+    let (full_hash, reduced_hash) = (hash(Precision::F32), hash(precision));
+    assert_eq!(reduced_hash, format!("{full_hash}-{precision}"));
 }

@@ -1007,24 +1007,32 @@ pub fn is_flex(device: &Device) -> bool {
 
 /// What the GPU backends run for the ops reasonlab fuses (RMSNorm, softmax, SwiGLU, RoPE,
 /// attention, token log-probabilities).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GpuKernels {
-    /// reasonlab's fused kernels.
-    #[default]
+    /// reasonlab's fused kernels (the default).
     Fused,
     /// burn's composed ops: to measure what the fused kernels change on a GPU.
     Composed,
 }
 
 /// The environment switches of the GPU path: `$ty` chosen by the environment variable `$env`
-/// through the names given, the enum's default where it is unset, read once per process;
-/// opening a GPU device refuses a value that names none, so the default is never taken
-/// silently there.
+/// through the names given, the first (its `Default`) where it is unset, read once per
+/// process; opening a GPU device refuses a value that names none, so the default is never
+/// taken silently there.
 macro_rules! env_choice {
-    ($ty:ident, $env:literal, { $($name:literal => $variant:ident),+ $(,)? }) => {
+    ($ty:ident, $env:literal, { $first_name:literal => $first:ident $(, $name:literal => $variant:ident)* $(,)? }) => {
+        impl Default for $ty {
+            fn default() -> Self {
+                Self::$first
+            }
+        }
+
         impl $ty {
-            #[doc = concat!("The environment variable that chooses:", $(" `", $name, "`"),+, ".")]
+            #[doc = concat!(
+                "The environment variable that chooses: `", $first_name, "` (the default)",
+                $(" or `", $name, "`",)* "."
+            )]
             pub const ENV: &'static str = $env;
 
             /// The choice in [`Self::ENV`]; unset is the default, any value other than the
@@ -1052,10 +1060,11 @@ macro_rules! env_choice {
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
-                    $($name => Ok(Self::$variant),)+
+                    $first_name => Ok(Self::$first),
+                    $($name => Ok(Self::$variant),)*
                     other => Err(format!(
                         "`{other}`: expected {}",
-                        [$($name),+].join(" or ")
+                        [$first_name, $($name),*].join(" or ")
                     )),
                 }
             }
@@ -1067,12 +1076,11 @@ env_choice!(GpuKernels, "REASONLAB_GPU_KERNELS", { "fused" => Fused, "composed" 
 
 /// How the GPU backends compute attention over more than one query per row (training,
 /// scoring, prefill), with [`GpuKernels::Fused`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GpuAttention {
-    /// Flash attention: one kernel per direction, the (t, s) scores never in device memory
-    /// (their memory grows as t·s per head otherwise); head dims up to 128.
-    #[default]
+    /// Flash attention (the default): one kernel per direction, the (t, s) scores never in
+    /// device memory (their memory grows as t·s per head otherwise); head dims up to 128.
     Flash,
     /// The scores as a matmul, the fused softmax, the weighted sum as a matmul (the
     /// probabilities kept for the backward pass).
@@ -1083,11 +1091,11 @@ env_choice!(GpuAttention, "REASONLAB_GPU_ATTENTION", { "flash" => Flash, "matmul
 
 /// Whether a decode step's attention may split its keys across cubes
 /// ([`DecodeKernel::split`]), with [`GpuKernels::Fused`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeSplit {
-    /// Where a small batch's groups leave most of the grid idle at a long context.
-    #[default]
+    /// Where a small batch's groups leave most of the grid idle at a long context (the
+    /// default).
     Auto,
     /// Never: a cube per (batch, kv head) over all of its keys, to measure what the split
     /// gains (`scripts/gpu_check.sh --only long`).
@@ -1578,14 +1586,14 @@ pub fn fuses_sampling(device: &Device) -> bool {
     gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
 }
 
-/// One draw per row on the device, in one kernel, or `None` where not [`fuses_sampling`]: the
-/// first token whose cumulative weight `exp((x − max)·inv_temperature)` over `logits` (rows,
-/// vocab), or over `filtered` from [`filter_logits`] when given (its entries at −3e38, −65,504 in f16, weigh
+/// One draw per row on the device, in one kernel, or `None` where not [`fuses_sampling`]: the first
+/// token whose cumulative weight `exp((x − max)·inv_temperature)` over `logits` (rows, vocab), or
+/// over `filtered` from [`filter_logits`] when given (its entries at −3e38, −65,504 in f16, weigh
 /// nothing), in vocabulary order, exceeds `uniforms[row]` times the row's total, as the host
 /// sampler draws (`reasonlab_generate::Sampler`). Returns the tokens (rows, as f32, exact below
-/// 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of `logits` (the
-/// unfiltered row at temperature 1), else zeros. The device sums in f32 where the host sums in
-/// f64, so a uniform within rounding of the boundary between two tokens can pick the other.
+/// 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of `logits` (the unfiltered
+/// row at temperature 1), else zeros. The device sums in f32 where the host sums in f64, so a
+/// uniform within rounding of the boundary between two tokens can pick the other.
 pub fn sample(
     logits: Tensor<2>,
     filtered: Option<Tensor<2>>,
@@ -1611,7 +1619,7 @@ pub fn sample(
 }
 
 /// A filtered draw's candidates on the device: `logits` (rows, vocab) with every entry outside
-/// them set to −3e38 (−65,504 in f16), so that its weight is 0,, in one kernel, or `None` where not
+/// them set to −3e38 (−65,504 in f16), so that its weight is 0, in one kernel, or `None` where not
 /// [`fuses_sampling`] (the host's sampler filters there). The candidates are the host's
 /// (`reasonlab_generate::Sampler`) at temperature `1 / inv_temperature`: in the order by
 /// probability descending, then index ascending, the first `top_k` (0: no limit), then the

@@ -279,11 +279,11 @@ pub trait GpuDecode: Backend {
         rotate: bool,
         biased: bool,
     ) -> FloatTensor<Self>;
-    /// `logits` (rows, vocab) with every entry that a filtered draw at temperature
-    /// `1 / inv_temperature` leaves out set to −3e38 (f16: −65,504), in `logits`' type: outside the `top_k`
-    /// most likely (0: no limit), past the shortest prefix by probability whose mass reaches
-    /// `top_p` (1: no limit), or below `min_p` times the likeliest's probability (0: no floor).
-    /// The order is probability descending, then index ascending, as on the host.
+    /// `logits` (rows, vocab) with every entry that a filtered draw at temperature `1 /
+    /// inv_temperature` leaves out set to −3e38 (f16: −65,504), in `logits`' type: outside the
+    /// `top_k` most likely (0: no limit), past the shortest prefix by probability whose mass
+    /// reaches `top_p` (1: no limit), or below `min_p` times the likeliest's probability (0: no
+    /// floor). The order is probability descending, then index ascending, as on the host.
     #[fusion(dtype = logits, shape = logits)]
     fn filter_logits(
         logits: FloatTensor<Self>,
@@ -337,9 +337,9 @@ pub trait GpuDecode: Backend {
     /// One draw per row of `weights_from` (rows, vocab), in one kernel: the first token whose
     /// cumulative weight `exp((x − max)·inv_temperature)`, in vocabulary order, exceeds
     /// `uniforms[row]` (rows, f32, in [0, 1)) times the row's total (the host sampler's inverse
-    /// CDF; entries at −3e38 or −65,504 in f16, a filter's leavings, weigh nothing). Returns the tokens as f32
-    /// (exact below 2²⁴) and, when `logprobs`, their log-probabilities under the softmax of
-    /// `logits` (the unfiltered row at temperature 1; else zeros), each (rows). Unless
+    /// CDF; entries at −3e38 or −65,504 in f16, a filter's leavings, weigh nothing). Returns the
+    /// tokens as f32 (exact below 2²⁴) and, when `logprobs`, their log-probabilities under the
+    /// softmax of `logits` (the unfiltered row at temperature 1; else zeros), each (rows). Unless
     /// `filtered`, `weights_from` is `logits` itself, whose maximum (and at temperature 1
     /// normaliser) the draw has computed already.
     #[fusion(meta = |weights_from, _logits, _uniforms, _inv_temperature, _logprobs, _filtered| (rows_spec(weights_from, 1), rows_spec(weights_from, 1)))]
@@ -3181,13 +3181,13 @@ mod cube {
         lo
     }
 
-    /// One cube per row of `logits` (rows, vocab): the row with every entry that a filtered
-    /// draw leaves out set to −3e38 (f16: −65,504, its lowest value). The draw's order is by `d = x − max` descending, then
-    /// index ascending; `top_k` (0: none) keeps its first `top_k` entries, `top_p` (≥ 1: none)
-    /// the shortest prefix whose weight reaches `top_p` times that of the `top_k` kept, and
-    /// `min_p` (≤ 0: none) the entries of weight `exp(d·inv_temperature)` ≥ `min_p`. Each
-    /// prefix is found by bisection over the order, a pass over the row per step, so nothing
-    /// is sorted.
+    /// One cube per row of `logits` (rows, vocab): the row with every entry that a filtered draw
+    /// leaves out set to −3e38 (f16: −65,504, its lowest value). The draw's order is by `d = x −
+    /// max` descending, then index ascending; `top_k` (0: none) keeps its first `top_k` entries,
+    /// `top_p` (≥ 1: none) the shortest prefix whose weight reaches `top_p` times that of the
+    /// `top_k` kept, and `min_p` (≤ 0: none) the entries of weight `exp(d·inv_temperature)` ≥
+    /// `min_p`. Each prefix is found by bisection over the order, a pass over the row per step, so
+    /// nothing is sorted.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn filter_kernel<F: Float>(

@@ -172,7 +172,9 @@ fn run_with_tools(
         hash: String::new(),
         location: cfg.model.display().to_string(),
     };
-    let inner = LocalEngine::new(model, tok, info);
+    let inner = LocalEngine::new(model, tok, info)
+        .with_batching(cfg.sampling.batching())
+        .map_err(|e| RunError::Invalid(e.to_string()))?;
     let engine = ToolEngine::new(&inner, tools.sandbox()?, tools.config());
     let started = std::time::Instant::now();
     let outputs = engine.generate(&requests);
