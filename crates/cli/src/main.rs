@@ -142,8 +142,57 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message so far
+/// already holds (a library error that prints its source as well as returning it).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// An error that prints its source in its own message and returns it as its source.
+    #[derive(Debug)]
+    struct Loading {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Loading {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "loading model m: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Loading {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn an_error_that_prints_its_source_says_it_once() {
+        let io = || std::io::Error::other("no bf16 support");
+        let e = anyhow::Error::new(Loading { source: io() });
+        assert_eq!(error_text(&e), "loading model m: no bf16 support");
+        let e = anyhow::Error::new(io()).context("opening the engine");
+        assert_eq!(error_text(&e), "opening the engine: no bf16 support");
     }
 }
