@@ -191,6 +191,18 @@ impl SamplingParams {
         }
     }
 
+    /// A draw at `temperature` through the top-k, top-p and min-p filters (0, 1 and 0 turn
+    /// each off), the other settings at their defaults.
+    pub fn draw(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> Self {
+        Self {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            ..Default::default()
+        }
+    }
+
     /// The call's [`Batching`].
     pub fn batching(&self) -> Batching {
         Batching {

@@ -172,13 +172,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            ..Default::default()
-        }
+        SamplingParams::draw(temperature, top_k, top_p, min_p)
     }
 
     fn histogram(p: &SamplingParams, logits: &[f32], draws: usize) -> Vec<usize> {

@@ -1115,17 +1115,6 @@ fn fused_head_logprobs_match_the_composed_ops() {
     }
 }
 
-/// The sampling settings of a draw at `temperature` with the three filters.
-fn draw(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-    SamplingParams {
-        temperature,
-        top_k,
-        top_p,
-        min_p,
-        ..Default::default()
-    }
-}
-
 /// Logits like a language model's from values in [-1, 1): a few likely tokens (every 97th, 4
 /// to 12) over a long tail (-5 to 5).
 fn lm_like(values: &[f32]) -> Vec<f32> {
@@ -1179,7 +1168,7 @@ fn filtered_draws_keep_the_hosts_candidates() {
                     let out = fused::filter_logits(x, 1.0 / temperature, top_k, top_p, min_p)
                         .expect("fused on this device");
                     let out = read(out);
-                    let params = draw(temperature, top_k, top_p, min_p);
+                    let params = SamplingParams::draw(temperature, top_k, top_p, min_p);
                     let sampler = reasonlab_generate::Sampler::new(&params);
                     for r in 0..rows {
                         let row = &seen[r * vocab..(r + 1) * vocab];
@@ -1240,7 +1229,7 @@ fn fused_draws_take_the_hosts_tokens() {
         for &(temperature, top_k, top_p, min_p) in &settings {
             let case =
                 format!("vocab {vocab} T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}");
-            let params = draw(temperature, top_k, top_p, min_p);
+            let params = SamplingParams::draw(temperature, top_k, top_p, min_p);
             let sampler = reasonlab_generate::Sampler::new(&params);
             let (mut host, mut uniforms) = (Vec::new(), Vec::new());
             for r in 0..rows {
