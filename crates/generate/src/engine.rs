@@ -34,7 +34,7 @@ pub enum LocalEngineError {
     #[error("{0} has no tokenizer.json")]
     NoTokenizer(std::path::PathBuf),
     #[error("engine batching: {0}")]
-    Batching(GenerateError),
+    Batching(String),
     #[error("hashing {path}: {source}")]
     Hash {
         path: std::path::PathBuf,
@@ -79,7 +79,10 @@ impl LocalEngine {
     /// The engine decoding at most `batching`'s sequences at once and prefilling at most its
     /// tokens per pass; an error where either is 0.
     pub fn with_batching(mut self, batching: Batching) -> Result<Self, LocalEngineError> {
-        batching.validate().map_err(LocalEngineError::Batching)?;
+        batching.validate().map_err(|e| match e {
+            GenerateError::Params(m) => LocalEngineError::Batching(m),
+            e => LocalEngineError::Batching(e.to_string()),
+        })?;
         self.batching = batching;
         Ok(self)
     }
