@@ -16,7 +16,7 @@ use reasonlab_core::engine::{
 use reasonlab_model::{BackendKind, DeviceInfo, Model, ModelError, Precision, open_inference};
 use reasonlab_tokenize::{TokenizeError, Tokenizer};
 
-use crate::{Batching, GenerateError, SamplingParams, SeqRng, generate_streaming};
+use crate::{Batching, SamplingParams, SeqRng, generate_streaming};
 
 /// Why a model directory could not become an engine.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +79,9 @@ impl LocalEngine {
     /// The engine decoding at most `batching`'s sequences at once and prefilling at most its
     /// tokens per pass; an error where either is 0.
     pub fn with_batching(mut self, batching: Batching) -> Result<Self, LocalEngineError> {
-        batching.validate().map_err(|e| match e {
-            GenerateError::Params(m) => LocalEngineError::Batching(m),
-            e => LocalEngineError::Batching(e.to_string()),
-        })?;
+        if let Some(m) = batching.invalid() {
+            return Err(LocalEngineError::Batching(m.into()));
+        }
         self.batching = batching;
         Ok(self)
     }

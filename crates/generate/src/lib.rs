@@ -113,14 +113,19 @@ impl Default for Batching {
 impl Batching {
     /// Both limits at least 1.
     pub fn validate(&self) -> Result<(), GenerateError> {
-        let bad = |m: &str| Err(GenerateError::Params(m.into()));
-        if self.max_batch == 0 {
-            return bad("max_batch must be ≥ 1");
+        match self.invalid() {
+            Some(m) => Err(GenerateError::Params(m.into())),
+            None => Ok(()),
         }
-        if self.prefill_tokens == 0 {
-            return bad("prefill_tokens must be ≥ 1");
+    }
+
+    /// What is wrong with the limits, if anything: a limit of 0.
+    pub fn invalid(&self) -> Option<&'static str> {
+        match (self.max_batch, self.prefill_tokens) {
+            (0, _) => Some("max_batch must be ≥ 1"),
+            (_, 0) => Some("prefill_tokens must be ≥ 1"),
+            _ => None,
         }
-        Ok(())
     }
 }
 

@@ -315,19 +315,27 @@ pub(crate) fn check_mixed_precision(
     Ok(())
 }
 
+/// `read` of the runtime properties of the GPU device behind `device` (cubecl's); `None` on
+/// the CPU. Opens the device.
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+fn gpu_properties<T>(
+    device: &Device,
+    read: impl FnOnce(&cubecl::ir::DeviceProperties) -> T,
+) -> Option<T> {
+    use burn::backend::DispatchDevice;
+    #[allow(unreachable_patterns)]
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(cube) => Some(read(cube.client().properties())),
+        _ => None,
+    }
+}
+
 /// The most bytes one tensor may take on `device`: on a GPU backend the runtime's largest
 /// allocation, the driver's storage-buffer range (128 MiB on Mesa's lavapipe); `None` on the
 /// CPU, whose tensors are bounded by memory alone. Opens the device.
 pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
     #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
-    {
-        use burn::backend::DispatchDevice;
-        #[allow(unreachable_patterns)]
-        match device.clone().inner().as_dispatch() {
-            DispatchDevice::Cube(cube) => Some(cube.client().properties().memory.max_page_size),
-            _ => None,
-        }
-    }
+    return gpu_properties(device, |p| p.memory.max_page_size);
     #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
     {
         let _ = device;
@@ -340,14 +348,7 @@ pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
 /// CPU. Opens the device.
 pub fn device_memory_bytes(device: &Device) -> Option<u64> {
     #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
-    {
-        use burn::backend::DispatchDevice;
-        #[allow(unreachable_patterns)]
-        match device.clone().inner().as_dispatch() {
-            DispatchDevice::Cube(cube) => cube.client().properties().memory.max_memory(),
-            _ => None,
-        }
-    }
+    return gpu_properties(device, |p| p.memory.max_memory()).flatten();
     #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
     {
         let _ = device;
@@ -360,20 +361,7 @@ pub fn device_memory_bytes(device: &Device) -> Option<u64> {
 /// device.
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
 fn cooperative_matrix_configs(device: &Device) -> Vec<cubecl::features::MmaConfig> {
-    use burn::backend::DispatchDevice;
-    match device.clone().inner().as_dispatch() {
-        DispatchDevice::Cube(cube) => cube
-            .client()
-            .properties()
-            .features
-            .matmul
-            .cmma
-            .iter()
-            .copied()
-            .collect(),
-        #[allow(unreachable_patterns)]
-        _ => Vec::new(),
-    }
+    gpu_properties(device, |p| p.features.matmul.cmma.iter().copied().collect()).unwrap_or_default()
 }
 
 /// One ceiling of a GPU device, measured through burn's own runtime (cubecl's throughput

@@ -301,6 +301,13 @@ fn weight_dtype(precision: Precision) -> Option<burn::tensor::DType> {
     }
 }
 
+/// The product of `factors` in u64, saturating at `u64::MAX` (buffer sizes).
+fn saturating_product(factors: &[usize]) -> u64 {
+    factors
+        .iter()
+        .fold(1u64, |bytes, &n| bytes.saturating_mul(n as u64))
+}
+
 /// (rows, cols) row-major → (cols, rows).
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     weights::transpose_with(rows, cols, |i| values[i])
@@ -778,17 +785,13 @@ impl Model {
     /// (Saturates at `u64::MAX`.)
     pub fn kv_buffer_bytes(&self, rows: usize, positions: usize) -> u64 {
         let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
-        [rows, kv, positions, d, self.cache_dtype().size()]
-            .into_iter()
-            .fold(1u64, |bytes, n| bytes.saturating_mul(n as u64))
+        saturating_product(&[rows, kv, positions, d, self.cache_dtype().size()])
     }
 
     /// Bytes of `rows` rows of last-position logits as sampling reads them: (rows, vocab) in
     /// f32, whatever the compute type. (Saturates at `u64::MAX`.)
     pub fn logits_buffer_bytes(&self, rows: usize) -> u64 {
-        [rows, self.config.vocab_size, 4]
-            .into_iter()
-            .fold(1u64, |bytes, n| bytes.saturating_mul(n as u64))
+        saturating_product(&[rows, self.config.vocab_size, 4])
     }
 
     /// The first batch through an empty cache sets its row count and, when room was

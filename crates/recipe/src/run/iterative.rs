@@ -224,12 +224,7 @@ fn update_reward_model(
         .ok_or_else(|| RunError::Invalid("no policy checkpoint after the round".into()))?;
     let policy_step = step_of(&policy);
     let engine = LocalEngine::load(&policy, cfg.backend)
-        .and_then(|e| {
-            e.with_batching(reasonlab_generate::Batching {
-                max_batch: cfg.grpo.rollout_max_batch,
-                prefill_tokens: cfg.grpo.rollout_prefill_tokens,
-            })
-        })
+        .and_then(|e| e.with_batching(cfg.grpo.rollout_batching()))
         .map_err(crate::engines::EngineSpecError::from)?;
     let tokenizer = Tokenizer::from_dir(&policy)?;
     let context = reasonlab_model::ModelConfig::from_dir(&policy)?.max_position_embeddings;

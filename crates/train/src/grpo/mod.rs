@@ -152,6 +152,15 @@ impl Default for GrpoSettings {
 }
 
 impl GrpoSettings {
+    /// How the policy's own sampling batches ([`GrpoSettings::rollout_max_batch`],
+    /// [`GrpoSettings::rollout_prefill_tokens`]).
+    pub fn rollout_batching(&self) -> reasonlab_generate::Batching {
+        reasonlab_generate::Batching {
+            max_batch: self.rollout_max_batch,
+            prefill_tokens: self.rollout_prefill_tokens,
+        }
+    }
+
     pub fn preset(p: Preset) -> Self {
         let base = Self {
             group_size: 8,
@@ -552,10 +561,8 @@ impl<'a> GrpoTrainer<'a> {
                 "mu and prompts_per_step must be ≥ 1".into(),
             ));
         }
-        if settings.rollout_max_batch == 0 || settings.rollout_prefill_tokens == 0 {
-            return Err(GrpoError::Settings(
-                "rollout_max_batch and rollout_prefill_tokens must be ≥ 1".into(),
-            ));
+        if let Some(m) = settings.rollout_batching().invalid() {
+            return Err(GrpoError::Settings(format!("rollout_{m}")));
         }
         let policy = match (&settings.lora, policy.lora()) {
             (Some(cfg), None) => policy.add_lora(cfg)?,
@@ -954,10 +961,7 @@ impl<'a> GrpoTrainer<'a> {
                                 location: String::new(),
                             },
                         )
-                        .with_batching(reasonlab_generate::Batching {
-                            max_batch: s.rollout_max_batch,
-                            prefill_tokens: s.rollout_prefill_tokens,
-                        })
+                        .with_batching(s.rollout_batching())
                         .map_err(|e| GrpoError::Settings(e.to_string()))?;
                         &policy_engine
                     }
