@@ -284,10 +284,12 @@ impl Target {
             Purpose::Training(_) => Precision::F32,
         };
         Model::check_fits_as(&self.shape.config(), &device, precision)?;
-        Ok((
-            Model::random_as(self.shape.config(), 0, &device, precision)?,
-            info,
-        ))
+        let model = Model::random_as(self.shape.config(), 0, &device, precision)?;
+        let model = match purpose {
+            Purpose::Inference(_) => model.pack_projections(),
+            Purpose::Training(_) => model,
+        };
+        Ok((model, info))
     }
 
     /// The peer scripts' flags for this target: the shape, the device, and the card we run on

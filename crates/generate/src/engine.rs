@@ -109,11 +109,12 @@ impl LocalEngine {
                 path: dir.into(),
                 source,
             })?;
-        let model =
-            Model::load_as(dir, &device, precision).map_err(|source| LocalEngineError::Model {
+        let model = Model::load_as(dir, &device, precision)
+            .map_err(|source| LocalEngineError::Model {
                 path: dir.into(),
                 source,
-            })?;
+            })?
+            .pack_projections();
         if !dir.join("tokenizer.json").exists() {
             return Err(LocalEngineError::NoTokenizer(dir.into()));
         }
@@ -361,7 +362,8 @@ impl Engine for LocalEngine {
                     .map_err(|e| failed(dir, e))?
                     .merge_lora()
             }
-        };
+        }
+        .pack_projections();
         let mut loaded = self
             .model
             .lock()

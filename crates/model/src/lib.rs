@@ -374,7 +374,7 @@ impl Model {
                 "LoRA adapters are already attached".into(),
             ));
         }
-        let mut net = lora::attach(self.net, cfg, &self.device)?;
+        let mut net = lora::attach(self.net.unpacked(), cfg, &self.device)?;
         // A classification head is new and small: it trains whole (PEFT's `modules_to_save`).
         net.score = net.score.map(|s| s.set_require_grad(true));
         Ok(Self {
@@ -1009,7 +1009,9 @@ impl Model {
     /// [`Model::to_device`] keeps its tensors tracked — every decode step then grows a graph
     /// that is never freed (measured: 10 GB per GRPO step on the benchmark model).
     ///
-    /// The copy of a mixed-precision model holds its weights in the compute type (cast once).
+    /// The copy of a mixed-precision model holds its weights in the compute type (cast once),
+    /// with its projections packed ([`Model::pack_projections`]); an f32 copy shares the
+    /// original's weights, so it keeps them as they are.
     pub fn inference_copy(&self) -> Self {
         let net = match self.compute {
             Precision::F32 => self.net.valid(),
@@ -1017,11 +1019,33 @@ impl Model {
             // KV caches and activations are too, with no per-call cast.
             p => decoder::cast_floats(self.net.valid(), p.float_dtype()),
         };
-        Self {
+        let copy = Self {
             net,
             device: self.device.clone().without_autodiff(),
             compute: Precision::F32,
             ..self.clone()
+        };
+        match self.compute {
+            Precision::F32 => copy,
+            _ => copy.pack_projections(),
+        }
+    }
+
+    /// [`decoder::CausalLm::pack_projections`] where it pays: on a GPU backend, for a model
+    /// without LoRA adapters that no optimiser updates (no autodiff device, no mixed-precision
+    /// training). On flex, whose fused CPU path reads the separate weights, and elsewhere,
+    /// the model as it is. Same logits, fewer kernels per step.
+    pub fn pack_projections(self) -> Self {
+        if crate::fused::is_flex(&self.device)
+            || self.device.is_autodiff()
+            || self.lora.is_some()
+            || self.compute != Precision::F32
+        {
+            return self;
+        }
+        Self {
+            net: self.net.pack_projections(),
+            ..self
         }
     }
 
@@ -1031,7 +1055,7 @@ impl Model {
     /// parameter id, can be accumulated with the original's (data-parallel training).
     pub fn fork(&self) -> Self {
         Self {
-            net: self.net.clone().fork(&self.device),
+            net: self.net.clone().unpacked().fork(&self.device),
             ..self.clone()
         }
     }
@@ -1046,7 +1070,7 @@ impl Model {
             Err(_) => Precision::F32,
         };
         Self {
-            net: self.net.fork(device),
+            net: self.net.unpacked().fork(device),
             device: device.clone(),
             compute,
             ..self

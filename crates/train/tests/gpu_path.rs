@@ -135,14 +135,27 @@ fn log_probs_match_the_cpu_backend() {
     let cpu = Model::load(&fixture(), &Device::flex()).unwrap();
     let gpu = Model::load(&fixture(), &gpu(false)).unwrap();
     let batch = ragged_batch();
-    let (a, b) = (masked_logprobs(&cpu, &batch), masked_logprobs(&gpu, &batch));
+    let a = masked_logprobs(&cpu, &batch);
     assert!(
         a.iter().any(|&x| x < -1.0),
         "log-probs too close to 0 to compare: {a:?}"
     );
-    let diff = max_abs_diff(&a, &b);
-    eprintln!("max |Δ log p| = {diff:.2e}");
-    assert!(diff < 1e-4, "GPU log-probs differ from the CPU's by {diff}");
+    // Unpacked, then with q, k, v (and gate, up) in one matmul each.
+    let packed = gpu.clone().pack_projections();
+    assert!(is_packed(&packed), "an inference model on the GPU packs");
+    for (model, what) in [(gpu, "unpacked"), (packed, "packed")] {
+        let diff = max_abs_diff(&a, &masked_logprobs(&model, &batch));
+        eprintln!("{what}: max |Δ log p| = {diff:.2e}");
+        assert!(
+            diff < 1e-4,
+            "{what} GPU log-probs differ from the CPU's by {diff}"
+        );
+    }
+}
+
+/// Whether every layer of `model` runs its packed projections.
+fn is_packed(model: &Model) -> bool {
+    (model.net.model.layers.iter()).all(|l| l.self_attn.qkv.is_some() && l.mlp.gate_up.is_some())
 }
 
 #[test]
@@ -284,7 +297,8 @@ fn same_generation(params: &SamplingParams, what: &str) {
 }
 
 /// `samples` samples of each of `prompts` from the checkpoint in `dir` with `params` on flex
-/// and on the GPU: the same tokens, and their log-probs within 1e-4.
+/// and on the GPU, its projections separate and packed: the same tokens, and their log-probs
+/// within 1e-4.
 fn same_completions(
     dir: &Path,
     prompts: &[Vec<u32>],
@@ -293,8 +307,12 @@ fn same_completions(
     what: &str,
 ) {
     let tok = Tokenizer::from_dir(dir).unwrap();
-    let run = |device: &Device| {
+    let run = |device: &Device, pack: bool| {
         let model = Model::load(dir, device).unwrap();
+        let model = match pack {
+            true => model.pack_projections(),
+            false => model,
+        };
         let (out, _) =
             reasonlab_generate::generate(&model, Some(&tok), prompts, samples, params, &mut |_| {})
                 .unwrap();
@@ -302,16 +320,18 @@ fn same_completions(
             .map(|c| (c.token_ids, c.logprobs.unwrap()))
             .unzip::<_, _, Vec<_>, Vec<_>>()
     };
-    let (cpu, cpu_logps) = run(&Device::flex());
-    let (gpu, gpu_logps) = run(&gpu(false));
+    let (cpu, cpu_logps) = run(&Device::flex(), false);
     assert!(cpu.iter().all(|t| !t.is_empty()));
-    assert_eq!(
-        cpu, gpu,
-        "{what} completions differ between the CPU and the GPU"
-    );
-    let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
-    eprintln!("{what} log-probs: max |Δ| = {diff:.2e}");
-    assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
+    for (pack, layout) in [(false, "separate"), (true, "packed")] {
+        let (gpu, gpu_logps) = run(&gpu(false), pack);
+        assert_eq!(
+            cpu, gpu,
+            "{what} completions differ between the CPU and the GPU ({layout} projections)"
+        );
+        let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
+        eprintln!("{what} log-probs, {layout} projections: max |Δ| = {diff:.2e}");
+        assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
+    }
 }
 
 #[test]

@@ -77,6 +77,17 @@ fn a_reduced_precision_model_stays_close_to_f32() {
         diff > 0.0,
         "the reduced model gave f32's exact log-probs: was it reduced?"
     );
+    // Packed projections (one matmul for q, k, v, one for gate and up) in the reduced type:
+    // each output column is the same dot product, so the same log-probs up to the matmul's
+    // summation order.
+    let packed = reduced.clone().pack_projections();
+    assert!(packed.net.model.layers[0].self_attn.qkv.is_some());
+    let repacked = max_abs_diff(&b, &masked_logprobs(&packed, &batch));
+    eprintln!("{precision}: packed against separate projections: {repacked:.2e}");
+    assert!(
+        repacked < tolerance / 5.0,
+        "packed projections moved the {precision} log-probs by {repacked}"
+    );
 
     // Generation runs end to end in the reduced type: greedy, a plain draw, and a filtered
     // one (the filter kernel writes its leavings in the reduced type).

@@ -93,7 +93,8 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         } => {
             let device = super::local::open(backend, dtype)?;
             let m = reasonlab_model::Model::load_as(&model, &device, dtype)
-                .with_context(|| format!("loading model {}", model.display()))?;
+                .with_context(|| format!("loading model {}", model.display()))?
+                .pack_projections();
             anyhow::ensure!(ids.len() >= 2, "--ids needs at least 2 token ids");
             let batch = TokenBatch::pad(&[ids], 0, PadSide::Right);
             let lp = m

@@ -372,9 +372,13 @@ impl GpuOps for CubeBackend {
     }
 
     fn swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
-        let (gate, up) = (into_contiguous(gate), into_contiguous(up));
+        // Gate and up may be the two halves of one packed projection's output.
+        let lead = gate.meta.shape().len() - 1;
+        let (gate, gate_stride) = strided_rows(gate, lead);
+        let (up, up_stride) = strided_rows(up, lead);
         let out = like(&gate);
         let n = gate.meta.shape().num_elements();
+        let width = gate.meta.shape()[lead];
         swiglu_kernel::launch(
             &gate.client,
             grid(n.div_ceil(ELEMENT_UNITS as usize)),
@@ -383,6 +387,9 @@ impl GpuOps for CubeBackend {
             up.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
             n,
+            width,
+            gate_stride,
+            up_stride,
             [
                 dtype_to_storage_type(gate.dtype),
                 dtype_to_storage_type(up.dtype),
@@ -939,7 +946,9 @@ impl GpuDecode for CubeBackend {
         rotate: bool,
         biased: bool,
     ) -> CubeTensor {
-        let q = into_contiguous(q);
+        // q may be a column slice of one packed projection's output: each sequence's heads
+        // contiguous, `q_stride` apart.
+        let (q, q_stride) = strided_rows(q, 1);
         let bias = mask_contiguous(bias, masked);
         let (cos, sin) = match rotate {
             true => (into_contiguous(cos), into_contiguous(sin)),
@@ -988,6 +997,7 @@ impl GpuDecode for CubeBackend {
                 s,
                 chunks,
                 chunk_keys,
+                q_stride,
                 n_rep,
                 d,
                 tile,
@@ -1036,6 +1046,7 @@ impl GpuDecode for CubeBackend {
             n_rep,
             s,
             d,
+            q_stride,
             units,
             masked,
             rotate,
@@ -1090,7 +1101,9 @@ impl GpuDecode for CubeBackend {
         len: usize,
     ) -> (CubeTensor, CubeTensor) {
         let (k_cache, v_cache) = (writable(k_cache), writable(v_cache));
-        let (k, v) = (into_contiguous(k), into_contiguous(v));
+        // k and v may be column slices of one packed projection's output.
+        let (k, k_stride) = strided_rows(k, 2);
+        let (v, v_stride) = strided_rows(v, 2);
         let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
         let (k_bias, v_bias) = (into_contiguous(k_bias), into_contiguous(v_bias));
         let [_, t, kv, d] = dims::<4>(&k);
@@ -1115,6 +1128,8 @@ impl GpuDecode for CubeBackend {
             d,
             capacity,
             len,
+            k_stride,
+            v_stride,
             biased,
             [
                 dtype_to_storage_type(k.dtype),
@@ -1821,6 +1836,44 @@ fn like(t: &CubeTensor) -> CubeTensor {
     )
 }
 
+/// `x` read as rows — its first `lead` axes index the rows, the others are one contiguous row
+/// each — and the distance between consecutive rows, in elements. A view whose rows sit further
+/// apart than their length stays as it is: a column slice of a wider tensor, as q, k and v are
+/// of one packed projection's output ([`crate::decoder::Attention::qkv`]). Any other layout is
+/// copied contiguous (rows `len` apart).
+fn strided_rows(x: CubeTensor, lead: usize) -> (CubeTensor, usize) {
+    let shape: &Shape = x.meta.shape();
+    let len: usize = (lead..shape.len()).map(|i| shape[i]).product();
+    if x.is_contiguous() {
+        return (x, len);
+    }
+    let strides = x.meta.strides();
+    // Axes of one element may carry any stride.
+    let mut expect = 1;
+    let mut rows_fit = true;
+    for i in (lead..shape.len()).rev() {
+        rows_fit &= shape[i] == 1 || strides[i] == expect;
+        expect *= shape[i];
+    }
+    // The leading axes: the innermost one longer than 1 sets the row stride, the outer ones
+    // are its multiples.
+    let mut stride = None;
+    let mut inner = 1;
+    for i in (0..lead).rev() {
+        if shape[i] == 1 {
+            continue;
+        }
+        let step = *stride.get_or_insert(strides[i]);
+        rows_fit &= strides[i] == step * inner;
+        inner *= shape[i];
+    }
+    let stride = stride.unwrap_or(len);
+    match rows_fit && stride >= len {
+        true => (x, stride),
+        false => (into_contiguous(x), len),
+    }
+}
+
 /// Units per cube for a row of `len`: a power of two from 32 to [`ROW_UNITS`].
 fn row_units(len: usize) -> usize {
     len.next_power_of_two().clamp(32, ROW_UNITS)
@@ -1960,21 +2013,28 @@ mod cube {
         v
     }
 
-    /// `silu(gate) · up = gate · up / (1 + exp(−gate))` in f32, one unit per element.
+    /// `silu(gate) · up = gate · up / (1 + exp(−gate))` in f32, one unit per element of the
+    /// contiguous `out` (rows of `width`); `gate`'s and `up`'s rows start `gate_stride` and
+    /// `up_stride` elements apart ([`super::strided_rows`]).
+    #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn swiglu_kernel<F: Float, G: Float>(
         gate: &Tensor<F>,
         up: &Tensor<G>,
         out: &mut Tensor<F>,
         n: usize,
+        width: usize,
+        gate_stride: usize,
+        up_stride: usize,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let i = ABSOLUTE_POS;
         if i >= n {
             terminate!();
         }
-        let g = f32::cast_from(gate[i]);
-        let u = f32::cast_from(up[i]);
+        let (row, c) = (i / width, i % width);
+        let g = f32::cast_from(gate[row * gate_stride + c]);
+        let u = f32::cast_from(up[row * up_stride + c]);
         out[i] = F::cast_from(g * u / (f32::new(1.0) + f32::exp(-g)));
     }
 
@@ -2162,6 +2222,7 @@ mod cube {
         n_rep: usize,
         s: usize,
         d: usize,
+        q_stride: usize,
         #[comptime] units: usize,
         #[comptime] masked: bool,
         #[comptime] rotate: bool,
@@ -2191,6 +2252,7 @@ mod cube {
                 batch,
                 kv * n_rep,
                 d,
+                q_stride,
                 rotate,
                 biased,
             );
@@ -2256,14 +2318,17 @@ mod cube {
         batch: usize,
         heads: usize,
         d: usize,
+        q_stride: usize,
         #[comptime] rotate: bool,
         #[comptime] biased: bool,
     ) -> f32 {
-        let mut xj = q[row * d + c];
+        // Sequence `batch`'s heads·d query elements start `q_stride` after the previous one's.
+        let base = batch * q_stride + (row % heads) * d;
+        let mut xj = q[base + c];
         let mut value = f32::cast_from(xj);
         if rotate {
             let p = (c + d / 2) % d;
-            let mut xp = q[row * d + p];
+            let mut xp = q[base + p];
             if biased {
                 // The projection's bias, added in `q`'s type as the projection would.
                 let at = (row % heads) * d;
@@ -2312,6 +2377,7 @@ mod cube {
         s: usize,
         chunks: usize,
         chunk_keys: usize,
+        q_stride: usize,
         #[comptime] n_rep: usize,
         #[comptime] d: usize,
         #[comptime] tile: usize,
@@ -2358,6 +2424,7 @@ mod cube {
             batch,
             kv * n_rep,
             d,
+            q_stride,
             rotate,
             biased,
         );
@@ -3411,6 +3478,8 @@ mod cube {
 
     /// A unit per element of `k`, `v` (b, t, kv, d): `k_cache[b, h, len + τ, j]` gets RoPE of
     /// `k + k_bias` (as [`rope_kernel`] computes it), `v_cache` the same place `v + v_bias`.
+    /// Each (b, τ) row of kv·d elements of `k` starts `k_stride` elements after the one before
+    /// (of `v`, `v_stride`; [`super::strided_rows`]).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn append_kv_kernel<F: Float, G: Float>(
@@ -3428,6 +3497,8 @@ mod cube {
         d: usize,
         capacity: usize,
         len: usize,
+        k_stride: usize,
+        v_stride: usize,
         #[comptime] biased: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
@@ -3438,11 +3509,13 @@ mod cube {
         let j = i % d;
         let head = (i / d) % kv;
         let position = i / (kv * d); // b·t + τ
+        let within = i % (kv * d);
         let row = position * d;
         let p = (j + d / 2) % d;
-        let mut kj = k[i];
-        let mut kp = k[i - j + p];
-        let mut vj = v[i];
+        let at = position * k_stride + within;
+        let mut kj = k[at];
+        let mut kp = k[at - j + p];
+        let mut vj = v[position * v_stride + within];
         if biased {
             let at = head * d + j;
             kj += k_bias[at];

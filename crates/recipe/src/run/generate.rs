@@ -62,7 +62,7 @@ pub fn run(
         reasonlab_model::Purpose::Inference(cfg.dtype),
         on_event,
     )?;
-    let model = Model::load_as(&cfg.model, &device, cfg.dtype)?;
+    let model = Model::load_as(&cfg.model, &device, cfg.dtype)?.pack_projections();
     let tok = Tokenizer::from_dir(&cfg.model)?;
     let lines: Vec<PromptLine> = jsonl::read(&cfg.prompts, cfg.bad_lines)?;
     if let Some(t) = &cfg.tools {
