@@ -476,22 +476,19 @@ impl Attention {
             // One matmul; q, k and v are column slices of its rows (b, t, n, d), which the
             // decode kernels read in place.
             Some(w) => {
-                let y = crate::fused::matmul(
-                    same_type(x, w.dtype()).reshape([b * t, w.dims()[0]]),
-                    w.clone(),
-                );
+                let [hidden, width] = w.dims();
+                let x = same_type(x, w.dtype()).reshape([b * t, hidden]);
+                // Heads sliced after the reshape: views (burn reshapes a strided view by
+                // copying it).
+                let y = crate::fused::matmul(x, w.clone()).reshape([b, t, width / d, d]);
                 let mut at = 0;
                 let mut cut = |l: &Linear, n: usize, folds: bool| {
-                    let part = y.clone().slice([0..b * t, at..at + n * d]);
-                    at += n * d;
+                    let part = y.clone().slice([0..b, 0..t, at..at + n, 0..d]);
+                    at += n;
                     let bias = l.bias.as_ref().map(|p| p.val());
                     match (folds, bias) {
-                        (true, bias) => (split(part.reshape([b, t, n * d]), n), bias),
-                        (false, Some(bias)) => (
-                            split((part + bias.unsqueeze::<2>()).reshape([b, t, n * d]), n),
-                            None,
-                        ),
-                        (false, None) => (split(part.reshape([b, t, n * d]), n), None),
+                        (false, Some(bias)) => (part + bias.reshape([1, 1, n, d]), None),
+                        (_, bias) => (part, bias.filter(|_| folds)),
                     }
                 };
                 (
@@ -561,12 +558,12 @@ impl Attention {
         let s = k.dims()[2];
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
-        let q = q.reshape([b, kv, n_rep * t, d]);
         // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernels.
         let bias = mask.map(|m| m.clone().reshape([b, t, s]));
         let out = match query_rope {
+            // q as the projection gave it, (b, 1, h, d): the kernel reads it in place.
             Some(r) => crate::fused::decode_attention_with_rope(q, k, v, bias, r),
-            None => crate::fused::attention(q, k, v, t, bias),
+            None => crate::fused::attention(q.reshape([b, kv, n_rep * t, d]), k, v, t, bias),
         }; // (b, kv, n_rep*t, d)
         let out = out
             .reshape([b, h, t, d])
@@ -632,12 +629,12 @@ impl Mlp {
         if let Some(w) = &self.gate_up {
             // One matmul; SwiGLU reads the two halves of its rows in place.
             let [b, t, hidden] = x.dims();
-            let y =
-                crate::fused::matmul(same_type(x, w.dtype()).reshape([b * t, hidden]), w.clone());
-            let width = y.dims()[1] / 2;
-            let rows = b * t;
-            let gate = y.clone().slice([0..rows, 0..width]).reshape([b, t, width]);
-            let up = y.slice([0..rows, width..2 * width]).reshape([b, t, width]);
+            let x = same_type(x, w.dtype()).reshape([b * t, hidden]);
+            let width = w.dims()[1] / 2;
+            // Sliced after the reshape: views of the (b, t) rows, no copy.
+            let y = crate::fused::matmul(x, w.clone()).reshape([b, t, 2 * width]);
+            let gate = y.clone().slice([0..b, 0..t, 0..width]);
+            let up = y.slice([0..b, 0..t, width..2 * width]);
             return self.down_proj.forward(crate::fused::swiglu(gate, up));
         }
         let gate = self.gate_proj.forward(x.clone());

@@ -324,6 +324,86 @@ fn fused_swiglu_matches_the_composed_op() {
     }
 }
 
+/// SwiGLU and RoPE read their inputs where they lie: column slices of one wider tensor (the
+/// halves of a packed gate-and-up projection, q's heads of a packed q/k/v one) in place, and
+/// layouts whose rows are not contiguous (a transpose) after a copy. Both give what the
+/// kernels give on contiguous copies of the same values.
+#[test]
+fn fused_kernels_read_packed_columns_and_any_layout() {
+    let device = gpu();
+    for (dtype, tol) in dtypes(&device) {
+        // A packed (b, t, 2·width) projection output, gate then up.
+        let (b, t, width) = (3, 5, 64);
+        let packed = tensor(
+            values(b * t * 2 * width, 9, 3.0),
+            [b, t, 2 * width],
+            dtype,
+            &device,
+        );
+        let gate = packed.clone().slice([0..b, 0..t, 0..width]);
+        let up = packed.clone().slice([0..b, 0..t, width..2 * width]);
+        let copy = |x: &Tensor<3>| tensor(read(x.clone()), [b, t, width], dtype, &device);
+        let expected = read(fused::swiglu(copy(&gate), copy(&up)));
+        close(
+            &format!("swiglu on packed halves {dtype:?}"),
+            &read(fused::swiglu(gate.clone(), up.clone())),
+            &expected,
+            tol,
+        );
+        // (t, b, width) transposed back: rows not contiguous, so copied first.
+        let transposed = |x: &Tensor<3>| {
+            let x = tensor(
+                read(x.clone().swap_dims(0, 1)),
+                [t, b, width],
+                dtype,
+                &device,
+            );
+            x.swap_dims(0, 1)
+        };
+        close(
+            &format!("swiglu on transposed inputs {dtype:?}"),
+            &read(fused::swiglu(transposed(&gate), transposed(&up))),
+            &expected,
+            tol,
+        );
+
+        // q's four heads of d = 16 out of a packed (b, t, 8, 16) q/k/v row.
+        let (heads, d) = (4, 16);
+        let qkv = tensor(values(b * t * 8 * d, 10, 2.0), [b, t, 8, d], dtype, &device);
+        let q = qkv.clone().slice([0..b, 0..t, 0..heads, 0..d]);
+        let q_copy = tensor(read(q.clone()), [b, t, heads, d], dtype, &device);
+        let angles = values(b * t * d, 11, 3.0);
+        let table = |f: fn(f32) -> f32| {
+            let v: Vec<f32> = angles.iter().map(|&a| f(a)).collect();
+            tensor(v, [b, t, 1, d], dtype, &device)
+        };
+        let rotate = Tensor::<1, Int>::from_data(
+            TensorData::new((0..d).map(|j| ((j + d / 2) % d) as i64).collect(), [d]),
+            &device,
+        );
+        let bias = tensor(values(heads * d, 12, 1.0), [heads * d], dtype, &device);
+        for layout in [Projections, HeadsFirst] {
+            let rope = |x: Tensor<4>| {
+                let (cos, sin) = (table(f32::cos), table(f32::sin));
+                read(fused::rope(
+                    x,
+                    cos,
+                    sin,
+                    rotate.clone(),
+                    Some(bias.clone()),
+                    layout,
+                ))
+            };
+            close(
+                &format!("rope on packed heads {dtype:?} {layout:?}"),
+                &rope(q.clone()),
+                &rope(q_copy.clone()),
+                tol,
+            );
+        }
+    }
+}
+
 #[test]
 fn fused_softmax_matches_the_composed_op() {
     let device = gpu();

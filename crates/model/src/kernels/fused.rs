@@ -1436,9 +1436,10 @@ pub struct QueryRope {
 }
 
 /// A decode step's attention ([`attention`] with `t` = 1) whose query rows are rotated inside
-/// the attention kernel: `q` (b, kv, n_rep, d) as the q projection gives it (unbiased where
-/// `rope.bias` is set), `k`, `v` (b, kv, s, d), `bias` (b, 1, s) additive when some key is
-/// masked. One kernel where [`fuses_decode_attention`], with the values of [`rope`] followed
+/// the attention kernel: `q` (b, kv, n_rep, d), or (b, 1, h, d) with the same elements, as
+/// the q projection gives it (unbiased where `rope.bias` is set; a view into a packed
+/// projection's rows is read in place), `k`, `v` (b, kv, s, d), `bias` (b, 1, s) additive when
+/// some key is masked. The result has `q`'s shape. One kernel where [`fuses_decode_attention`], with the values of [`rope`] followed
 /// by [`attention`] bit for bit; elsewhere the bias, the rotation and [`attention`] composed.
 pub fn decode_attention_with_rope(
     q: Tensor<4>,
@@ -1452,7 +1453,10 @@ pub fn decode_attention_with_rope(
         let [b, _, s, _] = k.dims();
         return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])), Some(rope));
     }
-    let [b, kv, n, d] = q.dims();
+    let q_shape = q.dims();
+    let [b, kv, _, d] = k.dims();
+    let n = q_shape[1] * q_shape[2] / kv;
+    let q = q.reshape([b, kv, n, d]);
     let q = match rope.bias {
         Some(bias) => (q.reshape([b, kv * n * d]) + bias.unsqueeze::<2>()).reshape([b, kv, n, d]),
         None => q,
@@ -1468,7 +1472,7 @@ pub fn decode_attention_with_rope(
         rope.cos.reshape([b, 1, 1, d]),
         rope.sin.reshape([b, 1, 1, d]),
     );
-    attention(q * cos + swapped * sin, k, v, 1, bias)
+    attention(q * cos + swapped * sin, k, v, 1, bias).reshape(q_shape)
 }
 
 /// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for logits

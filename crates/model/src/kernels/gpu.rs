@@ -258,8 +258,10 @@ fn rows_spec(
 pub trait GpuDecode: Backend {
     /// Attention of one new query per row over the cached keys, flash-decoding style (the
     /// scores never leave the cube; one kernel, two where [`DecodeKernel::split`] cuts the
-    /// keys across cubes): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type. `q`:
-    /// (b, kv, n_rep, d), the `n_rep` query heads of each kv head: with the scale applied, or,
+    /// keys across cubes): `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type, in `q`'s shape.
+    /// `q`: (b, kv, n_rep, d), the `n_rep` query heads of each kv head, or (b, 1, h, d) with
+    /// the same elements (each sequence's h·d contiguous, the sequences any distance apart:
+    /// a view into a packed projection's rows): with the scale applied, or,
     /// when `rotate`, as the projection gives it, RoPE applied on loading as the RoPE kernel
     /// does (`cos`, `sin`: (b, d) in `q`'s type with the scale folded in; `q_bias`: (kv·n_rep·d),
     /// added first, when `biased`); `k`, `v`: (b, kv, s, d), any strides (views of the cache's
@@ -958,9 +960,11 @@ impl GpuDecode for CubeBackend {
             true => into_contiguous(q_bias),
             false => q.clone(),
         };
-        let [b, kv, n_rep, d] = dims::<4>(&q);
-        let s = dims::<4>(&k)[2];
-        let out = like(&q);
+        // q (b, kv, n_rep, d) or, as the projection gives it, (b, 1, h, d): the same elements.
+        let [b, _, _, d] = dims::<4>(&q);
+        let [_, kv, s, _] = dims::<4>(&k);
+        let n_rep = q.meta.shape().num_elements() / (b * kv * d);
+        let out = like(&q); // q's shape, contiguous
         let plan = decode_kernel(&q, n_rep, d);
         if let DecodeKernel::Group { tile } = plan {
             let groups = b * kv;
@@ -1731,11 +1735,17 @@ fn rope_launch(
     transpose: bool,
     heads_first: bool,
 ) -> CubeTensor {
-    let (x, cos, sin) = (
-        into_contiguous(x),
-        into_contiguous(cos),
-        into_contiguous(sin),
-    );
+    // Forward, x may be a column slice of a packed projection's output (its (b, t) rows
+    // `x_stride` apart); the backward's gradient is read contiguous.
+    let (x, x_stride) = match transpose {
+        false => strided_rows(x, 2),
+        true => {
+            let x = into_contiguous(x);
+            let stride = dims::<4>(&x)[2] * dims::<4>(&x)[3];
+            (x, stride)
+        }
+    };
+    let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
     let biased = bias.is_some();
     // Unbiased, `x` stands in for the bias argument (the kernel never reads it).
     let bias = bias.map_or_else(|| x.clone(), into_contiguous);
@@ -1768,6 +1778,7 @@ fn rope_launch(
         t,
         heads,
         d,
+        x_stride,
         biased,
         transpose,
         heads_first,
@@ -1870,7 +1881,14 @@ fn strided_rows(x: CubeTensor, lead: usize) -> (CubeTensor, usize) {
     let stride = stride.unwrap_or(len);
     match rows_fit && stride >= len {
         true => (x, stride),
-        false => (into_contiguous(x), len),
+        false => {
+            eprintln!(
+                "DEBUG strided_rows copy shape {:?} strides {:?} lead {lead}",
+                x.meta.shape(),
+                x.meta.strides()
+            );
+            (into_contiguous(x), len)
+        }
     }
 }
 
@@ -2053,6 +2071,7 @@ mod cube {
         t: usize,
         heads: usize,
         d: usize,
+        x_stride: usize,
         #[comptime] biased: bool,
         #[comptime] transpose: bool,
         #[comptime] heads_first: bool,
@@ -2074,7 +2093,8 @@ mod cube {
         if transpose {
             sin_at = row + p;
         }
-        let mut src = i;
+        // Forward, `x`'s (b, t) rows sit `x_stride` apart ([`super::strided_rows`]).
+        let mut src = position * x_stride + i % (heads * d);
         let mut dst = i;
         if heads_first {
             if transpose {
