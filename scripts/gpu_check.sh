@@ -25,8 +25,10 @@
 #    and a `wgpu` build behind it;
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
 #    transformers' `generate` on CUDA in the reduced --dtype (f16 by default: wgpu has no bf16;
-#    pass --dtype bf16 for a backend that has it), both sides in the same type; then with
-#    DeepSeek-R1's evaluation draw (T = 0.6, top-p 0.95);
+#    pass --dtype bf16 for a backend that has it), both sides in the same type; the same with
+#    REASONLAB_GPU_DECODE_OVERLAP=off against the saved peer line (each step read before the
+#    next is queued: what decoding ahead gains); then with DeepSeek-R1's evaluation draw
+#    (T = 0.6, top-p 0.95);
 # 3. a train step: `reasonlab bench train-step --batch 8 --seq 512` with --mixed-precision DTYPE
 #    against PyTorch eager under autocast to the same type, then ours alone against the same
 #    peer result twice more: with --activation-checkpointing balanced, and with
@@ -47,8 +49,8 @@
 #    REASONLAB_GPU_DECODE_SPLIT=never against the saved peer line, then 16 streams of 2,048
 #    tokens (5 chunks each).
 # On --backend flex, parts 2 and 3 run in f32, the CPU's only precision. Every result is a JSON
-# file in OUT, and a summary ends the run. Each step has a time limit (together 9 min 5 s by
-# default, 9 min 45 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min 30 s).
+# file in OUT, and a summary ends the run. Each step has a time limit (together 9 min 20 s by
+# default, 10 min when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min 30 s).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
@@ -191,7 +193,16 @@ fi
 if wanted generate && [ "$BACKEND" != flex ]; then
   step generate-$DTYPE 60 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" \
     --repeats "$REPEATS" --peer-python "$PY" --json "$OUT/generate-$DTYPE.json"
-  step generate-$DTYPE-top-p 35 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
+  # Each step read before the next is queued, against the peer's saved line: what decoding
+  # ahead gains.
+  PEER_GEN="$OUT/peer-generate-$DTYPE.json"
+  sed -n 's/^pytorch: *//p' "$OUT/generate-$DTYPE.out" > "$PEER_GEN"
+  GEN_PEER=(--peer-json "$PEER_GEN")
+  [ -s "$PEER_GEN" ] || GEN_PEER=() # the peer failed above: ours alone
+  step generate-$DTYPE-serial 20 env REASONLAB_GPU_DECODE_OVERLAP=off "$BIN" bench generate \
+    --backend "$BACKEND" --shape "$SHAPE" --dtype "$DTYPE" --repeats 1 \
+    ${GEN_PEER[@]+"${GEN_PEER[@]}"} --json "$OUT/generate-$DTYPE-serial.json"
+  step generate-$DTYPE-top-p 30 "$BIN" bench generate --backend "$BACKEND" --shape "$SHAPE" \
     --dtype "$DTYPE" --temperature 0.6 --top-p 0.95 --repeats 1 --peer-python "$PY" \
     --json "$OUT/generate-$DTYPE-top-p.json"
 fi

@@ -329,6 +329,7 @@ impl Target {
             "kernels": info.kernels,
             "attention": info.attention,
             "decode_split": reasonlab_model::fused::DecodeSplit::current(),
+            "decode_overlap": reasonlab_model::fused::DecodeOverlap::current(),
             "shape": self.shape.name(),
             "device_reserved_mb": reserved,
         })

@@ -21,7 +21,8 @@ mod sampler;
 
 use std::cell::Cell;
 
-use pick::{Next, Pick, read_step};
+use pick::{Next, Pick, collect, pick_on_device, read_step};
+pub use reasonlab_model::fused::DecodeOverlap;
 use std::time::Instant;
 
 use reasonlab_model::burn::tensor::TensorData;
@@ -63,6 +64,11 @@ pub struct SamplingParams {
     /// prompts' length (vLLM's chunked prefill). A pass takes at least one column, so more
     /// prompts than this take one column per pass.
     pub prefill_tokens: usize,
+    /// Whether a GPU backend queues each decode step before reading the previous one's tokens
+    /// (the same tokens either way); `REASONLAB_GPU_DECODE_OVERLAP` by default. Not part of
+    /// what a run records.
+    #[serde(skip, default = "DecodeOverlap::current")]
+    pub overlap: DecodeOverlap,
 }
 
 impl Default for SamplingParams {
@@ -79,6 +85,7 @@ impl Default for SamplingParams {
             logprobs: false,
             max_batch: 64,
             prefill_tokens: PREFILL_TOKENS,
+            overlap: DecodeOverlap::current(),
         }
     }
 }
@@ -193,6 +200,7 @@ impl SamplingParams {
             logprobs: false,
             max_batch: batching.max_batch,
             prefill_tokens: batching.prefill_tokens,
+            overlap: DecodeOverlap::current(),
         }
     }
 
@@ -617,19 +625,21 @@ fn generate_chunk(
         .collect();
     let vocab = model.config.vocab_size;
     let pick = Pick::for_params(params, model.device());
+    if pick != Pick::Host && params.overlap == DecodeOverlap::Ahead {
+        let logits = match n {
+            1 => logits,
+            _ => select_rows(logits, &rows),
+        };
+        return decode_ahead(
+            model, tokenizer, logits, active, cache, pick, params, on_tokens, on_token,
+        );
+    }
     let mut next = if pick.needs_uniforms() {
         // Each sample draws with its own uniform: copy each prompt's logits to its samples
         // (with one sample per prompt, the rows are the prompts already).
         let logits = match n {
             1 => logits,
-            _ => {
-                let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-                let idx = Tensor::<1, Int>::from_data(
-                    TensorData::new(idx, [rows.len()]),
-                    &logits.device(),
-                );
-                logits.select(0, idx)
-            }
+            _ => select_rows(logits, &rows),
         };
         let uniforms = uniforms(&mut active);
         read_step(logits, pick, params.logprobs, &uniforms)?
@@ -652,46 +662,17 @@ fn generate_chunk(
     let sampler = Sampler::new(params);
     let mut finished = Vec::new();
     loop {
-        // Sample one token per active row.
-        let mut keep = Vec::with_capacity(active.len());
-        let mut next_ids = Vec::with_capacity(active.len());
-        let mut next_pos = Vec::with_capacity(active.len());
-        let mut still = Vec::with_capacity(active.len());
         let rows = active.len();
-        for (row, mut seq) in active.into_iter().enumerate() {
-            let (token, logp) = match &mut next {
-                Next::Logits(logits) => {
-                    sampler.sample(&mut logits[row * vocab..(row + 1) * vocab], &mut seq.rng)
-                }
-                Next::Picked { ids, logps } => (ids[row], logps.get(row).copied().unwrap_or(0.0)),
-            };
-            seq.tokens.push(token);
-            on_token(seq.prompt_index, seq.sample_index, token);
-            if params.logprobs {
-                seq.logprobs.push(logp);
-            }
-            let (stop, text) = check_stop(&seq.tokens, params, tokenizer);
-            let at_length = seq.tokens.len() >= params.max_new_tokens;
-            if stop || at_length {
-                finished.push(Completion {
-                    prompt_index: seq.prompt_index,
-                    sample_index: seq.sample_index,
-                    text: text.unwrap_or_else(|| decode(tokenizer, &seq.tokens)),
-                    token_ids: std::mem::take(&mut seq.tokens),
-                    finish_reason: if stop {
-                        FinishReason::Stop
-                    } else {
-                        FinishReason::Length
-                    },
-                    logprobs: params.logprobs.then(|| std::mem::take(&mut seq.logprobs)),
-                });
-            } else {
-                keep.push(row);
-                next_ids.push(token);
-                next_pos.push((seq.prompt_len + seq.tokens.len() - 1) as u32);
-                still.push(seq);
-            }
-        }
+        let (keep, still) = advance(
+            active,
+            &mut next,
+            &sampler,
+            params,
+            tokenizer,
+            vocab,
+            on_token,
+            &mut finished,
+        );
         on_tokens(rows);
         active = still;
         if active.is_empty() {
@@ -700,8 +681,11 @@ fn generate_chunk(
         cache.select_rows(&keep);
         let b = active.len();
         let step = TokenBatch {
-            ids: next_ids,
-            positions: next_pos,
+            ids: active
+                .iter()
+                .map(|a| *a.tokens.last().expect("a token"))
+                .collect(),
+            positions: active.iter().map(|a| a.position()).collect(),
             padding: vec![false; b],
             b,
             t: 1,
@@ -712,6 +696,143 @@ fn generate_chunk(
             false => Vec::new(),
         };
         next = read_step(logits, pick, params.logprobs, &uniforms)?;
+    }
+    Ok(finished)
+}
+
+impl Active {
+    /// The position of the sequence's last token, which the next step feeds.
+    fn position(&self) -> u32 {
+        (self.prompt_len + self.tokens.len() - 1) as u32
+    }
+}
+
+/// Rows `rows` of `logits` (in that order), on the device.
+fn select_rows(logits: Tensor<2>, rows: &[usize]) -> Tensor<2> {
+    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &logits.device());
+    logits.select(0, idx)
+}
+
+/// One token for every row of `active` from `next` (drawn on the host from its logits, or as
+/// the device picked it): each row takes it, reports it, and ends at a stop or at its length
+/// (into `finished`). Returns the rows that go on, by their index in `active`, and them.
+#[allow(clippy::too_many_arguments)]
+fn advance(
+    active: Vec<Active>,
+    next: &mut Next,
+    sampler: &Sampler,
+    params: &SamplingParams,
+    tokenizer: Option<&Tokenizer>,
+    vocab: usize,
+    on_token: &mut dyn FnMut(usize, usize, u32),
+    finished: &mut Vec<Completion>,
+) -> (Vec<usize>, Vec<Active>) {
+    let mut keep = Vec::with_capacity(active.len());
+    let mut still = Vec::with_capacity(active.len());
+    for (row, mut seq) in active.into_iter().enumerate() {
+        let (token, logp) = match next {
+            Next::Logits(logits) => {
+                sampler.sample(&mut logits[row * vocab..(row + 1) * vocab], &mut seq.rng)
+            }
+            Next::Picked { ids, logps } => (ids[row], logps.get(row).copied().unwrap_or(0.0)),
+        };
+        seq.tokens.push(token);
+        on_token(seq.prompt_index, seq.sample_index, token);
+        if params.logprobs {
+            seq.logprobs.push(logp);
+        }
+        let (stop, text) = check_stop(&seq.tokens, params, tokenizer);
+        let at_length = seq.tokens.len() >= params.max_new_tokens;
+        if stop || at_length {
+            finished.push(Completion {
+                prompt_index: seq.prompt_index,
+                sample_index: seq.sample_index,
+                text: text.unwrap_or_else(|| decode(tokenizer, &seq.tokens)),
+                token_ids: std::mem::take(&mut seq.tokens),
+                finish_reason: if stop {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                },
+                logprobs: params.logprobs.then(|| std::mem::take(&mut seq.logprobs)),
+            });
+        } else {
+            keep.push(row);
+            still.push(seq);
+        }
+    }
+    (keep, still)
+}
+
+/// [`generate_chunk`]'s decode loop where the device picks the tokens and
+/// [`DecodeOverlap::Ahead`]: each step's picks feed the next step on the device, which is
+/// queued before the picks are read, so the device works on step t + 1 while the host reads
+/// step t's tokens, checks stops and streams them. Rows that ended at step t were computed
+/// once more in step t + 1 and are dropped after it; their extra draw came from their own
+/// streams, so every other row draws what the serial loop draws. `logits`: (rows, vocab),
+/// row k for `active[k]`.
+#[allow(clippy::too_many_arguments)]
+fn decode_ahead(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    logits: Tensor<2>,
+    mut active: Vec<Active>,
+    mut cache: KvCache,
+    pick: Pick,
+    params: &SamplingParams,
+    on_tokens: &mut dyn FnMut(usize),
+    on_token: &mut dyn FnMut(usize, usize, u32),
+) -> Result<Vec<Completion>, GenerateError> {
+    let draws = |active: &mut [Active]| match pick.needs_uniforms() {
+        true => uniforms(active),
+        false => Vec::new(),
+    };
+    let sampler = Sampler::new(params);
+    let vocab = model.config.vocab_size;
+    let mut picked = pick_on_device(logits, pick, params.logprobs, &draws(&mut active))?;
+    let mut finished = Vec::new();
+    loop {
+        // This step's copies go into the device's queue before the next step's kernels.
+        let read = picked.read_ahead();
+        // Every row has made as many tokens: `made` with this step's.
+        let made = active.first().map_or(0, |a| a.tokens.len()) + 1;
+        let ahead = match made < params.max_new_tokens {
+            true => {
+                let positions: Vec<u32> = (active.iter())
+                    .map(|a| (a.prompt_len + made - 1) as u32)
+                    .collect();
+                let logits = model.next_logits(picked.next_ids(), &positions, &mut cache)?;
+                let uniforms = draws(&mut active);
+                Some(pick_on_device(logits, pick, params.logprobs, &uniforms)?)
+            }
+            // Every row ends at its length with this step's token.
+            false => None,
+        };
+        let mut next = collect(read)?;
+        let rows = active.len();
+        let (keep, still) = advance(
+            active,
+            &mut next,
+            &sampler,
+            params,
+            tokenizer,
+            vocab,
+            on_token,
+            &mut finished,
+        );
+        on_tokens(rows);
+        active = still;
+        let Some(ahead) = ahead.filter(|_| !active.is_empty()) else {
+            break;
+        };
+        picked = match keep.len() == rows {
+            true => ahead,
+            false => {
+                cache.select_rows(&keep);
+                ahead.select(&keep)
+            }
+        };
     }
     Ok(finished)
 }

@@ -93,21 +93,80 @@ pub(crate) enum Next {
     Picked { ids: Vec<u32>, logps: Vec<f32> },
 }
 
-/// Read a step's (rows, vocab) logits back as `pick` says: whole, or the device's choice per
-/// row with, when `logprobs`, its log-prob under the unfiltered temperature-1 distribution.
-/// `uniforms` holds one uniform in [0, 1) per row for [`Pick::Draw`].
-pub(crate) fn read_step(
+/// A step's picks on the device: one token id per row, as the kernel that chose it writes
+/// it, and, when asked, each one's log-prob (rows).
+pub(crate) struct Picked {
+    pub(crate) ids: DeviceIds,
+    pub(crate) logps: Option<Tensor<1>>,
+}
+
+/// Token ids on the device: the draw kernel writes them as floats (exact below 2²⁴), an
+/// argmax as integers.
+pub(crate) enum DeviceIds {
+    Float(Tensor<1>),
+    Int(Tensor<1, Int>),
+}
+
+impl Picked {
+    /// The ids as the next step's input.
+    pub(crate) fn next_ids(&self) -> Tensor<1, Int> {
+        match &self.ids {
+            DeviceIds::Float(ids) => ids.clone().int(),
+            DeviceIds::Int(ids) => ids.clone(),
+        }
+    }
+
+    /// Rows `rows` (in that order) of the picks, on the device.
+    pub(crate) fn select(self, rows: &[usize]) -> Self {
+        let device = match &self.ids {
+            DeviceIds::Float(t) => t.device(),
+            DeviceIds::Int(t) => t.device(),
+        };
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        Self {
+            ids: match self.ids {
+                DeviceIds::Float(t) => DeviceIds::Float(t.select(0, idx.clone())),
+                DeviceIds::Int(t) => DeviceIds::Int(t.select(0, idx.clone())),
+            },
+            logps: self.logps.map(|l| l.select(0, idx)),
+        }
+    }
+
+    /// Queue the reads of the ids and log-probs ([`fused::ReadAhead`]): their copies go ahead
+    /// of whatever is launched next.
+    pub(crate) fn read_ahead(&self) -> fused::ReadAhead {
+        let ids = match &self.ids {
+            DeviceIds::Float(t) => t.clone(),
+            DeviceIds::Int(t) => t.clone().float(),
+        };
+        fused::ReadAhead::new(std::iter::once(ids).chain(self.logps.clone()).collect())
+    }
+}
+
+/// The tokens of a [`Picked::read_ahead`], once read: ids and (possibly empty) log-probs.
+pub(crate) fn collect(read: fused::ReadAhead) -> Result<Next, GenerateError> {
+    let mut values = read
+        .wait()
+        .map_err(|e| GenerateError::Backend(e.to_string()))?
+        .into_iter();
+    let ids = values.next().unwrap_or_default();
+    Ok(Next::Picked {
+        ids: ids.into_iter().map(|t| t as u32).collect(),
+        logps: values.next().unwrap_or_default(),
+    })
+}
+
+/// Each row's token as `pick` (not [`Pick::Host`]) chooses it, left on the device with, when
+/// `logprobs`, its log-prob under the unfiltered temperature-1 distribution. `uniforms` holds
+/// one uniform in [0, 1) per row for the draws.
+pub(crate) fn pick_on_device(
     logits: Tensor<2>,
     pick: Pick,
     logprobs: bool,
     uniforms: &[f64],
-) -> Result<Next, GenerateError> {
-    let backend = |e| GenerateError::Backend(format!("{e:?}"));
-    if pick == Pick::Host {
-        return Ok(Next::Logits(
-            logits.try_into_vec_as::<f32>().map_err(backend)?,
-        ));
-    }
+) -> Result<Picked, GenerateError> {
+    let rows = logits.dims()[0];
     // Draws in one kernel per step where the fused GPU kernels run (two with a filter), in
     // the logits' own type.
     let fused = match pick {
@@ -135,13 +194,9 @@ pub(crate) fn read_step(
         _ => None,
     };
     if let Some((tokens, logps)) = fused {
-        let ids = tokens.try_into_vec_as::<f32>().map_err(backend)?;
-        return Ok(Next::Picked {
-            ids: ids.into_iter().map(|t| t as u32).collect(),
-            logps: match logprobs {
-                true => logps.try_into_vec_as::<f32>().map_err(backend)?,
-                false => Vec::new(),
-            },
+        return Ok(Picked {
+            ids: DeviceIds::Float(tokens.reshape([rows])),
+            logps: logprobs.then(|| logps.reshape([rows])),
         });
     }
     let logits = match logits.dtype() {
@@ -151,7 +206,7 @@ pub(crate) fn read_step(
     let (ids, logps) = match pick {
         Pick::Draw { inv_temperature } => draw(logits, uniforms, inv_temperature, logprobs),
         Pick::Host | Pick::Filtered { .. } => {
-            // Host returned above; `Pick::for_params` filters on the device only where fused.
+            // `Pick::for_params` filters on the device only where fused; the host reads logits.
             return Err(GenerateError::Backend(
                 "filtered draws on the device need the fused GPU kernels".into(),
             ));
@@ -160,7 +215,6 @@ pub(crate) fn read_step(
             let ids = logits.clone().argmax(1); // (rows, 1)
             // One kernel where the fused GPU kernels run, a log-softmax and a gather elsewhere.
             let logps = logprobs.then(|| {
-                let rows = ids.dims()[0];
                 let targets = ids.clone().reshape([rows]);
                 fused::token_logprobs(logits, targets, false)
                     .0
@@ -169,15 +223,43 @@ pub(crate) fn read_step(
             (ids, logps)
         }
     };
-    let logps = match logps {
+    Ok(Picked {
+        ids: DeviceIds::Int(ids.reshape([rows])),
+        logps: logps.map(|l| l.reshape([rows])),
+    })
+}
+
+/// Read a step's (rows, vocab) logits back as `pick` says: whole, or the device's choice per
+/// row with, when `logprobs`, its log-prob under the unfiltered temperature-1 distribution.
+/// `uniforms` holds one uniform in [0, 1) per row for [`Pick::Draw`].
+pub(crate) fn read_step(
+    logits: Tensor<2>,
+    pick: Pick,
+    logprobs: bool,
+    uniforms: &[f64],
+) -> Result<Next, GenerateError> {
+    let backend = |e| GenerateError::Backend(format!("{e:?}"));
+    if pick == Pick::Host {
+        return Ok(Next::Logits(
+            logits.try_into_vec_as::<f32>().map_err(backend)?,
+        ));
+    }
+    let picked = pick_on_device(logits, pick, logprobs, uniforms)?;
+    let logps = match picked.logps {
         Some(l) => l.try_into_vec_as::<f32>().map_err(backend)?,
         None => Vec::new(),
     };
-    let ids = ids.try_into_vec_as::<i64>().map_err(backend)?;
-    Ok(Next::Picked {
-        ids: ids.into_iter().map(|i| i as u32).collect(),
-        logps,
-    })
+    let ids: Vec<u32> = match picked.ids {
+        DeviceIds::Float(t) => (t.try_into_vec_as::<f32>().map_err(backend)?)
+            .into_iter()
+            .map(|t| t as u32)
+            .collect(),
+        DeviceIds::Int(t) => (t.try_into_vec_as::<i64>().map_err(backend)?)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect(),
+    };
+    Ok(Next::Picked { ids, logps })
 }
 
 /// Inverse-CDF draws from f32 `logits` (rows, vocab) at temperature `1 / inv_temperature`, row

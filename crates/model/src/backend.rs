@@ -649,6 +649,7 @@ impl DeviceInfo {
         let kernels = crate::fused::GpuKernels::from_env()?;
         let attention = crate::fused::GpuAttention::from_env()?;
         crate::fused::DecodeSplit::from_env()?;
+        crate::fused::DecodeOverlap::from_env()?;
         let matmul = match cooperative_matrix_configs(device).len() {
             0 => MatmulUnits::Scalar,
             n => MatmulUnits::CooperativeMatrix(n),

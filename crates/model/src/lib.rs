@@ -683,10 +683,24 @@ impl Model {
         batch: &TokenBatch,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>, ModelError> {
+        self.hidden_from(net, batch, None, cache)
+    }
+
+    /// [`Model::hidden_of`] with the token ids already on the device when `device_ids` is
+    /// given (b·t of them, standing for `batch.ids`).
+    fn hidden_from(
+        &self,
+        net: &CausalLm,
+        batch: &TokenBatch,
+        device_ids: Option<Tensor<1, Int>>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>, ModelError> {
         let (b, t) = (batch.b, batch.t);
         self.check_batch(batch)?;
-        let ids: Vec<i64> = batch.ids.iter().map(|&i| i as i64).collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
+        let ids = device_ids.unwrap_or_else(|| {
+            let ids: Vec<i64> = batch.ids.iter().map(|&i| i as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device)
+        });
         let x = net.embed(ids, b, t);
         let rope = Rope::new(
             &batch.positions,
@@ -769,6 +783,36 @@ impl Model {
         let [b, t, _] = h.dims();
         let last = h.narrow(1, t - 1, 1);
         Ok(net.head(last).reshape([b, self.config.vocab_size]))
+    }
+
+    /// The last logits (b, vocab) of a decode step whose token ids are already on the device,
+    /// one per row (the tokens the previous step picked there), at `positions` (one per row),
+    /// through `cache`: [`Model::last_logits`] of a one-column batch without padding, with no
+    /// host copy of the ids, so generation can queue the step before it reads the tokens.
+    /// The ids are not checked against the vocabulary: they come from this model's logits.
+    pub fn next_logits(
+        &self,
+        ids: Tensor<1, Int>,
+        positions: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Tensor<2>, ModelError> {
+        let b = positions.len();
+        if ids.dims()[0] != b || b == 0 {
+            return Err(ModelError::Input(format!(
+                "a decode step takes one id per row: {} ids for {b} positions",
+                ids.dims()[0]
+            )));
+        }
+        let batch = TokenBatch {
+            ids: vec![0; b],
+            positions: positions.to_vec(),
+            padding: vec![false; b],
+            b,
+            t: 1,
+        };
+        let net = self.compute_net();
+        let h = self.hidden_from(&net, &batch, Some(ids), Some(cache))?;
+        Ok(net.head(h).reshape([b, self.config.vocab_size]))
     }
 
     /// The KV cache's type: the one the forward computes in, the weights' (an inference copy

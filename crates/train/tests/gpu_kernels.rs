@@ -1519,6 +1519,23 @@ fn unsplit_decoding_runs_when_asked() {
     );
 }
 
+/// `REASONLAB_GPU_DECODE_OVERLAP=off` makes generation read each step before queuing the next
+/// (the default sampling settings say so), and a value that is neither name is refused when a
+/// GPU device opens; checked in child processes, as above.
+#[test]
+fn serial_decoding_runs_when_asked() {
+    env_choice_test(
+        "serial_decoding_runs_when_asked",
+        fused::DecodeOverlap::ENV,
+        ["off", "of"],
+        || {
+            assert_eq!(fused::DecodeOverlap::current(), fused::DecodeOverlap::Off);
+            assert_eq!(SamplingParams::default().overlap, fused::DecodeOverlap::Off);
+            gpu();
+        },
+    );
+}
+
 /// `REASONLAB_GPU=N` opens the N-th adapter of the backend's list (`reasonlab devices`), the
 /// device line and the bench peers' card follow it, and a value that is no number is refused
 /// when a GPU device opens; checked in child processes, as above.

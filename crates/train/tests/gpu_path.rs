@@ -22,7 +22,7 @@ mod gpu_common;
 use std::path::Path;
 
 use gpu_common::{backend, fixture, masked_logprobs, max_abs_diff, no_device, ragged_batch};
-use reasonlab_generate::SamplingParams;
+use reasonlab_generate::{DecodeOverlap, SamplingParams};
 use reasonlab_model::burn::tensor::DType;
 use reasonlab_model::tensor::Device;
 use reasonlab_model::{HfTensors, MatmulUnits, Model, Precision};
@@ -297,7 +297,8 @@ fn same_generation(params: &SamplingParams, what: &str) {
 }
 
 /// `samples` samples of each of `prompts` from the checkpoint in `dir` with `params` on flex
-/// and on the GPU, its projections separate and packed: the same tokens, and their log-probs
+/// and on the GPU, there with separate projections decoding step by step and with packed ones
+/// queuing each step ahead of the last one's read: the same tokens, and their log-probs
 /// within 1e-4.
 fn same_completions(
     dir: &Path,
@@ -309,27 +310,37 @@ fn same_completions(
     let tok = Tokenizer::from_dir(dir).unwrap();
     let run = |device: &Device, pack: bool| {
         let model = Model::load(dir, device).unwrap();
-        let model = match pack {
-            true => model.pack_projections(),
-            false => model,
+        let (model, overlap) = match pack {
+            true => (model.pack_projections(), DecodeOverlap::Ahead),
+            false => (model, DecodeOverlap::Off),
         };
-        let (out, _) =
-            reasonlab_generate::generate(&model, Some(&tok), prompts, samples, params, &mut |_| {})
-                .unwrap();
+        let params = SamplingParams {
+            overlap,
+            ..params.clone()
+        };
+        let (out, _) = reasonlab_generate::generate(
+            &model,
+            Some(&tok),
+            prompts,
+            samples,
+            &params,
+            &mut |_| {},
+        )
+        .unwrap();
         out.into_iter()
             .map(|c| (c.token_ids, c.logprobs.unwrap()))
             .unzip::<_, _, Vec<_>, Vec<_>>()
     };
     let (cpu, cpu_logps) = run(&Device::flex(), false);
     assert!(cpu.iter().all(|t| !t.is_empty()));
-    for (pack, layout) in [(false, "separate"), (true, "packed")] {
+    for (pack, layout) in [(false, "separate, serial"), (true, "packed, ahead")] {
         let (gpu, gpu_logps) = run(&gpu(false), pack);
         assert_eq!(
             cpu, gpu,
             "{what} completions differ between the CPU and the GPU ({layout} projections)"
         );
         let diff = max_abs_diff(&cpu_logps.concat(), &gpu_logps.concat());
-        eprintln!("{what} log-probs, {layout} projections: max |Δ| = {diff:.2e}");
+        eprintln!("{what} log-probs ({layout} projections): max |Δ| = {diff:.2e}");
         assert!(diff < 1e-4, "the chosen tokens' log-probs differ by {diff}");
     }
 }
@@ -497,6 +508,71 @@ fn a_chunked_prefill_gives_the_cpus_completions() {
             ..Default::default()
         };
         same_generation(&params, &format!("chunked prefill ({prefill_tokens})"));
+    }
+}
+
+/// Decoding with each step queued ahead of the last one's read gives the serial loop's tokens
+/// and log-probs where sequences end at different steps (stop strings and ids), for greedy
+/// decoding, plain and filtered draws.
+#[test]
+fn decoding_ahead_gives_the_serial_tokens() {
+    let tok = Tokenizer::from_dir(&fixture()).unwrap();
+    let prompts: Vec<Vec<u32>> = ["What is 2 + 3?", "Count: 1, 2, 3,", "Hello"]
+        .iter()
+        .map(|p| tok.encode(p, true).unwrap())
+        .collect();
+    let model = Model::load(&fixture(), &gpu(false)).unwrap();
+    for (temperature, top_p, what) in [
+        (0.0, 1.0, "greedy"),
+        (1.0, 1.0, "T = 1"),
+        (0.8, 0.9, "T = 0.8, top-p 0.9"),
+    ] {
+        let run = |overlap: DecodeOverlap| {
+            let params = SamplingParams {
+                temperature,
+                top_p,
+                max_new_tokens: 20,
+                seed: 5,
+                logprobs: true,
+                stop: vec!["e".into()],
+                stop_token_ids: vec![7, 11],
+                overlap,
+                ..Default::default()
+            };
+            let (out, _) =
+                reasonlab_generate::generate(&model, Some(&tok), &prompts, 3, &params, &mut |_| {})
+                    .unwrap();
+            out
+        };
+        let (serial, ahead) = (run(DecodeOverlap::Off), run(DecodeOverlap::Ahead));
+        let lengths: std::collections::BTreeSet<usize> =
+            serial.iter().map(|c| c.token_ids.len()).collect();
+        assert!(
+            lengths.len() > 2,
+            "{what}: sequences should end at different steps: {lengths:?}"
+        );
+        assert_eq!(serial.len(), ahead.len());
+        for (a, b) in serial.iter().zip(&ahead) {
+            assert_eq!(
+                (
+                    a.prompt_index,
+                    a.sample_index,
+                    &a.token_ids,
+                    &a.text,
+                    a.finish_reason
+                ),
+                (
+                    b.prompt_index,
+                    b.sample_index,
+                    &b.token_ids,
+                    &b.text,
+                    b.finish_reason
+                ),
+                "{what}: decoding ahead changed a completion"
+            );
+            let diff = max_abs_diff(a.logprobs.as_ref().unwrap(), b.logprobs.as_ref().unwrap());
+            assert!(diff < 1e-5, "{what}: log-probs moved by {diff}");
+        }
     }
 }
 

@@ -1104,6 +1104,72 @@ pub enum DecodeSplit {
 
 env_choice!(DecodeSplit, "REASONLAB_GPU_DECODE_SPLIT", { "auto" => Auto, "never" => Never });
 
+/// Whether generation on a GPU backend queues a decode step before the previous step's tokens
+/// are read (`REASONLAB_GPU_DECODE_OVERLAP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeOverlap {
+    /// Ahead (the default): the tokens a step picked on the device feed the next step there,
+    /// queued behind it, while the host reads them, checks stops and streams text; a sequence
+    /// that ended is dropped one step later (vLLM's async scheduling, SGLang's overlap
+    /// scheduler). The same tokens as [`DecodeOverlap::Off`].
+    Ahead,
+    /// Off: each step's tokens are read before the next step is built, to measure what
+    /// overlapping gains.
+    Off,
+}
+
+env_choice!(DecodeOverlap, "REASONLAB_GPU_DECODE_OVERLAP", { "ahead" => Ahead, "off" => Off });
+
+/// Values of 1-D tensors read back to the host, each read queued when this is made and
+/// collected by [`ReadAhead::wait`]: on a GPU backend the copies take their place in the
+/// device's queue ahead of what is launched after them, so a caller can queue the next step's
+/// kernels before it waits (generation's [`DecodeOverlap::Ahead`]). Elsewhere (flex, autodiff,
+/// burn's fusion) the values are read when waited for.
+pub struct ReadAhead {
+    parts: Vec<Part>,
+}
+
+enum Part {
+    Later(Box<Tensor<1>>),
+    #[cfg(feature = "gpu-kernels")]
+    Queued(super::gpu::QueuedRead),
+}
+
+impl ReadAhead {
+    /// Queue the reads of `tensors`.
+    pub fn new(tensors: Vec<Tensor<1>>) -> Self {
+        let parts = tensors
+            .into_iter()
+            .map(|t| {
+                #[cfg(feature = "gpu-kernels")]
+                let part = match super::gpu::queue_read(t) {
+                    Ok(queued) => Part::Queued(queued),
+                    Err(t) => Part::Later(t),
+                };
+                #[cfg(not(feature = "gpu-kernels"))]
+                let part = Part::Later(Box::new(t));
+                part
+            })
+            .collect();
+        Self { parts }
+    }
+
+    /// Each tensor's values as f32, in order.
+    pub fn wait(self) -> Result<Vec<Vec<f32>>, crate::ModelError> {
+        self.parts
+            .into_iter()
+            .map(|part| match part {
+                Part::Later(t) => t
+                    .try_into_vec_as::<f32>()
+                    .map_err(|e| crate::ModelError::Input(format!("reading a tensor: {e:?}"))),
+                #[cfg(feature = "gpu-kernels")]
+                Part::Queued(q) => q.wait(),
+            })
+            .collect()
+    }
+}
+
 /// The largest head dim of the decode attention kernel (a unit per dimension).
 pub const DECODE_MAX_HEAD_DIM: usize = 256;
 

@@ -3977,3 +3977,73 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
         eps,
     ))
 }
+
+/// What a device-to-host read returns.
+type ReadResult = Result<Vec<cubecl::bytes::Bytes>, cubecl::server::ServerError>;
+
+/// A device-to-host copy queued on the GPU's stream when it is made: its place in the queue is
+/// before whatever launches after it, so the host can queue more work and collect the values
+/// when the copy is done ([`super::fused::ReadAhead`]).
+pub(crate) struct QueuedRead {
+    read:
+        Result<ReadResult, std::pin::Pin<Box<dyn std::future::Future<Output = ReadResult> + Send>>>,
+    shape: Shape,
+    dtype: burn::tensor::DType,
+}
+
+/// Queue the copy of `x` to the host now, where `x` lives on a cubecl backend without burn's
+/// fusion (whose tensors are recorded lazily); `x` back otherwise.
+pub(crate) fn queue_read(x: Tensor<1>) -> Result<QueuedRead, Box<Tensor<1>>> {
+    #[cfg(not(feature = "fusion"))]
+    {
+        use burn::backend::{DispatchTensor, DispatchTensorKind};
+        use std::task::{Context, Poll, Waker};
+        let DispatchTensor { kind, autodiff } = x.into_dispatch();
+        match kind {
+            DispatchTensorKind::Cube(t) => {
+                let t = into_contiguous(t.float());
+                let (shape, dtype) = (t.meta.shape().clone(), t.dtype);
+                let copy = cubecl::server::CopyDescriptor::new(
+                    t.handle.clone().binding(),
+                    shape.clone(),
+                    t.meta.strides().clone(),
+                    t.elem_size(),
+                );
+                let client = t.client.clone();
+                let mut read: std::pin::Pin<
+                    Box<dyn std::future::Future<Output = ReadResult> + Send>,
+                > = Box::pin(async move { client.read_tensor_async(vec![copy]).await });
+                // The first poll submits the copy, here and now; the rest waits for the device.
+                let read = match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(done) => Ok(done),
+                    Poll::Pending => Err(read),
+                };
+                Ok(QueuedRead { read, shape, dtype })
+            }
+            #[allow(unreachable_patterns)]
+            kind => Err(Box::new(Tensor::from_dispatch(DispatchTensor {
+                kind,
+                autodiff,
+            }))),
+        }
+    }
+    #[cfg(feature = "fusion")]
+    Err(Box::new(x))
+}
+
+impl QueuedRead {
+    /// Wait for the copy and convert the values to f32.
+    pub(crate) fn wait(self) -> Result<Vec<f32>, crate::ModelError> {
+        let failed = |e: String| crate::ModelError::Input(format!("reading from the GPU: {e}"));
+        let done = match self.read {
+            Ok(done) => done,
+            Err(pending) => cubecl::future::block_on(pending),
+        };
+        let mut bytes = done.map_err(|e| failed(format!("{e:?}")))?;
+        let bytes = bytes.pop().ok_or_else(|| failed("no bytes".into()))?;
+        burn::tensor::TensorData::from_bytes(bytes, self.shape, self.dtype)
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| failed(format!("{e:?}")))
+    }
+}
