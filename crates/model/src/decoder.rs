@@ -417,6 +417,40 @@ impl LayerCache {
     }
 }
 
+/// The keys each of a pass's new tokens may see.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyMask<'a> {
+    /// Every key: one new token per row and no padded key.
+    All,
+    /// (b, 1, 1, t, s) additive: 0 where the key is visible, −1e30 where not.
+    Additive(&'a Tensor<5>),
+    /// A decode step (one new token per row) whose rows begin with padding: row r's first
+    /// `starts[r]` keys are padding, the rest visible. (b) counts in f32 on the device: the
+    /// GPU's decode kernels read them in place of a (b, s) mask built and copied every step.
+    Starts(&'a Tensor<1>),
+}
+
+impl KeyMask<'_> {
+    /// As (b, t, s) additive values, `None` when every key is visible.
+    pub fn additive(self, b: usize, t: usize, s: usize) -> Option<Tensor<3>> {
+        match self {
+            KeyMask::All => None,
+            KeyMask::Additive(m) => Some(m.clone().reshape([b, t, s])),
+            KeyMask::Starts(_) => self.decode(b, s).additive(s),
+        }
+    }
+
+    /// As a decode step's mask ([`crate::fused::DecodeMask`]): `t` is 1.
+    pub fn decode(self, b: usize, s: usize) -> crate::fused::DecodeMask {
+        use crate::fused::DecodeMask;
+        match self {
+            KeyMask::All => DecodeMask::None,
+            KeyMask::Additive(m) => DecodeMask::Additive(m.clone().reshape([b, 1, s])),
+            KeyMask::Starts(starts) => DecodeMask::Starts(starts.clone()),
+        }
+    }
+}
+
 /// Multi-head attention with grouped key/value heads.
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -442,13 +476,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x`: (b, t, hidden); `mask`: (b, 1, 1, t, s) additive, `None` when every key is visible;
+    /// `x`: (b, t, hidden); `mask`: which keys each query sees ([`KeyMask`]);
     /// returns (b, t, hidden).
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        mask: Option<&Tensor<5>>,
+        mask: KeyMask<'_>,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -558,12 +592,13 @@ impl Attention {
         let s = k.dims()[2];
         // Grouped-query attention without copying k/v: query heads h = g * n_rep + r share
         // kv head g (transformers `repeat_kv`), so fold r into the query-length axis.
-        // (b, 1, 1, t, s) additive mask, as (b, t, s) rows for the fused kernels.
-        let bias = mask.map(|m| m.clone().reshape([b, t, s]));
         let out = match query_rope {
             // q as the projection gave it, (b, 1, h, d): the kernel reads it in place.
-            Some(r) => crate::fused::decode_attention_with_rope(q, k, v, bias, r),
-            None => crate::fused::attention(q.reshape([b, kv, n_rep * t, d]), k, v, t, bias),
+            Some(r) => crate::fused::decode_attention_with_rope(q, k, v, mask.decode(b, s), r),
+            None => {
+                let bias = mask.additive(b, t, s); // (b, t, s)
+                crate::fused::attention(q.reshape([b, kv, n_rep * t, d]), k, v, t, bias)
+            }
         }; // (b, kv, n_rep*t, d)
         let out = out
             .reshape([b, h, t, d])
@@ -581,7 +616,7 @@ impl Attention {
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        mask: Option<&Tensor<5>>,
+        mask: KeyMask<'_>,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -605,8 +640,7 @@ impl Attention {
             None => (k, v),
         };
         let s = k.dims()[2];
-        let mask = mask.map(|m| m.clone().reshape([b, t, s]));
-        let out = crate::decode::attention(q, &k, &v, mask);
+        let out = crate::decode::attention(q, &k, &v, mask.additive(b, t, s));
         self.o_proj.forward(out)
     }
 }
@@ -697,7 +731,7 @@ impl DecoderLayer {
         &self,
         x: Stream,
         rope: &Rope,
-        mask: Option<&Tensor<5>>,
+        mask: KeyMask<'_>,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Stream {
         let (residual, normed) = x.norm(&self.input_layernorm);
@@ -818,7 +852,7 @@ impl CausalLm {
         &self,
         x: Tensor<3>,
         rope: &Rope,
-        mask: Option<&Tensor<5>>,
+        mask: KeyMask<'_>,
         mut cache: Option<&mut Vec<Option<LayerCache>>>,
     ) -> Tensor<3> {
         let mut stream = Stream::sum(x);

@@ -37,7 +37,7 @@ pub use backend::{
 };
 pub use config::{Architecture, ModelConfig, RopeScaling, bench_config};
 pub use decoder::CausalLm;
-use decoder::{LayerCache, Rope};
+use decoder::{KeyMask, LayerCache, Rope};
 pub use error::ModelError;
 pub use lora::{LoraConfig, LoraTarget};
 pub use reward::{RewardHead, RewardModel};
@@ -191,6 +191,9 @@ pub struct KvCache {
     limit: Option<usize>,
     /// (b, s) row-major: whether each cached key is padding.
     padding: Vec<bool>,
+    /// Each row's count of leading padded keys, once [`KvCache::padded_prefixes`] found every
+    /// row's padding to be such a prefix; kept while steps add keys that are not padding.
+    prefixes: Option<Vec<usize>>,
     b: usize,
 }
 
@@ -253,6 +256,40 @@ impl KvCache {
         padding
     }
 
+    /// Each row's count of leading padded keys, where every row's padding is such a prefix
+    /// (left-padded prompts and what follows them); `None` where some row has a padded key
+    /// after a real one.
+    fn padded_prefixes(&mut self) -> Option<Vec<usize>> {
+        if self.prefixes.is_none() {
+            let s = self.seq_len();
+            self.prefixes = (0..self.b)
+                .map(|row| {
+                    let keys = &self.padding[row * s..(row + 1) * s];
+                    let start = keys.iter().position(|&p| !p).unwrap_or(s);
+                    keys[start..].iter().all(|&p| !p).then_some(start)
+                })
+                .collect();
+        }
+        self.prefixes.clone()
+    }
+
+    /// The padding with `batch`'s new keys appended ([`KvCache::extended_padding`]) in
+    /// place of the old; the prefix counts hold while no new key is padding.
+    fn set_padding(&mut self, padding: Vec<bool>, batch: &TokenBatch) {
+        if batch.padding.iter().any(|&p| p) {
+            self.prefixes = None;
+        }
+        self.padding = padding;
+    }
+
+    /// Whether some cached key is padding.
+    fn any_padding(&self) -> bool {
+        match &self.prefixes {
+            Some(counts) => counts.iter().any(|&n| n > 0),
+            None => self.padding.iter().any(|&p| p),
+        }
+    }
+
     /// Keep only `rows` (in that order): finished sequences stop costing compute.
     pub fn select_rows(&mut self, rows: &[usize]) {
         if rows.len() == self.b && rows.iter().enumerate().all(|(i, &r)| i == r) {
@@ -269,6 +306,8 @@ impl KvCache {
                 layer.v = layer.v.clone().select(0, idx.clone());
             }
         }
+        self.prefixes =
+            (self.prefixes.take()).map(|counts| rows.iter().map(|&r| counts[r]).collect());
         self.padding = rows
             .iter()
             .flat_map(|&r| self.padding[r * s..(r + 1) * s].iter().copied())
@@ -721,18 +760,31 @@ impl Model {
                     )));
                 }
                 cache.limit_layers();
-                cache.padding = cache.extended_padding(batch);
+                cache.set_padding(cache.extended_padding(batch), batch);
                 let s = cache.seq_len();
                 // One new token per row and no padded key: every key is visible.
-                let mask = (t > 1 || cache.padding.iter().any(|&p| p)).then(|| {
-                    let m = mask_values(b, t, s, &cache.padding);
-                    Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device)
-                });
-                Ok(net.backbone(x, &rope, mask.as_ref(), Some(&mut cache.layers)))
+                if t == 1 && !cache.any_padding() {
+                    return Ok(net.backbone(x, &rope, KeyMask::All, Some(&mut cache.layers)));
+                }
+                // A GPU's decode step over rows that begin with padding: each row's count of
+                // padded keys, not a (b, s) mask built and copied every step.
+                let starts = (t == 1 && !fused::is_flex(&self.device))
+                    .then(|| cache.padded_prefixes())
+                    .flatten();
+                if let Some(starts) = starts {
+                    let starts = starts.into_iter().map(|n| n as f32).collect::<Vec<_>>();
+                    let starts = Tensor::from_data(TensorData::new(starts, [b]), &self.device);
+                    let mask = KeyMask::Starts(&starts);
+                    return Ok(net.backbone(x, &rope, mask, Some(&mut cache.layers)));
+                }
+                let m = mask_values(b, t, s, &cache.padding);
+                let mask = Tensor::from_data(TensorData::new(m, [b, 1, 1, t, s]), &self.device);
+                let mask = KeyMask::Additive(&mask);
+                Ok(net.backbone(x, &rope, mask, Some(&mut cache.layers)))
             }
             None => {
                 let mask = self.packed_mask(batch);
-                Ok(net.backbone(x, &rope, Some(&mask), None))
+                Ok(net.backbone(x, &rope, KeyMask::Additive(&mask), None))
             }
         }
     }
@@ -843,6 +895,7 @@ impl Model {
     fn start_cache(&self, cache: &mut KvCache, b: usize, t: usize) {
         cache.layers = vec![None; self.config.num_hidden_layers];
         cache.b = b;
+        cache.prefixes = None;
         if cache.reserved > t {
             let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
             let dtype = self.cache_dtype();
@@ -894,7 +947,7 @@ impl Model {
         let Some(logits) = step::logits(&self.net, &input, &mut cache.layers) else {
             return Ok(None);
         };
-        cache.padding = padding;
+        cache.set_padding(padding, batch);
         let vocab = logits.len() / b;
         Ok(Some(Tensor::from_data(
             TensorData::new(logits, [b, vocab]),

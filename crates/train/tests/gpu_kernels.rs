@@ -837,8 +837,9 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                     let mask = masked.then(|| tensor(mask.clone(), [b, 1, s], dtype, &device));
                     let table = |t: &Vec<f32>| tensor(t.clone(), [b, 1, 1, d], dtype, &device);
                     let y = match path {
-                        // q's RoPE inside the attention kernel.
-                        0 => {
+                        // q's RoPE inside the attention kernel; with path 3 the padding as
+                        // each row's count of leading padded keys (0 and 1).
+                        0 | 3 => {
                             assert_eq!(fused::fuses_decode_attention(&q, &k), fused_kernel);
                             let rope = fused::QueryRope {
                                 cos: table(&cos).reshape([b, d]),
@@ -846,6 +847,16 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                                 bias,
                             };
                             let q = q.reshape([b, kv, n_rep, d]);
+                            let mask = match (mask, path) {
+                                (None, _) => fused::DecodeMask::None,
+                                (Some(m), 0) => fused::DecodeMask::Additive(m),
+                                (Some(_), _) => fused::DecodeMask::Starts(tensor(
+                                    vec![0.0, 1.0],
+                                    [b],
+                                    DType::F32,
+                                    &device,
+                                )),
+                            };
                             fused::decode_attention_with_rope(q, k, v, mask, rope)
                         }
                         // The RoPE kernel, then the attention kernel.
@@ -877,6 +888,9 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                 let inside = run(0);
                 if fused_kernel {
                     assert_eq!(inside, run(1), "{what}: not the two-kernel values");
+                }
+                if masked {
+                    assert_eq!(inside, run(3), "{what}: the padding counts mask otherwise");
                 }
                 close(&what, &inside, &run(2), 2.0 * tol);
             }

@@ -1501,6 +1501,43 @@ pub struct QueryRope {
     pub bias: Option<Tensor<1>>,
 }
 
+/// The keys a decode step's rows may not see.
+pub enum DecodeMask {
+    /// None: every cached key is a real one.
+    None,
+    /// (b, 1, s) additive: 0 where the key is visible, −1e30 where not.
+    Additive(Tensor<3>),
+    /// Row r's first `starts[r]` keys are padding, the rest visible (left-padded prompts and
+    /// what follows them): (b) counts in f32 on the device. The decode kernels read the counts
+    /// as they go, where an additive mask is b × s floats built on the host and copied to the
+    /// device every step.
+    Starts(Tensor<1>),
+}
+
+impl DecodeMask {
+    /// The mask as (b, 1, s) additive values (`s` keys per row), `None` when nothing is masked.
+    pub fn additive(self, s: usize) -> Option<Tensor<3>> {
+        match self {
+            DecodeMask::None => None,
+            DecodeMask::Additive(m) => Some(m),
+            DecodeMask::Starts(starts) => {
+                let (b, device) = (starts.dims()[0], starts.device());
+                let keys = Tensor::<1, Int>::arange(0..s as i64, &device)
+                    .float()
+                    .reshape([1, s])
+                    .expand([b, s]);
+                let padded = keys.lower(starts.reshape([b, 1]).expand([b, s]));
+                let zeros = Tensor::<2>::zeros([b, s], &device);
+                Some(
+                    zeros
+                        .mask_fill(padded, crate::decode::MASKED)
+                        .reshape([b, 1, s]),
+                )
+            }
+        }
+    }
+}
+
 /// A decode step's attention ([`attention`] with `t` = 1) whose query rows are rotated inside
 /// the attention kernel: `q` (b, kv, n_rep, d), or (b, 1, h, d) with the same elements, as
 /// the q projection gives it (unbiased where `rope.bias` is set; a view into a packed
@@ -1511,14 +1548,14 @@ pub fn decode_attention_with_rope(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    bias: Option<Tensor<3>>,
+    mask: DecodeMask,
     rope: QueryRope,
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if fuses_decode_attention(&q, &k) {
-        let [b, _, s, _] = k.dims();
-        return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])), Some(rope));
+        return super::gpu::decode_attention(q, k, v, mask, Some(rope));
     }
+    let bias = mask.additive(k.dims()[2]);
     let q_shape = q.dims();
     let [b, kv, _, d] = k.dims();
     let n = q_shape[1] * q_shape[2] / kv;
@@ -1743,8 +1780,11 @@ pub fn attention(
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if t == 1 && fuses_decode_attention(&q, &k) {
-        let [b, _, s, _] = k.dims();
-        return super::gpu::decode_attention(q, k, v, bias.map(|m| m.reshape([b, s])), None);
+        let mask = match bias {
+            Some(m) => DecodeMask::Additive(m),
+            None => DecodeMask::None,
+        };
+        return super::gpu::decode_attention(q, k, v, mask, None);
     }
     #[cfg(feature = "gpu-kernels")]
     if fuses_flash_attention(&q, &k) {

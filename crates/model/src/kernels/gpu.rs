@@ -265,7 +265,8 @@ pub trait GpuDecode: Backend {
     /// when `rotate`, as the projection gives it, RoPE applied on loading as the RoPE kernel
     /// does (`cos`, `sin`: (b, d) in `q`'s type with the scale folded in; `q_bias`: (kv·n_rep·d),
     /// added first, when `biased`); `k`, `v`: (b, kv, s, d), any strides (views of the cache's
-    /// buffers); `bias`: (b, s) additive, read only when `masked`; `d` ≤
+    /// buffers); `bias`: (b, s) additive, read only when `masked`, or with `prefix` each
+    /// sequence's count of leading padded keys, (b) in f32 (the keys before it masked); `d` ≤
     /// [`super::fused::DECODE_MAX_HEAD_DIM`]. Tensors a flag leaves unread may be any.
     #[allow(clippy::too_many_arguments)]
     #[fusion(dtype = q, shape = q)]
@@ -278,6 +279,7 @@ pub trait GpuDecode: Backend {
         sin: FloatTensor<Self>,
         q_bias: FloatTensor<Self>,
         masked: bool,
+        prefix: bool,
         rotate: bool,
         biased: bool,
     ) -> FloatTensor<Self>;
@@ -945,6 +947,7 @@ impl GpuDecode for CubeBackend {
         sin: CubeTensor,
         q_bias: CubeTensor,
         masked: bool,
+        prefix: bool,
         rotate: bool,
         biased: bool,
     ) -> CubeTensor {
@@ -1006,6 +1009,7 @@ impl GpuDecode for CubeBackend {
                 d,
                 tile,
                 masked,
+                prefix,
                 rotate,
                 biased,
                 split,
@@ -1053,6 +1057,7 @@ impl GpuDecode for CubeBackend {
             q_stride,
             units,
             masked,
+            prefix,
             rotate,
             biased,
             [
@@ -2245,6 +2250,7 @@ mod cube {
         q_stride: usize,
         #[comptime] units: usize,
         #[comptime] masked: bool,
+        #[comptime] prefix: bool,
         #[comptime] rotate: bool,
         #[comptime] biased: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
@@ -2290,10 +2296,7 @@ mod cube {
                 for c in 0..d {
                     dot += query[c] * f32::cast_from(k[k_base + j * k.stride(2) + c * k.stride(3)]);
                 }
-                score = dot;
-                if masked {
-                    score += f32::cast_from(bias[batch * s + j]);
-                }
+                score = dot + key_bias::<G>(bias, batch, s, j, true, masked, prefix);
             }
             let new_m = f32::max(m, cube_max(score, units));
             let mut p = f32::new(0.0);
@@ -2402,6 +2405,7 @@ mod cube {
         #[comptime] d: usize,
         #[comptime] tile: usize,
         #[comptime] masked: bool,
+        #[comptime] prefix: bool,
         #[comptime] rotate: bool,
         #[comptime] biased: bool,
         #[comptime] split_keys: bool,
@@ -2475,7 +2479,7 @@ mod cube {
             if unit < pairs {
                 let mut score = f32::new(-3.0e38);
                 if live {
-                    score = dot + bias_at::<G>(bias, batch * s + first + j, live, masked);
+                    score = dot + key_bias::<G>(bias, batch, s, first + j, live, masked, prefix);
                 }
                 weights[unit] = score;
             }
@@ -2688,6 +2692,31 @@ mod cube {
     #[cube]
     fn head_base<F: Float>(x: &Tensor<F>, head: usize, kv: usize) -> usize {
         (head / kv) * x.stride(0) + (head % kv) * x.stride(1)
+    }
+
+    /// A decode step's mask term for key `key` of sequence `batch` (`s` keys per row), when
+    /// `masked` and the pair is `live`: with `prefix`, `bias` holds each sequence's count of
+    /// leading padded keys (as floats) and the term is −1e30 below it, else 0; otherwise the
+    /// (b, s) additive mask's entry, as [`bias_at`] reads it.
+    #[cube]
+    fn key_bias<G: Float>(
+        bias: &Tensor<G>,
+        batch: usize,
+        s: usize,
+        key: usize,
+        live: bool,
+        #[comptime] masked: bool,
+        #[comptime] prefix: bool,
+    ) -> f32 {
+        let mut b = f32::new(0.0);
+        if prefix {
+            if live && key < usize::cast_from(bias[batch]) {
+                b = f32::new(-1.0e30);
+            }
+        } else {
+            b = bias_at::<G>(bias, batch * s + key, live, masked);
+        }
+        b
     }
 
     /// The mask entry at `at` in f32 when `masked` and the (query, key) pair is `live`, else 0.
@@ -3747,10 +3776,16 @@ pub fn decode_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    bias: Option<Tensor<2>>,
+    mask: super::fused::DecodeMask,
     rope: Option<super::fused::QueryRope>,
 ) -> Tensor<4> {
-    let (bias, masked) = bias_argument(&q, bias);
+    use super::fused::DecodeMask;
+    let [b, _, s, _] = k.dims();
+    let (bias, masked, prefix) = match mask {
+        DecodeMask::None => (q.clone().into_dispatch(), false, false),
+        DecodeMask::Additive(m) => (m.reshape([b, s]).into_dispatch(), true, false),
+        DecodeMask::Starts(starts) => (starts.into_dispatch(), true, true),
+    };
     let stand_in = || q.clone().into_dispatch();
     let (cos, sin, q_bias, rotate, biased) = match rope {
         Some(r) => {
@@ -3775,6 +3810,7 @@ pub fn decode_attention(
         sin,
         q_bias,
         masked,
+        prefix,
         rotate,
         biased,
     ))
