@@ -625,7 +625,10 @@ fn generate_chunk(
         .collect();
     let vocab = model.config.vocab_size;
     let pick = Pick::for_params(params, model.device());
-    if pick != Pick::Host && params.overlap == DecodeOverlap::Ahead {
+    if pick != Pick::Host
+        && params.overlap == DecodeOverlap::Ahead
+        && reasonlab_model::fused::reads_ahead(model.device())
+    {
         let logits = match n {
             1 => logits,
             _ => select_rows(logits, &rows),

@@ -596,8 +596,11 @@ impl Attention {
             // q as the projection gave it, (b, 1, h, d): the kernel reads it in place.
             Some(r) => crate::fused::decode_attention_with_rope(q, k, v, mask.decode(b, s), r),
             None => {
-                let bias = mask.additive(b, t, s); // (b, t, s)
-                crate::fused::attention(q.reshape([b, kv, n_rep * t, d]), k, v, t, bias)
+                let q = q.reshape([b, kv, n_rep * t, d]);
+                match t {
+                    1 => crate::fused::decode_attention(q, k, v, mask.decode(b, s)),
+                    _ => crate::fused::attention(q, k, v, t, mask.additive(b, t, s)),
+                }
             }
         }; // (b, kv, n_rep*t, d)
         let out = out

@@ -181,6 +181,18 @@ impl TokenBatch {
     }
 }
 
+/// Whether every row of a [`KvCache`] begins with its padding and has none after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum KeyPadding {
+    /// Not looked at since the padding last changed.
+    #[default]
+    Unknown,
+    /// Each row's count of leading padded keys.
+    Leading(Vec<usize>),
+    /// Some row has a padded key after a real one.
+    Elsewhere,
+}
+
 /// Per-layer key/value cache of a batch being decoded.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
@@ -191,9 +203,9 @@ pub struct KvCache {
     limit: Option<usize>,
     /// (b, s) row-major: whether each cached key is padding.
     padding: Vec<bool>,
-    /// Each row's count of leading padded keys, once [`KvCache::padded_prefixes`] found every
-    /// row's padding to be such a prefix; kept while steps add keys that are not padding.
-    prefixes: Option<Vec<usize>>,
+    /// What [`KvCache::padded_prefixes`] found, kept while steps add keys that are not
+    /// padding.
+    prefixes: KeyPadding,
     b: usize,
 }
 
@@ -260,24 +272,28 @@ impl KvCache {
     /// (left-padded prompts and what follows them); `None` where some row has a padded key
     /// after a real one.
     fn padded_prefixes(&mut self) -> Option<Vec<usize>> {
-        if self.prefixes.is_none() {
+        if self.prefixes == KeyPadding::Unknown {
             let s = self.seq_len();
-            self.prefixes = (0..self.b)
+            let counts: Option<Vec<usize>> = (0..self.b)
                 .map(|row| {
                     let keys = &self.padding[row * s..(row + 1) * s];
                     let start = keys.iter().position(|&p| !p).unwrap_or(s);
                     keys[start..].iter().all(|&p| !p).then_some(start)
                 })
                 .collect();
+            self.prefixes = counts.map_or(KeyPadding::Elsewhere, KeyPadding::Leading);
         }
-        self.prefixes.clone()
+        match &self.prefixes {
+            KeyPadding::Leading(counts) => Some(counts.clone()),
+            _ => None,
+        }
     }
 
     /// The padding with `batch`'s new keys appended ([`KvCache::extended_padding`]) in
     /// place of the old; the prefix counts hold while no new key is padding.
     fn set_padding(&mut self, padding: Vec<bool>, batch: &TokenBatch) {
         if batch.padding.iter().any(|&p| p) {
-            self.prefixes = None;
+            self.prefixes = KeyPadding::Unknown;
         }
         self.padding = padding;
     }
@@ -285,8 +301,8 @@ impl KvCache {
     /// Whether some cached key is padding.
     fn any_padding(&self) -> bool {
         match &self.prefixes {
-            Some(counts) => counts.iter().any(|&n| n > 0),
-            None => self.padding.iter().any(|&p| p),
+            KeyPadding::Leading(counts) => counts.iter().any(|&n| n > 0),
+            _ => self.padding.iter().any(|&p| p),
         }
     }
 
@@ -306,8 +322,12 @@ impl KvCache {
                 layer.v = layer.v.clone().select(0, idx.clone());
             }
         }
-        self.prefixes =
-            (self.prefixes.take()).map(|counts| rows.iter().map(|&r| counts[r]).collect());
+        self.prefixes = match std::mem::take(&mut self.prefixes) {
+            KeyPadding::Leading(counts) => {
+                KeyPadding::Leading(rows.iter().map(|&r| counts[r]).collect())
+            }
+            other => other,
+        };
         self.padding = rows
             .iter()
             .flat_map(|&r| self.padding[r * s..(r + 1) * s].iter().copied())
@@ -768,7 +788,8 @@ impl Model {
                 }
                 // A GPU's decode step over rows that begin with padding: each row's count of
                 // padded keys, not a (b, s) mask built and copied every step.
-                let starts = (t == 1 && !fused::is_flex(&self.device))
+                let counts = fused::masks_by_padding_counts(&self.device, self.config.head_dim);
+                let starts = (t == 1 && counts)
                     .then(|| cache.padded_prefixes())
                     .flatten();
                 if let Some(starts) = starts {
@@ -842,6 +863,8 @@ impl Model {
     /// through `cache`: [`Model::last_logits`] of a one-column batch without padding, with no
     /// host copy of the ids, so generation can queue the step before it reads the tokens.
     /// The ids are not checked against the vocabulary: they come from this model's logits.
+    /// It takes burn's ops, not the fused CPU step of [`Model::fused_last_logits`]: for the
+    /// GPU backends.
     pub fn next_logits(
         &self,
         ids: Tensor<1, Int>,
@@ -895,7 +918,7 @@ impl Model {
     fn start_cache(&self, cache: &mut KvCache, b: usize, t: usize) {
         cache.layers = vec![None; self.config.num_hidden_layers];
         cache.b = b;
-        cache.prefixes = None;
+        cache.prefixes = KeyPadding::Unknown;
         if cache.reserved > t {
             let (kv, d) = (self.config.num_key_value_heads, self.config.head_dim);
             let dtype = self.cache_dtype();
@@ -1107,8 +1130,9 @@ impl Model {
     /// that is never freed (measured: 10 GB per GRPO step on the benchmark model).
     ///
     /// The copy of a mixed-precision model holds its weights in the compute type (cast once),
-    /// with its projections packed ([`Model::pack_projections`]); an f32 copy shares the
-    /// original's weights, so it keeps them as they are.
+    /// with its projections packed where [`Model::pack_projections`] packs (not with LoRA
+    /// adapters attached); an f32 copy shares the original's weights, so it keeps them as
+    /// they are.
     pub fn inference_copy(&self) -> Self {
         let net = match self.compute {
             Precision::F32 => self.net.valid(),

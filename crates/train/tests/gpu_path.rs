@@ -511,6 +511,55 @@ fn a_chunked_prefill_gives_the_cpus_completions() {
     }
 }
 
+/// A model whose layers normalise q and k (Qwen3: its RoPE takes no bias, so a decode step's
+/// attention is not the kernel that rotates q as it loads) decodes left-padded prompts through
+/// the KV cache as on the CPU, with packed projections and the padding as counts: the prefill's
+/// and five decode steps' logits.
+#[test]
+fn a_qwen3_model_decodes_padded_prompts_as_on_the_cpu() {
+    use reasonlab_model::config::Architecture;
+    use reasonlab_model::{KvCache, PadSide, TokenBatch};
+    let mut config = reasonlab_model::bench_config();
+    config.architecture = Architecture::Qwen3;
+    config.vocab_size = 97;
+    config.hidden_size = 64;
+    config.intermediate_size = 128;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 2;
+    config.head_dim = 16;
+    config.initializer_range = 0.2;
+    let prompts = [vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]];
+    let device = gpu(false);
+    assert!(reasonlab_model::fused::masks_by_padding_counts(&device, 16));
+    let run = |device: &Device| {
+        let model = Model::random(config.clone(), 3, device).pack_projections();
+        let prefill = TokenBatch::pad(&prompts, 0, PadSide::Left);
+        let mut cache = KvCache::default();
+        let read = |t: reasonlab_model::tensor::Tensor<2>| t.try_into_vec_as::<f32>().unwrap();
+        let mut out = read(model.last_logits(&prefill, Some(&mut cache)).unwrap());
+        for step in 0..5u32 {
+            let batch = TokenBatch {
+                ids: vec![10 + step, 20 + step, 30 + step],
+                positions: prompts.iter().map(|p| p.len() as u32 + step).collect(),
+                padding: vec![false; 3],
+                b: 3,
+                t: 1,
+            };
+            out.extend(read(model.last_logits(&batch, Some(&mut cache)).unwrap()));
+        }
+        out
+    };
+    let (cpu, on_gpu) = (run(&Device::flex()), run(&device));
+    assert!(cpu.iter().any(|x| x.abs() > 1e-2), "trivial logits");
+    let diff = max_abs_diff(&cpu, &on_gpu);
+    eprintln!("Qwen3 decode logits: max |Δ| = {diff:.2e}");
+    assert!(
+        diff < 1e-4,
+        "the GPU's logits differ from the CPU's by {diff}"
+    );
+}
+
 /// Decoding with each step queued ahead of the last one's read gives the serial loop's tokens
 /// and log-probs where sequences end at different steps (stop strings and ids), for greedy
 /// decoding, plain and filtered draws.

@@ -1268,6 +1268,23 @@ pub const FLASH_MAX_HEAD_DIM: usize = 128;
 /// compiled with them, with or without autodiff, unless [`GpuKernels::current`] asks for the
 /// composed ops. (The workspace builds flex and burn's cubecl backends only, so "not flex" is
 /// cubecl.)
+/// Whether a decode step's attention over `head_dim` takes each row's count of padded keys
+/// ([`DecodeMask::Starts`]) in its kernel on `device`: inference on a GPU backend with the
+/// fused kernels and a head dim the decode kernel takes (elsewhere the counts would be turned
+/// into a mask by burn's ops at every layer).
+pub fn masks_by_padding_counts(device: &Device, head_dim: usize) -> bool {
+    gpu_fused(std::slice::from_ref(device))
+        && !device.is_autodiff()
+        && head_dim <= DECODE_MAX_HEAD_DIM
+}
+
+/// Whether [`ReadAhead`] queues its copies on `device` when made (a GPU backend without
+/// burn's fusion, whose tensors are recorded lazily): where it does not, a read waits for
+/// whatever was queued after it, so decoding ahead gains nothing.
+pub fn reads_ahead(device: &Device) -> bool {
+    cfg!(feature = "gpu-kernels") && !cfg!(feature = "fusion") && !is_flex(device)
+}
+
 fn gpu_fused(devices: &[Device]) -> bool {
     cfg!(feature = "gpu-kernels")
         && GpuKernels::current() == GpuKernels::Fused
@@ -1762,6 +1779,18 @@ pub fn fuses_flash_attention(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     q.dims()[3] <= FLASH_MAX_HEAD_DIM
         && GpuAttention::current() == GpuAttention::Flash
         && gpu_fused(&[q.device(), k.device()])
+}
+
+/// A decode step's attention ([`attention`] with `t` = 1) under `mask`: one kernel where
+/// [`fuses_decode_attention`], which reads padding counts ([`DecodeMask::Starts`]) as they
+/// are; elsewhere [`attention`] with the mask as additive values.
+pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: DecodeMask) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_decode_attention(&q, &k) {
+        return super::gpu::decode_attention(q, k, v, mask, None);
+    }
+    let s = k.dims()[2];
+    attention(q, k, v, 1, mask.additive(s))
 }
 
 /// `softmax(q·kᵀ + bias)·v` over the last dimension: `q` (b, kv, m, d) with the scale applied

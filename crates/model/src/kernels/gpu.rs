@@ -1886,14 +1886,7 @@ fn strided_rows(x: CubeTensor, lead: usize) -> (CubeTensor, usize) {
     let stride = stride.unwrap_or(len);
     match rows_fit && stride >= len {
         true => (x, stride),
-        false => {
-            eprintln!(
-                "DEBUG strided_rows copy shape {:?} strides {:?} lead {lead}",
-                x.meta.shape(),
-                x.meta.strides()
-            );
-            (into_contiguous(x), len)
-        }
+        false => (into_contiguous(x), len),
     }
 }
 
