@@ -624,6 +624,15 @@ fn generate_chunk(
         })
         .collect();
     let vocab = model.config.vocab_size;
+    let mut taker = Taker {
+        sampler: Sampler::new(params),
+        params,
+        tokenizer,
+        vocab,
+        on_tokens,
+        on_token,
+        finished: Vec::new(),
+    };
     let pick = Pick::for_params(params, model.device());
     if pick != Pick::Host
         && params.overlap == DecodeOverlap::Ahead
@@ -633,9 +642,7 @@ fn generate_chunk(
             1 => logits,
             _ => select_rows(logits, &rows),
         };
-        return decode_ahead(
-            model, tokenizer, logits, active, cache, pick, params, on_tokens, on_token,
-        );
+        return decode_ahead(model, logits, active, cache, pick, taker);
     }
     let mut next = if pick.needs_uniforms() {
         // Each sample draws with its own uniform: copy each prompt's logits to its samples
@@ -662,22 +669,8 @@ fn generate_chunk(
             },
         }
     };
-    let sampler = Sampler::new(params);
-    let mut finished = Vec::new();
     loop {
-        let rows = active.len();
-        let (keep, still) = advance(
-            active,
-            &mut next,
-            &sampler,
-            params,
-            tokenizer,
-            vocab,
-            on_token,
-            &mut finished,
-        );
-        on_tokens(rows);
-        active = still;
+        let keep = taker.take(&mut active, &mut next);
         if active.is_empty() {
             break;
         }
@@ -700,7 +693,7 @@ fn generate_chunk(
         };
         next = read_step(logits, pick, params.logprobs, &uniforms)?;
     }
-    Ok(finished)
+    Ok(taker.finished)
 }
 
 impl Active {
@@ -717,55 +710,65 @@ fn select_rows(logits: Tensor<2>, rows: &[usize]) -> Tensor<2> {
     logits.select(0, idx)
 }
 
-/// One token for every row of `active` from `next` (drawn on the host from its logits, or as
-/// the device picked it): each row takes it, reports it, and ends at a stop or at its length
-/// (into `finished`). Returns the rows that go on, by their index in `active`, and them.
-#[allow(clippy::too_many_arguments)]
-fn advance(
-    active: Vec<Active>,
-    next: &mut Next,
-    sampler: &Sampler,
-    params: &SamplingParams,
-    tokenizer: Option<&Tokenizer>,
+/// What takes each step's tokens into the sequences: the sampling settings, the callbacks, and
+/// the completions finished so far.
+struct Taker<'a> {
+    sampler: Sampler,
+    params: &'a SamplingParams,
+    tokenizer: Option<&'a Tokenizer>,
     vocab: usize,
-    on_token: &mut dyn FnMut(usize, usize, u32),
-    finished: &mut Vec<Completion>,
-) -> (Vec<usize>, Vec<Active>) {
-    let mut keep = Vec::with_capacity(active.len());
-    let mut still = Vec::with_capacity(active.len());
-    for (row, mut seq) in active.into_iter().enumerate() {
-        let (token, logp) = match next {
-            Next::Logits(logits) => {
-                sampler.sample(&mut logits[row * vocab..(row + 1) * vocab], &mut seq.rng)
+    on_tokens: &'a mut dyn FnMut(usize),
+    on_token: &'a mut dyn FnMut(usize, usize, u32),
+    finished: Vec<Completion>,
+}
+
+impl Taker<'_> {
+    /// One token for every row of `active` from `next` (drawn on the host from its logits, or
+    /// as the device picked it): each row takes it, reports it, and ends at a stop or at its
+    /// length (into `finished`). The rows that go on stay in `active`; returns their indices
+    /// before.
+    fn take(&mut self, active: &mut Vec<Active>, next: &mut Next) -> Vec<usize> {
+        let (params, vocab) = (self.params, self.vocab);
+        let rows = active.len();
+        let mut keep = Vec::with_capacity(rows);
+        let mut still = Vec::with_capacity(rows);
+        for (row, mut seq) in std::mem::take(active).into_iter().enumerate() {
+            let (token, logp) = match next {
+                Next::Logits(logits) => {
+                    let logits = &mut logits[row * vocab..(row + 1) * vocab];
+                    self.sampler.sample(logits, &mut seq.rng)
+                }
+                Next::Picked { ids, logps } => (ids[row], logps.get(row).copied().unwrap_or(0.0)),
+            };
+            seq.tokens.push(token);
+            (self.on_token)(seq.prompt_index, seq.sample_index, token);
+            if params.logprobs {
+                seq.logprobs.push(logp);
             }
-            Next::Picked { ids, logps } => (ids[row], logps.get(row).copied().unwrap_or(0.0)),
-        };
-        seq.tokens.push(token);
-        on_token(seq.prompt_index, seq.sample_index, token);
-        if params.logprobs {
-            seq.logprobs.push(logp);
+            let (stop, text) = check_stop(&seq.tokens, params, self.tokenizer);
+            let at_length = seq.tokens.len() >= params.max_new_tokens;
+            if stop || at_length {
+                self.finished.push(Completion {
+                    prompt_index: seq.prompt_index,
+                    sample_index: seq.sample_index,
+                    text: text.unwrap_or_else(|| decode(self.tokenizer, &seq.tokens)),
+                    token_ids: std::mem::take(&mut seq.tokens),
+                    finish_reason: if stop {
+                        FinishReason::Stop
+                    } else {
+                        FinishReason::Length
+                    },
+                    logprobs: params.logprobs.then(|| std::mem::take(&mut seq.logprobs)),
+                });
+            } else {
+                keep.push(row);
+                still.push(seq);
+            }
         }
-        let (stop, text) = check_stop(&seq.tokens, params, tokenizer);
-        let at_length = seq.tokens.len() >= params.max_new_tokens;
-        if stop || at_length {
-            finished.push(Completion {
-                prompt_index: seq.prompt_index,
-                sample_index: seq.sample_index,
-                text: text.unwrap_or_else(|| decode(tokenizer, &seq.tokens)),
-                token_ids: std::mem::take(&mut seq.tokens),
-                finish_reason: if stop {
-                    FinishReason::Stop
-                } else {
-                    FinishReason::Length
-                },
-                logprobs: params.logprobs.then(|| std::mem::take(&mut seq.logprobs)),
-            });
-        } else {
-            keep.push(row);
-            still.push(seq);
-        }
+        (self.on_tokens)(rows);
+        *active = still;
+        keep
     }
-    (keep, still)
 }
 
 /// [`generate_chunk`]'s decode loop where the device picks the tokens and
@@ -778,23 +781,18 @@ fn advance(
 #[allow(clippy::too_many_arguments)]
 fn decode_ahead(
     model: &Model,
-    tokenizer: Option<&Tokenizer>,
     logits: Tensor<2>,
     mut active: Vec<Active>,
     mut cache: KvCache,
     pick: Pick,
-    params: &SamplingParams,
-    on_tokens: &mut dyn FnMut(usize),
-    on_token: &mut dyn FnMut(usize, usize, u32),
+    mut taker: Taker<'_>,
 ) -> Result<Vec<Completion>, GenerateError> {
+    let params = taker.params;
     let draws = |active: &mut [Active]| match pick.needs_uniforms() {
         true => uniforms(active),
         false => Vec::new(),
     };
-    let sampler = Sampler::new(params);
-    let vocab = model.config.vocab_size;
     let mut picked = pick_on_device(logits, pick, params.logprobs, &draws(&mut active))?;
-    let mut finished = Vec::new();
     loop {
         // This step's copies go into the device's queue before the next step's kernels.
         let read = picked.read_ahead();
@@ -812,20 +810,8 @@ fn decode_ahead(
             // Every row ends at its length with this step's token.
             false => None,
         };
-        let mut next = collect(read)?;
         let rows = active.len();
-        let (keep, still) = advance(
-            active,
-            &mut next,
-            &sampler,
-            params,
-            tokenizer,
-            vocab,
-            on_token,
-            &mut finished,
-        );
-        on_tokens(rows);
-        active = still;
+        let keep = taker.take(&mut active, &mut collect(read)?);
         let Some(ahead) = ahead.filter(|_| !active.is_empty()) else {
             break;
         };
@@ -837,7 +823,7 @@ fn decode_ahead(
             }
         };
     }
-    Ok(finished)
+    Ok(taker.finished)
 }
 
 /// The next uniform of each active sequence's stream, in row order: the one the host's draw
