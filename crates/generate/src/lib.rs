@@ -775,9 +775,9 @@ impl Taker<'_> {
 /// [`DecodeOverlap::Ahead`]: each step's picks feed the next step on the device, which is
 /// queued before the picks are read, so the device works on step t + 1 while the host reads
 /// step t's tokens, checks stops and streams them. Rows that ended at step t were computed
-/// once more in step t + 1 and are dropped after it; their extra draw came from their own
-/// streams, so every other row draws what the serial loop draws. `logits`: (rows, vocab),
-/// row k for `active[k]`.
+/// once more in step t + 1, and are dropped from the batch once a quarter of it has ended;
+/// their extra draw came from their own streams, so every other row draws what the serial
+/// loop draws. `logits`: (rows, vocab), row k for `active[k]`.
 #[allow(clippy::too_many_arguments)]
 fn decode_ahead(
     model: &Model,
@@ -788,39 +788,57 @@ fn decode_ahead(
     mut taker: Taker<'_>,
 ) -> Result<Vec<Completion>, GenerateError> {
     let params = taker.params;
-    let draws = |active: &mut [Active]| match pick.needs_uniforms() {
-        true => uniforms(active),
-        false => Vec::new(),
+    // Each running sequence's row in the device's batch. The rows of sequences that ended stay
+    // in the batch until a quarter of it has (compacting copies every layer's whole KV cache):
+    // they are computed and ignored.
+    let mut rows: Vec<usize> = (0..active.len()).collect();
+    // Each batch row's prompt length, whether its sequence runs or not.
+    let mut prompt_lens: Vec<usize> = active.iter().map(|a| a.prompt_len).collect();
+    // One uniform per batch row: each running sequence's next from its own stream.
+    let draws = |active: &mut [Active], rows: &[usize], batch: usize| {
+        let mut u = Vec::new();
+        if pick.needs_uniforms() {
+            u = vec![0.5; batch];
+            for (a, &row) in active.iter_mut().zip(rows) {
+                u[row] = a.rng.uniform();
+            }
+        }
+        u
     };
-    let mut picked = pick_on_device(logits, pick, params.logprobs, &draws(&mut active))?;
+    let uniforms = draws(&mut active, &rows, rows.len());
+    let mut picked = pick_on_device(logits, pick, params.logprobs, &uniforms)?;
     loop {
         // This step's copies go into the device's queue before the next step's kernels.
         let read = picked.read_ahead();
-        // Every row has made as many tokens: `made` with this step's.
+        let batch = prompt_lens.len();
+        // Every running sequence has made as many tokens: `made` with this step's.
         let made = active.first().map_or(0, |a| a.tokens.len()) + 1;
         let ahead = match made < params.max_new_tokens {
             true => {
-                let positions: Vec<u32> = (active.iter())
-                    .map(|a| (a.prompt_len + made - 1) as u32)
+                let positions: Vec<u32> = (prompt_lens.iter())
+                    .map(|&p| (p + made - 1) as u32)
                     .collect();
                 let logits = model.next_logits(picked.next_ids(), &positions, &mut cache)?;
-                let uniforms = draws(&mut active);
+                let uniforms = draws(&mut active, &rows, batch);
                 Some(pick_on_device(logits, pick, params.logprobs, &uniforms)?)
             }
-            // Every row ends at its length with this step's token.
+            // Every sequence ends at its length with this step's token.
             false => None,
         };
-        let rows = active.len();
-        let keep = taker.take(&mut active, &mut collect(read)?);
+        let keep = taker.take(&mut active, &mut collect(read)?.rows(&rows));
         let Some(ahead) = ahead.filter(|_| !active.is_empty()) else {
             break;
         };
-        picked = match keep.len() == rows {
-            true => ahead,
-            false => {
-                cache.select_rows(&keep);
-                ahead.select(&keep)
+        rows = keep.iter().map(|&k| rows[k]).collect();
+        picked = match (batch - rows.len()) * 4 >= batch {
+            true => {
+                cache.select_rows(&rows);
+                prompt_lens = rows.iter().map(|&r| prompt_lens[r]).collect();
+                let compacted = ahead.select(&rows);
+                rows = (0..rows.len()).collect();
+                compacted
             }
+            false => ahead,
         };
     }
     Ok(taker.finished)

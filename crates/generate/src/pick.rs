@@ -229,6 +229,27 @@ pub(crate) fn pick_on_device(
     })
 }
 
+impl Next {
+    /// Rows `rows` (in that order) of a step's picks; logits as they are.
+    pub(crate) fn rows(self, rows: &[usize]) -> Self {
+        match self {
+            Next::Picked { ids, logps }
+                if rows.iter().enumerate().any(|(i, &r)| i != r) || rows.len() != ids.len() =>
+            {
+                let pick = |v: &[f32]| rows.iter().map(|&r| v[r]).collect();
+                Next::Picked {
+                    ids: rows.iter().map(|&r| ids[r]).collect(),
+                    logps: match logps.is_empty() {
+                        true => logps,
+                        false => pick(&logps),
+                    },
+                }
+            }
+            next => next,
+        }
+    }
+}
+
 /// Read a step's (rows, vocab) logits back as `pick` says: whole, or the device's choice per
 /// row with, when `logprobs`, its log-prob under the unfiltered temperature-1 distribution.
 /// `uniforms` holds one uniform in [0, 1) per row for [`Pick::Draw`].

@@ -562,7 +562,8 @@ fn a_qwen3_model_decodes_padded_prompts_as_on_the_cpu() {
 
 /// Decoding with each step queued ahead of the last one's read gives the serial loop's tokens
 /// and log-probs where sequences end at different steps (stop strings and ids), for greedy
-/// decoding, plain and filtered draws.
+/// decoding, plain and filtered draws: three prompts, eight samples each, so that rows of
+/// ended sequences stay in the batch for some steps (until a quarter of it has ended).
 #[test]
 fn decoding_ahead_gives_the_serial_tokens() {
     let tok = Tokenizer::from_dir(&fixture()).unwrap();
@@ -589,7 +590,7 @@ fn decoding_ahead_gives_the_serial_tokens() {
                 ..Default::default()
             };
             let (out, _) =
-                reasonlab_generate::generate(&model, Some(&tok), &prompts, 3, &params, &mut |_| {})
+                reasonlab_generate::generate(&model, Some(&tok), &prompts, 8, &params, &mut |_| {})
                     .unwrap();
             out
         };
