@@ -21,12 +21,11 @@ mod sampler;
 
 use std::cell::Cell;
 
-use pick::{Next, Pick, collect, pick_on_device, read_step};
+use pick::{Next, Pick, collect, pick_on_device, read_step, row_index};
 pub use reasonlab_model::fused::DecodeOverlap;
 use std::time::Instant;
 
-use reasonlab_model::burn::tensor::TensorData;
-use reasonlab_model::tensor::{Int, Tensor};
+use reasonlab_model::tensor::Tensor;
 use reasonlab_model::{KvCache, Model, ModelError, PadSide, TokenBatch};
 use reasonlab_tokenize::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -705,8 +704,7 @@ impl Active {
 
 /// Rows `rows` of `logits` (in that order), on the device.
 fn select_rows(logits: Tensor<2>, rows: &[usize]) -> Tensor<2> {
-    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &logits.device());
+    let idx = row_index(rows, &logits.device());
     logits.select(0, idx)
 }
 
@@ -778,7 +776,6 @@ impl Taker<'_> {
 /// once more in step t + 1, and are dropped from the batch once a quarter of it has ended;
 /// their extra draw came from their own streams, so every other row draws what the serial
 /// loop draws. `logits`: (rows, vocab), row k for `active[k]`.
-#[allow(clippy::too_many_arguments)]
 fn decode_ahead(
     model: &Model,
     logits: Tensor<2>,

@@ -118,12 +118,13 @@ impl Picked {
 
     /// Rows `rows` (in that order) of the picks, on the device.
     pub(crate) fn select(self, rows: &[usize]) -> Self {
-        let device = match &self.ids {
-            DeviceIds::Float(t) => t.device(),
-            DeviceIds::Int(t) => t.device(),
-        };
-        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        let idx = row_index(
+            rows,
+            &match &self.ids {
+                DeviceIds::Float(t) => t.device(),
+                DeviceIds::Int(t) => t.device(),
+            },
+        );
         Self {
             ids: match self.ids {
                 DeviceIds::Float(t) => DeviceIds::Float(t.select(0, idx.clone())),
@@ -142,6 +143,12 @@ impl Picked {
         };
         fused::ReadAhead::new(std::iter::once(ids).chain(self.logps.clone()).collect())
     }
+}
+
+/// `rows` as an index tensor on `device`, for `select` along the rows.
+pub(crate) fn row_index(rows: &[usize], device: &Device) -> Tensor<1, Int> {
+    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), device)
 }
 
 /// The tokens of a [`Picked::read_ahead`], once read: ids and (possibly empty) log-probs.
@@ -233,19 +240,14 @@ impl Next {
     /// Rows `rows` (in that order) of a step's picks; logits as they are.
     pub(crate) fn rows(self, rows: &[usize]) -> Self {
         match self {
-            Next::Picked { ids, logps }
-                if rows.iter().enumerate().any(|(i, &r)| i != r) || rows.len() != ids.len() =>
-            {
-                let pick = |v: &[f32]| rows.iter().map(|&r| v[r]).collect();
-                Next::Picked {
-                    ids: rows.iter().map(|&r| ids[r]).collect(),
-                    logps: match logps.is_empty() {
-                        true => logps,
-                        false => pick(&logps),
-                    },
-                }
-            }
-            next => next,
+            Next::Picked { ids, logps } => Next::Picked {
+                ids: rows.iter().map(|&r| ids[r]).collect(),
+                logps: match logps.is_empty() {
+                    true => logps,
+                    false => rows.iter().map(|&r| logps[r]).collect(),
+                },
+            },
+            logits => logits,
         }
     }
 }

@@ -811,21 +811,17 @@ impl CausalLm {
     /// packed ones behind.
     pub fn pack_projections(mut self) -> Self {
         let plain = |l: &Linear| l.lora.is_none();
-        self.model.layers = std::mem::take(&mut self.model.layers)
-            .into_iter()
-            .map(|mut layer| {
-                let a = &mut layer.self_attn;
-                if a.qkv.is_none() && plain(&a.q_proj) && plain(&a.k_proj) && plain(&a.v_proj) {
-                    a.qkv = Some(pack(&mut [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj]));
-                }
-                let m = &mut layer.mlp;
-                let unbiased = m.gate_proj.bias.is_none() && m.up_proj.bias.is_none();
-                if m.gate_up.is_none() && unbiased && plain(&m.gate_proj) && plain(&m.up_proj) {
-                    m.gate_up = Some(pack(&mut [&mut m.gate_proj, &mut m.up_proj]));
-                }
-                layer
-            })
-            .collect();
+        for layer in &mut self.model.layers {
+            let a = &mut layer.self_attn;
+            if a.qkv.is_none() && plain(&a.q_proj) && plain(&a.k_proj) && plain(&a.v_proj) {
+                a.qkv = Some(pack(&mut [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj]));
+            }
+            let m = &mut layer.mlp;
+            let unbiased = m.gate_proj.bias.is_none() && m.up_proj.bias.is_none();
+            if m.gate_up.is_none() && unbiased && plain(&m.gate_proj) && plain(&m.up_proj) {
+                m.gate_up = Some(pack(&mut [&mut m.gate_proj, &mut m.up_proj]));
+            }
+        }
         self
     }
 

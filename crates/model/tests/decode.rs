@@ -2,9 +2,12 @@
 //! composed burn ops (taken on the autodiff device): without a cache on a padded batch, and
 //! through a KV cache — prefill of left-padded prompts, then decode steps — for Qwen2 (q/k/v
 //! bias, tied head), Qwen3 (q/k norm) and Llama (untied head), at a head dim the AVX-512
-//! attention takes (64) and one it leaves to the portable loop (12).
+//! attention takes (64) and one it leaves to the portable loop (12). Packed projections
+//! (`CausalLm::pack_projections`) keep the weights and the logits.
 
+use reasonlab_model::burn::tensor::FloatDType;
 use reasonlab_model::config::{Architecture, ModelConfig};
+use reasonlab_model::decoder::{CausalLm, cast_floats};
 use reasonlab_model::tensor::{Device, Tensor};
 use reasonlab_model::{KvCache, Model, PadSide, TokenBatch};
 
@@ -33,6 +36,25 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max)
+}
+
+/// The last logits of three left-padded `prompts` prefilled through a KV cache, then of five
+/// decode steps through it (ids 10, 20, 30 plus the step).
+fn cached_logits(m: &Model, prompts: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    let prefill = TokenBatch::pad(prompts, 0, PadSide::Left);
+    let mut cache = KvCache::default();
+    let mut out = vec![values(m.last_logits(&prefill, Some(&mut cache)).unwrap())];
+    for step in 0..5u32 {
+        let batch = TokenBatch {
+            ids: vec![10 + step, 20 + step, 30 + step],
+            positions: prompts.iter().map(|p| p.len() as u32 + step).collect(),
+            padding: vec![false; 3],
+            b: 3,
+            t: 1,
+        };
+        out.push(values(m.last_logits(&batch, Some(&mut cache)).unwrap()));
+    }
+    out
 }
 
 fn check(config: ModelConfig) {
@@ -81,22 +103,7 @@ fn check_with(config: ModelConfig, prompts: &[Vec<u32>]) {
     );
 
     // Left-padded prompts through the cache, then decode steps feeding the same tokens.
-    let prefill = TokenBatch::pad(prompts, 0, PadSide::Left);
-    let run = |m: &Model| {
-        let mut cache = KvCache::default();
-        let mut out = vec![values(m.last_logits(&prefill, Some(&mut cache)).unwrap())];
-        for step in 0..5u32 {
-            let batch = TokenBatch {
-                ids: vec![10 + step, 20 + step, 30 + step],
-                positions: prompts.iter().map(|p| p.len() as u32 + step).collect(),
-                padding: vec![false; 3],
-                b: 3,
-                t: 1,
-            };
-            out.push(values(m.last_logits(&batch, Some(&mut cache)).unwrap()));
-        }
-        out
-    };
+    let run = |m: &Model| cached_logits(m, prompts);
     for (step, (a, b)) in run(&fast).iter().zip(run(&composed)).enumerate() {
         assert!(
             worst(a, &b) < 1e-4,
@@ -464,4 +471,78 @@ fn a_limited_cache_grows_no_further_than_its_limit() {
         assert_eq!(*unlimited.iter().max().unwrap(), 128, "{unlimited:?}");
         assert_eq!(last, unlimited_last);
     }
+}
+
+/// Whether every layer of `net` runs packed projections.
+fn is_packed(net: &CausalLm) -> bool {
+    net.model
+        .layers
+        .iter()
+        .all(|l| l.self_attn.qkv.is_some() && l.mlp.gate_up.is_some())
+}
+
+/// Logits of a padded batch without a cache, then [`cached_logits`].
+fn packed_test_logits(m: &Model) -> Vec<Vec<f32>> {
+    let batch = TokenBatch::pad(&[vec![1, 5, 9, 3, 7, 11], vec![2, 4, 6]], 0, PadSide::Right);
+    let l = m.logits(&batch, None).unwrap();
+    let [b, t, v] = l.dims();
+    let prompts = [vec![3, 1, 4, 1, 5, 9, 2], vec![6, 5], vec![3, 5, 8, 9]];
+    let mut out = vec![values(l.reshape([b * t, v]))];
+    out.extend(cached_logits(m, &prompts));
+    out
+}
+
+/// The packing tests' model: head dim 16, the head tied but for Llama.
+fn packed_config(architecture: Architecture) -> ModelConfig {
+    config(architecture, 16, architecture != Architecture::Llama)
+}
+
+#[test]
+fn packed_projections_keep_the_weights_and_the_logits() {
+    let device = Device::flex().autodiff();
+    for architecture in [
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::Llama,
+    ] {
+        let plain = Model::random(packed_config(architecture), 3, &device);
+        let mut packed = plain.clone();
+        packed.net = packed.net.pack_projections();
+        assert!(is_packed(&packed.net), "{architecture:?}: not packed");
+        // The layers' own weights are now columns of the packed matrices, with their values.
+        let (a, b) = (plain.hf_tensors().unwrap(), packed.hf_tensors().unwrap());
+        assert_eq!(a.len(), b.len());
+        for (name, (shape, v)) in &a {
+            let (packed_shape, w) = &b[name];
+            assert_eq!(shape, packed_shape, "{architecture:?} {name}");
+            assert_eq!(v, w, "{architecture:?} {name} changed when packed");
+        }
+        let (a, b) = (packed_test_logits(&plain), packed_test_logits(&packed));
+        assert!(a[0].iter().any(|x| x.abs() > 1e-3), "trivial logits");
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            let diff = worst(x, y);
+            assert!(
+                diff < 1e-5,
+                "{architecture:?}: pass {step} differs by {diff} when packed"
+            );
+        }
+    }
+}
+
+#[test]
+fn packing_is_for_gpu_inference_and_undone_by_a_cast() {
+    let config = packed_config(Architecture::Qwen2);
+    // On flex, whose fused kernels read the separate weights, and on an autodiff device, the
+    // model stays as it is.
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let m = Model::random(config.clone(), 3, &device).pack_projections();
+        assert!(!is_packed(&m.net));
+    }
+    // A cast maps the weights to new tensors: no packed copy of the old ones is left behind.
+    let net = Model::random(config, 3, &Device::flex().autodiff())
+        .net
+        .pack_projections();
+    assert!(is_packed(&net));
+    assert!(!is_packed(&cast_floats(net.clone(), FloatDType::F32)));
+    assert!(!is_packed(&net.unpacked()));
 }

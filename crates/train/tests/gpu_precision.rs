@@ -82,22 +82,26 @@ fn a_reduced_precision_model_stays_close_to_f32() {
     // summation order.
     // The packed matrices are new memory; the layers' weights become views into them, not
     // copies (this file's one test has the device to itself, so the pool's count is ours).
-    let in_use = || device.memory_pool_usage().map(|u| u.bytes_in_use);
+    let in_use = || {
+        let usage = device.memory_pool_usage();
+        usage
+            .expect("the GPU's memory pool keeps count")
+            .bytes_in_use
+    };
     let before = in_use();
     let packed = reduced.clone().pack_projections();
     assert!(packed.net.model.layers[0].self_attn.qkv.is_some());
-    if let (Some(before), Some(after)) = (before, in_use()) {
-        let c = &packed.config;
-        let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let per_layer = c.hidden_size * ((h + 2 * kv) * d + 2 * c.intermediate_size);
-        let packed_bytes = (c.num_hidden_layers * per_layer * expected.size()) as u64;
-        let grown = after.saturating_sub(before);
-        eprintln!("packing took {grown} bytes for {packed_bytes} bytes of packed weights");
-        assert!(
-            grown < packed_bytes + packed_bytes / 2,
-            "packing took {grown} bytes for {packed_bytes} bytes of packed weights: copies?"
-        );
-    }
+    let after = in_use();
+    let c = &packed.config;
+    let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    let per_layer = c.hidden_size * ((h + 2 * kv) * d + 2 * c.intermediate_size);
+    let packed_bytes = (c.num_hidden_layers * per_layer * expected.size()) as u64;
+    let grown = after.saturating_sub(before);
+    eprintln!("packing took {grown} bytes for {packed_bytes} bytes of packed weights");
+    assert!(
+        grown < packed_bytes + packed_bytes / 2,
+        "packing took {grown} bytes for {packed_bytes} bytes of packed weights: copies?"
+    );
     let repacked = max_abs_diff(&b, &masked_logprobs(&packed, &batch));
     eprintln!("{precision}: packed against separate projections: {repacked:.2e}");
     assert!(

@@ -1110,9 +1110,11 @@ env_choice!(DecodeSplit, "REASONLAB_GPU_DECODE_SPLIT", { "auto" => Auto, "never"
 #[serde(rename_all = "lowercase")]
 pub enum DecodeOverlap {
     /// Ahead (the default): the tokens a step picked on the device feed the next step there,
-    /// queued behind it, while the host reads them, checks stops and streams text; a sequence
-    /// that ended is dropped one step later (vLLM's async scheduling, SGLang's overlap
-    /// scheduler). The same tokens as [`DecodeOverlap::Off`].
+    /// queued behind it, while the host reads them, checks stops and streams text; the rows
+    /// of ended sequences leave the batch once a quarter of it has ended (vLLM's async
+    /// scheduling, SGLang's overlap scheduler). The same draws as [`DecodeOverlap::Off`],
+    /// each row's logits differing at most where a kernel's choice follows the batch's row
+    /// count.
     Ahead,
     /// Off: each step's tokens are read before the next step is built, to measure what
     /// overlapping gains.
@@ -1531,6 +1533,16 @@ pub enum DecodeMask {
     Starts(Tensor<1>),
 }
 
+impl From<Option<Tensor<3>>> for DecodeMask {
+    /// (b, 1, s) additive values, or none.
+    fn from(bias: Option<Tensor<3>>) -> Self {
+        match bias {
+            Some(m) => DecodeMask::Additive(m),
+            None => DecodeMask::None,
+        }
+    }
+}
+
 impl DecodeMask {
     /// The mask as (b, 1, s) additive values (`s` keys per row), `None` when nothing is masked.
     pub fn additive(self, s: usize) -> Option<Tensor<3>> {
@@ -1809,11 +1821,7 @@ pub fn attention(
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if t == 1 && fuses_decode_attention(&q, &k) {
-        let mask = match bias {
-            Some(m) => DecodeMask::Additive(m),
-            None => DecodeMask::None,
-        };
-        return super::gpu::decode_attention(q, k, v, mask, None);
+        return super::gpu::decode_attention(q, k, v, bias.into(), None);
     }
     #[cfg(feature = "gpu-kernels")]
     if fuses_flash_attention(&q, &k) {
