@@ -6,7 +6,7 @@
 //! (`Qwen2Attention`, `LlamaAttention`): RoPE on q and k (rotate-half form), grouped-query
 //! attention, softmax in f32, additive mask.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use reasonlab_core::rng::SplitMix64;
@@ -834,6 +834,38 @@ impl CausalLm {
             layer.mlp.gate_up = None;
         }
         self
+    }
+
+    /// A network of no layers whose two weights are never made (they would be empty if
+    /// read): what [`crate::Model::map_net`] leaves in place of the network it hands on, at
+    /// no cost on any device.
+    pub(crate) fn vacant(device: &Device) -> Self {
+        let matrix = Param::uninitialized(
+            ParamId::new(),
+            |device: &Device, _| Tensor::<2>::empty([0, 0], device),
+            device.clone(),
+            false,
+            [0, 0].into(),
+        );
+        let vector = Param::uninitialized(
+            ParamId::new(),
+            |device: &Device, _| Tensor::<1>::empty([0], device),
+            device.clone(),
+            false,
+            [0].into(),
+        );
+        Self {
+            model: Backbone {
+                embed_tokens: matrix,
+                layers: Vec::new(),
+                norm: RmsNorm {
+                    weight: vector,
+                    eps: 0.0,
+                },
+            },
+            lm_head: None,
+            score: None,
+        }
     }
 
     /// Token ids (b * t, row-major) → embeddings (b, t, hidden).

@@ -1170,6 +1170,14 @@ impl Model {
         }
     }
 
+    /// Replace the network by `f(network)`, handing `f` the only handles on its weights: an
+    /// optimiser's step then updates each parameter in place, where a clone of the network
+    /// held here would make it copy every one first.
+    pub fn map_net(&mut self, f: impl FnOnce(CausalLm) -> CausalLm) {
+        let net = std::mem::replace(&mut self.net, CausalLm::vacant(&self.device));
+        self.net = f(net);
+    }
+
     /// A copy for another worker thread: same weights (shared, not copied), same parameter ids,
     /// but fresh autodiff leaves, so its backward pass runs in a graph of its own instead of
     /// merging into (and serialising behind) the original's. Gradients of the copy, keyed by

@@ -186,8 +186,7 @@ pub fn apply_gradients(
     grads: Option<GradientsParams>,
 ) {
     if let Some(grads) = grads {
-        let net = model.net.clone();
-        model.net = optim.step_params(lr, net, grads);
+        model.map_net(|net| optim.step_params(lr, net, grads));
     }
 }
 

@@ -208,6 +208,49 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
     assert!(diff / norm < 1e-3, "GPU update differs: {diff} of {norm}");
 }
 
+/// `f()`, and how many buffers the GPU kernels that write in place had to copy meanwhile
+/// because something else held them (their debug events, on this thread).
+fn copies_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == reasonlab_model::fused::COPY_EVENTS {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Count(count.clone()));
+    let out = tracing::subscriber::with_default(subscriber, f);
+    (out, count.load(Ordering::Relaxed))
+}
+
+#[test]
+fn an_optimiser_step_updates_the_weights_in_place() {
+    let device = gpu(true);
+    let batch = ragged_batch();
+    let mut optim = AdamW::new(AdamWSettings::default());
+    let model = Model::load(&fixture(), &device).unwrap();
+    let weights = model.hf_tensors().unwrap().len();
+    // AdamW's kernel writes each weight and its two moments in place: nothing else holds them
+    // while the step runs, so nothing is copied.
+    let ((model, loss), copies) =
+        copies_during(|| reasonlab_train::lm_train_step(model, &batch, &mut optim, 1e-3).unwrap());
+    assert!(loss.is_finite());
+    assert_eq!(copies, 0, "a step copied {copies} buffers");
+    // The count sees copies: a clone of the network held across the next step shares every
+    // weight (not the moments, which only the optimiser holds), so each is copied once.
+    let held = model.net.clone();
+    let (_, copies) =
+        copies_during(|| reasonlab_train::lm_train_step(model, &batch, &mut optim, 1e-3).unwrap());
+    assert_eq!(copies, weights, "with the weights held elsewhere");
+    drop(held);
+}
+
 /// The first of bf16, f16 that `device` trains in with mixed precision.
 fn mixed_precision(device: &Device) -> Precision {
     let precision = [Precision::Bf16, Precision::F16]
@@ -693,7 +736,15 @@ fn grpo_step(precision: Precision) {
         .unwrap();
     let before = policy.hf_tensors().unwrap();
     let mut trainer = GrpoTrainer::new(s, policy, &tok, &rewards).unwrap();
-    let (metrics, rollouts) = trainer.step(&tasks).unwrap();
+    let ((metrics, rollouts), copies) = copies_during(|| trainer.step(&tasks).unwrap());
+    // The optimiser writes the weights in place. An f32 reference shares them until this
+    // first update, which therefore copies each once; the rollouts' actor is let go of first.
+    let shared = if precision == Precision::F32 {
+        before.len()
+    } else {
+        0
+    };
+    assert_eq!(copies, shared, "the first step's copies");
     assert_eq!(rollouts.len(), 8);
     assert!(metrics.loss.is_finite(), "{metrics:?}");
     let after = trainer.policy().hf_tensors().unwrap();
@@ -702,6 +753,8 @@ fn grpo_step(precision: Precision) {
         .filter(|(name, (_, v))| after[*name].1 != *v)
         .count();
     assert!(moved > 0, "the GRPO step changed no weight");
+    let (_, copies) = copies_during(|| trainer.step(&tasks).unwrap());
+    assert_eq!(copies, 0, "the second step's copies");
     // Rollouts and the reference run on a copy in the compute type; the policy stays f32.
     let actor = trainer.policy().inference_copy();
     assert_eq!(actor.net.model.embed_tokens.val().dtype(), dtype(precision));

@@ -1364,6 +1364,11 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     composed::rms_norm(x, weight, eps)
 }
 
+/// The target of the debug event a GPU kernel that writes in place ([`adamw`],
+/// [`append_kv`]) logs when it has to copy its buffer first because something else still holds
+/// it: a weight an optimiser step copies, a KV cache a decode step copies.
+pub const COPY_EVENTS: &str = "reasonlab_model::gpu::copies";
+
 /// The scalars of one AdamW step ([`adamw`]), each in f32 as burn's scalar ops convert them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWScalars {

@@ -56,7 +56,7 @@ use cube::{
 use cubecl::prelude::{CubeCount, CubeDim};
 
 pub use super::fused::AdamWScalars;
-use super::fused::{DecodeKernel, DecodeSplit};
+use super::fused::{self, DecodeKernel, DecodeSplit};
 
 /// The decoder's elementwise and row ops fused into one kernel each on burn's cubecl
 /// backends; differentiable through [`GpuGrads`].
@@ -1671,13 +1671,21 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
 }
 
 /// `t` as a contiguous tensor a kernel may write in place: itself where nothing else holds its
-/// buffer (as burn's `slice_assign` decides), else a copy.
+/// buffer (as burn's `slice_assign` decides), else a copy, announced by a debug event with
+/// the target [`fused::COPY_EVENTS`] (a weight copied by every optimiser step, a KV cache by every
+/// decode step, is memory traffic a caller can avoid by letting go of its handle).
 fn writable(t: CubeTensor) -> CubeTensor {
     if !t.is_contiguous() {
         into_contiguous(t)
     } else if t.can_mut() {
         t
     } else {
+        let bytes = t.meta.shape().num_elements() * t.dtype.size();
+        tracing::debug!(
+            target: fused::COPY_EVENTS,
+            bytes,
+            "a kernel that writes in place copies a buffer held elsewhere"
+        );
         t.copy()
     }
 }
