@@ -586,22 +586,35 @@ fn fused_kernels_have_the_composed_gradients() {
             }
         };
 
-        // RMSNorm: x (4, 3, 300) and its weight.
-        let (x, w) = (values(3600, 11, 3.0), values(300, 12, 1.5));
-        let run = |fused_path: bool| {
-            let xt = input(&x, [4, 3, 300], dtype, &device);
-            let wt = input(&w, [300], dtype, &device);
-            let y = match fused_path {
-                true => fused::rms_norm(xt.clone(), wt.clone(), 1e-6),
-                false => composed::rms_norm(xt.clone(), wt.clone(), 1e-6),
+        // RMSNorm: x and its weight, the weight trained or frozen (LoRA). The kernel sums the
+        // weight's gradient over blocks of 8 rows: 12 rows of 300 (two columns a unit, the
+        // last block short) and 37 of 64 (one column a unit).
+        for (shape, trained) in [
+            ([4, 3, 300], true),
+            ([1, 37, 64], true),
+            ([4, 3, 300], false),
+        ] {
+            let [_, _, d] = shape;
+            let (x, w) = (values(shape.iter().product(), 11, 3.0), values(d, 12, 1.5));
+            let run = |fused_path: bool| {
+                let xt = input(&x, shape, dtype, &device);
+                let wt = match trained {
+                    true => input(&w, [d], dtype, &device),
+                    false => tensor(w.clone(), [d], dtype, &device),
+                };
+                let y = match fused_path {
+                    true => fused::rms_norm(xt.clone(), wt.clone(), 1e-6),
+                    false => composed::rms_norm(xt.clone(), wt.clone(), 1e-6),
+                };
+                let grads = loss(y).backward();
+                let mut out = vec![read(xt.grad(&grads).unwrap())];
+                out.extend(wt.grad(&grads).map(read));
+                out
             };
-            let grads = loss(y).backward();
-            vec![
-                read(xt.grad(&grads).unwrap()),
-                read(wt.grad(&grads).unwrap()),
-            ]
-        };
-        check("rms_norm", run(true), run(false));
+            let (fused_grads, composed_grads) = (run(true), run(false));
+            assert_eq!(fused_grads.len(), 1 + trained as usize);
+            check(&format!("rms_norm {shape:?}"), fused_grads, composed_grads);
+        }
 
         // Softmax with a causal mask over grouped-query heads, and without one.
         let (b, kv, m, t, s) = (2, 2, 4, 2, 37);

@@ -179,15 +179,20 @@ pub trait GpuGrads: Backend {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-    /// RMSNorm's backward for `x`, in f32, in `x`'s type: with `g = w ⊙ dy` and
-    /// `r = sqrt(mean(x²) + eps)` per row, `dx = g / r − x · Σ(g ⊙ x) / (d · r³)`.
-    #[fusion(dtype = x, shape = x)]
+    /// RMSNorm's backward in one kernel: the gradient for `x`, in f32, in `x`'s type: with
+    /// `g = w ⊙ dy` and `r = sqrt(mean(x²) + eps)` per row, `dx = g / r − x · Σ(g ⊙ x) /
+    /// (d · r³)`; and, when `weight_grad`, the weight's gradient in parts: (⌈rows /
+    /// [`NORM_ROWS_PER_CUBE`]⌉, d) f32, each row `Σ dy ⊙ x̂` over a block of that many rows
+    /// (x̂ the normalised `x` rounded to its type, as the forward multiplies it), whose sum
+    /// over the blocks is the gradient (else one unwritten element).
+    #[fusion(meta = |x, _weight, _dy, _eps, weight_grad| (x.clone(), norm_parts_spec(x, weight_grad)))]
     fn rms_norm_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         eps: f64,
-    ) -> FloatTensor<Self>;
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// [`GpuOps::attention`] and each query row's softmax statistics, which its backward pass
     /// needs: (b·kv·m, 2) f32, the row's largest score `M` and `ln Σ exp(score − M)` (kept
     /// apart, not as their sum: a row whose every key is masked has `M` ≈ −1e30, which would
@@ -251,6 +256,27 @@ fn rows_spec(
     };
     burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
 }
+
+/// The spec of [`GpuOps::rms_norm_backward`]'s weight-gradient parts, for burn's fusion.
+#[cfg(feature = "fusion")]
+fn norm_parts_spec(
+    x: &burn::backend::fusion::custom::TensorSpec,
+    weight_grad: &bool,
+) -> burn::backend::fusion::custom::TensorSpec {
+    let d = x.shape[x.shape.num_dims() - 1];
+    let rows = x.shape.num_elements() / d.max(1);
+    let shape = match weight_grad {
+        true => Shape::new([rows.div_ceil(NORM_ROWS_PER_CUBE), d]),
+        false => Shape::new([1]),
+    };
+    burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
+}
+
+/// Rows of `x` per cube of RMSNorm's backward kernel when it also sums the weight's gradient:
+/// each cube adds up its rows' `dy ⊙ x̂` per column in registers and writes one row of parts,
+/// so the (rows, d) products never reach device memory, while a batch of 8 × 512 tokens still
+/// runs 512 cubes.
+pub const NORM_ROWS_PER_CUBE: usize = 8;
 
 /// Kernels without a backward pass, routed only for tensors without autodiff: inference
 /// (decoding, drawing, the KV cache) and the optimiser's step.
@@ -522,7 +548,8 @@ impl GpuGrads for CubeBackend {
         weight: CubeTensor,
         dy: CubeTensor,
         eps: f64,
-    ) -> CubeTensor {
+        weight_grad: bool,
+    ) -> (CubeTensor, CubeTensor) {
         let (x, weight, dy) = (
             into_contiguous(x),
             into_contiguous(weight),
@@ -531,25 +558,41 @@ impl GpuGrads for CubeBackend {
         let (rows, d) = row_layout(&x);
         let out = like(&x);
         let units = row_units(d);
+        let per_cube = if weight_grad { NORM_ROWS_PER_CUBE } else { 1 };
+        let cubes = rows.div_ceil(per_cube);
+        let parts_shape = match weight_grad {
+            true => Shape::new([cubes, d]),
+            false => Shape::new([1]),
+        };
+        let parts = empty_device_contiguous_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            parts_shape,
+            burn::tensor::DType::F32,
+        );
         rms_norm_backward_kernel::launch(
             &x.client,
-            grid(rows),
+            grid(cubes),
             CubeDim::new_1d(units as u32),
             x.clone().into_tensor_arg(),
             weight.clone().into_tensor_arg(),
             dy.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            parts.clone().into_tensor_arg(),
             rows,
             d,
             eps as f32,
             units,
+            per_cube,
+            d.div_ceil(units),
+            weight_grad,
             [
                 dtype_to_storage_type(x.dtype),
                 dtype_to_storage_type(weight.dtype),
                 dtype_to_storage_type(dy.dtype),
             ],
         );
-        out
+        (out, parts)
     }
 
     fn token_logprobs_with_stats(
@@ -1448,24 +1491,21 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
                 let dy = grads.consume::<B>(&ops.node);
                 let (x, w) = ops.state;
                 let [px, pw] = ops.parents;
+                let shape = w.shape();
+                let dtype = w.dtype();
+                let (dx, parts) = B::rms_norm_backward(x, w, dy, self.0, pw.is_some());
                 if pw.is_some() {
                     // dw = Σ over rows of dy ⊙ x̂, x̂ the normalised x in its type (the
-                    // forward's `weight * x̂.to(dtype)`): x̂ is the fused forward with unit weights.
-                    let shape = w.shape();
-                    let d = shape[0];
-                    let ones = B::float_ones(shape.clone(), &w.device(), w.dtype().into());
-                    let x_hat = B::rms_norm(x.clone(), ones, self.0);
-                    let rows = x_hat.shape().num_elements() / d.max(1);
-                    let prod = B::float_reshape(B::float_mul(dy.clone(), x_hat), [rows, d].into());
-                    let dw = B::float_reshape(B::float_sum_dim(prod, 0), shape);
-                    // In the weight's type (x̂ and dy are in x's).
-                    let dw = match dw.dtype() == w.dtype() {
+                    // forward's `weight * x̂.to(dtype)`), summed in f32: the kernel's parts,
+                    // one per block of rows, summed here, in the weight's type.
+                    let dw = B::float_reshape(B::float_sum_dim(parts, 0), shape);
+                    let dw = match dw.dtype() == dtype {
                         true => dw,
-                        false => B::float_cast(dw, w.dtype().into()),
+                        false => B::float_cast(dw, dtype.into()),
                     };
                     register!(grads, pw, dw);
                 }
-                register!(grads, px, B::rms_norm_backward(x, w, dy, self.0));
+                register!(grads, px, dx);
             }
         }
 
@@ -2184,8 +2224,12 @@ mod cube {
         }
     }
 
-    /// One cube per row of `x` (rows, d): RMSNorm's gradient for `x` in f32, with
-    /// `g = weight ⊙ dy` and `r = sqrt(mean(x²) + eps)`: `g / r − x · Σ(g ⊙ x) / (d · r³)`.
+    /// RMSNorm's gradient for `x` (rows, d) in f32, with `g = weight ⊙ dy` and
+    /// `r = sqrt(mean(x²) + eps)`: `g / r − x · Σ(g ⊙ x) / (d · r³)`, a cube per
+    /// `rows_per_cube` rows taken one after another. With `weight_grad`, each unit also adds
+    /// up `dy ⊙ x̂` (x̂ = x / r rounded to `x`'s type, as the forward multiplies it) over the
+    /// cube's rows for its `per` columns (`unit`, `unit + units`, …) and writes the sums as the
+    /// cube's row of `parts` (cubes, d).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn rms_norm_backward_kernel<F: Float, G: Float, H: Float>(
@@ -2193,36 +2237,68 @@ mod cube {
         weight: &Tensor<G>,
         dy: &Tensor<H>,
         out: &mut Tensor<F>,
+        parts: &mut Tensor<f32>,
         rows: usize,
         d: usize,
         eps: f32,
         #[comptime] units: usize,
+        #[comptime] rows_per_cube: usize,
+        #[comptime] per: usize,
+        #[comptime] weight_grad: bool,
         #[define(F, G, H)] _dtypes: [ElemType; 3],
     ) {
-        let row = CUBE_POS;
-        if row >= rows {
+        let first = CUBE_POS * rows_per_cube;
+        if first >= rows {
             terminate!();
         }
-        let start = row * d;
         let unit = UNIT_POS_X as usize;
-        let mut squares = f32::new(0.0);
-        let mut dot = f32::new(0.0);
-        let mut i = unit;
-        while i < d {
-            let v = f32::cast_from(x[start + i]);
-            squares += v * v;
-            dot += v * f32::cast_from(weight[i]) * f32::cast_from(dy[start + i]);
-            i += units;
+        let mut acc = Array::<f32>::new(per);
+        if weight_grad {
+            for c in 0..per {
+                acc[c] = f32::new(0.0);
+            }
         }
-        let r = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
-        let dot = cube_sum(dot, units);
-        let k = dot / (f32::cast_from(d) * r * r * r);
-        let mut i = unit;
-        while i < d {
-            let g = f32::cast_from(weight[i]) * f32::cast_from(dy[start + i]);
-            let v = g / r - f32::cast_from(x[start + i]) * k;
-            out[start + i] = F::cast_from(v);
-            i += units;
+        let end = usize::min(first + rows_per_cube, rows);
+        let mut row = first;
+        while row < end {
+            let start = row * d;
+            let mut squares = f32::new(0.0);
+            let mut dot = f32::new(0.0);
+            let mut i = unit;
+            while i < d {
+                let v = f32::cast_from(x[start + i]);
+                squares += v * v;
+                dot += v * f32::cast_from(weight[i]) * f32::cast_from(dy[start + i]);
+                i += units;
+            }
+            let r = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
+            let dot = cube_sum(dot, units);
+            let k = dot / (f32::cast_from(d) * r * r * r);
+            let mut i = unit;
+            let mut c = 0usize;
+            while i < d {
+                let xi = f32::cast_from(x[start + i]);
+                let dyi = f32::cast_from(dy[start + i]);
+                let v = f32::cast_from(weight[i]) * dyi / r - xi * k;
+                out[start + i] = F::cast_from(v);
+                if weight_grad {
+                    let x_hat = f32::cast_from(F::cast_from(xi / r));
+                    acc[c] += dyi * x_hat;
+                }
+                i += units;
+                c += 1;
+            }
+            row += 1;
+        }
+        if weight_grad {
+            let base = CUBE_POS * d;
+            let mut i = unit;
+            let mut c = 0usize;
+            while i < d {
+                parts[base + i] = acc[c];
+                i += units;
+                c += 1;
+            }
         }
     }
 
