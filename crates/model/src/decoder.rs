@@ -689,7 +689,7 @@ pub struct DecoderLayer {
     pub post_attention_layernorm: RmsNorm,
 }
 
-/// The residual stream between blocks: its sum, or (on the GPU backends, at inference) a
+/// The residual stream between blocks: its sum, or (on the GPU backends) a
 /// residual and an update not yet added to it, which the next norm adds in its own kernel
 /// ([`crate::fused::add_rms_norm`]).
 pub struct Stream {

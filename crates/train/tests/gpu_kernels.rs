@@ -142,24 +142,35 @@ fn fused_add_rms_norm_matches_the_composed_ops() {
                 values(rows * d, 22, 3.0),
                 values(d, 23, 1.5),
             );
-            let x = tensor(x, [rows, d], dtype, &device);
+            let xt = tensor(x.clone(), [rows, d], dtype, &device);
             let r = tensor(r, [rows, d], dtype, &device);
             let w = tensor(w, [d], dtype, &device);
-            let (sum, normed) = fused::add_rms_norm(x.clone(), r.clone(), w.clone(), 1e-6);
-            assert_eq!((sum.dtype(), normed.dtype()), (dtype, dtype));
-            let sum_c = x + r;
-            let normed_c = composed::rms_norm(sum_c.clone(), w, 1e-6);
-            close(
-                &format!("add {dtype:?} ({rows}, {d})"),
-                &read(sum),
-                &read(sum_c),
-                tol,
-            );
-            close(
-                &format!("add + rms_norm {dtype:?} ({rows}, {d})"),
-                &read(normed),
-                &read(normed_c),
-                tol,
+            let sum_c = xt.clone() + r.clone();
+            let normed_c = composed::rms_norm(sum_c.clone(), w.clone(), 1e-6);
+            // `x` held elsewhere (the sum in a buffer of its own), and held by nobody (the sum
+            // written over it); `xt` keeps its values either way.
+            let fresh = tensor(x, [rows, d], dtype, &device);
+            for (how, x) in [("held", xt.clone()), ("in place", fresh)] {
+                let (sum, normed) = fused::add_rms_norm(x, r.clone(), w.clone(), 1e-6);
+                assert_eq!((sum.dtype(), normed.dtype()), (dtype, dtype));
+                let what = format!("{dtype:?} ({rows}, {d}), {how}");
+                close(
+                    &format!("add {what}"),
+                    &read(sum),
+                    &read(sum_c.clone()),
+                    tol,
+                );
+                let normed_c = read(normed_c.clone());
+                close(
+                    &format!("add + rms_norm {what}"),
+                    &read(normed),
+                    &normed_c,
+                    tol,
+                );
+            }
+            assert_eq!(
+                read(xt),
+                read(tensor(values(rows * d, 21, 3.0), [rows, d], dtype, &device))
             );
         }
     }
@@ -615,6 +626,33 @@ fn fused_kernels_have_the_composed_gradients() {
             assert_eq!(fused_grads.len(), 1 + trained as usize);
             check(&format!("rms_norm {shape:?}"), fused_grads, composed_grads);
         }
+
+        // The residual add fused into the norm after it: x, the residual and the weight,
+        // through both outputs (the sum goes on as the next residual).
+        let (x, r, w) = (
+            values(3600, 16, 3.0),
+            values(3600, 17, 3.0),
+            values(300, 18, 1.5),
+        );
+        let run = |fused_path: bool| {
+            let xt = input(&x, [4, 3, 300], dtype, &device);
+            let rt = input(&r, [4, 3, 300], dtype, &device);
+            let wt = input(&w, [300], dtype, &device);
+            let (sum, normed) = match fused_path {
+                true => fused::add_rms_norm(xt.clone(), rt.clone(), wt.clone(), 1e-6),
+                false => {
+                    let sum = xt.clone() + rt.clone();
+                    (sum.clone(), composed::rms_norm(sum, wt.clone(), 1e-6))
+                }
+            };
+            let grads = (loss(normed) + loss(sum.mul_scalar(0.5))).backward();
+            vec![
+                read(xt.grad(&grads).unwrap()),
+                read(rt.grad(&grads).unwrap()),
+                read(wt.grad(&grads).unwrap()),
+            ]
+        };
+        check("add + rms_norm", run(true), run(false));
 
         // Softmax with a causal mask over grouped-query heads, and without one.
         let (b, kv, m, t, s) = (2, 2, 4, 2, 37);

@@ -1445,10 +1445,11 @@ pub fn append_kv(
     composed::append_kv(k_cache, v_cache, step, len)
 }
 
-/// Whether [`add_rms_norm`] is one kernel for tensors on `device`: inference (no autodiff) on
-/// a GPU backend with [`GpuKernels::Fused`].
+/// Whether [`add_rms_norm`] is one kernel for tensors on `device`: a GPU backend with
+/// [`GpuKernels::Fused`], at inference and in training (where its backward pass is the norm's
+/// kernel, the add's gradient passing through).
 pub fn fuses_add_rms_norm(device: &Device) -> bool {
-    gpu_fused(std::slice::from_ref(device)) && !device.is_autodiff()
+    gpu_fused(std::slice::from_ref(device))
 }
 
 /// The residual stream's add and the next RMSNorm: `(x + residual, rms_norm(x + residual))`

@@ -77,6 +77,17 @@ pub trait GpuOps: Backend {
     /// `weight` (last dim, in `x`'s type).
     #[fusion(dtype = x, shape = x)]
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// The residual stream's add and the next RMSNorm in one kernel: `(x + residual,
+    /// rms_norm(x + residual) · weight)`, the sum in `x`'s type (as the composed add rounds
+    /// it), the norm as [`GpuOps::rms_norm`]; `x`, `residual` of one shape. Under autodiff the
+    /// sum and the norm are two nodes of the graph, the add's gradient passing straight through.
+    #[fusion(meta = |x, _residual, _weight, _eps| (x.clone(), x.clone()))]
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// RoPE in the projections' layout, in f32, in `x`'s type: `x`: (b, t, heads, d),
     /// `cos`, `sin`: (b, t, 1, d) with rotate_half's sign in `sin`;
     /// `x·cos + cat(x₂, x₁)·sin` with `x₁`, `x₂` the halves of the last dimension. When
@@ -354,16 +365,6 @@ pub trait GpuDecode: Backend {
         v: FloatTensor<Self>,
         scalars: AdamWScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-    /// The residual stream's add and the next RMSNorm in one kernel: `(x + residual,
-    /// rms_norm(x + residual) · weight)`, the sum in `x`'s type (as the composed add rounds
-    /// it), the norm as [`GpuOps::rms_norm`]; `x`, `residual` of one shape.
-    #[fusion(meta = |x, _residual, _weight, _eps| (x.clone(), x.clone()))]
-    fn add_rms_norm(
-        x: FloatTensor<Self>,
-        residual: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        eps: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// One draw per row of `weights_from` (rows, vocab), in one kernel: the first token whose
     /// cumulative weight `exp((x − max)·inv_temperature)`, in vocabulary order, exceeds
     /// `uniforms[row]` (rows, f32, in [0, 1)) times the row's total (the host sampler's inverse
@@ -391,6 +392,16 @@ const ELEMENT_UNITS: u32 = 256;
 const GRID_AXIS: usize = 65_535;
 
 impl GpuOps for CubeBackend {
+    fn add_rms_norm(
+        x: CubeTensor,
+        residual: CubeTensor,
+        weight: CubeTensor,
+        eps: f64,
+    ) -> (CubeTensor, CubeTensor) {
+        let (sum, out) = rms_norm_launch(x, Some(residual), weight, eps);
+        (sum.expect("asked for"), out)
+    }
+
     fn masked_softmax(x: CubeTensor, bias: CubeTensor) -> CubeTensor {
         let [_, kv, m, _] = dims::<4>(&x);
         let t = dims::<3>(&bias)[1];
@@ -1222,16 +1233,6 @@ impl GpuDecode for CubeBackend {
         (param, m, v)
     }
 
-    fn add_rms_norm(
-        x: CubeTensor,
-        residual: CubeTensor,
-        weight: CubeTensor,
-        eps: f64,
-    ) -> (CubeTensor, CubeTensor) {
-        let (sum, out) = rms_norm_launch(x, Some(residual), weight, eps);
-        (sum.expect("asked for"), out)
-    }
-
     fn sample(
         weights_from: CubeTensor,
         logits: CubeTensor,
@@ -1425,6 +1426,53 @@ fn rope_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
     }
 }
 
+/// RMSNorm's backward node, holding its eps: the gradients of `x` and of the weight from one
+/// kernel ([`GpuOps::rms_norm_backward`]).
+#[derive(Debug)]
+struct RmsNormGrad(f64);
+
+impl<B: GpuOps + GpuGrads> Backward<B, 2> for RmsNormGrad {
+    /// (x, weight)
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        let [px, pw] = ops.parents;
+        let shape = w.shape();
+        let dtype = w.dtype();
+        let (dx, parts) = B::rms_norm_backward(x, w, dy, self.0, pw.is_some());
+        if pw.is_some() {
+            // dw = Σ over rows of dy ⊙ x̂, x̂ the normalised x in its type (the
+            // forward's `weight * x̂.to(dtype)`), summed in f32: the kernel's parts,
+            // one per block of rows, summed here, in the weight's type.
+            let dw = B::float_reshape(B::float_sum_dim(parts, 0), shape);
+            let dw = match dw.dtype() == dtype {
+                true => dw,
+                false => B::float_cast(dw, dtype.into()),
+            };
+            register!(grads, pw, dw);
+        }
+        register!(grads, px, dx);
+    }
+}
+
+/// The residual stream's add, fused into the norm after it ([`GpuOps::add_rms_norm`]): its
+/// gradient is the sum's, for both summands.
+#[derive(Debug)]
+struct ResidualAddGrad;
+
+impl<B: Backend> Backward<B, 2> for ResidualAddGrad {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [px, pr] = ops.parents;
+        register!(grads, px, dy.clone());
+        register!(grads, pr, dy);
+    }
+}
+
 impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
     fn masked_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         softmax_tracked::<B, C>(x, Some(bias))
@@ -1475,40 +1523,6 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
     }
 
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct RmsNormGrad(f64);
-
-        impl<B: GpuOps + GpuGrads> Backward<B, 2> for RmsNormGrad {
-            /// (x, weight)
-            type State = (FloatTensor<B>, FloatTensor<B>);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let dy = grads.consume::<B>(&ops.node);
-                let (x, w) = ops.state;
-                let [px, pw] = ops.parents;
-                let shape = w.shape();
-                let dtype = w.dtype();
-                let (dx, parts) = B::rms_norm_backward(x, w, dy, self.0, pw.is_some());
-                if pw.is_some() {
-                    // dw = Σ over rows of dy ⊙ x̂, x̂ the normalised x in its type (the
-                    // forward's `weight * x̂.to(dtype)`), summed in f32: the kernel's parts,
-                    // one per block of rows, summed here, in the weight's type.
-                    let dw = B::float_reshape(B::float_sum_dim(parts, 0), shape);
-                    let dw = match dw.dtype() == dtype {
-                        true => dw,
-                        false => B::float_cast(dw, dtype.into()),
-                    };
-                    register!(grads, pw, dw);
-                }
-                register!(grads, px, dx);
-            }
-        }
-
         let (x, x_node) = x.into_parts();
         let (w, w_node) = weight.into_parts();
         match RmsNormGrad(eps)
@@ -1522,6 +1536,37 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x, w, eps)),
         }
+    }
+
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, x_node) = x.into_parts();
+        let (r, r_node) = residual.into_parts();
+        let (w, w_node) = weight.into_parts();
+        let (sum, normed) = B::add_rms_norm(x, r, w.clone(), eps);
+        // Kept, not recomputed: the sum is the next residual and the norm's saved input.
+        let sum = match ResidualAddGrad
+            .prepare::<C>([x_node, r_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), sum),
+            OpsKind::UnTracked(prep) => prep.finish(sum),
+        };
+        let (saved, sum_node) = sum.clone().into_parts();
+        let normed = match RmsNormGrad(eps)
+            .prepare::<C>([sum_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((saved, w), normed),
+            OpsKind::UnTracked(prep) => prep.finish(normed),
+        };
+        (sum, normed)
     }
 
     fn rope(
@@ -1740,19 +1785,29 @@ fn rms_norm_launch(
 ) -> (Option<CubeTensor>, CubeTensor) {
     let (x, weight) = (into_contiguous(x), into_contiguous(weight));
     let add = residual.is_some();
+    // The sum goes into `x`'s buffer where nothing else holds it, as burn's add does.
+    let in_place = add && x.can_mut();
     // Without a residual, `x` stands in for it and one element for the sum (neither is read or
-    // written; an output must not alias an input).
+    // written); adding in place, the residual stands in for `x` (unread): an output must not
+    // alias an input.
     let residual = residual.map_or_else(|| x.clone(), into_contiguous);
     let (rows, d) = row_layout(&x);
     let out = like(&x);
-    let sum = match add {
-        true => like(&x),
-        false => empty_device_contiguous_dtype(
-            x.client.clone(),
-            x.device.clone(),
-            Shape::new([1]),
-            x.dtype,
-        ),
+    let (x, sum) = match (add, in_place) {
+        (true, true) => (residual.clone(), x),
+        (true, false) => {
+            let sum = like(&x);
+            (x, sum)
+        }
+        (false, _) => {
+            let sum = empty_device_contiguous_dtype(
+                x.client.clone(),
+                x.device.clone(),
+                Shape::new([1]),
+                x.dtype,
+            );
+            (x, sum)
+        }
     };
     let units = row_units(d);
     rms_norm_kernel::launch(
@@ -1769,6 +1824,7 @@ fn rms_norm_launch(
         eps as f32,
         units,
         add,
+        in_place,
         [
             dtype_to_storage_type(x.dtype),
             dtype_to_storage_type(weight.dtype),
@@ -2644,7 +2700,8 @@ mod cube {
     }
 
     /// One cube per row of `x` (rows, d): `x / sqrt(mean(x²) + eps)` in f32, cast to `x`'s type,
-    /// times `weight`.
+    /// times `weight`. With `add`, of `x + residual`, written to `sum` too; `in_place`: `sum`
+    /// holds `x` to begin with (and `x` is unread).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn rms_norm_kernel<F: Float, G: Float>(
@@ -2658,6 +2715,7 @@ mod cube {
         eps: f32,
         #[comptime] units: usize,
         #[comptime] add: bool,
+        #[comptime] in_place: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let row = CUBE_POS;
@@ -2669,7 +2727,12 @@ mod cube {
         let mut squares = f32::new(0.0);
         let mut i = unit;
         while i < d {
-            let mut xi = x[start + i];
+            let xi = if in_place {
+                sum[start + i]
+            } else {
+                x[start + i]
+            };
+            let mut xi = xi;
             if add {
                 // The residual stream's add, in `x`'s type as the composed add rounds it.
                 xi += residual[start + i];
@@ -2682,10 +2745,8 @@ mod cube {
         let norm = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
         let mut i = unit;
         while i < d {
-            let mut xi = x[start + i];
-            if add {
-                xi += residual[start + i];
-            }
+            // The sum as this unit wrote it above.
+            let xi = if add { sum[start + i] } else { x[start + i] };
             let v = F::cast_from(f32::cast_from(xi) / norm);
             out[start + i] = v * F::cast_from(weight[i]);
             i += units;
@@ -3933,14 +3994,14 @@ pub fn sample(
     (Tensor::from_dispatch(tokens), Tensor::from_dispatch(logp))
 }
 
-/// [`GpuDecode::add_rms_norm`] on high-level tensors: `(x + residual, rms_norm(x + residual))`.
+/// [`GpuOps::add_rms_norm`] on high-level tensors: `(x + residual, rms_norm(x + residual))`.
 pub fn add_rms_norm<const D: usize>(
     x: Tensor<D>,
     residual: Tensor<D>,
     weight: Tensor<1>,
     eps: f64,
 ) -> (Tensor<D>, Tensor<D>) {
-    let (sum, out) = <Dispatch as GpuDecode>::add_rms_norm(
+    let (sum, out) = <Dispatch as GpuOps>::add_rms_norm(
         x.into_dispatch(),
         residual.into_dispatch(),
         weight.into_dispatch(),
