@@ -678,22 +678,32 @@ fn fused_kernels_have_the_composed_gradients() {
             );
         }
 
-        // SwiGLU: gate and up.
+        // SwiGLU: gate and up (one kernel for both gradients), and up alone.
         let (g, u) = (values(3 * 5 * 64, 14, 8.0), values(3 * 5 * 64, 15, 2.0));
-        let run = |fused_path: bool| {
-            let gt = input(&g, [3, 5, 64], dtype, &device);
-            let ut = input(&u, [3, 5, 64], dtype, &device);
-            let y = match fused_path {
-                true => fused::swiglu(gt.clone(), ut.clone()),
-                false => composed::swiglu(gt.clone(), ut.clone()),
+        for gate_trained in [true, false] {
+            let run = |fused_path: bool| {
+                let gt = match gate_trained {
+                    true => input(&g, [3, 5, 64], dtype, &device),
+                    false => tensor(g.clone(), [3, 5, 64], dtype, &device),
+                };
+                let ut = input(&u, [3, 5, 64], dtype, &device);
+                let y = match fused_path {
+                    true => fused::swiglu(gt.clone(), ut.clone()),
+                    false => composed::swiglu(gt.clone(), ut.clone()),
+                };
+                let grads = loss(y).backward();
+                let mut out = vec![read(ut.grad(&grads).unwrap())];
+                out.extend(gt.grad(&grads).map(read));
+                out
             };
-            let grads = loss(y).backward();
-            vec![
-                read(gt.grad(&grads).unwrap()),
-                read(ut.grad(&grads).unwrap()),
-            ]
-        };
-        check("swiglu", run(true), run(false));
+            let (fused_grads, composed_grads) = (run(true), run(false));
+            assert_eq!(fused_grads.len(), 1 + gate_trained as usize);
+            check(
+                &format!("swiglu (gate trained: {gate_trained})"),
+                fused_grads,
+                composed_grads,
+            );
+        }
 
         // RoPE: x (b, t, heads, d) with constant tables.
         let (b, t, heads, d) = (2, 3, 2, 8);

@@ -160,16 +160,16 @@ pub trait GpuGrads: Backend {
     /// `y`'s type (the mask is a constant: no gradient).
     #[fusion(dtype = y, shape = y)]
     fn softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// SwiGLU's backward, in f32: `dy · up · σ(g)(1 + g(1 − σ(g)))` for `gate` when
-    /// `for_gate`, else `dy · silu(g)` for `up`; in `gate`'s type (the model gives `up` the
-    /// same).
-    #[fusion(dtype = gate, shape = gate)]
+    /// SwiGLU's backward in one kernel, in f32: (`dy · up · σ(g)(1 + g(1 − σ(g)))` for `gate`
+    /// when `gate_grad`, else one unwritten element; `dy · silu(g)` for `up`), each in
+    /// `gate`'s type (the model gives `up` the same).
+    #[fusion(meta = |gate, _up, _dy, gate_grad| (spec_or_one(gate, gate_grad), gate.clone()))]
     fn swiglu_backward(
         gate: FloatTensor<Self>,
         up: FloatTensor<Self>,
         dy: FloatTensor<Self>,
-        for_gate: bool,
-    ) -> FloatTensor<Self>;
+        gate_grad: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// RoPE's backward (the rotation's transpose): `dx_j = dy_j·cos_j + dy_p·sin_p` with
     /// `p = (j + d/2) mod d`, in f32, in `dy`'s type; shapes as [`GpuOps::rope`].
     #[fusion(dtype = dy, shape = dy)]
@@ -266,6 +266,18 @@ fn rows_spec(
         _ => Shape::new([rows, columns]),
     };
     burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
+}
+
+/// `x`'s spec where `keep`, else one element of its type: an output a flag leaves unwritten.
+#[cfg(feature = "fusion")]
+fn spec_or_one(
+    x: &burn::backend::fusion::custom::TensorSpec,
+    keep: &bool,
+) -> burn::backend::fusion::custom::TensorSpec {
+    match keep {
+        true => x.clone(),
+        false => burn::backend::fusion::custom::TensorSpec::new(Shape::new([1]), x.dtype),
+    }
 }
 
 /// The spec of [`GpuOps::rms_norm_backward`]'s weight-gradient parts, for burn's fusion.
@@ -518,14 +530,23 @@ impl GpuGrads for CubeBackend {
         gate: CubeTensor,
         up: CubeTensor,
         dy: CubeTensor,
-        for_gate: bool,
-    ) -> CubeTensor {
+        gate_grad: bool,
+    ) -> (CubeTensor, CubeTensor) {
         let (gate, up, dy) = (
             into_contiguous(gate),
             into_contiguous(up),
             into_contiguous(dy),
         );
-        let out = like(&gate);
+        let d_up = like(&gate);
+        let d_gate = match gate_grad {
+            true => like(&gate),
+            false => empty_device_contiguous_dtype(
+                gate.client.clone(),
+                gate.device.clone(),
+                Shape::new([1]),
+                gate.dtype,
+            ),
+        };
         let n = gate.meta.shape().num_elements();
         swiglu_backward_kernel::launch(
             &gate.client,
@@ -534,16 +555,17 @@ impl GpuGrads for CubeBackend {
             gate.clone().into_tensor_arg(),
             up.clone().into_tensor_arg(),
             dy.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            d_gate.clone().into_tensor_arg(),
+            d_up.clone().into_tensor_arg(),
             n,
-            for_gate,
+            gate_grad,
             [
                 dtype_to_storage_type(gate.dtype),
                 dtype_to_storage_type(dy.dtype),
                 dtype_to_storage_type(up.dtype),
             ],
         );
-        out
+        (d_gate, d_up)
     }
 
     fn rope_backward(dy: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
@@ -1499,11 +1521,9 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
                 let dy = grads.consume::<B>(&ops.node);
                 let (gate, up) = ops.state;
                 let [pg, pu] = ops.parents;
-                if pg.is_some() {
-                    let dg = B::swiglu_backward(gate.clone(), up.clone(), dy.clone(), true);
-                    register!(grads, pg, dg);
-                }
-                register!(grads, pu, B::swiglu_backward(gate, up, dy, false));
+                let (d_gate, d_up) = B::swiglu_backward(gate, up, dy, pg.is_some());
+                register!(grads, pg, d_gate);
+                register!(grads, pu, d_up);
             }
         }
 
@@ -2251,17 +2271,18 @@ mod cube {
         }
     }
 
-    /// SwiGLU's backward, one unit per element, in f32: for `gate` when `for_gate`, else for
-    /// `up`.
+    /// SwiGLU's backward, one unit per element, in f32: `up`'s gradient, and `gate`'s when
+    /// `gate_grad`.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn swiglu_backward_kernel<F: Float, G: Float, H: Float>(
         gate: &Tensor<F>,
         up: &Tensor<H>,
         dy: &Tensor<G>,
-        out: &mut Tensor<F>,
+        d_gate: &mut Tensor<F>,
+        d_up: &mut Tensor<F>,
         n: usize,
-        #[comptime] for_gate: bool,
+        #[comptime] gate_grad: bool,
         #[define(F, G, H)] _dtypes: [ElemType; 3],
     ) {
         let i = ABSOLUTE_POS;
@@ -2271,13 +2292,12 @@ mod cube {
         let g = f32::cast_from(gate[i]);
         let sigmoid = f32::new(1.0) / (f32::new(1.0) + f32::exp(-g));
         let dy = f32::cast_from(dy[i]);
-        if for_gate {
+        if gate_grad {
             let u = f32::cast_from(up[i]);
             let grad = dy * u * sigmoid * (f32::new(1.0) + g * (f32::new(1.0) - sigmoid));
-            out[i] = F::cast_from(grad);
-        } else {
-            out[i] = F::cast_from(dy * g * sigmoid);
+            d_gate[i] = F::cast_from(grad);
         }
+        d_up[i] = F::cast_from(dy * g * sigmoid);
     }
 
     /// RMSNorm's gradient for `x` (rows, d) in f32, with `g = weight ⊙ dy` and
