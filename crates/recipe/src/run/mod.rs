@@ -26,7 +26,6 @@ pub mod sample;
 pub mod sft;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use reasonlab_core::fs::atomic_write;
@@ -347,33 +346,37 @@ pub struct Logs {
 }
 
 /// Keep the lines of the JSONL file `path` whose `step` is at most `step` (lines without a
-/// readable `step` are kept), rewriting it atomically; returns how many were dropped. A file
-/// that does not exist is left so.
+/// readable `step` are kept), rewriting it atomically; returns how many were dropped. A last
+/// line without its newline that is not JSON is the write a kill cut off: it is dropped too,
+/// so that appending starts on a line of its own. A file that does not exist is left so.
 pub fn keep_steps_up_to(path: &Path, step: usize) -> Result<usize, RunError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io(path)(e)),
     };
-    let mut kept = Vec::new();
+    let unterminated = !bytes.is_empty() && !bytes.ends_with(b"\n");
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let last = lines.len() - 1;
+    let mut kept = Vec::with_capacity(bytes.len() + 1);
     let mut dropped = 0;
-    for line in BufReader::new(file).split(b'\n') {
-        let line = line.map_err(io(path))?;
+    for (i, line) in lines.into_iter().enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let later = serde_json::from_slice::<serde_json::Value>(&line)
-            .ok()
+        let value = serde_json::from_slice::<serde_json::Value>(line).ok();
+        let later = (value.as_ref())
             .and_then(|v| v.get("step")?.as_u64())
             .is_some_and(|s| s > step as u64);
-        if later {
+        let cut_off = unterminated && i == last && value.is_none();
+        if later || cut_off {
             dropped += 1;
         } else {
-            kept.extend_from_slice(&line);
+            kept.extend_from_slice(line);
             kept.push(b'\n');
         }
     }
-    if dropped > 0 {
+    if dropped > 0 || unterminated {
         atomic_write(path, &kept).map_err(io(path))?;
     }
     Ok(dropped)
@@ -417,5 +420,36 @@ mod tests {
         // A fresh start empties them.
         let (_, dropped) = run.open_logs(0).unwrap();
         assert_eq!(dropped, 6);
+    }
+
+    #[test]
+    fn a_line_cut_off_by_a_kill_is_dropped_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        // Killed while writing step 9's line, after the checkpoint at step 8.
+        let mut text: String = (1..=8).map(|s| format!("{{\"step\": {s}}}\n")).collect();
+        text.push_str("{\"step\": 9, \"lo");
+        std::fs::write(run.metrics(), &text).unwrap();
+        // A whole last line that only lost its newline stays.
+        std::fs::write(run.completions(), "{\"step\": 2}\n{\"step\": 3}").unwrap();
+        let (mut logs, dropped) = run.open_logs(8).unwrap();
+        assert_eq!(dropped, 1);
+        logs.metrics.write(&serde_json::json!({"step": 9})).unwrap();
+        logs.completions
+            .write(&serde_json::json!({"step": 9}))
+            .unwrap();
+        drop(logs);
+        let steps = |path: PathBuf| -> Vec<u64> {
+            let text = std::fs::read_to_string(path).unwrap();
+            (text.lines())
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(steps(run.metrics()), (1..=9).collect::<Vec<_>>());
+        assert_eq!(steps(run.completions()), [2, 3, 9]);
     }
 }
