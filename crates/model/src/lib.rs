@@ -1172,7 +1172,8 @@ impl Model {
 
     /// Replace the network by `f(network)`, handing `f` the only handles on its weights: an
     /// optimiser's step then updates each parameter in place, where a clone of the network
-    /// held here would make it copy every one first.
+    /// held here would make it copy every one first. Should `f` panic, the model is left with
+    /// an empty network (no layers).
     pub fn map_net(&mut self, f: impl FnOnce(CausalLm) -> CausalLm) {
         let net = std::mem::replace(&mut self.net, CausalLm::vacant(&self.device));
         self.net = f(net);

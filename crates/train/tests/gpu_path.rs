@@ -209,7 +209,8 @@ fn one_training_step_gives_the_cpu_gradients_and_update() {
 }
 
 /// `f()`, and how many buffers the GPU kernels that write in place had to copy meanwhile
-/// because something else held them (their debug events, on this thread).
+/// because something else held them (their debug events, on this thread: the optimiser's
+/// step runs on the caller's thread, whatever pool computes the gradients).
 fn copies_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! | op | composed kernels | fused |
 //! | --- | ---: | ---: |
 //! | RMSNorm: square, mean, + eps, sqrt, divide, weight product | 6 | 1 |
-//! | the residual addition and the next RMSNorm (inference) | 7 | 1 |
+//! | the residual addition and the next RMSNorm | 7 | 1 |
 //! | a decode step's k and v into the KV cache: k's RoPE, both biases, two appends | 7 | 1 |
 //! | attention softmax (with its mask: add, then max, subtract, exp, sum, divide) | 5 or 6 | 1 |
 //! | SwiGLU's `silu(gate) · up` | 5 | 1 |
@@ -20,7 +20,7 @@
 //! Each kernel reads its inputs in their type (f32, f16, bf16), computes in f32 and writes the
 //! input's type, as the composed path does with its casts (transformers' `Qwen2RMSNorm` and
 //! `softmax(…, dtype=float32)`). The row kernels (RMSNorm, softmax) give each row one cube of
-//! up to 256 units, which stride over the row and combine their partial sums and maxima in
+//! up to 256 units (RMSNorm's backward with the weight's gradient: 8 rows in turn), which stride over the row and combine their partial sums and maxima in
 //! shared memory; the elementwise ones (SwiGLU, RoPE) a unit per element. Flash attention
 //! ([`GpuOps::attention`]) keeps tiles of 16 queries and 16 keys in shared memory and never
 //! writes the scores (FlashAttention-2's algorithm, its backward pass recomputing the
@@ -28,7 +28,7 @@
 //!
 //! [`GpuOps`] holds the forward ops and [`GpuGrads`] their backward kernels; `GpuOps` on
 //! `Autodiff<B>` records each op with a backward step that calls `GpuGrads` (RMSNorm's weight
-//! gradient is the fused forward with unit weights, a product and a sum over rows). The tests
+//! gradient is summed in parts by its input-gradient kernel, then over the parts). The tests
 //! in `crates/train/tests/gpu_kernels.rs` check every kernel and gradient against the composed
 //! ops on the same device.
 
@@ -280,7 +280,7 @@ fn spec_or_one(
     }
 }
 
-/// The spec of [`GpuOps::rms_norm_backward`]'s weight-gradient parts, for burn's fusion.
+/// The spec of [`GpuGrads::rms_norm_backward`]'s weight-gradient parts, for burn's fusion.
 #[cfg(feature = "fusion")]
 fn norm_parts_spec(
     x: &burn::backend::fusion::custom::TensorSpec,
@@ -296,7 +296,7 @@ fn norm_parts_spec(
 }
 
 /// Rows of `x` per cube of RMSNorm's backward kernel when it also sums the weight's gradient:
-/// each cube adds up its rows' `dy ⊙ x̂` per column in registers and writes one row of parts,
+/// each cube adds up its rows' `dy ⊙ x̂` per column in its units' registers and writes one row of parts,
 /// so the (rows, d) products never reach device memory, while a batch of 8 × 512 tokens still
 /// runs 512 cubes.
 pub const NORM_ROWS_PER_CUBE: usize = 8;
@@ -1449,7 +1449,7 @@ fn rope_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
 }
 
 /// RMSNorm's backward node, holding its eps: the gradients of `x` and of the weight from one
-/// kernel ([`GpuOps::rms_norm_backward`]).
+/// kernel ([`GpuGrads::rms_norm_backward`]) and a sum over its per-block parts.
 #[derive(Debug)]
 struct RmsNormGrad(f64);
 
@@ -1569,14 +1569,10 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
         let (w, w_node) = weight.into_parts();
         let (sum, normed) = B::add_rms_norm(x, r, w.clone(), eps);
         // Kept, not recomputed: the sum is the next residual and the norm's saved input.
-        let sum = match ResidualAddGrad
+        let sum = ResidualAddGrad
             .prepare::<C>([x_node, r_node])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((), sum),
-            OpsKind::UnTracked(prep) => prep.finish(sum),
-        };
+            .stateless(sum);
         let (saved, sum_node) = sum.clone().into_parts();
         let normed = match RmsNormGrad(eps)
             .prepare::<C>([sum_node, w_node])
@@ -2329,10 +2325,9 @@ mod cube {
         }
         let unit = UNIT_POS_X as usize;
         let mut acc = Array::<f32>::new(per);
-        if weight_grad {
-            for c in 0..per {
-                acc[c] = f32::new(0.0);
-            }
+        #[unroll]
+        for c in 0..per {
+            acc[c] = f32::new(0.0);
         }
         let end = usize::min(first + rows_per_cube, rows);
         let mut row = first;
@@ -2350,30 +2345,31 @@ mod cube {
             let r = f32::sqrt(cube_sum(squares, units) / f32::cast_from(d) + eps);
             let dot = cube_sum(dot, units);
             let k = dot / (f32::cast_from(d) * r * r * r);
-            let mut i = unit;
-            let mut c = 0usize;
-            while i < d {
-                let xi = f32::cast_from(x[start + i]);
-                let dyi = f32::cast_from(dy[start + i]);
-                let v = f32::cast_from(weight[i]) * dyi / r - xi * k;
-                out[start + i] = F::cast_from(v);
-                if weight_grad {
-                    let x_hat = f32::cast_from(F::cast_from(xi / r));
-                    acc[c] += dyi * x_hat;
+            // Unrolled, so that each column's sum has a register of its own.
+            #[unroll]
+            for c in 0..per {
+                let i = unit + c * units;
+                if i < d {
+                    let xi = f32::cast_from(x[start + i]);
+                    let dyi = f32::cast_from(dy[start + i]);
+                    let v = f32::cast_from(weight[i]) * dyi / r - xi * k;
+                    out[start + i] = F::cast_from(v);
+                    if weight_grad {
+                        let x_hat = f32::cast_from(F::cast_from(xi / r));
+                        acc[c] += dyi * x_hat;
+                    }
                 }
-                i += units;
-                c += 1;
             }
             row += 1;
         }
         if weight_grad {
             let base = CUBE_POS * d;
-            let mut i = unit;
-            let mut c = 0usize;
-            while i < d {
-                parts[base + i] = acc[c];
-                i += units;
-                c += 1;
+            #[unroll]
+            for c in 0..per {
+                let i = unit + c * units;
+                if i < d {
+                    parts[base + i] = acc[c];
+                }
             }
         }
     }

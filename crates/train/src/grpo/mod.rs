@@ -694,7 +694,8 @@ impl<'a> GrpoTrainer<'a> {
             &advantages,
             token_advantages.as_deref(),
         )?;
-        // The update writes the policy's weights in place, which an f32 actor still shares.
+        // An f32 actor shares the policy's weights: let it go, so that the update writes them
+        // in place instead of copying each.
         drop(actor);
         let update = match (self.overlap, self.engine, &self.tools) {
             (true, Some(engine), None) => self.update_drawing_ahead(engine, tasks, &batch)?,
