@@ -840,26 +840,22 @@ impl CausalLm {
     /// read): what [`crate::Model::map_net`] leaves in place of the network it hands on, at
     /// no cost on any device.
     pub(crate) fn vacant(device: &Device) -> Self {
-        let matrix = Param::uninitialized(
-            ParamId::new(),
-            |device: &Device, _| Tensor::<2>::empty([0, 0], device),
-            device.clone(),
-            false,
-            [0, 0].into(),
-        );
-        let vector = Param::uninitialized(
-            ParamId::new(),
-            |device: &Device, _| Tensor::<1>::empty([0], device),
-            device.clone(),
-            false,
-            [0].into(),
-        );
+        /// A parameter of no elements, never made.
+        fn never_made<const D: usize>(device: &Device) -> Param<Tensor<D>> {
+            Param::uninitialized(
+                ParamId::new(),
+                |device: &Device, _| Tensor::<D>::empty([0; D], device),
+                device.clone(),
+                false,
+                [0; D].into(),
+            )
+        }
         Self {
             model: Backbone {
-                embed_tokens: matrix,
+                embed_tokens: never_made(device),
                 layers: Vec::new(),
                 norm: RmsNorm {
-                    weight: vector,
+                    weight: never_made(device),
                     eps: 0.0,
                 },
             },

@@ -288,11 +288,17 @@ fn norm_parts_spec(
 ) -> burn::backend::fusion::custom::TensorSpec {
     let d = x.shape[x.shape.num_dims() - 1];
     let rows = x.shape.num_elements() / d.max(1);
-    let shape = match weight_grad {
+    let shape = norm_parts_shape(rows, d, *weight_grad);
+    burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
+}
+
+/// The shape of RMSNorm's weight-gradient parts for `rows` rows of `d`: a row per cube of
+/// [`NORM_ROWS_PER_CUBE`] rows, or one unwritten element without the weight's gradient.
+fn norm_parts_shape(rows: usize, d: usize, weight_grad: bool) -> Shape {
+    match weight_grad {
         true => Shape::new([rows.div_ceil(NORM_ROWS_PER_CUBE), d]),
         false => Shape::new([1]),
-    };
-    burn::backend::fusion::custom::TensorSpec::new(shape, burn::tensor::DType::F32)
+    }
 }
 
 /// Rows of `x` per cube of RMSNorm's backward kernel when it also sums the weight's gradient:
@@ -537,16 +543,7 @@ impl GpuGrads for CubeBackend {
             into_contiguous(up),
             into_contiguous(dy),
         );
-        let d_up = like(&gate);
-        let d_gate = match gate_grad {
-            true => like(&gate),
-            false => empty_device_contiguous_dtype(
-                gate.client.clone(),
-                gate.device.clone(),
-                Shape::new([1]),
-                gate.dtype,
-            ),
-        };
+        let (d_gate, d_up) = (like_or_one(&gate, gate_grad), like(&gate));
         let n = gate.meta.shape().num_elements();
         swiglu_backward_kernel::launch(
             &gate.client,
@@ -593,14 +590,10 @@ impl GpuGrads for CubeBackend {
         let units = row_units(d);
         let per_cube = if weight_grad { NORM_ROWS_PER_CUBE } else { 1 };
         let cubes = rows.div_ceil(per_cube);
-        let parts_shape = match weight_grad {
-            true => Shape::new([cubes, d]),
-            false => Shape::new([1]),
-        };
         let parts = empty_device_contiguous_dtype(
             x.client.clone(),
             x.device.clone(),
-            parts_shape,
+            norm_parts_shape(rows, d, weight_grad),
             burn::tensor::DType::F32,
         );
         rms_norm_backward_kernel::launch(
@@ -1809,19 +1802,10 @@ fn rms_norm_launch(
     let residual = residual.map_or_else(|| x.clone(), into_contiguous);
     let (rows, d) = row_layout(&x);
     let out = like(&x);
-    let (x, sum) = match (add, in_place) {
-        (true, true) => (residual.clone(), x),
-        (true, false) => {
-            let sum = like(&x);
-            (x, sum)
-        }
-        (false, _) => {
-            let sum = empty_device_contiguous_dtype(
-                x.client.clone(),
-                x.device.clone(),
-                Shape::new([1]),
-                x.dtype,
-            );
+    let (x, sum) = match in_place {
+        true => (residual.clone(), x),
+        false => {
+            let sum = like_or_one(&x, add);
             (x, sum)
         }
     };
@@ -1970,6 +1954,16 @@ fn like(t: &CubeTensor) -> CubeTensor {
         t.meta.shape().clone(),
         t.dtype,
     )
+}
+
+/// [`like`] where `keep`, else one element of `t`'s type: an output a flag leaves unwritten
+/// (as [`spec_or_one`] declares it to burn's fusion).
+fn like_or_one(t: &CubeTensor, keep: bool) -> CubeTensor {
+    let shape = match keep {
+        true => t.meta.shape().clone(),
+        false => Shape::new([1]),
+    };
+    empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
 }
 
 /// `x` read as rows — its first `lead` axes index the rows, the others are one contiguous row

@@ -365,7 +365,8 @@ pub fn keep_steps_up_to(path: &Path, step: usize) -> Result<usize, RunError> {
             continue;
         }
         let value = serde_json::from_slice::<serde_json::Value>(line).ok();
-        let later = (value.as_ref())
+        let later = value
+            .as_ref()
             .and_then(|v| v.get("step")?.as_u64())
             .is_some_and(|s| s > step as u64);
         let cut_off = unterminated && i == last && value.is_none();
@@ -386,6 +387,18 @@ pub fn keep_steps_up_to(path: &Path, step: usize) -> Result<usize, RunError> {
 mod tests {
     use super::*;
 
+    /// The `step` of every line of the JSONL file `path`.
+    fn logged_steps(path: PathBuf) -> Vec<u64> {
+        let text = std::fs::read_to_string(path).unwrap();
+        (text.lines())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn logs_keep_only_steps_up_to_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -403,16 +416,7 @@ mod tests {
         assert_eq!(dropped, 3);
         logs.metrics.write(&serde_json::json!({"step": 5})).unwrap();
         drop(logs);
-        let text = std::fs::read_to_string(run.metrics()).unwrap();
-        let steps: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(steps, [1, 2, 3, 4, 5]);
+        assert_eq!(logged_steps(run.metrics()), [1, 2, 3, 4, 5]);
         assert_eq!(
             std::fs::read_to_string(run.completions()).unwrap(),
             "{\"step\": 2}\nnot json\n"
@@ -439,17 +443,7 @@ mod tests {
             .write(&serde_json::json!({"step": 9}))
             .unwrap();
         drop(logs);
-        let steps = |path: PathBuf| -> Vec<u64> {
-            let text = std::fs::read_to_string(path).unwrap();
-            (text.lines())
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                        .as_u64()
-                        .unwrap()
-                })
-                .collect()
-        };
-        assert_eq!(steps(run.metrics()), (1..=9).collect::<Vec<_>>());
-        assert_eq!(steps(run.completions()), [2, 3, 9]);
+        assert_eq!(logged_steps(run.metrics()), (1..=9).collect::<Vec<_>>());
+        assert_eq!(logged_steps(run.completions()), [2, 3, 9]);
     }
 }
