@@ -598,16 +598,16 @@ impl Attention {
             None => {
                 let q = q.reshape([b, kv, n_rep * t, d]);
                 match t {
+                    // (b, kv, n_rep, d): the order of (b, 1, h, d).
                     1 => crate::fused::decode_attention(q, k, v, mask.decode(b, s)),
+                    // (b, t, h, d): flash attention writes it so, and takes v's gradient
+                    // the same way, so no copy moves the heads axis; the composed ops swap
+                    // their heads-first output (a copy in the reshape below).
                     _ => crate::fused::attention(q, k, v, t, mask.additive(b, t, s)),
                 }
             }
-        }; // (b, kv, n_rep*t, d)
-        let out = out
-            .reshape([b, h, t, d])
-            .swap_dims(1, 2)
-            .reshape([b, t, h * d]);
-        self.o_proj.forward(out)
+        };
+        self.o_proj.forward(out.reshape([b, t, h * d]))
     }
 }
 

@@ -827,9 +827,9 @@ fn fused_decode_attention_matches_the_composed_ops() {
                             assert!(fused::fuses_decode_attention(&q, &k));
                             fused::attention(q, k, v, 1, bias)
                         }
-                        false => composed::attention(q, k, v, bias),
+                        false => composed::attention(q, k, v, 1, bias),
                     };
-                    assert_eq!(y.dims(), [b, kv, n_rep, d]);
+                    assert_eq!(y.dims(), [b, 1, kv * n_rep, d]);
                     read(y)
                 };
                 let what = format!(
@@ -930,7 +930,8 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                             );
                             let q =
                                 fused::rope(q, table(&cos), table(&sin), rotate, bias, HeadsFirst);
-                            fused::attention(q.reshape([b, kv, n_rep, d]), k, v, 1, mask)
+                            let q = q.reshape([b, kv, n_rep, d]);
+                            fused::attention(q, k, v, 1, mask).reshape([b, kv, n_rep, d])
                         }
                         // The composed ops.
                         _ => {
@@ -939,7 +940,8 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                                 &device,
                             );
                             let q = composed::rope(q, table(&cos), table(&sin), rotate, bias);
-                            composed::attention(q.reshape([b, kv, n_rep, d]), k, v, mask)
+                            let q = q.reshape([b, kv, n_rep, d]);
+                            composed::attention(q, k, v, 1, mask).reshape([b, kv, n_rep, d])
                         }
                     };
                     assert_eq!(y.dims(), [b, kv, n_rep, d]);
@@ -1016,11 +1018,11 @@ fn flash_attention_matches_the_composed_ops() {
                         // the decode kernel.
                         true => {
                             assert!(fused::fuses_flash_attention(&q, &k));
-                            gpu::attention(q, k, v, bias, t)
+                            gpu::attention(q, k, v.swap_dims(1, 2), bias, t)
                         }
-                        false => composed::attention(q, k, v, bias),
+                        false => composed::attention(q, k, v, t, bias),
                     };
-                    assert_eq!(y.dims(), [b, kv, n_rep * t, d]);
+                    assert_eq!(y.dims(), [b, t, kv * n_rep, d]);
                     read(y)
                 };
                 let (flash, composed) = (run(true, true), run(false, true));
@@ -1047,7 +1049,9 @@ fn flash_attention_matches_the_composed_ops() {
 
 /// Flash attention's backward pass (dq, dk, dv) against autodiff of the composed ops: a
 /// causal training batch with a left-padded row (query rows that see no key), grouped-query
-/// heads, more keys than a tile; and prefill over earlier keys without a mask.
+/// heads, more keys than a tile; and prefill over earlier keys without a mask. v is given heads
+/// first, and as the projection gives it, (b, s, kv, d), where the kernel writes its gradient
+/// in place of a copy.
 #[test]
 fn flash_attention_has_the_composed_gradients() {
     let device = gpu_autodiff();
@@ -1061,36 +1065,46 @@ fn flash_attention_has_the_composed_gradients() {
                 values(b * kv * s * d, 43, 2.0),
             );
             let bias = causal_mask(b, t, s, &[0, 3]);
-            let run = |fused_path: bool| {
-                let qt = input(&q, [b, kv, n_rep * t, d], dtype, &device);
-                let kt = input(&k, [b, kv, s, d], dtype, &device);
-                let vt = input(&v, [b, kv, s, d], dtype, &device);
-                let mask = masked.then(|| {
-                    Tensor::<3>::from_data(TensorData::new(bias.clone(), [b, t, s]), &device)
-                });
-                let y = match fused_path {
-                    true => {
-                        assert!(fused::fuses_flash_attention(&qt, &kt));
-                        fused::attention(qt.clone(), kt.clone(), vt.clone(), t, mask)
-                    }
-                    false => composed::attention(qt.clone(), kt.clone(), vt.clone(), mask),
+            for projected in [false, true] {
+                let run = |fused_path: bool| {
+                    let qt = input(&q, [b, kv, n_rep * t, d], dtype, &device);
+                    let kt = input(&k, [b, kv, s, d], dtype, &device);
+                    let (vt, heads) = match projected {
+                        true => {
+                            let vt = input(&v, [b, s, kv, d], dtype, &device);
+                            (vt.clone(), vt.swap_dims(1, 2))
+                        }
+                        false => {
+                            let vt = input(&v, [b, kv, s, d], dtype, &device);
+                            (vt.clone(), vt)
+                        }
+                    };
+                    let mask = masked.then(|| {
+                        Tensor::<3>::from_data(TensorData::new(bias.clone(), [b, t, s]), &device)
+                    });
+                    let y = match fused_path {
+                        true => {
+                            assert!(fused::fuses_flash_attention(&qt, &kt));
+                            fused::attention(qt.clone(), kt.clone(), heads, t, mask)
+                        }
+                        false => composed::attention(qt.clone(), kt.clone(), heads, t, mask),
+                    };
+                    assert_eq!(y.dims(), [b, t, kv * n_rep, d]);
+                    let grads = loss(y).backward();
+                    [&qt, &kt, &vt].map(|x| read(x.grad(&grads).unwrap()))
                 };
-                let grads = loss(y).backward();
-                [&qt, &kt, &vt].map(|x| read(x.grad(&grads).unwrap()))
-            };
-            let (fused, composed) = (run(true), run(false));
-            let gaps = fused.iter().zip(&composed).map(|(f, c)| relative_gap(f, c));
-            let gaps: Vec<f32> = gaps.collect();
-            for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
-                eprintln!(
-                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}: d{name} relative gap {gap:.2e}"
+                let (fused, composed) = (run(true), run(false));
+                let gaps = fused.iter().zip(&composed).map(|(f, c)| relative_gap(f, c));
+                let gaps: Vec<f32> = gaps.collect();
+                let what = format!(
+                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}, v (b, s, kv, d) {projected}"
                 );
-            }
-            for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
-                assert!(
-                    gap < tol,
-                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}: d{name} differs by {gap}"
-                );
+                for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
+                    eprintln!("{what}: d{name} relative gap {gap:.2e}");
+                }
+                for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
+                    assert!(gap < tol, "{what}: d{name} differs by {gap}");
+                }
             }
         }
     }
@@ -1557,7 +1571,7 @@ fn matmul_attention_runs_when_asked() {
             let k = tensor(values(2 * 8 * 8, 2, 1.0), [1, 2, 8, 8], DType::F32, &device);
             assert!(!fused::fuses_flash_attention(&q, &k));
             let via_fused = read(fused::attention(q.clone(), k.clone(), k.clone(), 8, None));
-            let composed = read(composed::attention(q, k.clone(), k, None));
+            let composed = read(composed::attention(q, k.clone(), k, 8, None));
             assert!(max_abs_diff(&via_fused, &composed) < 1e-5);
             let (_, info) = reasonlab_model::open(backend(), false).unwrap();
             assert_eq!(info.attention, GpuAttention::Matmul);

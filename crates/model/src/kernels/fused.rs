@@ -1807,17 +1807,19 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: DecodeMa
     if fuses_decode_attention(&q, &k) {
         return super::gpu::decode_attention(q, k, v, mask, None);
     }
-    let s = k.dims()[2];
-    attention(q, k, v, 1, mask.additive(s))
+    let (dims, s) = (q.dims(), k.dims()[2]);
+    attention(q, k, v, 1, mask.additive(s)).reshape(dims)
 }
 
 /// `softmax(q·kᵀ + bias)·v` over the last dimension: `q` (b, kv, m, d) with the scale applied
 /// and `m` = n_rep·t (the query heads sharing each kv head folded into the query axis), `k`,
 /// `v` (b, kv, s, d), `bias` (b, t, s) additive when some key is masked. Returns
-/// (b, kv, m, d). On the GPU backends a decode step (`t` = 1, inference) is one fused kernel
-/// where [`fuses_decode_attention`], anything else flash attention where
-/// [`fuses_flash_attention`]; otherwise scores, [`masked_softmax`] or [`softmax_f32`], and
-/// the weighted sum.
+/// (b, t, h, d), `h` = kv·n_rep query heads, the layout the output projection reads. On the
+/// GPU backends a decode step (`t` = 1, inference) is one fused kernel where
+/// [`fuses_decode_attention`], anything else flash attention where [`fuses_flash_attention`],
+/// which writes that layout (and reads v and its gradient in the projection's (b, s, kv, d),
+/// so that training moves no head axis); otherwise scores, [`masked_softmax`] or
+/// [`softmax_f32`], and the weighted sum, its heads then swapped to the sequence's (a view).
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -1827,20 +1829,30 @@ pub fn attention(
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if t == 1 && fuses_decode_attention(&q, &k) {
-        return super::gpu::decode_attention(q, k, v, bias.into(), None);
+        let out = super::gpu::decode_attention(q, k, v, bias.into(), None);
+        return heads_last(out, 1);
     }
     #[cfg(feature = "gpu-kernels")]
     if fuses_flash_attention(&q, &k) {
-        return super::gpu::attention(q, k, v, bias, t);
+        return super::gpu::attention(q, k, v.swap_dims(1, 2), bias, t);
     }
-    #[cfg(not(feature = "gpu-kernels"))]
-    let _ = t;
     let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, m, s)
     let probs = match bias {
         Some(bias) => masked_softmax(scores, bias),
         None => softmax_f32(scores),
     };
-    probs.matmul(v)
+    heads_last(probs.matmul(v), t)
+}
+
+/// Attention's (b, kv, n_rep·t, d) output as (b, t, kv·n_rep, d): a view with swapped axes
+/// (the same order, a reshape, at `t` = 1).
+fn heads_last(out: Tensor<4>, t: usize) -> Tensor<4> {
+    let [b, kv, m, d] = out.dims();
+    let h = kv * m / t;
+    match t {
+        1 => out.reshape([b, 1, h, d]),
+        _ => out.reshape([b, h, t, d]).swap_dims(1, 2),
+    }
 }
 
 /// The ops as burn's composed ops, on any backend: the reference the fused kernels are tested
@@ -1966,6 +1978,7 @@ pub mod composed {
         q: Tensor<4>,
         k: Tensor<4>,
         v: Tensor<4>,
+        t: usize,
         bias: Option<Tensor<3>>,
     ) -> Tensor<4> {
         let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, m, s)
@@ -1973,7 +1986,7 @@ pub mod composed {
             Some(bias) => masked_softmax(scores, bias),
             None => softmax_f32(scores),
         };
-        probs.matmul(v)
+        super::heads_last(probs.matmul(v), t)
     }
 
     /// [`super::token_logprobs`], composed: the log-softmax in f32 (transformers'

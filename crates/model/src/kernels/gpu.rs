@@ -116,12 +116,14 @@ pub trait GpuOps: Backend {
         biased: bool,
     ) -> FloatTensor<Self>;
     /// Flash attention: `softmax(q·kᵀ + bias)·v` in f32, in `q`'s type, without the
-    /// (m, s) scores ever reaching device memory. `q`: (b, kv, m, d) with the scale applied
-    /// and `m` a multiple of `t` (row `j` is query `j mod t`, the `m / t` query heads sharing
-    /// kv head `i` folded into its rows); `k`, `v`: (b, kv, s, d), any strides; `bias`:
-    /// (b, t, s) additive, read only when `masked`;
+    /// (m, s) scores ever reaching device memory, written in the projections' layout (b, t,
+    /// h, d) (`h = kv·m/t` query heads), which the output projection reads as it is. `q`:
+    /// (b, kv, m, d) with the scale applied and `m` a multiple of `t` (row `j` is query `j
+    /// mod t` of query head `i·m/t + j / t`, the `m / t` query heads sharing kv head `i`
+    /// folded into its rows); `k`: (b, kv, s, d), `v`: (b, s, kv, d) as the projection gives
+    /// it, both any strides; `bias`: (b, t, s) additive, read only when `masked`;
     /// `d` ≤ [`super::fused::FLASH_MAX_HEAD_DIM`].
-    #[fusion(dtype = q, shape = q)]
+    #[fusion(dtype = q, shape = attention_shape(q, *t))]
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -208,7 +210,7 @@ pub trait GpuGrads: Backend {
     /// needs: (b·kv·m, 2) f32, the row's largest score `M` and `ln Σ exp(score − M)` (kept
     /// apart, not as their sum: a row whose every key is masked has `M` ≈ −1e30, which would
     /// absorb the logarithm).
-    #[fusion(meta = |q, _k, _v, _bias, _masked, _t| (q.clone(), rows_spec(q, 2)))]
+    #[fusion(meta = |q, _k, _v, _bias, _masked, t| (attention_spec(q, *t), rows_spec(q, 2)))]
     fn attention_with_stats(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -219,7 +221,8 @@ pub trait GpuGrads: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// Flash attention's backward pass (FlashAttention-2's: the probabilities recomputed from
     /// the row statistics one tile at a time), as `(dq, dk, dv)` in the types and shapes of
-    /// `q`, `k`, `v` (the mask is a constant: no gradient). With `Δᵢ = dOᵢ·Oᵢ`,
+    /// `q`, `k`, `v`, contiguous (dv in the projection's layout, as v is given); `out` and
+    /// `dout` in [`GpuOps::attention`]'s (b, t, h, d) (the mask is a constant: no gradient). With `Δᵢ = dOᵢ·Oᵢ`,
     /// `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`: `dq = dS·k`, `dk = dSᵀ·q`,
     /// `dv = Pᵀ·dO`.
     #[allow(clippy::too_many_arguments)]
@@ -278,6 +281,22 @@ fn spec_or_one(
         true => x.clone(),
         false => burn::backend::fusion::custom::TensorSpec::new(Shape::new([1]), x.dtype),
     }
+}
+
+/// The spec of [`GpuOps::attention`]'s output for `q`, for burn's fusion.
+#[cfg(feature = "fusion")]
+fn attention_spec(
+    q: &burn::backend::fusion::custom::TensorSpec,
+    t: usize,
+) -> burn::backend::fusion::custom::TensorSpec {
+    burn::backend::fusion::custom::TensorSpec::new(attention_shape(&q.shape, t), q.dtype)
+}
+
+/// [`GpuOps::attention`]'s output shape, (b, t, h, d), for `q` (b, kv, m, d) of `t` queries
+/// per row: `h = kv·m/t`.
+fn attention_shape(q: &Shape, t: usize) -> Shape {
+    let (b, kv, m, d) = (q[0], q[1], q[2], q[3]);
+    Shape::new([b, t, kv * m / t.max(1), d])
 }
 
 /// The spec of [`GpuGrads::rms_norm_backward`]'s weight-gradient parts, for burn's fusion.
@@ -712,7 +731,10 @@ impl GpuGrads for CubeBackend {
         let bias = mask_contiguous(bias, masked);
         let [b, kv, m, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
+        // dv in v's (b, s, kv, d), contiguous; v read as (b, kv, s, d), as k is.
         let (dq, dk, dv) = (like(&q), like(&k), like(&v));
+        let mut v = v;
+        v.meta.swap(1, 2);
         let delta = f32_rows(&q, [b * kv * m]);
         let block = flash_block(&q, d);
         let types = [
@@ -921,7 +943,7 @@ fn head_backward<B: GpuGrads>(
 fn flash_forward(
     q: CubeTensor,
     k: CubeTensor,
-    v: CubeTensor,
+    mut v: CubeTensor,
     bias: CubeTensor,
     masked: bool,
     t: usize,
@@ -930,7 +952,13 @@ fn flash_forward(
     let bias = mask_contiguous(bias, masked);
     let [b, kv, m, d] = dims::<4>(&q);
     let s = dims::<4>(&k)[2];
-    let out = like(&q);
+    let out = empty_device_contiguous_dtype(
+        q.client.clone(),
+        q.device.clone(),
+        attention_shape(q.meta.shape(), t),
+        q.dtype,
+    );
+    v.meta.swap(1, 2); // (b, kv, s, d), as the kernel reads k
     let stats = f32_rows(&q, [b * kv * m, 2]);
     let block = flash_block(&q, d);
     flash_attention_kernel::launch(
@@ -2783,13 +2811,70 @@ mod cube {
         f32::max(f32::cast_from(bias), f32::new(-1.0e30))
     }
 
-    /// Rows `first..first + block` of `x` (rows of `d`, from flat row `base`) into `tile`
+    /// Where the flash kernels' rows of one (batch, kv head) lie in a tensor of rows of `d`
+    /// contiguous values: row `j` is flat row `base + (j / span)·outer + (j mod span)·inner`
+    /// ([`row_at`]). Heads first, (b, kv, m, d): `base` the head's first row, `inner` 1, `span`
+    /// past the last row; the projections' (b, t, kv·n_rep, d), where row `j` is query `j mod
+    /// t` of the head's `j / t`-th query head: `span` t, `outer` 1, `inner` kv·n_rep.
+    #[derive(CubeType, Clone, Copy)]
+    #[expand(derive(Clone, Copy))]
+    struct Rows {
+        base: usize,
+        span: usize,
+        outer: usize,
+        inner: usize,
+    }
+
+    /// The flat row that holds row `j` of a head's rows placed as `rows` says.
+    #[cube]
+    fn row_at(j: usize, rows: Rows) -> usize {
+        rows.base + (j / rows.span) * rows.outer + (j % rows.span) * rows.inner
+    }
+
+    /// The `len` rows of (batch, kv head) `head` in a heads-first (b, kv, len, d) tensor.
+    #[cube]
+    fn heads_first(head: usize, len: usize) -> Rows {
+        Rows {
+            base: head * len,
+            span: len,
+            outer: 0,
+            inner: 1,
+        }
+    }
+
+    /// The `m` query rows of (batch, kv head) `head` (its `m / t` query heads folded into
+    /// them) in the projections' (b, t, kv·m/t, d) layout: query head `g·(m/t) + j / t` of
+    /// kv head `g`, query `j mod t`.
+    #[cube]
+    fn query_rows(head: usize, kv: usize, m: usize, t: usize) -> Rows {
+        let n_rep = m / t;
+        Rows {
+            base: (head / kv) * t * kv * n_rep + (head % kv) * n_rep,
+            span: t,
+            outer: 1,
+            inner: kv * n_rep,
+        }
+    }
+
+    /// The `s` key rows of (batch, kv head) `head` in the projections' (b, s, kv, d) layout.
+    #[cube]
+    fn key_rows(head: usize, kv: usize, s: usize) -> Rows {
+        Rows {
+            base: (head / kv) * s * kv + head % kv,
+            span: s,
+            outer: 0,
+            inner: kv,
+        }
+    }
+
+    /// Rows `first..first + block` of `x` (rows of `d`, placed as `rows` says) into `tile`
     /// (rows padded to `d + 1`), zeros past row `end`.
+    #[allow(clippy::too_many_arguments)]
     #[cube]
     fn load_rows<F: Float>(
         x: &Tensor<F>,
         tile: &mut Shared<[f32]>,
-        base: usize,
+        rows: Rows,
         first: usize,
         end: usize,
         #[comptime] d: usize,
@@ -2800,7 +2885,7 @@ mod cube {
             let (row, col) = (e / d, e % d);
             let mut value = f32::new(0.0);
             if first + row < end {
-                value = f32::cast_from(x[(base + first + row) * d + col]);
+                value = f32::cast_from(x[row_at(first + row, rows) * d + col]);
             }
             tile[row * (d + 1) + col] = value;
             e += block * block;
@@ -2934,13 +3019,13 @@ mod cube {
     }
 
     /// Writes this unit's share of a `block × d` tile (as [`add_products`]) to rows
-    /// `first..first + block` of `out` (rows of `d`, from flat row `base`), up to row `end`.
+    /// `first..first + block` of `out` (rows of `d`, placed as `rows` says), up to row `end`.
     #[allow(clippy::too_many_arguments)]
     #[cube]
     fn store_rows<F: Float>(
         out: &mut Tensor<F>,
         acc: &Array<f32>,
-        base: usize,
+        rows: Rows,
         first: usize,
         end: usize,
         #[comptime] d: usize,
@@ -2953,7 +3038,7 @@ mod cube {
             if e < block * d {
                 let (row, col) = (e / d, e % d);
                 if first + row < end {
-                    out[(base + first + row) * d + col] = F::cast_from(acc[i]);
+                    out[row_at(first + row, rows) * d + col] = F::cast_from(acc[i]);
                 }
             }
         }
@@ -2992,7 +3077,8 @@ mod cube {
     /// scores its pair against the tiles of q and k in shared memory, each row's running
     /// maximum and normaliser take the tile (earlier sums rescaled by `exp(m_old − m_new)`),
     /// and each unit folds the tile's weights into its share of the output rows, kept in
-    /// registers. Writes the output and each row's maximum and log-sum.
+    /// registers. Writes the output, in the projections' (b, t, h, d) ([`query_rows`]), and
+    /// each row's maximum and log-sum.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn flash_attention_kernel<F: Float, G: Float>(
@@ -3031,7 +3117,7 @@ mod cube {
         let mut row_max = Shared::new_slice(block);
         let mut row_sum = Shared::new_slice(block);
         let mut row_scale = Shared::new_slice(block);
-        load_rows::<F>(q, &mut qs, head * m, first, m, d, block);
+        load_rows::<F>(q, &mut qs, heads_first(head, m), first, m, d, block);
         if unit < block {
             row_max[unit] = f32::new(-3.0e38);
             row_sum[unit] = f32::new(0.0);
@@ -3090,7 +3176,7 @@ mod cube {
             tile += block;
         }
         scale_rows(&mut acc, &row_sum, d, block, true);
-        store_rows::<F>(out, &acc, head * m, first, m, d, block);
+        store_rows::<F>(out, &acc, query_rows(head, kv, m, t), first, m, d, block);
         let base = head * m + first;
         if unit < block && first + unit < m {
             stats[2 * (base + unit)] = row_max[unit];
@@ -3144,15 +3230,16 @@ mod cube {
         let mut row_log_sum = Shared::new_slice(block);
         let mut row_delta = Shared::new_slice(block);
         let base = head * m + first;
-        load_rows::<F>(q, &mut qs, head * m, first, m, d, block);
-        load_rows::<H>(dout, &mut dos, head * m, first, m, d, block);
+        let out_rows = query_rows(head, kv, m, t);
+        load_rows::<F>(q, &mut qs, heads_first(head, m), first, m, d, block);
+        load_rows::<H>(dout, &mut dos, out_rows, first, m, d, block);
         // Δ per row: each unit sums columns c, c + block, … of its row.
         let query = first + r;
         let mut partial = f32::new(0.0);
         if query < m {
             let mut col = c;
             while col < d {
-                let at = (base + r) * d + col;
+                let at = row_at(query, out_rows) * d + col;
                 partial += f32::cast_from(dout[at]) * f32::cast_from(out[at]);
                 col += block;
             }
@@ -3205,12 +3292,13 @@ mod cube {
             }
             tile += block;
         }
-        store_rows::<F>(dq, &acc, head * m, first, m, d, block);
+        store_rows::<F>(dq, &acc, heads_first(head, m), first, m, d, block);
     }
 
     /// Flash attention's backward pass for k and v: one cube per `block` keys of one (batch,
     /// kv head), a unit per (query, key) pair; the query rows of every head sharing the kv
-    /// head go by tiles, each adding `dSᵀ·q` to dk and `Pᵀ·dO` to dv (kept in registers).
+    /// head go by tiles, each adding `dSᵀ·q` to dk and `Pᵀ·dO` to dv (kept in registers); dk
+    /// is written heads first, dv in the projection's (b, s, kv, d) ([`key_rows`]).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn flash_attention_dkv_kernel<F: Float, G: Float, H: Float>(
@@ -3277,8 +3365,16 @@ mod cube {
             }
             let need = cube_max(needed(live, b, max), units);
             if need > f32::new(0.0) {
-                load_rows::<F>(q, &mut qs, head * m, tile, m, d, block);
-                load_rows::<H>(dout, &mut dos, head * m, tile, m, d, block);
+                load_rows::<F>(q, &mut qs, heads_first(head, m), tile, m, d, block);
+                load_rows::<H>(
+                    dout,
+                    &mut dos,
+                    query_rows(head, kv, m, t),
+                    tile,
+                    m,
+                    d,
+                    block,
+                );
                 sync_cube();
                 let mut p = f32::new(0.0);
                 let mut ds = f32::new(0.0);
@@ -3295,8 +3391,8 @@ mod cube {
             }
             tile += block;
         }
-        store_rows::<F>(dk, &dk_acc, head * s, first_key, s, d, block);
-        store_rows::<F>(dv, &dv_acc, head * s, first_key, s, d, block);
+        store_rows::<F>(dk, &dk_acc, heads_first(head, s), first_key, s, d, block);
+        store_rows::<F>(dv, &dv_acc, key_rows(head, kv, s), first_key, s, d, block);
     }
 
     /// An entry's place in the draw's order as an unsigned key, larger for likelier tokens:
@@ -4073,8 +4169,8 @@ pub fn adamw<const D: usize>(
     )
 }
 
-/// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k`, `v` (b, kv, s, d),
-/// `bias` (b, t, s) when some key is masked.
+/// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k` (b, kv, s, d), `v`
+/// (b, s, kv, d), `bias` (b, t, s) when some key is masked; (b, t, kv·m/t, d).
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
