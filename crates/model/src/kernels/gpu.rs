@@ -745,7 +745,7 @@ impl GpuGrads for CubeBackend {
         flash_attention_dq_kernel::launch(
             &q.client,
             grid(b * kv * m.div_ceil(block)),
-            CubeDim::new_1d((block * block) as u32),
+            CubeDim::new_1d(flash_units(block) as u32),
             q.clone().into_tensor_arg(),
             k.clone().into_tensor_arg(),
             v.clone().into_tensor_arg(),
@@ -768,7 +768,7 @@ impl GpuGrads for CubeBackend {
         flash_attention_dkv_kernel::launch(
             &q.client,
             grid(b * kv * s.div_ceil(block)),
-            CubeDim::new_1d((block * block) as u32),
+            CubeDim::new_1d(flash_units(block) as u32),
             q.clone().into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -964,7 +964,7 @@ fn flash_forward(
     flash_attention_kernel::launch(
         &q.client,
         grid(b * kv * m.div_ceil(block)),
-        CubeDim::new_1d((block * block) as u32),
+        CubeDim::new_1d(flash_units(block) as u32),
         q.clone().into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
@@ -1007,9 +1007,15 @@ fn f32_rows<const D: usize>(t: &CubeTensor, shape: [usize; D]) -> CubeTensor {
 
 /// Shared memory of the flash kernels, in bytes, for `block` rows by `block` keys at head dim
 /// `d`: four tiles of `block` rows (padded by one column against bank conflicts), two
-/// `block × block` score tiles, the reduction scratch and per-row statistics.
+/// `block × block` tiles of scores, weights or gradients, and two flags.
 fn flash_shared_bytes(block: usize, d: usize) -> usize {
-    4 * (4 * block * (d + 1) + 3 * block * block + 3 * block)
+    4 * (4 * block * (d + 1) + 2 * block * block + 2)
+}
+
+/// The units of a flash kernel's cube for tiles of `block` rows and keys: one per 2 × 2 share
+/// of the tile's pairs.
+fn flash_units(block: usize) -> usize {
+    block * block / 4
 }
 
 /// The flash kernels' tile size at head dim `d`: 16 (a cube of 256 units) where the device's
@@ -2796,12 +2802,25 @@ mod cube {
     /// tile of such keys is skipped (the causal mask's upper half). A row that has seen none
     /// keeps every key, as the composed softmax does.
     #[cube]
-    fn needed(live: bool, bias: f32, row: f32) -> f32 {
-        let mut need = f32::new(0.0);
-        if live && (bias > f32::new(-1.0e29) || row <= f32::new(-1.0e29)) {
-            need = f32::new(1.0);
+    fn needed(live: bool, bias: f32, row: f32) -> bool {
+        live && (bias > f32::new(-1.0e29) || row <= f32::new(-1.0e29))
+    }
+
+    /// Whether any unit of the cube passes `need`, the same answer in every unit, behind one
+    /// barrier (a cube-wide reduction takes nine): the units that pass set `flags[parity]`,
+    /// which unit 0 cleared in the previous tile, and unit 0 clears the other flag for the
+    /// next. The caller alternates `parity` from tile to tile, starts with `flags[0]` at 0, and
+    /// ends every tile with a barrier, so that no clear meets a set or a read.
+    #[cube]
+    fn any_unit(flags: &mut Shared<[f32]>, parity: usize, need: bool) -> bool {
+        if need {
+            flags[parity] = f32::new(1.0);
         }
-        need
+        if UNIT_POS_X == 0 {
+            flags[1 - parity] = f32::new(0.0);
+        }
+        sync_cube();
+        flags[parity] > f32::new(0.0)
     }
 
     /// A mask entry in f32, −∞ (a 16-bit mask's −1e30) read as −1e30: a row whose every key
@@ -2868,7 +2887,8 @@ mod cube {
     }
 
     /// Rows `first..first + block` of `x` (rows of `d`, placed as `rows` says) into `tile`
-    /// (rows padded to `d + 1`), zeros past row `end`.
+    /// (rows padded to `d + 1`), zeros past row `end`; loaded by the cube's `units` units,
+    /// consecutive units on consecutive elements.
     #[allow(clippy::too_many_arguments)]
     #[cube]
     fn load_rows<F: Float>(
@@ -2879,6 +2899,7 @@ mod cube {
         end: usize,
         #[comptime] d: usize,
         #[comptime] block: usize,
+        #[comptime] units: usize,
     ) {
         let mut e = UNIT_POS_X as usize;
         while e < block * d {
@@ -2888,7 +2909,7 @@ mod cube {
                 value = f32::cast_from(x[row_at(first + row, rows) * d + col]);
             }
             tile[row * (d + 1) + col] = value;
-            e += block * block;
+            e += units;
         }
     }
 
@@ -2962,98 +2983,110 @@ mod cube {
         b
     }
 
-    /// This unit's share of a `block × d` tile kept in registers: element `i` of `acc` is the
-    /// tile's element `unit + i · block²`, row `e / d`, column `e mod d`. Adds to each
-    /// `Σⱼ w[row, j] · tile[j, col]` (`w[j, row]` when `transposed`), `w` a `block × block`
-    /// tile and `tile` rows padded to `d + 1`.
+    /// `out[2i + j]` = the dot product of padded tile rows `a[ra + i·half]` and `b[rb +
+    /// j·half]`, for `i`, `j` in {0, 1}: a unit's 2 × 2 share of the products of two tiles'
+    /// rows (each row read once for two products), each dot summed in order.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn pair_dots(
+        out: &mut Array<f32>,
+        a: &Shared<[f32]>,
+        ra: usize,
+        b: &Shared<[f32]>,
+        rb: usize,
+        #[comptime] half: usize,
+        #[comptime] d: usize,
+    ) {
+        let (a0, a1) = (ra * (d + 1), (ra + half) * (d + 1));
+        let (b0, b1) = (rb * (d + 1), (rb + half) * (d + 1));
+        let mut s00 = f32::new(0.0);
+        let mut s01 = f32::new(0.0);
+        let mut s10 = f32::new(0.0);
+        let mut s11 = f32::new(0.0);
+        for x in 0..d {
+            let (x0, x1) = (a[a0 + x], a[a1 + x]);
+            let (y0, y1) = (b[b0 + x], b[b1 + x]);
+            s00 += x0 * y0;
+            s01 += x0 * y1;
+            s10 += x1 * y0;
+            s11 += x1 * y1;
+        }
+        out[0] = s00;
+        out[1] = s01;
+        out[2] = s10;
+        out[3] = s11;
+    }
+
+    /// Adds `Σⱼ w[row, j] · tile[j, col]` over the `block` rows of `tile` (padded to `d + 1`)
+    /// to a unit's share of a `block × d` result kept in registers: rows `pr` and `pr + half`,
+    /// columns `pc + k·half` (`half` = block / 2), element `i·cols + k` of `acc`; `w` a
+    /// `block × block` tile, row-major. With `sums`, also `Σⱼ w[row, j]` to `sum[i]`.
+    #[allow(clippy::too_many_arguments)]
     #[cube]
     fn add_products(
         acc: &mut Array<f32>,
+        sum: &mut Array<f32>,
         weights: &Shared<[f32]>,
         tile: &Shared<[f32]>,
+        pr: usize,
+        pc: usize,
         #[comptime] d: usize,
         #[comptime] block: usize,
-        #[comptime] transposed: bool,
+        #[comptime] sums: bool,
     ) {
-        let unit = UNIT_POS_X as usize;
-        #[unroll]
-        for i in 0..comptime!((block * d).div_ceil(block * block)) {
-            let e = unit + i * block * block;
-            if e < block * d {
-                let (row, col) = (e / d, e % d);
-                let mut sum = acc[i];
-                for j in 0..block {
-                    let mut w = weights[row * block + j];
-                    if transposed {
-                        w = weights[j * block + row];
+        let half = comptime!(block / 2);
+        let cols = comptime!(d.div_ceil(block / 2));
+        for j in 0..block {
+            #[unroll]
+            for i in 0..2 {
+                let w = weights[(pr + i * half) * block + j];
+                if sums {
+                    sum[i] += w;
+                }
+                #[unroll]
+                for k in 0..cols {
+                    let col = pc + k * half;
+                    if col < d {
+                        acc[i * cols + k] += w * tile[j * (d + 1) + col];
                     }
-                    sum += w * tile[j * (d + 1) + col];
-                }
-                acc[i] = sum;
-            }
-        }
-    }
-
-    /// Multiplies this unit's share of a `block × d` tile (as [`add_products`]) by `scale` of
-    /// its row, or divides it when `divide`.
-    #[cube]
-    fn scale_rows(
-        acc: &mut Array<f32>,
-        scale: &Shared<[f32]>,
-        #[comptime] d: usize,
-        #[comptime] block: usize,
-        #[comptime] divide: bool,
-    ) {
-        let unit = UNIT_POS_X as usize;
-        #[unroll]
-        for i in 0..comptime!((block * d).div_ceil(block * block)) {
-            let e = unit + i * block * block;
-            if e < block * d {
-                if divide {
-                    acc[i] /= scale[e / d];
-                } else {
-                    acc[i] *= scale[e / d];
                 }
             }
         }
     }
 
-    /// Writes this unit's share of a `block × d` tile (as [`add_products`]) to rows
-    /// `first..first + block` of `out` (rows of `d`, placed as `rows` says), up to row `end`.
+    /// Writes a unit's share of a `block × d` result (as [`add_products`] keeps it, times
+    /// `scale[i]` per row) to rows `first..first + block` of `out` (rows of `d`, placed as
+    /// `rows` says), up to row `end`.
     #[allow(clippy::too_many_arguments)]
     #[cube]
     fn store_rows<F: Float>(
         out: &mut Tensor<F>,
         acc: &Array<f32>,
+        scale: &Array<f32>,
         rows: Rows,
         first: usize,
         end: usize,
+        pr: usize,
+        pc: usize,
         #[comptime] d: usize,
         #[comptime] block: usize,
     ) {
-        let unit = UNIT_POS_X as usize;
+        let half = comptime!(block / 2);
+        let cols = comptime!(d.div_ceil(block / 2));
         #[unroll]
-        for i in 0..comptime!((block * d).div_ceil(block * block)) {
-            let e = unit + i * block * block;
-            if e < block * d {
-                let (row, col) = (e / d, e % d);
-                if first + row < end {
-                    out[row_at(first + row, rows) * d + col] = F::cast_from(acc[i]);
+        for i in 0..2 {
+            let row = first + pr + i * half;
+            if row < end {
+                let at = row_at(row, rows) * d;
+                #[unroll]
+                for k in 0..cols {
+                    let col = pc + k * half;
+                    if col < d {
+                        out[at + col] = F::cast_from(acc[i * cols + k] * scale[i]);
+                    }
                 }
             }
         }
-    }
-
-    /// The dot product of padded tile rows `a[i]` and `b[j]`.
-    #[cube]
-    fn row_dot(
-        a: &Shared<[f32]>,
-        i: usize,
-        b: &Shared<[f32]>,
-        j: usize,
-        #[comptime] d: usize,
-    ) -> f32 {
-        span_dot(a, i * (d + 1), b, j * (d + 1), d)
     }
 
     /// `Σₓ a[at_a + x] · b[at_b + x]` over `len` elements, in order.
@@ -3072,13 +3105,27 @@ mod cube {
         dot
     }
 
+    /// An `Array` of `n` copies of `value`.
+    #[cube]
+    fn filled(value: f32, #[comptime] n: usize) -> Array<f32> {
+        let mut a = Array::<f32>::new(n);
+        #[unroll]
+        for i in 0..n {
+            a[i] = value;
+        }
+        a
+    }
+
     /// Flash attention's forward pass: one cube per `block` query rows of one (batch, kv
-    /// head), a unit per (query, key) pair of a tile. Keys go by tiles of `block`: each unit
-    /// scores its pair against the tiles of q and k in shared memory, each row's running
-    /// maximum and normaliser take the tile (earlier sums rescaled by `exp(m_old − m_new)`),
-    /// and each unit folds the tile's weights into its share of the output rows, kept in
-    /// registers. Writes the output, in the projections' (b, t, h, d) ([`query_rows`]), and
-    /// each row's maximum and log-sum.
+    /// head), `(block / 2)²` units, each scoring a 2 × 2 share of a tile's (query, key) pairs
+    /// (rows `pr`, `pr + block/2`; keys `pc`, `pc + block/2`: each q and k value it reads
+    /// serves two products). Keys go by tiles of `block`, held with q's rows in shared memory:
+    /// the scores, then each row's running maximum (every unit of a row finds the same one,
+    /// kept in its registers) and the tile's weights `exp(score − max)`, then each unit folds
+    /// the weights into its share of the output (two rows, every `block/2`-th column, in
+    /// registers), earlier sums rescaled by `exp(m_old − m_new)`, and adds up its rows'
+    /// normalisers on the way. Writes the output, in the projections' (b, t, h, d)
+    /// ([`query_rows`]), and each row's maximum and log-sum.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn flash_attention_kernel<F: Float, G: Float>(
@@ -3107,86 +3154,129 @@ mod cube {
         let batch = head / kv;
         let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
-        let (r, c) = (unit / block, unit % block);
-        let units = comptime!(block * block);
-        let per = comptime!((block * d).div_ceil(block * block));
+        let half = comptime!(block / 2);
+        let units = comptime!(block * block / 4);
+        let cols = comptime!(d.div_ceil(block / 2));
+        let (pr, pc) = (unit / half, unit % half);
         let mut qs = Shared::new_slice(comptime!(block * (d + 1)));
         let mut ks = Shared::new_slice(comptime!(block * (d + 1)));
         let mut vs = Shared::new_slice(comptime!(block * (d + 1)));
-        let mut probs = Shared::new_slice(units);
-        let mut row_max = Shared::new_slice(block);
-        let mut row_sum = Shared::new_slice(block);
-        let mut row_scale = Shared::new_slice(block);
-        load_rows::<F>(q, &mut qs, heads_first(head, m), first, m, d, block);
-        if unit < block {
-            row_max[unit] = f32::new(-3.0e38);
-            row_sum[unit] = f32::new(0.0);
+        let mut scores = Shared::new_slice(comptime!(block * block));
+        let mut probs = Shared::new_slice(comptime!(block * block));
+        let mut flags = Shared::new_slice(2usize);
+        load_rows::<F>(q, &mut qs, heads_first(head, m), first, m, d, block, units);
+        if unit == 0 {
+            flags[0] = f32::new(0.0);
         }
-        let mut acc = Array::<f32>::new(per);
-        #[unroll]
-        for i in 0..per {
-            acc[i] = f32::new(0.0);
-        }
+        let mut acc = filled(f32::new(0.0), comptime!(2 * cols));
+        let mut row_max = filled(f32::new(-3.0e38), 2usize);
+        let mut row_sum = filled(f32::new(0.0), 2usize);
+        let mut scale = filled(f32::new(0.0), 2usize);
+        let mut pair = filled(f32::new(0.0), 4usize);
+        let mut biases = filled(f32::new(0.0), 4usize);
         sync_cube();
-        let query = first + r;
-        let bias_row = (batch * t + query % t) * s;
         let mut tile = 0;
+        let mut parity = 0;
         while tile < s {
-            let key = tile + c;
-            let live = query < m && key < s;
-            let b = bias_at::<G>(bias, bias_row + key, live, masked);
-            let need = cube_max(needed(live, b, row_max[r]), units);
-            if need > f32::new(0.0) {
-                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, block * block);
-                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, block * block);
-                sync_cube();
-                let mut score = f32::new(-3.0e38);
-                if live {
-                    score = row_dot(&qs, r, &ks, c, d) + b;
+            let mut need = false;
+            #[unroll]
+            for i in 0..2 {
+                let query = first + pr + i * half;
+                #[unroll]
+                for j in 0..2 {
+                    let key = tile + pc + j * half;
+                    let live = query < m && key < s;
+                    let at = (batch * t + query % t) * s + key;
+                    let b = bias_at::<G>(bias, at, live, masked);
+                    biases[2 * i + j] = b;
+                    need = need || needed(live, b, row_max[i]);
                 }
-                probs[unit] = score;
+            }
+            if any_unit(&mut flags, parity, need) {
+                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
+                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, units);
                 sync_cube();
-                if unit < block {
-                    let old = row_max[unit];
+                pair_dots(&mut pair, &qs, pr, &ks, pc, half, d);
+                #[unroll]
+                for i in 0..2 {
+                    let query = first + pr + i * half;
+                    #[unroll]
+                    for j in 0..2 {
+                        let key = tile + pc + j * half;
+                        let mut score = f32::new(-3.0e38);
+                        if query < m && key < s {
+                            score = pair[2 * i + j] + biases[2 * i + j];
+                        }
+                        pair[2 * i + j] = score;
+                        scores[(pr + i * half) * block + pc + j * half] = score;
+                    }
+                }
+                sync_cube();
+                #[unroll]
+                for i in 0..2 {
+                    let row = (pr + i * half) * block;
+                    let old = row_max[i];
                     let mut new = old;
                     for j in 0..block {
-                        new = f32::max(new, probs[unit * block + j]);
+                        new = f32::max(new, scores[row + j]);
                     }
-                    row_max[unit] = new;
-                    row_scale[unit] = f32::exp(old - new);
-                }
-                sync_cube();
-                let mut p = f32::new(0.0);
-                if live {
-                    p = f32::exp(score - row_max[r]);
-                }
-                probs[unit] = p;
-                sync_cube();
-                if unit < block {
-                    let mut sum = f32::new(0.0);
-                    for j in 0..block {
-                        sum += probs[unit * block + j];
+                    row_max[i] = new;
+                    scale[i] = f32::exp(old - new);
+                    #[unroll]
+                    for j in 0..2 {
+                        let key = tile + pc + j * half;
+                        let mut p = f32::new(0.0);
+                        if first + pr + i * half < m && key < s {
+                            p = f32::exp(pair[2 * i + j] - new);
+                        }
+                        probs[row + pc + j * half] = p;
                     }
-                    row_sum[unit] = row_sum[unit] * row_scale[unit] + sum;
                 }
-                scale_rows(&mut acc, &row_scale, d, block, false);
-                add_products(&mut acc, &probs, &vs, d, block, false);
                 sync_cube();
+                #[unroll]
+                for i in 0..2 {
+                    row_sum[i] *= scale[i];
+                    #[unroll]
+                    for c in 0..cols {
+                        acc[i * cols + c] *= scale[i];
+                    }
+                }
+                add_products(&mut acc, &mut row_sum, &probs, &vs, pr, pc, d, block, true);
             }
+            sync_cube();
+            parity = 1 - parity;
             tile += block;
         }
-        scale_rows(&mut acc, &row_sum, d, block, true);
-        store_rows::<F>(out, &acc, query_rows(head, kv, m, t), first, m, d, block);
-        let base = head * m + first;
-        if unit < block && first + unit < m {
-            stats[2 * (base + unit)] = row_max[unit];
-            stats[2 * (base + unit) + 1] = f32::ln(row_sum[unit]);
+        #[unroll]
+        for i in 0..2 {
+            scale[i] = f32::new(1.0) / row_sum[i];
+        }
+        store_rows::<F>(
+            out,
+            &acc,
+            &scale,
+            query_rows(head, kv, m, t),
+            first,
+            m,
+            pr,
+            pc,
+            d,
+            block,
+        );
+        #[unroll]
+        for i in 0..2 {
+            let query = first + pr + i * half;
+            if pc == 0 && query < m {
+                stats[2 * (head * m + query)] = row_max[i];
+                stats[2 * (head * m + query) + 1] = f32::ln(row_sum[i]);
+            }
         }
     }
 
     /// Flash attention's backward pass for q, laid out as [`flash_attention_kernel`]: each
     /// row's `Δ = dO·O` first (written for [`flash_attention_dkv_kernel`]), then per key tile
-    /// `P = exp(S − M − ln Σ)`, `dS = P (dO·vᵀ − Δ)` and `dq += dS·k`.
+    /// `P = exp(S − M − ln Σ)`, `dS = P (dO·vᵀ − Δ)` (S and dO·vᵀ by 2 × 2 shares of pairs)
+    /// and `dq += dS·k`.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
     pub(super) fn flash_attention_dq_kernel<F: Float, G: Float, H: Float>(
@@ -3218,86 +3308,130 @@ mod cube {
         let batch = head / kv;
         let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
-        let (r, c) = (unit / block, unit % block);
-        let units = comptime!(block * block);
-        let per = comptime!((block * d).div_ceil(block * block));
+        let half = comptime!(block / 2);
+        let units = comptime!(block * block / 4);
+        let cols = comptime!(d.div_ceil(block / 2));
+        let (pr, pc) = (unit / half, unit % half);
         let mut qs = Shared::new_slice(comptime!(block * (d + 1)));
         let mut dos = Shared::new_slice(comptime!(block * (d + 1)));
         let mut ks = Shared::new_slice(comptime!(block * (d + 1)));
         let mut vs = Shared::new_slice(comptime!(block * (d + 1)));
-        let mut grads = Shared::new_slice(units);
-        let mut row_max = Shared::new_slice(block);
-        let mut row_log_sum = Shared::new_slice(block);
-        let mut row_delta = Shared::new_slice(block);
-        let base = head * m + first;
+        let mut grads = Shared::new_slice(comptime!(block * block));
+        let mut flags = Shared::new_slice(2usize);
         let out_rows = query_rows(head, kv, m, t);
-        load_rows::<F>(q, &mut qs, heads_first(head, m), first, m, d, block);
-        load_rows::<H>(dout, &mut dos, out_rows, first, m, d, block);
-        // Δ per row: each unit sums columns c, c + block, … of its row.
-        let query = first + r;
-        let mut partial = f32::new(0.0);
-        if query < m {
-            let mut col = c;
-            while col < d {
-                let at = row_at(query, out_rows) * d + col;
-                partial += f32::cast_from(dout[at]) * f32::cast_from(out[at]);
-                col += block;
-            }
-        }
-        grads[unit] = partial;
-        sync_cube();
-        if unit < block {
-            let mut sum = f32::new(0.0);
-            for j in 0..block {
-                sum += grads[unit * block + j];
-            }
-            row_delta[unit] = sum;
-            let mut max = f32::new(0.0);
-            let mut log_sum = f32::new(0.0);
-            if first + unit < m {
-                max = stats[2 * (base + unit)];
-                log_sum = stats[2 * (base + unit) + 1];
-                delta[base + unit] = sum;
-            }
-            row_max[unit] = max;
-            row_log_sum[unit] = log_sum;
-        }
-        let mut acc = Array::<f32>::new(per);
+        load_rows::<F>(q, &mut qs, heads_first(head, m), first, m, d, block, units);
+        load_rows::<H>(dout, &mut dos, out_rows, first, m, d, block, units);
+        // Δ per row: each unit sums its columns of its two rows, then each adds up its rows'.
         #[unroll]
-        for i in 0..per {
-            acc[i] = f32::new(0.0);
+        for i in 0..2 {
+            let query = first + pr + i * half;
+            let mut partial = f32::new(0.0);
+            if query < m {
+                let at = row_at(query, out_rows) * d;
+                #[unroll]
+                for c in 0..cols {
+                    let col = pc + c * half;
+                    if col < d {
+                        partial += f32::cast_from(dout[at + col]) * f32::cast_from(out[at + col]);
+                    }
+                }
+            }
+            grads[(pr + i * half) * half + pc] = partial;
+        }
+        if unit == 0 {
+            flags[0] = f32::new(0.0);
         }
         sync_cube();
-        let bias_row = (batch * t + query % t) * s;
-        let mut tile = 0;
-        while tile < s {
-            let key = tile + c;
-            let live = query < m && key < s;
-            let b = bias_at::<G>(bias, bias_row + key, live, masked);
-            let need = cube_max(needed(live, b, row_max[r]), units);
-            if need > f32::new(0.0) {
-                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, block * block);
-                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, block * block);
-                sync_cube();
-                let mut ds = f32::new(0.0);
-                if live {
-                    let score = row_dot(&qs, r, &ks, c, d) + b;
-                    let p = f32::exp(score - row_max[r] - row_log_sum[r]);
-                    ds = p * (row_dot(&dos, r, &vs, c, d) - row_delta[r]);
-                }
-                grads[unit] = ds;
-                sync_cube();
-                add_products(&mut acc, &grads, &ks, d, block, false);
-                sync_cube();
+        let mut row_delta = filled(f32::new(0.0), 2usize);
+        let mut row_max = filled(f32::new(0.0), 2usize);
+        let mut row_log_sum = filled(f32::new(0.0), 2usize);
+        #[unroll]
+        for i in 0..2 {
+            let query = first + pr + i * half;
+            let mut sum = f32::new(0.0);
+            for u in 0..half {
+                sum += grads[(pr + i * half) * half + u];
             }
+            row_delta[i] = sum;
+            if query < m {
+                row_max[i] = stats[2 * (head * m + query)];
+                row_log_sum[i] = stats[2 * (head * m + query) + 1];
+                if pc == 0 {
+                    delta[head * m + query] = sum;
+                }
+            }
+        }
+        let mut acc = filled(f32::new(0.0), comptime!(2 * cols));
+        let mut unused = filled(f32::new(0.0), 2usize);
+        let mut scores = filled(f32::new(0.0), 4usize);
+        let mut dp = filled(f32::new(0.0), 4usize);
+        let mut biases = filled(f32::new(0.0), 4usize);
+        let ones = filled(f32::new(1.0), 2usize);
+        // Every unit has read the Δ partials before the first tile's gradients go over them.
+        sync_cube();
+        let mut tile = 0;
+        let mut parity = 0;
+        while tile < s {
+            let mut need = false;
+            #[unroll]
+            for i in 0..2 {
+                let query = first + pr + i * half;
+                #[unroll]
+                for j in 0..2 {
+                    let key = tile + pc + j * half;
+                    let live = query < m && key < s;
+                    let at = (batch * t + query % t) * s + key;
+                    let b = bias_at::<G>(bias, at, live, masked);
+                    biases[2 * i + j] = b;
+                    need = need || needed(live, b, row_max[i]);
+                }
+            }
+            if any_unit(&mut flags, parity, need) {
+                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
+                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, units);
+                sync_cube();
+                pair_dots(&mut scores, &qs, pr, &ks, pc, half, d);
+                pair_dots(&mut dp, &dos, pr, &vs, pc, half, d);
+                #[unroll]
+                for i in 0..2 {
+                    let query = first + pr + i * half;
+                    #[unroll]
+                    for j in 0..2 {
+                        let key = tile + pc + j * half;
+                        let mut ds = f32::new(0.0);
+                        if query < m && key < s {
+                            let score = scores[2 * i + j] + biases[2 * i + j];
+                            let p = f32::exp(score - row_max[i] - row_log_sum[i]);
+                            ds = p * (dp[2 * i + j] - row_delta[i]);
+                        }
+                        grads[(pr + i * half) * block + pc + j * half] = ds;
+                    }
+                }
+                sync_cube();
+                add_products(&mut acc, &mut unused, &grads, &ks, pr, pc, d, block, false);
+            }
+            sync_cube();
+            parity = 1 - parity;
             tile += block;
         }
-        store_rows::<F>(dq, &acc, heads_first(head, m), first, m, d, block);
+        store_rows::<F>(
+            dq,
+            &acc,
+            &ones,
+            heads_first(head, m),
+            first,
+            m,
+            pr,
+            pc,
+            d,
+            block,
+        );
     }
 
     /// Flash attention's backward pass for k and v: one cube per `block` keys of one (batch,
-    /// kv head), a unit per (query, key) pair; the query rows of every head sharing the kv
-    /// head go by tiles, each adding `dSᵀ·q` to dk and `Pᵀ·dO` to dv (kept in registers); dk
+    /// kv head), `(block / 2)²` units; the query rows of every head sharing the kv head go by
+    /// tiles, each unit computing `P` and `dS` for a 2 × 2 share of the (key, query) pairs,
+    /// then adding `dSᵀ·q` to dk and `Pᵀ·dO` to dv for its two keys (kept in registers); dk
     /// is written heads first, dv in the projection's (b, s, kv, d) ([`key_rows`]).
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
@@ -3330,69 +3464,138 @@ mod cube {
         let batch = head / kv;
         let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
-        let (r, c) = (unit / block, unit % block);
-        let units = comptime!(block * block);
-        let per = comptime!((block * d).div_ceil(block * block));
+        let half = comptime!(block / 2);
+        let units = comptime!(block * block / 4);
+        let cols = comptime!(d.div_ceil(block / 2));
+        // This unit's keys are `pr` and `pr + half`, its queries of each tile `pc`, `pc + half`.
+        let (pr, pc) = (unit / half, unit % half);
         let mut ks = Shared::new_slice(comptime!(block * (d + 1)));
         let mut vs = Shared::new_slice(comptime!(block * (d + 1)));
         let mut qs = Shared::new_slice(comptime!(block * (d + 1)));
         let mut dos = Shared::new_slice(comptime!(block * (d + 1)));
-        let mut probs = Shared::new_slice(units);
-        let mut grads = Shared::new_slice(units);
-        load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block, block * block);
-        load_keys::<F>(v, &mut vs, v_base, first_key, s, d, block, block * block);
-        let mut dk_acc = Array::<f32>::new(per);
-        let mut dv_acc = Array::<f32>::new(per);
-        #[unroll]
-        for i in 0..per {
-            dk_acc[i] = f32::new(0.0);
-            dv_acc[i] = f32::new(0.0);
+        let mut probs = Shared::new_slice(comptime!(block * block));
+        let mut grads = Shared::new_slice(comptime!(block * block));
+        let mut flags = Shared::new_slice(2usize);
+        if unit == 0 {
+            flags[0] = f32::new(0.0);
         }
+        load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block, units);
+        load_keys::<F>(v, &mut vs, v_base, first_key, s, d, block, units);
+        let mut dk_acc = filled(f32::new(0.0), comptime!(2 * cols));
+        let mut dv_acc = filled(f32::new(0.0), comptime!(2 * cols));
+        let mut unused = filled(f32::new(0.0), 2usize);
+        let mut scores = filled(f32::new(0.0), 4usize);
+        let mut dp = filled(f32::new(0.0), 4usize);
+        let mut biases = filled(f32::new(0.0), 4usize);
+        let mut maxes = filled(f32::new(0.0), 2usize);
+        let mut log_sums = filled(f32::new(0.0), 2usize);
+        let mut deltas = filled(f32::new(0.0), 2usize);
+        let ones = filled(f32::new(1.0), 2usize);
         sync_cube();
-        let key = first_key + c;
+        let out_rows = query_rows(head, kv, m, t);
         let mut tile = 0;
+        let mut parity = 0;
         while tile < m {
-            let query = tile + r;
-            let live = query < m && key < s;
-            let b = bias_at::<G>(bias, (batch * t + query % t) * s + key, live, masked);
-            let mut max = f32::new(0.0);
-            let mut log_sum = f32::new(0.0);
-            let mut dl = f32::new(0.0);
-            if live {
-                max = stats[2 * (head * m + query)];
-                log_sum = stats[2 * (head * m + query) + 1];
-                dl = delta[head * m + query];
+            let mut need = false;
+            #[unroll]
+            for j in 0..2 {
+                let query = tile + pc + j * half;
+                let mut max = f32::new(0.0);
+                let mut log_sum = f32::new(0.0);
+                let mut dl = f32::new(0.0);
+                if query < m {
+                    max = stats[2 * (head * m + query)];
+                    log_sum = stats[2 * (head * m + query) + 1];
+                    dl = delta[head * m + query];
+                }
+                maxes[j] = max;
+                log_sums[j] = log_sum;
+                deltas[j] = dl;
+                #[unroll]
+                for i in 0..2 {
+                    let key = first_key + pr + i * half;
+                    let live = query < m && key < s;
+                    let at = (batch * t + query % t) * s + key;
+                    let b = bias_at::<G>(bias, at, live, masked);
+                    biases[2 * i + j] = b;
+                    need = need || needed(live, b, max);
+                }
             }
-            let need = cube_max(needed(live, b, max), units);
-            if need > f32::new(0.0) {
-                load_rows::<F>(q, &mut qs, heads_first(head, m), tile, m, d, block);
-                load_rows::<H>(
-                    dout,
-                    &mut dos,
-                    query_rows(head, kv, m, t),
-                    tile,
-                    m,
+            if any_unit(&mut flags, parity, need) {
+                load_rows::<F>(q, &mut qs, heads_first(head, m), tile, m, d, block, units);
+                load_rows::<H>(dout, &mut dos, out_rows, tile, m, d, block, units);
+                sync_cube();
+                pair_dots(&mut scores, &ks, pr, &qs, pc, half, d);
+                pair_dots(&mut dp, &vs, pr, &dos, pc, half, d);
+                #[unroll]
+                for i in 0..2 {
+                    let key = first_key + pr + i * half;
+                    #[unroll]
+                    for j in 0..2 {
+                        let query = tile + pc + j * half;
+                        let mut p = f32::new(0.0);
+                        let mut ds = f32::new(0.0);
+                        if query < m && key < s {
+                            let score = scores[2 * i + j] + biases[2 * i + j];
+                            p = f32::exp(score - maxes[j] - log_sums[j]);
+                            ds = p * (dp[2 * i + j] - deltas[j]);
+                        }
+                        probs[(pr + i * half) * block + pc + j * half] = p;
+                        grads[(pr + i * half) * block + pc + j * half] = ds;
+                    }
+                }
+                sync_cube();
+                add_products(
+                    &mut dk_acc,
+                    &mut unused,
+                    &grads,
+                    &qs,
+                    pr,
+                    pc,
                     d,
                     block,
+                    false,
                 );
-                sync_cube();
-                let mut p = f32::new(0.0);
-                let mut ds = f32::new(0.0);
-                if live {
-                    p = f32::exp(row_dot(&qs, r, &ks, c, d) + b - max - log_sum);
-                    ds = p * (row_dot(&dos, r, &vs, c, d) - dl);
-                }
-                probs[unit] = p;
-                grads[unit] = ds;
-                sync_cube();
-                add_products(&mut dk_acc, &grads, &qs, d, block, true);
-                add_products(&mut dv_acc, &probs, &dos, d, block, true);
-                sync_cube();
+                add_products(
+                    &mut dv_acc,
+                    &mut unused,
+                    &probs,
+                    &dos,
+                    pr,
+                    pc,
+                    d,
+                    block,
+                    false,
+                );
             }
+            sync_cube();
+            parity = 1 - parity;
             tile += block;
         }
-        store_rows::<F>(dk, &dk_acc, heads_first(head, s), first_key, s, d, block);
-        store_rows::<F>(dv, &dv_acc, key_rows(head, kv, s), first_key, s, d, block);
+        store_rows::<F>(
+            dk,
+            &dk_acc,
+            &ones,
+            heads_first(head, s),
+            first_key,
+            s,
+            pr,
+            pc,
+            d,
+            block,
+        );
+        store_rows::<F>(
+            dv,
+            &dv_acc,
+            &ones,
+            key_rows(head, kv, s),
+            first_key,
+            s,
+            pr,
+            pc,
+            d,
+            block,
+        );
     }
 
     /// An entry's place in the draw's order as an unsigned key, larger for likelier tokens:
