@@ -978,7 +978,8 @@ fn causal_mask(b: usize, t: usize, s: usize, pad: &[usize]) -> Vec<f32> {
 
 /// Flash attention against scores, softmax and weighted sum: training shapes (t = s, causal)
 /// and prefill over earlier keys held in a cache buffer with spare room, queries fewer and
-/// more than a tile, head dims 8, 64 and 128, grouped-query heads, left padding (query rows
+/// more than a tile, head dims 8, 12 (not a multiple of a unit's column stride, 8), 64 and
+/// 128, grouped-query heads, left padding (query rows
 /// that see no key), no mask. The mask stays f32 in every type, as the model makes it.
 ///
 /// In f16 both paths are compared with the composed ops in f32 on the same (f16) inputs: flash
@@ -991,6 +992,7 @@ fn flash_attention_matches_the_composed_ops() {
         for (t, s, d) in [
             (1, 1, 8),
             (5, 5, 8),
+            (19, 19, 12),
             (37, 37, 64),
             (20, 45, 64),
             (33, 33, 128),
@@ -1049,7 +1051,8 @@ fn flash_attention_matches_the_composed_ops() {
 
 /// Flash attention's backward pass (dq, dk, dv) against autodiff of the composed ops: a
 /// causal training batch with a left-padded row (query rows that see no key), grouped-query
-/// heads, more keys than a tile; and prefill over earlier keys without a mask. v is given heads
+/// heads, more keys than a tile, head dims 8, 12, 64 and 128; and prefill over earlier keys
+/// without a mask. v is given heads
 /// first, and as the projection gives it, (b, s, kv, d), where the kernel writes its gradient
 /// in place of a copy.
 #[test]
@@ -1057,7 +1060,12 @@ fn flash_attention_has_the_composed_gradients() {
     let device = gpu_autodiff();
     for (dtype, _) in dtypes(&device) {
         let tol = grad_tolerance(dtype);
-        for (t, s, d, masked) in [(37, 37, 64, true), (9, 23, 8, false), (18, 18, 128, true)] {
+        for (t, s, d, masked) in [
+            (37, 37, 64, true),
+            (9, 23, 8, false),
+            (21, 21, 12, true),
+            (18, 18, 128, true),
+        ] {
             let (b, kv, n_rep) = (2, 2, 2);
             let q = values(b * kv * n_rep * t * d, 41, 1.0);
             let (k, v) = (

@@ -222,9 +222,9 @@ pub trait GpuGrads: Backend {
     /// Flash attention's backward pass (FlashAttention-2's: the probabilities recomputed from
     /// the row statistics one tile at a time), as `(dq, dk, dv)` in the types and shapes of
     /// `q`, `k`, `v`, contiguous (dv in the projection's layout, as v is given); `out` and
-    /// `dout` in [`GpuOps::attention`]'s (b, t, h, d) (the mask is a constant: no gradient). With `Δᵢ = dOᵢ·Oᵢ`,
-    /// `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`: `dq = dS·k`, `dk = dSᵀ·q`,
-    /// `dv = Pᵀ·dO`.
+    /// `dout` in [`GpuOps::attention`]'s (b, t, h, d) (the mask is a constant: no gradient).
+    /// With `Δᵢ = dOᵢ·Oᵢ`, `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`:
+    /// `dq = dS·k`, `dk = dSᵀ·q`, `dv = Pᵀ·dO`.
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = |q, k, v, _bias, _out, _stats, _dout, _masked, _t| (q.clone(), k.clone(), v.clone()))]
     fn attention_backward(
@@ -1018,8 +1018,8 @@ fn flash_units(block: usize) -> usize {
     block * block / 4
 }
 
-/// The flash kernels' tile size at head dim `d`: 16 (a cube of 256 units) where the device's
-/// shared memory holds it, else 8 or 4.
+/// The flash kernels' tile size at head dim `d`: 16 (a cube of 64 units, [`flash_units`])
+/// where the device's shared memory holds it, else 8 or 4.
 fn flash_block(t: &CubeTensor, d: usize) -> usize {
     let limit = t.client.properties().hardware.max_shared_memory_size;
     [16, 8]
@@ -2807,10 +2807,12 @@ mod cube {
     }
 
     /// Whether any unit of the cube passes `need`, the same answer in every unit, behind one
-    /// barrier (a cube-wide reduction takes nine): the units that pass set `flags[parity]`,
+    /// barrier (a cube-wide reduction takes ten): the units that pass set `flags[parity]`,
     /// which unit 0 cleared in the previous tile, and unit 0 clears the other flag for the
     /// next. The caller alternates `parity` from tile to tile, starts with `flags[0]` at 0, and
-    /// ends every tile with a barrier, so that no clear meets a set or a read.
+    /// passes a barrier between the answer and the next tile's test (the work of a tile that
+    /// passes has its own; one that does not adds one), so that no clear meets a set or a
+    /// read.
     #[cube]
     fn any_unit(flags: &mut Shared<[f32]>, parity: usize, need: bool) -> bool {
         if need {
@@ -2832,9 +2834,11 @@ mod cube {
 
     /// Where the flash kernels' rows of one (batch, kv head) lie in a tensor of rows of `d`
     /// contiguous values: row `j` is flat row `base + (j / span)·outer + (j mod span)·inner`
-    /// ([`row_at`]). Heads first, (b, kv, m, d): `base` the head's first row, `inner` 1, `span`
-    /// past the last row; the projections' (b, t, kv·n_rep, d), where row `j` is query `j mod
-    /// t` of the head's `j / t`-th query head: `span` t, `outer` 1, `inner` kv·n_rep.
+    /// ([`row_at`]). Heads first, (b, kv, m, d) ([`heads_first`]): `base` the head's first row,
+    /// `inner` 1, `span` past the last row; the projections' queries, (b, t, kv·n_rep, d)
+    /// ([`query_rows`]), where row `j` is query `j mod t` of the head's `j / t`-th query head:
+    /// `span` t, `outer` 1, `inner` kv·n_rep; their keys or values, (b, s, kv, d)
+    /// ([`key_rows`]): `span` s, `inner` kv.
     #[derive(CubeType, Clone, Copy)]
     #[expand(derive(Clone, Copy))]
     struct Rows {
@@ -3242,8 +3246,9 @@ mod cube {
                     }
                 }
                 add_products(&mut acc, &mut row_sum, &probs, &vs, pr, pc, d, block, true);
+            } else {
+                sync_cube();
             }
-            sync_cube();
             parity = 1 - parity;
             tile += block;
         }
@@ -3367,8 +3372,8 @@ mod cube {
         let mut dp = filled(f32::new(0.0), 4usize);
         let mut biases = filled(f32::new(0.0), 4usize);
         let ones = filled(f32::new(1.0), 2usize);
-        // Every unit has read the Δ partials before the first tile's gradients go over them.
-        sync_cube();
+        // The first tile's gradients go over the Δ partials behind two barriers, its test's and
+        // its loads'.
         let mut tile = 0;
         let mut parity = 0;
         while tile < s {
@@ -3409,8 +3414,9 @@ mod cube {
                 }
                 sync_cube();
                 add_products(&mut acc, &mut unused, &grads, &ks, pr, pc, d, block, false);
+            } else {
+                sync_cube();
             }
-            sync_cube();
             parity = 1 - parity;
             tile += block;
         }
@@ -3567,8 +3573,9 @@ mod cube {
                     block,
                     false,
                 );
+            } else {
+                sync_cube();
             }
-            sync_cube();
             parity = 1 - parity;
             tile += block;
         }
