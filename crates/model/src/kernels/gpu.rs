@@ -2987,6 +2987,41 @@ mod cube {
         b
     }
 
+    /// The mask terms of a unit's 2 × 2 share of a tile's pairs — queries `query` and `query +
+    /// half` of the `m` rows (the sequence's row `row0 + query mod t` of the (b, t, s) mask),
+    /// keys `key` and `key + half` of `s` — into `biases[2i + j]`, and whether any pair must be
+    /// computed ([`needed`], with the rows' maxima `row_max`).
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn share_biases<G: Float>(
+        bias: &Tensor<G>,
+        biases: &mut Array<f32>,
+        row_max: &Array<f32>,
+        row0: usize,
+        m: usize,
+        t: usize,
+        s: usize,
+        query: usize,
+        key: usize,
+        #[comptime] half: usize,
+        #[comptime] masked: bool,
+    ) -> bool {
+        let mut need = false;
+        #[unroll]
+        for i in 0..2 {
+            let query = query + i * half;
+            #[unroll]
+            for j in 0..2 {
+                let key = key + j * half;
+                let live = query < m && key < s;
+                let b = bias_at::<G>(bias, (row0 + query % t) * s + key, live, masked);
+                biases[2 * i + j] = b;
+                need = need || needed(live, b, row_max[i]);
+            }
+        }
+        need
+    }
+
     /// `out[2i + j]` = the dot product of padded tile rows `a[ra + i·half]` and `b[rb +
     /// j·half]`, for `i`, `j` in {0, 1}: a unit's 2 × 2 share of the products of two tiles'
     /// rows (each row read once for two products), each dot summed in order.
@@ -3182,20 +3217,19 @@ mod cube {
         let mut tile = 0;
         let mut parity = 0;
         while tile < s {
-            let mut need = false;
-            #[unroll]
-            for i in 0..2 {
-                let query = first + pr + i * half;
-                #[unroll]
-                for j in 0..2 {
-                    let key = tile + pc + j * half;
-                    let live = query < m && key < s;
-                    let at = (batch * t + query % t) * s + key;
-                    let b = bias_at::<G>(bias, at, live, masked);
-                    biases[2 * i + j] = b;
-                    need = need || needed(live, b, row_max[i]);
-                }
-            }
+            let need = share_biases::<G>(
+                bias,
+                &mut biases,
+                &row_max,
+                batch * t,
+                m,
+                t,
+                s,
+                first + pr,
+                tile + pc,
+                half,
+                masked,
+            );
             if any_unit(&mut flags, parity, need) {
                 load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
                 load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, units);
@@ -3377,20 +3411,19 @@ mod cube {
         let mut tile = 0;
         let mut parity = 0;
         while tile < s {
-            let mut need = false;
-            #[unroll]
-            for i in 0..2 {
-                let query = first + pr + i * half;
-                #[unroll]
-                for j in 0..2 {
-                    let key = tile + pc + j * half;
-                    let live = query < m && key < s;
-                    let at = (batch * t + query % t) * s + key;
-                    let b = bias_at::<G>(bias, at, live, masked);
-                    biases[2 * i + j] = b;
-                    need = need || needed(live, b, row_max[i]);
-                }
-            }
+            let need = share_biases::<G>(
+                bias,
+                &mut biases,
+                &row_max,
+                batch * t,
+                m,
+                t,
+                s,
+                first + pr,
+                tile + pc,
+                half,
+                masked,
+            );
             if any_unit(&mut flags, parity, need) {
                 load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
                 load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, units);
