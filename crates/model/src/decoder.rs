@@ -506,7 +506,10 @@ impl Attention {
         let append = fold
             && matches!(cache.as_deref(), Some(Some(_)))
             && crate::fused::fuses_kv_append(&x.device());
-        let ((mut q, q_bias), (mut k, k_bias), (v, v_bias)) = match &self.qkv {
+        // Without a cache (training, scoring), v's bias goes into attention, which adds it as
+        // the values load (flash attention; `fused::attention` adds it otherwise).
+        let v_folds = append || (fold && cache.is_none() && t > 1);
+        let ((mut q, q_bias), (mut k, k_bias), (v, mut v_bias)) = match &self.qkv {
             // One matmul; q, k and v are column slices of its rows (b, t, n, d), which the
             // decode kernels read in place.
             Some(w) => {
@@ -528,13 +531,13 @@ impl Attention {
                 (
                     cut(&self.q_proj, h, fold),
                     cut(&self.k_proj, kv, fold),
-                    cut(&self.v_proj, kv, append),
+                    cut(&self.v_proj, kv, v_folds),
                 )
             }
             None => (
                 project(&self.q_proj, x.clone(), h),
                 project(&self.k_proj, x.clone(), kv),
-                match append {
+                match v_folds {
                     true => project(&self.v_proj, x, kv),
                     false => (split(self.v_proj.forward(x), kv), None),
                 },
@@ -564,7 +567,7 @@ impl Attention {
         let (k, v) = match cache {
             Some(Some(layer)) if append => {
                 let dtype = k.dtype();
-                let biases = match (k_bias, v_bias) {
+                let biases = match (k_bias, v_bias.take()) {
                     (None, None) => None,
                     // One projection without a bias adds zeros.
                     (kb, vb) => {
@@ -603,7 +606,7 @@ impl Attention {
                     // (b, t, h, d): flash attention writes it so, and takes v's gradient
                     // the same way, so no copy moves the heads axis; the composed ops swap
                     // their heads-first output (a copy in the reshape below).
-                    _ => crate::fused::attention(q, k, v, t, mask.additive(b, t, s)),
+                    _ => crate::fused::attention(q, k, v, v_bias, t, mask.additive(b, t, s)),
                 }
             }
         };

@@ -825,7 +825,7 @@ fn fused_decode_attention_matches_the_composed_ops() {
                     let y = match fused_path {
                         true => {
                             assert!(fused::fuses_decode_attention(&q, &k));
-                            fused::attention(q, k, v, 1, bias)
+                            fused::attention(q, k, v, None, 1, bias)
                         }
                         false => composed::attention(q, k, v, 1, bias),
                     };
@@ -931,7 +931,7 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                             let q =
                                 fused::rope(q, table(&cos), table(&sin), rotate, bias, HeadsFirst);
                             let q = q.reshape([b, kv, n_rep, d]);
-                            fused::attention(q, k, v, 1, mask).reshape([b, kv, n_rep, d])
+                            fused::attention(q, k, v, None, 1, mask).reshape([b, kv, n_rep, d])
                         }
                         // The composed ops.
                         _ => {
@@ -1004,7 +1004,8 @@ fn flash_attention_matches_the_composed_ops() {
                 values(b * kv * cap * d, 33, 2.0),
             );
             let bias = causal_mask(b, t, s, &[0, 2.min(s - 1)]);
-            for masked in [true, false] {
+            let v_bias = values(kv * d, 34, 1.0);
+            for (masked, biased) in [(true, false), (false, false), (true, true)] {
                 // (fused path, computed in `dtype` rather than f32)
                 let run = |fused_path: bool, in_dtype: bool| {
                     let typed = |x: Tensor<4>| computed_in(x, in_dtype);
@@ -1015,14 +1016,22 @@ fn flash_attention_matches_the_composed_ops() {
                     let bias = masked.then(|| {
                         Tensor::<3>::from_data(TensorData::new(bias.clone(), [b, t, s]), &device)
                     });
+                    let vb = biased.then(|| {
+                        let vb = tensor(v_bias.clone(), [1, kv, 1, d], dtype, &device);
+                        computed_in(vb, in_dtype)
+                    });
                     let y = match fused_path {
                         // Straight to the kernel: `fused::attention` sends t = 1 (inference) to
                         // the decode kernel.
                         true => {
                             assert!(fused::fuses_flash_attention(&q, &k));
-                            gpu::attention(q, k, v.swap_dims(1, 2), bias, t)
+                            let vb = vb.map(|vb| vb.reshape([kv * d]));
+                            gpu::attention(q, k, v.swap_dims(1, 2), vb, bias, t)
                         }
-                        false => composed::attention(q, k, v, t, bias),
+                        false => match vb {
+                            Some(vb) => composed::attention(q, k, v + vb, t, bias),
+                            None => composed::attention(q, k, v, t, bias),
+                        },
                     };
                     assert_eq!(y.dims(), [b, t, kv * n_rep, d]);
                     read(y)
@@ -1032,8 +1041,9 @@ fn flash_attention_matches_the_composed_ops() {
                     flash.iter().all(|x| x.is_finite()),
                     "flash output not finite"
                 );
-                let what =
-                    format!("flash attention {dtype:?} t = {t}, s = {s}, d = {d}, masked {masked}");
+                let what = format!(
+                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}, masked {masked}, v's bias {biased}"
+                );
                 if dtype == DType::F32 {
                     close(&what, &flash, &composed, tol);
                 } else {
@@ -1052,9 +1062,9 @@ fn flash_attention_matches_the_composed_ops() {
 /// Flash attention's backward pass (dq, dk, dv) against autodiff of the composed ops: a
 /// causal training batch with a left-padded row (query rows that see no key), grouped-query
 /// heads, more keys than a tile, head dims 8, 12, 64 and 128; and prefill over earlier keys
-/// without a mask. v is given heads
-/// first, and as the projection gives it, (b, s, kv, d), where the kernel writes its gradient
-/// in place of a copy.
+/// without a mask. v is given heads first, and as the projection gives it, (b, s, kv, d),
+/// where the kernel writes its gradient in place of a copy, with the projection's bias for the
+/// kernel to add as the values load (its gradient v's, summed over the rows).
 #[test]
 fn flash_attention_has_the_composed_gradients() {
     let device = gpu_autodiff();
@@ -1073,10 +1083,13 @@ fn flash_attention_has_the_composed_gradients() {
                 values(b * kv * s * d, 43, 2.0),
             );
             let bias = causal_mask(b, t, s, &[0, 3]);
+            let v_bias = values(kv * d, 44, 1.0);
+            // v as the projection gives it, with its bias for attention to add.
             for projected in [false, true] {
                 let run = |fused_path: bool| {
                     let qt = input(&q, [b, kv, n_rep * t, d], dtype, &device);
                     let kt = input(&k, [b, kv, s, d], dtype, &device);
+                    let bt = input(&v_bias, [kv * d], dtype, &device);
                     let (vt, heads) = match projected {
                         true => {
                             let vt = input(&v, [b, s, kv, d], dtype, &device);
@@ -1090,27 +1103,42 @@ fn flash_attention_has_the_composed_gradients() {
                     let mask = masked.then(|| {
                         Tensor::<3>::from_data(TensorData::new(bias.clone(), [b, t, s]), &device)
                     });
+                    let vb = projected.then(|| bt.clone());
                     let y = match fused_path {
                         true => {
                             assert!(fused::fuses_flash_attention(&qt, &kt));
-                            fused::attention(qt.clone(), kt.clone(), heads, t, mask)
+                            fused::attention(qt.clone(), kt.clone(), heads, vb, t, mask)
                         }
-                        false => composed::attention(qt.clone(), kt.clone(), heads, t, mask),
+                        false => {
+                            let heads = match vb {
+                                Some(vb) => heads + vb.reshape([1, kv, 1, d]),
+                                None => heads,
+                            };
+                            composed::attention(qt.clone(), kt.clone(), heads, t, mask)
+                        }
                     };
                     assert_eq!(y.dims(), [b, t, kv * n_rep, d]);
                     let grads = loss(y).backward();
-                    [&qt, &kt, &vt].map(|x| read(x.grad(&grads).unwrap()))
+                    let mut found = vec![];
+                    for x in [&qt, &kt, &vt] {
+                        found.push(read(x.grad(&grads).unwrap()));
+                    }
+                    if projected {
+                        found.push(read(bt.grad(&grads).unwrap()));
+                    }
+                    found
                 };
                 let (fused, composed) = (run(true), run(false));
                 let gaps = fused.iter().zip(&composed).map(|(f, c)| relative_gap(f, c));
                 let gaps: Vec<f32> = gaps.collect();
                 let what = format!(
-                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}, v (b, s, kv, d) {projected}"
+                    "flash attention {dtype:?} t = {t}, s = {s}, d = {d}, v (b, s, kv, d) with its bias {projected}"
                 );
-                for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
+                assert_eq!(gaps.len(), 3 + projected as usize);
+                for (name, &gap) in ["q", "k", "v", "v's bias"].iter().zip(&gaps) {
                     eprintln!("{what}: d{name} relative gap {gap:.2e}");
                 }
-                for (name, &gap) in ["q", "k", "v"].iter().zip(&gaps) {
+                for (name, &gap) in ["q", "k", "v", "v's bias"].iter().zip(&gaps) {
                     assert!(gap < tol, "{what}: d{name} differs by {gap}");
                 }
             }
@@ -1578,7 +1606,14 @@ fn matmul_attention_runs_when_asked() {
             let q = tensor(values(2 * 8 * 8, 1, 1.0), [1, 2, 8, 8], DType::F32, &device);
             let k = tensor(values(2 * 8 * 8, 2, 1.0), [1, 2, 8, 8], DType::F32, &device);
             assert!(!fused::fuses_flash_attention(&q, &k));
-            let via_fused = read(fused::attention(q.clone(), k.clone(), k.clone(), 8, None));
+            let via_fused = read(fused::attention(
+                q.clone(),
+                k.clone(),
+                k.clone(),
+                None,
+                8,
+                None,
+            ));
             let composed = read(composed::attention(q, k.clone(), k, 8, None));
             assert!(max_abs_diff(&via_fused, &composed) < 1e-5);
             let (_, info) = reasonlab_model::open(backend(), false).unwrap();
@@ -1610,7 +1645,7 @@ fn unsplit_decoding_runs_when_asked() {
                 let k = tensor(copies(&k), [b, kv, s, d], DType::F32, &device);
                 let v = tensor(copies(&v), [b, kv, s, d], DType::F32, &device);
                 assert!(fused::fuses_decode_attention(&q, &k));
-                read(fused::attention(q, k, v, 1, None))
+                read(fused::attention(q, k, v, None, 1, None))
             };
             let one = run(1);
             assert_eq!(one[..], run(64)[..one.len()]);

@@ -1610,7 +1610,7 @@ pub fn decode_attention_with_rope(
         rope.cos.reshape([b, 1, 1, d]),
         rope.sin.reshape([b, 1, 1, d]),
     );
-    attention(q * cos + swapped * sin, k, v, 1, bias).reshape(q_shape)
+    attention(q * cos + swapped * sin, k, v, None, 1, bias).reshape(q_shape)
 }
 
 /// Whether [`token_logprobs`] runs as one fused kernel (two with the backward pass) for logits
@@ -1808,12 +1808,14 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: DecodeMa
         return super::gpu::decode_attention(q, k, v, mask, None);
     }
     let (dims, s) = (q.dims(), k.dims()[2]);
-    attention(q, k, v, 1, mask.additive(s)).reshape(dims)
+    attention(q, k, v, None, 1, mask.additive(s)).reshape(dims)
 }
 
 /// `softmax(q·kᵀ + bias)·v` over the last dimension: `q` (b, kv, m, d) with the scale applied
 /// and `m` = n_rep·t (the query heads sharing each kv head folded into the query axis), `k`,
-/// `v` (b, kv, s, d), `bias` (b, t, s) additive when some key is masked. Returns
+/// `v` (b, kv, s, d), `v_bias` (kv·d) the v projection's bias where it is yet to be added (by
+/// flash attention as the values load, else as a sum), `bias` (b, t, s) additive when some
+/// key is masked. Returns
 /// (b, t, h, d), `h` = kv·n_rep query heads, the layout the output projection reads. On the
 /// GPU backends a decode step (`t` = 1, inference) is one fused kernel where
 /// [`fuses_decode_attention`], anything else flash attention where [`fuses_flash_attention`],
@@ -1824,17 +1826,26 @@ pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
+    v_bias: Option<Tensor<1>>,
     t: usize,
     bias: Option<Tensor<3>>,
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
+    if fuses_flash_attention(&q, &k) && (t > 1 || v_bias.is_some()) {
+        return super::gpu::attention(q, k, v.swap_dims(1, 2), v_bias, bias, t);
+    }
+    let v = match v_bias {
+        Some(b) => {
+            let [_, kv, _, d] = v.dims();
+            let b = crate::decoder::same_type(b, v.dtype()).reshape([1, kv, 1, d]);
+            v + b
+        }
+        None => v,
+    };
+    #[cfg(feature = "gpu-kernels")]
     if t == 1 && fuses_decode_attention(&q, &k) {
         let out = super::gpu::decode_attention(q, k, v, bias.into(), None);
         return heads_last(out, 1);
-    }
-    #[cfg(feature = "gpu-kernels")]
-    if fuses_flash_attention(&q, &k) {
-        return super::gpu::attention(q, k, v.swap_dims(1, 2), bias, t);
     }
     let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, m, s)
     let probs = match bias {

@@ -121,15 +121,19 @@ pub trait GpuOps: Backend {
     /// (b, kv, m, d) with the scale applied and `m` a multiple of `t` (row `j` is query `j
     /// mod t` of query head `i·m/t + j / t`, the `m / t` query heads sharing kv head `i`
     /// folded into its rows); `k`: (b, kv, s, d), `v`: (b, s, kv, d) as the projection gives
-    /// it, both any strides; `bias`: (b, t, s) additive, read only when `masked`;
-    /// `d` ≤ [`super::fused::FLASH_MAX_HEAD_DIM`].
+    /// it, both any strides; `v_bias`: (kv·d) in `v`'s type, the v projection's bias, added to
+    /// each value as it loads when `biased`; `bias`: (b, t, s) additive, read only when
+    /// `masked`; `d` ≤ [`super::fused::FLASH_MAX_HEAD_DIM`].
+    #[allow(clippy::too_many_arguments)]
     #[fusion(dtype = q, shape = attention_shape(q, *t))]
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        v_bias: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> FloatTensor<Self>;
     /// Each row's log-probability of its target under the softmax of `logits` (rows, vocab),
@@ -210,13 +214,16 @@ pub trait GpuGrads: Backend {
     /// needs: (b·kv·m, 2) f32, the row's largest score `M` and `ln Σ exp(score − M)` (kept
     /// apart, not as their sum: a row whose every key is masked has `M` ≈ −1e30, which would
     /// absorb the logarithm).
-    #[fusion(meta = |q, _k, _v, _bias, _masked, t| (attention_spec(q, *t), rows_spec(q, 2)))]
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |q, _k, _v, _v_bias, _bias, _masked, _biased, t| (attention_spec(q, *t), rows_spec(q, 2)))]
     fn attention_with_stats(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        v_bias: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// Flash attention's backward pass (FlashAttention-2's: the probabilities recomputed from
@@ -226,16 +233,18 @@ pub trait GpuGrads: Backend {
     /// With `Δᵢ = dOᵢ·Oᵢ`, `Pᵢⱼ = exp(Sᵢⱼ − Mᵢ − ln Σᵢ)` and `dSᵢⱼ = Pᵢⱼ (dOᵢ·vⱼ − Δᵢ)`:
     /// `dq = dS·k`, `dk = dSᵀ·q`, `dv = Pᵀ·dO`.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |q, k, v, _bias, _out, _stats, _dout, _masked, _t| (q.clone(), k.clone(), v.clone()))]
+    #[fusion(meta = |q, k, v, _v_bias, _bias, _out, _stats, _dout, _masked, _biased, _t| (q.clone(), k.clone(), v.clone()))]
     fn attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        v_bias: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         out: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// [`GpuOps::token_logprobs`] and each row's softmax statistics (rows, 2): the largest
@@ -500,11 +509,13 @@ impl GpuOps for CubeBackend {
         q: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
+        v_bias: CubeTensor,
         bias: CubeTensor,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> CubeTensor {
-        flash_forward(q, k, v, bias, masked, t).0
+        flash_forward(q, k, v, v_bias, bias, masked, biased, t).0
     }
 
     fn token_logprobs(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
@@ -704,22 +715,26 @@ impl GpuGrads for CubeBackend {
         q: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
+        v_bias: CubeTensor,
         bias: CubeTensor,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> (CubeTensor, CubeTensor) {
-        flash_forward(q, k, v, bias, masked, t)
+        flash_forward(q, k, v, v_bias, bias, masked, biased, t)
     }
 
     fn attention_backward(
         q: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
+        v_bias: CubeTensor,
         bias: CubeTensor,
         out: CubeTensor,
         stats: CubeTensor,
         dout: CubeTensor,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (q, out, dout, stats) = (
@@ -729,6 +744,7 @@ impl GpuGrads for CubeBackend {
             into_contiguous(stats),
         );
         let bias = mask_contiguous(bias, masked);
+        let v_bias = mask_contiguous(v_bias, biased);
         let [b, kv, m, d] = dims::<4>(&q);
         let s = dims::<4>(&k)[2];
         // dv in v's (b, s, kv, d), contiguous; v read as (b, kv, s, d), as k is.
@@ -749,6 +765,7 @@ impl GpuGrads for CubeBackend {
             q.clone().into_tensor_arg(),
             k.clone().into_tensor_arg(),
             v.clone().into_tensor_arg(),
+            v_bias.clone().into_tensor_arg(),
             bias.clone().into_tensor_arg(),
             out.into_tensor_arg(),
             dout.clone().into_tensor_arg(),
@@ -763,6 +780,7 @@ impl GpuGrads for CubeBackend {
             d,
             block,
             masked,
+            biased,
             types,
         );
         flash_attention_dkv_kernel::launch(
@@ -772,6 +790,7 @@ impl GpuGrads for CubeBackend {
             q.clone().into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
+            v_bias.into_tensor_arg(),
             bias.into_tensor_arg(),
             dout.into_tensor_arg(),
             stats.into_tensor_arg(),
@@ -786,6 +805,7 @@ impl GpuGrads for CubeBackend {
             d,
             block,
             masked,
+            biased,
             types,
         );
         (dq, dk, dv)
@@ -940,16 +960,20 @@ fn head_backward<B: GpuGrads>(
 }
 
 /// [`GpuGrads::attention_with_stats`] on the cubecl backends.
+#[allow(clippy::too_many_arguments)]
 fn flash_forward(
     q: CubeTensor,
     k: CubeTensor,
     mut v: CubeTensor,
+    v_bias: CubeTensor,
     bias: CubeTensor,
     masked: bool,
+    biased: bool,
     t: usize,
 ) -> (CubeTensor, CubeTensor) {
     let q = into_contiguous(q);
     let bias = mask_contiguous(bias, masked);
+    let v_bias = mask_contiguous(v_bias, biased);
     let [b, kv, m, d] = dims::<4>(&q);
     let s = dims::<4>(&k)[2];
     let out = empty_device_contiguous_dtype(
@@ -968,6 +992,7 @@ fn flash_forward(
         q.clone().into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
+        v_bias.into_tensor_arg(),
         bias.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
         stats.clone().into_tensor_arg(),
@@ -979,6 +1004,7 @@ fn flash_forward(
         d,
         block,
         masked,
+        biased,
         [
             dtype_to_storage_type(q.dtype),
             dtype_to_storage_type(bias.dtype),
@@ -987,7 +1013,8 @@ fn flash_forward(
     (out, stats)
 }
 
-/// An attention kernel's mask, contiguous when it is read (unmasked, it stands for nothing).
+/// An attention kernel's mask (or v's bias), contiguous when it is read (where its flag is off,
+/// it stands for nothing).
 fn mask_contiguous(bias: CubeTensor, masked: bool) -> CubeTensor {
     match masked {
         true => into_contiguous(bias),
@@ -1367,6 +1394,102 @@ fn softmax_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
     }
 }
 
+/// Flash attention's backward node: the gradients of q, k, v and, as its fourth parent where
+/// `biased`, v's bias (v's gradient summed over the rows: the bias is added to every row).
+#[derive(Debug)]
+struct AttentionGrad {
+    masked: bool,
+    biased: bool,
+    t: usize,
+}
+
+/// (q, k, v, v's bias, mask, out, stats): the inputs, the output and its rows' softmax
+/// statistics (the probabilities are recomputed, never kept).
+type AttentionState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+impl<B: GpuGrads, const N: usize> Backward<B, N> for AttentionGrad {
+    type State = AttentionState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let (q, k, v, v_bias, bias, out, stats) = ops.state;
+        let (dq, dk, dv) = B::attention_backward(
+            q,
+            k,
+            v,
+            v_bias,
+            bias,
+            out,
+            stats,
+            dout,
+            self.masked,
+            self.biased,
+            self.t,
+        );
+        let parents = ops.parents;
+        if let Some(pb) = parents.get(3).filter(|_| self.biased) {
+            // dv: (b, s, kv, d), contiguous.
+            let shape = dv.shape();
+            let width = shape[2] * shape[3];
+            let rows = Shape::new([shape.num_elements() / width, width]);
+            let summed = B::float_sum_dim(B::float_reshape(dv.clone(), rows), 0);
+            register!(
+                grads,
+                pb.clone(),
+                B::float_reshape(summed, Shape::new([width]))
+            );
+        }
+        register!(grads, parents[0].clone(), dq);
+        register!(grads, parents[1].clone(), dk);
+        register!(grads, parents[2].clone(), dv);
+    }
+}
+
+/// (q, k, v, v's bias, mask): [`GpuOps::attention`]'s tensors.
+type AttentionInputs<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+/// [`GpuOps::attention`] under autodiff with `N` tracked inputs: q, k, v, and v's bias when
+/// the node's `biased`.
+fn attention_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy, const N: usize>(
+    grad: AttentionGrad,
+    nodes: [burn::backend::autodiff::ops::NodeGuard; N],
+    (q, k, v, v_bias, bias): AttentionInputs<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let AttentionGrad { masked, biased, t } = grad;
+    match grad.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (out, stats) = B::attention_with_stats(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                v_bias.clone(),
+                bias.clone(),
+                masked,
+                biased,
+                t,
+            );
+            prep.finish((q, k, v, v_bias, bias, out.clone(), stats), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(<B as GpuOps>::attention(
+            q, k, v, v_bias, bias, masked, biased, t,
+        )),
+    }
+}
+
 /// RoPE on `x` (and `bias`, when given) recorded for its backward: the rotation's transpose
 /// for `x`, summed over (b, t) for the bias; `heads_first` as [`GpuOps::rope_heads_first`].
 fn rope_tracked<B: GpuOps + GpuGrads, C: CheckpointStrategy>(
@@ -1636,67 +1759,28 @@ impl<B: GpuOps + GpuGrads, C: CheckpointStrategy> GpuOps for Autodiff<B, C> {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        v_bias: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         masked: bool,
+        biased: bool,
         t: usize,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct AttentionGrad {
-            masked: bool,
-            t: usize,
-        }
-
-        impl<B: GpuGrads> Backward<B, 3> for AttentionGrad {
-            /// (q, k, v, bias, out, stats): the inputs, the output and its rows' softmax statistics
-            /// (the probabilities are recomputed, never kept).
-            type State = (
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-            );
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let dout = grads.consume::<B>(&ops.node);
-                let (q, k, v, bias, out, stats) = ops.state;
-                let (dq, dk, dv) =
-                    B::attention_backward(q, k, v, bias, out, stats, dout, self.masked, self.t);
-                let [pq, pk, pv] = ops.parents;
-                register!(grads, pq, dq);
-                register!(grads, pk, dk);
-                register!(grads, pv, dv);
-            }
-        }
-
         let (q, q_node) = q.into_parts();
         let (k, k_node) = k.into_parts();
         let (v, v_node) = v.into_parts();
         let bias = bias.into_primitive(); // a constant: no gradient flows to the mask
-        match (AttentionGrad { masked, t })
-            .prepare::<C>([q_node, k_node, v_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (out, stats) = B::attention_with_stats(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    bias.clone(),
-                    masked,
-                    t,
-                );
-                prep.finish((q, k, v, bias, out.clone(), stats), out)
+        let grad = AttentionGrad { masked, biased, t };
+        match biased {
+            true => {
+                let (v_bias, b_node) = v_bias.into_parts();
+                let nodes = [q_node, k_node, v_node, b_node];
+                attention_tracked::<B, C, 4>(grad, nodes, (q, k, v, v_bias, bias))
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(<B as GpuOps>::attention(q, k, v, bias, masked, t))
+            false => {
+                // Unbiased, the stand-in for v's bias is never read and has no gradient.
+                let v_bias = v_bias.into_primitive();
+                let nodes = [q_node, k_node, v_node];
+                attention_tracked::<B, C, 3>(grad, nodes, (q, k, v, v_bias, bias))
             }
         }
     }
@@ -2945,6 +3029,40 @@ mod cube {
         }
     }
 
+    /// [`load_keys`] of values, with v's projection bias (kv·d; `group`'s `d` values at
+    /// `group·d`) added where `biased`, the sum rounded to v's type as the projection's
+    /// addition rounds it.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn load_values<F: Float>(
+        v: &Tensor<F>,
+        v_bias: &Tensor<F>,
+        tile: &mut Shared<[f32]>,
+        base: usize,
+        first: usize,
+        s: usize,
+        group: usize,
+        #[comptime] d: usize,
+        #[comptime] block: usize,
+        #[comptime] units: usize,
+        #[comptime] biased: bool,
+    ) {
+        load_keys::<F>(v, tile, base, first, s, d, block, units);
+        if biased {
+            // Each unit adds to the elements it loaded: no barrier between.
+            let mut e = UNIT_POS_X as usize;
+            while e < block * d {
+                let (key, col) = (e / d, e % d);
+                if first + key < s {
+                    let at = key * (d + 1) + col;
+                    let sum = tile[at] + f32::cast_from(v_bias[group * d + col]);
+                    tile[at] = f32::cast_from(F::cast_from(sum));
+                }
+                e += units;
+            }
+        }
+    }
+
     /// Where (batch, kv head) `head` = batch · kv + group starts in a (b, kv, ·, d) tensor of
     /// any strides.
     #[cube]
@@ -3171,6 +3289,7 @@ mod cube {
         q: &Tensor<F>,
         k: &Tensor<F>,
         v: &Tensor<F>,
+        v_bias: &Tensor<F>,
         bias: &Tensor<G>,
         out: &mut Tensor<F>,
         stats: &mut Tensor<f32>,
@@ -3182,6 +3301,7 @@ mod cube {
         #[comptime] d: usize,
         #[comptime] block: usize,
         #[comptime] masked: bool,
+        #[comptime] biased: bool,
         #[define(F, G)] _dtypes: [ElemType; 2],
     ) {
         let blocks = m.div_ceil(block);
@@ -3232,7 +3352,19 @@ mod cube {
             );
             if any_unit(&mut flags, parity, need) {
                 load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
-                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, units);
+                load_values::<F>(
+                    v,
+                    v_bias,
+                    &mut vs,
+                    v_base,
+                    tile,
+                    s,
+                    head % kv,
+                    d,
+                    block,
+                    units,
+                    biased,
+                );
                 sync_cube();
                 pair_dots(&mut pair, &qs, pr, &ks, pc, half, d);
                 #[unroll]
@@ -3322,6 +3454,7 @@ mod cube {
         q: &Tensor<F>,
         k: &Tensor<F>,
         v: &Tensor<F>,
+        v_bias: &Tensor<F>,
         bias: &Tensor<G>,
         out: &Tensor<F>,
         dout: &Tensor<H>,
@@ -3336,6 +3469,7 @@ mod cube {
         #[comptime] d: usize,
         #[comptime] block: usize,
         #[comptime] masked: bool,
+        #[comptime] biased: bool,
         #[define(F, G, H)] _dtypes: [ElemType; 3],
     ) {
         let blocks = m.div_ceil(block);
@@ -3426,7 +3560,19 @@ mod cube {
             );
             if any_unit(&mut flags, parity, need) {
                 load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
-                load_keys::<F>(v, &mut vs, v_base, tile, s, d, block, units);
+                load_values::<F>(
+                    v,
+                    v_bias,
+                    &mut vs,
+                    v_base,
+                    tile,
+                    s,
+                    head % kv,
+                    d,
+                    block,
+                    units,
+                    biased,
+                );
                 sync_cube();
                 pair_dots(&mut scores, &qs, pr, &ks, pc, half, d);
                 pair_dots(&mut dp, &dos, pr, &vs, pc, half, d);
@@ -3478,6 +3624,7 @@ mod cube {
         q: &Tensor<F>,
         k: &Tensor<F>,
         v: &Tensor<F>,
+        v_bias: &Tensor<F>,
         bias: &Tensor<G>,
         dout: &Tensor<H>,
         stats: &Tensor<f32>,
@@ -3492,6 +3639,7 @@ mod cube {
         #[comptime] d: usize,
         #[comptime] block: usize,
         #[comptime] masked: bool,
+        #[comptime] biased: bool,
         #[define(F, G, H)] _dtypes: [ElemType; 3],
     ) {
         let blocks = s.div_ceil(block);
@@ -3519,7 +3667,19 @@ mod cube {
             flags[0] = f32::new(0.0);
         }
         load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block, units);
-        load_keys::<F>(v, &mut vs, v_base, first_key, s, d, block, units);
+        load_values::<F>(
+            v,
+            v_bias,
+            &mut vs,
+            v_base,
+            first_key,
+            s,
+            head % kv,
+            d,
+            block,
+            units,
+            biased,
+        );
         let mut dk_acc = filled(f32::new(0.0), comptime!(2 * cols));
         let mut dv_acc = filled(f32::new(0.0), comptime!(2 * cols));
         let mut unused = filled(f32::new(0.0), 2usize);
@@ -4413,21 +4573,32 @@ pub fn adamw<const D: usize>(
 }
 
 /// [`GpuOps::attention`] on high-level tensors: `q` (b, kv, m, d), `k` (b, kv, s, d), `v`
-/// (b, s, kv, d), `bias` (b, t, s) when some key is masked; (b, t, kv·m/t, d).
+/// (b, s, kv, d), `v_bias` (kv·d) the v projection's bias when it is to be added, `bias`
+/// (b, t, s) when some key is masked; (b, t, kv·m/t, d).
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
+    v_bias: Option<Tensor<1>>,
     bias: Option<Tensor<3>>,
     t: usize,
 ) -> Tensor<4> {
     let (bias, masked) = bias_argument(&q, bias);
+    let (v_bias, biased) = match v_bias {
+        Some(b) => (
+            crate::decoder::same_type(b, v.dtype()).into_dispatch(),
+            true,
+        ),
+        None => (v.clone().into_dispatch(), false),
+    };
     Tensor::from_dispatch(<Dispatch as GpuOps>::attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
+        v_bias,
         bias,
         masked,
+        biased,
         t,
     ))
 }
