@@ -1606,16 +1606,25 @@ fn matmul_attention_runs_when_asked() {
             let q = tensor(values(2 * 8 * 8, 1, 1.0), [1, 2, 8, 8], DType::F32, &device);
             let k = tensor(values(2 * 8 * 8, 2, 1.0), [1, 2, 8, 8], DType::F32, &device);
             assert!(!fused::fuses_flash_attention(&q, &k));
-            let via_fused = read(fused::attention(
-                q.clone(),
-                k.clone(),
-                k.clone(),
-                None,
-                8,
-                None,
-            ));
-            let composed = read(composed::attention(q, k.clone(), k, 8, None));
-            assert!(max_abs_diff(&via_fused, &composed) < 1e-5);
+            // v's bias, where given, added by the composed path as a sum.
+            let v_bias = tensor(values(2 * 8, 3, 1.0), [2 * 8], DType::F32, &device);
+            for v_bias in [None, Some(v_bias)] {
+                let v = match &v_bias {
+                    Some(vb) => k.clone() + vb.clone().reshape([1, 2, 1, 8]),
+                    None => k.clone(),
+                };
+                let (q, k) = (q.clone(), k.clone());
+                let via_fused = read(fused::attention(
+                    q.clone(),
+                    k.clone(),
+                    k.clone(),
+                    v_bias,
+                    8,
+                    None,
+                ));
+                let composed = read(composed::attention(q, k, v, 8, None));
+                assert!(max_abs_diff(&via_fused, &composed) < 1e-5);
+            }
             let (_, info) = reasonlab_model::open(backend(), false).unwrap();
             assert_eq!(info.attention, GpuAttention::Matmul);
             assert!(info.to_string().contains(GpuAttention::ENV), "{info}");

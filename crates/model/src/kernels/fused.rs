@@ -1815,10 +1815,10 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: DecodeMa
 /// and `m` = n_rep·t (the query heads sharing each kv head folded into the query axis), `k`,
 /// `v` (b, kv, s, d), `v_bias` (kv·d) the v projection's bias where it is yet to be added (by
 /// flash attention as the values load, else as a sum), `bias` (b, t, s) additive when some
-/// key is masked. Returns
-/// (b, t, h, d), `h` = kv·n_rep query heads, the layout the output projection reads. On the
-/// GPU backends a decode step (`t` = 1, inference) is one fused kernel where
-/// [`fuses_decode_attention`], anything else flash attention where [`fuses_flash_attention`],
+/// key is masked. Returns (b, t, h, d), `h` = kv·n_rep query heads, the layout the output
+/// projection reads. On the GPU backends a decode step (`t` = 1, inference, no `v_bias`) is
+/// one fused kernel where [`fuses_decode_attention`], anything else flash attention where
+/// [`fuses_flash_attention`],
 /// which writes that layout (and reads v and its gradient in the projection's (b, s, kv, d),
 /// so that training moves no head axis); otherwise scores, [`masked_softmax`] or
 /// [`softmax_f32`], and the weighted sum, its heads then swapped to the sequence's (a view).
@@ -1831,7 +1831,12 @@ pub fn attention(
     bias: Option<Tensor<3>>,
 ) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
-    if fuses_flash_attention(&q, &k) && (t > 1 || v_bias.is_some()) {
+    if t == 1 && v_bias.is_none() && fuses_decode_attention(&q, &k) {
+        let out = super::gpu::decode_attention(q, k, v, bias.into(), None);
+        return heads_last(out, 1);
+    }
+    #[cfg(feature = "gpu-kernels")]
+    if fuses_flash_attention(&q, &k) {
         return super::gpu::attention(q, k, v.swap_dims(1, 2), v_bias, bias, t);
     }
     let v = match v_bias {
@@ -1842,11 +1847,6 @@ pub fn attention(
         }
         None => v,
     };
-    #[cfg(feature = "gpu-kernels")]
-    if t == 1 && fuses_decode_attention(&q, &k) {
-        let out = super::gpu::decode_attention(q, k, v, bias.into(), None);
-        return heads_last(out, 1);
-    }
     let scores = q.matmul(k.swap_dims(2, 3)); // (b, kv, m, s)
     let probs = match bias {
         Some(bias) => masked_softmax(scores, bias),

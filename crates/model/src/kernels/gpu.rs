@@ -1435,17 +1435,16 @@ impl<B: GpuGrads, const N: usize> Backward<B, N> for AttentionGrad {
             self.t,
         );
         let parents = ops.parents;
-        if let Some(pb) = parents.get(3).filter(|_| self.biased) {
+        // v's bias, where it is a parent (N = 4) and trains (a frozen one, as under LoRA, is
+        // `None`: no sum).
+        let pb = parents.get(3).cloned().flatten();
+        if pb.is_some() {
             // dv: (b, s, kv, d), contiguous.
             let shape = dv.shape();
             let width = shape[2] * shape[3];
             let rows = Shape::new([shape.num_elements() / width, width]);
             let summed = B::float_sum_dim(B::float_reshape(dv.clone(), rows), 0);
-            register!(
-                grads,
-                pb.clone(),
-                B::float_reshape(summed, Shape::new([width]))
-            );
+            register!(grads, pb, B::float_reshape(summed, Shape::new([width])));
         }
         register!(grads, parents[0].clone(), dq);
         register!(grads, parents[1].clone(), dk);
