@@ -1818,10 +1818,10 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: DecodeMa
 /// key is masked. Returns (b, t, h, d), `h` = kv·n_rep query heads, the layout the output
 /// projection reads. On the GPU backends a decode step (`t` = 1, inference, no `v_bias`) is
 /// one fused kernel where [`fuses_decode_attention`], anything else flash attention where
-/// [`fuses_flash_attention`],
-/// which writes that layout (and reads v and its gradient in the projection's (b, s, kv, d),
-/// so that training moves no head axis); otherwise scores, [`masked_softmax`] or
-/// [`softmax_f32`], and the weighted sum, its heads then swapped to the sequence's (a view).
+/// [`fuses_flash_attention`], which writes that layout (and reads v and its gradient in the
+/// projection's (b, s, kv, d), so that training moves no head axis); otherwise scores,
+/// [`masked_softmax`] or [`softmax_f32`], and the weighted sum, its heads then swapped to the
+/// sequence's (a view).
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,

@@ -3028,34 +3028,57 @@ mod cube {
         }
     }
 
-    /// [`load_keys`] of values, with v's projection bias (kv·d; `group`'s `d` values at
-    /// `group·d`) added where `biased`, the sum rounded to v's type as the projection's
-    /// addition rounds it.
+    /// Keys and values `first..first + block` of (batch, kv head) `head` (of `kv` per batch
+    /// row) into `ks` and `vs` ([`load_keys`]), v's projection bias (kv·d; the head's `d`
+    /// values at `(head mod kv)·d`) added to the values where `biased`, each sum rounded to
+    /// v's type as the projection's addition rounds it.
     #[allow(clippy::too_many_arguments)]
     #[cube]
-    fn load_values<F: Float>(
+    fn load_keys_values<F: Float>(
+        k: &Tensor<F>,
         v: &Tensor<F>,
         v_bias: &Tensor<F>,
-        tile: &mut Shared<[f32]>,
-        base: usize,
+        ks: &mut Shared<[f32]>,
+        vs: &mut Shared<[f32]>,
+        head: usize,
+        kv: usize,
         first: usize,
         s: usize,
-        group: usize,
         #[comptime] d: usize,
         #[comptime] block: usize,
         #[comptime] units: usize,
         #[comptime] biased: bool,
     ) {
-        load_keys::<F>(v, tile, base, first, s, d, block, units);
+        load_keys::<F>(
+            k,
+            ks,
+            head_base::<F>(k, head, kv),
+            first,
+            s,
+            d,
+            block,
+            units,
+        );
+        load_keys::<F>(
+            v,
+            vs,
+            head_base::<F>(v, head, kv),
+            first,
+            s,
+            d,
+            block,
+            units,
+        );
         if biased {
             // Each unit adds to the elements it loaded: no barrier between.
+            let group = head % kv;
             let mut e = UNIT_POS_X as usize;
             while e < block * d {
                 let (key, col) = (e / d, e % d);
                 if first + key < s {
                     let at = key * (d + 1) + col;
-                    let sum = tile[at] + f32::cast_from(v_bias[group * d + col]);
-                    tile[at] = f32::cast_from(F::cast_from(sum));
+                    let sum = vs[at] + f32::cast_from(v_bias[group * d + col]);
+                    vs[at] = f32::cast_from(F::cast_from(sum));
                 }
                 e += units;
             }
@@ -3310,7 +3333,6 @@ mod cube {
         let head = CUBE_POS / blocks; // batch · kv + kv head
         let first = (CUBE_POS % blocks) * block;
         let batch = head / kv;
-        let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
         let half = comptime!(block / 2);
         let units = comptime!(block * block / 4);
@@ -3350,19 +3372,8 @@ mod cube {
                 masked,
             );
             if any_unit(&mut flags, parity, need) {
-                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
-                load_values::<F>(
-                    v,
-                    v_bias,
-                    &mut vs,
-                    v_base,
-                    tile,
-                    s,
-                    head % kv,
-                    d,
-                    block,
-                    units,
-                    biased,
+                load_keys_values::<F>(
+                    k, v, v_bias, &mut ks, &mut vs, head, kv, tile, s, d, block, units, biased,
                 );
                 sync_cube();
                 pair_dots(&mut pair, &qs, pr, &ks, pc, half, d);
@@ -3478,7 +3489,6 @@ mod cube {
         let head = CUBE_POS / blocks;
         let first = (CUBE_POS % blocks) * block;
         let batch = head / kv;
-        let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
         let half = comptime!(block / 2);
         let units = comptime!(block * block / 4);
@@ -3558,19 +3568,8 @@ mod cube {
                 masked,
             );
             if any_unit(&mut flags, parity, need) {
-                load_keys::<F>(k, &mut ks, k_base, tile, s, d, block, units);
-                load_values::<F>(
-                    v,
-                    v_bias,
-                    &mut vs,
-                    v_base,
-                    tile,
-                    s,
-                    head % kv,
-                    d,
-                    block,
-                    units,
-                    biased,
+                load_keys_values::<F>(
+                    k, v, v_bias, &mut ks, &mut vs, head, kv, tile, s, d, block, units, biased,
                 );
                 sync_cube();
                 pair_dots(&mut scores, &qs, pr, &ks, pc, half, d);
@@ -3648,7 +3647,6 @@ mod cube {
         let head = CUBE_POS / blocks;
         let first_key = (CUBE_POS % blocks) * block;
         let batch = head / kv;
-        let (k_base, v_base) = (head_base::<F>(k, head, kv), head_base::<F>(v, head, kv));
         let unit = UNIT_POS_X as usize;
         let half = comptime!(block / 2);
         let units = comptime!(block * block / 4);
@@ -3665,19 +3663,8 @@ mod cube {
         if unit == 0 {
             flags[0] = f32::new(0.0);
         }
-        load_keys::<F>(k, &mut ks, k_base, first_key, s, d, block, units);
-        load_values::<F>(
-            v,
-            v_bias,
-            &mut vs,
-            v_base,
-            first_key,
-            s,
-            head % kv,
-            d,
-            block,
-            units,
-            biased,
+        load_keys_values::<F>(
+            k, v, v_bias, &mut ks, &mut vs, head, kv, first_key, s, d, block, units, biased,
         );
         let mut dk_acc = filled(f32::new(0.0), comptime!(2 * cols));
         let mut dv_acc = filled(f32::new(0.0), comptime!(2 * cols));
