@@ -6,13 +6,16 @@ transformers' log-probs of fixed ids on it, compared with `reasonlab model logpr
     python scripts/gpu_parity.py ids [--shape qwen2.5-0.5b] [--len 64] [--seed 1]
     python scripts/gpu_parity.py compare DIR --ours OURS.json --ids 1,2,3 [--device cuda]
                                               [--atol 1e-3]
+    python scripts/gpu_parity.py losses GPU.json CPU.json [--rtol 1e-3]
 
 `make` writes DIR (config.json + model.safetensors, f32, HF layout) from the same shapes as
 `scripts/bench_torch.py`. `ids` prints comma-separated random token ids below the shape's
 vocabulary. `compare` loads DIR in transformers (f32, eager attention) on --device, computes
 log p(x_t | x_<t) for t = 1..L-1 and compares them with OURS.json (`{"logprobs": [...]}`, what
 `reasonlab model logprobs` prints). Prints one JSON line with the max |difference| and PASS or
-FAIL (exit status 0 / 1).
+FAIL (exit status 0 / 1). `losses` compares the "loss" of two `reasonlab bench train-step
+--json` results, the same steps on a GPU backend and on flex (the same seeded model and batch),
+and prints one JSON line with the relative difference and PASS or FAIL, as `compare` does.
 """
 from __future__ import annotations
 
@@ -43,6 +46,10 @@ def main() -> int:
     cmp.add_argument("--ids", required=True)
     cmp.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     cmp.add_argument("--atol", type=float, default=1e-3)
+    ls = sub.add_parser("losses")
+    ls.add_argument("gpu")
+    ls.add_argument("cpu")
+    ls.add_argument("--rtol", type=float, default=1e-3)
     args = ap.parse_args()
 
     if args.cmd == "make":
@@ -55,6 +62,13 @@ def main() -> int:
         vocab = SHAPES[args.shape]["vocab_size"]
         print(",".join(str(rng.randrange(vocab)) for _ in range(args.len)))
         return 0
+
+    if args.cmd == "losses":
+        gpu, cpu = (json.load(open(p))["loss"] for p in (args.gpu, args.cpu))
+        diff = abs(gpu - cpu) / max(abs(cpu), 1.0)
+        verdict = "PASS" if diff <= args.rtol else "FAIL"
+        print(json.dumps({"loss": gpu, "cpu_loss": cpu, "relative_diff": diff, "rtol": args.rtol, "verdict": verdict}))
+        return 0 if verdict == "PASS" else 1
 
     import torch
     from transformers import AutoModelForCausalLM

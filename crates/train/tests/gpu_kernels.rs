@@ -952,7 +952,16 @@ fn decode_attention_with_rope_matches_rope_then_attention() {
                 );
                 let inside = run(0);
                 if fused_kernel {
-                    assert_eq!(inside, run(1), "{what}: not the two-kernel values");
+                    let two = run(1);
+                    if dtype == DType::F32 {
+                        assert_eq!(inside, two, "{what}: not the two-kernel values");
+                    } else {
+                        // The kernel rounds the rotated query to f16 where the RoPE kernel
+                        // stores it, but a SPIR-V driver may fold that f32 → f16 → f32 round
+                        // trip away (lavapipe 26 does), keeping the query in f32: then the
+                        // outputs differ by a step of f16 at most (|y| < 2).
+                        close(&format!("{what}: the two kernels"), &inside, &two, 1e-3);
+                    }
                 }
                 if masked {
                     assert_eq!(inside, run(3), "{what}: the padding counts mask otherwise");

@@ -130,6 +130,28 @@ fn the_device_measures_its_ceilings() {
     assert!(reasonlab_model::measure_ceilings(&Device::flex()).is_empty());
 }
 
+/// A tensor uploaded into device memory freed just before reads as its own values: 22 floats
+/// uploaded, read back and dropped, then 15 indices uploaded (into that memory) and scattered by
+/// burn's `select_assign`. Through the `vulkan` backend on lavapipe 26 the kernel reads the
+/// dropped floats as its indices and crashes the driver, as a training step's targets do
+/// (scripts/lavapipe_vulkan.sh); Debian 12's lavapipe gives these values.
+#[test]
+fn an_upload_into_just_freed_memory_reads_its_own_values() {
+    use reasonlab_model::burn::tensor::IndexingUpdateOp;
+    use reasonlab_model::tensor::{Int, Tensor, TensorData};
+    let device = gpu(false);
+    let ones = Tensor::<1>::from_data(TensorData::new(vec![1f32; 22], [22]), &device);
+    assert_eq!(ones.try_into_vec_as::<f32>().unwrap(), vec![1.0; 22]);
+    let index = Tensor::<1, Int>::from_data(TensorData::new((0..15i64).collect(), [15]), &device);
+    let values: Vec<f32> = (0..15).map(|i| i as f32 + 2.0).collect();
+    let added = Tensor::<1>::from_data(TensorData::new(values.clone(), [15]), &device);
+    let out =
+        Tensor::<1>::zeros([22], &device).select_assign(0, index, added, IndexingUpdateOp::Add);
+    let mut expected = values;
+    expected.resize(22, 0.0);
+    assert_eq!(out.try_into_vec_as::<f32>().unwrap(), expected);
+}
+
 #[test]
 fn log_probs_match_the_cpu_backend() {
     let cpu = Model::load(&fixture(), &Device::flex()).unwrap();
