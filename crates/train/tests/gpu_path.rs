@@ -10,7 +10,8 @@
 //!
 //! Each test fails, naming the missing driver, when the GPU backend cannot open a device. With
 //! the `vulkan` feature compiled in, wgpu compiles its kernels to SPIR-V too, which Mesa 22.3's
-//! lavapipe (Debian 12) crashes on: on such a machine run the `wgpu` feature alone.
+//! lavapipe (Debian 12) crashes on: on such a machine run the `wgpu` feature alone, and the
+//! `vulkan` one on lavapipe 26 through `scripts/lavapipe_vulkan.sh`.
 //! Tolerances: the GPU kernels sum in another order than the CPU's (tiled matmuls, tree
 //! reductions), so log-probs agree to 1e-4 absolute, gradients to 1e-3 relative to their norm,
 //! and greedy generation (an argmax over logits) and seeded draws exactly, on a model whose
