@@ -21,10 +21,11 @@
 #    from `reasonlab model logprobs --backend B` against transformers on CUDA (f32); then
 #    training: two AdamW steps of the tiny shape on B and on flex (`bench train-step --repeats
 #    2`, the same seeded model and batch), their losses within 1e-3 (relative) of each other
-#    (`gpu_parity.py losses`). With --fallback-bin, a backend that fails here (a crash, a
-#    time-out, log-probs or a loss out of tolerance) hands the rest of the check to the fallback
-#    binary and backend, after the same parity checks (at most 70 s more): a `vulkan` build,
-#    whose matmuls can use tensor cores, first, and a `wgpu` build behind it;
+#    (`gpu_parity.py losses`), and B's in --dtype mixed precision within 1e-2 of flex's. With
+#    --fallback-bin, a backend that fails here (a crash, a time-out, log-probs or a loss out of
+#    tolerance) hands the rest of the check to the fallback binary and backend, after the same
+#    parity checks (at most 100 s more): a `vulkan` build, whose matmuls can use tensor cores,
+#    first, and a `wgpu` build behind it;
 # 2. generation: `reasonlab bench generate` (16 prompts x 32 tokens, 128 new at T = 1) against
 #    transformers' `generate` on CUDA in the reduced --dtype (f16 by default: wgpu has no bf16;
 #    pass --dtype bf16 for a backend that has it), both sides in the same type; the same with
@@ -51,8 +52,8 @@
 #    REASONLAB_GPU_DECODE_SPLIT=never against the saved peer line, then 16 streams of 2,048
 #    tokens (5 chunks each).
 # On --backend flex, parts 2 and 3 run in f32, the CPU's only precision. Every result is a JSON
-# file in OUT, and a summary ends the run. Each step has a time limit (together 10 min 10 s by
-# default, 11 min 20 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min 30 s).
+# file in OUT, and a summary ends the run. Each step has a time limit (together 10 min 40 s by
+# default, 12 min 20 s when the fallback runs; part 6 adds 2 min 20 s, part 7 2 min 30 s).
 # `--quick` runs the tiny shape with one repetition and three times the limits: a smoke test of
 # the script itself, which on a machine without a GPU runs with `--backend flex` (the peers
 # then run on the CPU). With REASONLAB_GPU_KERNELS=composed in the environment, reasonlab runs
@@ -164,24 +165,32 @@ step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$
 step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
   --device "$PEER_DEVICE"
 # Training: two AdamW steps of the tiny shape (the same seeded model and batch) on the backend
-# and on flex, whose losses before a third step agree unless a gradient or an update differs.
+# and on flex, whose losses before a third step agree unless a gradient or an update differs;
+# then the same steps in mixed precision, whose loss stays within 1% of flex's f32 one.
 train_parity() { # $1: the steps' name suffix
-  step train-$BACKEND 20 "$BIN" bench train-step --backend "$BACKEND" --shape tiny --batch 2 \
-    --seq 64 --repeats 2 --json "$OUT/train-$BACKEND.json"
+  [ "$BACKEND" = flex ] && return 0 # nothing to compare with
+  local tiny=(--shape tiny --batch 2 --seq 64 --repeats 2)
+  [ -s "$OUT/train-flex.json" ] || step train-flex 20 "$BIN" bench train-step --backend flex \
+    "${tiny[@]}" --json "$OUT/train-flex.json"
+  step train-$BACKEND 20 "$BIN" bench train-step --backend "$BACKEND" "${tiny[@]}" \
+    --json "$OUT/train-$BACKEND.json"
   step train-parity$1 10 "$PY" "$HERE/gpu_parity.py" losses "$OUT/train-$BACKEND.json" \
     "$OUT/train-flex.json"
+  step train-$BACKEND-$DTYPE 20 "$BIN" bench train-step --backend "$BACKEND" "${tiny[@]}" \
+    --mixed-precision "$DTYPE" --json "$OUT/train-$BACKEND-$DTYPE.json"
+  step train-parity-$DTYPE$1 10 "$PY" "$HERE/gpu_parity.py" losses \
+    "$OUT/train-$BACKEND-$DTYPE.json" "$OUT/train-flex.json" --rtol 1e-2
 }
-step train-flex 20 "$BIN" bench train-step --backend flex --shape tiny --batch 2 --seq 64 \
-  --repeats 2 --json "$OUT/train-flex.json"
 train_parity ""
 failed() { local f; for f in ${FAILED[@]+"${FAILED[@]}"}; do [ "$f" = "$1" ] && return 0; done; return 1; }
 if [ -n "$FALLBACK_BIN" ] && { failed logprobs || failed parity || failed "train-$BACKEND" \
-    || failed train-parity; }; then
+    || failed train-parity || failed "train-$BACKEND-$DTYPE" || failed "train-parity-$DTYPE"; }; then
   echo "== $BACKEND failed parity: the rest runs on $FALLBACK_BIN --backend $FALLBACK_BACKEND" \
     | tee -a "$OUT/log.txt"
   FAILED=("${FAILED[@]/#logprobs/logprobs ($BACKEND)}")
   FAILED=("${FAILED[@]/#parity/parity ($BACKEND)}")
-  FAILED=("${FAILED[@]/#train-parity/train-parity ($BACKEND)}")
+  FAILED=("${FAILED[@]/#train-parity-$DTYPE/train-parity-$DTYPE ($BACKEND)}")
+  FAILED=("${FAILED[@]/%train-parity/train-parity ($BACKEND)}")
   BIN=$FALLBACK_BIN
   BACKEND=$FALLBACK_BACKEND
   PEER_DEVICE=$(peer_device "$BACKEND")
