@@ -93,7 +93,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) SCALE=3; SHAPE=tiny; REPEATS=1; SEQ=128; shift ;;
-    -h|--help) sed -n '2,63p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,64p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -170,8 +170,11 @@ step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs
 train_parity() { # $1: the steps' name suffix
   [ "$BACKEND" = flex ] && return 0 # nothing to compare with
   local tiny=(--shape tiny --batch 2 --seq 64 --repeats 2)
-  [ -s "$OUT/train-flex.json" ] || step train-flex 20 "$BIN" bench train-step --backend flex \
-    "${tiny[@]}" --json "$OUT/train-flex.json"
+  # flex's result once per run (the fallback reuses it); without it, nothing to compare with.
+  [ -n "$1" ] || step train-flex 20 "$BIN" bench train-step --backend flex "${tiny[@]}" \
+    --json "$OUT/train-flex.json"
+  [ -s "$OUT/train-flex.json" ] || return 0
+  rm -f "$OUT/train-$BACKEND.json" "$OUT/train-$BACKEND-$DTYPE.json" # no earlier run's
   step train-$BACKEND 20 "$BIN" bench train-step --backend "$BACKEND" "${tiny[@]}" \
     --json "$OUT/train-$BACKEND.json"
   step train-parity$1 10 "$PY" "$HERE/gpu_parity.py" losses "$OUT/train-$BACKEND.json" \
@@ -181,6 +184,7 @@ train_parity() { # $1: the steps' name suffix
   step train-parity-$DTYPE$1 10 "$PY" "$HERE/gpu_parity.py" losses \
     "$OUT/train-$BACKEND-$DTYPE.json" "$OUT/train-flex.json" --rtol 1e-2
 }
+rm -f "$OUT/train-flex.json"
 train_parity ""
 failed() { local f; for f in ${FAILED[@]+"${FAILED[@]}"}; do [ "$f" = "$1" ] && return 0; done; return 1; }
 if [ -n "$FALLBACK_BIN" ] && { failed logprobs || failed parity || failed "train-$BACKEND" \

@@ -11,8 +11,9 @@
 # target/lavapipe-root by default, and reused), from the mirror this machine's apt uses; the
 # test binaries are built here (`cargo test --no-run --features reasonlab-train/vulkan`), and
 # run in the root under chroot with the repository and the target folder bind-mounted at their
-# own paths. Needs root (chroot, mount), unshare and debootstrap (installed when missing). The
-# script runs in a mount namespace of its own, so its mounts end with it however it ends.
+# own paths. Needs root for all but the build (chroot, mount; through sudo when the caller is
+# not root), unshare and debootstrap (installed when missing). That part runs in a mount
+# namespace of its own, so its mounts end with it however it ends.
 #
 # The tests in VULKAN_LAVAPIPE_CRASHES below are not run, and the script says so: on lavapipe
 # 26 (26.1.6 and 26.2.6 alike) they end in a segmentation fault inside the driver. The cause,
@@ -28,15 +29,19 @@
 # 55 s through the `wgpu` build on the same driver, and 18 s through `vulkan` once the cache
 # holds its kernels. Both run in CI through `wgpu`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
 
 ROOT=target/lavapipe-root
 ALL=
+bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) ROOT="$2"; shift 2 ;;
     --all) ALL=--all; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    # The binaries built below, handed to the script's own run in its mount namespace.
+    --in-namespace) shift; bins=("$@"); break ;;
+    -h|--help) sed -n '2,30p' "$self"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -54,13 +59,28 @@ VULKAN_LAVAPIPE_SLOW=(
   fused_head_logprobs_match_the_composed_ops
 )
 
-[ "$(id -u)" -eq 0 ] || { echo "scripts/lavapipe_vulkan.sh needs root (chroot, mount)" >&2; exit 1; }
-if [ -z "${LAVAPIPE_VULKAN_NAMESPACE:-}" ]; then
-  exec unshare --mount --propagation private env LAVAPIPE_VULKAN_NAMESPACE=1 "$0" --root "$ROOT" $ALL
+if [ ${#bins[@]} -eq 0 ]; then
+  # 1. The test binaries, built here as the caller; then the rest as root (sudo when the caller
+  # is not) in a mount namespace of its own.
+  json=$(cargo test --workspace --features reasonlab-train/vulkan \
+    --test gpu_path --test gpu_precision --test gpu_kernels --no-run --message-format=json)
+  mapfile -t bins < <(grep -oE '"executable":"[^"]+"' <<< "$json" | cut -d'"' -f4)
+  [ "${#bins[@]}" -eq 3 ] || { echo "expected 3 test binaries, got: ${bins[*]}" >&2; exit 1; }
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  exec ${as_root[@]+"${as_root[@]}"} unshare --mount --propagation private "$self" --root "$ROOT" \
+    $ALL --in-namespace "${bins[@]}"
+fi
+# Refused unless unshare gave this run a mount namespace other than its caller's.
+ns=$(readlink /proc/self/ns/mnt || true)
+caller_ns=$(readlink "/proc/$PPID/ns/mnt" || true)
+if [ -z "$ns" ] || [ -z "$caller_ns" ] || [ "$ns" = "$caller_ns" ]; then
+  echo "--in-namespace is the script's own: its mounts need a mount namespace of their own" >&2
+  exit 2
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-# 1. The Debian 13 root with lavapipe 26 from backports.
+# 2. The Debian 13 root with lavapipe 26 from backports.
 if [ ! -e "$ROOT/usr/share/vulkan/icd.d/lvp_icd.x86_64.json" ]; then
   command -v debootstrap > /dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap; }
   # The mirror this machine's apt reads Debian from (debootstrap's own default otherwise).
@@ -77,15 +97,10 @@ if [ ! -e "$ROOT/usr/share/vulkan/icd.d/lvp_icd.x86_64.json" ]; then
   chroot "$ROOT.partial" apt-get install -y -qq --no-install-recommends -t trixie-backports \
     mesa-vulkan-drivers libvulkan1 >> "$ROOT.log" 2>&1 || { tail -20 "$ROOT.log" >&2; exit 1; }
   chroot "$ROOT.partial" apt-get clean
-  mv "$ROOT.partial" "$ROOT"
+  rm -rf "$ROOT"
+  mv -T "$ROOT.partial" "$ROOT"
 fi
 echo "lavapipe: $(chroot "$ROOT" dpkg-query -W -f '${Version}' mesa-vulkan-drivers)"
-
-# 2. The test binaries, built on this machine.
-mapfile -t bins < <(cargo test --workspace --features reasonlab-train/vulkan \
-  --test gpu_path --test gpu_precision --test gpu_kernels --no-run --message-format=json \
-  | grep -oE '"executable":"[^"]+"' | cut -d'"' -f4)
-[ "${#bins[@]}" -eq 3 ] || { echo "expected 3 test binaries, got: ${bins[*]}" >&2; exit 1; }
 
 # 3. The repository and the target folder at their own paths in the root.
 repo=$(pwd -P)
@@ -95,7 +110,7 @@ bind() { # PATH MOUNT-ARGS…: mounts at PATH in the root
   mount "${@:2}" "$ROOT$1"
 }
 bind /proc -t proc proc
-bind /dev --bind /dev
+bind /dev --rbind /dev
 bind "$repo" --bind "$repo"
 case "$target/" in "$repo"/*) ;; *) bind "$target" --bind "$target" ;; esac
 
@@ -109,7 +124,7 @@ for bin in "${bins[@]}"; do
     gpu_kernels-*) [ -n "$ALL" ] || mapfile -t args < <(skip "${VULKAN_LAVAPIPE_SLOW[@]}") ;;
   esac
   echo "== $(basename "$bin") through vulkan on lavapipe"
-  chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root XDG_RUNTIME_DIR=/tmp \
+  timeout 1800 chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root XDG_RUNTIME_DIR=/tmp \
     REASONLAB_GPU_BACKEND=vulkan sh -c 'cd "$1" && shift && exec "$@"' sh \
     "$repo/crates/train" "$bin" "${args[@]}" || status=$?
 done
