@@ -161,6 +161,7 @@ if wanted parity; then
 CKPT="$OUT/ckpt-$SHAPE"
 [ -f "$CKPT/config.json" ] || step make-checkpoint 40 "$PY" "$HERE/gpu_parity.py" make "$CKPT" --shape "$SHAPE"
 IDS=$("$PY" "$HERE/gpu_parity.py" ids --shape "$SHAPE" --len 64)
+PARITY_FROM=${#FAILED[@]} # the backend's parity steps' failures follow
 step logprobs 30 "$BIN" model logprobs --model "$CKPT" --ids "$IDS" --backend "$BACKEND"
 step parity 30 "$PY" "$HERE/gpu_parity.py" compare "$CKPT" --ours "$OUT/logprobs.out" --ids "$IDS" \
   --device "$PEER_DEVICE"
@@ -186,15 +187,17 @@ train_parity() { # $1: the steps' name suffix
 }
 rm -f "$OUT/train-flex.json"
 train_parity ""
-failed() { local f; for f in ${FAILED[@]+"${FAILED[@]}"}; do [ "$f" = "$1" ] && return 0; done; return 1; }
-if [ -n "$FALLBACK_BIN" ] && { failed logprobs || failed parity || failed "train-$BACKEND" \
-    || failed train-parity || failed "train-$BACKEND-$DTYPE" || failed "train-parity-$DTYPE"; }; then
+# The backend's own failures among them (flex's step is not the backend's).
+backend_failed=()
+for i in "${!FAILED[@]}"; do
+  [ "$i" -ge "$PARITY_FROM" ] && [ "${FAILED[$i]}" != train-flex ] && backend_failed+=("$i")
+done
+if [ -n "$FALLBACK_BIN" ] && [ ${#backend_failed[@]} -gt 0 ]; then
   echo "== $BACKEND failed parity: the rest runs on $FALLBACK_BIN --backend $FALLBACK_BACKEND" \
     | tee -a "$OUT/log.txt"
-  FAILED=("${FAILED[@]/#logprobs/logprobs ($BACKEND)}")
-  FAILED=("${FAILED[@]/#parity/parity ($BACKEND)}")
-  FAILED=("${FAILED[@]/#train-parity-$DTYPE/train-parity-$DTYPE ($BACKEND)}")
-  FAILED=("${FAILED[@]/%train-parity/train-parity ($BACKEND)}")
+  for i in "${backend_failed[@]}"; do # tagged with the backend's name where they lack it
+    [[ ${FAILED[$i]} == *"$BACKEND"* ]] || FAILED[$i]="${FAILED[$i]} ($BACKEND)"
+  done
   BIN=$FALLBACK_BIN
   BACKEND=$FALLBACK_BACKEND
   PEER_DEVICE=$(peer_device "$BACKEND")
